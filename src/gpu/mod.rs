@@ -1,0 +1,247 @@
+//! The wgpu side: adapter discovery and selection, the device with the adapter's real limits,
+//! kernels (pipelines built once from `shaders/*.wgsl`), GPU buffers and split weight matrices,
+//! and recorded dispatch programs.
+
+mod kernels;
+mod program;
+mod tensor;
+
+pub use kernels::{Kernel, KernelId, WeightFormat};
+pub use program::{f32_bits, row_grid, Binding, Program, ProgramBuilder};
+pub use tensor::{DType, GpuMatrix, MatrixPart};
+
+use crate::error::{Error, Result};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// What a user sees of one adapter in `perplex devices`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AdapterSummary {
+    pub index: usize,
+    pub name: String,
+    pub backend: String,
+    pub device_type: String,
+    pub driver: String,
+    pub driver_info: String,
+    pub max_buffer_size: u64,
+    pub max_storage_buffer_binding_size: u64,
+    pub max_compute_workgroup_storage_size: u32,
+    pub max_compute_invocations_per_workgroup: u32,
+    pub shader_f16: bool,
+    pub subgroups: bool,
+    pub subgroup_size: (u32, u32),
+    pub timestamp_query: bool,
+    pub notes: Vec<String>,
+}
+
+fn instance() -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+}
+
+fn all_adapters() -> Vec<wgpu::Adapter> {
+    pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()))
+}
+
+fn summarize(index: usize, adapter: &wgpu::Adapter) -> AdapterSummary {
+    let info = adapter.get_info();
+    let limits = adapter.limits();
+    let features = adapter.features();
+    let mut notes = Vec::new();
+    if info.backend == wgpu::Backend::Dx12 && !features.contains(wgpu::Features::SHADER_F16) {
+        notes.push("DX12 without DXC (FXC fallback): no f16 or subgroup shaders; install dxcompiler.dll for them".into());
+    }
+    if info.device_type == wgpu::DeviceType::Cpu {
+        notes.push("software rasterizer: correct but slow".into());
+    }
+    AdapterSummary {
+        index,
+        name: info.name.clone(),
+        backend: format!("{:?}", info.backend),
+        device_type: format!("{:?}", info.device_type),
+        driver: info.driver.clone(),
+        driver_info: info.driver_info.clone(),
+        max_buffer_size: limits.max_buffer_size,
+        max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+        max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
+        max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+        shader_f16: features.contains(wgpu::Features::SHADER_F16),
+        subgroups: features.contains(wgpu::Features::SUBGROUP),
+        subgroup_size: (info.subgroup_min_size, info.subgroup_max_size),
+        timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+        notes,
+    }
+}
+
+/// Every adapter wgpu can see, in enumeration order (the index `--device N` refers to).
+pub fn list_adapters() -> Vec<AdapterSummary> {
+    all_adapters().iter().enumerate().map(|(i, a)| summarize(i, a)).collect()
+}
+
+pub const NO_ADAPTER_HELP: &str = "no GPU adapter found. perplex needs a Vulkan, Metal or DX12 driver. \
+On a machine without a GPU, install a software Vulkan driver: on Debian/Ubuntu `sudo apt-get install mesa-vulkan-drivers` \
+(lavapipe), on Fedora `sudo dnf install mesa-vulkan-drivers`; on Windows the WARP adapter of DX12 is built in. \
+`perplex devices` lists what is visible.";
+
+/// How to pick and configure the device.
+#[derive(Debug, Clone, Default)]
+pub struct GpuOptions {
+    /// `N` (index in `perplex devices`) or a case-insensitive substring of the adapter name.
+    pub device: Option<String>,
+    /// Pretend storage bindings are at most this many bytes (tests of tensor splitting).
+    pub max_binding_override: Option<u64>,
+}
+
+/// A device and everything built on it. Cheap to share behind an `Arc`.
+pub struct Gpu {
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub adapter: AdapterSummary,
+    /// Largest storage binding we use (the adapter's, or a smaller forced value).
+    pub max_binding: u64,
+    pub max_buffer: u64,
+    pub max_workgroup_storage: u32,
+    kernels: Mutex<std::collections::HashMap<KernelId, Arc<Kernel>>>,
+    lost: Arc<Mutex<Option<String>>>,
+    failed: Arc<AtomicBool>,
+    last_error: Arc<Mutex<Option<String>>>,
+}
+
+impl Gpu {
+    pub fn new(options: &GpuOptions) -> Result<Arc<Gpu>> {
+        let adapters = all_adapters();
+        if adapters.is_empty() {
+            return Err(Error::bad_input(NO_ADAPTER_HELP));
+        }
+        let index = select_adapter(&adapters, options.device.as_deref())?;
+        let adapter = &adapters[index];
+        let summary = summarize(index, adapter);
+        let adapter_limits = adapter.limits();
+        // Ask for everything the adapter offers, not WebGPU's defaults (128/256 MiB buffers, 16 KiB shared).
+        let mut limits = wgpu::Limits::defaults();
+        limits.max_buffer_size = adapter_limits.max_buffer_size;
+        limits.max_storage_buffer_binding_size = adapter_limits.max_storage_buffer_binding_size;
+        limits.max_storage_buffers_per_shader_stage = adapter_limits.max_storage_buffers_per_shader_stage.min(16);
+        limits.max_compute_workgroup_storage_size = adapter_limits.max_compute_workgroup_storage_size;
+        limits.max_compute_invocations_per_workgroup = adapter_limits.max_compute_invocations_per_workgroup;
+        limits.max_compute_workgroups_per_dimension = adapter_limits.max_compute_workgroups_per_dimension;
+        limits.max_compute_workgroup_size_x = adapter_limits.max_compute_workgroup_size_x;
+        limits.max_compute_workgroup_size_y = adapter_limits.max_compute_workgroup_size_y;
+        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
+        let features = adapter.features() & wanted;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("perplex"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| Error::internal(format!("could not open adapter '{}': {e}", summary.name)))?;
+
+        let lost = Arc::new(Mutex::new(None));
+        let lost_slot = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            *lost_slot.lock().unwrap() = Some(format!("{reason:?}: {message}"));
+        });
+        let failed = Arc::new(AtomicBool::new(false));
+        let last_error = Arc::new(Mutex::new(None));
+        let (failed_flag, error_slot) = (failed.clone(), last_error.clone());
+        device.on_uncaptured_error(Arc::new(move |error: wgpu::Error| {
+            // Keep the first error: later ones are usually its consequences.
+            if !failed_flag.swap(true, Ordering::SeqCst) {
+                *error_slot.lock().unwrap() = Some(error.to_string());
+            }
+        }));
+
+        let mut max_binding = (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
+        if let Some(forced) = options.max_binding_override {
+            max_binding = max_binding.min(forced);
+        }
+        Ok(Arc::new(Gpu {
+            device,
+            queue,
+            adapter: summary,
+            max_binding,
+            max_buffer: limits.max_buffer_size,
+            max_workgroup_storage: limits.max_compute_workgroup_storage_size,
+            kernels: Mutex::new(Default::default()),
+            lost,
+            failed,
+            last_error,
+        }))
+    }
+
+    /// A one-line description for reports: "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)".
+    pub fn describe(&self) -> String {
+        format!("{} ({}, {})", self.adapter.name, self.adapter.backend, self.adapter.device_type)
+    }
+
+    /// Fails if the device was lost or a GPU command failed since the last check.
+    pub fn check_healthy(&self) -> Result<()> {
+        if let Some(reason) = self.lost.lock().unwrap().clone() {
+            return Err(Error::internal(format!(
+                "the GPU device was lost ({reason}). Results written so far are kept; rerun to continue, \
+                 with a smaller --batch if the driver reset under memory pressure."
+            )));
+        }
+        if self.failed.load(Ordering::SeqCst) {
+            let message = self.last_error.lock().unwrap().clone().unwrap_or_default();
+            let lower = message.to_lowercase();
+            if lower.contains("out of memory") || lower.contains("outofmemory") {
+                return Err(Error::bad_input(format!(
+                    "the GPU ran out of memory ({message}). Use a smaller --batch or --ctx, or a device with more memory."
+                )));
+            }
+            return Err(Error::internal(format!("a GPU command failed: {message}")));
+        }
+        Ok(())
+    }
+
+    /// Blocks until all submitted work is done.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::internal(format!("waiting for the GPU failed: {e}")))?;
+        self.check_healthy()
+    }
+}
+
+fn select_adapter(adapters: &[wgpu::Adapter], wanted: Option<&str>) -> Result<usize> {
+    let names: Vec<String> = adapters
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("  {i}: {} ({:?})", a.get_info().name, a.get_info().backend))
+        .collect();
+    match wanted {
+        Some(text) => {
+            if let Ok(index) = text.parse::<usize>() {
+                if index < adapters.len() {
+                    return Ok(index);
+                }
+                return Err(Error::bad_input(format!(
+                    "--device {index}: there are only {} adapters:\n{}",
+                    adapters.len(),
+                    names.join("\n")
+                )));
+            }
+            let needle = text.to_lowercase();
+            adapters
+                .iter()
+                .position(|a| a.get_info().name.to_lowercase().contains(&needle))
+                .ok_or_else(|| {
+                    Error::bad_input(format!("--device '{text}' matches no adapter name; adapters:\n{}", names.join("\n")))
+                })
+        }
+        None => {
+            // Prefer a real GPU (discrete, then integrated), then anything else, in enumeration order.
+            let rank = |a: &wgpu::Adapter| match a.get_info().device_type {
+                wgpu::DeviceType::DiscreteGpu => 0,
+                wgpu::DeviceType::IntegratedGpu => 1,
+                wgpu::DeviceType::VirtualGpu => 2,
+                wgpu::DeviceType::Other => 3,
+                wgpu::DeviceType::Cpu => 4,
+            };
+            Ok((0..adapters.len()).min_by_key(|&i| (rank(&adapters[i]), i)).unwrap())
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! GPU buffers: activations (f32), and weight matrices kept in their checkpoint width and split
+//! into row ranges whenever one would exceed the device's storage-binding limit.
+
+use super::{Gpu, WeightFormat};
+use crate::error::{Error, Result};
+use wgpu::util::DeviceExt;
+
+/// Element type of a checkpoint tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum DType {
+    F32,
+    F16,
+    BF16,
+}
+
+impl DType {
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 | DType::BF16 => 2,
+        }
+    }
+
+    pub fn format(self) -> WeightFormat {
+        match self {
+            DType::F32 => WeightFormat::F32,
+            DType::F16 => WeightFormat::F16,
+            DType::BF16 => WeightFormat::BF16,
+        }
+    }
+}
+
+/// Rows of a split matrix start at multiples of this (the LM-head kernel's vocabulary tile), so a
+/// vocabulary tile never straddles two parts.
+pub const ROW_ALIGN: usize = 64;
+
+/// One contiguous range of rows of a weight matrix, in its own buffer.
+pub struct MatrixPart {
+    pub buffer: wgpu::Buffer,
+    pub first_row: usize,
+    pub rows: usize,
+}
+
+/// A `[rows, cols]` row-major weight matrix (a PyTorch Linear weight or an embedding table).
+pub struct GpuMatrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub dtype: DType,
+    pub parts: Vec<MatrixPart>,
+}
+
+impl GpuMatrix {
+    /// Uploads raw little-endian bytes of a `[rows, cols]` matrix, splitting it so that no part
+    /// exceeds `gpu.max_binding`.
+    pub fn upload(gpu: &Gpu, name: &str, rows: usize, cols: usize, dtype: DType, bytes: &[u8]) -> Result<GpuMatrix> {
+        let row_bytes = cols * dtype.size();
+        if bytes.len() != rows * row_bytes {
+            return Err(Error::internal(format!("{name}: {} bytes for a {rows}x{cols} {dtype:?} matrix", bytes.len())));
+        }
+        let rows_per_part = max_rows_per_part(gpu.max_binding, row_bytes).ok_or_else(|| {
+            Error::bad_input(format!(
+                "{name}: one row of {row_bytes} bytes is larger than this device's storage binding limit ({} bytes)",
+                gpu.max_binding
+            ))
+        })?;
+        let mut parts = Vec::new();
+        let mut first_row = 0;
+        while first_row < rows {
+            let part_rows = rows_per_part.min(rows - first_row);
+            let slice = &bytes[first_row * row_bytes..(first_row + part_rows) * row_bytes];
+            let buffer = upload_padded(gpu, &format!("{name}[{first_row}..]"), slice);
+            parts.push(MatrixPart { buffer, first_row, rows: part_rows });
+            first_row += part_rows;
+        }
+        Ok(GpuMatrix { rows, cols, dtype, parts })
+    }
+
+    pub fn bytes(&self) -> u64 {
+        (self.rows * self.cols * self.dtype.size()) as u64
+    }
+}
+
+/// Rows per part: as many as fit in one binding, rounded down to ROW_ALIGN (unless the whole
+/// matrix is smaller). None if even ROW_ALIGN rows do not fit.
+fn max_rows_per_part(max_binding: u64, row_bytes: usize) -> Option<usize> {
+    // Leave 4 bytes of room for padding an odd number of 16-bit elements to a whole word.
+    let fit = ((max_binding.saturating_sub(4)) / row_bytes.max(1) as u64) as usize;
+    let aligned = fit / ROW_ALIGN * ROW_ALIGN;
+    (aligned > 0).then_some(aligned)
+}
+
+/// A storage buffer holding `bytes`, padded to a multiple of 4 bytes.
+pub fn upload_padded(gpu: &Gpu, label: &str, bytes: &[u8]) -> wgpu::Buffer {
+    let padded_len = bytes.len().div_ceil(4).max(1) * 4;
+    let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size: padded_len as u64,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: true,
+    });
+    {
+        let mut view = buffer.slice(..).get_mapped_range_mut().expect("a buffer mapped at creation");
+        view.slice(..bytes.len()).copy_from_slice(bytes);
+    }
+    buffer.unmap();
+    buffer
+}
+
+impl Gpu {
+    /// A storage buffer initialised from a slice of plain values.
+    pub fn upload<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
+        if data.is_empty() {
+            return self.storage(label, 4);
+        }
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::cast_slice(data),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+        })
+    }
+
+    /// A zeroed storage buffer of `bytes` bytes (at least 4).
+    pub fn storage(&self, label: &str, bytes: u64) -> wgpu::Buffer {
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.max(4).div_ceil(4) * 4,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// Copies the first `count` values of a buffer back to the host (blocking).
+    pub fn read<T: bytemuck::Pod>(&self, buffer: &wgpu::Buffer, count: usize) -> Result<Vec<T>> {
+        let bytes = (count * std::mem::size_of::<T>()) as u64;
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes.div_ceil(4) * 4,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, staging.size());
+        self.queue.submit([encoder.finish()]);
+        let (sender, receiver) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |result| {
+            let _ = sender.send(result);
+        });
+        self.wait()?;
+        receiver
+            .recv()
+            .map_err(|_| Error::internal("readback was never completed"))?
+            .map_err(|e| Error::internal(format!("reading GPU results failed: {e}")))?;
+        let view = staging
+            .get_mapped_range(..)
+            .map_err(|e| Error::internal(format!("reading GPU results failed: {e}")))?;
+        let values = bytemuck::pod_collect_to_vec::<u8, T>(&view[..bytes as usize]);
+        drop(view);
+        staging.unmap();
+        Ok(values)
+    }
+}

@@ -1,0 +1,53 @@
+//! perplex: score language-model checkpoints on any GPU (Vulkan, Metal, DX12) through wgpu.
+//!
+//! Data flow: checkpoint -> [`ModelSpec`] + GPU weights -> batches of token windows ->
+//! [`forward`] -> per-token log-probabilities -> metrics ([`score`]) -> [`report`].
+
+pub mod error;
+pub mod forward;
+pub mod gpu;
+pub mod model;
+pub mod reference;
+pub mod report;
+pub mod score;
+
+pub use error::{Error, ErrorKind, Result};
+pub use model::ModelSpec;
+
+use forward::GpuModel;
+use gpu::Gpu;
+use model::{Checkpoint, ModelFiles, TextTokenizer};
+use std::sync::Arc;
+
+/// A model ready to score: its spec, tokenizer and weights on a GPU.
+pub struct Model {
+    /// What the user passed to --model.
+    pub name: String,
+    pub spec: ModelSpec,
+    pub tokenizer: TextTokenizer,
+    pub gpu_model: GpuModel,
+}
+
+impl Model {
+    pub fn open(name: &str, gpu: Arc<Gpu>) -> Result<Model> {
+        let files = ModelFiles::locate(name)?;
+        let spec = model::load_spec(&files.dir)?;
+        let tokenizer = TextTokenizer::load(&files.dir)?;
+        if tokenizer.vocab_size > spec.vocab_size {
+            return Err(Error::bad_input(format!(
+                "{}: the tokenizer has {} tokens but the model's embedding has only {} rows: tokenizer.json does not \
+                 belong to this model",
+                files.dir.display(),
+                tokenizer.vocab_size,
+                spec.vocab_size
+            )));
+        }
+        let checkpoint = Checkpoint::open(&files.dir)?;
+        let gpu_model = GpuModel::load(gpu, spec.clone(), &checkpoint)?;
+        Ok(Model { name: name.to_string(), spec, tokenizer, gpu_model })
+    }
+
+    pub fn adapter(&self) -> String {
+        self.gpu_model.gpu.describe()
+    }
+}

@@ -1,0 +1,167 @@
+//! The `perplex` command line: argument parsing and printing only; the work is in the library.
+
+use clap::{Parser, Subcommand, ValueEnum};
+use perplex::gpu::{self, Gpu, GpuOptions};
+use perplex::report;
+use perplex::score::{self, PplOptions, WindowMode};
+use perplex::{Error, Model, Result};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "perplex", version, about = "Score language-model checkpoints on any GPU: perplexity, bits per byte, log-likelihoods")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct DeviceArgs {
+    /// Adapter to use: its index in `perplex devices` or a substring of its name
+    #[arg(long, global = true)]
+    device: Option<String>,
+    /// Treat storage bindings as at most this many MiB (exercises tensor splitting)
+    #[arg(long, hide = true)]
+    max_binding_mib: Option<u64>,
+}
+
+impl DeviceArgs {
+    fn open(&self) -> Result<std::sync::Arc<Gpu>> {
+        Gpu::new(&GpuOptions { device: self.device.clone(), max_binding_override: self.max_binding_mib.map(|m| m << 20) })
+    }
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Window {
+    /// lm-evaluation-harness loglikelihood_rolling: disjoint windows, every token scored once
+    Rolling,
+    /// Hugging Face guide: windows of --ctx advancing by --stride
+    Sliding,
+    /// llama.cpp llama-perplexity: chunks of --ctx, second half of each scored
+    Chunks,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List GPU adapters with their backend, type, limits and features
+    Devices {
+        /// Write the list as JSON
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Perplexity of a model on text files: loss, token/word/byte perplexity, bits per byte
+    Ppl {
+        /// Hugging Face model directory (config.json, model.safetensors, tokenizer.json)
+        #[arg(long)]
+        model: String,
+        /// Text files (.txt: one document each) or JSON Lines (.jsonl: one document per line)
+        #[arg(long, num_args = 1.., required = true)]
+        data: Vec<PathBuf>,
+        /// JSONL field holding the text
+        #[arg(long, default_value = "text")]
+        field: String,
+        #[arg(long, value_enum, default_value = "rolling")]
+        window: Window,
+        /// Window length in tokens [default: min(model positions, 2048); chunks: 512]
+        #[arg(long)]
+        ctx: Option<usize>,
+        /// Tokens a sliding window advances [default: ctx / 2]
+        #[arg(long)]
+        stride: Option<usize>,
+        /// Windows scored together in one GPU pass
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Write results as JSON
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write every scored token's log-probability as JSON Lines
+        #[arg(long)]
+        per_token: Option<PathBuf>,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(error) = run(cli) {
+        eprintln!("error: {error}");
+        std::process::exit(error.exit_code());
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Devices { json } => devices(json),
+        Command::Ppl { model, data, field, window, ctx, stride, batch, json, per_token, device } => {
+            let mode = match window {
+                Window::Rolling => WindowMode::Rolling,
+                Window::Chunks => WindowMode::Chunks,
+                Window::Sliding => WindowMode::Sliding { stride: 0 },
+            };
+            if stride.is_some() && !matches!(mode, WindowMode::Sliding { .. }) {
+                return Err(Error::bad_input("--stride applies to --window sliding only"));
+            }
+            let mut documents = Vec::new();
+            for path in &data {
+                documents.extend(score::read_documents(path, &field)?);
+            }
+            let gpu = device.open()?;
+            let model = Model::open(&model, gpu)?;
+            let mut options = PplOptions { mode, ctx, batch, per_token: per_token.is_some(), progress: true };
+            if let WindowMode::Sliding { .. } = mode {
+                let ctx = options.resolve_ctx(&model)?;
+                options.mode = WindowMode::Sliding { stride: stride.unwrap_or((ctx / 2).max(1)) };
+            }
+            let result = score::perplexity(&model, &documents, &options)?;
+            print!("{}", report::ppl_table(&result, &model.name, &model.adapter()));
+            if let Some(path) = json {
+                report::write_json(&path, &report::ppl_json(&result, &model.name, &model.adapter()))?;
+            }
+            if let Some(path) = per_token {
+                report::write_jsonl(&path, &result.tokens)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn devices(json: Option<PathBuf>) -> Result<()> {
+    let adapters = gpu::list_adapters();
+    if adapters.is_empty() {
+        return Err(Error::bad_input(gpu::NO_ADAPTER_HELP));
+    }
+    for a in &adapters {
+        println!("{}: {} ({}, {})", a.index, a.name, a.backend, a.device_type);
+        println!("   driver: {} {}", a.driver, a.driver_info);
+        println!(
+            "   max buffer {} MiB, max storage binding {} MiB, workgroup memory {} KiB, {} invocations/workgroup",
+            a.max_buffer_size >> 20,
+            a.max_storage_buffer_binding_size >> 20,
+            a.max_compute_workgroup_storage_size >> 10,
+            a.max_compute_invocations_per_workgroup
+        );
+        println!(
+            "   shader-f16: {}, subgroups: {} (size {}..{}), timestamps: {}",
+            yes(a.shader_f16),
+            yes(a.subgroups),
+            a.subgroup_size.0,
+            a.subgroup_size.1,
+            yes(a.timestamp_query)
+        );
+        for note in &a.notes {
+            println!("   note: {note}");
+        }
+    }
+    if let Some(path) = json {
+        report::write_json(&path, &serde_json::to_value(&adapters).map_err(|e| Error::internal(e.to_string()))?)?;
+    }
+    Ok(())
+}
+
+fn yes(flag: bool) -> &'static str {
+    if flag {
+        "yes"
+    } else {
+        "no"
+    }
+}

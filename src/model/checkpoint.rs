@@ -1,0 +1,195 @@
+//! Safetensors checkpoints: a single `model.safetensors` or shards listed by
+//! `model.safetensors.index.json`, memory-mapped; tensors are looked up by name and handed out
+//! as raw little-endian bytes in their stored width.
+
+use crate::error::{Error, Result};
+use crate::gpu::DType;
+use memmap2::Mmap;
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+struct TensorEntry {
+    file: usize,
+    dtype: DType,
+    shape: Vec<usize>,
+    start: usize,
+    end: usize,
+}
+
+pub struct Checkpoint {
+    paths: Vec<PathBuf>,
+    maps: Vec<Mmap>,
+    tensors: HashMap<String, TensorEntry>,
+}
+
+/// A tensor's bytes as stored in the file.
+pub struct TensorData<'a> {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    pub bytes: &'a [u8],
+}
+
+impl TensorData<'_> {
+    /// Values widened to f32 (small tensors: norms and biases, and the CPU reference).
+    pub fn to_f32(&self) -> Vec<f32> {
+        match self.dtype {
+            DType::F32 => bytemuck::pod_collect_to_vec(self.bytes),
+            DType::F16 => self
+                .bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            DType::BF16 => self
+                .bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+        }
+    }
+}
+
+impl Checkpoint {
+    /// Opens the weights of a Hugging Face model directory.
+    pub fn open(dir: &Path) -> Result<Checkpoint> {
+        let single = dir.join("model.safetensors");
+        let index = dir.join("model.safetensors.index.json");
+        let files: Vec<PathBuf> = if index.exists() {
+            shard_files(&index)?
+        } else if single.exists() {
+            vec![single]
+        } else {
+            return Err(Error::bad_input(format!(
+                "{}: no model.safetensors or model.safetensors.index.json. perplex reads Hugging Face \
+                 safetensors checkpoints (convert .bin checkpoints with `transformers` save_pretrained(safe_serialization=True)).",
+                dir.display()
+            )));
+        };
+        let mut checkpoint = Checkpoint { paths: Vec::new(), maps: Vec::new(), tensors: HashMap::new() };
+        for path in files {
+            checkpoint.add_file(&path)?;
+        }
+        Ok(checkpoint)
+    }
+
+    fn add_file(&mut self, path: &Path) -> Result<()> {
+        let file = File::open(path).map_err(|e| Error::bad_input(format!("{}: cannot open: {e}", path.display())))?;
+        // SAFETY: the map is read-only; a checkpoint modified while we read it is the user's problem
+        // and at worst gives wrong numbers for this run, never memory unsafety in safe code we call.
+        let map = unsafe { Mmap::map(&file) }
+            .map_err(|e| Error::bad_input(format!("{}: cannot memory-map: {e}", path.display())))?;
+        let (header_len, metadata) = safetensors::SafeTensors::read_metadata(&map).map_err(|e| {
+            Error::bad_input(format!(
+                "{}: not a valid safetensors file ({e:?}). The file may be truncated or still downloading; \
+                 download it again.",
+                path.display()
+            ))
+        })?;
+        let data_start = 8 + header_len;
+        let index = self.maps.len();
+        for (name, info) in metadata.tensors() {
+            let dtype = match info.dtype {
+                safetensors::Dtype::F32 => DType::F32,
+                safetensors::Dtype::F16 => DType::F16,
+                safetensors::Dtype::BF16 => DType::BF16,
+                other => {
+                    return Err(Error::bad_input(format!(
+                        "{}: tensor '{name}' has dtype {other:?}; perplex reads f32, f16 and bf16 safetensors \
+                         (GGUF files for quantized weights)",
+                        path.display()
+                    )))
+                }
+            };
+            let (start, end) = info.data_offsets;
+            self.tensors.insert(
+                name.clone(),
+                TensorEntry { file: index, dtype, shape: info.shape.clone(), start: data_start + start, end: data_start + end },
+            );
+        }
+        self.paths.push(path.to_path_buf());
+        self.maps.push(map);
+        Ok(())
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(|s| s.as_str())
+    }
+
+    /// The tensor `name`, checked to have `shape`.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<TensorData<'_>> {
+        let entry = self.tensors.get(name).ok_or_else(|| {
+            Error::bad_input(format!(
+                "checkpoint {} has no tensor '{name}', which this model's config.json requires",
+                self.describe()
+            ))
+        })?;
+        if entry.shape != shape {
+            return Err(Error::bad_input(format!(
+                "{}: tensor '{name}' has shape {:?} but config.json implies {:?}; the config and the weights \
+                 do not belong together",
+                self.paths[entry.file].display(),
+                entry.shape,
+                shape
+            )));
+        }
+        Ok(TensorData {
+            name: name.to_string(),
+            dtype: entry.dtype,
+            shape: entry.shape.clone(),
+            bytes: &self.maps[entry.file][entry.start..entry.end],
+        })
+    }
+
+    /// The widest-used storage type (what the bulk of the weights is stored as).
+    pub fn main_dtype(&self) -> DType {
+        let mut bytes: HashMap<DType, usize> = HashMap::new();
+        for entry in self.tensors.values() {
+            *bytes.entry(entry.dtype).or_default() += entry.end - entry.start;
+        }
+        bytes.into_iter().max_by_key(|(_, n)| *n).map(|(d, _)| d).unwrap_or(DType::F32)
+    }
+
+    fn describe(&self) -> String {
+        match self.paths.first().and_then(|p| p.parent()) {
+            Some(dir) => dir.display().to_string(),
+            None => "(empty)".into(),
+        }
+    }
+}
+
+fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
+    let text = std::fs::read_to_string(index)
+        .map_err(|e| Error::bad_input(format!("{}: cannot read: {e}", index.display())))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::bad_input(format!("{}: invalid JSON: {e}", index.display())))?;
+    let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| {
+        Error::bad_input(format!("{}: no \"weight_map\" object", index.display()))
+    })?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut files: Vec<PathBuf> = Vec::new();
+    for value in map.values() {
+        let name = value
+            .as_str()
+            .ok_or_else(|| Error::bad_input(format!("{}: weight_map values must be file names", index.display())))?;
+        if name.contains('/') || name.contains('\\') || name.starts_with('.') {
+            return Err(Error::bad_input(format!("{}: shard name '{name}' leaves the model directory", index.display())));
+        }
+        let path = dir.join(name);
+        if !files.contains(&path) {
+            if !path.exists() {
+                return Err(Error::bad_input(format!(
+                    "{}: shard {name} is missing; download the complete checkpoint",
+                    index.display()
+                )));
+            }
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}

@@ -1,0 +1,93 @@
+//! `tokenizer.json` (the `tokenizers` crate) plus the special tokens that scoring needs, read from
+//! `tokenizer_config.json` and `config.json` the way transformers resolves them.
+
+use crate::error::{Error, Result};
+use serde_json::Value;
+use std::path::Path;
+
+pub struct TextTokenizer {
+    inner: tokenizers::Tokenizer,
+    pub bos: Option<u32>,
+    pub eos: Option<u32>,
+    /// Whether the tokenizer puts BOS in front of a text when special tokens are added
+    /// (llama.cpp's `add_bos`): decides the first token of `--window chunks`.
+    pub adds_bos: bool,
+    pub vocab_size: usize,
+}
+
+fn special_token_text(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(map) => map.get("content").and_then(|c| c.as_str()).map(str::to_string),
+        _ => None,
+    }
+}
+
+impl TextTokenizer {
+    pub fn load(dir: &Path) -> Result<TextTokenizer> {
+        let path = dir.join("tokenizer.json");
+        if !path.exists() {
+            return Err(Error::bad_input(format!(
+                "{}: missing; perplex needs the model's tokenizer.json (a \"fast\" tokenizer: convert with \
+                 transformers' AutoTokenizer.from_pretrained(...).save_pretrained(dir))",
+                path.display()
+            )));
+        }
+        let inner = tokenizers::Tokenizer::from_file(&path)
+            .map_err(|e| Error::bad_input(format!("{}: cannot load tokenizer: {e}", path.display())))?;
+        let read = |name: &str| -> Value {
+            std::fs::read_to_string(dir.join(name))
+                .ok()
+                .and_then(|text| serde_json::from_str(&text).ok())
+                .unwrap_or(Value::Null)
+        };
+        // transformers takes special tokens from tokenizer_config.json, then special_tokens_map.json;
+        // config.json's ids are a last resort for directories that have neither file.
+        let tokenizer_config = read("tokenizer_config.json");
+        let special_map = read("special_tokens_map.json");
+        let config = read("config.json");
+        let has_token_files = !tokenizer_config.is_null() || !special_map.is_null();
+        let resolve = |key: &str, id_key: &str| -> Option<u32> {
+            let text = special_token_text(tokenizer_config.get(key)).or_else(|| special_token_text(special_map.get(key)));
+            match text {
+                Some(text) => inner.token_to_id(&text),
+                None if has_token_files => None,
+                None => config.get(id_key).and_then(|v| v.as_u64()).map(|v| v as u32),
+            }
+        };
+        let bos = resolve("bos_token", "bos_token_id");
+        let eos = resolve("eos_token", "eos_token_id");
+        let adds_bos = match tokenizer_config.get("add_bos_token").and_then(|v| v.as_bool()) {
+            Some(flag) => flag && bos.is_some(),
+            None => {
+                // Ask the tokenizer's post-processor what it does with special tokens.
+                let probe = inner.encode("a", true).map(|e| e.get_ids().to_vec()).unwrap_or_default();
+                bos.is_some() && probe.first() == bos.as_ref()
+            }
+        };
+        let vocab_size = inner.get_vocab_size(true);
+        Ok(TextTokenizer { inner, bos, eos, adds_bos, vocab_size })
+    }
+
+    /// Token ids of `text` without special tokens (what lm-evaluation-harness scores).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        self.inner
+            .encode_fast(text, false)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| Error::internal(format!("tokenization failed: {e}")))
+    }
+
+    /// The token that conditions the first token of a document: BOS if there is one, else EOS.
+    pub fn prefix_token(&self) -> Result<u32> {
+        self.bos.or(self.eos).ok_or_else(|| {
+            Error::bad_input(
+                "the tokenizer defines neither a BOS nor an EOS token, so the first token of a document cannot be \
+                 scored; set bos_token in tokenizer_config.json",
+            )
+        })
+    }
+
+    pub fn decode_token(&self, id: u32) -> String {
+        self.inner.decode(&[id], false).unwrap_or_default()
+    }
+}

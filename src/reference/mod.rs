@@ -1,0 +1,191 @@
+//! Plain-Rust CPU implementation of every op and of the forward pass: the oracle the GPU kernels
+//! and the GPU forward pass are tested against. Straightforward loops, f32 storage, f64 sums.
+
+use crate::error::Result;
+use crate::model::{load_weights, Activation, Checkpoint, ModelSpec, ModelWeights, NormKind, TensorData};
+
+/// A row-major `[rows, cols]` matrix on the host.
+#[derive(Debug, Clone)]
+pub struct HostMatrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Vec<f32>,
+}
+
+impl HostMatrix {
+    pub fn from_tensor(tensor: &TensorData) -> HostMatrix {
+        HostMatrix { rows: tensor.shape[0], cols: tensor.shape[1], data: tensor.to_f32() }
+    }
+    pub fn row(&self, r: usize) -> &[f32] {
+        &self.data[r * self.cols..(r + 1) * self.cols]
+    }
+}
+
+/// `input[m, k] @ weight[n, k]^T (+ bias)`.
+pub fn matmul(input: &[f32], rows: usize, weight: &HostMatrix, bias: Option<&[f32]>) -> Vec<f32> {
+    let k = weight.cols;
+    let mut out = vec![0f32; rows * weight.rows];
+    for m in 0..rows {
+        let a = &input[m * k..(m + 1) * k];
+        for n in 0..weight.rows {
+            let dot: f64 = a.iter().zip(weight.row(n)).map(|(&x, &w)| x as f64 * w as f64).sum();
+            out[m * weight.rows + n] = (dot + bias.map_or(0.0, |b| b[n] as f64)) as f32;
+        }
+    }
+    out
+}
+
+/// RMSNorm or LayerNorm of each `width`-wide row.
+pub fn norm(x: &[f32], width: usize, weight: &[f32], bias: Option<&[f32]>, kind: NormKind, eps: f32, weight_offset: f32) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    for (row, dst) in x.chunks(width).zip(out.chunks_mut(width)) {
+        let n = width as f64;
+        let mean = if kind == NormKind::Layer { row.iter().map(|&v| v as f64).sum::<f64>() / n } else { 0.0 };
+        let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+        let inv = 1.0 / (var + eps as f64).sqrt();
+        for i in 0..width {
+            let y = (row[i] as f64 - mean) * inv * (weight[i] + weight_offset) as f64 + bias.map_or(0.0, |b| b[i] as f64);
+            dst[i] = y as f32;
+        }
+    }
+    out
+}
+
+/// Rotate-half RoPE in place on `heads` heads of each row; `table[pos][pair]` = (cos, sin).
+pub fn rope(x: &mut [f32], row_stride: usize, heads: usize, head_dim: usize, rotary_half: usize, positions: &[usize], table: &[[f32; 2]]) {
+    for (row, &pos) in positions.iter().enumerate() {
+        for h in 0..heads {
+            let base = row * row_stride + h * head_dim;
+            for i in 0..rotary_half {
+                let [c, s] = table[pos * rotary_half + i];
+                let (x1, x2) = (x[base + i] as f64, x[base + i + rotary_half] as f64);
+                x[base + i] = (x1 * c as f64 - x2 * s as f64) as f32;
+                x[base + i + rotary_half] = (x2 * c as f64 + x1 * s as f64) as f32;
+            }
+        }
+    }
+}
+
+/// Causal attention over one window. q: [len, q_heads*hd], k/v: [len, kv_heads*hd].
+#[allow(clippy::too_many_arguments)]
+pub fn attention(q: &[f32], k: &[f32], v: &[f32], len: usize, q_heads: usize, kv_heads: usize, head_dim: usize, scale: f32, sliding_window: Option<usize>) -> Vec<f32> {
+    let group = q_heads / kv_heads;
+    let mut out = vec![0f32; len * q_heads * head_dim];
+    let mut scores = vec![0f64; len];
+    for h in 0..q_heads {
+        let kh = h / group;
+        for t in 0..len {
+            let qrow = &q[t * q_heads * head_dim + h * head_dim..][..head_dim];
+            let first = sliding_window.map_or(0, |w| (t + 1).saturating_sub(w));
+            let mut max = f64::NEG_INFINITY;
+            for s in first..=t {
+                let krow = &k[s * kv_heads * head_dim + kh * head_dim..][..head_dim];
+                let dot: f64 = qrow.iter().zip(krow).map(|(&a, &b)| a as f64 * b as f64).sum();
+                scores[s] = dot * scale as f64;
+                max = max.max(scores[s]);
+            }
+            let total: f64 = (first..=t).map(|s| (scores[s] - max).exp()).sum();
+            let dst = &mut out[t * q_heads * head_dim + h * head_dim..][..head_dim];
+            for d in 0..head_dim {
+                let mut acc = 0f64;
+                for s in first..=t {
+                    acc += (scores[s] - max).exp() / total * v[s * kv_heads * head_dim + kh * head_dim + d] as f64;
+                }
+                dst[d] = acc as f32;
+            }
+        }
+    }
+    out
+}
+
+/// The MLP activation, in f64.
+pub fn activate(kind: Activation, x: f32) -> f32 {
+    let x = x as f64;
+    let y = match kind {
+        Activation::Silu => x / (1.0 + (-x).exp()),
+        Activation::GeluTanh => 0.5 * x * (1.0 + (0.7978845608028654 * (x + 0.044715 * x * x * x)).tanh()),
+        Activation::GeluErf => 0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2)),
+    };
+    y as f32
+}
+
+/// erf to ~1e-15 by its Taylor series (|x| < 3) or the asymptotic continued fraction.
+fn erf(x: f64) -> f64 {
+    if x.abs() >= 6.0 {
+        return x.signum();
+    }
+    if x.abs() < 3.0 {
+        let (mut term, mut sum, mut n) = (x, x, 0.0);
+        while term.abs() > 1e-17 * sum.abs().max(1e-300) {
+            n += 1.0;
+            term *= -x * x / n;
+            sum += term / (2.0 * n + 1.0);
+        }
+        return sum * 2.0 / std::f64::consts::PI.sqrt();
+    }
+    // erfc continued fraction (Lentz), accurate for |x| >= 3.
+    let z = x.abs();
+    let mut f = z;
+    for k in (1..60).rev() {
+        f = z + (k as f64 / 2.0) / f;
+    }
+    let erfc = (-z * z).exp() / (f * std::f64::consts::PI.sqrt());
+    x.signum() * (1.0 - erfc)
+}
+
+/// (log p(target), target == argmax) from a row of logits, in f64.
+pub fn log_softmax_target(logits: &[f32], target: usize) -> (f64, bool) {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
+    let sum: f64 = logits.iter().map(|&v| (v as f64 - max).exp()).sum();
+    let argmax = logits.iter().enumerate().fold(0, |best, (i, &v)| if v > logits[best] { i } else { best });
+    (logits[target] as f64 - max - sum.ln(), argmax == target)
+}
+
+pub type HostWeights = ModelWeights<HostMatrix, Vec<f32>>;
+
+pub fn load_host_weights(spec: &ModelSpec, checkpoint: &Checkpoint) -> Result<HostWeights> {
+    load_weights(spec, checkpoint, |t| Ok(HostMatrix::from_tensor(t)), |_, v| Ok(v))
+}
+
+/// The forward pass of one window on the CPU: per position, (log p(targets[t]), greedy).
+pub fn forward(spec: &ModelSpec, w: &HostWeights, tokens: &[u32], targets: &[u32]) -> Vec<(f64, bool)> {
+    let len = tokens.len();
+    let d = spec.hidden;
+    let (hd, qh, kvh, f) = (spec.head_dim, spec.q_heads, spec.kv_heads, spec.intermediate);
+    let norm_of = |x: &[f32], weight: &[f32]| norm(x, d, weight, None, spec.norm, spec.norm_eps, spec.norm_weight_offset);
+    let mut x: Vec<f32> = tokens.iter().flat_map(|&t| w.embedding.row(t as usize).iter().map(|&v| v * spec.embedding_scale)).collect();
+    let positions: Vec<usize> = (0..len).collect();
+    let table = spec.rope_table(len);
+    for layer in &w.layers {
+        let h = norm_of(&x, &layer.attn_norm);
+        let bias = layer.qkv_bias.as_deref();
+        let (qw, kw) = (qh * hd, kvh * hd);
+        let mut q = matmul(&h, len, &layer.q, bias.map(|b| &b[..qw]));
+        let mut k = matmul(&h, len, &layer.k, bias.map(|b| &b[qw..qw + kw]));
+        let v = matmul(&h, len, &layer.v, bias.map(|b| &b[qw + kw..]));
+        if let Some(r) = &spec.rope {
+            rope(&mut q, qw, qh, hd, r.rotary_dim / 2, &positions, &table);
+            rope(&mut k, kw, kvh, hd, r.rotary_dim / 2, &positions, &table);
+        }
+        let a = attention(&q, &k, &v, len, qh, kvh, hd, spec.attention_scale, spec.sliding_window);
+        let o = matmul(&a, len, &layer.o, layer.o_bias.as_deref());
+        x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
+        let h = norm_of(&x, &layer.ffn_norm);
+        let up_bias = layer.up_bias.as_deref();
+        let act: Vec<f32> = match &layer.gate {
+            Some(gate) => {
+                let g = matmul(&h, len, gate, up_bias.map(|b| &b[..f]));
+                let u = matmul(&h, len, &layer.up, up_bias.map(|b| &b[f..]));
+                g.iter().zip(&u).map(|(&g, &u)| activate(spec.activation, g) * u).collect()
+            }
+            None => matmul(&h, len, &layer.up, up_bias).into_iter().map(|v| activate(spec.activation, v)).collect(),
+        };
+        let down = matmul(&act, len, &layer.down, layer.down_bias.as_deref());
+        x.iter_mut().zip(&down).for_each(|(x, o)| *x += o);
+    }
+    let h = norm_of(&x, &w.final_norm);
+    let logits = matmul(&h, len, w.head(), None);
+    (0..len)
+        .map(|t| log_softmax_target(&logits[t * spec.vocab_size..(t + 1) * spec.vocab_size], targets[t] as usize))
+        .collect()
+}

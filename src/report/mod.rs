@@ -1,0 +1,108 @@
+//! Human tables, JSON files and progress bars.
+
+use crate::error::{Error, Result};
+use crate::score::PplResult;
+use serde_json::json;
+use std::io::Write;
+use std::path::Path;
+
+/// A progress bar on stderr, drawn only when stderr is a terminal and `enabled`.
+pub fn progress_bar(total: u64, enabled: bool) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !enabled || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} tokens ({per_sec}, eta {eta})")
+            .unwrap()
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Left-aligned first column, right-aligned others.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| -> String {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| if i == 0 { format!("{c:<w$}", w = widths[i]) } else { format!("{c:>w$}", w = widths[i]) })
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = line(header.to_vec()) + "\n";
+    for row in rows {
+        out += &line(row.iter().map(|s| s.as_str()).collect());
+        out.push('\n');
+    }
+    out
+}
+
+pub fn ppl_table(result: &PplResult, model: &str, adapter: &str) -> String {
+    let t = &result.total;
+    let mut rows = vec![
+        vec!["model".into(), model.into()],
+        vec!["adapter".into(), adapter.into()],
+        vec!["window".into(), format!("{} (ctx {})", result.mode.name(), result.ctx)],
+        vec!["documents".into(), result.documents.len().to_string()],
+        vec!["tokens".into(), t.tokens.to_string()],
+        vec!["nll".into(), format!("{:.4}", t.nll)],
+        vec!["token perplexity".into(), format!("{:.4}", t.token_perplexity)],
+        vec!["word perplexity".into(), format!("{:.4}", t.word_perplexity)],
+        vec!["byte perplexity".into(), format!("{:.4}", t.byte_perplexity)],
+        vec!["bits per byte".into(), format!("{:.4}", t.bits_per_byte)],
+        vec!["tokens/s".into(), format!("{:.1}", result.tokens_per_second())],
+    ];
+    for row in &mut rows {
+        row[1] = row[1].clone();
+    }
+    table(&["", ""], &rows).lines().skip(1).map(|l| l.to_string() + "\n").collect()
+}
+
+pub fn ppl_json(result: &PplResult, model: &str, adapter: &str) -> serde_json::Value {
+    json!({
+        "model": model,
+        "adapter": adapter,
+        "window": result.mode.name(),
+        "ctx": result.ctx,
+        "stride": match result.mode { crate::score::WindowMode::Sliding { stride } => Some(stride), _ => None },
+        "documents": result.documents,
+        "total": result.total,
+        "seconds": result.seconds,
+        "tokens_per_second": result.tokens_per_second(),
+    })
+}
+
+pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::internal(e.to_string()))?;
+    write_atomically(path, text.as_bytes())
+}
+
+/// JSON Lines, one value per line.
+pub fn write_jsonl<T: serde::Serialize>(path: &Path, items: &[T]) -> Result<()> {
+    let mut out = Vec::new();
+    for item in items {
+        serde_json::to_writer(&mut out, item).map_err(|e| Error::internal(e.to_string()))?;
+        out.push(b'\n');
+    }
+    write_atomically(path, &out)
+}
+
+/// Writes to a temporary file beside `path`, then renames: a crash never leaves half a file.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("partial");
+    let fail = |e: std::io::Error| Error::bad_input(format!("{}: cannot write: {e}", path.display()));
+    let mut file = std::fs::File::create(&tmp).map_err(fail)?;
+    file.write_all(bytes).map_err(fail)?;
+    file.sync_all().map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(fail)
+}
