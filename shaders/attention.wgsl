@@ -2,7 +2,9 @@
 // QUERY_TILE consecutive queries of one head of one window and streams the keys and values in
 // tiles through workgroup memory with an online softmax, so no score matrix is ever stored.
 // Each query folds its keys in increasing order in one invocation: results do not depend on the
-// batch. Prepended at build time: `const HEAD_DIM` and `const KEY_TILE` for this model.
+// batch. Prepended at build time (src/gpu/kernels.rs): HEAD_DIM, KEY_TILE, and the generated
+// head-vector helpers (`HeadVec`, `load_head`, `dot_key`, `add_value`, `scale_head`, `store_head`),
+// unrolled over HEAD_DIM / 4 vec4s so the vectors stay in registers.
 //
 // Input: the fused QKV buffer, per row [q heads | k heads | v heads] of HEAD_DIM each; rows are
 // window * window_len + position. Output: [rows, q_heads * HEAD_DIM].
@@ -24,8 +26,8 @@ struct Params {
 
 const QUERY_TILE: u32 = 32u;
 
-var<workgroup> tile_k: array<array<f32, HEAD_DIM>, KEY_TILE>;
-var<workgroup> tile_v: array<array<f32, HEAD_DIM>, KEY_TILE>;
+var<workgroup> tile_k: array<array<vec4<f32>, HEAD_VEC4S>, KEY_TILE>;
+var<workgroup> tile_v: array<array<vec4<f32>, HEAD_VEC4S>, KEY_TILE>;
 
 @compute @workgroup_size(32, 1, 1)
 fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -36,16 +38,12 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) l
     let query = first_query + lid.x;
     let in_window = query < params.window_len;
     let row0 = window * params.window_len;
-    let q_col = head * HEAD_DIM;
     let k_col = (params.q_heads + kv_head) * HEAD_DIM;
     let v_col = (params.q_heads + params.kv_heads + kv_head) * HEAD_DIM;
 
-    var q: array<f32, HEAD_DIM>;
-    var acc: array<f32, HEAD_DIM>;
-    if (in_window) {
-        let base = (row0 + query) * params.qkv_stride + q_col;
-        for (var d = 0u; d < HEAD_DIM; d++) { q[d] = qkv[base + d]; }
-    }
+    let q_row = row0 + min(query, params.window_len - 1u);
+    let q = load_head(q_row * params.qkv_stride + head * HEAD_DIM);
+    var acc: HeadVec;
     var running_max = -3.0e38;
     var running_sum = 0.0;
 
@@ -55,19 +53,14 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) l
     if (params.sliding_window > 0u && first_query + 1u > params.sliding_window) {
         first_key = first_query + 1u - params.sliding_window;
     }
-    let tile_start = (first_key / KEY_TILE) * KEY_TILE;
-    for (var k0 = tile_start; k0 <= last_key; k0 += KEY_TILE) {
-        for (var e = lid.x; e < KEY_TILE * HEAD_DIM; e += QUERY_TILE) {
-            let j = e / HEAD_DIM;
-            let d = e % HEAD_DIM;
-            let key = k0 + j;
-            var kv = vec2<f32>(0.0, 0.0);
-            if (key <= last_key) {
-                let base = (row0 + key) * params.qkv_stride;
-                kv = vec2<f32>(qkv[base + k_col + d], qkv[base + v_col + d]);
-            }
-            tile_k[j][d] = kv.x;
-            tile_v[j][d] = kv.y;
+    for (var k0 = (first_key / KEY_TILE) * KEY_TILE; k0 <= last_key; k0 += KEY_TILE) {
+        for (var e = lid.x; e < KEY_TILE * HEAD_VEC4S; e += QUERY_TILE) {
+            let j = e / HEAD_VEC4S;
+            let d = (e % HEAD_VEC4S) * 4u;
+            let key = min(k0 + j, last_key);
+            let base = (row0 + key) * params.qkv_stride;
+            tile_k[j][e % HEAD_VEC4S] = vec4<f32>(qkv[base + k_col + d], qkv[base + k_col + d + 1u], qkv[base + k_col + d + 2u], qkv[base + k_col + d + 3u]);
+            tile_v[j][e % HEAD_VEC4S] = vec4<f32>(qkv[base + v_col + d], qkv[base + v_col + d + 1u], qkv[base + v_col + d + 2u], qkv[base + v_col + d + 3u]);
         }
         workgroupBarrier();
         if (in_window) {
@@ -75,9 +68,7 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) l
                 let key = k0 + j;
                 let visible = key <= query && (params.sliding_window == 0u || query - key < params.sliding_window);
                 if (!visible) { continue; }
-                var score = 0.0;
-                for (var d = 0u; d < HEAD_DIM; d++) { score = fma(q[d], tile_k[j][d], score); }
-                score *= params.scale;
+                var score = dot_key(q, j) * params.scale;
                 if (params.softcap > 0.0) {
                     score = params.softcap * tanh(clamp(score / params.softcap, -15.0, 15.0));
                 }
@@ -85,15 +76,13 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) l
                 let correction = exp(running_max - new_max);
                 let p = exp(score - new_max);
                 running_sum = running_sum * correction + p;
-                for (var d = 0u; d < HEAD_DIM; d++) { acc[d] = fma(p, tile_v[j][d], acc[d] * correction); }
+                acc = add_value(scale_head(acc, correction), p, j);
                 running_max = new_max;
             }
         }
         workgroupBarrier();
     }
     if (in_window) {
-        let base = (row0 + query) * params.q_heads * HEAD_DIM + q_col;
-        let inv = 1.0 / running_sum;
-        for (var d = 0u; d < HEAD_DIM; d++) { output[base + d] = acc[d] * inv; }
+        store_head(scale_head(acc, 1.0 / running_sum), (row0 + query) * params.q_heads * HEAD_DIM + head * HEAD_DIM);
     }
 }

@@ -5,12 +5,10 @@
 //! log p(target) and whether the target was the argmax. Logits never leave the kernel.
 
 use crate::error::{Error, Result};
-use crate::gpu::{f32_bits, row_grid, DType, Gpu, GpuMatrix, KernelId, Program, ProgramBuilder};
+use crate::gpu::{f32_bits, row_grid, DType, Gpu, GpuMatrix, KernelId, Program, ProgramBuilder, BLOCK_ROWS, TILE_COLS};
 use crate::model::{load_weights, Checkpoint, ModelSpec, ModelWeights, NormKind};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-
-const TILE: usize = 64;
 
 /// Per-position result of scoring a window.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -87,7 +85,7 @@ impl GpuModel {
     }
 
     fn vocab_tiles(&self) -> usize {
-        self.spec.vocab_size.div_ceil(TILE)
+        self.spec.vocab_size.div_ceil(TILE_COLS)
     }
 
     /// Bytes of activation memory per row (token position) of a batch, per buffer.
@@ -272,7 +270,7 @@ impl GpuModel {
         let tiles = self.vocab_tiles();
         for part in &head.parts {
             p.dispatch(
-                KernelId::LmHeadLoss(head.dtype.format()),
+                KernelId::LmHeadLoss { format: head.dtype.format(), aligned: d % 4 == 0 },
                 &[
                     rows as u32,
                     part.rows as u32,
@@ -281,12 +279,12 @@ impl GpuModel {
                     tiles as u32,
                     0,
                     0,
-                    (part.first_row / TILE) as u32,
+                    (part.first_row / TILE_COLS) as u32,
                     f32_bits(0.0),
                     spec.vocab_size as u32,
                 ],
                 &[&ws.h, &part.buffer, &ws.targets, &ws.partials],
-                [part.rows.div_ceil(TILE) as u32, rows.div_ceil(TILE) as u32, 1],
+                [part.rows.div_ceil(TILE_COLS) as u32, rows.div_ceil(BLOCK_ROWS) as u32, 1],
             );
         }
         p.dispatch(
@@ -300,7 +298,7 @@ impl GpuModel {
 
     fn attention_kernel(&self) -> KernelId {
         let head_dim = self.spec.head_dim as u32;
-        let by_memory = self.gpu.max_workgroup_storage / (2 * head_dim * 4);
+        let by_memory = self.gpu.max_workgroup_storage / (2 * head_dim.div_ceil(4) * 16);
         KernelId::Attention { head_dim, key_tile: by_memory.clamp(1, 32) }
     }
 
@@ -344,7 +342,7 @@ impl GpuModel {
     ) {
         for part in &weight.parts {
             p.dispatch(
-                KernelId::Matmul(weight.dtype.format()),
+                KernelId::Matmul { format: weight.dtype.format(), aligned: weight.cols % 4 == 0 },
                 &[
                     rows as u32,
                     part.rows as u32,
@@ -355,7 +353,7 @@ impl GpuModel {
                     accumulate as u32,
                 ],
                 &[input, &part.buffer, bias.unwrap_or(&self.dummy), output],
-                [part.rows.div_ceil(TILE) as u32, rows.div_ceil(TILE) as u32, 1],
+                [part.rows.div_ceil(TILE_COLS) as u32, rows.div_ceil(BLOCK_ROWS) as u32, 1],
             );
         }
     }

@@ -379,8 +379,8 @@ decay to 10% over the run, gradient clipping 1.0) on batches of {info['batch']} 
 ({info['steps'] * info['batch'] * info['seq_len'] / 1e6:.1f} M tokens, about
 {info['steps'] * info['batch'] * info['seq_len'] / info['train_tokens']:.1f} epochs), with
 bfloat16 autocast on {info['threads']} CPU threads: {info['train_seconds'] / 60:.1f} minutes
-of a {info['budget']} ({info['train_seconds'] / info['steps']:.2f} s a step on a shared
-machine), seed {SEED}. Held-out loss during training: {info['curve']}.
+({info['budget']}; {info['train_seconds'] / info['steps']:.2f} s a step on a shared
+machine), seed {SEED}. Held-out perplexity during training: {info['curve']}.
 
 **Result.** `reference.json` holds lm-eval's rolling log-likelihood of the held-out files
 (float32, 512-token windows). On `heldout.txt`: {r['tokens']:,} tokens, token perplexity
@@ -392,6 +392,10 @@ machine), seed {SEED}. Held-out loss during training: {info['curve']}.
 
     shared/assets/fetch texts     # prints the asset cache, e.g. ~/.cache/perplex-assets
     python models/scripts/train_default.py ~/.cache/perplex-assets
+
+`texts/kjv.txt` is the whole Bible as printed by the `bible` reader of Debian's
+`bible-kjv` package (`bible -f -p DIR Gen1:1-Rev22:21`, DIR holding `bible.data`): a
+verse a line, each starting with its reference (`Ge1:1 In the beginning ...`).
 
 It rewrites every file of this directory. Training runs for `--minutes` (default 18) of
 wall time, so the number of steps, and with it the weights, depend on the machine;
@@ -480,7 +484,7 @@ def main():
                 weight_decay=args.weight_decay, warmup=args.warmup, batch=args.batch,
                 seq_len=args.seq_len, threads=args.threads, train_docs=len(train_docs),
                 train_bytes=train_bytes, train_tokens=len(train_ids),
-                budget=(f"{args.steps}-step run" if args.steps else f"{args.minutes:g}-minute budget"),
+                budget=(f"a fixed run of {args.steps} steps" if args.steps else f"a budget of {args.minutes:g} minutes"),
                 curve=", ".join(f"step {h['step']} ppl {math.exp(h['heldout_loss']):.1f}" for h in history))
     write_readme(out, info)
     total = sum(p.stat().st_size for p in out.iterdir() if p.is_file())

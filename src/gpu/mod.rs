@@ -6,7 +6,7 @@ mod kernels;
 mod program;
 mod tensor;
 
-pub use kernels::{Kernel, KernelId, WeightFormat};
+pub use kernels::{Kernel, KernelId, WeightFormat, BLOCK_COLS, BLOCK_ROWS, TILE_COLS};
 pub use program::{f32_bits, row_grid, Binding, Program, ProgramBuilder};
 pub use tensor::{DType, GpuMatrix, MatrixPart};
 

@@ -3,7 +3,6 @@
 
 use super::{Gpu, WeightFormat};
 use crate::error::{Error, Result};
-use wgpu::util::DeviceExt;
 
 /// Element type of a checkpoint tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -32,7 +31,12 @@ impl DType {
 
 /// Rows of a split matrix start at multiples of this (the LM-head kernel's vocabulary tile), so a
 /// vocabulary tile never straddles two parts.
-pub const ROW_ALIGN: usize = 64;
+pub const ROW_ALIGN: usize = super::TILE_COLS;
+
+/// Buffers are padded to whole 16-byte groups: kernels read them as vec4s.
+fn padded(bytes: u64) -> u64 {
+    bytes.max(16).div_ceil(16) * 16
+}
 
 /// One contiguous range of rows of a weight matrix, in its own buffer.
 pub struct MatrixPart {
@@ -83,19 +87,18 @@ impl GpuMatrix {
 /// Rows per part: as many as fit in one binding, rounded down to ROW_ALIGN (unless the whole
 /// matrix is smaller). None if even ROW_ALIGN rows do not fit.
 fn max_rows_per_part(max_binding: u64, row_bytes: usize) -> Option<usize> {
-    // Leave 4 bytes of room for padding an odd number of 16-bit elements to a whole word.
-    let fit = ((max_binding.saturating_sub(4)) / row_bytes.max(1) as u64) as usize;
+    // Leave room for padding to a whole 16 bytes.
+    let fit = ((max_binding.saturating_sub(16)) / row_bytes.max(1) as u64) as usize;
     let aligned = fit / ROW_ALIGN * ROW_ALIGN;
     (aligned > 0).then_some(aligned)
 }
 
-/// A storage buffer holding `bytes`, padded to a multiple of 4 bytes.
+/// A storage buffer holding `bytes`, zero-padded to a multiple of 16 bytes.
 pub fn upload_padded(gpu: &Gpu, label: &str, bytes: &[u8]) -> wgpu::Buffer {
-    let padded_len = bytes.len().div_ceil(4).max(1) * 4;
     let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
-        size: padded_len as u64,
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        size: padded(bytes.len() as u64),
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
         mapped_at_creation: true,
     });
     {
@@ -109,21 +112,14 @@ pub fn upload_padded(gpu: &Gpu, label: &str, bytes: &[u8]) -> wgpu::Buffer {
 impl Gpu {
     /// A storage buffer initialised from a slice of plain values.
     pub fn upload<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> wgpu::Buffer {
-        if data.is_empty() {
-            return self.storage(label, 4);
-        }
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytemuck::cast_slice(data),
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
-        })
+        upload_padded(self, label, bytemuck::cast_slice(data))
     }
 
-    /// A zeroed storage buffer of `bytes` bytes (at least 4).
+    /// A zeroed storage buffer of at least `bytes` bytes.
     pub fn storage(&self, label: &str, bytes: u64) -> wgpu::Buffer {
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
-            size: bytes.max(4).div_ceil(4) * 4,
+            size: padded(bytes),
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         })

@@ -1,0 +1,89 @@
+//! Kernel-level throughput on the default adapter, at the shapes of real models.
+//! `cargo bench --bench kernels` prints GFLOP/s per kernel and shape.
+
+use perplex::gpu::{DType, Gpu, GpuMatrix, GpuOptions, KernelId, Program, BLOCK_ROWS, TILE_COLS};
+use std::time::Instant;
+
+fn time_program(gpu: &Gpu, program: &Program, repeats: usize) -> f64 {
+    program.run(gpu).unwrap(); // warm-up (pipeline compilation happens at build time)
+    let start = Instant::now();
+    for _ in 0..repeats {
+        program.submit(gpu);
+    }
+    gpu.wait().unwrap();
+    start.elapsed().as_secs_f64() / repeats as f64
+}
+
+fn bench_matmul(gpu: &Gpu, rows: usize, n: usize, k: usize, dtype: DType) {
+    let weights = vec![0u8; n * k * dtype.size()];
+    let weight = GpuMatrix::upload(gpu, "w", n, k, dtype, &weights).unwrap();
+    let input = gpu.storage("in", (rows * k * 4) as u64);
+    let out = gpu.storage("out", (rows * n * 4) as u64);
+    let dummy = gpu.storage("bias", 4);
+    let mut p = Program::builder(gpu);
+    for part in &weight.parts {
+        p.dispatch(
+            KernelId::Matmul { format: dtype.format(), aligned: k % 4 == 0 },
+            &[rows as u32, part.rows as u32, k as u32, part.first_row as u32, n as u32, 0, 0],
+            &[&input, &part.buffer, &dummy, &out],
+            [part.rows.div_ceil(TILE_COLS) as u32, rows.div_ceil(BLOCK_ROWS) as u32, 1],
+        );
+    }
+    let program = p.build();
+    let seconds = time_program(gpu, &program, 3);
+    let flops = 2.0 * (rows * n * k) as f64;
+    println!("matmul {rows:>5} x {n:>5} x {k:>5} {dtype:?}: {:8.2} ms  {:7.2} GFLOP/s", seconds * 1e3, flops / seconds / 1e9);
+}
+
+fn bench_lm_head(gpu: &Gpu, rows: usize, vocab: usize, k: usize) {
+    let dtype = DType::F32;
+    let weight = GpuMatrix::upload(gpu, "head", vocab, k, dtype, &vec![0u8; vocab * k * 4]).unwrap();
+    let input = gpu.storage("in", (rows * k * 4) as u64);
+    let targets = gpu.storage("targets", (rows * 4) as u64);
+    let tiles = vocab.div_ceil(TILE_COLS);
+    let partials = gpu.storage("partials", (rows * tiles * 16) as u64);
+    let mut p = Program::builder(gpu);
+    for part in &weight.parts {
+        p.dispatch(
+            KernelId::LmHeadLoss { format: dtype.format(), aligned: true },
+            &[rows as u32, part.rows as u32, k as u32, part.first_row as u32, tiles as u32, 0, 0, (part.first_row / TILE_COLS) as u32, 0, vocab as u32],
+            &[&input, &part.buffer, &targets, &partials],
+            [part.rows.div_ceil(TILE_COLS) as u32, rows.div_ceil(BLOCK_ROWS) as u32, 1],
+        );
+    }
+    let seconds = time_program(gpu, &p.build(), 2);
+    let flops = 2.0 * (rows * vocab * k) as f64;
+    println!("lm head loss {rows:>5} x {vocab:>6} x {k:>5}: {:8.2} ms  {:7.2} GFLOP/s", seconds * 1e3, flops / seconds / 1e9);
+}
+
+fn bench_attention(gpu: &Gpu, windows: usize, len: usize, q_heads: usize, kv_heads: usize, head_dim: usize) {
+    let rows = windows * len;
+    let width = (q_heads + 2 * kv_heads) * head_dim;
+    let qkv = gpu.storage("qkv", (rows * width * 4) as u64);
+    let out = gpu.storage("out", (rows * q_heads * head_dim * 4) as u64);
+    let key_tile = (gpu.max_workgroup_storage / (2 * head_dim as u32 * 4)).clamp(1, 32);
+    let mut p = Program::builder(gpu);
+    p.dispatch(
+        KernelId::Attention { head_dim: head_dim as u32, key_tile },
+        &[rows as u32, len as u32, q_heads as u32, kv_heads as u32, width as u32, 0.125f32.to_bits(), 0, 0],
+        &[&qkv, &out],
+        [len.div_ceil(32) as u32, q_heads as u32, windows as u32],
+    );
+    let seconds = time_program(gpu, &p.build(), 2);
+    // q.k and p.v over the causal half
+    let flops = 2.0 * 2.0 * (windows * q_heads * head_dim) as f64 * (len * (len + 1) / 2) as f64;
+    println!("attention {windows} x {len} heads {q_heads}/{kv_heads} dim {head_dim}: {:8.2} ms  {:7.2} GFLOP/s", seconds * 1e3, flops / seconds / 1e9);
+}
+
+fn main() {
+    let gpu = Gpu::new(&GpuOptions::default()).unwrap();
+    println!("adapter: {}", gpu.describe());
+    // SmolLM2-135M: hidden 576, intermediate 1536, vocab 49152.
+    bench_attention(&gpu, 1, 512, 9, 3, 64);
+    bench_lm_head(&gpu, 512, 49152, 576);
+    for dtype in [DType::F32, DType::F16] {
+        bench_matmul(&gpu, 512, 576, 576, dtype);
+        bench_matmul(&gpu, 512, 1536, 576, dtype);
+        bench_matmul(&gpu, 512, 576, 1536, dtype);
+    }
+}
