@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_close, gpu, seed, Rng, KERNEL_F32};
+use common::{assert_close, gpu, seed, Rng, Tolerance, KERNEL_F32};
 use perplex::gpu::{f32_bits, row_grid, DType, GpuMatrix, GpuOptions, KernelId, Program, BLOCK_ROWS, TILE_COLS};
 use perplex::reference::{self, HostMatrix};
 
@@ -90,5 +90,242 @@ fn matmul_over_a_split_weight_matches_reference() {
     let mut rng = Rng::new(seed());
     for dtype in [DType::F32, DType::F16] {
         run_matmul(33, 1100, 45, dtype, true, false, Some(512), &mut rng);
+    }
+}
+
+#[test]
+fn matmul_unaligned_depth_matches_reference() {
+    // depth not a multiple of 4: the masked vec4 path.
+    let mut rng = Rng::new(seed());
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        run_matmul(19, 150, 90, dtype, true, false, None, &mut rng);
+        run_matmul(9, 31, 7, dtype, false, true, None, &mut rng);
+    }
+}
+
+/// The fused LM head (+ soft-capping) against log-softmax of the reference logits, over a
+/// vocabulary split into parts.
+fn run_lm_head(rows: usize, vocab: usize, k: usize, dtype: DType, split: bool, softcap: f32, rng: &mut Rng) {
+    let gpu = if split {
+        let limit = (TILE_COLS * k * dtype.size() + 16) as u64;
+        perplex::gpu::Gpu::new(&GpuOptions { max_binding_override: Some(limit), ..Default::default() }).unwrap()
+    } else {
+        gpu()
+    };
+    let hidden = rng.vec(rows * k, 1.0);
+    let (bytes, w) = to_bytes(&rng.vec(vocab * k, 1.0), dtype);
+    let head = GpuMatrix::upload(&gpu, "head", vocab, k, dtype, &bytes).unwrap();
+    assert_eq!(head.parts.len() > 1, split);
+    let targets: Vec<u32> = (0..rows).map(|_| rng.below(vocab) as u32).collect();
+    let tiles = vocab.div_ceil(TILE_COLS);
+    let hidden_buf = gpu.upload("hidden", &hidden);
+    let target_buf = gpu.upload("targets", &targets);
+    let partials = gpu.storage("partials", (rows * tiles * 16) as u64);
+    let scores = gpu.storage("scores", (rows * 8) as u64);
+    let mut p = Program::builder(&gpu);
+    for part in &head.parts {
+        p.dispatch(
+            KernelId::LmHeadLoss { format: dtype.format(), aligned: k % 4 == 0 },
+            &[rows as u32, part.rows as u32, k as u32, part.first_row as u32, tiles as u32, 0, 0, (part.first_row / TILE_COLS) as u32, f32_bits(softcap), vocab as u32],
+            &[&hidden_buf, &part.buffer, &target_buf, &partials],
+            [part.rows.div_ceil(TILE_COLS) as u32, rows.div_ceil(BLOCK_ROWS) as u32, 1],
+        );
+    }
+    p.dispatch(KernelId::LossCombine, &[rows as u32, 0, 0, 0, tiles as u32], &[&target_buf, &partials, &scores], [rows.div_ceil(64) as u32, 1, 1]);
+    p.build().run(&gpu).unwrap();
+    let got: Vec<[f32; 2]> = gpu.read(&scores, rows).unwrap();
+    let mut logits = reference::matmul(&hidden, rows, &HostMatrix { rows: vocab, cols: k, data: w }, None);
+    if softcap > 0.0 {
+        logits.iter_mut().for_each(|l| *l = softcap * (*l / softcap).tanh());
+    }
+    for r in 0..rows {
+        let (want, greedy) = reference::log_softmax_target(&logits[r * vocab..(r + 1) * vocab], targets[r] as usize);
+        let err = (got[r][0] as f64 - want).abs();
+        assert!(err < 2e-4 * want.abs().max(1.0), "row {r}: log p {} want {want}", got[r][0]);
+        assert_eq!(got[r][1] > 0.5, greedy, "row {r}: greedy flag");
+    }
+}
+
+#[test]
+fn lm_head_loss_matches_log_softmax() {
+    let mut rng = Rng::new(seed());
+    run_lm_head(13, 1000, 36, DType::F32, false, 0.0, &mut rng);
+    run_lm_head(21, 777, 43, DType::BF16, false, 0.0, &mut rng);
+    run_lm_head(9, 300, 40, DType::F16, false, 5.0, &mut rng);
+}
+
+#[test]
+fn lm_head_loss_over_split_vocabulary() {
+    let mut rng = Rng::new(seed());
+    run_lm_head(11, 700, 20, DType::F32, true, 0.0, &mut rng);
+}
+
+#[test]
+fn lm_head_greedy_flag_when_target_is_argmax() {
+    // Targets chosen as the argmax must be flagged greedy (random targets rarely are).
+    let gpu = gpu();
+    let (rows, vocab, k) = (10, 259, 8);
+    let mut rng = Rng::new(seed());
+    let hidden = rng.vec(rows * k, 1.0);
+    let w = rng.vec(vocab * k, 1.0);
+    let logits = reference::matmul(&hidden, rows, &HostMatrix { rows: vocab, cols: k, data: w.clone() }, None);
+    let targets: Vec<u32> = (0..rows)
+        .map(|r| {
+            let row = &logits[r * vocab..(r + 1) * vocab];
+            (0..vocab).fold(0, |b, i| if row[i] > row[b] { i } else { b }) as u32
+        })
+        .collect();
+    let head = GpuMatrix::upload(&gpu, "head", vocab, k, DType::F32, bytemuck::cast_slice(&w)).unwrap();
+    let tiles = vocab.div_ceil(TILE_COLS);
+    let (hb, tb) = (gpu.upload("h", &hidden), gpu.upload("t", &targets));
+    let partials = gpu.storage("partials", (rows * tiles * 16) as u64);
+    let scores = gpu.storage("scores", (rows * 8) as u64);
+    let mut p = Program::builder(&gpu);
+    let part = &head.parts[0];
+    p.dispatch(
+        KernelId::LmHeadLoss { format: DType::F32.format(), aligned: true },
+        &[rows as u32, vocab as u32, k as u32, 0, tiles as u32, 0, 0, 0, 0, vocab as u32],
+        &[&hb, &part.buffer, &tb, &partials],
+        [vocab.div_ceil(TILE_COLS) as u32, rows.div_ceil(BLOCK_ROWS) as u32, 1],
+    );
+    p.dispatch(KernelId::LossCombine, &[rows as u32, 0, 0, 0, tiles as u32], &[&tb, &partials, &scores], [1, 1, 1]);
+    p.build().run(&gpu).unwrap();
+    let got: Vec<[f32; 2]> = gpu.read(&scores, rows).unwrap();
+    assert!(got.iter().all(|g| g[1] == 1.0), "{got:?}");
+}
+
+#[test]
+fn norm_matches_reference() {
+    let gpu = gpu();
+    let mut rng = Rng::new(seed());
+    for (rows, width, layer, offset, accumulate) in [(7, 72, false, 0.0, false), (5, 301, true, 0.0, false), (3, 130, false, 1.0, true), (1, 5, true, 0.0, true)] {
+        let x = rng.vec(rows * width, 2.0);
+        let weight = rng.vec(width, 1.0);
+        let bias = rng.vec(width, 1.0);
+        let initial = rng.vec(rows * width, 1.0);
+        let (xb, wb, bb, out) = (gpu.upload("x", &x), gpu.upload("w", &weight), gpu.upload("b", &bias), gpu.upload("o", &initial));
+        let mut p = Program::builder(&gpu);
+        p.dispatch(
+            KernelId::Norm,
+            &[rows as u32, width as u32, 1, width as u32, 0, layer as u32, layer as u32, 0, accumulate as u32, f32_bits(1e-5), f32_bits(offset)],
+            &[&xb, &wb, &bb, &out],
+            row_grid(1, rows),
+        );
+        p.build().run(&gpu).unwrap();
+        let got: Vec<f32> = gpu.read(&out, rows * width).unwrap();
+        let kind = if layer { perplex::model::NormKind::Layer } else { perplex::model::NormKind::Rms };
+        let mut want = reference::norm(&x, width, &weight, layer.then_some(&bias[..]), kind, 1e-5, offset);
+        if accumulate {
+            want.iter_mut().zip(&initial).for_each(|(w, i)| *w += i);
+        }
+        assert_close(&got, &want, KERNEL_F32, &format!("norm rows {rows} width {width} layer {layer}"));
+    }
+}
+
+#[test]
+fn rope_matches_reference_including_partial_rotary() {
+    let gpu = gpu();
+    let mut rng = Rng::new(seed());
+    for (windows, len, heads, head_dim, half) in [(2, 13, 5, 12, 6), (1, 40, 3, 16, 4)] {
+        let rows = windows * len;
+        let stride = heads * head_dim + 7; // v heads and padding after the rotated heads
+        let x = rng.vec(rows * stride, 1.0);
+        let table: Vec<[f32; 2]> = (0..len * half).map(|i| { let a = i as f64 * 0.37; [a.cos() as f32, a.sin() as f32] }).collect();
+        let (tb, xb) = (gpu.upload("table", bytemuck::cast_slice::<[f32; 2], f32>(&table)), gpu.upload("x", &x));
+        let mut p = Program::builder(&gpu);
+        p.dispatch(KernelId::Rope, &[rows as u32, heads as u32, head_dim as u32, half as u32, stride as u32, len as u32, 0, 0], &[&tb, &xb], row_grid(1, rows * heads));
+        p.build().run(&gpu).unwrap();
+        let got: Vec<f32> = gpu.read(&xb, rows * stride).unwrap();
+        let mut want = x.clone();
+        let positions: Vec<usize> = (0..rows).map(|r| r % len).collect();
+        reference::rope(&mut want, stride, heads, head_dim, half, &positions, &table);
+        assert_close(&got, &want, KERNEL_F32, "rope");
+    }
+}
+
+#[test]
+fn attention_matches_reference() {
+    let gpu = gpu();
+    let mut rng = Rng::new(seed());
+    // (windows, len, q heads, kv heads, head dim, sliding window)
+    for (windows, len, qh, kvh, hd, sliding) in [(2, 37, 6, 2, 12, None), (1, 70, 4, 4, 16, None), (3, 33, 2, 1, 10, Some(9)), (1, 5, 1, 1, 64, None)] {
+        let rows = windows * len;
+        let width = (qh + 2 * kvh) * hd;
+        let qkv = rng.vec(rows * width, 1.5);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let qb = gpu.upload("qkv", &qkv);
+        let out = gpu.storage("out", (rows * qh * hd * 4) as u64);
+        let key_tile = (gpu.max_workgroup_storage / (2 * (hd as u32).div_ceil(4) * 16)).clamp(1, 32);
+        let mut p = Program::builder(&gpu);
+        p.dispatch(
+            KernelId::Attention { head_dim: hd as u32, key_tile },
+            &[rows as u32, len as u32, qh as u32, kvh as u32, width as u32, f32_bits(scale), 0, sliding.unwrap_or(0) as u32],
+            &[&qb, &out],
+            [len.div_ceil(32) as u32, qh as u32, windows as u32],
+        );
+        p.build().run(&gpu).unwrap();
+        let got: Vec<f32> = gpu.read(&out, rows * qh * hd).unwrap();
+        let mut want = Vec::new();
+        for w in 0..windows {
+            let slice = |from: usize, n: usize| -> Vec<f32> {
+                (0..len).flat_map(|t| qkv[(w * len + t) * width + from..][..n].to_vec()).collect()
+            };
+            let (q, k, v) = (slice(0, qh * hd), slice(qh * hd, kvh * hd), slice((qh + kvh) * hd, kvh * hd));
+            want.extend(reference::attention(&q, &k, &v, len, qh, kvh, hd, scale, sliding));
+        }
+        assert_close(&got, &want, KERNEL_F32, &format!("attention {windows}x{len} {qh}/{kvh} hd {hd} sliding {sliding:?}"));
+    }
+}
+
+#[test]
+fn activations_match_reference() {
+    let gpu = gpu();
+    let mut rng = Rng::new(seed());
+    use perplex::model::Activation;
+    for (kind, gated) in [(Activation::Silu, true), (Activation::GeluTanh, true), (Activation::GeluErf, false), (Activation::Silu, false)] {
+        let (rows, width) = (6, 77);
+        let input = rng.vec(rows * width * if gated { 2 } else { 1 }, 6.0);
+        let (ib, out) = (gpu.upload("in", &input), gpu.storage("out", (rows * width * 4) as u64));
+        let mut p = Program::builder(&gpu);
+        p.dispatch(KernelId::Activation, &[rows as u32, width as u32, kind.code(), gated as u32], &[&ib, &out], row_grid(2, rows));
+        p.build().run(&gpu).unwrap();
+        let got: Vec<f32> = gpu.read(&out, rows * width).unwrap();
+        let stride = if gated { 2 * width } else { width };
+        let want: Vec<f32> = (0..rows * width)
+            .map(|i| {
+                let (r, c) = (i / width, i % width);
+                let y = reference::activate(kind, input[r * stride + c]);
+                if gated { y * input[r * stride + width + c] } else { y }
+            })
+            .collect();
+        assert_close(&got, &want, KERNEL_F32, &format!("{kind:?} gated {gated}"));
+    }
+}
+
+#[test]
+fn embedding_gather_over_split_table_matches_reference() {
+    let mut rng = Rng::new(seed());
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        let (vocab, width, rows) = (600, 10, 23);
+        let limit = (TILE_COLS * width * dtype.size() + 16) as u64;
+        let gpu = perplex::gpu::Gpu::new(&GpuOptions { max_binding_override: Some(limit), ..Default::default() }).unwrap();
+        let (bytes, table) = to_bytes(&rng.vec(vocab * width, 1.0), dtype);
+        let matrix = GpuMatrix::upload(&gpu, "embed", vocab, width, dtype, &bytes).unwrap();
+        assert!(matrix.parts.len() >= 4);
+        let tokens: Vec<u32> = (0..rows).map(|_| rng.below(vocab) as u32).collect();
+        let (tb, out) = (gpu.upload("tokens", &tokens), gpu.storage("x", (rows * width * 4) as u64));
+        let mut p = Program::builder(&gpu);
+        for part in &matrix.parts {
+            p.dispatch(
+                KernelId::Embedding(dtype.format()),
+                &[rows as u32, width as u32, part.first_row as u32, part.rows as u32, f32_bits(1.5), 0, rows as u32, 0],
+                &[&tb, &part.buffer, &out],
+                row_grid(1, rows),
+            );
+        }
+        p.build().run(&gpu).unwrap();
+        let got: Vec<f32> = gpu.read(&out, rows * width).unwrap();
+        let want: Vec<f32> = tokens.iter().flat_map(|&t| table[t as usize * width..][..width].iter().map(|v| v * 1.5)).collect();
+        assert_close(&got, &want, Tolerance { abs: 0.0, rel: 1e-6 }, &format!("embedding {dtype:?}"));
     }
 }
