@@ -84,6 +84,11 @@ impl GpuModel {
         })
     }
 
+    /// How many buffers the embedding table is split into (more than one past the binding limit).
+    pub fn embedding_parts(&self) -> usize {
+        self.weights.embedding.parts.len()
+    }
+
     fn vocab_tiles(&self) -> usize {
         self.spec.vocab_size.div_ceil(TILE_COLS)
     }

@@ -61,9 +61,10 @@ impl GpuMatrix {
         if bytes.len() != rows * row_bytes {
             return Err(Error::internal(format!("{name}: {} bytes for a {rows}x{cols} {dtype:?} matrix", bytes.len())));
         }
-        let rows_per_part = max_rows_per_part(gpu.max_binding, row_bytes).ok_or_else(|| {
+        let rows_per_part = max_rows_per_part(gpu.max_binding, rows, row_bytes).ok_or_else(|| {
             Error::bad_input(format!(
-                "{name}: one row of {row_bytes} bytes is larger than this device's storage binding limit ({} bytes)",
+                "{name}: {ROW_ALIGN} rows of {row_bytes} bytes, the smallest part a matrix is split into, exceed this \
+                 device's storage binding limit ({} bytes)",
                 gpu.max_binding
             ))
         })?;
@@ -84,11 +85,14 @@ impl GpuMatrix {
     }
 }
 
-/// Rows per part: as many as fit in one binding, rounded down to ROW_ALIGN (unless the whole
-/// matrix is smaller). None if even ROW_ALIGN rows do not fit.
-fn max_rows_per_part(max_binding: u64, row_bytes: usize) -> Option<usize> {
+/// Rows per part: all of them if the matrix fits in one binding, else as many as fit rounded
+/// down to ROW_ALIGN. None if even ROW_ALIGN rows do not fit.
+fn max_rows_per_part(max_binding: u64, rows: usize, row_bytes: usize) -> Option<usize> {
     // Leave room for padding to a whole 16 bytes.
     let fit = ((max_binding.saturating_sub(16)) / row_bytes.max(1) as u64) as usize;
+    if fit >= rows {
+        return Some(rows.max(1));
+    }
     let aligned = fit / ROW_ALIGN * ROW_ALIGN;
     (aligned > 0).then_some(aligned)
 }

@@ -302,7 +302,13 @@ fn llama_spec(config: &Config, model_type: String) -> Result<ModelSpec> {
         return Err(config.unsupported(format!("hidden_act \"{act}\" in a {model_type} model (only silu)")));
     }
     let rotary_dim = head_dim;
-    let scaling = match config.json.get("rope_scaling") {
+    // transformers 5 writes `rope_parameters` (with rope_theta inside); older files `rope_scaling`.
+    let rope_parameters = config.json.get("rope_parameters").filter(|v| v.is_object());
+    let theta = match rope_parameters.and_then(|p| p.get("rope_theta")).and_then(|v| v.as_f64()) {
+        Some(theta) => theta as f32,
+        None => config.f32_or("rope_theta", 10000.0)?,
+    };
+    let scaling = match rope_parameters.or_else(|| config.json.get("rope_scaling")) {
         None | Some(Value::Null) => RopeScaling::None,
         Some(s) => {
             let kind = s.get("rope_type").or_else(|| s.get("type")).and_then(|v| v.as_str()).unwrap_or("default");
@@ -346,7 +352,7 @@ fn llama_spec(config: &Config, model_type: String) -> Result<ModelSpec> {
         norm_weight_offset: 0.0,
         activation: Activation::Silu,
         gated_mlp: true,
-        rope: Some(RopeSpec { theta: config.f32_or("rope_theta", 10000.0)?, rotary_dim, scaling }),
+        rope: Some(RopeSpec { theta, rotary_dim, scaling }),
         qkv_bias: attention_bias,
         o_bias: attention_bias,
         mlp_bias: config.bool_or("mlp_bias", false)?,
