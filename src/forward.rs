@@ -39,6 +39,8 @@ pub struct GpuModel {
     /// Bound where a kernel's optional input is absent.
     dummy: wgpu::Buffer,
     workspace: Mutex<Option<Arc<Workspace>>>,
+    /// Held while a batch runs: batches share the workspace buffers.
+    running: Mutex<()>,
     programs: Mutex<HashMap<(usize, usize), Arc<Program>>>,
     rope_tables: Mutex<HashMap<usize, Arc<wgpu::Buffer>>>,
     pub weight_bytes: u64,
@@ -76,6 +78,7 @@ impl GpuModel {
             weights,
             spec,
             workspace: Mutex::new(None),
+            running: Mutex::new(()),
             programs: Mutex::new(HashMap::new()),
             rope_tables: Mutex::new(HashMap::new()),
             weight_bytes,
@@ -179,6 +182,7 @@ impl GpuModel {
                 self.spec.vocab_size
             )));
         }
+        let _running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let ws = self.workspace(rows);
         let program = {
             let key = (windows, len);
