@@ -109,11 +109,22 @@ fn run(cli: Cli) -> Result<()> {
             let model = Model::open(&model, gpu)?;
             let mut options = PplOptions { mode, ctx, batch, per_token: per_token.is_some(), progress: true };
             if let WindowMode::Sliding { .. } = mode {
+                // The default stride depends on the resolved window length.
+                options.mode = WindowMode::Sliding { stride: 1 };
                 let ctx = options.resolve_ctx(&model)?;
                 options.mode = WindowMode::Sliding { stride: stride.unwrap_or((ctx / 2).max(1)) };
             }
             let result = score::perplexity(&model, &documents, &options)?;
             print!("{}", report::ppl_table(&result, &model.name, &model.adapter()));
+            for doc in result.documents.iter().filter(|d| d.tokens == 0) {
+                eprintln!("warning: {}: no token scored (shorter than one --ctx {} chunk)", doc.name, result.ctx);
+            }
+            if mode == WindowMode::Chunks {
+                eprintln!(
+                    "note: chunks scores the second half of each chunk only; word/byte perplexity and bits per byte \
+                     divide by the whole text, so compare them only with other chunks runs (use --window rolling)"
+                );
+            }
             if let Some(path) = json {
                 report::write_json(&path, &report::ppl_json(&result, &model.name, &model.adapter()))?;
             }

@@ -172,6 +172,14 @@ pub fn perplexity(model: &Model, documents: &[Document], options: &PplOptions) -
     let tokenized: Vec<Vec<u32>> = documents.iter().map(|d| model.tokenizer.encode(&d.text)).collect::<Result<_>>()?;
     let windows = make_windows(model, &tokenized, options.mode, ctx)?;
     let total_scored: usize = windows.iter().map(|w| w.scored.len()).sum();
+    if total_scored == 0 {
+        let longest = tokenized.iter().map(|t| t.len()).max().unwrap_or(0);
+        return Err(Error::bad_input(format!(
+            "no token to score: the longest document has {longest} tokens, and {} with --ctx {ctx} scores none of them; \
+             use a smaller --ctx or more text",
+            options.mode.name()
+        )));
+    }
     let bar = crate::report::progress_bar(total_scored as u64, options.progress);
     let (scores, batch) = score_windows(model, &windows, options.batch, |n| bar.inc(n as u64))?;
     bar.finish_and_clear();
