@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{f32_bits, row_grid, DType, Gpu, GpuMatrix, KernelId, Program, ProgramBuilder, BLOCK_ROWS, TILE_COLS};
-use crate::model::{load_weights, Checkpoint, ModelSpec, ModelWeights, NormKind};
+use crate::model::{load_weights, Checkpoint, ModelSpec, ModelWeights, NormKind, NormWeights, QkNorm};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -24,6 +24,8 @@ struct Workspace {
     targets: wgpu::Buffer,
     x: wgpu::Buffer,
     h: wgpu::Buffer,
+    /// The MLP input of parallel-residual blocks.
+    h2: wgpu::Buffer,
     qkv: wgpu::Buffer,
     attn: wgpu::Buffer,
     ff: wgpu::Buffer,
@@ -42,7 +44,7 @@ pub struct GpuModel {
     /// Held while a batch runs: batches share the workspace buffers.
     running: Mutex<()>,
     programs: Mutex<HashMap<(usize, usize), Arc<Program>>>,
-    rope_tables: Mutex<HashMap<usize, Arc<wgpu::Buffer>>>,
+    rope_tables: Mutex<HashMap<(usize, usize), Arc<wgpu::Buffer>>>,
     pub weight_bytes: u64,
     pub weight_dtype: DType,
 }
@@ -57,7 +59,7 @@ impl GpuModel {
             &spec,
             checkpoint,
             |tensor| {
-                let matrix = GpuMatrix::upload(&gpu, &tensor.name, tensor.shape[0], tensor.shape[1], tensor.dtype, tensor.bytes)?;
+                let matrix = GpuMatrix::upload(&gpu, &tensor.name, tensor.shape[0], tensor.shape[1], tensor.dtype, &tensor.bytes)?;
                 weight_bytes += matrix.bytes();
                 dtype.get_or_insert(tensor.dtype);
                 Ok(matrix)
@@ -102,8 +104,8 @@ impl GpuModel {
         [
             s.hidden * 4,
             s.qkv_width() * 4,
-            s.q_heads * s.head_dim * 4,
-            2 * s.intermediate * 4,
+            s.q_width() * 4,
+            s.up_width() * 4,
             s.intermediate * 4,
             self.vocab_tiles() * 16,
         ]
@@ -138,6 +140,7 @@ impl GpuModel {
             targets: gpu.storage("targets", 4 * rows as u64),
             x: gpu.storage("x", x),
             h: gpu.storage("h", x),
+            h2: gpu.storage("h2", if self.spec.parallel_residual { x } else { 16 }),
             qkv: gpu.storage("qkv", qkv),
             attn: gpu.storage("attn", attn),
             ff: gpu.storage("ff", ff),
@@ -149,12 +152,12 @@ impl GpuModel {
         ws
     }
 
-    fn rope_table(&self, len: usize) -> Arc<wgpu::Buffer> {
+    fn rope_table(&self, rope: usize, len: usize) -> Arc<wgpu::Buffer> {
         let mut tables = self.rope_tables.lock().unwrap();
         tables
-            .entry(len)
+            .entry((rope, len))
             .or_insert_with(|| {
-                let table = self.spec.rope_table(len);
+                let table = self.spec.rope_table(rope, len);
                 Arc::new(self.gpu.upload("rope cos/sin", bytemuck::cast_slice::<[f32; 2], f32>(&table)))
             })
             .clone()
@@ -170,7 +173,7 @@ impl GpuModel {
         if rows == 0 {
             return Ok(Vec::new());
         }
-        if len > self.spec.max_positions && self.spec.rope.is_none() {
+        if len > self.spec.max_positions && self.spec.learned_positions {
             return Err(Error::bad_input(format!("window of {len} tokens exceeds the model's {} positions", self.spec.max_positions)));
         }
         if rows > self.max_rows_per_pass() {
@@ -211,32 +214,28 @@ impl GpuModel {
         let w = &self.weights;
         let mut p = Program::builder(&self.gpu);
 
-        for part in &w.embedding.parts {
-            p.dispatch(
-                KernelId::Embedding(w.embedding.dtype.format()),
-                &[rows as u32, d as u32, part.first_row as u32, part.rows as u32, f32_bits(spec.embedding_scale), 0, len as u32, 0],
-                &[&ws.tokens, &part.buffer, &ws.x],
-                row_grid(d.div_ceil(64) as u32, rows),
-            );
+        self.gather(&mut p, &w.embedding, &ws.tokens, &ws.x, rows, len, spec.embedding_scale, false);
+        if let Some(positions) = &w.positions {
+            self.gather(&mut p, positions, &ws.tokens, &ws.x, rows, len, 1.0, true);
         }
         let qkv_width = spec.qkv_width();
-        let q_width = spec.q_heads * spec.head_dim;
-        let kv_width = spec.kv_heads * spec.head_dim;
-        let f = spec.intermediate;
-        let rope = self.rope_table(len);
-        for layer in &w.layers {
-            self.norm(&mut p, rows, &ws.x, &ws.h, &layer.attn_norm);
-            let bias = layer.qkv_bias.as_ref();
-            self.matmul(&mut p, rows, &ws.h, &layer.q, bias, &ws.qkv, 0, qkv_width, false);
-            self.matmul(&mut p, rows, &ws.h, &layer.k, bias, &ws.qkv, q_width, qkv_width, false);
-            self.matmul(&mut p, rows, &ws.h, &layer.v, bias, &ws.qkv, q_width + kv_width, qkv_width, false);
-            if let Some(r) = &spec.rope {
-                let half = r.rotary_dim / 2;
+        let up_width = spec.up_width();
+        let tables: Vec<_> = (0..spec.ropes.len()).map(|r| self.rope_table(r, len)).collect();
+        for (layer, attention) in w.layers.iter().zip(&spec.layer_attention) {
+            // Attention block: [norm] -> fused QKV -> [QK-norm] -> RoPE -> attention -> output
+            // projection -> [post-norm] -> residual.
+            let attn_in = self.maybe_norm(&mut p, rows, &ws.x, &ws.h, layer.attn_norm.as_ref());
+            // A parallel block's MLP reads the block input, so normalise it before x changes.
+            let parallel_mlp_in = spec.parallel_residual.then(|| self.maybe_norm(&mut p, rows, &ws.x, &ws.h2, layer.ffn_norm.as_ref()));
+            self.matmuls(&mut p, rows, attn_in, &layer.qkv, layer.qkv_bias.as_ref(), &ws.qkv, qkv_width);
+            self.qk_norm(&mut p, rows, &ws.qkv, layer.q_norm.as_ref(), layer.k_norm.as_ref());
+            if let Some(table) = tables.get(attention.rope) {
+                let half = spec.rotary_dim(attention.rope) / 2;
                 let heads = spec.q_heads + spec.kv_heads;
                 p.dispatch(
                     KernelId::Rope,
                     &[rows as u32, heads as u32, spec.head_dim as u32, half as u32, qkv_width as u32, len as u32, 0, 0],
-                    &[&rope, &ws.qkv],
+                    &[table, &ws.qkv],
                     row_grid(half.div_ceil(64) as u32, rows * heads),
                 );
             }
@@ -249,29 +248,27 @@ impl GpuModel {
                     spec.kv_heads as u32,
                     qkv_width as u32,
                     f32_bits(spec.attention_scale),
-                    f32_bits(0.0),
-                    spec.sliding_window.unwrap_or(0) as u32,
+                    f32_bits(spec.attention_softcap),
+                    attention.sliding_window.unwrap_or(0) as u32,
                 ],
                 &[&ws.qkv, &ws.attn],
                 [len.div_ceil(32) as u32, spec.q_heads as u32, windows as u32],
             );
-            self.matmul(&mut p, rows, &ws.attn, &layer.o, layer.o_bias.as_ref(), &ws.x, 0, d, true);
-            self.norm(&mut p, rows, &ws.x, &ws.h, &layer.ffn_norm);
-            let up_offset = if let Some(gate) = &layer.gate {
-                self.matmul(&mut p, rows, &ws.h, gate, layer.up_bias.as_ref(), &ws.ff, 0, 2 * f, false);
-                f
-            } else {
-                0
+            self.project_into_residual(&mut p, rows, &ws.attn, &layer.o, layer.o_bias.as_ref(), layer.post_attn_norm.as_ref(), ws);
+
+            // MLP block: [norm] -> up (gate | up) -> activation -> down -> [post-norm] -> residual.
+            let mlp_in = match parallel_mlp_in {
+                Some(input) => input,
+                None => self.maybe_norm(&mut p, rows, &ws.x, &ws.h, layer.ffn_norm.as_ref()),
             };
-            let ff_stride = if spec.gated_mlp { 2 * f } else { f };
-            self.matmul(&mut p, rows, &ws.h, &layer.up, layer.up_bias.as_ref(), &ws.ff, up_offset, ff_stride, false);
+            self.matmuls(&mut p, rows, mlp_in, &layer.up, layer.up_bias.as_ref(), &ws.ff, up_width);
             p.dispatch(
                 KernelId::Activation,
-                &[rows as u32, f as u32, spec.activation.code(), spec.gated_mlp as u32],
+                &[rows as u32, spec.intermediate as u32, spec.activation.code(), spec.gated_mlp as u32],
                 &[&ws.ff, &ws.act],
-                row_grid(f.div_ceil(64) as u32, rows),
+                row_grid(spec.intermediate.div_ceil(64) as u32, rows),
             );
-            self.matmul(&mut p, rows, &ws.act, &layer.down, layer.down_bias.as_ref(), &ws.x, 0, d, true);
+            self.project_into_residual(&mut p, rows, &ws.act, &layer.down, layer.down_bias.as_ref(), layer.post_ffn_norm.as_ref(), ws);
         }
         self.norm(&mut p, rows, &ws.x, &ws.h, &w.final_norm);
 
@@ -289,7 +286,7 @@ impl GpuModel {
                     0,
                     0,
                     (part.first_row / TILE_COLS) as u32,
-                    f32_bits(0.0),
+                    f32_bits(spec.final_softcap),
                     spec.vocab_size as u32,
                 ],
                 &[&ws.h, &part.buffer, &ws.targets, &ws.partials],
@@ -305,32 +302,104 @@ impl GpuModel {
         p.build()
     }
 
+    /// Embedding-table gather (token ids, or positions for learned position embeddings).
+    #[allow(clippy::too_many_arguments)]
+    fn gather(&self, p: &mut ProgramBuilder, table: &GpuMatrix, tokens: &wgpu::Buffer, output: &wgpu::Buffer, rows: usize, len: usize, scale: f32, by_position: bool) {
+        for part in &table.parts {
+            p.dispatch(
+                KernelId::Embedding(table.dtype.format()),
+                &[rows as u32, table.cols as u32, part.first_row as u32, part.rows as u32, f32_bits(scale), by_position as u32, len as u32, by_position as u32],
+                &[tokens, &part.buffer, output],
+                row_grid(table.cols.div_ceil(64) as u32, rows),
+            );
+        }
+    }
+
+    /// `output = input @ (matrices stacked by rows)^T (+ bias)`, each matrix writing the next
+    /// columns of `output` (fused QKV and gate/up from separate or fused weights alike).
+    #[allow(clippy::too_many_arguments)]
+    fn matmuls(&self, p: &mut ProgramBuilder, rows: usize, input: &wgpu::Buffer, matrices: &[GpuMatrix], bias: Option<&wgpu::Buffer>, output: &wgpu::Buffer, out_stride: usize) {
+        let mut col = 0;
+        for m in matrices {
+            self.matmul(p, rows, input, m, bias, output, col, out_stride, false);
+            col += m.rows;
+        }
+    }
+
+    /// x += input @ weight^T (+ bias), through a post-norm when the block has one.
+    #[allow(clippy::too_many_arguments)]
+    fn project_into_residual(&self, p: &mut ProgramBuilder, rows: usize, input: &wgpu::Buffer, weight: &GpuMatrix, bias: Option<&wgpu::Buffer>, post_norm: Option<&NormWeights<wgpu::Buffer>>, ws: &Workspace) {
+        let d = self.spec.hidden;
+        match post_norm {
+            None => self.matmul(p, rows, input, weight, bias, &ws.x, 0, d, true),
+            Some(norm) => {
+                self.matmul(p, rows, input, weight, bias, &ws.h, 0, d, false);
+                self.norm_segments(p, rows, &ws.h, &ws.x, norm, [d, 1, d, 0], true);
+            }
+        }
+    }
+
+    /// The normalised `input` in `output`, or `input` itself when the block has no such norm.
+    fn maybe_norm<'b>(&self, p: &mut ProgramBuilder, rows: usize, input: &'b wgpu::Buffer, output: &'b wgpu::Buffer, norm: Option<&NormWeights<wgpu::Buffer>>) -> &'b wgpu::Buffer {
+        match norm {
+            Some(norm) => {
+                self.norm(p, rows, input, output, norm);
+                output
+            }
+            None => input,
+        }
+    }
+
+    /// QK-norm in place on the q and k columns of the fused QKV activation.
+    fn qk_norm(&self, p: &mut ProgramBuilder, rows: usize, qkv: &wgpu::Buffer, q: Option<&wgpu::Buffer>, k: Option<&wgpu::Buffer>) {
+        let s = &self.spec;
+        let (Some(q), Some(k)) = (q, k) else { return };
+        let stride = s.qkv_width();
+        for (weight, heads, offset) in [(q, s.q_heads, 0), (k, s.kv_heads, s.q_width())] {
+            let (width, segments) = match s.qk_norm {
+                QkNorm::PerHead => (s.head_dim, heads),
+                _ => (heads * s.head_dim, 1),
+            };
+            let norm = NormWeights { weight: weight.clone(), bias: None };
+            self.norm_segments(p, rows, &self.dummy, qkv, &norm, [width, segments, stride, offset], false);
+        }
+    }
+
     fn attention_kernel(&self) -> KernelId {
         let head_dim = self.spec.head_dim as u32;
         let by_memory = self.gpu.max_workgroup_storage / (2 * head_dim.div_ceil(4) * 16);
         KernelId::Attention { head_dim, key_tile: by_memory.clamp(1, 32) }
     }
 
-    fn norm(&self, p: &mut ProgramBuilder, rows: usize, input: &wgpu::Buffer, output: &wgpu::Buffer, weight: &wgpu::Buffer) {
+    fn norm(&self, p: &mut ProgramBuilder, rows: usize, input: &wgpu::Buffer, output: &wgpu::Buffer, norm: &NormWeights<wgpu::Buffer>) {
+        let d = self.spec.hidden;
+        self.norm_segments(p, rows, input, output, norm, [d, 1, d, 0], false);
+    }
+
+    /// The norm kernel over `rows` rows of `[width, segments, stride, offset]` layout (see
+    /// norm.wgsl). Reading from the dummy buffer means in place on `output`.
+    #[allow(clippy::too_many_arguments)]
+    fn norm_segments(&self, p: &mut ProgramBuilder, rows: usize, input: &wgpu::Buffer, output: &wgpu::Buffer, norm: &NormWeights<wgpu::Buffer>, layout: [usize; 4], accumulate: bool) {
         let s = &self.spec;
-        let d = s.hidden as u32;
+        let [width, segments, stride, offset] = layout;
+        let in_place = std::ptr::eq(input, &self.dummy);
         p.dispatch(
             KernelId::Norm,
             &[
-                rows as u32,
-                d,
-                1,
-                d,
-                0,
+                (rows * segments) as u32,
+                width as u32,
+                segments as u32,
+                stride as u32,
+                offset as u32,
                 (s.norm == NormKind::Layer) as u32,
-                0,
-                0,
-                0,
+                norm.bias.is_some() as u32,
+                in_place as u32,
+                accumulate as u32,
                 f32_bits(s.norm_eps),
                 f32_bits(s.norm_weight_offset),
             ],
-            &[input, weight, &self.dummy, output],
-            row_grid(1, rows),
+            &[input, &norm.weight, norm.bias.as_ref().unwrap_or(&self.dummy), output],
+            row_grid(1, rows * segments),
         );
     }
 

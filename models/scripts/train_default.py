@@ -290,6 +290,7 @@ def save_model(model, out):
     model = model.to(torch.float16)
     model.config.use_cache = True
     model.save_pretrained(str(out), safe_serialization=True)
+    os.chmod(out / "model.safetensors", 0o644)
     gen_cfg = out / "generation_config.json"
     if gen_cfg.exists():
         gen_cfg.unlink()
@@ -331,10 +332,13 @@ def reference(out, files):
     ref = {
         "ctx": CTX,
         "method": "lm-eval HFLM.loglikelihood_rolling, float32 weights loaded from the float16 "
-                  "checkpoint, max_length 512: the text is encoded without special tokens, the "
-                  "first token is predicted after <|endoftext|> (id 0), and tokens are scored in "
-                  "disjoint 512-token windows (lm-eval get_rolling_token_windows, context_len 1). "
-                  "nll is the summed negative log-likelihood in nats.",
+                  "checkpoint, max_length 512. The text is encoded without special tokens and "
+                  "preceded by <|endoftext|> (id 0); each window feeds 512 tokens and scores the "
+                  "next 512 (the first window predicts tokens 1..512 from <|endoftext|> and "
+                  "tokens 1..511); the last window is filled back to a full 512 tokens of input "
+                  "and scores only the tokens not yet scored (lm-eval get_rolling_token_windows, "
+                  "context_len 1). nll is the summed negative log-likelihood in nats; "
+                  "words is len(re.split(r'\\s+', text)).",
         "docs": docs,
     }
     (out / "reference.json").write_text(json.dumps(ref, indent=2) + "\n")

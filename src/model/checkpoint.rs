@@ -28,14 +28,14 @@ pub struct TensorData<'a> {
     pub name: String,
     pub dtype: DType,
     pub shape: Vec<usize>,
-    pub bytes: &'a [u8],
+    pub bytes: std::borrow::Cow<'a, [u8]>,
 }
 
 impl TensorData<'_> {
     /// Values widened to f32 (small tensors: norms and biases, and the CPU reference).
     pub fn to_f32(&self) -> Vec<f32> {
         match self.dtype {
-            DType::F32 => bytemuck::pod_collect_to_vec(self.bytes),
+            DType::F32 => bytemuck::pod_collect_to_vec(&self.bytes),
             DType::F16 => self
                 .bytes
                 .chunks_exact(2)
@@ -141,7 +141,7 @@ impl Checkpoint {
             name: name.to_string(),
             dtype: entry.dtype,
             shape: entry.shape.clone(),
-            bytes: &self.maps[entry.file][entry.start..entry.end],
+            bytes: std::borrow::Cow::Borrowed(&self.maps[entry.file][entry.start..entry.end]),
         })
     }
 

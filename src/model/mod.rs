@@ -1,26 +1,28 @@
-//! What differs between model families, as data. `config.json` is parsed into a [`ModelSpec`];
-//! the one forward pass (GPU: `forward.rs`, CPU: `reference/`) reads nothing else. Adding a family
-//! means a config parser and a weight-name map here, plus tests.
+//! What differs between model families, as data. `config.json` is parsed into a [`ModelSpec`]
+//! (src/model/families.rs, one parser per family); the one forward pass (GPU: `forward.rs`, CPU:
+//! `reference/`) reads nothing else. Adding a family = a config parser + a weight-name map
+//! (`weights.rs`) + tests.
 
 mod checkpoint;
+mod families;
 mod tokenizer;
 mod weights;
 
 pub use checkpoint::{Checkpoint, TensorData};
+pub use families::{load_spec, Family, FusedQkv, LayerNames, Naming, QkvNames, UpNames, SUPPORTED_FAMILIES};
 pub use tokenizer::TextTokenizer;
-pub use weights::{load_weights, LayerWeights, ModelWeights};
+pub use weights::{load_weights, LayerWeights, ModelWeights, NormWeights};
 
 use crate::error::{Error, Result};
-use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum NormKind {
     Rms,
     Layer,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Activation {
     Silu,
     GeluTanh,
@@ -34,6 +36,15 @@ impl Activation {
             Activation::Silu => 0,
             Activation::GeluTanh => 1,
             Activation::GeluErf => 2,
+        }
+    }
+
+    pub fn from_hf(name: &str) -> Option<Activation> {
+        match name {
+            "silu" | "swish" => Some(Activation::Silu),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Some(Activation::GeluTanh),
+            "gelu" => Some(Activation::GeluErf),
+            _ => None,
         }
     }
 }
@@ -54,10 +65,37 @@ pub struct RopeSpec {
     pub scaling: RopeScaling,
 }
 
+/// Where QK-norm normalises: each head on its own (Gemma 3, Qwen 3), or the whole projection (OLMo 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum QkNorm {
+    None,
+    PerHead,
+    Whole,
+}
+
+/// Attention of one layer: its key window and which rotary table it uses.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LayerAttention {
+    /// Keys older than this many positions are not attended, if set.
+    pub sliding_window: Option<usize>,
+    /// Index into [`ModelSpec::ropes`].
+    pub rope: usize,
+}
+
+/// Which norms a block has around its attention and MLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct NormPlacement {
+    /// Before attention / MLP (Llama's input_layernorm / post_attention_layernorm).
+    pub pre: bool,
+    /// On the attention / MLP output before the residual add (Gemma 2/3 sandwich, OLMo 2).
+    pub post: bool,
+}
+
 /// Everything the forward pass needs to know about an architecture.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ModelSpec {
     pub model_type: String,
+    pub family: Family,
     pub vocab_size: usize,
     pub hidden: usize,
     pub layers: usize,
@@ -68,12 +106,22 @@ pub struct ModelSpec {
     pub max_positions: usize,
     pub norm: NormKind,
     pub norm_eps: f32,
+    /// Norms carry a bias (LayerNorm in GPT-2 and GPT-NeoX).
+    pub norm_bias: bool,
     /// Added to norm weights before use (Gemma stores `weight` and applies `1 + weight`).
     pub norm_weight_offset: f32,
+    pub norms: NormPlacement,
+    pub qk_norm: QkNorm,
     pub activation: Activation,
-    /// Gated MLP (gate * up -> down) rather than plain (up -> act -> down).
+    /// Gated MLP (act(gate) * up -> down) rather than plain (act(up) -> down).
     pub gated_mlp: bool,
-    pub rope: Option<RopeSpec>,
+    /// Rotary tables the layers use (Gemma 3 has a local and a global one); empty without RoPE.
+    pub ropes: Vec<RopeSpec>,
+    pub layer_attention: Vec<LayerAttention>,
+    /// Learned absolute position embeddings added to the token embeddings (GPT-2).
+    pub learned_positions: bool,
+    /// Attention and MLP both read the block input and add to it (GPT-NeoX, GPT-J).
+    pub parallel_residual: bool,
     pub qkv_bias: bool,
     pub o_bias: bool,
     pub mlp_bias: bool,
@@ -82,73 +130,42 @@ pub struct ModelSpec {
     pub embedding_scale: f32,
     /// Multiplies q.k before the softmax.
     pub attention_scale: f32,
-    /// Keys older than this many positions are not attended (Mistral), if set.
-    pub sliding_window: Option<usize>,
-}
-
-/// Tensor names of one family (Hugging Face module names).
-#[derive(Debug, Clone, Copy)]
-pub enum LayerTensor {
-    AttnNorm,
-    Q,
-    K,
-    V,
-    O,
-    FfnNorm,
-    Gate,
-    Up,
-    Down,
+    /// tanh soft-capping of attention scores and of final logits, 0 = off (Gemma 2).
+    pub attention_softcap: f32,
+    pub final_softcap: f32,
 }
 
 impl ModelSpec {
-    pub fn embedding_name(&self) -> &'static str {
-        "model.embed_tokens.weight"
-    }
-    pub fn final_norm_name(&self) -> &'static str {
-        "model.norm.weight"
-    }
-    pub fn head_name(&self) -> &'static str {
-        if self.tied_head {
-            self.embedding_name()
-        } else {
-            "lm_head.weight"
-        }
-    }
-
-    /// The name of a layer tensor (without the `.weight` / `.bias` suffix).
-    pub fn layer_tensor(&self, layer: usize, tensor: LayerTensor) -> String {
-        let module = match tensor {
-            LayerTensor::AttnNorm => "input_layernorm",
-            LayerTensor::Q => "self_attn.q_proj",
-            LayerTensor::K => "self_attn.k_proj",
-            LayerTensor::V => "self_attn.v_proj",
-            LayerTensor::O => "self_attn.o_proj",
-            LayerTensor::FfnNorm => "post_attention_layernorm",
-            LayerTensor::Gate => "mlp.gate_proj",
-            LayerTensor::Up => "mlp.up_proj",
-            LayerTensor::Down => "mlp.down_proj",
-        };
-        format!("model.layers.{layer}.{module}")
-    }
-
     pub fn qkv_width(&self) -> usize {
         (self.q_heads + 2 * self.kv_heads) * self.head_dim
     }
 
-    pub fn parameter_count(&self) -> usize {
-        let attn = self.hidden * self.qkv_width() + self.q_heads * self.head_dim * self.hidden;
-        let mlp = self.hidden * self.intermediate * if self.gated_mlp { 3 } else { 2 };
-        let head = if self.tied_head { 0 } else { self.vocab_size * self.hidden };
-        self.vocab_size * self.hidden + self.layers * (attn + mlp + 2 * self.hidden) + self.hidden + head
+    pub fn q_width(&self) -> usize {
+        self.q_heads * self.head_dim
     }
 
-    /// Rotary inverse frequencies, computed in f32 exactly as transformers does.
-    pub fn inv_freq(&self) -> Vec<f32> {
-        let Some(rope) = &self.rope else { return Vec::new() };
+    pub fn kv_width(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+
+    /// Width of the MLP's first projection output (gate and up side by side when gated).
+    pub fn up_width(&self) -> usize {
+        self.intermediate * if self.gated_mlp { 2 } else { 1 }
+    }
+
+    pub fn parameter_count(&self) -> usize {
+        let attn = self.hidden * self.qkv_width() + self.q_width() * self.hidden;
+        let mlp = self.hidden * (self.up_width() + self.intermediate);
+        let head = if self.tied_head { 0 } else { self.vocab_size * self.hidden };
+        let positions = if self.learned_positions { self.max_positions * self.hidden } else { 0 };
+        self.vocab_size * self.hidden + positions + self.layers * (attn + mlp) + head
+    }
+
+    /// Rotary inverse frequencies of table `rope`, computed in f32 exactly as transformers does.
+    pub fn inv_freq(&self, rope: usize) -> Vec<f32> {
+        let Some(rope) = self.ropes.get(rope) else { return Vec::new() };
         let dim = rope.rotary_dim as f32;
-        let base: Vec<f32> = (0..rope.rotary_dim / 2)
-            .map(|i| 1.0f32 / rope.theta.powf((2 * i) as f32 / dim))
-            .collect();
+        let base: Vec<f32> = (0..rope.rotary_dim / 2).map(|i| 1.0f32 / rope.theta.powf((2 * i) as f32 / dim)).collect();
         match rope.scaling {
             RopeScaling::None => base,
             RopeScaling::Linear { factor } => base.iter().map(|f| f / factor).collect(),
@@ -161,7 +178,7 @@ impl ModelSpec {
                         let scaled = if wavelen > low_freq_wavelen { f / factor } else { f };
                         let smooth = (original_max_positions / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
                         let smoothed = (1.0 - smooth) * scaled / factor + smooth * scaled;
-                        let medium = !(wavelen < high_freq_wavelen) && !(wavelen > low_freq_wavelen);
+                        let medium = wavelen >= high_freq_wavelen && wavelen <= low_freq_wavelen;
                         if medium {
                             smoothed
                         } else {
@@ -173,10 +190,10 @@ impl ModelSpec {
         }
     }
 
-    /// (cos, sin) for positions 0..len and each rotary pair, row-major [position][pair]:
-    /// the angle is formed in f32 as transformers does, the cosine is taken in f64.
-    pub fn rope_table(&self, len: usize) -> Vec<[f32; 2]> {
-        let inv_freq = self.inv_freq();
+    /// (cos, sin) of table `rope` for positions 0..len and each rotary pair, row-major
+    /// [position][pair]: the angle is formed in f32 as transformers does, the cosine taken in f64.
+    pub fn rope_table(&self, rope: usize, len: usize) -> Vec<[f32; 2]> {
+        let inv_freq = self.inv_freq(rope);
         let mut table = Vec::with_capacity(len * inv_freq.len());
         for position in 0..len {
             for &f in &inv_freq {
@@ -186,9 +203,13 @@ impl ModelSpec {
         }
         table
     }
+
+    pub fn rotary_dim(&self, rope: usize) -> usize {
+        self.ropes.get(rope).map_or(0, |r| r.rotary_dim)
+    }
 }
 
-/// A model directory (or file) resolved: where its parts are.
+/// A model directory resolved from what the user passed to --model.
 #[derive(Debug, Clone)]
 pub struct ModelFiles {
     pub dir: PathBuf,
@@ -215,151 +236,4 @@ impl ModelFiles {
         }
         Err(Error::bad_input(format!("--model {model}: no such directory")))
     }
-}
-
-fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::bad_input(format!("{}: cannot read: {e}", path.display())))?;
-    serde_json::from_str(&text).map_err(|e| Error::bad_input(format!("{}: invalid JSON: {e}", path.display())))
-}
-
-/// Typed access to config.json with errors that name the file and the key.
-struct Config<'a> {
-    path: &'a Path,
-    json: Value,
-}
-
-impl Config<'_> {
-    fn usize(&self, key: &str) -> Result<usize> {
-        self.opt_usize(key)?.ok_or_else(|| Error::bad_input(format!("{}: missing \"{key}\"", self.path.display())))
-    }
-    fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
-        match self.json.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| {
-                Error::bad_input(format!("{}: \"{key}\" should be a non-negative integer, found {v}", self.path.display()))
-            }),
-        }
-    }
-    fn f32_or(&self, key: &str, default: f32) -> Result<f32> {
-        match self.json.get(key) {
-            None | Some(Value::Null) => Ok(default),
-            Some(v) => v.as_f64().map(|x| x as f32).ok_or_else(|| {
-                Error::bad_input(format!("{}: \"{key}\" should be a number, found {v}", self.path.display()))
-            }),
-        }
-    }
-    fn bool_or(&self, key: &str, default: bool) -> Result<bool> {
-        match self.json.get(key) {
-            None | Some(Value::Null) => Ok(default),
-            Some(v) => v
-                .as_bool()
-                .ok_or_else(|| Error::bad_input(format!("{}: \"{key}\" should be true or false, found {v}", self.path.display()))),
-        }
-    }
-    fn str(&self, key: &str) -> Option<&str> {
-        self.json.get(key).and_then(|v| v.as_str())
-    }
-    fn unsupported(&self, what: String) -> Error {
-        Error::bad_input(format!(
-            "{}: {what}. perplex refuses rather than compute different numbers from the reference; \
-             please report the model so support can be added.",
-            self.path.display()
-        ))
-    }
-}
-
-pub const SUPPORTED_FAMILIES: &[&str] = &["llama", "mistral"];
-
-/// Reads `config.json` of a model directory into a [`ModelSpec`].
-pub fn load_spec(dir: &Path) -> Result<ModelSpec> {
-    let path = dir.join("config.json");
-    let config = Config { json: read_json(&path)?, path: &path };
-    let model_type = config
-        .str("model_type")
-        .ok_or_else(|| Error::bad_input(format!("{}: missing \"model_type\"", path.display())))?
-        .to_string();
-    match model_type.as_str() {
-        "llama" | "mistral" => llama_spec(&config, model_type),
-        other => Err(Error::bad_input(format!(
-            "{}: model_type \"{other}\" is not supported; supported families: {}",
-            path.display(),
-            SUPPORTED_FAMILIES.join(", ")
-        ))),
-    }
-}
-
-/// Llama 2/3, SmolLM, TinyLlama, Mistral: RMSNorm, SwiGLU, RoPE, grouped-query attention.
-fn llama_spec(config: &Config, model_type: String) -> Result<ModelSpec> {
-    let hidden = config.usize("hidden_size")?;
-    let q_heads = config.usize("num_attention_heads")?;
-    let kv_heads = config.opt_usize("num_key_value_heads")?.unwrap_or(q_heads);
-    if q_heads == 0 || kv_heads == 0 || q_heads % kv_heads != 0 {
-        return Err(config.unsupported(format!("{q_heads} attention heads cannot be grouped over {kv_heads} key/value heads")));
-    }
-    let head_dim = config.opt_usize("head_dim")?.unwrap_or(hidden / q_heads);
-    let act = config.str("hidden_act").unwrap_or("silu");
-    if act != "silu" {
-        return Err(config.unsupported(format!("hidden_act \"{act}\" in a {model_type} model (only silu)")));
-    }
-    let rotary_dim = head_dim;
-    // transformers 5 writes `rope_parameters` (with rope_theta inside); older files `rope_scaling`.
-    let rope_parameters = config.json.get("rope_parameters").filter(|v| v.is_object());
-    let theta = match rope_parameters.and_then(|p| p.get("rope_theta")).and_then(|v| v.as_f64()) {
-        Some(theta) => theta as f32,
-        None => config.f32_or("rope_theta", 10000.0)?,
-    };
-    let scaling = match rope_parameters.or_else(|| config.json.get("rope_scaling")) {
-        None | Some(Value::Null) => RopeScaling::None,
-        Some(s) => {
-            let kind = s.get("rope_type").or_else(|| s.get("type")).and_then(|v| v.as_str()).unwrap_or("default");
-            let num = |key: &str| -> Result<f32> {
-                s.get(key).and_then(|v| v.as_f64()).map(|x| x as f32).ok_or_else(|| {
-                    Error::bad_input(format!("{}: rope_scaling \"{kind}\" needs \"{key}\"", config.path.display()))
-                })
-            };
-            match kind {
-                "default" => RopeScaling::None,
-                "linear" => RopeScaling::Linear { factor: num("factor")? },
-                "llama3" => RopeScaling::Llama3 {
-                    factor: num("factor")?,
-                    low_freq_factor: num("low_freq_factor")?,
-                    high_freq_factor: num("high_freq_factor")?,
-                    original_max_positions: num("original_max_position_embeddings")?,
-                },
-                other => return Err(config.unsupported(format!("rope_scaling type \"{other}\" (supported: linear, llama3)"))),
-            }
-        }
-    };
-    if let Some(factor) = config.json.get("partial_rotary_factor").and_then(|v| v.as_f64()) {
-        if factor != 1.0 {
-            return Err(config.unsupported(format!("partial_rotary_factor {factor} in a {model_type} model")));
-        }
-    }
-    let attention_bias = config.bool_or("attention_bias", false)?;
-    let sliding_window = if model_type == "mistral" { config.opt_usize("sliding_window")? } else { None };
-    let tied_default = false;
-    Ok(ModelSpec {
-        vocab_size: config.usize("vocab_size")?,
-        hidden,
-        layers: config.usize("num_hidden_layers")?,
-        q_heads,
-        kv_heads,
-        head_dim,
-        intermediate: config.usize("intermediate_size")?,
-        max_positions: config.opt_usize("max_position_embeddings")?.unwrap_or(2048),
-        norm: NormKind::Rms,
-        norm_eps: config.f32_or("rms_norm_eps", 1e-6)?,
-        norm_weight_offset: 0.0,
-        activation: Activation::Silu,
-        gated_mlp: true,
-        rope: Some(RopeSpec { theta, rotary_dim, scaling }),
-        qkv_bias: attention_bias,
-        o_bias: attention_bias,
-        mlp_bias: config.bool_or("mlp_bias", false)?,
-        tied_head: config.bool_or("tie_word_embeddings", tied_default)?,
-        embedding_scale: 1.0,
-        attention_scale: 1.0 / (head_dim as f32).sqrt(),
-        sliding_window,
-        model_type,
-    })
 }

@@ -2,7 +2,7 @@
 //! and the GPU forward pass are tested against. Straightforward loops, f32 storage, f64 sums.
 
 use crate::error::Result;
-use crate::model::{load_weights, Activation, Checkpoint, ModelSpec, ModelWeights, NormKind, TensorData};
+use crate::model::{load_weights, Activation, Checkpoint, ModelSpec, ModelWeights, NormKind, NormWeights, QkNorm, TensorData};
 
 /// A row-major `[rows, cols]` matrix on the host.
 #[derive(Debug, Clone)]
@@ -69,6 +69,12 @@ pub fn rope(x: &mut [f32], row_stride: usize, heads: usize, head_dim: usize, rot
 /// Causal attention over one window. q: [len, q_heads*hd], k/v: [len, kv_heads*hd].
 #[allow(clippy::too_many_arguments)]
 pub fn attention(q: &[f32], k: &[f32], v: &[f32], len: usize, q_heads: usize, kv_heads: usize, head_dim: usize, scale: f32, sliding_window: Option<usize>) -> Vec<f32> {
+    attention_capped(q, k, v, len, q_heads, kv_heads, head_dim, scale, sliding_window, 0.0)
+}
+
+/// [`attention`] with tanh soft-capping of the scaled scores (0 = off).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_capped(q: &[f32], k: &[f32], v: &[f32], len: usize, q_heads: usize, kv_heads: usize, head_dim: usize, scale: f32, sliding_window: Option<usize>, softcap: f32) -> Vec<f32> {
     let group = q_heads / kv_heads;
     let mut out = vec![0f32; len * q_heads * head_dim];
     let mut scores = vec![0f64; len];
@@ -81,7 +87,7 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], len: usize, q_heads: usize, kv
             for s in first..=t {
                 let krow = &k[s * kv_heads * head_dim + kh * head_dim..][..head_dim];
                 let dot: f64 = qrow.iter().zip(krow).map(|(&a, &b)| a as f64 * b as f64).sum();
-                scores[s] = dot * scale as f64;
+                scores[s] = soft_cap(dot * scale as f64, softcap);
                 max = max.max(scores[s]);
             }
             let total: f64 = (first..=t).map(|s| (scores[s] - max).exp()).sum();
@@ -147,44 +153,89 @@ pub fn load_host_weights(spec: &ModelSpec, checkpoint: &Checkpoint) -> Result<Ho
     load_weights(spec, checkpoint, |t| Ok(HostMatrix::from_tensor(t)), |_, v| Ok(v))
 }
 
+fn add(x: &mut [f32], y: &[f32]) {
+    x.iter_mut().zip(y).for_each(|(x, y)| *x += y);
+}
+
+/// Rows of several matrices stacked into one (the fused QKV and gate/up layouts).
+fn stack(matrices: &[HostMatrix]) -> HostMatrix {
+    HostMatrix { rows: matrices.iter().map(|m| m.rows).sum(), cols: matrices[0].cols, data: matrices.iter().flat_map(|m| m.data.clone()).collect() }
+}
+
+fn soft_cap(x: f64, cap: f32) -> f64 {
+    if cap > 0.0 { cap as f64 * (x / cap as f64).tanh() } else { x }
+}
+
 /// The forward pass of one window on the CPU: per position, (log p(targets[t]), greedy).
 pub fn forward(spec: &ModelSpec, w: &HostWeights, tokens: &[u32], targets: &[u32]) -> Vec<(f64, bool)> {
     let len = tokens.len();
     let d = spec.hidden;
-    let (hd, qh, kvh, f) = (spec.head_dim, spec.q_heads, spec.kv_heads, spec.intermediate);
-    let norm_of = |x: &[f32], weight: &[f32]| norm(x, d, weight, None, spec.norm, spec.norm_eps, spec.norm_weight_offset);
+    let (hd, qh, kvh) = (spec.head_dim, spec.q_heads, spec.kv_heads);
+    let (qw, kw) = (spec.q_width(), spec.kv_width());
+    let apply_norm = |x: &[f32], width: usize, n: &NormWeights<Vec<f32>>| {
+        norm(x, width, &n.weight, n.bias.as_deref(), spec.norm, spec.norm_eps, spec.norm_weight_offset)
+    };
+    let maybe_norm = |x: &[f32], n: &Option<NormWeights<Vec<f32>>>| n.as_ref().map_or_else(|| x.to_vec(), |n| apply_norm(x, d, n));
     let mut x: Vec<f32> = tokens.iter().flat_map(|&t| w.embedding.row(t as usize).iter().map(|&v| v * spec.embedding_scale)).collect();
-    let positions: Vec<usize> = (0..len).collect();
-    let table = spec.rope_table(len);
-    for layer in &w.layers {
-        let h = norm_of(&x, &layer.attn_norm);
-        let bias = layer.qkv_bias.as_deref();
-        let (qw, kw) = (qh * hd, kvh * hd);
-        let mut q = matmul(&h, len, &layer.q, bias.map(|b| &b[..qw]));
-        let mut k = matmul(&h, len, &layer.k, bias.map(|b| &b[qw..qw + kw]));
-        let v = matmul(&h, len, &layer.v, bias.map(|b| &b[qw + kw..]));
-        if let Some(r) = &spec.rope {
-            rope(&mut q, qw, qh, hd, r.rotary_dim / 2, &positions, &table);
-            rope(&mut k, kw, kvh, hd, r.rotary_dim / 2, &positions, &table);
+    if let Some(positions) = &w.positions {
+        for t in 0..len {
+            add(&mut x[t * d..(t + 1) * d], positions.row(t));
         }
-        let a = attention(&q, &k, &v, len, qh, kvh, hd, spec.attention_scale, spec.sliding_window);
-        let o = matmul(&a, len, &layer.o, layer.o_bias.as_deref());
-        x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
-        let h = norm_of(&x, &layer.ffn_norm);
-        let up_bias = layer.up_bias.as_deref();
-        let act: Vec<f32> = match &layer.gate {
-            Some(gate) => {
-                let g = matmul(&h, len, gate, up_bias.map(|b| &b[..f]));
-                let u = matmul(&h, len, &layer.up, up_bias.map(|b| &b[f..]));
-                g.iter().zip(&u).map(|(&g, &u)| activate(spec.activation, g) * u).collect()
-            }
-            None => matmul(&h, len, &layer.up, up_bias).into_iter().map(|v| activate(spec.activation, v)).collect(),
-        };
-        let down = matmul(&act, len, &layer.down, layer.down_bias.as_deref());
-        x.iter_mut().zip(&down).for_each(|(x, o)| *x += o);
     }
-    let h = norm_of(&x, &w.final_norm);
-    let logits = matmul(&h, len, w.head(), None);
+    let positions: Vec<usize> = (0..len).collect();
+    let tables: Vec<_> = (0..spec.ropes.len()).map(|r| spec.rope_table(r, len)).collect();
+    for (layer, attention) in w.layers.iter().zip(&spec.layer_attention) {
+        let h = maybe_norm(&x, &layer.attn_norm);
+        let mlp_in_parallel = spec.parallel_residual.then(|| maybe_norm(&x, &layer.ffn_norm));
+        let qkv = matmul(&h, len, &stack(&layer.qkv), layer.qkv_bias.as_deref());
+        let column = |from: usize, width: usize| -> Vec<f32> { (0..len).flat_map(|t| qkv[t * (qw + 2 * kw) + from..][..width].to_vec()).collect() };
+        let (mut q, mut k, v) = (column(0, qw), column(qw, kw), column(qw + kw, kw));
+        if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
+            let per_head = spec.qk_norm == QkNorm::PerHead;
+            let unit = |heads: usize| if per_head { hd } else { heads * hd };
+            q = norm(&q, unit(qh), qn, None, spec.norm, spec.norm_eps, spec.norm_weight_offset);
+            k = norm(&k, unit(kvh), kn, None, spec.norm, spec.norm_eps, spec.norm_weight_offset);
+        }
+        if let Some(table) = tables.get(attention.rope) {
+            let half = spec.rotary_dim(attention.rope) / 2;
+            rope(&mut q, qw, qh, hd, half, &positions, table);
+            rope(&mut k, kw, kvh, hd, half, &positions, table);
+        }
+        let a = attention_capped(&q, &k, &v, len, qh, kvh, hd, spec.attention_scale, attention.sliding_window, spec.attention_softcap);
+        let mut o = matmul(&a, len, &layer.o, layer.o_bias.as_deref());
+        if let Some(n) = &layer.post_attn_norm {
+            o = apply_norm(&o, d, n);
+        }
+        let mlp_in = match mlp_in_parallel {
+            Some(input) => input,
+            None => {
+                add(&mut x, &o);
+                maybe_norm(&x, &layer.ffn_norm)
+            }
+        };
+        let f = spec.intermediate;
+        let up = matmul(&mlp_in, len, &stack(&layer.up), layer.up_bias.as_deref());
+        let act: Vec<f32> = (0..len * f)
+            .map(|i| {
+                let (t, c) = (i / f, i % f);
+                if spec.gated_mlp {
+                    activate(spec.activation, up[t * 2 * f + c]) * up[t * 2 * f + f + c]
+                } else {
+                    activate(spec.activation, up[i])
+                }
+            })
+            .collect();
+        let mut down = matmul(&act, len, &layer.down, layer.down_bias.as_deref());
+        if let Some(n) = &layer.post_ffn_norm {
+            down = apply_norm(&down, d, n);
+        }
+        if spec.parallel_residual {
+            add(&mut x, &o);
+        }
+        add(&mut x, &down);
+    }
+    let h = apply_norm(&x, d, &w.final_norm);
+    let logits: Vec<f32> = matmul(&h, len, w.head(), None).into_iter().map(|l| soft_cap(l as f64, spec.final_softcap) as f32).collect();
     (0..len)
         .map(|t| log_softmax_target(&logits[t * spec.vocab_size..(t + 1) * spec.vocab_size], targets[t] as usize))
         .collect()

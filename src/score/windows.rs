@@ -147,10 +147,18 @@ mod tests {
     #[test]
     fn sliding_scores_each_token_after_the_first_once() {
         let tokens: Vec<u32> = (0..30).collect();
-        for (len, stride) in [(8, 3), (8, 8), (10, 4), (50, 5)] {
+        for (len, stride) in [(8, 3), (8, 7), (10, 4), (50, 5)] {
             let scored = scored_targets(&sliding(0, &tokens, len, stride));
             assert_eq!(scored, (1..30).map(|i| (i, i as u32)).collect::<Vec<_>>(), "len {len} stride {stride}");
         }
+    }
+
+    #[test]
+    fn sliding_with_stride_equal_to_window_skips_window_starts() {
+        // As in the Hugging Face guide: a window's first token has no context inside the window.
+        let tokens: Vec<u32> = (0..30).collect();
+        let scored: Vec<usize> = scored_targets(&sliding(0, &tokens, 8, 8)).into_iter().map(|(i, _)| i).collect();
+        assert_eq!(scored, (1..30).filter(|i| i % 8 != 0).collect::<Vec<_>>());
     }
 
     #[test]
