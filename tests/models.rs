@@ -15,7 +15,21 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-const VARIANTS: &[&str] = &["llama-f32", "llama-tied-f16", "llama3-bf16", "mistral-f32"];
+const VARIANTS: &[&str] = &[
+    "llama-f32",
+    "llama-tied-f16",
+    "llama3-bf16",
+    "mistral-f32",
+    "qwen2-bf16",
+    "phi3-f32",
+    "gemma-f32",
+    "gemma2-f32",
+    "gemma3-f32",
+    "olmo2-f32",
+    "gpt2-f32",
+    "gpt-neox-f16",
+    "gpt-neox-seq-f32",
+];
 /// Per-token log-probability tolerance against transformers (f32 on both sides; these random
 /// models have large logits, so absolute errors of ~1e-5 are normal).
 const LOGPROB_ABS: f64 = 2e-4;
@@ -60,6 +74,7 @@ fn gpu_log_probabilities_match_transformers() {
             let greedy: Vec<bool> = seq["greedy"].as_array().unwrap().iter().map(|v| v.as_bool().unwrap()).collect();
             let got = score_sequence(&model, &input);
             let worst = got.iter().zip(&want).map(|(g, w)| (g.logprob as f64 - w).abs()).fold(0.0, f64::max);
+            eprintln!("{variant} sequence {i}: {} positions, max |error| {worst:.2e}", got.len());
             assert!(worst < LOGPROB_ABS, "{variant} sequence {i}: max |error| {worst}");
             for (j, (g, w)) in got.iter().zip(&greedy).enumerate() {
                 assert_eq!(g.greedy, *w, "{variant} sequence {i} position {j}: greedy");

@@ -49,7 +49,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 
 pub fn ppl_table(result: &PplResult, model: &str, adapter: &str) -> String {
     let t = &result.total;
-    let mut rows = vec![
+    let rows = vec![
         vec!["model".into(), model.into()],
         vec!["adapter".into(), adapter.into()],
         vec!["window".into(), format!("{} (ctx {})", result.mode.name(), result.ctx)],
@@ -60,11 +60,9 @@ pub fn ppl_table(result: &PplResult, model: &str, adapter: &str) -> String {
         vec!["word perplexity".into(), format!("{:.4}", t.word_perplexity)],
         vec!["byte perplexity".into(), format!("{:.4}", t.byte_perplexity)],
         vec!["bits per byte".into(), format!("{:.4}", t.bits_per_byte)],
-        vec!["tokens/s".into(), format!("{:.1}", result.tokens_per_second())],
+        vec!["tokens/s".into(), format!("{:.1} scored, {:.1} processed", result.tokens_per_second(), result.positions_per_second())],
     ];
-    for row in &mut rows {
-        row[1] = row[1].clone();
-    }
+    // A two-column key/value table has no header line.
     table(&["", ""], &rows).lines().skip(1).map(|l| l.to_string() + "\n").collect()
 }
 
@@ -79,6 +77,8 @@ pub fn ppl_json(result: &PplResult, model: &str, adapter: &str) -> serde_json::V
         "total": result.total,
         "seconds": result.seconds,
         "tokens_per_second": result.tokens_per_second(),
+        "positions": result.positions,
+        "positions_per_second": result.positions_per_second(),
     })
 }
 

@@ -83,11 +83,20 @@ pub struct PplResult {
     pub seconds: f64,
     /// Windows actually run per pass.
     pub batch: usize,
+    /// Positions the model processed (windows x their lengths): more than the scored tokens
+    /// when windows overlap (sliding) or score half a chunk (chunks).
+    pub positions: usize,
 }
 
 impl PplResult {
+    /// Scored tokens per second of wall time (tokenization included).
     pub fn tokens_per_second(&self) -> f64 {
         self.total.tokens as f64 / self.seconds.max(1e-9)
+    }
+
+    /// Processed positions per second: the engine's throughput, comparable with llama.cpp's.
+    pub fn positions_per_second(&self) -> f64 {
+        self.positions as f64 / self.seconds.max(1e-9)
     }
 }
 
@@ -221,5 +230,6 @@ pub fn perplexity(model: &Model, documents: &[Document], options: &PplOptions) -
         tokens: records,
         seconds: start.elapsed().as_secs_f64(),
         batch,
+        positions: windows.iter().map(|w| w.input.len()).sum(),
     })
 }
