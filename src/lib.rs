@@ -30,7 +30,12 @@ pub struct Model {
 
 impl Model {
     pub fn open(name: &str, gpu: Arc<Gpu>) -> Result<Model> {
-        let files = ModelFiles::locate(name)?;
+        Model::open_revision(name, None, gpu)
+    }
+
+    /// A model directory, or a hub id (`org/name`) at `revision` in the local Hugging Face cache.
+    pub fn open_revision(name: &str, revision: Option<&str>, gpu: Arc<Gpu>) -> Result<Model> {
+        let files = ModelFiles::locate(name, revision)?;
         let spec = model::load_spec(&files.dir)?;
         let tokenizer = TextTokenizer::load(&files.dir)?;
         if tokenizer.vocab_size > spec.vocab_size {

@@ -50,9 +50,13 @@ enum Command {
     },
     /// Perplexity of a model on text files: loss, token/word/byte perplexity, bits per byte
     Ppl {
-        /// Hugging Face model directory (config.json, model.safetensors, tokenizer.json)
+        /// Hugging Face model directory (config.json, model.safetensors, tokenizer.json), or a hub id
+        /// (org/name) in the local Hugging Face cache
         #[arg(long)]
         model: String,
+        /// Branch, tag or commit of a hub id (e.g. step3000 for Pythia's intermediate checkpoints)
+        #[arg(long)]
+        revision: Option<String>,
         /// Text files (.txt: one document each) or JSON Lines (.jsonl: one document per line)
         #[arg(long, num_args = 1.., required = true)]
         data: Vec<PathBuf>,
@@ -92,7 +96,7 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Devices { json } => devices(json),
-        Command::Ppl { model, data, field, window, ctx, stride, batch, json, per_token, device } => {
+        Command::Ppl { model, revision, data, field, window, ctx, stride, batch, json, per_token, device } => {
             let mode = match window {
                 Window::Rolling => WindowMode::Rolling,
                 Window::Chunks => WindowMode::Chunks,
@@ -106,7 +110,7 @@ fn run(cli: Cli) -> Result<()> {
                 documents.extend(score::read_documents(path, &field)?);
             }
             let gpu = device.open()?;
-            let model = Model::open(&model, gpu)?;
+            let model = Model::open_revision(&model, revision.as_deref(), gpu)?;
             let mut options = PplOptions { mode, ctx, batch, per_token: per_token.is_some(), progress: true };
             if let WindowMode::Sliding { .. } = mode {
                 // The default stride depends on the resolved window length.

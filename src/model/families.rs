@@ -390,7 +390,11 @@ fn parse(config: &Config, family: Family, model_type: String) -> Result<ModelSpe
         Some(scalar) if matches!(family, Gemma2 | Gemma3) => 1.0 / scalar.sqrt(),
         _ => 1.0 / (head_dim as f32).sqrt(),
     };
-    let softcap = |key: &str| -> Result<f32> { Ok(if family == Gemma2 { config.opt_f32(key)?.unwrap_or(0.0) } else { 0.0 }) };
+    // Gemma 2 caps attention scores and final logits; transformers' Gemma 3 caps only the logits
+    // (it never passes attn_logit_softcapping to its attention).
+    let softcap = |key: &str, families: &[Family]| -> Result<f32> {
+        Ok(if families.contains(&family) { config.opt_f32(key)?.unwrap_or(0.0) } else { 0.0 })
+    };
     Ok(ModelSpec {
         family,
         vocab_size: config.usize("vocab_size")?,
@@ -423,8 +427,8 @@ fn parse(config: &Config, family: Family, model_type: String) -> Result<ModelSpe
         tied_head: config.bool_or("tie_word_embeddings", tied_default)?,
         embedding_scale: if gemma { (hidden as f32).sqrt() } else { 1.0 },
         attention_scale,
-        attention_softcap: softcap("attn_logit_softcapping")?,
-        final_softcap: softcap("final_logit_softcapping")?,
+        attention_softcap: softcap("attn_logit_softcapping", &[Gemma2])?,
+        final_softcap: softcap("final_logit_softcapping", &[Gemma2, Gemma3])?,
         model_type,
     })
 }

@@ -5,6 +5,7 @@
 
 mod checkpoint;
 mod families;
+pub mod hub;
 mod tokenizer;
 mod weights;
 
@@ -216,24 +217,35 @@ pub struct ModelFiles {
 }
 
 impl ModelFiles {
-    pub fn locate(model: &str) -> Result<ModelFiles> {
+    /// A directory path, or a hub id looked up in the local Hugging Face cache at `revision`.
+    pub fn locate(model: &str, revision: Option<&str>) -> Result<ModelFiles> {
         let path = PathBuf::from(model);
-        if path.is_dir() {
-            if !path.join("config.json").exists() {
+        let dir = if path.exists() {
+            if revision.is_some() {
                 return Err(Error::bad_input(format!(
-                    "{}: no config.json; --model takes a Hugging Face model directory (config.json, \
-                     model.safetensors, tokenizer.json)",
+                    "--revision applies to hub ids (org/name) in the Hugging Face cache, not to the path {model}"
+                )));
+            }
+            if !path.is_dir() {
+                return Err(Error::bad_input(format!(
+                    "{}: is a file; --model takes a Hugging Face model directory (config.json, model.safetensors, \
+                     tokenizer.json) or a hub id in the local cache",
                     path.display()
                 )));
             }
-            return Ok(ModelFiles { dir: path });
-        }
-        if path.exists() {
+            path
+        } else if hub::looks_like_hub_id(model) {
+            hub::resolve_in(&hub::cache_dir(), model, revision)?
+        } else {
+            return Err(Error::bad_input(format!("--model {model}: no such directory, and not a hub id (org/name)")));
+        };
+        if !dir.join("config.json").exists() {
             return Err(Error::bad_input(format!(
-                "{}: is a file; --model takes a Hugging Face model directory (config.json, model.safetensors, tokenizer.json)",
-                path.display()
+                "{}: no config.json; --model takes a Hugging Face model directory (config.json, \
+                 model.safetensors, tokenizer.json)",
+                dir.display()
             )));
         }
-        Err(Error::bad_input(format!("--model {model}: no such directory")))
+        Ok(ModelFiles { dir })
     }
 }

@@ -54,9 +54,18 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// The stored name of `name`: GPT-2 checkpoints saved by OpenAI's original code lack the
+    /// `transformer.` prefix transformers uses.
+    fn stored(&self, name: &str) -> String {
+        match name.strip_prefix("transformer.") {
+            Some(bare) if !self.checkpoint.contains(name) && self.checkpoint.contains(bare) => bare.to_string(),
+            _ => name.to_string(),
+        }
+    }
+
     /// A `[rows, cols]` weight matrix (PyTorch Linear layout) named `module.weight`.
     fn matrix(&self, module: &str, rows: usize, cols: usize) -> Result<TensorData<'a>> {
-        let name = format!("{module}.weight");
+        let name = self.stored(&format!("{module}.weight"));
         if self.conv1d {
             let t = self.checkpoint.get(&name, &[cols, rows])?;
             let bytes = transpose(&t.bytes, cols, rows, t.dtype.size());
@@ -67,11 +76,11 @@ impl<'a> Reader<'a> {
 
     /// An embedding table (never transposed).
     fn table(&self, module: &str, rows: usize, cols: usize) -> Result<TensorData<'a>> {
-        self.checkpoint.get(&format!("{module}.weight"), &[rows, cols])
+        self.checkpoint.get(&self.stored(&format!("{module}.weight")), &[rows, cols])
     }
 
     fn vector(&self, name: &str, len: usize) -> Result<Vec<f32>> {
-        Ok(self.checkpoint.get(name, &[len])?.to_f32())
+        Ok(self.checkpoint.get(&self.stored(name), &[len])?.to_f32())
     }
 
     fn norm(&self, module: &str) -> Result<NormWeights<Vec<f32>>> {
