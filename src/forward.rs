@@ -163,6 +163,18 @@ impl GpuModel {
             .clone()
     }
 
+    /// Runs one pass like [`GpuModel::score`] with a timestamp around every dispatch: per-kernel
+    /// seconds, or None without timestamp queries.
+    pub fn profile(&self, windows: usize, len: usize, tokens: &[u32], targets: &[u32]) -> Result<Option<Vec<(KernelId, f64)>>> {
+        self.score(windows, len, tokens, targets)?;
+        let _running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let program = self.programs.lock().unwrap().get(&(windows, len)).cloned();
+        match program {
+            Some(program) => program.profile(&self.gpu),
+            None => Ok(None),
+        }
+    }
+
     /// Scores `windows` windows of `len` positions each: `tokens[w * len + t]` is the input at
     /// position t of window w and `targets[...]` the token it should predict. Returns one score
     /// per position. A window's scores do not depend on the other windows or on `len` padding.

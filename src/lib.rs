@@ -3,6 +3,7 @@
 //! Data flow: checkpoint -> [`ModelSpec`] + GPU weights -> batches of token windows ->
 //! [`forward`] -> per-token log-probabilities -> metrics ([`score`]) -> [`report`].
 
+pub mod bench;
 pub mod error;
 pub mod forward;
 pub mod gpu;

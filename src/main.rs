@@ -83,6 +83,29 @@ enum Command {
         #[command(flatten)]
         device: DeviceArgs,
     },
+    /// Scoring throughput, achieved FLOP rate against the adapter's matmul peak, memory and a
+    /// per-kernel breakdown, for comparing devices and backends
+    Bench {
+        /// Hugging Face model directory or hub id
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        revision: Option<String>,
+        /// Window length in tokens
+        #[arg(long, default_value_t = 512)]
+        ctx: usize,
+        /// Windows per pass
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// Timed passes after one warm-up
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        /// Write the report as JSON
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
 }
 
 fn main() {
@@ -96,6 +119,9 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Devices { json } => devices(json),
+        Command::Bench { model, revision, ctx, batch, repeats, json, device } => {
+            bench(&model, revision.as_deref(), perplex::bench::BenchOptions { ctx, batch, repeats }, json, &device)
+        }
         Command::Ppl { model, revision, data, field, window, ctx, stride, batch, json, per_token, device } => {
             let mode = match window {
                 Window::Rolling => WindowMode::Rolling,
@@ -138,6 +164,45 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn bench(model: &str, revision: Option<&str>, options: perplex::bench::BenchOptions, json: Option<PathBuf>, device: &DeviceArgs) -> Result<()> {
+    let model = Model::open_revision(model, revision, device.open()?)?;
+    if options.ctx > model.spec.max_positions {
+        return Err(Error::bad_input(format!("--ctx {} is longer than the model's {} positions", options.ctx, model.spec.max_positions)));
+    }
+    let r = perplex::bench::run(&model, &options)?;
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
+    print!(
+        "{}",
+        report::key_values(&[
+            ("model", format!("{} ({}, {:.1}M parameters, {})", r.model, r.model_type, r.parameters as f64 / 1e6, r.weight_dtype)),
+            ("adapter", format!("{} ({}, {}; driver {} {})", r.adapter.name, r.adapter.backend, r.adapter.device_type, r.adapter.driver, r.adapter.driver_info)),
+            ("shape", format!("{} x {} tokens", r.batch, r.ctx)),
+            ("time per pass", format!("{:.3} s", r.seconds_per_pass)),
+            ("tokens/s", format!("{:.1}", r.tokens_per_second)),
+            ("achieved", format!("{:.2} GFLOP/s ({:.2} GFLOP per pass)", r.achieved_gflops, r.gflop_per_pass)),
+            ("matmul peak", format!("{:.2} GFLOP/s (1024x2048x2048 f32, same adapter)", r.peak_matmul_gflops)),
+            ("fraction of peak", format!("{:.0}%", 100.0 * r.fraction_of_peak)),
+            ("memory", format!("{} weights + {} activations (planned)", mib(r.weight_bytes), mib(r.activation_bytes))),
+        ])
+    );
+    if !r.kernels.is_empty() {
+        let kernel_rows: Vec<Vec<String>> = r
+            .kernels
+            .iter()
+            .map(|k| vec![k.kernel.clone(), k.dispatches.to_string(), format!("{:.2} ms", k.seconds * 1e3), format!("{:.1}%", 100.0 * k.share)])
+            .collect();
+        println!();
+        print!("{}", report::table(&["kernel", "dispatches", "time", "share"], &kernel_rows));
+    }
+    for note in &r.notes {
+        println!("note: {note}");
+    }
+    if let Some(path) = json {
+        report::write_json(&path, &serde_json::to_value(&r).map_err(|e| Error::internal(e.to_string()))?)?;
+    }
+    Ok(())
 }
 
 fn devices(json: Option<PathBuf>) -> Result<()> {

@@ -57,6 +57,20 @@ const fn write(binding: u32) -> Slot {
 pub const PARAMS_SIZE: u64 = 64;
 
 impl KernelId {
+    /// The kernel's name without its specialisation, for reports.
+    pub fn family(self) -> &'static str {
+        match self {
+            KernelId::Embedding(_) => "embedding",
+            KernelId::Matmul { .. } => "matmul",
+            KernelId::LmHeadLoss { .. } => "lm_head_loss",
+            KernelId::LossCombine => "loss_combine",
+            KernelId::Norm => "norm",
+            KernelId::Rope => "rope",
+            KernelId::Activation => "activation",
+            KernelId::Attention { .. } => "attention",
+        }
+    }
+
     fn entry(self) -> &'static str {
         match self {
             KernelId::Matmul { .. } => "matmul",

@@ -63,6 +63,48 @@ impl Program {
         gpu.wait()
     }
 
+    /// Runs the program once with a timestamp around every dispatch (each in its own compute
+    /// pass, which only needs TIMESTAMP_QUERY) and returns (kernel, seconds) per dispatch.
+    /// None when the adapter has no timestamp queries.
+    pub fn profile(&self, gpu: &Gpu) -> Result<Option<Vec<(KernelId, f64)>>> {
+        if !gpu.device.features().contains(wgpu::Features::TIMESTAMP_QUERY) || self.steps.is_empty() {
+            return Ok(None);
+        }
+        let count = 2 * self.steps.len() as u32;
+        let queries = gpu.device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("profile"), ty: wgpu::QueryType::Timestamp, count });
+        let resolved = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile timestamps"),
+            size: count as u64 * 8,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("profile") });
+        for (i, step) in self.steps.iter().enumerate() {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: None,
+                timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                    query_set: &queries,
+                    beginning_of_pass_write_index: Some(2 * i as u32),
+                    end_of_pass_write_index: Some(2 * i as u32 + 1),
+                }),
+            });
+            pass.set_pipeline(&step.kernel.pipeline);
+            pass.set_bind_group(0, &step.bind_group, &[step.params_offset]);
+            pass.dispatch_workgroups(step.groups[0], step.groups[1], step.groups[2]);
+        }
+        encoder.resolve_query_set(&queries, 0..count, &resolved, 0);
+        gpu.queue.submit([encoder.finish()]);
+        let ticks: Vec<u64> = gpu.read(&resolved, count as usize)?;
+        let period = gpu.queue.get_timestamp_period() as f64 * 1e-9;
+        Ok(Some(
+            self.steps
+                .iter()
+                .enumerate()
+                .map(|(i, step)| (step.kernel.id, ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period))
+                .collect(),
+        ))
+    }
+
     pub fn len(&self) -> usize {
         self.steps.len()
     }

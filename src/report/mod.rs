@@ -47,23 +47,27 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Two left-aligned columns: a label and its value.
+pub fn key_values(rows: &[(&str, String)]) -> String {
+    let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    rows.iter().map(|(k, v)| format!("{k:<width$}  {v}\n")).collect()
+}
+
 pub fn ppl_table(result: &PplResult, model: &str, adapter: &str) -> String {
     let t = &result.total;
-    let rows = vec![
-        vec!["model".into(), model.into()],
-        vec!["adapter".into(), adapter.into()],
-        vec!["window".into(), format!("{} (ctx {})", result.mode.name(), result.ctx)],
-        vec!["documents".into(), result.documents.len().to_string()],
-        vec!["tokens".into(), t.tokens.to_string()],
-        vec!["nll".into(), format!("{:.4}", t.nll)],
-        vec!["token perplexity".into(), format!("{:.4}", t.token_perplexity)],
-        vec!["word perplexity".into(), format!("{:.4}", t.word_perplexity)],
-        vec!["byte perplexity".into(), format!("{:.4}", t.byte_perplexity)],
-        vec!["bits per byte".into(), format!("{:.4}", t.bits_per_byte)],
-        vec!["tokens/s".into(), format!("{:.1} scored, {:.1} processed", result.tokens_per_second(), result.positions_per_second())],
-    ];
-    // A two-column key/value table has no header line.
-    table(&["", ""], &rows).lines().skip(1).map(|l| l.to_string() + "\n").collect()
+    key_values(&[
+        ("model", model.into()),
+        ("adapter", adapter.into()),
+        ("window", format!("{} (ctx {})", result.mode.name(), result.ctx)),
+        ("documents", result.documents.len().to_string()),
+        ("tokens", t.tokens.to_string()),
+        ("nll", format!("{:.4}", t.nll)),
+        ("token perplexity", format!("{:.4}", t.token_perplexity)),
+        ("word perplexity", format!("{:.4}", t.word_perplexity)),
+        ("byte perplexity", format!("{:.4}", t.byte_perplexity)),
+        ("bits per byte", format!("{:.4}", t.bits_per_byte)),
+        ("tokens/s", format!("{:.1} scored, {:.1} processed", result.tokens_per_second(), result.positions_per_second())),
+    ])
 }
 
 pub fn ppl_json(result: &PplResult, model: &str, adapter: &str) -> serde_json::Value {

@@ -1,0 +1,150 @@
+//! `perplex bench`: scoring throughput of a model on one adapter, the FLOP rate it reaches, the
+//! adapter's best matmul rate measured in the same run, memory, and a per-kernel breakdown from
+//! timestamp queries — one JSON shape for every backend so results can be compared side by side.
+
+use crate::error::Result;
+use crate::gpu::{DType, GpuMatrix, KernelId, Program, BLOCK_ROWS, TILE_COLS};
+use crate::Model;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    pub ctx: usize,
+    pub batch: usize,
+    /// Timed passes (after one warm-up pass).
+    pub repeats: usize,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KernelTime {
+    pub kernel: String,
+    pub dispatches: usize,
+    pub seconds: f64,
+    pub share: f64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchReport {
+    pub model: String,
+    pub model_type: String,
+    pub parameters: usize,
+    pub weight_dtype: String,
+    pub adapter: crate::gpu::AdapterSummary,
+    pub ctx: usize,
+    pub batch: usize,
+    pub seconds_per_pass: f64,
+    pub tokens_per_second: f64,
+    pub gflop_per_pass: f64,
+    pub achieved_gflops: f64,
+    /// Best rate of the engine's matmul kernel on a large f32 product on this adapter.
+    pub peak_matmul_gflops: f64,
+    pub fraction_of_peak: f64,
+    pub weight_bytes: u64,
+    pub activation_bytes: u64,
+    /// Per-kernel time of one pass, largest first; empty without timestamp queries.
+    pub kernels: Vec<KernelTime>,
+    pub notes: Vec<String>,
+}
+
+/// FLOPs of one forward pass over `windows` windows of `len` tokens (multiply-adds count 2).
+pub fn forward_flops(model: &Model, windows: usize, len: usize) -> f64 {
+    let s = &model.spec;
+    let per_token_matmul = s.layers * (s.hidden * s.qkv_width() + s.q_width() * s.hidden + s.hidden * s.up_width() + s.intermediate * s.hidden)
+        + s.hidden * s.vocab_size;
+    // Causal attention: q.k and p.v over the keys each query sees.
+    let keys_seen: usize = s
+        .layer_attention
+        .iter()
+        .map(|a| (0..len).map(|t| a.sliding_window.map_or(t + 1, |w| (t + 1).min(w))).sum::<usize>())
+        .sum();
+    let attention = 2 * s.q_heads * s.head_dim * keys_seen;
+    2.0 * (windows * (len * per_token_matmul + attention)) as f64
+}
+
+/// The engine's matmul kernel on a 1024 x 2048 x 2048 f32 product: the adapter's practical peak.
+pub fn peak_matmul_gflops(gpu: &crate::gpu::Gpu) -> Result<f64> {
+    let (m, n, k) = (1024usize, 2048usize, 2048usize);
+    let weight = GpuMatrix::upload(gpu, "bench weight", n, k, DType::F32, &vec![0u8; n * k * 4])?;
+    let input = gpu.storage("bench input", (m * k * 4) as u64);
+    let output = gpu.storage("bench output", (m * n * 4) as u64);
+    let bias = gpu.storage("bench bias", 16);
+    let mut p = Program::builder(gpu);
+    for part in &weight.parts {
+        p.dispatch(
+            KernelId::Matmul { format: DType::F32.format(), aligned: true },
+            &[m as u32, part.rows as u32, k as u32, part.first_row as u32, n as u32, 0, 0],
+            &[&input, &part.buffer, &bias, &output],
+            [part.rows.div_ceil(TILE_COLS) as u32, m.div_ceil(BLOCK_ROWS) as u32, 1],
+        );
+    }
+    let program = p.build();
+    program.run(gpu)?;
+    let mut best = f64::MAX;
+    for _ in 0..2 {
+        let start = Instant::now();
+        program.run(gpu)?;
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    Ok(2.0 * (m * n * k) as f64 / best / 1e9)
+}
+
+pub fn run(model: &Model, options: &BenchOptions) -> Result<BenchReport> {
+    let gpu = &model.gpu_model.gpu;
+    let (len, windows) = (options.ctx, options.batch);
+    let rows = len * windows;
+    // Token ids spread over the vocabulary (the values do not change the work).
+    let tokens: Vec<u32> = (0..rows).map(|i| ((i as u64 * 2654435761) % model.spec.vocab_size as u64) as u32).collect();
+    let mut targets = tokens[1..].to_vec();
+    targets.push(0);
+    model.gpu_model.score(windows, len, &tokens, &targets)?; // warm-up: pipelines, buffers, program
+    let start = Instant::now();
+    for _ in 0..options.repeats.max(1) {
+        model.gpu_model.score(windows, len, &tokens, &targets)?;
+    }
+    let seconds = start.elapsed().as_secs_f64() / options.repeats.max(1) as f64;
+    let flops = forward_flops(model, windows, len);
+    let peak = peak_matmul_gflops(gpu)?;
+
+    let mut notes = Vec::new();
+    let kernels = match model.gpu_model.profile(windows, len, &tokens, &targets)? {
+        Some(times) => {
+            let total: f64 = times.iter().map(|(_, s)| s).sum();
+            let mut by_kernel: BTreeMap<String, (usize, f64)> = BTreeMap::new();
+            for (id, s) in times {
+                let entry = by_kernel.entry(id.family().to_string()).or_default();
+                entry.0 += 1;
+                entry.1 += s;
+            }
+            let mut list: Vec<KernelTime> = by_kernel
+                .into_iter()
+                .map(|(kernel, (dispatches, s))| KernelTime { kernel, dispatches, seconds: s, share: s / total.max(1e-12) })
+                .collect();
+            list.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+            list
+        }
+        None => {
+            notes.push("this adapter has no timestamp queries: no per-kernel breakdown".into());
+            Vec::new()
+        }
+    };
+    Ok(BenchReport {
+        model: model.name.clone(),
+        model_type: model.spec.model_type.clone(),
+        parameters: model.spec.parameter_count(),
+        weight_dtype: format!("{:?}", model.gpu_model.weight_dtype),
+        adapter: gpu.adapter.clone(),
+        ctx: len,
+        batch: windows,
+        seconds_per_pass: seconds,
+        tokens_per_second: rows as f64 / seconds,
+        gflop_per_pass: flops / 1e9,
+        achieved_gflops: flops / seconds / 1e9,
+        peak_matmul_gflops: peak,
+        fraction_of_peak: flops / seconds / 1e9 / peak,
+        weight_bytes: model.gpu_model.weight_bytes,
+        activation_bytes: model.gpu_model.activation_bytes(rows),
+        kernels,
+        notes,
+    })
+}
