@@ -10,6 +10,8 @@ pub enum ErrorKind {
     BadInput,
     /// The engine or the device failed (exit code 1).
     Internal,
+    /// The user stopped the run (Ctrl-C); what was finished is kept (exit code 130).
+    Interrupted,
 }
 
 #[derive(Debug, Clone)]
@@ -29,10 +31,15 @@ impl Error {
         Error { kind: ErrorKind::Internal, message: message.into() }
     }
 
+    pub fn interrupted(message: impl Into<String>) -> Self {
+        Error { kind: ErrorKind::Interrupted, message: message.into() }
+    }
+
     pub fn exit_code(&self) -> i32 {
         match self.kind {
             ErrorKind::BadInput => 2,
             ErrorKind::Internal => 1,
+            ErrorKind::Interrupted => 130,
         }
     }
 }

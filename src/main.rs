@@ -80,6 +80,10 @@ enum Command {
         /// Write every scored token's log-probability as JSON Lines
         #[arg(long)]
         per_token: Option<PathBuf>,
+        /// Keep finished documents in this file as they complete; rerunning the same command
+        /// continues a killed or interrupted run without rescoring them
+        #[arg(long)]
+        resume: Option<PathBuf>,
         #[command(flatten)]
         device: DeviceArgs,
     },
@@ -110,6 +114,13 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    // Ctrl-C stops long runs cleanly after the documents in flight (a second one kills at once).
+    let _ = ctrlc::set_handler(|| {
+        if score::STOP_REQUESTED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after the documents in flight (Ctrl-C again to quit now)");
+    });
     if let Err(error) = run(cli) {
         eprintln!("error: {error}");
         std::process::exit(error.exit_code());
@@ -122,7 +133,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench { model, revision, ctx, batch, repeats, json, device } => {
             bench(&model, revision.as_deref(), perplex::bench::BenchOptions { ctx, batch, repeats }, json, &device)
         }
-        Command::Ppl { model, revision, data, field, window, ctx, stride, batch, json, per_token, device } => {
+        Command::Ppl { model, revision, data, field, window, ctx, stride, batch, json, per_token, resume, device } => {
             let mode = match window {
                 Window::Rolling => WindowMode::Rolling,
                 Window::Chunks => WindowMode::Chunks,
@@ -144,7 +155,7 @@ fn run(cli: Cli) -> Result<()> {
                 let ctx = options.resolve_ctx(&model)?;
                 options.mode = WindowMode::Sliding { stride: stride.unwrap_or((ctx / 2).max(1)) };
             }
-            let result = score::perplexity(&model, &documents, &options)?;
+            let result = score::perplexity_resumable(&model, &documents, &options, resume.as_deref())?;
             print!("{}", report::ppl_table(&result, &model.name, &model.adapter()));
             for doc in result.documents.iter().filter(|d| d.tokens == 0) {
                 eprintln!("warning: {}: no token scored (shorter than one --ctx {} chunk)", doc.name, result.ctx);

@@ -2,9 +2,16 @@
 //! log-probabilities -> per-document and total metrics.
 
 mod data;
+mod resume;
+mod loglik;
 mod windows;
 
 pub use data::{read_documents, word_count, Document};
+pub use loglik::{
+    encode_request, is_python_space, loglikelihood, python_strip, request_window, EncodedRequest, LoglikOptions, LoglikOutput,
+    Loglikelihood, Request,
+};
+pub use resume::{text_hash, Finished, ResumeHeader, ResumeLog};
 pub use windows::{chunks, rolling, sliding, Window, WindowMode};
 
 use crate::error::{Error, Result};
@@ -23,7 +30,7 @@ pub struct PplOptions {
     pub progress: bool,
 }
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct DocumentResult {
     pub name: String,
     pub nll: f64,
@@ -64,7 +71,7 @@ impl Totals {
 }
 
 /// One scored token, for `--per-token`.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TokenRecord {
     pub doc: String,
     pub pos: usize,
@@ -174,14 +181,47 @@ pub fn score_windows(model: &Model, windows: &[Window], batch: usize, mut on_pas
     Ok((results, largest_pass))
 }
 
+/// Set by a Ctrl-C handler: long runs stop after the documents in flight, keeping what is done.
+pub static STOP_REQUESTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn stop_requested() -> bool {
+    STOP_REQUESTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// `perplex ppl`: scores every document and aggregates.
 pub fn perplexity(model: &Model, documents: &[Document], options: &PplOptions) -> Result<PplResult> {
+    perplexity_resumable(model, documents, options, None)
+}
+
+/// [`perplexity`] with an optional resume log: documents already in it are not scored again, and
+/// each document is appended to it as soon as it is finished.
+pub fn perplexity_resumable(model: &Model, documents: &[Document], options: &PplOptions, resume: Option<&std::path::Path>) -> Result<PplResult> {
     let ctx = options.resolve_ctx(model)?;
     let start = std::time::Instant::now();
-    let tokenized: Vec<Vec<u32>> = documents.iter().map(|d| model.tokenizer.encode(&d.text)).collect::<Result<_>>()?;
+    let mut log = match resume {
+        Some(path) => Some(ResumeLog::open(
+            path,
+            &ResumeHeader {
+                perplex_resume: 1,
+                model: model.name.clone(),
+                window: options.mode.name().into(),
+                ctx,
+                stride: match options.mode {
+                    WindowMode::Sliding { stride } => Some(stride),
+                    _ => None,
+                },
+                per_token: options.per_token,
+            },
+        )?),
+        None => None,
+    };
+    let mut finished: Vec<Option<Finished>> =
+        documents.iter().map(|d| log.as_ref().and_then(|l| l.get(&d.name, &d.text)).cloned()).collect();
+    let pending: Vec<usize> = (0..documents.len()).filter(|&i| finished[i].is_none()).collect();
+    let tokenized: Vec<Vec<u32>> = pending.iter().map(|&i| model.tokenizer.encode(&documents[i].text)).collect::<Result<_>>()?;
     let windows = make_windows(model, &tokenized, options.mode, ctx)?;
     let total_scored: usize = windows.iter().map(|w| w.scored.len()).sum();
-    if total_scored == 0 {
+    if total_scored == 0 && finished.iter().all(|f| f.as_ref().is_none_or(|f| f.result.tokens == 0)) {
         let longest = tokenized.iter().map(|t| t.len()).max().unwrap_or(0);
         return Err(Error::bad_input(format!(
             "no token to score: the longest document has {longest} tokens, and {} with --ctx {ctx} scores none of them; \
@@ -189,39 +229,83 @@ pub fn perplexity(model: &Model, documents: &[Document], options: &PplOptions) -
             options.mode.name()
         )));
     }
+
+    // Documents are scored in groups of a few passes' worth of windows, so finished documents
+    // reach the resume log (and a Ctrl-C stops) without waiting for the whole run.
     let bar = crate::report::progress_bar(total_scored as u64, options.progress);
-    let (scores, batch) = score_windows(model, &windows, options.batch, |n| bar.inc(n as u64))?;
+    let group_windows = 4 * options.batch.max(1);
+    let mut largest_pass = 0;
+    let mut positions = 0;
+    let mut first_window = 0;
+    while first_window < windows.len() {
+        if stop_requested() {
+            bar.finish_and_clear();
+            return Err(Error::interrupted(format!(
+                "interrupted: {} of {} documents finished{}",
+                finished.iter().filter(|f| f.is_some()).count(),
+                documents.len(),
+                match resume {
+                    Some(path) => format!(" and kept in {}; rerun the same command to continue", path.display()),
+                    None => String::new(),
+                }
+            )));
+        }
+        // Whole documents: extend to the end of the last document the group touches.
+        let mut end = (first_window + group_windows).min(windows.len());
+        while end < windows.len() && windows[end].doc == windows[end - 1].doc {
+            end += 1;
+        }
+        let group = &windows[first_window..end];
+        let (scores, batch) = score_windows(model, group, options.batch, |n| bar.inc(n as u64))?;
+        largest_pass = largest_pass.max(batch);
+        positions += group.iter().map(|w| w.input.len()).sum::<usize>();
+        let docs_in_group: Vec<usize> = {
+            let mut d: Vec<usize> = group.iter().map(|w| w.doc).collect();
+            d.dedup();
+            d
+        };
+        for local in docs_in_group {
+            let index = pending[local];
+            let doc = &documents[index];
+            let mut result = DocumentResult { name: doc.name.clone(), nll: 0.0, tokens: 0, words: word_count(&doc.text), bytes: doc.text.len() };
+            let mut records = Vec::new();
+            for (window, scores) in group.iter().zip(&scores).filter(|(w, _)| w.doc == local) {
+                for (j, score) in window.scored.clone().zip(scores) {
+                    result.nll -= score.logprob as f64;
+                    result.tokens += 1;
+                    if options.per_token {
+                        records.push(TokenRecord {
+                            doc: doc.name.clone(),
+                            pos: window.first_target + j,
+                            token_id: window.targets[j],
+                            logprob: score.logprob,
+                            greedy: score.greedy,
+                        });
+                    }
+                }
+            }
+            let done = Finished { hash: text_hash(&doc.text), result, tokens: records };
+            if let Some(log) = log.as_mut() {
+                log.append(done.clone())?;
+            }
+            finished[index] = Some(done);
+        }
+        first_window = end;
+    }
     bar.finish_and_clear();
 
-    let mut nll = vec![0f64; documents.len()];
-    let mut counts = vec![0usize; documents.len()];
+    // Documents without any window (too short for a chunk) still get their (empty) line.
+    let mut results = Vec::with_capacity(documents.len());
     let mut records = Vec::new();
-    for (window, scores) in windows.iter().zip(&scores) {
-        for (j, score) in window.scored.clone().zip(scores) {
-            nll[window.doc] -= score.logprob as f64;
-            counts[window.doc] += 1;
-            if options.per_token {
-                records.push(TokenRecord {
-                    doc: documents[window.doc].name.clone(),
-                    pos: window.first_target + j,
-                    token_id: window.targets[j],
-                    logprob: score.logprob,
-                    greedy: score.greedy,
-                });
-            }
-        }
+    for (doc, done) in documents.iter().zip(finished) {
+        let done = done.unwrap_or_else(|| Finished {
+            hash: text_hash(&doc.text),
+            result: DocumentResult { name: doc.name.clone(), nll: 0.0, tokens: 0, words: word_count(&doc.text), bytes: doc.text.len() },
+            tokens: Vec::new(),
+        });
+        results.push(done.result);
+        records.extend(done.tokens);
     }
-    let results: Vec<DocumentResult> = documents
-        .iter()
-        .enumerate()
-        .map(|(i, d)| DocumentResult {
-            name: d.name.clone(),
-            nll: nll[i],
-            tokens: counts[i],
-            words: word_count(&d.text),
-            bytes: d.text.len(),
-        })
-        .collect();
     Ok(PplResult {
         mode: options.mode,
         ctx,
@@ -229,7 +313,7 @@ pub fn perplexity(model: &Model, documents: &[Document], options: &PplOptions) -
         documents: results,
         tokens: records,
         seconds: start.elapsed().as_secs_f64(),
-        batch,
-        positions: windows.iter().map(|w| w.input.len()).sum(),
+        batch: largest_pass,
+        positions,
     })
 }

@@ -1,0 +1,228 @@
+//! lm-evaluation-harness `loglikelihood(context, continuation)`: the log-probability of a
+//! continuation given a context, and whether greedy decoding would have produced it.
+//!
+//! Tokenization follows the harness's `HFLM.loglikelihood` / `_encode_pair` to the letter, because
+//! that is what makes benchmark numbers comparable: trailing whitespace of the context moves to the
+//! continuation; context + continuation is tokenized as one string and split at the length of the
+//! tokenized context; an empty context becomes the prefix token (BOS, else EOS) unless the
+//! continuation already starts with it. The model input is `(context + continuation)[-(L+1):][:-1]`
+//! with L the maximum length, and the last `len(continuation)` positions are scored, so an
+//! over-long request loses tokens from the left (counted as truncated).
+
+use super::{score_windows, Window};
+use crate::error::{Error, Result};
+use crate::model::TextTokenizer;
+use crate::Model;
+
+/// One request: the text that conditions and the text that is scored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub context: String,
+    pub continuation: String,
+}
+
+/// A request split into tokens the harness's way.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedRequest {
+    pub context: Vec<u32>,
+    pub continuation: Vec<u32>,
+}
+
+/// The answer to one request.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Loglikelihood {
+    /// Sum of the continuation tokens' log-probabilities (nats).
+    pub ll: f64,
+    /// Every continuation token is the model's argmax at its position.
+    pub is_greedy: bool,
+    /// Continuation tokens scored.
+    pub tokens: usize,
+    /// The input lost context tokens on the left to fit the maximum length.
+    pub truncated: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoglikOptions {
+    /// Longest model input; None = the model's maximum positions (the harness's `max_length`).
+    pub max_length: Option<usize>,
+    /// Windows per GPU pass.
+    pub batch: usize,
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoglikOutput {
+    /// One per request, in request order.
+    pub results: Vec<Loglikelihood>,
+    /// Requests whose context was cut on the left.
+    pub truncated: usize,
+    /// The maximum length used.
+    pub max_length: usize,
+    /// Windows actually run per pass.
+    pub batch: usize,
+    pub seconds: f64,
+}
+
+/// Python's `str.isspace()` for one character: Unicode White_Space plus the ASCII information
+/// separators U+001C..U+001F, which Python counts as whitespace and Rust does not.
+pub fn is_python_space(c: char) -> bool {
+    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
+}
+
+/// Python's `str.strip()` (no arguments).
+pub fn python_strip(s: &str) -> &str {
+    s.trim_matches(is_python_space)
+}
+
+/// Tokenizes one request as the harness does (see the module documentation).
+pub fn encode_request(tokenizer: &TextTokenizer, request: &Request) -> Result<EncodedRequest> {
+    let (context, continuation) = (&request.context, &request.continuation);
+    if context.is_empty() {
+        let continuation = tokenizer.encode(continuation)?;
+        let prefix = tokenizer.prefix_token()?;
+        return Ok(match continuation.first() {
+            Some(&first) if first == prefix => {
+                EncodedRequest { context: continuation[..1].to_vec(), continuation: continuation[1..].to_vec() }
+            }
+            _ => EncodedRequest { context: vec![prefix], continuation },
+        });
+    }
+    // `len(context) - len(context.rstrip())` characters move to the continuation.
+    let kept = context.trim_end_matches(is_python_space).len();
+    let (context, moved) = context.split_at(kept);
+    let whole = tokenizer.encode(&format!("{context}{moved}{continuation}"))?;
+    let context = tokenizer.encode(context)?;
+    let continuation = whole.get(context.len()..).unwrap_or_default().to_vec();
+    Ok(EncodedRequest { context, continuation })
+}
+
+/// The model input for an encoded request: left-truncated to `max_length` tokens, scoring the
+/// continuation. Returns the window and whether context tokens were dropped.
+pub fn request_window(index: usize, encoded: &EncodedRequest, max_length: usize) -> (Window, bool) {
+    let all: Vec<u32> = encoded.context.iter().chain(&encoded.continuation).copied().collect();
+    let kept = all.len().min(max_length + 1);
+    let keep = &all[all.len() - kept..];
+    let input = keep[..kept - 1].to_vec();
+    let targets = keep[1..].to_vec();
+    let scored = input.len() - encoded.continuation.len()..input.len();
+    let first_target = all.len() - kept + 1;
+    (Window { doc: index, input, targets, scored, first_target }, all.len() > max_length + 1)
+}
+
+/// Describes a request in an error message without printing a whole document.
+fn describe(request: &Request) -> String {
+    fn cut(s: &str) -> String {
+        let chars: Vec<char> = s.chars().collect();
+        if chars.len() <= 60 {
+            format!("{s:?}")
+        } else {
+            format!("\"...{}\"", chars[chars.len() - 60..].iter().collect::<String>().escape_debug())
+        }
+    }
+    format!("context {} continuation {}", cut(&request.context), cut(&request.continuation))
+}
+
+/// Scores every request; results come back in request order and do not depend on the batch size
+/// or on the order of the requests (each request is one window; see `score_windows`).
+pub fn loglikelihood(model: &Model, requests: &[Request], options: &LoglikOptions) -> Result<LoglikOutput> {
+    let start = std::time::Instant::now();
+    let positions = model.spec.max_positions;
+    let max_length = options.max_length.unwrap_or(positions);
+    if max_length > positions {
+        return Err(Error::bad_input(format!(
+            "--ctx {max_length} is longer than the model's {positions} positions (max_position_embeddings); use --ctx \
+             {positions} or less"
+        )));
+    }
+    if max_length < 1 {
+        return Err(Error::bad_input("--ctx must be at least 1"));
+    }
+    let mut windows = Vec::with_capacity(requests.len());
+    let mut truncated = Vec::with_capacity(requests.len());
+    for (i, request) in requests.iter().enumerate() {
+        let encoded = encode_request(&model.tokenizer, request)?;
+        if encoded.continuation.is_empty() {
+            return Err(Error::bad_input(format!(
+                "request {i} ({}): the continuation has no tokens of its own, so there is nothing to score",
+                describe(request)
+            )));
+        }
+        if encoded.continuation.len() > max_length {
+            return Err(Error::bad_input(format!(
+                "request {i} ({}): the continuation is {} tokens, longer than the maximum length {max_length}",
+                describe(request),
+                encoded.continuation.len()
+            )));
+        }
+        let (window, cut) = request_window(i, &encoded, max_length);
+        windows.push(window);
+        truncated.push(cut);
+    }
+    let total: usize = windows.iter().map(|w| w.scored.len()).sum();
+    let bar = crate::report::progress_bar(total as u64, options.progress);
+    let (scores, batch) = score_windows(model, &windows, options.batch, |n| bar.inc(n as u64))?;
+    bar.finish_and_clear();
+    let results = scores
+        .iter()
+        .zip(&truncated)
+        .map(|(scores, &truncated)| Loglikelihood {
+            ll: scores.iter().map(|s| s.logprob as f64).sum(),
+            is_greedy: scores.iter().all(|s| s.greedy),
+            tokens: scores.len(),
+            truncated,
+        })
+        .collect();
+    Ok(LoglikOutput {
+        results,
+        truncated: truncated.iter().filter(|&&t| t).count(),
+        max_length,
+        batch,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn python_whitespace() {
+        for c in [' ', '\t', '\n', '\r', '\u{0b}', '\u{0c}', '\u{1c}', '\u{1f}', '\u{85}', '\u{a0}', '\u{2028}', '\u{3000}'] {
+            assert!(is_python_space(c), "{c:?}");
+        }
+        for c in ['a', '\u{200b}', '\u{180e}', '\u{feff}', '_'] {
+            assert!(!is_python_space(c), "{c:?}");
+        }
+        assert_eq!(python_strip("\u{1c} a b\n"), "a b");
+    }
+
+    fn encoded(context: &[u32], continuation: &[u32]) -> EncodedRequest {
+        EncodedRequest { context: context.to_vec(), continuation: continuation.to_vec() }
+    }
+
+    #[test]
+    fn windows_score_the_continuation() {
+        let (w, cut) = request_window(3, &encoded(&[1, 2, 3], &[4, 5]), 10);
+        assert!(!cut);
+        assert_eq!(w.input, vec![1, 2, 3, 4]);
+        assert_eq!(w.targets, vec![2, 3, 4, 5]);
+        assert_eq!(w.scored, 2..4);
+        assert_eq!(w.doc, 3);
+        assert_eq!(w.first_target, 1);
+    }
+
+    #[test]
+    fn windows_truncate_on_the_left() {
+        // (ctx + cont)[-(L+1):][:-1] with L = 4: [3, 4, 5, 6] predicts [4, 5, 6, 7].
+        let (w, cut) = request_window(0, &encoded(&[1, 2, 3, 4, 5], &[6, 7]), 4);
+        assert!(cut);
+        assert_eq!(w.input, vec![3, 4, 5, 6]);
+        assert_eq!(w.targets, vec![4, 5, 6, 7]);
+        assert_eq!(w.scored, 2..4);
+        assert_eq!(w.first_target, 3);
+        // Exactly L + 1 tokens fit without truncation.
+        let (w, cut) = request_window(0, &encoded(&[1, 2, 3], &[4, 5]), 4);
+        assert!(!cut);
+        assert_eq!(w.input.len(), 4);
+    }
+}
