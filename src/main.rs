@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use perplex::gpu::{self, Gpu, GpuOptions};
 use perplex::report;
 use perplex::score::{self, PplOptions, WindowMode};
+use perplex::tasks::{self, EvalOptions, TaskSpec};
 use perplex::{Error, Model, Result};
 use std::path::PathBuf;
 
@@ -110,6 +111,45 @@ enum Command {
         #[command(flatten)]
         device: DeviceArgs,
     },
+    /// Benchmark accuracy measured the lm-evaluation-harness way: log-likelihoods of each choice
+    Eval {
+        /// Hugging Face model directory (config.json, model.safetensors, tokenizer.json)
+        #[arg(long)]
+        model: String,
+        /// hellaswag, arc_easy, arc_challenge, piqa, winogrande, lambada_openai, mmlu (or mmlu_stem,
+        /// mmlu_<subject>, ...), boolq, copa, openbookqa, sciq; mc or loglik for your own JSONL.
+        /// Repeat --task and --data for several tasks
+        #[arg(long = "task", required = true)]
+        tasks: Vec<String>,
+        /// Each task's documents, in --task order: JSONL, JSON, Parquet, Arrow, or a
+        /// `datasets.save_to_disk` directory (a split, or a dataset with splits)
+        #[arg(long, required = true)]
+        data: Vec<PathBuf>,
+        /// Few-shot examples per document
+        #[arg(long, default_value_t = 0)]
+        fewshot: usize,
+        /// Where each task's few-shot examples come from, in --task order [default: the harness's
+        /// few-shot split of --data when it has splits, else --data itself minus the evaluated document]
+        #[arg(long)]
+        fewshot_data: Vec<PathBuf>,
+        /// Evaluate only the first N documents of each task
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Longest model input in tokens; longer requests lose context on the left [default: model positions]
+        #[arg(long)]
+        ctx: Option<usize>,
+        /// Requests scored together in one GPU pass
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Write results in the shape of lm-evaluation-harness's results file
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write every request (context, continuation, ll, is_greedy, tokens) as JSON Lines
+        #[arg(long)]
+        samples: Option<PathBuf>,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
 }
 
 fn main() {
@@ -130,6 +170,9 @@ fn main() {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Devices { json } => devices(json),
+        Command::Eval { model, tasks, data, fewshot, fewshot_data, limit, ctx, batch, json, samples, device } => {
+            eval(model, tasks, data, fewshot, fewshot_data, limit, ctx, batch, json, samples, device)
+        }
         Command::Bench { model, revision, ctx, batch, repeats, json, device } => {
             bench(&model, revision.as_deref(), perplex::bench::BenchOptions { ctx, batch, repeats }, json, &device)
         }
@@ -212,6 +255,70 @@ fn bench(model: &str, revision: Option<&str>, options: perplex::bench::BenchOpti
     }
     if let Some(path) = json {
         report::write_json(&path, &serde_json::to_value(&r).map_err(|e| Error::internal(e.to_string()))?)?;
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn eval(
+    model: String,
+    names: Vec<String>,
+    data: Vec<PathBuf>,
+    fewshot: usize,
+    fewshot_data: Vec<PathBuf>,
+    limit: Option<usize>,
+    ctx: Option<usize>,
+    batch: usize,
+    json: Option<PathBuf>,
+    samples: Option<PathBuf>,
+    device: DeviceArgs,
+) -> Result<()> {
+    if names.len() != data.len() {
+        return Err(Error::bad_input(format!(
+            "{} --task but {} --data: give one --data per --task, in the same order",
+            names.len(),
+            data.len()
+        )));
+    }
+    if !fewshot_data.is_empty() && fewshot_data.len() != names.len() {
+        return Err(Error::bad_input(format!(
+            "{} --task but {} --fewshot-data: give none or one per --task, in the same order",
+            names.len(),
+            fewshot_data.len()
+        )));
+    }
+    let specs: Vec<TaskSpec> = names
+        .iter()
+        .zip(&data)
+        .enumerate()
+        .map(|(i, (name, data))| TaskSpec {
+            name: name.clone(),
+            data: data.clone(),
+            fewshot_data: fewshot_data.get(i).cloned(),
+            num_fewshot: fewshot,
+            limit,
+        })
+        .collect();
+    let suite = tasks::load(&specs)?;
+    for note in &suite.notes {
+        eprintln!("note: {note}");
+    }
+    let gpu = device.open()?;
+    let model = Model::open(&model, gpu)?;
+    let result = tasks::evaluate(&model, &suite, &EvalOptions { max_length: ctx, batch, progress: true })?;
+    print!("{}", report::eval_table(&result, &model.name, &model.adapter()));
+    if result.truncated > 0 {
+        eprintln!(
+            "warning: {} of {} requests were longer than {} tokens and lost context on the left (as lm-evaluation-harness \
+             truncates them)",
+            result.truncated, result.requests, result.max_length
+        );
+    }
+    if let Some(path) = json {
+        report::write_json(&path, &report::eval_json(&result, &suite, &model.name, &model.adapter(), limit, batch))?;
+    }
+    if let Some(path) = samples {
+        report::write_jsonl(&path, &result.samples)?;
     }
     Ok(())
 }

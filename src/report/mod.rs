@@ -1,5 +1,9 @@
 //! Human tables, JSON files and progress bars.
 
+mod eval;
+
+pub use eval::{eval_json, eval_table};
+
 use crate::error::{Error, Result};
 use crate::score::PplResult;
 use serde_json::json;

@@ -1,0 +1,302 @@
+//! Benchmark data as records (JSON objects, one per document), from the formats users have:
+//! JSON Lines (`.jsonl`, `.json`, optionally gzipped), JSON arrays, Parquet, Arrow IPC files, and
+//! directories written by `datasets.save_to_disk`: a Dataset (`state.json` + `data-*.arrow`, Arrow
+//! IPC streams) or a DatasetDict (one Dataset directory per split).
+//!
+//! A JSONL file of lm-evaluation-harness / OLMo-eval request dumps (lines with `doc`, `doc_id` and
+//! `request`) is read as its documents: the `doc` of each distinct `doc_id`, in order.
+
+use crate::error::{Error, Result};
+use arrow_array::cast::AsArray;
+use arrow_array::types::*;
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::DataType;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// One document: field name -> value.
+pub type Record = Map<String, Value>;
+
+/// The documents of one split.
+#[derive(Debug, Clone)]
+pub struct Split {
+    /// The split's name where the data says it (a DatasetDict directory, `state.json`).
+    pub name: Option<String>,
+    /// Where it came from, for messages and for telling whether two splits are the same.
+    pub origin: PathBuf,
+    pub records: Vec<Record>,
+}
+
+/// What a data path holds.
+pub enum Source {
+    /// A file or a Dataset directory: one split.
+    Split(Split),
+    /// A DatasetDict directory: split name -> Dataset directory, read when asked for.
+    Splits(BTreeMap<String, PathBuf>),
+}
+
+impl Source {
+    pub fn open(path: &Path) -> Result<Source> {
+        if !path.exists() {
+            return Err(Error::bad_input(format!("{}: no such file or directory", path.display())));
+        }
+        if path.is_dir() {
+            if is_dataset_dir(path) {
+                return Ok(Source::Split(read_dataset_dir(path)?));
+            }
+            let splits = dataset_dict_splits(path)?;
+            if splits.is_empty() {
+                return Err(Error::bad_input(format!(
+                    "{}: not a dataset directory: expected `datasets.save_to_disk` output (state.json and data-*.arrow, \
+                     or one such directory per split)",
+                    path.display()
+                )));
+            }
+            return Ok(Source::Splits(splits));
+        }
+        Ok(Source::Split(read_file(path)?))
+    }
+}
+
+/// Reads one split of a DatasetDict directory.
+pub fn read_split(splits: &BTreeMap<String, PathBuf>, name: &str) -> Result<Split> {
+    let dir = &splits[name];
+    let mut split = read_dataset_dir(dir)?;
+    split.name = Some(name.to_string());
+    Ok(split)
+}
+
+fn is_dataset_dir(dir: &Path) -> bool {
+    dir.join("state.json").is_file() || !arrow_files(dir).is_empty()
+}
+
+fn arrow_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "arrow") && p.is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// Split directories of a DatasetDict: those listed by `dataset_dict.json`, else every
+/// subdirectory that is a Dataset.
+fn dataset_dict_splits(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
+    let listed = std::fs::read_to_string(dir.join("dataset_dict.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+        .and_then(|v| v.get("splits").and_then(|s| s.as_array()).cloned());
+    let mut splits = BTreeMap::new();
+    match listed {
+        Some(names) => {
+            for name in names.iter().filter_map(|n| n.as_str()) {
+                splits.insert(name.to_string(), dir.join(name));
+            }
+        }
+        None => {
+            let entries = std::fs::read_dir(dir)
+                .map_err(|e| Error::bad_input(format!("{}: cannot read directory: {e}", dir.display())))?;
+            for entry in entries.filter_map(|e| e.ok()) {
+                let path = entry.path();
+                if path.is_dir() && is_dataset_dir(&path) {
+                    splits.insert(entry.file_name().to_string_lossy().into_owned(), path);
+                }
+            }
+        }
+    }
+    Ok(splits)
+}
+
+/// A `save_to_disk` Dataset: the Arrow files named by state.json (else every *.arrow file, sorted).
+fn read_dataset_dir(dir: &Path) -> Result<Split> {
+    let state: Option<Value> =
+        std::fs::read_to_string(dir.join("state.json")).ok().and_then(|text| serde_json::from_str(&text).ok());
+    let listed: Option<Vec<PathBuf>> = state.as_ref().and_then(|s| s.get("_data_files")).and_then(|f| f.as_array()).map(|files| {
+        files.iter().filter_map(|f| f.get("filename").and_then(|n| n.as_str())).map(|n| dir.join(n)).collect()
+    });
+    let files = listed.filter(|f| !f.is_empty()).unwrap_or_else(|| arrow_files(dir));
+    if files.is_empty() {
+        return Err(Error::bad_input(format!("{}: no data-*.arrow files in this dataset directory", dir.display())));
+    }
+    let mut records = Vec::new();
+    for file in &files {
+        records.extend(read_arrow(file)?);
+    }
+    let name = state.as_ref().and_then(|s| s.get("_split")).and_then(|s| s.as_str()).map(str::to_string);
+    Ok(Split { name, origin: dir.to_path_buf(), records })
+}
+
+fn read_file(path: &Path) -> Result<Split> {
+    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+    let records = if name.ends_with(".parquet") {
+        read_parquet(path)?
+    } else if name.ends_with(".arrow") || name.ends_with(".feather") || name.ends_with(".ipc") {
+        read_arrow(path)?
+    } else if name.ends_with(".jsonl") || name.ends_with(".json") || name.ends_with(".jsonl.gz") || name.ends_with(".json.gz") {
+        read_json(path, name.ends_with(".gz"))?
+    } else {
+        return Err(Error::bad_input(format!(
+            "{}: unknown data format; use JSON Lines (.jsonl, .jsonl.gz), JSON (.json), Parquet (.parquet), Arrow \
+             (.arrow) or a `datasets.save_to_disk` directory",
+            path.display()
+        )));
+    };
+    Ok(Split { name: None, origin: path.to_path_buf(), records })
+}
+
+fn read_json(path: &Path, gzipped: bool) -> Result<Vec<Record>> {
+    let fail = |e: std::io::Error| Error::bad_input(format!("{}: cannot read: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(fail)?;
+    let mut bytes = Vec::new();
+    if gzipped {
+        flate2::read::GzDecoder::new(file).read_to_end(&mut bytes).map_err(fail)?;
+    } else {
+        std::io::BufReader::new(file).read_to_end(&mut bytes).map_err(fail)?;
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        Error::bad_input(format!("{}: not UTF-8 text (invalid byte at offset {})", path.display(), e.utf8_error().valid_up_to()))
+    })?;
+    let name = path.display();
+    // A JSON array of objects, or (as `Dataset.to_json` writes even for .json) one object per line.
+    if text.trim_start().starts_with('[') {
+        let values: Vec<Value> =
+            serde_json::from_str(&text).map_err(|e| Error::bad_input(format!("{name}: invalid JSON: {e}")))?;
+        return values
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::Object(map) => Ok(map),
+                _ => Err(Error::bad_input(format!("{name}: element {i} is not a JSON object"))),
+            })
+            .collect();
+    }
+    let mut records = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Value>(line) {
+            Ok(Value::Object(map)) => records.push(map),
+            Ok(_) => return Err(Error::bad_input(format!("{name}:{}: not a JSON object", i + 1))),
+            Err(e) => return Err(Error::bad_input(format!("{name}:{}: invalid JSON: {e}", i + 1))),
+        }
+    }
+    Ok(documents_of_request_dump(records))
+}
+
+/// Request dumps hold one line per request; their documents are the `doc` of each `doc_id`.
+fn documents_of_request_dump(records: Vec<Record>) -> Vec<Record> {
+    let is_dump = !records.is_empty()
+        && records.iter().all(|r| r.get("doc").is_some_and(|d| d.is_object()) && r.contains_key("doc_id") && r.contains_key("request"));
+    if !is_dump {
+        return records;
+    }
+    let mut seen = HashSet::new();
+    records
+        .into_iter()
+        .filter(|r| seen.insert(r["doc_id"].to_string()))
+        .filter_map(|mut r| match r.remove("doc") {
+            Some(Value::Object(doc)) => Some(doc),
+            _ => None,
+        })
+        .collect()
+}
+
+fn read_arrow(path: &Path) -> Result<Vec<Record>> {
+    let fail = |e: &dyn std::fmt::Display| Error::bad_input(format!("{}: cannot read Arrow data: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| fail(&e))?;
+    let mut reader = std::io::BufReader::new(file);
+    // The IPC file format starts with the magic "ARROW1"; `save_to_disk` writes the stream format.
+    let mut magic = [0u8; 6];
+    let is_file_format = reader.read_exact(&mut magic).is_ok() && &magic == b"ARROW1";
+    let file = std::fs::File::open(path).map_err(|e| fail(&e))?;
+    let batches: Vec<RecordBatch> = if is_file_format {
+        arrow_ipc::reader::FileReader::try_new(file, None)
+            .map_err(|e| fail(&e))?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| fail(&e))?
+    } else {
+        arrow_ipc::reader::StreamReader::try_new(std::io::BufReader::new(file), None)
+            .map_err(|e| fail(&e))?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| fail(&e))?
+    };
+    batches_to_records(&batches).map_err(|e| fail(&e))
+}
+
+fn read_parquet(path: &Path) -> Result<Vec<Record>> {
+    let fail = |e: &dyn std::fmt::Display| Error::bad_input(format!("{}: cannot read Parquet data: {e}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| fail(&e))?;
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| fail(&e))?
+        .build()
+        .map_err(|e| fail(&e))?;
+    let batches: Vec<RecordBatch> = reader.collect::<std::result::Result<_, _>>().map_err(|e| fail(&e))?;
+    batches_to_records(&batches).map_err(|e| fail(&e))
+}
+
+fn batches_to_records(batches: &[RecordBatch]) -> std::result::Result<Vec<Record>, String> {
+    let mut records = Vec::new();
+    for batch in batches {
+        let schema = batch.schema();
+        for row in 0..batch.num_rows() {
+            let mut record = Map::new();
+            for (field, column) in schema.fields().iter().zip(batch.columns()) {
+                record.insert(field.name().clone(), arrow_value(column.as_ref(), row)?);
+            }
+            records.push(record);
+        }
+    }
+    Ok(records)
+}
+
+/// One cell as JSON, for the column types `datasets` writes (Value, Sequence, ClassLabel, nested
+/// features).
+fn arrow_value(array: &dyn Array, row: usize) -> std::result::Result<Value, String> {
+    if array.is_null(row) {
+        return Ok(Value::Null);
+    }
+    fn number(x: f64) -> Value {
+        serde_json::Number::from_f64(x).map(Value::Number).unwrap_or(Value::Null)
+    }
+    Ok(match array.data_type() {
+        DataType::Null => Value::Null,
+        DataType::Boolean => Value::Bool(array.as_boolean().value(row)),
+        DataType::Int8 => array.as_primitive::<Int8Type>().value(row).into(),
+        DataType::Int16 => array.as_primitive::<Int16Type>().value(row).into(),
+        DataType::Int32 => array.as_primitive::<Int32Type>().value(row).into(),
+        DataType::Int64 => array.as_primitive::<Int64Type>().value(row).into(),
+        DataType::UInt8 => array.as_primitive::<UInt8Type>().value(row).into(),
+        DataType::UInt16 => array.as_primitive::<UInt16Type>().value(row).into(),
+        DataType::UInt32 => array.as_primitive::<UInt32Type>().value(row).into(),
+        DataType::UInt64 => array.as_primitive::<UInt64Type>().value(row).into(),
+        DataType::Float16 => number(array.as_primitive::<Float16Type>().value(row).to_f64()),
+        DataType::Float32 => number(array.as_primitive::<Float32Type>().value(row) as f64),
+        DataType::Float64 => number(array.as_primitive::<Float64Type>().value(row)),
+        DataType::Utf8 => Value::String(array.as_string::<i32>().value(row).to_string()),
+        DataType::LargeUtf8 => Value::String(array.as_string::<i64>().value(row).to_string()),
+        DataType::Utf8View => Value::String(array.as_string_view().value(row).to_string()),
+        DataType::List(_) => list_value(array.as_list::<i32>().value(row).as_ref())?,
+        DataType::LargeList(_) => list_value(array.as_list::<i64>().value(row).as_ref())?,
+        DataType::FixedSizeList(_, _) => list_value(array.as_fixed_size_list().value(row).as_ref())?,
+        DataType::Struct(fields) => {
+            let array = array.as_struct();
+            let mut map = Map::new();
+            for (field, column) in fields.iter().zip(array.columns()) {
+                map.insert(field.name().clone(), arrow_value(column.as_ref(), row)?);
+            }
+            Value::Object(map)
+        }
+        other => return Err(format!("column type {other} is not supported (convert the column to strings or numbers)")),
+    })
+}
+
+fn list_value(values: &dyn Array) -> std::result::Result<Value, String> {
+    (0..values.len()).map(|i| arrow_value(values, i)).collect::<std::result::Result<Vec<_>, _>>().map(Value::Array)
+}
