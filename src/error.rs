@@ -12,6 +12,8 @@ pub enum ErrorKind {
     Internal,
     /// The user stopped the run (Ctrl-C); what was finished is kept (exit code 130).
     Interrupted,
+    /// The device ran out of memory for a batch (exit code 2); smaller batches may fit.
+    DeviceMemory,
 }
 
 #[derive(Debug, Clone)]
@@ -40,6 +42,7 @@ impl Error {
             ErrorKind::BadInput => 2,
             ErrorKind::Internal => 1,
             ErrorKind::Interrupted => 130,
+            ErrorKind::DeviceMemory => 2,
         }
     }
 }

@@ -10,6 +10,12 @@ use crate::model::{load_weights, Checkpoint, ModelSpec, ModelWeights, NormKind, 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// Fault injection for tests: PERPLEX_FAIL_WINDOWS_ABOVE=N makes every pass of more than N
+/// windows fail as if the device were out of memory.
+fn injected_memory_limit() -> Option<usize> {
+    std::env::var("PERPLEX_FAIL_WINDOWS_ABOVE").ok().and_then(|v| v.parse().ok())
+}
+
 /// Per-position result of scoring a window.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TokenScore {
@@ -198,6 +204,14 @@ impl GpuModel {
             )));
         }
         let _running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(limit) = injected_memory_limit() {
+            if windows > limit {
+                return Err(Error {
+                    kind: crate::error::ErrorKind::DeviceMemory,
+                    message: format!("the GPU ran out of memory (injected: more than {limit} windows per pass)"),
+                });
+            }
+        }
         let ws = self.workspace(rows);
         let program = {
             let key = (windows, len);

@@ -121,3 +121,30 @@ fn ctrl_c_keeps_finished_documents_and_the_rerun_completes() {
 fn send_interrupt(pid: u32) {
     let _ = Command::new("kill").args(["-INT", &pid.to_string()]).status();
 }
+
+#[test]
+fn an_out_of_memory_batch_is_retried_smaller_with_identical_results() {
+    let dir = scratch("oom");
+    let data = write_documents(&dir, 6);
+    let run = |fail_above: Option<&str>, json: &Path| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_perplex"));
+        command.args(["ppl", "--model", repo().join("models/default").to_str().unwrap(), "--ctx", "16", "--batch", "8", "--data"]);
+        command.arg(&data).arg("--json").arg(json);
+        if let Some(limit) = fail_above {
+            command.env("PERPLEX_FAIL_WINDOWS_ABOVE", limit);
+        }
+        command.output().unwrap()
+    };
+    let (plain, retried, failing) = (dir.join("plain.json"), dir.join("retried.json"), dir.join("failing.json"));
+    assert!(run(None, &plain).status.success());
+    let out = run(Some("2"), &retried);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("retrying with 4 windows") && stderr.contains("retrying with 2 windows"), "{stderr}");
+    assert_eq!(totals(&retried), totals(&plain));
+    // Even one window does not fit: a clear error, exit code 2.
+    let out = run(Some("0"), &failing);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("out of memory"));
+    std::fs::remove_dir_all(dir).unwrap();
+}

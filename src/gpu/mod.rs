@@ -189,13 +189,21 @@ impl Gpu {
             let message = self.last_error.lock().unwrap().clone().unwrap_or_default();
             let lower = message.to_lowercase();
             if lower.contains("out of memory") || lower.contains("outofmemory") {
-                return Err(Error::bad_input(format!(
-                    "the GPU ran out of memory ({message}). Use a smaller --batch or --ctx, or a device with more memory."
-                )));
+                return Err(Error {
+                    kind: crate::error::ErrorKind::DeviceMemory,
+                    message: format!("the GPU ran out of memory ({message}). Use a smaller --batch or --ctx, or a device with more memory."),
+                });
             }
             return Err(Error::internal(format!("a GPU command failed: {message}")));
         }
         Ok(())
+    }
+
+    /// Forgets a failure reported since the last check (after an out-of-memory batch is retried
+    /// smaller). A lost device stays lost.
+    pub fn clear_error(&self) {
+        self.failed.store(false, Ordering::SeqCst);
+        *self.last_error.lock().unwrap() = None;
     }
 
     /// Blocks until all submitted work is done.

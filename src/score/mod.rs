@@ -157,10 +157,12 @@ pub fn score_windows(model: &Model, windows: &[Window], batch: usize, mut on_pas
     let mut results: Vec<Vec<TokenScore>> = vec![Vec::new(); windows.len()];
     let mut largest_pass = 0;
     let mut next = 0;
+    // Lowered for the rest of the run when the device runs out of memory.
+    let mut batch = batch.max(1);
     while next < order.len() {
         let len = windows[order[next]].input.len();
         let fits = (gpu_model.max_rows_per_pass() / len).max(1);
-        let count = batch.max(1).min(fits).min(order.len() - next);
+        let count = batch.min(fits).min(order.len() - next);
         let group = &order[next..next + count];
         let mut tokens = vec![0u32; count * len];
         let mut targets = vec![0u32; count * len];
@@ -169,7 +171,16 @@ pub fn score_windows(model: &Model, windows: &[Window], batch: usize, mut on_pas
             tokens[slot * len..slot * len + window.input.len()].copy_from_slice(&window.input);
             targets[slot * len..slot * len + window.targets.len()].copy_from_slice(&window.targets);
         }
-        let scores = gpu_model.score(count, len, &tokens, &targets)?;
+        let scores = match gpu_model.score(count, len, &tokens, &targets) {
+            Ok(scores) => scores,
+            Err(error) if error.kind == crate::error::ErrorKind::DeviceMemory && count > 1 => {
+                eprintln!("warning: {}; retrying with {} windows per pass", error.message, count / 2);
+                gpu_model.gpu.clear_error();
+                batch = count / 2;
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
         for (slot, &w) in group.iter().enumerate() {
             let scored = windows[w].scored.clone();
             results[w] = scores[slot * len + scored.start..slot * len + scored.end].to_vec();
