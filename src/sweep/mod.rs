@@ -1,0 +1,328 @@
+//! `perplex sweep`: validation loss and task performance of many checkpoints (every step of
+//! several model sizes), to relate pre-training loss to downstream performance and find where
+//! an ability emerges.
+//!
+//! The work is split into units, one per (checkpoint, measurement): a measurement is the loss on
+//! one text file or the metrics of one task. Each finished unit is appended to the results file
+//! at once ([`results`]), with fingerprints of the checkpoint's files and of the measurement's
+//! data and settings ([`fingerprint`]); a rerun skips every unit whose fingerprints still match,
+//! so a killed sweep resumes where it stopped and a changed file is measured again alone.
+//! `--shard K/N` runs a deterministic share of the checkpoints ([`shard`]); `merge` combines
+//! the shards' files; `report` analyses them ([`report`], [`analysis`], [`plot`]).
+
+pub mod analysis;
+pub mod checkpoints;
+pub mod fingerprint;
+pub mod plot;
+pub mod report;
+pub mod results;
+pub mod shard;
+
+pub use checkpoints::{discover, CheckpointRef};
+pub use report::{analyse, Report, ReportOptions};
+pub use results::{merge, read_results, Metric, ResultsFile, TextCounts, UnitRecord};
+pub use shard::Shard;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::gpu::Gpu;
+use crate::model::hub;
+use crate::score::{self, Document, PplOptions, WindowMode};
+use crate::tasks::{self, EvalOptions, OutputType, Suite, TaskSpec};
+use crate::Model;
+use fingerprint::Hasher;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Scoring settings shared by every unit.
+#[derive(Debug, Clone)]
+pub struct SweepOptions {
+    /// Window length for text and longest input for tasks; None = each model's default.
+    pub ctx: Option<usize>,
+    /// Windows per GPU pass (the scores do not depend on it).
+    pub batch: usize,
+    /// JSONL field holding the text of `.jsonl` data files.
+    pub field: String,
+}
+
+/// A task as `--task` names it: `NAME=PATH` (a built-in task of `perplex eval`, or `mc` / `loglik`
+/// for generic JSONL), or a `.jsonl` path alone for a generic multiple-choice file.
+#[derive(Debug, Clone)]
+pub struct TaskArg {
+    /// The name results and plots use: the file stem for generic tasks, else the task name.
+    pub label: String,
+    pub spec: TaskSpec,
+}
+
+impl TaskArg {
+    pub fn parse(text: &str, num_fewshot: usize, limit: Option<usize>) -> Result<TaskArg> {
+        let (name, data) = match text.split_once('=') {
+            Some((name, path)) => (name.to_string(), PathBuf::from(path)),
+            None if text.ends_with(".jsonl") => ("mc".to_string(), PathBuf::from(text)),
+            None => {
+                return Err(Error::bad_input(format!(
+                    "--task {text}: expected NAME=PATH (e.g. hellaswag=DIR, mc=FILE.jsonl) or a multiple-choice .jsonl file"
+                )))
+            }
+        };
+        let label = if name == "mc" || name == "loglik" {
+            data.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| name.clone())
+        } else {
+            name.clone()
+        };
+        Ok(TaskArg { label, spec: TaskSpec { name, data, fewshot_data: None, num_fewshot, limit } })
+    }
+}
+
+enum Kind {
+    Text(Vec<Document>),
+    Task { spec: TaskSpec, suite: Suite, chance: BTreeMap<String, f64> },
+}
+
+/// One measurement taken on every checkpoint.
+pub struct Measurement {
+    /// `text:<path>` or `task:<label>`: its name in results.
+    pub key: String,
+    /// Fingerprint of its data and settings.
+    pub hash: String,
+    kind: Kind,
+}
+
+impl Measurement {
+    /// Loss and bits per byte on a text file (`.txt`: one document; `.jsonl`: one per line).
+    pub fn text(path: &Path, options: &SweepOptions) -> Result<Measurement> {
+        let documents = score::read_documents(path, &options.field)?;
+        let mut hash = Hasher::default();
+        hash.field("text").field(&fingerprint::data_file(path)?).field(&options.field).field(WindowMode::Rolling.name());
+        hash.field(&options.ctx.map_or("default".into(), |c| c.to_string()));
+        Ok(Measurement { key: format!("text:{}", path.display()), hash: hash.hex(), kind: Kind::Text(documents) })
+    }
+
+    /// A task's metrics, with the chance level of each (from the number of choices).
+    pub fn task(task: &TaskArg, options: &SweepOptions) -> Result<Measurement> {
+        let spec = &task.spec;
+        let suite = tasks::load(std::slice::from_ref(spec))?;
+        let chance = chance_levels(&suite)?;
+        let mut hash = Hasher::default();
+        hash.field("task").field(&spec.name).field(&fingerprint::data_file(&spec.data)?);
+        if let Some(path) = &spec.fewshot_data {
+            hash.field(&fingerprint::data_file(path)?);
+        }
+        hash.field(&spec.num_fewshot.to_string()).field(&format!("{:?}", spec.limit));
+        hash.field(&options.ctx.map_or("default".into(), |c| c.to_string()));
+        Ok(Measurement { key: format!("task:{}", task.label), hash: hash.hex(), kind: Kind::Task { spec: spec.clone(), suite, chance } })
+    }
+
+    fn measure(&self, model: &Model, options: &SweepOptions) -> Result<(BTreeMap<String, Metric>, Option<TextCounts>)> {
+        let metric = |value: f64| Metric { value, stderr: None, chance: None, lower_is_better: true };
+        match &self.kind {
+            Kind::Text(documents) => {
+                let ppl = PplOptions { mode: WindowMode::Rolling, ctx: options.ctx, batch: options.batch, per_token: false, progress: false };
+                let t = score::perplexity(model, documents, &ppl)?.total;
+                let metrics = [
+                    ("loss".to_string(), metric(t.nll / t.tokens as f64)),
+                    ("bits_per_byte".to_string(), metric(t.bits_per_byte)),
+                    ("token_perplexity".to_string(), metric(t.token_perplexity)),
+                ];
+                Ok((metrics.into(), Some(TextCounts { nll: t.nll, tokens: t.tokens, bytes: t.bytes, words: t.words })))
+            }
+            Kind::Task { spec, suite, chance } => {
+                let eval = EvalOptions { max_length: options.ctx, batch: options.batch, progress: false };
+                let result = tasks::evaluate(model, suite, &eval)?;
+                let values = match result.groups.iter().find(|g| g.name == spec.name) {
+                    Some(group) => &group.metrics,
+                    None => &result.tasks[0].metrics,
+                };
+                let metrics = values
+                    .iter()
+                    .map(|m| {
+                        let metric = Metric {
+                            value: m.value,
+                            stderr: m.stderr.value(),
+                            chance: chance.get(m.name).copied(),
+                            lower_is_better: !m.higher_is_better,
+                        };
+                        (m.name.to_string(), metric)
+                    })
+                    .collect();
+                Ok((metrics, None))
+            }
+        }
+    }
+}
+
+/// The expected metrics of guessing uniformly at random, over every document of the suite:
+/// accuracy and probability of the correct choice 1/k, Brier score (k-1)/k for k choices;
+/// greedy accuracy of a cloze task 0.
+fn chance_levels(suite: &Suite) -> Result<BTreeMap<String, f64>> {
+    let (mut pick, mut brier, mut docs, mut cloze) = (0.0, 0.0, 0usize, false);
+    for task in &suite.tasks {
+        match task.formulation.output {
+            OutputType::MultipleChoice => {
+                for instance in task.instances()? {
+                    let k = instance.choices.len() as f64;
+                    pick += 1.0 / k;
+                    brier += (k - 1.0) / k;
+                    docs += 1;
+                }
+            }
+            OutputType::Loglikelihood => cloze = true,
+        }
+    }
+    let mut chance = BTreeMap::new();
+    if cloze {
+        chance.insert("acc".to_string(), 0.0);
+    } else if docs > 0 {
+        for name in ["acc", "acc_norm", "acc_bytes", "prob_correct"] {
+            chance.insert(name.to_string(), pick / docs as f64);
+        }
+        chance.insert("brier_score".to_string(), brier / docs as f64);
+    }
+    Ok(chance)
+}
+
+/// What happened to a unit, for progress output.
+pub enum Event<'a> {
+    /// Already in the results with matching fingerprints.
+    Skipped { checkpoint: &'a str, measurement: &'a str },
+    Finished(&'a UnitRecord),
+    Failed { checkpoint: &'a str, measurement: &'a str, error: &'a Error },
+}
+
+/// A sweep's outcome.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Checkpoints in this shard, of all.
+    pub checkpoints: usize,
+    pub all_checkpoints: usize,
+    pub skipped: usize,
+    pub finished: usize,
+    /// (checkpoint, measurement, error) of each unit that failed.
+    pub failed: Vec<(String, String, String)>,
+}
+
+/// Where a checkpoint's files are: its path, or its snapshot in the hub cache.
+fn checkpoint_path(checkpoint: &CheckpointRef) -> Result<PathBuf> {
+    let path = PathBuf::from(&checkpoint.model);
+    if path.exists() {
+        return Ok(path);
+    }
+    hub::resolve_in(&hub::cache_dir(), &checkpoint.model, checkpoint.revision.as_deref())
+}
+
+/// Measures every unit of `shard` not yet in `results`, appending each as it finishes. The GPU
+/// is opened (by `open_gpu`) only if some unit needs it. A checkpoint or unit that fails is
+/// reported and skipped; the others go on.
+pub fn run(
+    checkpoints: &[CheckpointRef],
+    measurements: &[Measurement],
+    options: &SweepOptions,
+    shard: Shard,
+    results: &mut ResultsFile,
+    open_gpu: &mut dyn FnMut() -> Result<Arc<Gpu>>,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Summary> {
+    let mut summary = Summary { all_checkpoints: checkpoints.len(), ..Summary::default() };
+    let mut gpu: Option<Arc<Gpu>> = None;
+    for checkpoint in checkpoints.iter().enumerate().filter(|(i, _)| shard.takes(*i)).map(|(_, c)| c) {
+        summary.checkpoints += 1;
+        let fail = |measurements: &[&Measurement], error: &Error, summary: &mut Summary, on_event: &mut dyn FnMut(Event)| {
+            for m in measurements {
+                on_event(Event::Failed { checkpoint: &checkpoint.id, measurement: &m.key, error });
+                summary.failed.push((checkpoint.id.clone(), m.key.clone(), error.to_string()));
+            }
+        };
+        let model_hash = match checkpoint_path(checkpoint).and_then(|p| fingerprint::checkpoint(&p)) {
+            Ok(hash) => hash,
+            Err(error) => {
+                fail(&measurements.iter().collect::<Vec<_>>(), &error, &mut summary, on_event);
+                continue;
+            }
+        };
+        let mut pending = Vec::new();
+        for m in measurements {
+            match results.get(&checkpoint.id, &m.key) {
+                Some(record) if record.matches(&model_hash, &m.hash) => {
+                    summary.skipped += 1;
+                    on_event(Event::Skipped { checkpoint: &checkpoint.id, measurement: &m.key });
+                }
+                _ => pending.push(m),
+            }
+        }
+        if pending.is_empty() {
+            continue;
+        }
+        let gpu = match &gpu {
+            Some(gpu) => gpu.clone(),
+            None => gpu.insert(open_gpu()?).clone(),
+        };
+        let model = match Model::open_revision(&checkpoint.model, checkpoint.revision.as_deref(), gpu) {
+            Ok(model) => model,
+            Err(error) => {
+                fail(&pending, &error, &mut summary, on_event);
+                continue;
+            }
+        };
+        let parameters = model.spec.parameter_count() as u64;
+        for m in pending {
+            if score::STOP_REQUESTED.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(interrupted(&summary, results));
+            }
+            let start = std::time::Instant::now();
+            match m.measure(&model, options) {
+                Ok((metrics, text)) => {
+                    let record = UnitRecord {
+                        checkpoint: checkpoint.id.clone(),
+                        revision: checkpoint.revision.clone(),
+                        run: checkpoint.run.clone(),
+                        step: checkpoint.step,
+                        parameters,
+                        measurement: m.key.clone(),
+                        model_hash: model_hash.clone(),
+                        measurement_hash: m.hash.clone(),
+                        metrics,
+                        text,
+                        seconds: start.elapsed().as_secs_f64(),
+                    };
+                    results.append(record.clone())?;
+                    summary.finished += 1;
+                    on_event(Event::Finished(&record));
+                }
+                Err(error) if error.kind == ErrorKind::Interrupted => return Err(interrupted(&summary, results)),
+                Err(error) => fail(&[m], &error, &mut summary, on_event),
+            }
+        }
+    }
+    Ok(summary)
+}
+
+fn interrupted(summary: &Summary, results: &ResultsFile) -> Error {
+    Error::interrupted(format!(
+        "interrupted: {} units finished in this run and kept in {}; rerun the same command to continue",
+        summary.finished,
+        results.path().display()
+    ))
+}
+
+/// The measurements of a sweep: one per text file, then one per task; names must be distinct.
+pub fn measurements(data: &[PathBuf], tasks: &[TaskArg], options: &SweepOptions) -> Result<Vec<Measurement>> {
+    let mut all = Vec::new();
+    for path in data {
+        all.push(Measurement::text(path, options)?);
+    }
+    for task in tasks {
+        all.push(Measurement::task(task, options)?);
+    }
+    let mut keys: Vec<&str> = all.iter().map(|m| m.key.as_str()).collect();
+    keys.sort();
+    if let Some(pair) = keys.windows(2).find(|w| w[0] == w[1]) {
+        return Err(Error::bad_input(format!(
+            "two measurements are both named {}: give each --data file and --task file a distinct name",
+            pair[0]
+        )));
+    }
+    if all.is_empty() {
+        return Err(Error::bad_input("nothing to measure: give --data text files and/or --task tasks"));
+    }
+    Ok(all)
+}

@@ -1,0 +1,301 @@
+//! `perplex sweep` on the shipped checkpoint family (models/family): a killed sweep resumes to
+//! the same results without duplicates, changed files invalidate only their own units, shards
+//! merged equal an unsharded sweep, and the emergence threshold is recovered from synthetic data
+//! with a known threshold.
+
+mod common;
+
+use common::repo;
+use perplex::sweep::{self, analysis, report, ResultsFile, Shard, SweepOptions, TaskArg, UnitRecord};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("perplex-sweep-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Two sizes, an early and a late checkpoint each.
+fn checkpoints() -> Vec<String> {
+    ["0.2M/step30", "0.2M/step500", "0.9M/step30", "0.9M/step500"]
+        .iter()
+        .map(|c| repo().join("models/family").join(c).display().to_string())
+        .collect()
+}
+
+fn text() -> String {
+    repo().join("models/default/heldout-small.txt").display().to_string()
+}
+
+fn task() -> String {
+    repo().join("models/family/tasks/agreement.jsonl").display().to_string()
+}
+
+/// The sweep command over `checkpoints()`, the small held-out text and 20 agreement items.
+fn sweep_command(out: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_perplex"));
+    command.arg("sweep").arg("--models").args(checkpoints());
+    command.args(["--data", &text(), "--task", &task(), "--limit", "20", "--ctx", "64", "--out"]).arg(out);
+    command
+}
+
+fn succeed(command: &mut Command) -> Output {
+    let output = command.output().unwrap();
+    assert!(output.status.success(), "{:?} failed: {}", command, String::from_utf8_lossy(&output.stderr));
+    output
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Records by unit, without the timing, which differs between runs.
+fn comparable(records: &[UnitRecord]) -> BTreeMap<(String, String), serde_json::Value> {
+    records
+        .iter()
+        .map(|r| {
+            let mut value = serde_json::to_value(r).unwrap();
+            value.as_object_mut().unwrap().remove("seconds");
+            (r.key(), value)
+        })
+        .collect()
+}
+
+/// Every complete line of a results file, as unit keys (to count duplicates).
+fn line_keys(path: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<UnitRecord>(l).unwrap().key())
+        .collect()
+}
+
+fn assert_no_duplicates(path: &Path) {
+    let mut keys = line_keys(path);
+    let lines = keys.len();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), lines, "{}: a unit appears twice", path.display());
+}
+
+#[test]
+fn a_killed_sweep_resumes_to_identical_results_without_duplicates() {
+    let dir = scratch("resume");
+    let units = checkpoints().len() * 2;
+    let full = dir.join("full.jsonl");
+    let out = stdout(&succeed(&mut sweep_command(&full)));
+    assert!(out.contains(&format!("{units} units measured, 0 already")), "{out}");
+    let reference = comparable(&sweep::read_results(&full).unwrap());
+    assert_eq!(reference.len(), units);
+
+    // 1. Killed for real (SIGKILL) once two units are on disk, mid-way through the third.
+    let killed = dir.join("killed.jsonl");
+    let mut child = sweep_command(&killed).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let start = std::time::Instant::now();
+    while std::fs::read_to_string(&killed).map_or(0, |t| t.lines().count()) < 2 && start.elapsed().as_secs() < 120 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let kept = line_keys(&killed).len();
+    assert!(kept >= 2, "the sweep wrote {kept} units before it was killed");
+    // 2. And a line cut short, as a crash in the middle of a write leaves it.
+    let mut cut = std::fs::read(&killed).unwrap();
+    cut.extend_from_slice(br#"{"checkpoint":"models/family/0.9M/step500","revision":nu"#);
+    std::fs::write(&killed, cut).unwrap();
+    let out = stdout(&succeed(&mut sweep_command(&killed)));
+    assert!(out.contains(&format!("{} units measured, {kept} already", units - kept)), "{out}");
+    assert_no_duplicates(&killed);
+    assert_eq!(comparable(&sweep::read_results(&killed).unwrap()), reference);
+
+    // 3. A results file pre-populated with the first three units of the full run.
+    let partial = dir.join("partial.jsonl");
+    let text = std::fs::read_to_string(&full).unwrap();
+    std::fs::write(&partial, text.lines().take(3).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let out = stdout(&succeed(&mut sweep_command(&partial)));
+    assert!(out.contains(&format!("{} units measured, 3 already", units - 3)), "{out}");
+    assert_no_duplicates(&partial);
+    assert_eq!(comparable(&sweep::read_results(&partial).unwrap()), reference);
+
+    // A finished sweep run again measures nothing.
+    let out = stdout(&succeed(&mut sweep_command(&full)));
+    assert!(out.contains(&format!("0 units measured, {units} already")), "{out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+    }
+}
+
+#[test]
+fn changed_files_invalidate_only_their_own_units() {
+    let dir = scratch("invalidate");
+    for step in ["step30", "step500"] {
+        copy_dir(&repo().join("models/family/0.2M").join(step), &dir.join("run").join(step));
+    }
+    let data = dir.join("valid.txt");
+    std::fs::copy(text(), &data).unwrap();
+    let options = SweepOptions { ctx: Some(64), batch: 8, field: "text".into() };
+    let results_path = dir.join("results.jsonl");
+    let sweep_once = || {
+        let checkpoints = sweep::discover(&[format!("{}/run/step*", dir.display())], &[]).unwrap();
+        assert_eq!(checkpoints.iter().map(|c| c.step).collect::<Vec<_>>(), [Some(30), Some(500)]);
+        let tasks = [TaskArg::parse(&task(), 0, Some(20)).unwrap()];
+        let measurements = sweep::measurements(std::slice::from_ref(&data), &tasks, &options).unwrap();
+        let mut results = ResultsFile::open(&results_path).unwrap();
+        let summary = sweep::run(&checkpoints, &measurements, &options, Shard::WHOLE, &mut results, &mut || Ok(common::gpu()), &mut |_| {})
+            .unwrap();
+        results.compact().unwrap();
+        assert!(summary.failed.is_empty(), "{:?}", summary.failed);
+        (summary.finished, summary.skipped)
+    };
+    assert_eq!(sweep_once(), (4, 0));
+    let first = sweep::read_results(&results_path).unwrap();
+    // ModelSpec::parameter_count: embedding 2048 x 64 + 2 layers x (attention 4 x 64 x 64 + MLP 3 x 64 x 192).
+    assert!(first.iter().all(|r| r.parameters == 237_568), "size from the model's spec");
+    assert_eq!(sweep_once(), (0, 4), "nothing changed");
+
+    // New validation text: the two text units only.
+    let mut more = std::fs::read_to_string(&data).unwrap();
+    more.push_str("And the LORD spake unto Moses, saying,\n");
+    std::fs::write(&data, more).unwrap();
+    assert_eq!(sweep_once(), (2, 2));
+
+    // A changed file of one checkpoint: that checkpoint's two units only.
+    let config = dir.join("run/step30/tokenizer_config.json");
+    let mut value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    value["model_max_length"] = 64.into();
+    std::fs::write(&config, value.to_string()).unwrap();
+    assert_eq!(sweep_once(), (2, 2));
+
+    // Each unit once in the file, the changed ones replaced.
+    assert_no_duplicates(&results_path);
+    let last = sweep::read_results(&results_path).unwrap();
+    assert_eq!(last.len(), 4);
+    let hash = |records: &[UnitRecord], checkpoint: &str, measurement: &str| {
+        let r = records.iter().find(|r| r.checkpoint.ends_with(checkpoint) && r.measurement.starts_with(measurement)).unwrap();
+        (r.model_hash.clone(), r.measurement_hash.clone())
+    };
+    assert_eq!(hash(&first, "step500", "task:"), hash(&last, "step500", "task:"), "untouched unit kept");
+    assert_ne!(hash(&first, "step500", "text:").1, hash(&last, "step500", "text:").1);
+    assert_ne!(hash(&first, "step30", "task:").0, hash(&last, "step30", "task:").0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn shards_merged_equal_an_unsharded_sweep_and_report() {
+    let dir = scratch("shards");
+    let whole = dir.join("whole.jsonl");
+    succeed(&mut sweep_command(&whole));
+    // Shard 0 by K/N, shard 1 as a Kubernetes Indexed Job would run it.
+    let shard0 = dir.join("shard-0.jsonl");
+    succeed(sweep_command(&shard0).args(["--shard", "0/2"]));
+    let shard1 = dir.join("shard-1.jsonl");
+    let out = succeed(sweep_command(&shard1).args(["--shard", "auto"]).env("JOB_COMPLETION_INDEX", "1").env("PERPLEX_SHARD_COUNT", "2"));
+    assert!(stdout(&out).contains("4 units measured"), "{}", stdout(&out));
+    let (a, b) = (sweep::read_results(&shard0).unwrap(), sweep::read_results(&shard1).unwrap());
+    assert_eq!(a.len() + b.len(), checkpoints().len() * 2);
+    assert!(a.iter().all(|r| b.iter().all(|s| s.checkpoint != r.checkpoint)), "shards share no checkpoint");
+
+    let merged = dir.join("merged.jsonl");
+    let out = succeed(Command::new(env!("CARGO_BIN_EXE_perplex")).args(["sweep", "merge"]).args([&merged, &shard1, &shard0, &shard0]));
+    assert!(stdout(&out).contains("8 units from 3 files (4 found in more than one)"), "{}", stdout(&out));
+    assert_no_duplicates(&merged);
+    assert_eq!(comparable(&sweep::read_results(&merged).unwrap()), comparable(&sweep::read_results(&whole).unwrap()));
+
+    // The report of the merged results: table, JSON and plots.
+    let plots = dir.join("plots");
+    let json = dir.join("report.json");
+    let out = succeed(Command::new(env!("CARGO_BIN_EXE_perplex")).args(["sweep", "report"]).arg(&merged).arg("--json").arg(&json).arg("--plots").arg(&plots));
+    let table = stdout(&out);
+    assert!(table.contains("4 checkpoints, 2 sizes (238K, 901K)") && table.contains("agreement") && table.contains("prob_correct"), "{table}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let acc = report["metrics"].as_array().unwrap().iter().find(|m| m["task"] == "agreement" && m["metric"] == "acc").unwrap();
+    assert_eq!(acc["points"].as_array().unwrap().len(), 4);
+    assert!(acc["chance"].as_f64().unwrap() > 0.25 && acc["chance"].as_f64().unwrap() < 0.5);
+    for name in ["loss.svg", "loss.png", "step.svg", "step.png"] {
+        let bytes = std::fs::read(plots.join(name)).unwrap();
+        assert!(bytes.len() > 5000, "{name}: {} bytes", bytes.len());
+        if name.ends_with(".png") {
+            assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+        } else {
+            let svg = String::from_utf8(bytes).unwrap();
+            assert!(svg.contains("agreement: acc") && svg.contains("model size"), "{name}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A synthetic sweep: `n` checkpoints with losses spread over [2, 5] and a task whose
+/// normalised accuracy is `slope * max(0, threshold - loss)` plus noise.
+fn synthetic(n: usize, threshold: f64, slope: f64, noise: f64, seed: u64) -> Vec<UnitRecord> {
+    let mut rng = analysis::SplitMix64::new(seed);
+    let chance = 0.25;
+    let mut records = Vec::new();
+    for i in 0..n {
+        let loss = 2.0 + 3.0 * rng.unit();
+        let normalised = slope * (threshold - loss).max(0.0) + noise * rng.normal();
+        let size = [1_000_000u64, 4_000_000, 16_000_000][i % 3];
+        let record = |measurement: &str, metrics: BTreeMap<String, sweep::Metric>, text| UnitRecord {
+            checkpoint: format!("run{}/step{}", i % 3, i),
+            revision: None,
+            run: format!("run{}", i % 3),
+            step: Some(i as u64 * 100),
+            parameters: size,
+            measurement: measurement.into(),
+            model_hash: "m".into(),
+            measurement_hash: "d".into(),
+            metrics,
+            text,
+            seconds: 0.0,
+        };
+        let tokens = 10_000;
+        let counts = sweep::TextCounts { nll: loss * tokens as f64, tokens, bytes: 4 * tokens, words: tokens / 4 };
+        records.push(record("text:valid.txt", BTreeMap::new(), Some(counts)));
+        let acc = sweep::Metric { value: chance + (1.0 - chance) * normalised, stderr: None, chance: Some(chance), lower_is_better: false };
+        records.push(record("task:synthetic", [("acc".to_string(), acc)].into(), None));
+    }
+    records
+}
+
+#[test]
+fn the_emergence_threshold_is_recovered_from_synthetic_data() {
+    let options = sweep::ReportOptions::default();
+    let known = 3.2;
+    let report = sweep::analyse(&synthetic(60, known, 0.5, 0.02, 7), &options).unwrap();
+    let acc = &report.metrics[0];
+    let t = acc.threshold.as_ref().unwrap();
+    let (loss, [lo, hi]) = (t.loss.unwrap(), t.ci.unwrap());
+    eprintln!("threshold {loss:.3} [{lo:.3}, {hi:.3}], p {}, support {}", t.p_value, t.support);
+    assert!((loss - known).abs() < 0.1, "estimate {loss}");
+    assert!(lo <= known && known <= hi && hi - lo < 0.5, "interval [{lo}, {hi}]");
+    assert!(t.p_value < 0.01 && !t.censored);
+    assert!(acc.spearman_loss.unwrap() < -0.7);
+    // The same seed gives the same interval.
+    let again = sweep::analyse(&synthetic(60, known, 0.5, 0.02, 7), &options).unwrap();
+    assert_eq!(again.metrics[0].threshold.as_ref().unwrap().ci, t.ci);
+
+    // Above chance everywhere: the threshold is censored at the highest loss.
+    let early = sweep::analyse(&synthetic(60, 6.0, 0.1, 0.01, 8), &options).unwrap();
+    let t = early.metrics[0].threshold.as_ref().unwrap();
+    assert!(t.censored && t.loss.unwrap() > 4.9, "{t:?}");
+
+    // Noise around chance: no threshold worth the name.
+    let flat = sweep::analyse(&synthetic(60, 0.0, 0.0, 0.02, 9), &options).unwrap();
+    let t = flat.metrics[0].threshold.as_ref().unwrap();
+    assert!(t.p_value > 0.05, "{t:?}");
+
+    // Its plots draw (no GPU needed).
+    let dir = scratch("synthetic");
+    let files = sweep::plot::write_plots(&report, &["acc".to_string()], &dir).unwrap();
+    assert_eq!(files.len(), 4);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(report::size_label(237_888), "238K");
+}
