@@ -35,11 +35,21 @@ impl Model {
         Model::open_revision(name, None, gpu)
     }
 
-    /// A model directory, or a hub id (`org/name`) at `revision` in the local Hugging Face cache.
+    /// A model directory, a GGUF file, or a hub id (`org/name`) at `revision` in the local
+    /// Hugging Face cache.
     pub fn open_revision(name: &str, revision: Option<&str>, gpu: Arc<Gpu>) -> Result<Model> {
-        let files = ModelFiles::locate(name, revision)?;
-        let spec = model::load_spec(&files.dir)?;
-        let tokenizer = TextTokenizer::load(&files.dir)?;
+        let (spec, tokenizer, checkpoint, source) = if model::is_gguf(name) {
+            let file = model::gguf::GgufFile::open(std::path::Path::new(name))?;
+            let spec = model::spec_from_config(file.config_json()?, std::path::Path::new(name))?;
+            let tokenizer = file.tokenizer()?;
+            (spec, tokenizer, Checkpoint::Gguf(file), std::path::PathBuf::from(name))
+        } else {
+            let files = ModelFiles::locate(name, revision)?;
+            let spec = model::load_spec(&files.dir)?;
+            let tokenizer = TextTokenizer::load(&files.dir)?;
+            (spec, tokenizer, Checkpoint::open(&files.dir)?, files.dir)
+        };
+        let files = ModelFiles { dir: source };
         if tokenizer.vocab_size > spec.vocab_size {
             return Err(Error::bad_input(format!(
                 "{}: the tokenizer has {} tokens but the model's embedding has only {} rows: tokenizer.json does not \
@@ -49,7 +59,6 @@ impl Model {
                 spec.vocab_size
             )));
         }
-        let checkpoint = Checkpoint::open(&files.dir)?;
         let gpu_model = GpuModel::load(gpu, spec.clone(), &checkpoint)?;
         Ok(Model { name: name.to_string(), spec, tokenizer, gpu_model })
     }

@@ -17,7 +17,34 @@ struct TensorEntry {
     end: usize,
 }
 
-pub struct Checkpoint {
+/// Where a model's tensors come from: safetensors files, or a GGUF file (dequantized at load).
+pub enum Checkpoint {
+    Safetensors(Safetensors),
+    Gguf(super::gguf::GgufFile),
+}
+
+impl Checkpoint {
+    pub fn open(dir: &Path) -> Result<Checkpoint> {
+        Ok(Checkpoint::Safetensors(Safetensors::open(dir)?))
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        match self {
+            Checkpoint::Safetensors(s) => s.contains(name),
+            Checkpoint::Gguf(g) => g.contains(name),
+        }
+    }
+
+    /// The tensor `name`, checked to have `shape`.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<TensorData<'_>> {
+        match self {
+            Checkpoint::Safetensors(s) => s.get(name, shape),
+            Checkpoint::Gguf(g) => g.tensor(name, shape),
+        }
+    }
+}
+
+pub struct Safetensors {
     paths: Vec<PathBuf>,
     maps: Vec<Mmap>,
     tensors: HashMap<String, TensorEntry>,
@@ -50,9 +77,9 @@ impl TensorData<'_> {
     }
 }
 
-impl Checkpoint {
+impl Safetensors {
     /// Opens the weights of a Hugging Face model directory.
-    pub fn open(dir: &Path) -> Result<Checkpoint> {
+    pub fn open(dir: &Path) -> Result<Safetensors> {
         let single = dir.join("model.safetensors");
         let index = dir.join("model.safetensors.index.json");
         let files: Vec<PathBuf> = if index.exists() {
@@ -66,7 +93,7 @@ impl Checkpoint {
                 dir.display()
             )));
         };
-        let mut checkpoint = Checkpoint { paths: Vec::new(), maps: Vec::new(), tensors: HashMap::new() };
+        let mut checkpoint = Safetensors { paths: Vec::new(), maps: Vec::new(), tensors: HashMap::new() };
         for path in files {
             checkpoint.add_file(&path)?;
         }

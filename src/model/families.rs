@@ -295,7 +295,13 @@ impl Config<'_> {
 /// Reads `config.json` of a model directory into a [`ModelSpec`].
 pub fn load_spec(dir: &Path) -> Result<ModelSpec> {
     let path = dir.join("config.json");
-    let config = Config { json: read_json(&path)?, path: &path };
+    spec_from_config(read_json(&path)?, &path)
+}
+
+/// A [`ModelSpec`] from config.json contents (`path` names the source in errors: a config file,
+/// or the GGUF file whose metadata it was built from).
+pub fn spec_from_config(json: Value, path: &Path) -> Result<ModelSpec> {
+    let config = Config { json, path };
     let model_type = config
         .str("model_type")
         .ok_or_else(|| Error::bad_input(format!("{}: missing \"model_type\"", path.display())))?

@@ -5,12 +5,13 @@
 
 mod checkpoint;
 mod families;
+pub mod gguf;
 pub mod hub;
 mod tokenizer;
 mod weights;
 
 pub use checkpoint::{Checkpoint, TensorData};
-pub use families::{load_spec, Family, FusedQkv, LayerNames, Naming, QkvNames, UpNames, SUPPORTED_FAMILIES};
+pub use families::{load_spec, spec_from_config, Family, FusedQkv, LayerNames, Naming, QkvNames, UpNames, SUPPORTED_FAMILIES};
 pub use tokenizer::TextTokenizer;
 pub use weights::{load_weights, LayerWeights, ModelWeights, NormWeights};
 
@@ -214,6 +215,12 @@ impl ModelSpec {
 #[derive(Debug, Clone)]
 pub struct ModelFiles {
     pub dir: PathBuf,
+}
+
+/// Whether --model names a GGUF file.
+pub fn is_gguf(model: &str) -> bool {
+    let path = std::path::Path::new(model);
+    path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
 }
 
 impl ModelFiles {

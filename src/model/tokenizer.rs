@@ -69,6 +69,12 @@ impl TextTokenizer {
         Ok(TextTokenizer { inner, bos, eos, adds_bos, vocab_size })
     }
 
+    /// A tokenizer built elsewhere (a GGUF file's vocabulary), with its special tokens.
+    pub fn from_parts(inner: tokenizers::Tokenizer, bos: Option<u32>, eos: Option<u32>, adds_bos: bool) -> TextTokenizer {
+        let vocab_size = inner.get_vocab_size(true);
+        TextTokenizer { inner, bos, eos, adds_bos: adds_bos && bos.is_some(), vocab_size }
+    }
+
     /// Token ids of `text` without special tokens (what lm-evaluation-harness scores).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         self.inner
