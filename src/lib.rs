@@ -11,6 +11,7 @@ pub mod model;
 pub mod reference;
 pub mod report;
 pub mod score;
+pub mod sweep;
 pub mod tasks;
 
 pub use error::{Error, ErrorKind, Result};

@@ -150,6 +150,99 @@ enum Command {
         #[command(flatten)]
         device: DeviceArgs,
     },
+    /// Validation loss and task metrics of many checkpoints (several sizes, every step), each
+    /// finished unit appended to a results file that reruns resume; `merge` combines shards,
+    /// `report` relates task performance to loss and finds where abilities emerge
+    Sweep(SweepArgs),
+}
+
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct SweepArgs {
+    #[command(subcommand)]
+    action: Option<SweepAction>,
+    /// Checkpoints: directories, quoted glob patterns ('out/step*'), text files listing them (one a
+    /// line), or hub ids in the local Hugging Face cache (org/name, or org/name@revision)
+    #[arg(long, num_args = 1.., required = true)]
+    models: Vec<String>,
+    /// Revisions of the hub ids: names or glob patterns (step*) over the cached branches [default: all]
+    #[arg(long, num_args = 1..)]
+    revisions: Vec<String>,
+    /// Validation text: .txt files (one document each) or .jsonl (one document per line)
+    #[arg(long, num_args = 1..)]
+    data: Vec<PathBuf>,
+    /// Tasks as NAME=PATH (a task of `perplex eval`, e.g. hellaswag=DIR; mc=FILE.jsonl or
+    /// loglik=FILE.jsonl for your own), or a multiple-choice .jsonl file alone
+    #[arg(long = "task", num_args = 1..)]
+    tasks: Vec<String>,
+    /// Results file (JSON Lines): finished units are appended as they finish and skipped on reruns
+    #[arg(long, required = true)]
+    out: Option<PathBuf>,
+    /// Run one share of the checkpoints: K/N (0 <= K < N), or auto (Slurm array / Kubernetes Indexed Job)
+    #[arg(long)]
+    shard: Option<String>,
+    /// Number of shards for --shard auto where the scheduler does not say it [env: PERPLEX_SHARD_COUNT]
+    #[arg(long)]
+    shard_count: Option<usize>,
+    /// JSONL field holding the text of .jsonl --data files
+    #[arg(long, default_value = "text")]
+    field: String,
+    /// Window length for text and longest input for tasks [default: each model's positions, at most 2048]
+    #[arg(long)]
+    ctx: Option<usize>,
+    /// Windows scored together in one GPU pass
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Few-shot examples per task document
+    #[arg(long, default_value_t = 0)]
+    fewshot: usize,
+    /// Evaluate only the first N documents of each task
+    #[arg(long)]
+    limit: Option<usize>,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+#[derive(Subcommand)]
+enum SweepAction {
+    /// Combine the results files of shards into one
+    Merge {
+        /// The combined results file (may be one of the shards)
+        out: PathBuf,
+        /// Results files of the shards
+        #[arg(required = true)]
+        shards: Vec<PathBuf>,
+    },
+    /// Task performance against loss: Spearman correlations, chance levels, emergence thresholds,
+    /// as a table, JSON and plots
+    Report {
+        /// Results file of a sweep
+        results: PathBuf,
+        /// Write the report as JSON
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write loss.svg/png and step.svg/png into this directory
+        #[arg(long)]
+        plots: Option<PathBuf>,
+        /// Metrics to plot, a row of panels each
+        #[arg(long, num_args = 1.., default_values = ["acc", "prob_correct"])]
+        plot_metrics: Vec<String>,
+        /// Loss axis: nats per token (one tokenizer) or bits per byte (across tokenizers)
+        #[arg(long, value_enum, default_value = "loss")]
+        against: LossAxisArg,
+        /// Bootstrap resamples (and permutations) for the threshold's interval and p-value
+        #[arg(long, default_value_t = perplex::sweep::analysis::BOOTSTRAP)]
+        resamples: usize,
+        /// Seed of the resampling
+        #[arg(long, default_value_t = perplex::sweep::analysis::SEED)]
+        seed: u64,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LossAxisArg {
+    Loss,
+    BitsPerByte,
 }
 
 fn main() {
@@ -217,7 +310,88 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Sweep(args) => sweep(args),
     }
+}
+
+fn sweep(args: SweepArgs) -> Result<()> {
+    use perplex::sweep::{self, Event, ResultsFile, Shard, SweepOptions, TaskArg};
+    match args.action {
+        Some(SweepAction::Merge { out, shards }) => {
+            let merged = sweep::merge(&out, &shards)?;
+            println!("{}: {} units from {} files ({} found in more than one)", out.display(), merged.records, shards.len(), merged.duplicates);
+            return Ok(());
+        }
+        Some(SweepAction::Report { results, json, plots, plot_metrics, against, resamples, seed }) => {
+            let axis = match against {
+                LossAxisArg::Loss => sweep::report::LossAxis::Loss,
+                LossAxisArg::BitsPerByte => sweep::report::LossAxis::BitsPerByte,
+            };
+            let records = sweep::read_results(&results)?;
+            let report = sweep::analyse(&records, &sweep::ReportOptions { axis, resamples, seed })?;
+            print!("{}", sweep::report::table(&report, &plot_metrics[0]));
+            if let Some(path) = json {
+                report::write_json(&path, &serde_json::to_value(&report).map_err(|e| Error::internal(e.to_string()))?)?;
+            }
+            if let Some(dir) = plots {
+                for file in sweep::plot::write_plots(&report, &plot_metrics, &dir)? {
+                    eprintln!("wrote {}", file.display());
+                }
+            }
+            return Ok(());
+        }
+        None => {}
+    }
+    let shard = match &args.shard {
+        Some(text) => Shard::parse(text, args.shard_count, |name| std::env::var(name).ok())?,
+        None if args.shard_count.is_some() => return Err(Error::bad_input("--shard-count applies to --shard auto only")),
+        None => Shard::WHOLE,
+    };
+    let options = SweepOptions { ctx: args.ctx, batch: args.batch, field: args.field };
+    let tasks: Vec<TaskArg> = args.tasks.iter().map(|t| TaskArg::parse(t, args.fewshot, args.limit)).collect::<Result<_>>()?;
+    let out = args.out.expect("clap requires --out");
+    let measurements = sweep::measurements(&args.data, &tasks, &options)?;
+    let checkpoints = sweep::discover(&args.models, &args.revisions)?;
+    let mut results = ResultsFile::open(&out)?;
+    let total = checkpoints.iter().enumerate().filter(|(i, _)| shard.takes(*i)).count() * measurements.len();
+    eprintln!(
+        "{} checkpoints x {} measurements{}: {total} units; results in {}",
+        checkpoints.len(),
+        measurements.len(),
+        if shard == Shard::WHOLE { String::new() } else { format!(", shard {shard} of the checkpoints") },
+        out.display()
+    );
+    let mut done = 0;
+    let summary = sweep::run(&checkpoints, &measurements, &options, shard, &mut results, &mut || args.device.open(), &mut |event| {
+        done += 1;
+        match event {
+            Event::Skipped { .. } => {}
+            Event::Finished(record) => {
+                let shown: Vec<String> = ["loss", "bits_per_byte", "acc", "prob_correct"]
+                    .iter()
+                    .filter_map(|m| record.metrics.get(*m).map(|v| format!("{m} {:.4}", v.value)))
+                    .collect();
+                eprintln!("[{done}/{total}] {} {}: {} ({:.1} s)", record.checkpoint, record.measurement, shown.join(", "), record.seconds);
+            }
+            Event::Failed { checkpoint, measurement, error } => eprintln!("[{done}/{total}] {checkpoint} {measurement}: failed: {error}"),
+        }
+    })?;
+    results.compact()?;
+    println!(
+        "{} units measured, {} already in {}, {} failed",
+        summary.finished,
+        summary.skipped,
+        out.display(),
+        summary.failed.len()
+    );
+    if !summary.failed.is_empty() {
+        return Err(Error::bad_input(format!(
+            "{} units failed (listed above); the others are kept in {}, and a rerun retries only the failed ones",
+            summary.failed.len(),
+            out.display()
+        )));
+    }
+    Ok(())
 }
 
 fn bench(model: &str, revision: Option<&str>, options: perplex::bench::BenchOptions, json: Option<PathBuf>, device: &DeviceArgs) -> Result<()> {
@@ -303,6 +477,7 @@ fn eval(
     for note in &suite.notes {
         eprintln!("note: {note}");
     }
+    suite.check()?;
     let gpu = device.open()?;
     let model = Model::open(&model, gpu)?;
     let result = tasks::evaluate(&model, &suite, &EvalOptions { max_length: ctx, batch, progress: true })?;

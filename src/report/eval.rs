@@ -6,9 +6,18 @@ use super::table;
 use crate::tasks::{EvalResult, MetricValue, Stderr, Suite};
 use serde_json::{json, Map, Value};
 
+/// Four decimals, or scientific notation for the huge perplexities of untrained models.
+fn number(x: f64) -> String {
+    if x.abs() < 1e6 {
+        format!("{x:.4}")
+    } else {
+        format!("{x:.4e}")
+    }
+}
+
 fn stderr_text(stderr: Stderr) -> String {
     match stderr {
-        Stderr::Value(s) => format!("{s:.4}"),
+        Stderr::Value(s) => number(s),
         Stderr::NotAvailable => "N/A".into(),
     }
 }
@@ -21,7 +30,7 @@ fn metric_rows(rows: &mut Vec<Vec<String>>, label: &str, shots: String, metrics:
             if first { shots.clone() } else { String::new() },
             m.name.to_string(),
             if m.higher_is_better { "↑" } else { "↓" }.to_string(),
-            format!("{:.4}", m.value),
+            number(m.value),
             stderr_text(m.stderr),
         ]);
     }

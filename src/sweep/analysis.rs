@@ -23,7 +23,9 @@
 //! fit is flat (no departure from chance) do not contribute, and their share is reported. The
 //! p-value asks whether performance depends on loss at all: the share of [`BOOTSTRAP`] random
 //! permutations of the performances over the checkpoints whose hinge explains at least as much of
-//! the squared deviation from chance as the real data's.
+//! the squared deviation from chance as the real data's. A threshold is reported only where that
+//! p-value is below [`ALPHA`]; otherwise performance is not shown to depart from chance (the
+//! fitted value is still given, as `fitted`).
 
 /// Candidate thresholds per fit.
 pub const GRID: usize = 1000;
@@ -31,6 +33,8 @@ pub const GRID: usize = 1000;
 pub const BOOTSTRAP: usize = 1000;
 /// The default seed of the resampling.
 pub const SEED: u64 = 0x5eed_2024;
+/// Significance level of the permutation test below which a threshold is reported.
+pub const ALPHA: f64 = 0.05;
 
 /// `(perf - chance) / (best - chance)` with best = 1, or 0 where lower is better.
 pub fn normalised(value: f64, chance: f64, lower_is_better: bool) -> f64 {
@@ -170,8 +174,10 @@ pub fn fit_hinge(x: &[f64], y: &[f64]) -> Option<Hinge> {
 /// The emergence threshold of one metric.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Threshold {
-    /// The loss below which performance departs from chance (None: it never does in the data).
+    /// The loss below which performance departs from chance (None: not shown to, p >= [`ALPHA`]).
     pub loss: Option<f64>,
+    /// The hinge's threshold, significant or not (None: the best fit is flat at chance).
+    pub fitted: Option<f64>,
     /// Normalised performance gained per unit of loss below the threshold.
     pub slope: f64,
     /// 95% bootstrap interval of the threshold.
@@ -227,13 +233,15 @@ pub fn emergence(x: &[f64], y: &[f64], resamples: usize, seed: u64) -> Option<Th
         }
     }
     let departs = fit.departs();
+    let p_value = (1 + as_extreme) as f64 / (1 + resamples) as f64;
     Some(Threshold {
-        loss: departs.then_some(fit.threshold),
+        loss: (departs && p_value < ALPHA).then_some(fit.threshold),
+        fitted: departs.then_some(fit.threshold),
         slope: fit.slope,
         ci: (departs && !thresholds.is_empty()).then(|| [percentile(&thresholds, 2.5), percentile(&thresholds, 97.5)]),
         support: thresholds.len() as f64 / resamples.max(1) as f64,
         explained: fit.explained(),
-        p_value: (1 + as_extreme) as f64 / (1 + resamples) as f64,
+        p_value,
         censored: departs && fit.threshold >= hi,
         points: n,
         resamples,

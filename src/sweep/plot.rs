@@ -1,6 +1,6 @@
 //! Plots of a sweep report, as SVG and PNG: one panel per task (a row per metric), one colour
 //! per model size, chance as a dashed line, and, against loss, the emergence threshold as a red
-//! line with its 95% confidence interval shaded. Loss decreases to the right, as training goes.
+//! line with its 95% confidence interval shaded and the fitted hinge dashed. Loss decreases to the right, as training goes.
 //! Text is set in DejaVu Sans (shipped in models/fonts, embedded in the binary), so the PNGs
 //! look the same on every machine.
 
@@ -189,6 +189,14 @@ fn panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, report: &Report, ana
                         chart.draw_series(std::iter::once(Rectangle::new([(-b, y0), (-a, y1)], THRESHOLD.mix(0.15).filled())))?;
                     }
                     chart.draw_series(std::iter::once(PathElement::new(vec![(-loss, y0), (-loss, y1)], THRESHOLD.stroke_width(2))))?;
+                    if let Some(chance) = analysis.chance {
+                        // The fitted hinge, back on the metric's scale.
+                        let best = if analysis.lower_is_better { 0.0 } else { 1.0 };
+                        let fit = |x: f64| chance + (best - chance) * t.slope * (loss - x).max(0.0);
+                        let (lowest, highest) = (-(hi + pad), -(lo - pad));
+                        let hinge = vec![(-highest, fit(highest)), (-loss, chance), (-lowest, fit(lowest))];
+                        chart.draw_series(DashedLineSeries::new(hinge, 5, 3, THRESHOLD.mix(0.8).stroke_width(1)))?;
+                    }
                     let text = format!("{}{loss:.2}", if t.censored { "\u{2265} " } else { "" });
                     let label = EmptyElement::at((-loss, y1)) + Text::new(text, (4, 4), ("sans-serif", 13).into_font().color(&THRESHOLD));
                     chart.plotting_area().draw(&label)?;
@@ -203,7 +211,8 @@ fn panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, report: &Report, ana
             let desc = "training step";
             if lo > 0.0 {
                 let range = (lo / 1.25, hi * 1.25);
-                let mut chart = builder.build_cartesian_2d((range.0..range.1).log_scale(), y0..y1)?;
+                let x_axis = (range.0..range.1).log_scale().with_key_points(step_ticks(&steps, range));
+                let mut chart = builder.build_cartesian_2d(x_axis, y0..y1)?;
                 chart
                     .configure_mesh()
                     .light_line_style(WHITE)
@@ -230,6 +239,24 @@ fn panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, report: &Report, ana
             }
         }
     }
+}
+
+/// Ticks of a logarithmic step axis: the steps themselves where there are few, else 1-2-5
+/// multiples of powers of ten within the range.
+fn step_ticks(steps: &[f64], (lo, hi): (f64, f64)) -> Vec<f64> {
+    let mut distinct: Vec<f64> = steps.to_vec();
+    distinct.sort_by(f64::total_cmp);
+    distinct.dedup();
+    if distinct.len() <= 8 {
+        return distinct;
+    }
+    let mut ticks = Vec::new();
+    let mut decade = 10f64.powf(lo.log10().floor());
+    while decade <= hi {
+        ticks.extend([1.0, 2.0, 5.0].iter().map(|m| m * decade).filter(|t| (lo..=hi).contains(t)));
+        decade *= 10.0;
+    }
+    ticks
 }
 
 /// Chance, each run's checkpoints joined in step order, and the points.

@@ -55,7 +55,8 @@ fn labelled_choices(record: &Record, key: &str) -> std::result::Result<(Vec<Stri
     let choices = field(record, "choices")?;
     let text = string_list(choices.get("text").ok_or("missing field \"choices.text\"")?, "choices.text")?;
     let labels = string_list(choices.get("label").ok_or("missing field \"choices.label\"")?, "choices.label")?;
-    let gold = labels.iter().position(|l| l == key).ok_or_else(|| format!("answerKey {key:?} is not one of the labels {labels:?}"))?;
+    let gold =
+        labels.iter().position(|l| l == key).ok_or_else(|| format!("answerKey {key:?} is not one of the labels {labels:?}"))?;
     Ok((text, gold))
 }
 
@@ -130,14 +131,22 @@ const fn task(
 use OutputType::{Loglikelihood, MultipleChoice};
 
 static HELLASWAG: Formulation = task("hellaswag", MultipleChoice, hellaswag, TRAIN_VALIDATION, 1.0, "Rowan/hellaswag", None);
-static ARC_EASY: Formulation = task("arc_easy", MultipleChoice, arc, TRAIN_VALIDATION_TEST, 1.0, "allenai/ai2_arc", Some("ARC-Easy"));
+static ARC_EASY: Formulation =
+    task("arc_easy", MultipleChoice, arc, TRAIN_VALIDATION_TEST, 1.0, "allenai/ai2_arc", Some("ARC-Easy"));
 static ARC_CHALLENGE: Formulation =
     task("arc_challenge", MultipleChoice, arc, TRAIN_VALIDATION_TEST, 1.0, "allenai/ai2_arc", Some("ARC-Challenge"));
 static PIQA: Formulation = task("piqa", MultipleChoice, piqa, TRAIN_VALIDATION, 1.0, "baber/piqa", None);
 static WINOGRANDE: Formulation =
     task("winogrande", MultipleChoice, winogrande, TRAIN_VALIDATION, 1.0, "allenai/winogrande", Some("winogrande_xl"));
-static LAMBADA_OPENAI: Formulation =
-    task("lambada_openai", Loglikelihood, lambada, splits(None, None, Some("test")), 1.0, "EleutherAI/lambada_openai", Some("default"));
+static LAMBADA_OPENAI: Formulation = task(
+    "lambada_openai",
+    Loglikelihood,
+    lambada,
+    splits(None, None, Some("test")),
+    1.0,
+    "EleutherAI/lambada_openai",
+    Some("default"),
+);
 static BOOLQ: Formulation = task("boolq", MultipleChoice, boolq, TRAIN_VALIDATION, 2.0, "aps/super_glue", Some("boolq"));
 static COPA: Formulation = task("copa", MultipleChoice, copa, TRAIN_VALIDATION, 1.0, "aps/super_glue", Some("copa"));
 static OPENBOOKQA: Formulation =
@@ -186,7 +195,12 @@ fn arc(r: &Record) -> DocResult {
 
 fn openbookqa(r: &Record) -> DocResult {
     let (choices, gold) = labelled_choices(r, lstrip(string(r, "answerKey")?))?;
-    Ok(Doc { text: Text::Prompt(string(r, "question_stem")?.to_string()), choices, target: Target::Index(gold), target_delimiter: None })
+    Ok(Doc {
+        text: Text::Prompt(string(r, "question_stem")?.to_string()),
+        choices,
+        target: Target::Index(gold),
+        target_delimiter: None,
+    })
 }
 
 fn piqa(r: &Record) -> DocResult {
@@ -283,7 +297,12 @@ fn copa(r: &Record) -> DocResult {
         return Err(format!("gold index {gold} (field \"label\") is out of range for 2 choices"));
     }
     let target = choices[gold].clone();
-    Ok(Doc { text: Text::Prompt(format!("{} {connector}", premise_chars.as_str())), choices, target: Target::Text(target), target_delimiter: None })
+    Ok(Doc {
+        text: Text::Prompt(format!("{} {connector}", premise_chars.as_str())),
+        choices,
+        target: Target::Text(target),
+        target_delimiter: None,
+    })
 }
 
 fn sciq(r: &Record) -> DocResult {
@@ -309,10 +328,20 @@ fn generic_mc(r: &Record) -> DocResult {
     if r.contains_key("contexts") {
         let contexts = strings(r, "contexts")?;
         let continuation = string(r, "continuation")?.to_string();
-        return Ok(Doc { text: Text::Gold(index(r, "gold")?), choices: contexts, target: Target::Text(continuation), target_delimiter });
+        return Ok(Doc {
+            text: Text::Gold(index(r, "gold")?),
+            choices: contexts,
+            target: Target::Text(continuation),
+            target_delimiter,
+        });
     }
     let context = string(r, "context")?.to_string();
-    Ok(Doc { text: Text::Prompt(context), choices: strings(r, "choices")?, target: Target::Index(index(r, "gold")?), target_delimiter })
+    Ok(Doc {
+        text: Text::Prompt(context),
+        choices: strings(r, "choices")?,
+        target: Target::Index(index(r, "gold")?),
+        target_delimiter,
+    })
 }
 
 /// `--task loglik` lines: {"context", "continuation"}, the continuation scored verbatim. The
@@ -403,7 +432,14 @@ pub fn known_tasks() -> Vec<String> {
 /// Adds the task(s) of one `--task` to the suite.
 pub(crate) fn load_task(spec: &TaskSpec, suite: &mut Suite) -> Result<()> {
     if let Some(formulation) = SINGLE.iter().find(|f| f.name == spec.name) {
-        let data = resolve_data(formulation.name, &formulation.splits, &spec.data, spec.fewshot_data.as_deref(), spec.num_fewshot, &mut suite.notes)?;
+        let data = resolve_data(
+            formulation.name,
+            &formulation.splits,
+            &spec.data,
+            spec.fewshot_data.as_deref(),
+            spec.num_fewshot,
+            &mut suite.notes,
+        )?;
         suite.tasks.push(Task::new(spec.name.clone(), spec.name.clone(), formulation, String::new(), data, spec)?);
         return Ok(());
     }
@@ -432,20 +468,35 @@ fn load_mmlu(spec: &TaskSpec, subjects: &[(&str, &str)], suite: &mut Suite) -> R
     let per_subject_dirs = subjects.iter().all(|(s, _)| spec.data.join(s).is_dir());
     let mut shared = None;
     if !per_subject_dirs {
-        shared = Some(resolve_data("mmlu", &MMLU.splits, &spec.data, spec.fewshot_data.as_deref(), spec.num_fewshot, &mut suite.notes)?);
+        shared = Some(resolve_data(
+            "mmlu",
+            &MMLU.splits,
+            &spec.data,
+            spec.fewshot_data.as_deref(),
+            spec.num_fewshot,
+            &mut suite.notes,
+        )?);
     }
     let single = subjects.len() == 1;
     for (subject, _) in subjects {
         let data = match &shared {
             None => {
                 let fewshot = spec.fewshot_data.as_ref().map(|p| p.join(subject));
-                resolve_data("mmlu", &MMLU.splits, &spec.data.join(subject), fewshot.as_deref(), spec.num_fewshot, &mut suite.notes)?
+                resolve_data(
+                    "mmlu",
+                    &MMLU.splits,
+                    &spec.data.join(subject),
+                    fewshot.as_deref(),
+                    spec.num_fewshot,
+                    &mut suite.notes,
+                )?
             }
             Some(all) => subject_slice(all, subject)?,
         };
         let name = format!("mmlu_{subject}");
         let alias = if single { name.clone() } else { format!("  - {subject}") };
-        let description = format!("The following are multiple choice questions (with answers) about {}.\n\n", subject.replace('_', " "));
+        let description =
+            format!("The following are multiple choice questions (with answers) about {}.\n\n", subject.replace('_', " "));
         suite.tasks.push(Task::new(name, alias, &MMLU, description, data, spec)?);
     }
     if !single {
@@ -458,7 +509,12 @@ fn load_mmlu(spec: &TaskSpec, subjects: &[(&str, &str)], suite: &mut Suite) -> R
             }
             let name = format!("mmlu_{category}");
             let whole = spec.name == "mmlu";
-            suite.groups.push(Group { alias: if whole { format!(" - {label}") } else { name.clone() }, name: name.clone(), version: 2.0, members });
+            suite.groups.push(Group {
+                alias: if whole { format!(" - {label}") } else { name.clone() },
+                name: name.clone(),
+                version: 2.0,
+                members,
+            });
             categories.push(name);
         }
         if spec.name == "mmlu" {
@@ -473,8 +529,12 @@ fn subject_slice(all: &super::Resolved, subject: &str) -> Result<super::Resolved
     let pick = |split: &super::Split| -> Result<super::Split> {
         let mut records = Vec::new();
         for (i, record) in split.records.iter().enumerate() {
-            let value = string(record, "subject")
-                .map_err(|e| Error::bad_input(format!("{}: document {i}: {e} (mmlu data without one directory per subject needs it)", split.origin.display())))?;
+            let value = string(record, "subject").map_err(|e| {
+                Error::bad_input(format!(
+                    "{}: document {i}: {e} (mmlu data without one directory per subject needs it)",
+                    split.origin.display()
+                ))
+            })?;
             if value == subject {
                 records.push(record.clone());
             }
@@ -484,7 +544,11 @@ fn subject_slice(all: &super::Resolved, subject: &str) -> Result<super::Resolved
         }
         Ok(super::Split { name: split.name.clone(), origin: split.origin.clone(), records })
     };
-    Ok(super::Resolved { eval: pick(&all.eval)?, pool: all.pool.as_ref().map(pick).transpose()?, exclude_eval_doc: all.exclude_eval_doc })
+    Ok(super::Resolved {
+        eval: pick(&all.eval)?,
+        pool: all.pool.as_ref().map(pick).transpose()?,
+        exclude_eval_doc: all.exclude_eval_doc,
+    })
 }
 
 #[cfg(test)]
@@ -503,6 +567,9 @@ mod tests {
     #[test]
     fn hellaswag_preprocess_like_lm_eval() {
         // Python: utils.preprocess(" Roof [title] Remove shingles. [step] Use a  bar. ")
-        assert_eq!(hellaswag_preprocess(" Roof [title] Remove shingles. [step] Use a  bar. "), "Roof. Remove shingles. Use a bar.");
+        assert_eq!(
+            hellaswag_preprocess(" Roof [title] Remove shingles. [step] Use a  bar. "),
+            "Roof. Remove shingles. Use a bar."
+        );
     }
 }

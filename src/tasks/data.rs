@@ -100,8 +100,8 @@ fn dataset_dict_splits(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
             }
         }
         None => {
-            let entries = std::fs::read_dir(dir)
-                .map_err(|e| Error::bad_input(format!("{}: cannot read directory: {e}", dir.display())))?;
+            let entries =
+                std::fs::read_dir(dir).map_err(|e| Error::bad_input(format!("{}: cannot read directory: {e}", dir.display())))?;
             for entry in entries.filter_map(|e| e.ok()) {
                 let path = entry.path();
                 if path.is_dir() && is_dataset_dir(&path) {
@@ -117,9 +117,11 @@ fn dataset_dict_splits(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
 fn read_dataset_dir(dir: &Path) -> Result<Split> {
     let state: Option<Value> =
         std::fs::read_to_string(dir.join("state.json")).ok().and_then(|text| serde_json::from_str(&text).ok());
-    let listed: Option<Vec<PathBuf>> = state.as_ref().and_then(|s| s.get("_data_files")).and_then(|f| f.as_array()).map(|files| {
-        files.iter().filter_map(|f| f.get("filename").and_then(|n| n.as_str())).map(|n| dir.join(n)).collect()
-    });
+    let listed: Option<Vec<PathBuf>> = state
+        .as_ref()
+        .and_then(|s| s.get("_data_files"))
+        .and_then(|f| f.as_array())
+        .map(|files| files.iter().filter_map(|f| f.get("filename").and_then(|n| n.as_str())).map(|n| dir.join(n)).collect());
     let files = listed.filter(|f| !f.is_empty()).unwrap_or_else(|| arrow_files(dir));
     if files.is_empty() {
         return Err(Error::bad_input(format!("{}: no data-*.arrow files in this dataset directory", dir.display())));
@@ -193,7 +195,9 @@ fn read_json(path: &Path, gzipped: bool) -> Result<Vec<Record>> {
 /// Request dumps hold one line per request; their documents are the `doc` of each `doc_id`.
 fn documents_of_request_dump(records: Vec<Record>) -> Vec<Record> {
     let is_dump = !records.is_empty()
-        && records.iter().all(|r| r.get("doc").is_some_and(|d| d.is_object()) && r.contains_key("doc_id") && r.contains_key("request"));
+        && records
+            .iter()
+            .all(|r| r.get("doc").is_some_and(|d| d.is_object()) && r.contains_key("doc_id") && r.contains_key("request"));
     if !is_dump {
         return records;
     }

@@ -134,7 +134,11 @@ fn task_result(task: &Task, instances: &[Instance], scored: &[Vec<Loglikelihood>
                 .zip(scored)
                 .map(|(instance, results)| {
                     let lls: Vec<f64> = results.iter().map(|r| r.ll).collect();
-                    metrics::choice_scores(&lls, &instance.choices, instance.gold.expect("checked: multiple choice has a gold index"))
+                    metrics::choice_scores(
+                        &lls,
+                        &instance.choices,
+                        instance.gold.expect("checked: multiple choice has a gold index"),
+                    )
                 })
                 .collect();
             metrics::MULTIPLE_CHOICE

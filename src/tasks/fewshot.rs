@@ -183,8 +183,7 @@ impl<'a> Sampler<'a> {
         }
         match self.kind {
             SamplerKind::FirstN => {
-                let candidates: Vec<&Record> =
-                    pool.iter().filter(|d| !self.exclude_eval_doc || *d != eval_doc).collect();
+                let candidates: Vec<&Record> = pool.iter().filter(|d| !self.exclude_eval_doc || *d != eval_doc).collect();
                 if candidates.len() < n {
                     return Err(too_few(candidates.len()));
                 }
@@ -197,8 +196,7 @@ impl<'a> Sampler<'a> {
             SamplerKind::Random => {
                 // Draw one extra so that dropping the evaluated document still leaves n.
                 let picked = self.rng.sample(pool.len(), n + 1).ok_or_else(|| too_few(pool.len().saturating_sub(1)))?;
-                let mut chosen: Vec<&Record> =
-                    picked.into_iter().map(|i| &pool[i]).filter(|d| *d != eval_doc).take(n).collect();
+                let mut chosen: Vec<&Record> = picked.into_iter().map(|i| &pool[i]).filter(|d| *d != eval_doc).take(n).collect();
                 if chosen.len() < n {
                     // Several copies of the evaluated document were drawn: redraw without any.
                     let rest: Vec<&Record> = pool.iter().filter(|d| *d != eval_doc).collect();
@@ -234,8 +232,8 @@ mod tests {
         assert_eq!(
             PyRandom::new(1234).sample(100000, 25).unwrap(),
             [
-                57767, 15315, 981, 11880, 76313, 4577, 88023, 90844, 11001, 12900, 46482, 31039, 2284, 4038, 2076, 45362,
-                84976, 81694, 63471, 80716, 60758, 19471, 11965, 23998, 93508
+                57767, 15315, 981, 11880, 76313, 4577, 88023, 90844, 11001, 12900, 46482, 31039, 2284, 4038, 2076, 45362, 84976,
+                81694, 63471, 80716, 60758, 19471, 11965, 23998, 93508
             ]
         );
         assert!(PyRandom::new(1234).sample(3, 4).is_none());

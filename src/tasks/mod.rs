@@ -189,6 +189,13 @@ pub struct Instance {
     pub gold: Option<usize>,
 }
 
+impl Suite {
+    /// Builds every request without scoring: finds bad documents before a model is loaded.
+    pub fn check(&self) -> Result<()> {
+        self.tasks.iter().try_for_each(|task| task.instances().map(drop))
+    }
+}
+
 /// Loads every task the user named.
 pub fn load(specs: &[TaskSpec]) -> Result<Suite> {
     let mut suite = Suite { tasks: Vec::new(), groups: Vec::new(), notes: Vec::new() };
@@ -240,9 +247,9 @@ pub(crate) fn resolve_data(
         })?;
         data::read_split(map, name)
     };
-    let eval = match &source {
-        Source::Split(split) => split.clone(),
-        Source::Splits(map) => choose(map, &splits.eval_order(), "evaluates", data)?,
+    let (eval, splits_of_data) = match source {
+        Source::Split(split) => (split, None),
+        Source::Splits(map) => (choose(&map, &splits.eval_order(), "evaluates", data)?, Some(map)),
     };
     if num_fewshot == 0 {
         return Ok(Resolved { eval, pool: None, exclude_eval_doc: false });
@@ -253,21 +260,29 @@ pub(crate) fn resolve_data(
             Source::Split(split) => split,
             Source::Splits(map) => choose(&map, &wanted, "draws few-shot examples from", path)?,
         },
-        None => match &source {
-            Source::Splits(map) => choose(map, &wanted, "draws few-shot examples from", data)?,
-            Source::Split(split) => split.clone(),
+        None => match &splits_of_data {
+            Some(map) => choose(map, &wanted, "draws few-shot examples from", data)?,
+            None => eval.clone(),
         },
     };
     let same = same_split(&eval, &pool);
-    let preferred = wanted.first().copied();
-    if pool.name.as_deref() != preferred && fewshot_data.is_none() {
-        notes.push(format!(
-            "{task}: few-shot examples come from {}{}; lm-evaluation-harness draws them from the {} split (pass it with \
-             --fewshot-data)",
-            describe_split(&pool),
-            if same { ", the evaluated split itself, excluding each evaluated document" } else { "" },
-            preferred.unwrap_or("training"),
-        ));
+    if fewshot_data.is_none() {
+        let preferred = wanted.first().copied();
+        if same {
+            let mut note = format!(
+                "{task}: few-shot examples come from the evaluated split itself ({}), excluding each evaluated document",
+                describe_split(&pool)
+            );
+            if let Some(preferred) = preferred.filter(|p| Some(p) != splits.eval_order().first()) {
+                note += &format!("; lm-evaluation-harness draws them from the {preferred} split (pass it with --fewshot-data)");
+            }
+            notes.push(note);
+        } else if let Some(preferred) = preferred.filter(|p| pool.name.as_deref() != Some(*p)) {
+            notes.push(format!(
+                "{task}: few-shot examples come from {} because the data has no {preferred} split",
+                describe_split(&pool)
+            ));
+        }
     }
     Ok(Resolved { eval, pool: Some(pool), exclude_eval_doc: splits.excludes_eval_doc() || same })
 }
@@ -299,7 +314,8 @@ impl Task {
     /// order. Every document is checked (fields, gold index, choices) before anything is scored.
     pub fn instances(&self) -> Result<Vec<Instance>> {
         let formulation = self.formulation;
-        let mut sampler = self.fewshot.as_ref().map(|pool| Sampler::new(formulation.sampler, &pool.records, pool.exclude_eval_doc));
+        let mut sampler =
+            self.fewshot.as_ref().map(|pool| Sampler::new(formulation.sampler, &pool.records, pool.exclude_eval_doc));
         let mut instances = Vec::with_capacity(self.docs.len());
         for (doc_id, record) in self.docs.iter().enumerate() {
             let doc = (formulation.doc)(record)
@@ -308,10 +324,13 @@ impl Task {
             let mut prefix = self.description.clone();
             if let Some(sampler) = sampler.as_mut() {
                 let pool = &self.fewshot.as_ref().unwrap().origin;
-                for example in sampler.sample(self.num_fewshot, record)? {
+                let examples = sampler.sample(self.num_fewshot, record).map_err(|e| Error::bad_input(format!("{pool}: {e}")))?;
+                for example in examples {
                     let example = (formulation.doc)(example)
                         .map_err(|e| Error::bad_input(format!("{pool}: a few-shot document: {e} ({})", self.name)))?;
-                    prefix += &self.example_text(&example).map_err(|e| Error::bad_input(format!("{pool}: a few-shot document: {e}")))?;
+                    prefix += &self
+                        .example_text(&example)
+                        .map_err(|e| Error::bad_input(format!("{pool}: a few-shot document: {e}")))?;
                 }
             }
             let delimiter = self.target_delimiter(&doc);
@@ -330,7 +349,10 @@ impl Task {
                     let Target::Text(continuation) = target else { unreachable!("checked: partial scoring has a text target") };
                     doc.choices
                         .iter()
-                        .map(|choice| Request { context: format!("{prefix}{choice}"), continuation: format!("{delimiter}{continuation}") })
+                        .map(|choice| Request {
+                            context: format!("{prefix}{choice}"),
+                            continuation: format!("{delimiter}{continuation}"),
+                        })
                         .collect()
                 }
             };

@@ -38,9 +38,10 @@ impl Rng {
 
 /// A fresh seed per run (printed, so a failure can be replayed with PERPLEX_SEED).
 pub fn seed() -> u64 {
-    let seed = std::env::var("PERPLEX_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
+    let seed = std::env::var("PERPLEX_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
     eprintln!("seed {seed} (replay with PERPLEX_SEED={seed})");
     seed
 }
@@ -79,7 +80,9 @@ pub fn assets(test: &str) -> Option<PathBuf> {
     match std::env::var("PERPLEX_ASSETS") {
         Ok(path) if !path.is_empty() => Some(PathBuf::from(path)),
         _ => {
-            eprintln!("SKIPPED {test}: PERPLEX_ASSETS is not set (run ../shared/assets/fetch and export PERPLEX_ASSETS=<printed path>)");
+            eprintln!(
+                "SKIPPED {test}: PERPLEX_ASSETS is not set (run ../shared/assets/fetch and export PERPLEX_ASSETS=<printed path>)"
+            );
             None
         }
     }
