@@ -149,7 +149,8 @@ impl Hinge {
 pub fn fit_hinge(x: &[f64], y: &[f64]) -> Option<Hinge> {
     let lo = x.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if x.len() < 2 || !(hi > lo) {
+    let spread = hi - lo;
+    if x.len() < 2 || !spread.is_finite() || spread <= 0.0 {
         return None;
     }
     let sse_flat: f64 = y.iter().map(|v| v * v).sum();

@@ -253,7 +253,7 @@ mod tests {
             std::fs::write(root.join("run").join(step).join("config.json"), "{}").unwrap();
         }
         let pattern = format!("{}/run/step*", root.display());
-        let found = discover(&[pattern.clone()], &[]).unwrap();
+        let found = discover(std::slice::from_ref(&pattern), &[]).unwrap();
         assert_eq!(found.iter().map(|c| c.step.unwrap()).collect::<Vec<_>>(), [9, 10, 100]);
         assert!(found.iter().all(|c| c.run == format!("{}/run", root.display())));
         // A list file naming two of them, one twice.

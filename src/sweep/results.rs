@@ -184,6 +184,8 @@ impl ResultsFile {
                 "{}: another perplex sweep is writing to this file; give each job its own --out (then `perplex sweep merge`)",
                 path.display()
             ))),
+            // Some network file systems have no locks: go on without one.
+            Err(std::fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => Ok(file),
             Err(std::fs::TryLockError::Error(e)) => Err(io_error(path, "lock", e)),
         }
     }
