@@ -518,6 +518,28 @@ fn gemma3_norms_lose_the_stored_one_and_config_follows_llama_cpp() {
 }
 
 #[test]
+fn gemma2_config_takes_llama_cpp_defaults() {
+    let mut b = Builder::arch("gemma2");
+    b.u32("gemma2.block_count", 4)
+        .u32("gemma2.context_length", 8192)
+        .u32("gemma2.embedding_length", 8)
+        .u32("gemma2.feed_forward_length", 16)
+        .u32("gemma2.attention.head_count", 2)
+        .u32("gemma2.attention.head_count_kv", 2)
+        .u32("gemma2.attention.key_length", 4)
+        .f32("gemma2.attention.layer_norm_rms_epsilon", 1e-6);
+    b.f32_tensor("token_embd.weight", &[8, 6], &ramp(48, 1.0));
+    b.f32_tensor("blk.0.ffn_norm.weight", &[8], &[2.0; 8]);
+    let gguf = open_bytes("tiny-gemma2", &b.bytes()).unwrap();
+    assert_eq!(gguf.tensor("model.layers.0.pre_feedforward_layernorm.weight", &[8]).unwrap().to_f32(), [1.0; 8]);
+    let spec = spec_of(&gguf, "tiny-gemma2");
+    assert_eq!((spec.attention_softcap, spec.final_softcap), (50.0, 30.0));
+    let windows: Vec<Option<usize>> = spec.layer_attention.iter().map(|l| l.sliding_window).collect();
+    assert_eq!(windows, [Some(4096), None, Some(4096), None], "even layers local");
+    assert_eq!(spec.attention_scale, 0.5);
+}
+
+#[test]
 fn llama_3_frequency_factors_are_refused() {
     let (mut b, ..) = tiny_llama();
     b.f32_tensor("rope_freqs.weight", &[1], &[1.0]);
