@@ -51,8 +51,8 @@ enum Command {
     },
     /// Perplexity of a model on text files: loss, token/word/byte perplexity, bits per byte
     Ppl {
-        /// Hugging Face model directory (config.json, model.safetensors, tokenizer.json), or a hub id
-        /// (org/name) in the local Hugging Face cache
+        /// Hugging Face model directory (config.json, model.safetensors, tokenizer.json), a .gguf
+        /// file, or a hub id (org/name) in the local Hugging Face cache
         #[arg(long)]
         model: String,
         /// Branch, tag or commit of a hub id (e.g. step3000 for Pythia's intermediate checkpoints)
@@ -91,7 +91,7 @@ enum Command {
     /// Scoring throughput, achieved FLOP rate against the adapter's matmul peak, memory and a
     /// per-kernel breakdown, for comparing devices and backends
     Bench {
-        /// Hugging Face model directory or hub id
+        /// Hugging Face model directory, .gguf file or hub id
         #[arg(long)]
         model: String,
         #[arg(long)]
@@ -113,7 +113,8 @@ enum Command {
     },
     /// Benchmark accuracy measured the lm-evaluation-harness way: log-likelihoods of each choice
     Eval {
-        /// Hugging Face model directory (config.json, model.safetensors, tokenizer.json)
+        /// Hugging Face model directory (config.json, model.safetensors, tokenizer.json), a .gguf
+        /// file, or a hub id (org/name) in the local Hugging Face cache
         #[arg(long)]
         model: String,
         /// hellaswag, arc_easy, arc_challenge, piqa, winogrande, lambada_openai, mmlu (or mmlu_stem,
