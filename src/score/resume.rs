@@ -35,12 +35,7 @@ pub struct ResumeLog {
 
 /// FNV-1a 64 of a document's text: stable across runs, platforms and Rust versions.
 pub fn text_hash(text: &str) -> String {
-    let mut hash: u64 = 0xcbf29ce484222325;
-    for byte in text.bytes() {
-        hash ^= byte as u64;
-        hash = hash.wrapping_mul(0x100000001b3);
-    }
-    format!("{hash:016x}")
+    crate::hash::Fnv1a::default().update(text.as_bytes()).hex()
 }
 
 impl ResumeLog {

@@ -15,34 +15,7 @@ pub const FULL_HASH_LIMIT: u64 = 64 << 20;
 /// How much of a larger file is hashed, with its size and modification time.
 pub const HEAD_BYTES: usize = 1 << 20;
 
-/// Incremental FNV-1a 64.
-#[derive(Clone)]
-pub struct Hasher(u64);
-
-impl Default for Hasher {
-    fn default() -> Self {
-        Hasher(0xcbf29ce484222325)
-    }
-}
-
-impl Hasher {
-    pub fn update(&mut self, bytes: &[u8]) -> &mut Self {
-        for &byte in bytes {
-            self.0 ^= byte as u64;
-            self.0 = self.0.wrapping_mul(0x100000001b3);
-        }
-        self
-    }
-
-    /// A field followed by a separator, so that ("ab", "c") and ("a", "bc") differ.
-    pub fn field(&mut self, text: &str) -> &mut Self {
-        self.update(text.as_bytes()).update(&[0xff])
-    }
-
-    pub fn hex(&self) -> String {
-        format!("{:016x}", self.0)
-    }
-}
+pub use crate::hash::Fnv1a as Hasher;
 
 fn io_error(path: &Path, e: std::io::Error) -> Error {
     Error::bad_input(format!("{}: cannot read: {e}", path.display()))
