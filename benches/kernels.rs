@@ -15,7 +15,7 @@ fn time_program(gpu: &Gpu, program: &Program, repeats: usize) -> f64 {
 }
 
 fn bench_matmul(gpu: &Gpu, rows: usize, n: usize, k: usize, dtype: DType) {
-    let weights = vec![0u8; n * k * dtype.size()];
+    let weights = vec![0u8; n * dtype.row_bytes(k)];
     let weight = GpuMatrix::upload(gpu, "w", n, k, dtype, &weights).unwrap();
     let input = gpu.storage("in", (rows * k * 4) as u64);
     let out = gpu.storage("out", (rows * n * 4) as u64);
@@ -81,7 +81,7 @@ fn main() {
     // SmolLM2-135M: hidden 576, intermediate 1536, vocab 49152.
     bench_attention(&gpu, 1, 512, 9, 3, 64);
     bench_lm_head(&gpu, 512, 49152, 576);
-    for dtype in [DType::F32, DType::F16] {
+    for dtype in [DType::F32, DType::F16, DType::Int8Groups] {
         bench_matmul(&gpu, 512, 576, 576, dtype);
         bench_matmul(&gpu, 512, 1536, 576, dtype);
         bench_matmul(&gpu, 512, 576, 1536, dtype);

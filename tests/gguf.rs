@@ -192,11 +192,12 @@ fn every_type_dequantizes_like_gguf_py() {
         let want = gguf.stored(&format!("{kind}.expected")).unwrap();
         assert_eq!(got.shape, vec![2, 256], "{kind}: shape in PyTorch order");
         assert_eq!(bits(&got.to_f32()), bits(&want.to_f32()), "{kind}: values differ from gguf-py's dequantize");
-        // Float tensors are handed out as stored; quantized ones widen only when f16 would round.
+        // Float tensors are handed out as stored; quantized ones as groups of 8-bit integers.
         let expected_dtype = match kind {
-            "f16" | "q8_0_exact" => DType::F16,
+            "f32" => DType::F32,
+            "f16" => DType::F16,
             "bf16" => DType::BF16,
-            _ => DType::F32,
+            _ => DType::Int8Groups,
         };
         assert_eq!(got.dtype, expected_dtype, "{kind}: storage type");
         assert_eq!(matches!(got.bytes, Cow::Borrowed(_)), ["f32", "f16", "bf16"].contains(&kind), "{kind}: borrowed from the map");

@@ -4,7 +4,7 @@
 mod common;
 
 use common::{assert_close, gpu, seed, Rng, Tolerance, KERNEL_F32};
-use perplex::gpu::{f32_bits, row_grid, DType, GpuMatrix, GpuOptions, KernelId, Program, BLOCK_ROWS, TILE_COLS};
+use perplex::gpu::{f32_bits, row_grid, DType, GpuMatrix, GpuOptions, Group, KernelId, Program, BLOCK_ROWS, GROUP, TILE_COLS};
 use perplex::reference::{self, HostMatrix};
 
 fn to_bytes(values: &[f32], dtype: DType) -> (Vec<u8>, Vec<f32>) {
@@ -19,6 +19,18 @@ fn to_bytes(values: &[f32], dtype: DType) -> (Vec<u8>, Vec<f32>) {
             let h: Vec<half::bf16> = values.iter().map(|&v| half::bf16::from_f32(v)).collect();
             (bytemuck::cast_slice(&h).to_vec(), h.iter().map(|v| v.to_f32()).collect())
         }
+        DType::Int8Groups => {
+            // Each group of 16 quantized around its mean (the offset), as ggml's offset kinds are.
+            let (mut bytes, mut seen) = (Vec::new(), Vec::new());
+            for chunk in values.chunks(GROUP) {
+                let offset = chunk.iter().sum::<f32>() / GROUP as f32;
+                let scale = chunk.iter().map(|v| (v - offset).abs()).fold(1e-6, f32::max) / 127.0;
+                let group = Group { scale, offset, q: std::array::from_fn(|j| ((chunk[j] - offset) / scale).round() as i8) };
+                group.write(&mut bytes);
+                seen.extend((0..GROUP).map(|j| group.value(j)));
+            }
+            (bytes, seen)
+        }
     }
 }
 
@@ -31,7 +43,7 @@ fn run_matmul(rows: usize, n: usize, k: usize, dtype: DType, bias: bool, accumul
     let weight = match split_rows {
         Some(rows_per_part) => {
             // Force parts of `rows_per_part` rows by shrinking the binding limit.
-            let limit = (rows_per_part * k * dtype.size() + 4) as u64;
+            let limit = (rows_per_part * dtype.row_bytes(k) + 4) as u64;
             let limited = perplex::gpu::Gpu::new(&GpuOptions { max_binding_override: Some(limit), ..Default::default() }).unwrap();
             let m = GpuMatrix::upload(&limited, "w", n, k, dtype, &bytes).unwrap();
             assert!(m.parts.len() > 1, "expected a split matrix");
@@ -83,6 +95,10 @@ fn matmul_matches_reference_in_every_weight_format() {
         run_matmul(130, 65, 17, dtype, false, true, None, &mut rng);
         run_matmul(5, 200, 301, dtype, true, true, None, &mut rng);
     }
+    // Quantized rows are whole groups of 16.
+    run_matmul(1, 1, 16, DType::Int8Groups, false, false, None, &mut rng);
+    run_matmul(67, 93, 144, DType::Int8Groups, true, false, None, &mut rng);
+    run_matmul(5, 200, 304, DType::Int8Groups, true, true, None, &mut rng);
 }
 
 #[test]
@@ -91,6 +107,7 @@ fn matmul_over_a_split_weight_matches_reference() {
     for dtype in [DType::F32, DType::F16] {
         run_matmul(33, 1100, 45, dtype, true, false, Some(512), &mut rng);
     }
+    run_matmul(33, 1100, 48, DType::Int8Groups, true, false, Some(512), &mut rng);
 }
 
 #[test]
@@ -107,7 +124,7 @@ fn matmul_unaligned_depth_matches_reference() {
 /// vocabulary split into parts.
 fn run_lm_head(rows: usize, vocab: usize, k: usize, dtype: DType, split: bool, softcap: f32, rng: &mut Rng) {
     let gpu = if split {
-        let limit = (TILE_COLS * k * dtype.size() + 16) as u64;
+        let limit = (TILE_COLS * dtype.row_bytes(k) + 16) as u64;
         perplex::gpu::Gpu::new(&GpuOptions { max_binding_override: Some(limit), ..Default::default() }).unwrap()
     } else {
         gpu()
@@ -152,12 +169,14 @@ fn lm_head_loss_matches_log_softmax() {
     run_lm_head(13, 1000, 36, DType::F32, false, 0.0, &mut rng);
     run_lm_head(21, 777, 43, DType::BF16, false, 0.0, &mut rng);
     run_lm_head(9, 300, 40, DType::F16, false, 5.0, &mut rng);
+    run_lm_head(10, 555, 64, DType::Int8Groups, false, 0.0, &mut rng);
 }
 
 #[test]
 fn lm_head_loss_over_split_vocabulary() {
     let mut rng = Rng::new(seed());
     run_lm_head(11, 700, 20, DType::F32, true, 0.0, &mut rng);
+    run_lm_head(7, 600, 32, DType::Int8Groups, true, 0.0, &mut rng);
 }
 
 #[test]
@@ -305,9 +324,9 @@ fn activations_match_reference() {
 #[test]
 fn embedding_gather_over_split_table_matches_reference() {
     let mut rng = Rng::new(seed());
-    for dtype in [DType::F32, DType::F16, DType::BF16] {
-        let (vocab, width, rows) = (600, 10, 23);
-        let limit = (TILE_COLS * width * dtype.size() + 16) as u64;
+    for dtype in [DType::F32, DType::F16, DType::BF16, DType::Int8Groups] {
+        let (vocab, width, rows) = (600, if dtype == DType::Int8Groups { 32 } else { 10 }, 23);
+        let limit = (TILE_COLS * dtype.row_bytes(width) + 16) as u64;
         let gpu = perplex::gpu::Gpu::new(&GpuOptions { max_binding_override: Some(limit), ..Default::default() }).unwrap();
         let (bytes, table) = to_bytes(&rng.vec(vocab * width, 1.0), dtype);
         let matrix = GpuMatrix::upload(&gpu, "embed", vocab, width, dtype, &bytes).unwrap();

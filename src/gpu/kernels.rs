@@ -14,6 +14,7 @@ pub enum WeightFormat {
     F32,
     F16,
     BF16,
+    Int8Groups,
 }
 
 impl WeightFormat {
@@ -22,6 +23,7 @@ impl WeightFormat {
             WeightFormat::F32 => include_str!("../../shaders/weights_f32.wgsl"),
             WeightFormat::F16 => include_str!("../../shaders/weights_f16.wgsl"),
             WeightFormat::BF16 => include_str!("../../shaders/weights_bf16.wgsl"),
+            WeightFormat::Int8Groups => include_str!("../../shaders/weights_int8_groups.wgsl"),
         }
     }
 }

@@ -9,7 +9,7 @@ mod tensor;
 pub use kernels::{Kernel, KernelId, WeightFormat, BLOCK_COLS, BLOCK_ROWS, TILE_COLS};
 pub use program::{f32_bits, row_grid, Binding, Program, ProgramBuilder};
 pub use tensor::upload_padded;
-pub use tensor::{DType, GpuMatrix, MatrixPart};
+pub use tensor::{DType, GpuMatrix, Group, MatrixPart, GROUP};
 
 use crate::error::{Error, Result};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -3,7 +3,7 @@
 //! as raw little-endian bytes in their stored width.
 
 use crate::error::{Error, Result};
-use crate::gpu::DType;
+use crate::gpu::{DType, Group, GROUP};
 use memmap2::Mmap;
 use std::collections::HashMap;
 use std::fs::File;
@@ -72,6 +72,14 @@ impl TensorData<'_> {
                 .bytes
                 .chunks_exact(2)
                 .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            DType::Int8Groups => self
+                .bytes
+                .chunks_exact(Group::BYTES)
+                .flat_map(|b| {
+                    let group = Group::read(b);
+                    (0..GROUP).map(move |j| group.value(j))
+                })
                 .collect(),
         }
     }
@@ -145,6 +153,11 @@ impl Safetensors {
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tensors.keys().map(|s| s.as_str())
+    }
+
+    /// The shape of tensor `name` as stored.
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.tensors.get(name).map(|entry| entry.shape.clone())
     }
 
     /// The tensor `name`, checked to have `shape`.

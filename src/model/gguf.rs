@@ -16,7 +16,7 @@
 
 use super::{TensorData, TextTokenizer};
 use crate::error::{Error, Result};
-use crate::gpu::DType;
+use crate::gpu::{DType, Group, GROUP};
 use half::f16;
 use memmap2::Mmap;
 use serde_json::{json, Map as JsonMap, Value as Json};
@@ -125,8 +125,8 @@ struct GgmlType {
 enum Decode {
     /// Handed out as stored.
     Float(DType),
-    /// Dequantized one block at a time.
-    Blocks(fn(&[u8], &mut [f32])),
+    /// Converted one block at a time into [`Group`]s.
+    Blocks(fn(&[u8], &mut [Group])),
     /// Known (so its size is), but not read by perplex.
     Unsupported,
 }
@@ -615,10 +615,9 @@ impl GgufFile {
     }
 
     /// A tensor by its GGUF name, as stored: no Hugging Face layout fixes, shape in PyTorch order.
-    /// F32, F16 and BF16 tensors are borrowed from the file. Quantized tensors are dequantized
-    /// exactly as ggml does and handed out as f16 when every value is exactly an f16 (the GPU
-    /// keeps f16 weights at half the memory and bandwidth of f32), otherwise as f32, so a weight is
-    /// never rounded.
+    /// F32, F16 and BF16 tensors are borrowed from the file. Quantized tensors are converted to
+    /// [`DType::Int8Groups`], 1.5 bytes per weight on the GPU, whose values are ggml's dequantized
+    /// values bit for bit (`to_f32` gives them), so a weight is never rounded.
     pub fn stored(&self, gguf_name: &str) -> Result<TensorData<'_>> {
         let index = *self.by_name.get(gguf_name).ok_or_else(|| bad(&self.path, format!("has no tensor '{gguf_name}'")))?;
         self.read(&self.tensors[index])
@@ -628,10 +627,7 @@ impl GgufFile {
         let bytes = &self.map[info.start..info.end];
         let (dtype, bytes) = match info.kind.decode {
             Decode::Float(dtype) => (dtype, Cow::Borrowed(bytes)),
-            Decode::Blocks(decode) => {
-                let (dtype, bytes) = dequantize(bytes, info.kind, decode);
-                (dtype, Cow::Owned(bytes))
-            }
+            Decode::Blocks(decode) => (DType::Int8Groups, Cow::Owned(dequantize(bytes, info.kind, decode))),
             Decode::Unsupported => {
                 return Err(bad(
                     &self.path,
@@ -1052,112 +1048,97 @@ fn unpermute_rows(bytes: &[u8], rows: usize, row_bytes: usize, heads: usize) -> 
     out
 }
 
-/// Dequantizes whole blocks into little-endian f32, then narrows to f16 when that loses nothing.
-fn dequantize(bytes: &[u8], kind: &GgmlType, decode: fn(&[u8], &mut [f32])) -> (DType, Vec<u8>) {
-    let values = bytes.len() / kind.bytes * kind.block;
-    let mut out = Vec::with_capacity(values * 4);
-    let mut exact_f16 = true;
-    let mut buffer = [0f32; MAX_BLOCK];
+/// Converts whole blocks into the GPU's quantized form, [`Group`]s of 16 (file order).
+fn dequantize(bytes: &[u8], kind: &GgmlType, decode: fn(&[u8], &mut [Group])) -> Vec<u8> {
+    let groups_per_block = kind.block / GROUP;
+    let mut out = Vec::with_capacity(bytes.len() / kind.bytes * groups_per_block * Group::BYTES);
+    let mut buffer = [Group { scale: 0.0, offset: NO_OFFSET, q: [0; GROUP] }; MAX_BLOCK / GROUP];
     for block in bytes.chunks_exact(kind.bytes) {
-        let decoded = &mut buffer[..kind.block];
-        decode(block, decoded);
-        for &v in decoded.iter() {
-            exact_f16 = exact_f16 && f16::from_f32(v).to_f32() == v;
-            out.extend_from_slice(&v.to_le_bytes());
-        }
+        let groups = &mut buffer[..groups_per_block];
+        decode(block, groups);
+        groups.iter().for_each(|group| group.write(&mut out));
     }
-    if !exact_f16 {
-        return (DType::F32, out);
-    }
-    // In place: value i moves from bytes 4i.. to 2i.., never over a value not yet read.
-    for i in 0..values {
-        let v = f32::from_le_bytes([out[4 * i], out[4 * i + 1], out[4 * i + 2], out[4 * i + 3]]);
-        out[2 * i..2 * i + 2].copy_from_slice(&f16::from_f32(v).to_le_bytes());
-    }
-    out.truncate(values * 2);
-    out.shrink_to_fit();
-    (DType::F16, out)
+    out
 }
 
 // ---- ggml block formats ---------------------------------------------------------------------
-// Each decoder turns one block into its values with gguf-py's arithmetic (f32, in the same order,
-// so results are bit-identical): scales are f16, `d * q` then `+ m` or `- m` for the offset kinds.
+// Each decoder turns one block into groups of 16 (scale, offset, integers) whose values
+// `scale * q + offset` are gguf-py's dequantized values bit for bit: scales are f16, a group scale
+// `d * sc` is formed first as gguf-py does, and ggml's `- m` becomes an offset of `-m`.
+
+/// The offset of kinds without a minimum: adding -0.0 changes no value, not even -0.0.
+const NO_OFFSET: f32 = -0.0;
 
 fn half_at(block: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([block[at], block[at + 1]]).to_f32()
 }
 
-/// 32 values: f16 scale, 16 bytes of 4-bit values offset by 8 (low nibbles first, then high).
-fn q4_0(block: &[u8], out: &mut [f32]) {
-    let d = half_at(block, 0);
-    for (j, &q) in block[2..18].iter().enumerate() {
-        out[j] = d * ((q & 0x0F) as i32 - 8) as f32;
-        out[j + 16] = d * ((q >> 4) as i32 - 8) as f32;
+/// Fills a block's groups: group g gets `scale_offset(g)`, value v of the block the integer `q(v)`.
+fn fill(out: &mut [Group], scale_offset: impl Fn(usize) -> (f32, f32), q: impl Fn(usize) -> i32) {
+    for (g, group) in out.iter_mut().enumerate() {
+        let (scale, offset) = scale_offset(g);
+        *group = Group { scale, offset, q: std::array::from_fn(|j| q(g * GROUP + j) as i8) };
     }
+}
+
+/// Value v of 32 stored as 16 bytes of 4-bit halves: low nibbles first, then high.
+fn nibble(qs: &[u8], v: usize) -> u8 {
+    if v < 16 { qs[v] & 0x0F } else { qs[v - 16] >> 4 }
+}
+
+/// The 5-bit value v of Q5_0/Q5_1: low nibbles in `qs`, fifth bits in the 32-bit word `qh`.
+fn five_bit(qh: &[u8], qs: &[u8], v: usize) -> u8 {
+    let high = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
+    nibble(qs, v) | ((((high >> v) & 1) as u8) << 4)
+}
+
+/// 32 values: f16 scale, 16 bytes of 4-bit values offset by 8.
+fn q4_0(block: &[u8], out: &mut [Group]) {
+    let d = half_at(block, 0);
+    fill(out, |_| (d, NO_OFFSET), |v| nibble(&block[2..18], v) as i32 - 8);
 }
 
 /// 32 values: f16 scale and minimum, 16 bytes of 4-bit values.
-fn q4_1(block: &[u8], out: &mut [f32]) {
+fn q4_1(block: &[u8], out: &mut [Group]) {
     let (d, m) = (half_at(block, 0), half_at(block, 2));
-    for (j, &q) in block[4..20].iter().enumerate() {
-        out[j] = d * (q & 0x0F) as f32 + m;
-        out[j + 16] = d * (q >> 4) as f32 + m;
-    }
-}
-
-/// The 5-bit values of Q5_0/Q5_1: low nibbles in `qs`, fifth bits in the 32-bit word `qh`.
-fn five_bit(qh: &[u8], qs: &[u8], j: usize) -> (u8, u8) {
-    let high = u32::from_le_bytes([qh[0], qh[1], qh[2], qh[3]]);
-    let bit = |k: usize| (((high >> k) & 1) as u8) << 4;
-    ((qs[j] & 0x0F) | bit(j), (qs[j] >> 4) | bit(j + 16))
+    fill(out, |_| (d, m), |v| nibble(&block[4..20], v) as i32);
 }
 
 /// 32 values: f16 scale, 4 bytes of fifth bits, 16 bytes of low nibbles; offset by 16.
-fn q5_0(block: &[u8], out: &mut [f32]) {
+fn q5_0(block: &[u8], out: &mut [Group]) {
     let d = half_at(block, 0);
-    for j in 0..16 {
-        let (lo, hi) = five_bit(&block[2..6], &block[6..22], j);
-        out[j] = d * (lo as i32 - 16) as f32;
-        out[j + 16] = d * (hi as i32 - 16) as f32;
-    }
+    fill(out, |_| (d, NO_OFFSET), |v| five_bit(&block[2..6], &block[6..22], v) as i32 - 16);
 }
 
 /// 32 values: f16 scale and minimum, 4 bytes of fifth bits, 16 bytes of low nibbles.
-fn q5_1(block: &[u8], out: &mut [f32]) {
+fn q5_1(block: &[u8], out: &mut [Group]) {
     let (d, m) = (half_at(block, 0), half_at(block, 2));
-    for j in 0..16 {
-        let (lo, hi) = five_bit(&block[4..8], &block[8..24], j);
-        out[j] = d * lo as f32 + m;
-        out[j + 16] = d * hi as f32 + m;
-    }
+    fill(out, |_| (d, m), |v| five_bit(&block[4..8], &block[8..24], v) as i32);
 }
 
 /// 32 values: f16 scale, 32 signed bytes.
-fn q8_0(block: &[u8], out: &mut [f32]) {
+fn q8_0(block: &[u8], out: &mut [Group]) {
     let d = half_at(block, 0);
-    for (o, &q) in out.iter_mut().zip(&block[2..34]) {
-        *o = d * (q as i8) as f32;
-    }
+    fill(out, |_| (d, NO_OFFSET), |v| block[2 + v] as i8 as i32);
+}
+
+/// Value v of a K-quant's 2-bit array (Q2_K, Q3_K): 128 values per 32 bytes, four to a byte.
+fn two_bit(qs: &[u8], v: usize) -> u8 {
+    let (half, shift, k) = (v / 128, (v % 128) / 32, v % 32);
+    (qs[half * 32 + k] >> (2 * shift)) & 3
 }
 
 /// 256 values in 16 groups of 16: a byte per group (low nibble scale, high nibble minimum, both
 /// times a f16 super-scale), 2-bit values four to a byte.
-fn q2_k(block: &[u8], out: &mut [f32]) {
+fn q2_k(block: &[u8], out: &mut [Group]) {
     let (scales, qs) = (&block[0..16], &block[16..80]);
     let (d, dmin) = (half_at(block, 80), half_at(block, 82));
-    for (v, o) in out.iter_mut().enumerate() {
-        let (half, shift, k) = (v / 128, (v % 128) / 32, v % 32);
-        let q = (qs[half * 32 + k] >> (2 * shift)) & 3;
-        let s = scales[v / 16];
-        let dl = d * (s & 0x0F) as f32;
-        let ml = dmin * (s >> 4) as f32;
-        *o = dl * q as f32 - ml;
-    }
+    fill(out, |g| (d * (scales[g] & 0x0F) as f32, -(dmin * (scales[g] >> 4) as f32)), |v| two_bit(qs, v) as i32);
 }
 
 /// 256 values in 16 groups of 16: 6-bit signed group scales packed in 12 bytes, 2 low bits per
 /// value four to a byte plus a high-bit mask (a clear bit subtracts 4).
-fn q3_k(block: &[u8], out: &mut [f32]) {
+fn q3_k(block: &[u8], out: &mut [Group]) {
     let (hmask, qs, packed) = (&block[0..32], &block[32..96], &block[96..108]);
     let d = half_at(block, 108);
     let scale = |g: usize| -> f32 {
@@ -1165,13 +1146,11 @@ fn q3_k(block: &[u8], out: &mut [f32]) {
         let high = (packed[8 + g % 4] >> (2 * (g / 4))) & 3;
         ((low | (high << 4)) as i8 - 32) as f32
     };
-    for (v, o) in out.iter_mut().enumerate() {
-        let (half, shift, k) = (v / 128, (v % 128) / 32, v % 32);
-        let low = ((qs[half * 32 + k] >> (2 * shift)) & 3) as i8;
-        let high_clear = ((hmask[k] >> (v / 32)) & 1) ^ 1;
-        let q = low - (high_clear << 2) as i8;
-        *o = d * scale(v / 16) * q as f32;
-    }
+    let q = |v: usize| {
+        let high_clear = ((hmask[v % 32] >> (v / 32)) & 1) ^ 1;
+        two_bit(qs, v) as i32 - ((high_clear as i32) << 2)
+    };
+    fill(out, |g| (d * scale(g), NO_OFFSET), q);
 }
 
 /// The eight 6-bit (scale, minimum) pairs of Q4_K/Q5_K, packed in 12 bytes.
@@ -1186,44 +1165,43 @@ fn k_scale_min(packed: &[u8], g: usize) -> (u8, u8) {
     }
 }
 
-/// 256 values in 8 groups of 32: f16 super-scale and super-minimum, 6-bit group scales and
-/// minimums, 4-bit values (groups 2c and 2c+1 share 32 bytes: low nibbles, then high).
-fn q4_k(block: &[u8], out: &mut [f32]) {
+/// Scale and offset of group g (of 16) in a Q4_K/Q5_K block, whose scales cover 32 values each.
+fn k_group(block: &[u8], g: usize) -> (f32, f32) {
     let (d, dmin) = (half_at(block, 0), half_at(block, 2));
-    let (packed, qs) = (&block[4..16], &block[16..144]);
-    for (v, o) in out.iter_mut().enumerate() {
-        let (g, k) = (v / 32, v % 32);
-        let (sc, m) = k_scale_min(packed, g);
-        let q = (qs[(g / 2) * 32 + k] >> (4 * (g % 2))) & 0x0F;
-        *o = (d * sc as f32) * q as f32 - dmin * m as f32;
-    }
+    let (sc, m) = k_scale_min(&block[4..16], g / 2);
+    (d * sc as f32, -(dmin * m as f32))
 }
 
-/// Q4_K plus a fifth bit per value: bit g of byte k is value k of group g.
-fn q5_k(block: &[u8], out: &mut [f32]) {
-    let (d, dmin) = (half_at(block, 0), half_at(block, 2));
-    let (packed, qh, qs) = (&block[4..16], &block[16..48], &block[48..176]);
-    for (v, o) in out.iter_mut().enumerate() {
-        let (g, k) = (v / 32, v % 32);
-        let (sc, m) = k_scale_min(packed, g);
-        let low = (qs[(g / 2) * 32 + k] >> (4 * (g % 2))) & 0x0F;
-        let q = low | (((qh[k] >> g) & 1) << 4);
-        *o = (d * sc as f32) * q as f32 - dmin * m as f32;
-    }
+/// Value v's low 4 bits in Q4_K/Q5_K: scale groups 2c and 2c+1 share 32 bytes, low nibbles then high.
+fn k_nibble(qs: &[u8], v: usize) -> u8 {
+    let (g, k) = (v / 32, v % 32);
+    (qs[(g / 2) * 32 + k] >> (4 * (g % 2))) & 0x0F
+}
+
+/// 256 values in 8 groups of 32: f16 super-scale and super-minimum, 6-bit group scales and
+/// minimums, 4-bit values.
+fn q4_k(block: &[u8], out: &mut [Group]) {
+    fill(out, |g| k_group(block, g), |v| k_nibble(&block[16..144], v) as i32);
+}
+
+/// Q4_K plus a fifth bit per value: bit g of byte k is value k of group g (of 32).
+fn q5_k(block: &[u8], out: &mut [Group]) {
+    let (qh, qs) = (&block[16..48], &block[48..176]);
+    fill(out, |g| k_group(block, g), |v| (k_nibble(qs, v) | (((qh[v % 32] >> (v / 32)) & 1) << 4)) as i32);
 }
 
 /// 256 values in 16 groups of 16: signed 8-bit group scales times an f16 super-scale, 6-bit values
 /// (4 low bits and 2 high bits in separate arrays) offset by 32.
-fn q6_k(block: &[u8], out: &mut [f32]) {
+fn q6_k(block: &[u8], out: &mut [Group]) {
     let (ql, qh, scales) = (&block[0..128], &block[128..192], &block[192..208]);
     let d = half_at(block, 208);
-    for (v, o) in out.iter_mut().enumerate() {
+    let q = |v: usize| {
         let (half, within) = (v / 128, v % 128);
         let low = (ql[half * 64 + within % 64] >> (4 * (within / 64))) & 0x0F;
         let high = (qh[half * 32 + within % 32] >> (2 * (within / 32))) & 3;
-        let q = (low | (high << 4)) as i8 - 32;
-        *o = (d * (scales[v / 16] as i8) as f32) * q as f32;
-    }
+        (low | (high << 4)) as i32 - 32
+    };
+    fill(out, |g| (d * (scales[g] as i8) as f32, NO_OFFSET), q);
 }
 
 // ---- tokenizer pieces -----------------------------------------------------------------------

@@ -5,6 +5,7 @@
 
 use super::{Checkpoint, FusedQkv, ModelSpec, QkvNames, TensorData, UpNames};
 use crate::error::{Error, Result};
+use crate::gpu::DType;
 use std::borrow::Cow;
 
 pub struct NormWeights<V> {
@@ -68,8 +69,13 @@ impl<'a> Reader<'a> {
         let name = self.stored(&format!("{module}.weight"));
         if self.conv1d {
             let t = self.checkpoint.get(&name, &[cols, rows])?;
-            let bytes = transpose(&t.bytes, cols, rows, t.dtype.size());
-            return Ok(TensorData { name, dtype: t.dtype, shape: vec![rows, cols], bytes: Cow::Owned(bytes) });
+            // Quantized groups run along the stored rows, so those are widened before transposing.
+            let (dtype, bytes) = match t.dtype {
+                DType::Int8Groups => (DType::F32, Cow::Owned(bytemuck::cast_slice(&t.to_f32()).to_vec())),
+                dtype => (dtype, t.bytes),
+            };
+            let bytes = transpose(&bytes, cols, rows, dtype.row_bytes(1));
+            return Ok(TensorData { name, dtype, shape: vec![rows, cols], bytes: Cow::Owned(bytes) });
         }
         self.checkpoint.get(&name, &[rows, cols])
     }
@@ -149,7 +155,7 @@ pub fn load_weights<M, V>(
                     if spec.kv_heads != spec.q_heads {
                         return Err(Error::bad_input("a per-head fused QKV needs as many key/value heads as query heads"));
                     }
-                    let row_bytes = d * t.dtype.size();
+                    let row_bytes = t.dtype.row_bytes(d);
                     t.bytes = Cow::Owned(regroup_per_head(&t.bytes, spec.q_heads, spec.head_dim, row_bytes));
                     b = b.map(|b| bytemuck::pod_collect_to_vec(&regroup_per_head(bytemuck::cast_slice(&b), spec.q_heads, spec.head_dim, 4)));
                 }

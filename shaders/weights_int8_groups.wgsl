@@ -1,0 +1,32 @@
+// Weight access for quantized (GGUF) checkpoints: each row is whole groups of 16 consecutive
+// values, a group being three vec2<u32>: (scale, offset) as f32 bits, then 16 signed bytes
+// (element j of the group in byte j, little-endian). value = scale * q + offset, exactly ggml's
+// dequantized value (src/gpu/tensor.rs, `Group`). Flat index i lies in group i / 16.
+@group(0) @binding(2) var<storage, read> weights: array<vec2<u32>>;
+
+fn group_header(i: u32) -> vec2<f32> {
+    return bitcast<vec2<f32>>(weights[3u * (i >> 4u)]);
+}
+
+// The word holding element i and its three neighbours in the same aligned group of four.
+fn quant_word(i: u32) -> i32 {
+    return bitcast<i32>(weights[3u * (i >> 4u) + 1u + ((i >> 3u) & 1u)][(i >> 2u) & 1u]);
+}
+
+fn load_weight(i: u32) -> f32 {
+    let header = group_header(i);
+    let q = (quant_word(i) << (24u - 8u * (i & 3u))) >> 24u;
+    return header.x * f32(q) + header.y;
+}
+
+// Four consecutive weights from flat index i (a multiple of 4 when rows are ALIGNED, which they
+// always are here: rows are whole groups).
+fn load_weight4(i: u32) -> vec4<f32> {
+    if (ALIGNED) {
+        let header = group_header(i);
+        let word = quant_word(i);
+        let q = vec4<i32>(word << 24u, word << 16u, word << 8u, word) >> vec4<u32>(24u);
+        return header.x * vec4<f32>(q) + header.y;
+    }
+    return vec4<f32>(load_weight(i), load_weight(i + 1u), load_weight(i + 2u), load_weight(i + 3u));
+}
