@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod error;
 pub mod forward;
+pub mod fuzz;
 pub mod hash;
 pub mod gpu;
 pub mod model;

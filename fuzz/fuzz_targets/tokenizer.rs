@@ -1,0 +1,7 @@
+//! tokenizer.json loading, then encoding and decoding.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = perplex::fuzz::tokenizer_json(data);
+});

@@ -1,0 +1,166 @@
+//! Replays every committed fuzz input (fuzz/corpus/<target>/: seeds from real files and fixtures;
+//! fuzz/regressions/<target>/: inputs that once crashed or over-allocated) through the entry
+//! points the fuzz targets call (`perplex::fuzz`), on the stable toolchain: no input may panic,
+//! and none may make a single allocation far beyond what its size implies. The fuzzing itself
+//! (nightly, cargo fuzz) is in fuzz/; see fuzz/README.md.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+
+// ---- allocation tracking -----------------------------------------------------------------------
+
+struct Tracking;
+
+thread_local! {
+    static TRACKING: Cell<bool> = const { Cell::new(false) };
+    static LARGEST: Cell<usize> = const { Cell::new(0) };
+}
+
+fn note(size: usize) {
+    let _ = TRACKING.try_with(|on| {
+        if on.get() {
+            let _ = LARGEST.try_with(|largest| largest.set(largest.get().max(size)));
+        }
+    });
+}
+
+unsafe impl GlobalAlloc for Tracking {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note(new_size);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Tracking = Tracking;
+
+fn largest_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    LARGEST.with(|l| l.set(0));
+    TRACKING.with(|t| t.set(true));
+    let result = f();
+    TRACKING.with(|t| t.set(false));
+    (result, LARGEST.with(|l| l.get()))
+}
+
+/// The most one allocation may take for an input of `len` bytes: dequantized GGUF blocks and
+/// decompressed data grow by a bounded factor, plus a fixed allowance for tables and buffers
+/// that do not depend on the input (tokenizer caches, Arrow/Parquet readers' buffers).
+fn allowance(len: usize) -> usize {
+    64 * len + (32 << 20)
+}
+
+// ---- the targets ---------------------------------------------------------------------------------
+
+use perplex::fuzz::{self, TaskFormat};
+
+/// What each fuzz target in fuzz/fuzz_targets/ runs on its input, with the parsers' verdicts.
+fn run(target: &str, data: &[u8]) -> Vec<perplex::Result<()>> {
+    match target {
+        "gguf" => vec![fuzz::gguf(data)],
+        "safetensors" => vec![fuzz::safetensors(data)],
+        "model_json" => vec![fuzz::config_json(data), fuzz::shard_index(data)],
+        "tokenizer" => vec![fuzz::tokenizer_json(data)],
+        "data_json" => {
+            let format = if data.starts_with(&[0x1f, 0x8b]) { TaskFormat::JsonlGz } else { TaskFormat::Jsonl };
+            vec![fuzz::documents(data), fuzz::task_data(data, format)]
+        }
+        "parquet" => vec![fuzz::task_data(data, TaskFormat::Parquet)],
+        "arrow" => vec![fuzz::task_data(data, TaskFormat::Arrow)],
+        other => panic!("fuzz/{other}: no such target (add it to tests/fuzz_corpus.rs)"),
+    }
+}
+
+const TARGETS: [&str; 7] = ["gguf", "safetensors", "model_json", "tokenizer", "data_json", "parquet", "arrow"];
+
+fn inputs(target: &str) -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let mut files = Vec::new();
+    for kind in ["corpus", "regressions"] {
+        if let Ok(entries) = std::fs::read_dir(root.join(kind).join(target)) {
+            files.extend(entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_file()));
+        }
+    }
+    files.sort();
+    files
+}
+
+fn replay(target: &str) {
+    let files = inputs(target);
+    assert!(!files.is_empty() || target == "none", "fuzz/corpus/{target}: no inputs");
+    for path in &files {
+        let data = std::fs::read(path).unwrap();
+        let (verdicts, largest) = largest_allocation(|| run(target, &data));
+        if std::env::var_os("PERPLEX_FUZZ_VERBOSE").is_some() {
+            let errors: Vec<String> = verdicts.iter().filter_map(|v| v.as_ref().err()).map(|e| e.message.clone()).collect();
+            eprintln!("{}: {largest} bytes at most; {}", path.display(), if errors.is_empty() { "ok".into() } else { errors.join(" | ") });
+        }
+        assert!(
+            largest <= allowance(data.len()),
+            "{}: {} bytes of input made an allocation of {largest} bytes",
+            path.display(),
+            data.len()
+        );
+    }
+    eprintln!("fuzz/{target}: {} inputs replayed", files.len());
+}
+
+#[test]
+fn every_target_is_replayed() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/fuzz_targets");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".rs").map(str::to_string))
+        .collect();
+    names.sort();
+    let mut known: Vec<String> = TARGETS.iter().map(|t| t.to_string()).collect();
+    known.sort();
+    assert_eq!(names, known, "fuzz/fuzz_targets/ and TARGETS in tests/fuzz_corpus.rs disagree");
+}
+
+#[test]
+fn gguf_corpus() {
+    replay("gguf");
+}
+
+#[test]
+fn safetensors_corpus() {
+    replay("safetensors");
+}
+
+#[test]
+fn model_json_corpus() {
+    replay("model_json");
+}
+
+#[test]
+fn tokenizer_corpus() {
+    replay("tokenizer");
+}
+
+#[test]
+fn data_json_corpus() {
+    replay("data_json");
+}
+
+#[test]
+fn parquet_corpus() {
+    replay("parquet");
+}
+
+#[test]
+fn arrow_corpus() {
+    replay("arrow");
+}
