@@ -251,6 +251,10 @@ impl Config<'_> {
         ))
     }
 
+    fn implausible(&self, what: String) -> Error {
+        Error::bad_input(format!("{}: {what}; the file is corrupt or not a model's config.json", self.path.display()))
+    }
+
     fn activation(&self, keys: &[&str], default: &str) -> Result<Activation> {
         let name = keys.iter().find_map(|k| self.str(k)).unwrap_or(default);
         Activation::from_hf(name).ok_or_else(|| self.unsupported(format!("activation \"{name}\" (supported: silu, gelu, gelu_new, gelu_pytorch_tanh)")))
@@ -292,6 +296,11 @@ impl Config<'_> {
     }
 }
 
+/// The most layers a config may declare (the largest released models have under 200).
+const MAX_LAYERS: usize = 1 << 16;
+/// The most dimensions per attention head (released models use at most 256).
+const MAX_HEAD_DIM: usize = 1 << 16;
+
 /// Reads `config.json` of a model directory into a [`ModelSpec`].
 pub fn load_spec(dir: &Path) -> Result<ModelSpec> {
     let path = dir.join("config.json");
@@ -328,9 +337,20 @@ fn parse(config: &Config, family: Family, model_type: String) -> Result<ModelSpe
     let head_dim = config.opt_usize("head_dim")?.unwrap_or(hidden / q_heads);
     let max_positions = config.opt_usize("max_position_embeddings")?.or(config.opt_usize("n_positions")?).unwrap_or(2048);
     let intermediate = match family {
-        Gpt2 => config.opt_usize("n_inner")?.unwrap_or(4 * hidden),
+        Gpt2 => match config.opt_usize("n_inner")? {
+            Some(n) => n,
+            None => hidden.checked_mul(4).ok_or_else(|| config.implausible(format!("hidden size {hidden}")))?,
+        },
         _ => config.usize("intermediate_size")?,
     };
+    // Per-layer and per-dimension tables are built from these counts before any weight is read,
+    // so counts no checkpoint could have are refused here, before anything is allocated for them.
+    if layers > MAX_LAYERS {
+        return Err(config.implausible(format!("{layers} layers (perplex reads at most {MAX_LAYERS})")));
+    }
+    if head_dim > MAX_HEAD_DIM {
+        return Err(config.implausible(format!("{head_dim} dimensions per attention head (perplex reads at most {MAX_HEAD_DIM})")));
+    }
     let gemma = matches!(family, Gemma | Gemma2 | Gemma3);
 
     let (norm, norm_eps, norm_bias) = match family {
@@ -367,6 +387,9 @@ fn parse(config: &Config, family: Family, model_type: String) -> Result<ModelSpe
                 Some(types) => types.iter().map(|t| t.as_str() == Some("sliding_attention")).collect(),
                 None => {
                     let pattern = config.opt_usize("sliding_window_pattern")?.unwrap_or(6);
+                    if pattern == 0 {
+                        return Err(config.implausible("sliding_window_pattern 0 (every n-th layer is global: n must be at least 1)".into()));
+                    }
                     (0..layers).map(|i| (i + 1) % pattern != 0).collect()
                 }
             };
@@ -391,6 +414,28 @@ fn parse(config: &Config, family: Family, model_type: String) -> Result<ModelSpe
         Llama | Mistral | Olmo2 | Gemma | Gemma2 | Gemma3 => (attention_bias, attention_bias, config.bool_or("mlp_bias", false)?),
         Phi3 => (false, false, false),
     };
+    let vocab_size = config.usize("vocab_size")?;
+    let learned_positions = family == Gpt2;
+    let gated_mlp = !matches!(family, Gpt2 | GptNeox);
+    // Every size the loader derives from these counts (parameter count, projection widths) must
+    // be a number: a config whose model could not exist in memory is refused here.
+    let sizes = || -> Option<usize> {
+        let qkv_width = q_heads.checked_add(kv_heads.checked_mul(2)?)?.checked_mul(head_dim)?;
+        let q_width = q_heads.checked_mul(head_dim)?;
+        let up_width = intermediate.checked_mul(if gated_mlp { 2 } else { 1 })?;
+        let attn = hidden.checked_mul(qkv_width)?.checked_add(q_width.checked_mul(hidden)?)?;
+        let mlp = hidden.checked_mul(up_width.checked_add(intermediate)?)?;
+        let table = vocab_size.checked_mul(hidden)?;
+        let positions = if learned_positions { max_positions.checked_mul(hidden)? } else { 0 };
+        let per_layer = attn.checked_add(mlp)?.checked_mul(layers)?;
+        table.checked_mul(2)?.checked_add(positions)?.checked_add(per_layer)?.checked_mul(4)
+    };
+    if sizes().is_none() {
+        return Err(config.implausible(format!(
+            "dimensions (hidden {hidden}, intermediate {intermediate}, vocabulary {vocab_size}, {layers} layers, {q_heads} heads of \
+             {head_dim}) whose weights would not fit in memory"
+        )));
+    }
     let tied_default = matches!(family, Gpt2 | Gemma | Gemma2 | Gemma3);
     let attention_scale = match config.opt_f32("query_pre_attn_scalar")? {
         Some(scalar) if matches!(family, Gemma2 | Gemma3) => 1.0 / scalar.sqrt(),
@@ -403,7 +448,7 @@ fn parse(config: &Config, family: Family, model_type: String) -> Result<ModelSpe
     };
     Ok(ModelSpec {
         family,
-        vocab_size: config.usize("vocab_size")?,
+        vocab_size,
         hidden,
         layers,
         q_heads,
@@ -422,10 +467,10 @@ fn parse(config: &Config, family: Family, model_type: String) -> Result<ModelSpe
             _ => QkNorm::None,
         },
         activation,
-        gated_mlp: !matches!(family, Gpt2 | GptNeox),
+        gated_mlp,
         ropes,
         layer_attention,
-        learned_positions: family == Gpt2,
+        learned_positions,
         parallel_residual: family == GptNeox && config.bool_or("use_parallel_residual", true)?,
         qkv_bias,
         o_bias,

@@ -598,7 +598,7 @@ impl GgufFile {
             Fix::None => {}
             Fix::Unpermute { heads } => {
                 let rows = shape.first().copied().unwrap_or(1);
-                if heads == 0 || rows % (2 * heads) != 0 {
+                if heads == 0 || rows == 0 || rows % heads.saturating_mul(2) != 0 {
                     let message = format!("tensor '{}' has {rows} rows, which cannot be split into {heads} heads of rotary pairs", info.name);
                     return Err(bad(&self.path, message));
                 }
@@ -756,6 +756,11 @@ impl GgufFile {
         let vocab_size = embedding.dims.get(1).copied().unwrap_or(1);
         let hidden = self.arch_usize("embedding_length")?;
         let layers = self.arch_usize("block_count")?;
+        // Per-layer tables are built from this count: a file has at least one tensor per layer.
+        if layers > self.tensors.len() {
+            let key = self.arch_key("block_count");
+            return Err(bad(&self.path, format!("'{key}' is {layers}, but the file has only {} tensors (the file is corrupt)", self.tensors.len())));
+        }
         let heads = self.arch_uniform_usize("attention.head_count")?;
         let kv_heads = self.kv_heads()?;
         let key_length = self.opt_usize(&self.arch_key("attention.key_length"))?;
@@ -817,7 +822,8 @@ impl GgufFile {
             // 1/sqrt(hidden / heads) in the 27B models (46 and 62 layers), 1/sqrt(head_dim) in the
             // others, which is HF's query_pre_attn_scalar of the released configs.
             let big = (arch == Arch::Gemma2 && layers == 46) || (arch == Arch::Gemma3 && layers == 62);
-            let scalar = if big { hidden / heads } else { head_dim.unwrap_or(hidden / heads) };
+            let per_head = hidden.checked_div(heads).ok_or_else(|| bad(&self.path, format!("'{}' is 0: a model needs at least one attention head", self.arch_key("attention.head_count"))))?;
+            let scalar = if big { per_head } else { head_dim.unwrap_or(per_head) };
             set("query_pre_attn_scalar", json!(scalar));
             if let Some(cap) = self.opt_f64(&self.arch_key("final_logit_softcapping"))? {
                 set("final_logit_softcapping", json!(cap));
