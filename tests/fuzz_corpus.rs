@@ -164,3 +164,49 @@ fn parquet_corpus() {
 fn arrow_corpus() {
     replay("arrow");
 }
+
+/// Writes Arrow IPC *file*-format seeds (fuzz/corpus/arrow/*.file.arrow) from the stream-format
+/// seeds that `datasets` writes: `cargo test --release --test fuzz_corpus -- --ignored`.
+#[test]
+#[ignore]
+fn make_arrow_file_seeds() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/arrow");
+    for path in inputs("arrow").into_iter().filter(|p| p.starts_with(&dir) && !p.to_string_lossy().ends_with(".file.arrow")) {
+        let reader = arrow_ipc::reader::StreamReader::try_new(std::fs::File::open(&path).unwrap(), None).unwrap();
+        let schema = reader.schema();
+        let mut out = Vec::new();
+        let mut writer = arrow_ipc::writer::FileWriter::try_new(&mut out, &schema).unwrap();
+        for batch in reader {
+            writer.write(&batch.unwrap()).unwrap();
+        }
+        writer.finish().unwrap();
+        drop(writer);
+        let name = path.file_name().unwrap().to_string_lossy().replace(".arrow", ".file.arrow");
+        std::fs::write(dir.join(name), out).unwrap();
+    }
+}
+
+/// Writes Parquet seeds (fuzz/corpus/parquet/*.parquet) from the Arrow stream seeds, snappy
+/// compressed and plain: `cargo test --release --test fuzz_corpus -- --ignored`.
+#[test]
+#[ignore]
+fn make_parquet_seeds() {
+    use parquet::basic::Compression;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let arrow_dir = dir.join("arrow");
+    for path in inputs("arrow").into_iter().filter(|p| p.starts_with(&arrow_dir) && !p.to_string_lossy().ends_with(".file.arrow")) {
+        for (compression, suffix) in [(Compression::SNAPPY, "snappy"), (Compression::UNCOMPRESSED, "plain")] {
+            let reader = arrow_ipc::reader::StreamReader::try_new(std::fs::File::open(&path).unwrap(), None).unwrap();
+            let schema = reader.schema();
+            let properties = parquet::file::properties::WriterProperties::builder().set_compression(compression).build();
+            let mut out = Vec::new();
+            let mut writer = parquet::arrow::ArrowWriter::try_new(&mut out, schema, Some(properties)).unwrap();
+            for batch in reader {
+                writer.write(&batch.unwrap()).unwrap();
+            }
+            writer.close().unwrap();
+            let name = path.file_name().unwrap().to_string_lossy().replace(".arrow", &format!(".{suffix}.parquet"));
+            std::fs::write(dir.join("parquet").join(name), out).unwrap();
+        }
+    }
+}

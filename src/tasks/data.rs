@@ -212,7 +212,31 @@ fn documents_of_request_dump(records: Vec<Record>) -> Vec<Record> {
         .collect()
 }
 
+/// Runs a third-party decoder on a user's file and turns a panic into an error. arrow-ipc and
+/// parquet check much of a file's structure but still index buffers by offsets from the file at
+/// places and panic on corrupt files (fuzz/README.md lists the inputs fuzzing found), so the
+/// decoding is guarded here; the default panic message is held back meanwhile, so that the user
+/// sees one error naming the file.
+fn guarded<T>(path: &Path, format: &str, decode: impl FnOnce() -> Result<T>) -> Result<T> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode));
+    std::panic::set_hook(hook);
+    result.unwrap_or_else(|panic| {
+        let reason = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "the decoder failed".into());
+        Err(Error::bad_input(format!("{}: cannot read {format} data: the file is corrupt ({reason})", path.display())))
+    })
+}
+
 fn read_arrow(path: &Path) -> Result<Vec<Record>> {
+    guarded(path, "Arrow", || read_arrow_unguarded(path))
+}
+
+fn read_arrow_unguarded(path: &Path) -> Result<Vec<Record>> {
     let fail = |e: &dyn std::fmt::Display| Error::bad_input(format!("{}: cannot read Arrow data: {e}", path.display()));
     let file = std::fs::File::open(path).map_err(|e| fail(&e))?;
     let mut reader = std::io::BufReader::new(file);
@@ -221,6 +245,7 @@ fn read_arrow(path: &Path) -> Result<Vec<Record>> {
     let is_file_format = reader.read_exact(&mut magic).is_ok() && &magic == b"ARROW1";
     let file = std::fs::File::open(path).map_err(|e| fail(&e))?;
     let batches: Vec<RecordBatch> = if is_file_format {
+        check_ipc_file_layout(&file).map_err(|e| fail(&e))?;
         arrow_ipc::reader::FileReader::try_new(file, None)
             .map_err(|e| fail(&e))?
             .collect::<std::result::Result<_, _>>()
@@ -234,7 +259,52 @@ fn read_arrow(path: &Path) -> Result<Vec<Record>> {
     batches_to_records(&batches).map_err(|e| fail(&e))
 }
 
+/// The Arrow IPC file format ends with its footer's length and the magic; the footer lists the
+/// blocks (offset, metadata and body lengths) of the record batches and dictionaries. arrow-ipc
+/// allocates the footer and each block at the size stated before reading it, so every length is
+/// checked against the file's size here first: a corrupt file costs an error, not the allocation
+/// it asks for.
+fn check_ipc_file_layout(file: &std::fs::File) -> std::result::Result<(), String> {
+    use std::io::{Seek, SeekFrom};
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut reader = file;
+    let mut tail = [0u8; 10];
+    if len < 16 || reader.seek(SeekFrom::End(-10)).is_err() || reader.read_exact(&mut tail).is_err() || &tail[4..] != b"ARROW1" {
+        return Err("not a complete Arrow IPC file (no footer)".into());
+    }
+    let footer_len = i32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
+    let footer_len = u64::try_from(footer_len).ok().filter(|&n| n <= len - 16).ok_or_else(|| {
+        format!("the footer claims {footer_len} bytes, but the file has {len} (the file is truncated or corrupt)")
+    })?;
+    let mut footer = vec![0u8; footer_len as usize];
+    reader.seek(SeekFrom::End(-10 - footer_len as i64)).map_err(|e| e.to_string())?;
+    reader.read_exact(&mut footer).map_err(|e| e.to_string())?;
+    let footer = arrow_ipc::root_as_footer(&footer).map_err(|e| format!("corrupt footer: {e}"))?;
+    let blocks = footer.recordBatches().into_iter().chain(footer.dictionaries()).flatten();
+    for block in blocks {
+        let end = u64::try_from(block.offset()).ok().and_then(|offset| {
+            let meta = u64::try_from(block.metaDataLength()).ok()?;
+            let body = u64::try_from(block.bodyLength()).ok()?;
+            offset.checked_add(meta)?.checked_add(body)
+        });
+        if end.is_none_or(|end| end > len) {
+            return Err(format!(
+                "a block at offset {} with {} metadata and {} body bytes lies outside the {len}-byte file (the file is \
+                 truncated or corrupt)",
+                block.offset(),
+                block.metaDataLength(),
+                block.bodyLength()
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn read_parquet(path: &Path) -> Result<Vec<Record>> {
+    guarded(path, "Parquet", || read_parquet_unguarded(path))
+}
+
+fn read_parquet_unguarded(path: &Path) -> Result<Vec<Record>> {
     let fail = |e: &dyn std::fmt::Display| Error::bad_input(format!("{}: cannot read Parquet data: {e}", path.display()));
     let file = std::fs::File::open(path).map_err(|e| fail(&e))?;
     let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
