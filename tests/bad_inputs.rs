@@ -239,7 +239,7 @@ fn tiny_gguf(edit: impl FnOnce(&mut Gguf, &mut Vec<(&'static str, u32)>)) -> Vec
     let mut types: Vec<(&'static str, u32)> = Vec::new();
     edit(&mut g, &mut types);
     let type_of = |name: &str| types.iter().find(|(n, _)| *n == name).map_or(0, |&(_, t)| t);
-    let mut tensor = |g: &mut Gguf, name: &str, dims: &[u64]| {
+    let tensor = |g: &mut Gguf, name: &str, dims: &[u64]| {
         let t = type_of(name);
         if t == 0 {
             g.f32_tensor(name, dims);
