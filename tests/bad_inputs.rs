@@ -635,3 +635,20 @@ fn mmlu_subject_that_does_not_exist() {
     let data = scratch.write("mmlu.jsonl", "{}\n");
     assert_bad_input(&eval("mmlu_astrology", &data, &[]), &["unknown task \"mmlu_astrology\"", "abstract_algebra"]);
 }
+
+#[test]
+fn tokenizer_that_cannot_encode_the_text() {
+    // A WordLevel vocabulary whose unknown token is not in it fails on any unknown word.
+    let scratch = Scratch::new("tok-unk");
+    let model = scratch.tiny_copy("model");
+    fs::write(
+        model.join("tokenizer.json"),
+        r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,
+            "pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,
+            "model":{"type":"WordLevel","vocab":{"a":0,"b":1,"<s>":2},"unk_token":"<unk>"}}"#,
+    )
+    .unwrap();
+    fs::write(model.join("tokenizer_config.json"), r#"{"bos_token": "<s>"}"#).unwrap();
+    let data = scratch.write("words.txt", "a b zzz a\n");
+    assert_bad_input(&ppl(&model, data, &[]), &["tokenizer cannot encode the text", "Missing [UNK] token", "tokenizer.json"]);
+}

@@ -80,7 +80,14 @@ impl TextTokenizer {
         self.inner
             .encode_fast(text, false)
             .map(|e| e.get_ids().to_vec())
-            .map_err(|e| Error::internal(format!("tokenization failed: {e}")))
+            // The tokenizer comes from the user's files (an unknown token missing from its own
+            // vocabulary is the usual cause), so this is their input's fault, not the engine's.
+            .map_err(|e| {
+                Error::bad_input(format!(
+                    "the model's tokenizer cannot encode the text ({e}); its tokenizer.json (or the GGUF file's vocabulary) \
+                     is broken"
+                ))
+            })
     }
 
     /// The token that conditions the first token of a document: BOS if there is one, else EOS.
