@@ -11,7 +11,7 @@ use std::time::Instant;
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
     pub ctx: usize,
-    pub batch: usize,
+    pub batch: crate::score::Batch,
     /// Timed passes (after one warm-up pass).
     pub repeats: usize,
 }
@@ -91,7 +91,7 @@ pub fn peak_matmul_gflops(gpu: &crate::gpu::Gpu) -> Result<f64> {
 
 pub fn run(model: &Model, options: &BenchOptions) -> Result<BenchReport> {
     let gpu = &model.gpu_model.gpu;
-    let (len, windows) = (options.ctx, options.batch);
+    let (len, windows) = (options.ctx, model.gpu_model.windows_per_pass(options.ctx, options.batch));
     let rows = len * windows;
     // Token ids spread over the vocabulary (the values do not change the work).
     let tokens: Vec<u32> = (0..rows).map(|i| ((i as u64 * 2654435761) % model.spec.vocab_size as u64) as u32).collect();

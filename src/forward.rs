@@ -5,10 +5,16 @@
 //! log p(target) and whether the target was the argmax. Logits never leave the kernel.
 
 use crate::error::{Error, Result};
+use crate::score::Batch;
 use crate::gpu::{f32_bits, row_grid, DType, Gpu, GpuMatrix, KernelId, Program, ProgramBuilder, BLOCK_ROWS, TILE_COLS};
 use crate::model::{load_weights, Checkpoint, ModelSpec, ModelWeights, NormKind, NormWeights, QkNorm};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+/// Positions per pass under `--batch auto`: enough rows for every matmul to run at the device's
+/// full rate (a few thousand suffice on current GPUs), few enough that the activations of even a
+/// large-vocabulary model stay around a GiB.
+pub const AUTO_PASS_ROWS: usize = 16384;
 
 /// Fault injection for tests: PERPLEX_FAIL_WINDOWS_ABOVE=N makes every pass of more than N
 /// windows fail as if the device were out of memory.
@@ -121,6 +127,16 @@ impl GpuModel {
     pub fn max_rows_per_pass(&self) -> usize {
         let widest = *self.row_bytes().iter().max().unwrap() as u64;
         (self.gpu.max_binding / widest).max(1) as usize
+    }
+
+    /// Windows of `len` positions one pass scores under `batch` (at least one).
+    pub fn windows_per_pass(&self, len: usize, batch: Batch) -> usize {
+        let fits = self.max_rows_per_pass() / len.max(1);
+        let wanted = match batch {
+            Batch::Auto => AUTO_PASS_ROWS / len.max(1),
+            Batch::Windows(n) => n,
+        };
+        wanted.min(fits).max(1)
     }
 
     /// Activation memory for `rows` rows, in bytes.

@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use perplex::gpu::{self, Gpu, GpuOptions};
 use perplex::report;
-use perplex::score::{self, PplOptions, WindowMode};
+use perplex::score::{self, Batch, PplOptions, WindowMode};
 use perplex::tasks::{self, EvalOptions, TaskSpec};
 use perplex::{Error, Model, Result};
 use std::path::PathBuf;
@@ -72,9 +72,9 @@ enum Command {
         /// Tokens a sliding window advances [default: ctx / 2]
         #[arg(long)]
         stride: Option<usize>,
-        /// Windows scored together in one GPU pass
-        #[arg(long, default_value_t = 8)]
-        batch: usize,
+        /// Windows scored together in one GPU pass, or auto: as many as the device takes
+        #[arg(long, default_value = "auto")]
+        batch: Batch,
         /// Write results as JSON
         #[arg(long)]
         json: Option<PathBuf>,
@@ -99,9 +99,9 @@ enum Command {
         /// Window length in tokens
         #[arg(long, default_value_t = 512)]
         ctx: usize,
-        /// Windows per pass
-        #[arg(long, default_value_t = 1)]
-        batch: usize,
+        /// Windows per pass, or auto: as many as the device takes
+        #[arg(long, default_value = "1")]
+        batch: Batch,
         /// Timed passes after one warm-up
         #[arg(long, default_value_t = 3)]
         repeats: usize,
@@ -139,9 +139,9 @@ enum Command {
         /// Longest model input in tokens; longer requests lose context on the left [default: model positions]
         #[arg(long)]
         ctx: Option<usize>,
-        /// Requests scored together in one GPU pass
-        #[arg(long, default_value_t = 8)]
-        batch: usize,
+        /// Requests scored together in one GPU pass, or auto: as many as the device takes
+        #[arg(long, default_value = "auto")]
+        batch: Batch,
         /// Write results in the shape of lm-evaluation-harness's results file
         #[arg(long)]
         json: Option<PathBuf>,
@@ -191,9 +191,9 @@ struct SweepArgs {
     /// Window length for text and longest input for tasks [default: each model's positions, at most 2048]
     #[arg(long)]
     ctx: Option<usize>,
-    /// Windows scored together in one GPU pass
-    #[arg(long, default_value_t = 8)]
-    batch: usize,
+    /// Windows scored together in one GPU pass, or auto: as many as the device takes
+    #[arg(long, default_value = "auto")]
+    batch: Batch,
     /// Few-shot examples per task document
     #[arg(long, default_value_t = 0)]
     fewshot: usize,
@@ -443,7 +443,7 @@ fn eval(
     fewshot_data: Vec<PathBuf>,
     limit: Option<usize>,
     ctx: Option<usize>,
-    batch: usize,
+    batch: Batch,
     json: Option<PathBuf>,
     samples: Option<PathBuf>,
     device: DeviceArgs,

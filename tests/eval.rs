@@ -31,7 +31,7 @@ fn spec(name: &str, file: &str, num_fewshot: usize) -> TaskSpec {
 }
 
 fn run(suite: &Suite, batch: usize) -> EvalResult {
-    tasks::evaluate(model(), suite, &EvalOptions { max_length: None, batch, progress: false }).unwrap()
+    tasks::evaluate(model(), suite, &EvalOptions { max_length: None, batch: batch.into(), progress: false }).unwrap()
 }
 
 fn lines(file: &str) -> Vec<serde_json::Value> {
@@ -44,7 +44,7 @@ fn text(v: &serde_json::Value) -> String {
 
 /// (sum log p, is_greedy) of each request, straight from `loglikelihood`.
 fn score(requests: &[Request]) -> Vec<(f64, bool)> {
-    let options = LoglikOptions { max_length: None, batch: 4, progress: false };
+    let options = LoglikOptions { max_length: None, batch: 4.into(), progress: false };
     loglikelihood(model(), requests, &options).unwrap().results.iter().map(|r| (r.ll, r.is_greedy)).collect()
 }
 
@@ -109,7 +109,7 @@ fn long_requests_are_truncated_on_the_left_and_counted() {
         .collect();
     let max_length = 16;
     let output =
-        loglikelihood(model(), &requests, &LoglikOptions { max_length: Some(max_length), batch: 3, progress: false }).unwrap();
+        loglikelihood(model(), &requests, &LoglikOptions { max_length: Some(max_length), batch: 3.into(), progress: false }).unwrap();
     let mut truncated = 0;
     for (request, result) in requests.iter().zip(&output.results) {
         // The harness's input: (context_enc + continuation_enc)[-(L+1):][:-1], scoring the last
@@ -128,7 +128,7 @@ fn long_requests_are_truncated_on_the_left_and_counted() {
             input,
             first_target: 0,
         };
-        let (scores, _) = score::score_windows(model(), &[window], 1, |_| {}).unwrap();
+        let (scores, _) = score::score_windows(model(), &[window], 1.into(), |_| {}).unwrap();
         let ll: f64 = scores[0].iter().map(|s| s.logprob as f64).sum();
         assert_eq!(result.ll, ll, "{:?}", request.continuation);
         assert_eq!(result.tokens, continuation.len());

@@ -9,7 +9,7 @@ use perplex::forward::TokenScore;
 use perplex::gpu::{Gpu, GpuOptions};
 use perplex::model::{load_spec, Checkpoint};
 use perplex::reference;
-use perplex::score::{self, Document, PplOptions, WindowMode};
+use perplex::score::{self, Batch, Document, PplOptions, WindowMode};
 use perplex::Model;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -119,7 +119,7 @@ fn window_modes_reproduce_their_references() {
                 "sliding" => WindowMode::Sliding { stride: entry["stride"].as_u64().unwrap() as usize },
                 _ => WindowMode::Chunks,
             };
-            let options = PplOptions { mode, ctx: Some(ctx), batch: 4, per_token: false, progress: false };
+            let options = PplOptions { mode, ctx: Some(ctx), batch: 4.into(), per_token: false, progress: false };
             let result = score::perplexity(&model, &documents, &options).unwrap();
             for (got, want) in result.documents.iter().zip(entry["docs"].as_array().unwrap()) {
                 let (nll, tokens) = (want["nll"].as_f64().unwrap(), want["tokens"].as_u64().unwrap() as usize);
@@ -130,7 +130,7 @@ fn window_modes_reproduce_their_references() {
     }
 }
 
-fn per_token_bits(model: &Model, documents: &[Document], batch: usize) -> Vec<(String, usize, u32)> {
+fn per_token_bits(model: &Model, documents: &[Document], batch: Batch) -> Vec<(String, usize, u32)> {
     let options = PplOptions { mode: WindowMode::Rolling, ctx: Some(16), batch, per_token: true, progress: false };
     score::perplexity(model, documents, &options)
         .unwrap()
@@ -151,12 +151,12 @@ fn scores_are_bit_identical_whatever_the_batch() {
         Document { name: "a".into(), text: text(0) },
         Document { name: "c".into(), text: text(1)[..200].to_string() },
     ];
-    let baseline = per_token_bits(&model, &alone, 1);
+    let baseline = per_token_bits(&model, &alone, 1.into());
     assert!(baseline.len() > 100);
-    for batch in [1, 3, 8] {
-        assert_eq!(per_token_bits(&model, &alone, batch), baseline, "alone, batch {batch}");
+    for batch in [1.into(), 3.into(), 8.into(), Batch::Auto] {
+        assert_eq!(per_token_bits(&model, &alone, batch), baseline, "alone, batch {batch:?}");
         let mixed: Vec<_> = per_token_bits(&model, &together, batch).into_iter().filter(|t| t.0 == "a").collect();
-        assert_eq!(mixed, baseline, "with other documents, batch {batch}");
+        assert_eq!(mixed, baseline, "with other documents, batch {batch:?}");
     }
 }
 

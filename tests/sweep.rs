@@ -142,7 +142,7 @@ fn changed_files_invalidate_only_their_own_units() {
     }
     let data = dir.join("valid.txt");
     std::fs::copy(text(), &data).unwrap();
-    let options = SweepOptions { ctx: Some(64), batch: 8, field: "text".into() };
+    let options = SweepOptions { ctx: Some(64), batch: 8.into(), field: "text".into() };
     let results_path = dir.join("results.jsonl");
     let sweep_once = || {
         let checkpoints = sweep::discover(&[format!("{}/run/step*", dir.display())], &[]).unwrap();

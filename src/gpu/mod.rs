@@ -36,7 +36,12 @@ pub struct AdapterSummary {
 }
 
 fn instance() -> wgpu::Instance {
-    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+    let mut descriptor = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    // Where the driver reports a memory budget (Vulkan's VK_EXT_memory_budget, D3D12), creating a
+    // buffer past 95% of it fails with out-of-memory, which perplex answers by halving the batch,
+    // instead of the device being lost mid-run.
+    descriptor.memory_budget_thresholds = wgpu::MemoryBudgetThresholds { for_resource_creation: Some(95), for_device_loss: None };
+    wgpu::Instance::new(descriptor)
 }
 
 fn all_adapters() -> Vec<wgpu::Adapter> {

@@ -4,6 +4,7 @@
 
 use super::table;
 use crate::tasks::{EvalResult, MetricValue, Stderr, Suite};
+use crate::score::Batch;
 use serde_json::{json, Map, Value};
 
 /// Four decimals, or scientific notation for the huge perplexities of untrained models.
@@ -81,7 +82,7 @@ fn higher_is_better(metrics: &[MetricValue]) -> Value {
 }
 
 /// The lm-evaluation-harness results-file shape. `limit` and `batch` are the run's settings.
-pub fn eval_json(result: &EvalResult, suite: &Suite, model: &str, adapter: &str, limit: Option<usize>, batch: usize) -> Value {
+pub fn eval_json(result: &EvalResult, suite: &Suite, model: &str, adapter: &str, limit: Option<usize>, batch: Batch) -> Value {
     let mut results = Map::new();
     let mut groups = Map::new();
     let mut group_subtasks = Map::new();
@@ -151,7 +152,10 @@ pub fn eval_json(result: &EvalResult, suite: &Suite, model: &str, adapter: &str,
         "config": {
             "model": "perplex",
             "model_args": format!("pretrained={model}"),
-            "batch_size": batch,
+            "batch_size": match batch {
+                Batch::Auto => json!("auto"),
+                Batch::Windows(n) => json!(n),
+            },
             "device": adapter,
             "limit": limit,
             "max_length": result.max_length,

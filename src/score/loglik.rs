@@ -45,8 +45,7 @@ pub struct Loglikelihood {
 pub struct LoglikOptions {
     /// Longest model input; None = the model's maximum positions (the harness's `max_length`).
     pub max_length: Option<usize>,
-    /// Windows per GPU pass.
-    pub batch: usize,
+    pub batch: super::Batch,
     pub progress: bool,
 }
 

@@ -18,13 +18,41 @@ use crate::error::{Error, Result};
 use crate::forward::TokenScore;
 use crate::Model;
 
+/// How many windows one GPU pass scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batch {
+    /// As many as the device takes: up to [`crate::forward::AUTO_PASS_ROWS`] positions and what one
+    /// storage binding holds; halved for the rest of the run if the device runs out of memory.
+    Auto,
+    /// At most this many (fewer when they do not fit in one storage binding).
+    Windows(usize),
+}
+
+impl From<usize> for Batch {
+    fn from(windows: usize) -> Batch {
+        Batch::Windows(windows)
+    }
+}
+
+impl std::str::FromStr for Batch {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Batch, String> {
+        match s {
+            "auto" => Ok(Batch::Auto),
+            _ => match s.parse::<usize>() {
+                Ok(n) if n > 0 => Ok(Batch::Windows(n)),
+                _ => Err(format!("'{s}' is not a batch size: give a positive number of windows or 'auto'")),
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct PplOptions {
     pub mode: WindowMode,
     /// Window length; None = the mode's default.
     pub ctx: Option<usize>,
-    /// Windows per GPU pass (capped by what fits in one storage binding).
-    pub batch: usize,
+    pub batch: Batch,
     /// Keep every scored token's log-probability.
     pub per_token: bool,
     pub progress: bool,
@@ -150,7 +178,7 @@ pub fn make_windows(model: &Model, tokenized: &[Vec<u32>], mode: WindowMode, ctx
 
 /// Scores windows in batches; returns each window's scores at its scored positions, in the
 /// order of `windows`. Windows of similar length share a pass; the numbers do not depend on it.
-pub fn score_windows(model: &Model, windows: &[Window], batch: usize, mut on_pass: impl FnMut(usize)) -> Result<(Vec<Vec<TokenScore>>, usize)> {
+pub fn score_windows(model: &Model, windows: &[Window], batch: Batch, mut on_pass: impl FnMut(usize)) -> Result<(Vec<Vec<TokenScore>>, usize)> {
     let gpu_model = &model.gpu_model;
     let mut order: Vec<usize> = (0..windows.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(windows[i].input.len()));
@@ -158,11 +186,10 @@ pub fn score_windows(model: &Model, windows: &[Window], batch: usize, mut on_pas
     let mut largest_pass = 0;
     let mut next = 0;
     // Lowered for the rest of the run when the device runs out of memory.
-    let mut batch = batch.max(1);
+    let mut ceiling = usize::MAX;
     while next < order.len() {
         let len = windows[order[next]].input.len();
-        let fits = (gpu_model.max_rows_per_pass() / len).max(1);
-        let count = batch.min(fits).min(order.len() - next);
+        let count = gpu_model.windows_per_pass(len, batch).min(ceiling).min(order.len() - next);
         let group = &order[next..next + count];
         let mut tokens = vec![0u32; count * len];
         let mut targets = vec![0u32; count * len];
@@ -176,7 +203,7 @@ pub fn score_windows(model: &Model, windows: &[Window], batch: usize, mut on_pas
             Err(error) if error.kind == crate::error::ErrorKind::DeviceMemory && count > 1 => {
                 eprintln!("warning: {}; retrying with {} windows per pass", error.message, count / 2);
                 gpu_model.gpu.clear_error();
-                batch = count / 2;
+                ceiling = count / 2;
                 continue;
             }
             Err(error) => return Err(error),
@@ -244,7 +271,7 @@ pub fn perplexity_resumable(model: &Model, documents: &[Document], options: &Ppl
     // Documents are scored in groups of a few passes' worth of windows, so finished documents
     // reach the resume log (and a Ctrl-C stops) without waiting for the whole run.
     let bar = crate::report::progress_bar(total_scored as u64, options.progress);
-    let group_windows = 4 * options.batch.max(1);
+    let group_windows = 4 * model.gpu_model.windows_per_pass(ctx, options.batch);
     let mut largest_pass = 0;
     let mut positions = 0;
     let mut first_window = 0;

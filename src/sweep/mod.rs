@@ -40,7 +40,7 @@ pub struct SweepOptions {
     /// Window length for text and longest input for tasks; None = each model's default.
     pub ctx: Option<usize>,
     /// Windows per GPU pass (the scores do not depend on it).
-    pub batch: usize,
+    pub batch: crate::score::Batch,
     /// JSONL field holding the text of `.jsonl` data files.
     pub field: String,
 }

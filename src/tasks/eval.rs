@@ -11,8 +11,7 @@ use crate::Model;
 pub struct EvalOptions {
     /// Longest model input; None = the model's maximum positions.
     pub max_length: Option<usize>,
-    /// Windows per GPU pass.
-    pub batch: usize,
+    pub batch: crate::score::Batch,
     pub progress: bool,
 }
 
