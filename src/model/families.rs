@@ -370,6 +370,9 @@ fn parse(config: &Config, family: Family, model_type: String) -> Result<ModelSpe
     if partial != 1.0 && family != GptNeox {
         return Err(config.unsupported(format!("partial_rotary_factor {partial} in a {model_type} model")));
     }
+    if !(partial > 0.0 && partial <= 1.0) {
+        return Err(config.implausible(format!("a rotary fraction (partial_rotary_factor / rotary_pct) of {partial}, not in (0, 1]")));
+    }
     let rotary_dim = (head_dim as f32 * partial) as usize;
     let mut ropes = Vec::new();
     if family != Gpt2 {

@@ -1311,10 +1311,12 @@ fn sentencepiece_merges(tokens: &[String], vocab: &tokenizers::models::bpe::Voca
         local.sort_by_key(|c| (vocab[c.left], vocab[c.right]));
         candidates.extend(local);
     }
-    // Stable: candidates with equal keys keep the order above.
+    // Stable: candidates with equal keys keep the order above. A NaN score (a corrupt file) ranks
+    // last, so that the order is total (sort_by may panic otherwise).
+    let rank = |score: f32| if score.is_nan() { f32::NEG_INFINITY } else { score };
     candidates.sort_by(|a, b| {
-        b.score
-            .partial_cmp(&a.score)
+        rank(b.score)
+            .partial_cmp(&rank(a.score))
             .unwrap_or(std::cmp::Ordering::Equal)
             .then(b.left_chars.cmp(&a.left_chars))
             .then(b.right_chars.cmp(&a.right_chars))
