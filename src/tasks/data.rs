@@ -307,12 +307,194 @@ fn read_parquet(path: &Path) -> Result<Vec<Record>> {
 fn read_parquet_unguarded(path: &Path) -> Result<Vec<Record>> {
     let fail = |e: &dyn std::fmt::Display| Error::bad_input(format!("{}: cannot read Parquet data: {e}", path.display()));
     let file = std::fs::File::open(path).map_err(|e| fail(&e))?;
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| fail(&e))?
-        .build()
-        .map_err(|e| fail(&e))?;
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| fail(&e))?;
+    check_parquet_pages(path, builder.metadata()).map_err(|e| fail(&e))?;
+    let reader = builder.build().map_err(|e| fail(&e))?;
     let batches: Vec<RecordBatch> = reader.collect::<std::result::Result<_, _>>().map_err(|e| fail(&e))?;
     batches_to_records(&batches).map_err(|e| fail(&e))
+}
+
+/// The parquet reader allocates each compressed page's `uncompressed_page_size` (from the page's
+/// own header) before decompressing it, so a small corrupt file could ask for gigabytes. Every
+/// page header of every column chunk is read here first (the chunks must lie within the file),
+/// and a compressed page may claim at most what its codec can expand it to: Snappy, the one codec
+/// perplex reads, expands by at most 64 bytes per 3-byte copy (about 21x). The parquet metadata
+/// itself is checked against the file's size by the parquet reader.
+fn check_parquet_pages(path: &Path, metadata: &parquet::file::metadata::ParquetMetaData) -> std::result::Result<(), String> {
+    use std::io::{Seek, SeekFrom};
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let file_len = file.metadata().map_err(|e| e.to_string())?.len();
+    for (g, group) in metadata.row_groups().iter().enumerate() {
+        for (c, column) in group.columns().iter().enumerate() {
+            let snappy = column.compression() == parquet::basic::Compression::SNAPPY;
+            let start = column.dictionary_page_offset().unwrap_or(column.data_page_offset());
+            let (Ok(start), Ok(len)) = (u64::try_from(start), u64::try_from(column.compressed_size())) else {
+                return Err(format!("row group {g}, column {c}: negative offset or size"));
+            };
+            if start.checked_add(len).is_none_or(|end| end > file_len) {
+                return Err(format!(
+                    "row group {g}, column {c}: {len} bytes at offset {start} lie beyond the end of the {file_len}-byte file"
+                ));
+            }
+            if !snappy {
+                continue;
+            }
+            file.seek(SeekFrom::Start(start)).map_err(|e| e.to_string())?;
+            let mut chunk = vec![0u8; len as usize];
+            file.read_exact(&mut chunk).map_err(|e| e.to_string())?;
+            let mut pos = 0usize;
+            while pos < chunk.len() {
+                let mut header = Thrift { bytes: &chunk[pos..], pos: 0 };
+                // A header that a strict reading cannot parse is refused rather than left to the
+                // reader's own (more lenient) parser.
+                let Some((uncompressed, compressed)) = header.page_sizes() else {
+                    return Err(format!("row group {g}, column {c}: corrupt page header at byte {}", start + pos as u64));
+                };
+                let page_end = pos.checked_add(header.pos).and_then(|p| p.checked_add(usize::try_from(compressed).ok()?));
+                if uncompressed < 0 || compressed < 0 || (uncompressed as u64) > 22 * compressed as u64 + 1024 {
+                    return Err(format!(
+                        "row group {g}, column {c}: a Snappy page of {compressed} bytes claims {uncompressed} bytes \
+                         uncompressed (the file is corrupt)"
+                    ));
+                }
+                match page_end {
+                    Some(end) if end <= chunk.len() => pos = end,
+                    // The parquet reader reports a page that overruns its chunk.
+                    _ => break,
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Just enough of Thrift's compact protocol to read `uncompressed_page_size` (field 2) and
+/// `compressed_page_size` (field 3) of a parquet `PageHeader` and step over everything else.
+struct Thrift<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Thrift<'_> {
+    fn byte(&mut self) -> Option<u8> {
+        let b = *self.bytes.get(self.pos)?;
+        self.pos += 1;
+        Some(b)
+    }
+
+    fn varint(&mut self) -> Option<u64> {
+        let mut value = 0u64;
+        for shift in (0..70).step_by(7) {
+            let b = self.byte()?;
+            value |= u64::from(b & 0x7f).checked_shl(shift)?;
+            if b & 0x80 == 0 {
+                return Some(value);
+            }
+        }
+        None
+    }
+
+    fn zigzag(&mut self) -> Option<i64> {
+        let v = self.varint()?;
+        Some((v >> 1) as i64 ^ -((v & 1) as i64))
+    }
+
+    fn skip(&mut self, n: u64) -> Option<()> {
+        self.pos = self.pos.checked_add(usize::try_from(n).ok()?).filter(|&p| p <= self.bytes.len())?;
+        Some(())
+    }
+
+    /// Steps over one value of compact type `kind`.
+    fn skip_value(&mut self, kind: u8, depth: usize) -> Option<()> {
+        if depth > 32 {
+            return None;
+        }
+        match kind {
+            1 | 2 => Some(()),
+            3 => self.skip(1),
+            4..=6 => self.zigzag().map(drop),
+            7 => self.skip(8),
+            8 => {
+                let n = self.varint()?;
+                self.skip(n)
+            }
+            9 | 10 => {
+                let head = self.byte()?;
+                let n = if head >> 4 == 15 { self.varint()? } else { u64::from(head >> 4) };
+                let element = head & 0x0f;
+                for _ in 0..n {
+                    if element == 1 || element == 2 {
+                        self.skip(1)?;
+                    } else {
+                        self.skip_value(element, depth + 1)?;
+                    }
+                }
+                Some(())
+            }
+            11 => {
+                let n = self.varint()?;
+                if n > 0 {
+                    let kinds = self.byte()?;
+                    for _ in 0..n {
+                        self.skip_value(kinds >> 4, depth + 1)?;
+                        self.skip_value(kinds & 0x0f, depth + 1)?;
+                    }
+                }
+                Some(())
+            }
+            12 => self.skip_struct(depth + 1, |_, _, _| None).map(drop),
+            _ => None,
+        }
+    }
+
+    /// Reads a struct's fields, handing each (id, kind) to `field` first: it returns Some(())
+    /// when it consumed the value itself.
+    fn skip_struct(&mut self, depth: usize, mut field: impl FnMut(&mut Self, i16, u8) -> Option<()>) -> Option<()> {
+        let mut id = 0i16;
+        loop {
+            let head = self.byte()?;
+            if head == 0 {
+                return Some(());
+            }
+            let kind = head & 0x0f;
+            id = match head >> 4 {
+                0 => i16::try_from(self.zigzag()?).ok()?,
+                delta => id.checked_add(i16::from(delta))?,
+            };
+            if field(self, id, kind).is_none() {
+                self.skip_value(kind, depth)?;
+            }
+        }
+    }
+
+    /// (uncompressed_page_size, compressed_page_size) of the PageHeader at the cursor, which is
+    /// left just after the header. Strict: both fields present once each, as i32 values; None
+    /// for anything else.
+    fn page_sizes(&mut self) -> Option<(i64, i64)> {
+        let (mut uncompressed, mut compressed) = (None, None);
+        let mut malformed = false;
+        self.skip_struct(0, |t, id, kind| {
+            let slot = match id {
+                2 => &mut uncompressed,
+                3 => &mut compressed,
+                _ => return None,
+            };
+            let value = if kind == 5 { t.zigzag().filter(|v| i32::try_from(*v).is_ok()) } else { None };
+            match value {
+                Some(v) if slot.is_none() => *slot = Some(v),
+                _ => malformed = true,
+            }
+            // Consumed (or malformed: stop reading).
+            if malformed {
+                t.pos = t.bytes.len() + 1;
+            }
+            Some(())
+        });
+        if malformed {
+            return None;
+        }
+        Some((uncompressed?, compressed?))
+    }
 }
 
 fn batches_to_records(batches: &[RecordBatch]) -> std::result::Result<Vec<Record>, String> {
