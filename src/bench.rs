@@ -42,6 +42,9 @@ pub struct BenchReport {
     pub fraction_of_peak: f64,
     pub weight_bytes: u64,
     pub activation_bytes: u64,
+    /// Device memory the driver's allocator holds for this run after the timed passes (blocks
+    /// reserved, including their unused parts), where the backend reports it (Vulkan, D3D12).
+    pub device_reserved_bytes: Option<u64>,
     /// Per-kernel time of one pass, largest first; empty without timestamp queries.
     pub kernels: Vec<KernelTime>,
     pub notes: Vec<String>,
@@ -103,6 +106,8 @@ pub fn run(model: &Model, options: &BenchOptions) -> Result<BenchReport> {
         model.gpu_model.score(windows, len, &tokens, &targets)?;
     }
     let seconds = start.elapsed().as_secs_f64() / options.repeats.max(1) as f64;
+    // Before the peak measurement allocates its own buffers.
+    let device_reserved_bytes = gpu.device.generate_allocator_report().map(|r| r.total_reserved_bytes);
     let flops = forward_flops(model, windows, len);
     let peak = peak_matmul_gflops(gpu)?;
 
@@ -128,6 +133,9 @@ pub fn run(model: &Model, options: &BenchOptions) -> Result<BenchReport> {
             Vec::new()
         }
     };
+    if device_reserved_bytes.is_none() {
+        notes.push("this backend does not report its allocations: no measured device memory".into());
+    }
     Ok(BenchReport {
         model: model.name.clone(),
         model_type: model.spec.model_type.clone(),
@@ -144,6 +152,7 @@ pub fn run(model: &Model, options: &BenchOptions) -> Result<BenchReport> {
         fraction_of_peak: flops / seconds / 1e9 / peak,
         weight_bytes: model.gpu_model.weight_bytes,
         activation_bytes: model.gpu_model.activation_bytes(rows),
+        device_reserved_bytes,
         kernels,
         notes,
     })

@@ -72,6 +72,11 @@ impl GpuModel {
             checkpoint,
             |tensor| {
                 let matrix = GpuMatrix::upload(&gpu, &tensor.name, tensor.shape[0], tensor.shape[1], tensor.dtype, &tensor.bytes)?;
+                // Each upload goes through a staging buffer that lives until the queue moves on;
+                // flushing here frees it before the next one, so staging never doubles the
+                // footprint nor leaves holes between weights.
+                gpu.queue.submit([]);
+                gpu.wait()?;
                 weight_bytes += matrix.bytes();
                 dtype.get_or_insert(tensor.dtype);
                 Ok(matrix)

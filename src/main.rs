@@ -414,6 +414,13 @@ fn bench(model: &str, revision: Option<&str>, options: perplex::bench::BenchOpti
             ("matmul peak", format!("{:.2} GFLOP/s (1024x2048x2048 f32, same adapter)", r.peak_matmul_gflops)),
             ("fraction of peak", format!("{:.0}%", 100.0 * r.fraction_of_peak)),
             ("memory", format!("{} weights + {} activations (planned)", mib(r.weight_bytes), mib(r.activation_bytes))),
+            (
+                "device memory",
+                match r.device_reserved_bytes {
+                    Some(bytes) => format!("{} reserved ({:.2}x planned)", mib(bytes), bytes as f64 / (r.weight_bytes + r.activation_bytes) as f64),
+                    None => "not reported by this backend".into(),
+                },
+            ),
         ])
     );
     if !r.kernels.is_empty() {
