@@ -33,7 +33,14 @@ impl TextTokenizer {
                 path.display()
             )));
         }
-        let inner = tokenizers::Tokenizer::from_file(&path)
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::bad_input(format!("{}: cannot load tokenizer: {e}", path.display())))?;
+        // tokenizers panics, rather than returning an error, on a JSON syntax error inside the
+        // "decoder" object (found by fuzzing): a file that is not JSON is refused here first.
+        serde_json::from_str::<serde::de::IgnoredAny>(&text)
+            .map_err(|e| Error::bad_input(format!("{}: cannot load tokenizer: invalid JSON: {e}", path.display())))?;
+        let inner: tokenizers::Tokenizer = text
+            .parse()
             .map_err(|e| Error::bad_input(format!("{}: cannot load tokenizer: {e}", path.display())))?;
         let read = |name: &str| -> Value {
             std::fs::read_to_string(dir.join(name))
