@@ -32,6 +32,8 @@ const MAX_DIMS: usize = 4;
 /// Arrays of arrays are legal GGUF; real files nest at most once. The limit keeps a hostile file
 /// from recursing the reader off the stack.
 const MAX_ARRAY_DEPTH: usize = 4;
+/// The most layers `block_count` may claim (as config.json's `num_hidden_layers`).
+const MAX_LAYERS: usize = 1 << 16;
 /// The largest block of any type this reader dequantizes (the k-quants' super-block).
 const MAX_BLOCK: usize = 256;
 
@@ -756,10 +758,11 @@ impl GgufFile {
         let vocab_size = embedding.dims.get(1).copied().unwrap_or(1);
         let hidden = self.arch_usize("embedding_length")?;
         let layers = self.arch_usize("block_count")?;
-        // Per-layer tables are built from this count: a file has at least one tensor per layer.
-        if layers > self.tensors.len() {
+        // Per-layer tables are built from this count before any tensor is read; the family
+        // parser's limit applies here already.
+        if layers > MAX_LAYERS {
             let key = self.arch_key("block_count");
-            return Err(bad(&self.path, format!("'{key}' is {layers}, but the file has only {} tensors (the file is corrupt)", self.tensors.len())));
+            return Err(bad(&self.path, format!("'{key}' is {layers}, more layers than any model has (perplex reads at most {MAX_LAYERS}; the file is corrupt)")));
         }
         let heads = self.arch_uniform_usize("attention.head_count")?;
         let kv_heads = self.kv_heads()?;
