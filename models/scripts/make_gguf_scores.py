@@ -21,6 +21,8 @@ import torch
 from gguf import GGUFReader
 from transformers import AutoModelForCausalLM
 
+from make_gguf_fixtures import tokenize  # llama.cpp's token ids, as the tokenizer tests use
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, "..", "gguf-fixtures")
 MODELS = {
@@ -29,14 +31,6 @@ MODELS = {
     "qwen2.5": "qwen2.5/qwen2.5-coder-0.5b-q4_k_m.gguf",
 }
 CHUNK_CTX = 128
-
-
-def tokenize(binary, model, text):
-    out = subprocess.run(
-        [binary, "-m", model, "--stdin", "--no-escape", "--ids", "--no-bos", "--log-disable"],
-        input=text, check=True, capture_output=True, text=True,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
 
 
 def bos_id(path):
