@@ -244,19 +244,46 @@ fn read_arrow_unguarded(path: &Path) -> Result<Vec<Record>> {
     let mut magic = [0u8; 6];
     let is_file_format = reader.read_exact(&mut magic).is_ok() && &magic == b"ARROW1";
     let file = std::fs::File::open(path).map_err(|e| fail(&e))?;
+    let limit = row_limit(&file).map_err(|e| fail(&e))?;
     let batches: Vec<RecordBatch> = if is_file_format {
         check_ipc_file_layout(&file).map_err(|e| fail(&e))?;
-        arrow_ipc::reader::FileReader::try_new(file, None)
-            .map_err(|e| fail(&e))?
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| fail(&e))?
+        let reader = arrow_ipc::reader::FileReader::try_new(file, None).map_err(|e| fail(&e))?;
+        collect_batches(reader, limit).map_err(|e| fail(&e))?
     } else {
-        arrow_ipc::reader::StreamReader::try_new(std::io::BufReader::new(file), None)
-            .map_err(|e| fail(&e))?
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| fail(&e))?
+        let reader = arrow_ipc::reader::StreamReader::try_new(std::io::BufReader::new(file), None).map_err(|e| fail(&e))?;
+        collect_batches(reader, limit).map_err(|e| fail(&e))?
     };
     batches_to_records(&batches).map_err(|e| fail(&e))
+}
+
+/// The most rows a data file of this size can hold. Every record becomes a JSON object, but a
+/// column of nulls (or a run-length encoded one) costs the file nothing per row, so a tiny corrupt
+/// file could claim billions of rows. Any column with data takes at least a bit per row.
+fn row_limit(file: &std::fs::File) -> std::result::Result<usize, String> {
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    Ok(usize::try_from(len).unwrap_or(usize::MAX).saturating_mul(8).saturating_add(4096))
+}
+
+fn too_many_rows(rows: impl std::fmt::Display, limit: usize) -> String {
+    format!("the file claims {rows} rows, more than its size can hold (at most {limit}); it is corrupt")
+}
+
+/// Record batches, refused as soon as they hold more rows than `limit`.
+fn collect_batches(
+    reader: impl Iterator<Item = std::result::Result<RecordBatch, arrow_schema::ArrowError>>,
+    limit: usize,
+) -> std::result::Result<Vec<RecordBatch>, String> {
+    let mut rows = 0usize;
+    let mut batches = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| e.to_string())?;
+        rows = rows.saturating_add(batch.num_rows());
+        if rows > limit {
+            return Err(too_many_rows(format!("at least {rows}"), limit));
+        }
+        batches.push(batch);
+    }
+    Ok(batches)
 }
 
 /// The Arrow IPC file format ends with its footer's length and the magic; the footer lists the
@@ -309,8 +336,13 @@ fn read_parquet_unguarded(path: &Path) -> Result<Vec<Record>> {
     let file = std::fs::File::open(path).map_err(|e| fail(&e))?;
     let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| fail(&e))?;
     check_parquet_pages(path, builder.metadata()).map_err(|e| fail(&e))?;
+    let limit = row_limit(&std::fs::File::open(path).map_err(|e| fail(&e))?).map_err(|e| fail(&e))?;
+    let claimed: i128 = builder.metadata().row_groups().iter().map(|g| i128::from(g.num_rows())).sum();
+    if claimed < 0 || claimed > limit as i128 {
+        return Err(fail(&too_many_rows(claimed, limit)));
+    }
     let reader = builder.build().map_err(|e| fail(&e))?;
-    let batches: Vec<RecordBatch> = reader.collect::<std::result::Result<_, _>>().map_err(|e| fail(&e))?;
+    let batches = collect_batches(reader, limit).map_err(|e| fail(&e))?;
     batches_to_records(&batches).map_err(|e| fail(&e))
 }
 
