@@ -319,7 +319,7 @@ fn run_attention(qkv: &[f32], windows: usize, len: usize, qh: usize, kvh: usize,
 fn packed_attention_matches_reference() {
     let mut rng = Rng::new(seed());
     // (len, [(shared rows, segment rows)] per window, q heads, kv heads, head dim, sliding window)
-    let cases: [(usize, Vec<(usize, Vec<usize>)>, usize, usize, usize, Option<usize>); 4] = [
+    let cases = [
         (45, vec![(7, vec![3, 1, 12, 5]), (0, vec![]), (20, vec![1, 1])], 6, 2, 12, None),
         (70, vec![(33, vec![30, 2, 5])], 4, 4, 16, None),
         (37, vec![(9, vec![4, 13, 6]), (1, vec![36])], 2, 1, 10, Some(11)),
