@@ -1,6 +1,7 @@
 //! Kernel-level throughput on the default adapter, at the shapes of real models.
 //! `cargo bench --bench kernels` prints GFLOP/s per kernel and shape.
 
+use perplex::forward::RowLayout;
 use perplex::gpu::{DType, Gpu, GpuMatrix, GpuOptions, KernelId, Program, BLOCK_ROWS, TILE_COLS};
 use std::time::Instant;
 
@@ -61,12 +62,14 @@ fn bench_attention(gpu: &Gpu, windows: usize, len: usize, q_heads: usize, kv_hea
     let width = (q_heads + 2 * kv_heads) * head_dim;
     let qkv = gpu.storage("qkv", (rows * width * 4) as u64);
     let out = gpu.storage("out", (rows * q_heads * head_dim * 4) as u64);
-    let key_tile = (gpu.max_workgroup_storage / (2 * head_dim as u32 * 4)).clamp(1, 32);
+    let layout = RowLayout::plain(windows, len);
+    let positions = gpu.upload("positions", &layout.positions);
+    let segments = gpu.upload("segments", &layout.segments);
     let mut p = Program::builder(gpu);
     p.dispatch(
-        KernelId::Attention { head_dim: head_dim as u32, key_tile },
-        &[rows as u32, len as u32, q_heads as u32, kv_heads as u32, width as u32, 0.125f32.to_bits(), 0, 0],
-        &[&qkv, &out],
+        KernelId::attention(gpu, head_dim as u32),
+        &[rows as u32, len as u32, q_heads as u32, kv_heads as u32, width as u32, 0.125f32.to_bits(), 0, 0, 0],
+        &[&qkv, &positions, &segments, &out],
         [len.div_ceil(32) as u32, q_heads as u32, windows as u32],
     );
     let seconds = time_program(gpu, &p.build(), 2);

@@ -7,7 +7,14 @@
 // unrolled over HEAD_DIM / 4 vec4s so the vectors stay in registers.
 //
 // Input: the fused QKV buffer, per row [q heads | k heads | v heads] of HEAD_DIM each; rows are
-// window * window_len + position. Output: [rows, q_heads * HEAD_DIM].
+// window * window_len + row-in-window. Output: [rows, q_heads * HEAD_DIM].
+//
+// A window may be packed (shared-prefix scoring, src/score/loglik.rs): its first rows are a prefix
+// shared by several segments that follow it, each segment continuing the prefix on its own. Per
+// row, `positions` is the token position (RoPE and sliding windows count in it) and `segments` is
+// (shared_end, segment_start), both rows of the window: query q sees key j <= q when
+// j < shared_end or j >= segment_start. Plain rows have (0, 0) and see every earlier row, and their
+// position is their row in the window, so plain windows fold exactly the keys they always did.
 
 struct Params {
     rows: u32,
@@ -18,16 +25,20 @@ struct Params {
     scale: f32,          // multiplies q.k (1/sqrt(head_dim) or the config's scalar)
     softcap: f32,        // attention logit soft-capping, 0 = off
     sliding_window: u32, // keys older than this many positions are masked, 0 = none
+    packed: u32,         // 1: some window of the pass is packed, so positions are not rows
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> qkv: array<f32>;
+@group(0) @binding(2) var<storage, read> positions: array<u32>;
+@group(0) @binding(3) var<storage, read> segments: array<vec2<u32>>;
 @group(0) @binding(4) var<storage, read_write> output: array<f32>;
 
 const QUERY_TILE: u32 = 32u;
 
 var<workgroup> tile_k: array<array<vec4<f32>, HEAD_VEC4S>, KEY_TILE>;
 var<workgroup> tile_v: array<array<vec4<f32>, HEAD_VEC4S>, KEY_TILE>;
+var<workgroup> tile_position: array<u32, KEY_TILE>;
 
 @compute @workgroup_size(32, 1, 1)
 fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -43,14 +54,18 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) l
 
     let q_row = row0 + min(query, params.window_len - 1u);
     let q = load_head(q_row * params.qkv_stride + head * HEAD_DIM);
+    let q_position = positions[q_row];
+    let q_segment = segments[q_row];
     var acc: HeadVec;
     var running_max = -3.0e38;
     var running_sum = 0.0;
 
     // Keys any query of this tile may see: [first_key, last_key].
     let last_key = min(first_query + QUERY_TILE, params.window_len) - 1u;
+    // In a packed window a segment's position is below its row, so the sliding window bounds
+    // keys by row only in plain passes.
     var first_key = 0u;
-    if (params.sliding_window > 0u && first_query + 1u > params.sliding_window) {
+    if (params.packed == 0u && params.sliding_window > 0u && first_query + 1u > params.sliding_window) {
         first_key = first_query + 1u - params.sliding_window;
     }
     for (var k0 = (first_key / KEY_TILE) * KEY_TILE; k0 <= last_key; k0 += KEY_TILE) {
@@ -61,12 +76,14 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) l
             let base = (row0 + key) * params.qkv_stride;
             tile_k[j][e % HEAD_VEC4S] = vec4<f32>(qkv[base + k_col + d], qkv[base + k_col + d + 1u], qkv[base + k_col + d + 2u], qkv[base + k_col + d + 3u]);
             tile_v[j][e % HEAD_VEC4S] = vec4<f32>(qkv[base + v_col + d], qkv[base + v_col + d + 1u], qkv[base + v_col + d + 2u], qkv[base + v_col + d + 3u]);
+            if (d == 0u) { tile_position[j] = positions[row0 + key]; }
         }
         workgroupBarrier();
         if (in_window) {
             for (var j = 0u; j < KEY_TILE; j++) {
                 let key = k0 + j;
-                let visible = key <= query && (params.sliding_window == 0u || query - key < params.sliding_window);
+                let visible = key <= query && (key < q_segment.x || key >= q_segment.y)
+                    && (params.sliding_window == 0u || q_position - tile_position[j] < params.sliding_window);
                 if (!visible) { continue; }
                 var score = dot_key(q, j) * params.scale;
                 if (params.softcap > 0.0) {

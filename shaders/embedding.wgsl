@@ -1,5 +1,5 @@
-// Embedding gather: output[m, :] (+)= table[index(m), :] * scale, where index(m) is the token id
-// (token embeddings) or the position m % window (learned absolute positions).
+// Embedding gather: output[m, :] (+)= table[indices[m], :] * scale, where the indices are token
+// ids (token embeddings) or row positions (learned absolute positions).
 // Tables larger than one storage binding are split into row ranges: each dispatch covers one part
 // and writes only the rows whose index falls inside it.
 // Prepended at build time: one of weights_{f32,f16,bf16}.wgsl, which defines `load_weight`.
@@ -10,13 +10,13 @@ struct Params {
     first_row: u32,     // first table row held by this part
     part_rows: u32,
     scale: f32,
-    by_position: u32,   // 1: index = m % window
-    window: u32,
+    _pad0: u32,
+    _pad1: u32,
     accumulate: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> tokens: array<u32>;
+@group(0) @binding(1) var<storage, read> indices: array<u32>;
 @group(0) @binding(4) var<storage, read_write> output: array<f32>;
 
 @compute @workgroup_size(64, 1, 1)
@@ -24,7 +24,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let col = gid.x;
     let row = gid.y + gid.z * groups.y;
     if (col >= params.width || row >= params.rows) { return; }
-    let index = select(tokens[row], row % params.window, params.by_position != 0u);
+    let index = indices[row];
     if (index < params.first_row || index >= params.first_row + params.part_rows) { return; }
     var value = load_weight((index - params.first_row) * params.width + col) * params.scale;
     let at = row * params.width + col;

@@ -2,7 +2,8 @@
 // (layout per row: q heads, then k heads, then v heads). Rotate-half convention of Hugging Face:
 // the first `rotary_half` dims pair with the next `rotary_half`; dims past 2 * rotary_half
 // (partial rotary) are left alone. cos/sin come from a host-computed table indexed by
-// [position][pair], so every frequency rule (default, linear, llama3, yarn) is data.
+// [position][pair], so every frequency rule (default, linear, llama3, yarn) is data. Each row's
+// position comes from `positions` (the row in its window, or its place in a packed segment).
 
 struct Params {
     rows: u32,
@@ -10,12 +11,13 @@ struct Params {
     head_dim: u32,
     rotary_half: u32,
     stride: u32,
-    window: u32,       // positions restart at 0 every `window` rows
+    _pad2: u32,
     _pad0: u32,
     _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> positions: array<u32>;
 @group(0) @binding(2) var<storage, read> cos_sin: array<vec2<f32>>;
 @group(0) @binding(4) var<storage, read_write> qkv: array<f32>;
 
@@ -26,7 +28,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (pair >= params.rotary_half || flat >= params.rows * params.heads) { return; }
     let row = flat / params.heads;
     let head = flat % params.heads;
-    let position = row % params.window;
+    let position = positions[row];
     let cs = cos_sin[position * params.rotary_half + pair];
     let base = row * params.stride + head * params.head_dim + pair;
     let x1 = qkv[base];

@@ -29,11 +29,55 @@ pub struct TokenScore {
     pub greedy: bool,
 }
 
+/// Where each row of a pass sits (see attention.wgsl): its token position, and the rows
+/// (shared_end, segment_start) of its window that bound what it attends to. A plain window's rows
+/// sit at their row in the window with (0, 0): causal attention over every earlier row.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RowLayout {
+    pub positions: Vec<u32>,
+    pub segments: Vec<[u32; 2]>,
+    /// Some window is packed: positions are not rows.
+    pub packed: bool,
+}
+
+impl RowLayout {
+    /// `windows` plain windows of `len` rows.
+    pub fn plain(windows: usize, len: usize) -> RowLayout {
+        let mut layout = RowLayout::default();
+        for _ in 0..windows {
+            layout.push_window(len, 0, &[]);
+        }
+        layout
+    }
+
+    /// Appends a window of `len` rows: `shared` rows, then segments of the given row counts, each
+    /// seeing the shared rows and itself with positions restarting at `shared`, then padding.
+    /// Without segments the window is plain.
+    pub fn push_window(&mut self, len: usize, shared: usize, segments: &[usize]) {
+        let first = self.positions.len();
+        self.positions.extend(0..len as u32);
+        self.segments.resize(first + len, [0, 0]);
+        self.packed |= !segments.is_empty();
+        let mut start = shared;
+        for &rows in segments {
+            for i in 0..rows {
+                self.positions[first + start + i] = (shared + i) as u32;
+                self.segments[first + start + i] = [shared as u32, start as u32];
+            }
+            start += rows;
+        }
+        assert!(start <= len, "segments of {start} rows overflow a window of {len}");
+    }
+}
+
 /// Activation buffers for up to `rows` rows (windows x window length).
 struct Workspace {
     rows: usize,
     tokens: wgpu::Buffer,
     targets: wgpu::Buffer,
+    /// The pass's [`RowLayout`].
+    positions: wgpu::Buffer,
+    segments: wgpu::Buffer,
     x: wgpu::Buffer,
     h: wgpu::Buffer,
     /// The MLP input of parallel-residual blocks.
@@ -55,7 +99,8 @@ pub struct GpuModel {
     workspace: Mutex<Option<Arc<Workspace>>>,
     /// Held while a batch runs: batches share the workspace buffers.
     running: Mutex<()>,
-    programs: Mutex<HashMap<(usize, usize), Arc<Program>>>,
+    /// Keyed by (windows, len, packed).
+    programs: Mutex<HashMap<(usize, usize, bool), Arc<Program>>>,
     rope_tables: Mutex<HashMap<(usize, usize), Arc<wgpu::Buffer>>>,
     pub weight_bytes: u64,
     pub weight_dtype: DType,
@@ -146,7 +191,8 @@ impl GpuModel {
 
     /// Activation memory for `rows` rows, in bytes.
     pub fn activation_bytes(&self, rows: usize) -> u64 {
-        let per_row: usize = self.row_bytes().iter().sum::<usize>() * 2 + 4 * 2 + 8;
+        // Activations (each buffer twice at most in flight), tokens, targets, positions, segments, scores.
+        let per_row: usize = self.row_bytes().iter().sum::<usize>() * 2 + 4 * 3 + 8 + 8;
         (per_row * rows) as u64
     }
 
@@ -165,6 +211,8 @@ impl GpuModel {
             rows,
             tokens: gpu.storage("tokens", 4 * rows as u64),
             targets: gpu.storage("targets", 4 * rows as u64),
+            positions: gpu.storage("positions", 4 * rows as u64),
+            segments: gpu.storage("segments", 8 * rows as u64),
             x: gpu.storage("x", x),
             h: gpu.storage("h", x),
             h2: gpu.storage("h2", if self.spec.parallel_residual { x } else { 16 }),
@@ -195,25 +243,39 @@ impl GpuModel {
     pub fn profile(&self, windows: usize, len: usize, tokens: &[u32], targets: &[u32]) -> Result<Option<Vec<(KernelId, f64)>>> {
         self.score(windows, len, tokens, targets)?;
         let _running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let program = self.programs.lock().unwrap().get(&(windows, len)).cloned();
+        let program = self.programs.lock().unwrap().get(&(windows, len, false)).cloned();
         match program {
             Some(program) => program.profile(&self.gpu),
             None => Ok(None),
         }
     }
 
-    /// Scores `windows` windows of `len` positions each: `tokens[w * len + t]` is the input at
-    /// position t of window w and `targets[...]` the token it should predict. Returns one score
+    /// Scores `windows` plain windows of `len` positions each: `tokens[w * len + t]` is the input
+    /// at position t of window w and `targets[...]` the token it should predict. Returns one score
     /// per position. A window's scores do not depend on the other windows or on `len` padding.
     pub fn score(&self, windows: usize, len: usize, tokens: &[u32], targets: &[u32]) -> Result<Vec<TokenScore>> {
+        self.score_rows(windows, len, tokens, targets, &RowLayout::plain(windows, len))
+    }
+
+    /// [`GpuModel::score`] with rows laid out by `layout` (packed windows among them).
+    pub fn score_rows(&self, windows: usize, len: usize, tokens: &[u32], targets: &[u32], layout: &RowLayout) -> Result<Vec<TokenScore>> {
         let rows = windows * len;
         assert_eq!(tokens.len(), rows);
         assert_eq!(targets.len(), rows);
+        assert_eq!(layout.positions.len(), rows);
+        assert_eq!(layout.segments.len(), rows);
         if rows == 0 {
             return Ok(Vec::new());
         }
-        if len > self.spec.max_positions && self.spec.learned_positions {
-            return Err(Error::bad_input(format!("window of {len} tokens exceeds the model's {} positions", self.spec.max_positions)));
+        // RoPE tables cover `len` positions; a row's position never exceeds its row in the window.
+        let last_position = layout.positions.iter().max().map_or(0, |&p| p as usize);
+        assert!(last_position < len);
+        if last_position >= self.spec.max_positions && self.spec.learned_positions {
+            return Err(Error::bad_input(format!(
+                "window of {} tokens exceeds the model's {} positions",
+                last_position + 1,
+                self.spec.max_positions
+            )));
         }
         if rows > self.max_rows_per_pass() {
             return Err(Error::internal(format!("{rows} rows exceed the per-pass maximum {}", self.max_rows_per_pass())));
@@ -235,12 +297,12 @@ impl GpuModel {
         }
         let ws = self.workspace(rows);
         let program = {
-            let key = (windows, len);
+            let key = (windows, len, layout.packed);
             let existing = self.programs.lock().unwrap().get(&key).cloned();
             match existing {
                 Some(p) => p,
                 None => {
-                    let p = Arc::new(self.record(&ws, windows, len));
+                    let p = Arc::new(self.record(&ws, windows, len, layout.packed));
                     self.programs.lock().unwrap().insert(key, p.clone());
                     p
                 }
@@ -248,22 +310,24 @@ impl GpuModel {
         };
         self.gpu.queue.write_buffer(&ws.tokens, 0, bytemuck::cast_slice(tokens));
         self.gpu.queue.write_buffer(&ws.targets, 0, bytemuck::cast_slice(targets));
+        self.gpu.queue.write_buffer(&ws.positions, 0, bytemuck::cast_slice(&layout.positions));
+        self.gpu.queue.write_buffer(&ws.segments, 0, bytemuck::cast_slice(&layout.segments));
         program.submit(&self.gpu);
         let raw: Vec<[f32; 2]> = self.gpu.read(&ws.scores, rows)?;
         Ok(raw.into_iter().map(|[logprob, greedy]| TokenScore { logprob, greedy: greedy > 0.5 }).collect())
     }
 
-    /// Records the forward pass for `windows` x `len` rows.
-    fn record(&self, ws: &Workspace, windows: usize, len: usize) -> Program {
+    /// Records the forward pass for `windows` x `len` rows (`packed`: see [`RowLayout`]).
+    fn record(&self, ws: &Workspace, windows: usize, len: usize, packed: bool) -> Program {
         let spec = &self.spec;
         let rows = windows * len;
         let d = spec.hidden;
         let w = &self.weights;
         let mut p = Program::builder(&self.gpu);
 
-        self.gather(&mut p, &w.embedding, &ws.tokens, &ws.x, rows, len, spec.embedding_scale, false);
+        self.gather(&mut p, &w.embedding, &ws.tokens, &ws.x, rows, spec.embedding_scale, false);
         if let Some(positions) = &w.positions {
-            self.gather(&mut p, positions, &ws.tokens, &ws.x, rows, len, 1.0, true);
+            self.gather(&mut p, positions, &ws.positions, &ws.x, rows, 1.0, true);
         }
         let qkv_width = spec.qkv_width();
         let up_width = spec.up_width();
@@ -281,13 +345,13 @@ impl GpuModel {
                 let heads = spec.q_heads + spec.kv_heads;
                 p.dispatch(
                     KernelId::Rope,
-                    &[rows as u32, heads as u32, spec.head_dim as u32, half as u32, qkv_width as u32, len as u32, 0, 0],
-                    &[table, &ws.qkv],
+                    &[rows as u32, heads as u32, spec.head_dim as u32, half as u32, qkv_width as u32, 0, 0, 0],
+                    &[&ws.positions, table, &ws.qkv],
                     row_grid(half.div_ceil(64) as u32, rows * heads),
                 );
             }
             p.dispatch(
-                self.attention_kernel(),
+                KernelId::attention(&self.gpu, spec.head_dim as u32),
                 &[
                     rows as u32,
                     len as u32,
@@ -297,8 +361,9 @@ impl GpuModel {
                     f32_bits(spec.attention_scale),
                     f32_bits(spec.attention_softcap),
                     attention.sliding_window.unwrap_or(0) as u32,
+                    packed as u32,
                 ],
-                &[&ws.qkv, &ws.attn],
+                &[&ws.qkv, &ws.positions, &ws.segments, &ws.attn],
                 [len.div_ceil(32) as u32, spec.q_heads as u32, windows as u32],
             );
             self.project_into_residual(&mut p, rows, &ws.attn, &layer.o, layer.o_bias.as_ref(), layer.post_attn_norm.as_ref(), ws);
@@ -349,14 +414,15 @@ impl GpuModel {
         p.build()
     }
 
-    /// Embedding-table gather (token ids, or positions for learned position embeddings).
+    /// Embedding-table gather of `indices` (token ids, or positions for learned position
+    /// embeddings), added to `output` when `accumulate`.
     #[allow(clippy::too_many_arguments)]
-    fn gather(&self, p: &mut ProgramBuilder, table: &GpuMatrix, tokens: &wgpu::Buffer, output: &wgpu::Buffer, rows: usize, len: usize, scale: f32, by_position: bool) {
+    fn gather(&self, p: &mut ProgramBuilder, table: &GpuMatrix, indices: &wgpu::Buffer, output: &wgpu::Buffer, rows: usize, scale: f32, accumulate: bool) {
         for part in &table.parts {
             p.dispatch(
                 KernelId::Embedding(table.dtype.format()),
-                &[rows as u32, table.cols as u32, part.first_row as u32, part.rows as u32, f32_bits(scale), by_position as u32, len as u32, by_position as u32],
-                &[tokens, &part.buffer, output],
+                &[rows as u32, table.cols as u32, part.first_row as u32, part.rows as u32, f32_bits(scale), 0, 0, accumulate as u32],
+                &[indices, &part.buffer, output],
                 row_grid(table.cols.div_ceil(64) as u32, rows),
             );
         }
@@ -410,12 +476,6 @@ impl GpuModel {
             let norm = NormWeights { weight: weight.clone(), bias: None };
             self.norm_segments(p, rows, &self.dummy, qkv, &norm, [width, segments, stride, offset], false);
         }
-    }
-
-    fn attention_kernel(&self) -> KernelId {
-        let head_dim = self.spec.head_dim as u32;
-        let by_memory = self.gpu.max_workgroup_storage / (2 * head_dim.div_ceil(4) * 16);
-        KernelId::Attention { head_dim, key_tile: by_memory.clamp(1, 32) }
     }
 
     fn norm(&self, p: &mut ProgramBuilder, rows: usize, input: &wgpu::Buffer, output: &wgpu::Buffer, norm: &NormWeights<wgpu::Buffer>) {

@@ -127,6 +127,7 @@ fn long_requests_are_truncated_on_the_left_and_counted() {
             targets: kept[1..].to_vec(),
             input,
             first_target: 0,
+            segments: Vec::new(),
         };
         let (scores, _) = score::score_windows(model(), &[window], 1.into(), |_| {}).unwrap();
         let ll: f64 = scores[0].iter().map(|s| s.logprob as f64).sum();
@@ -269,6 +270,72 @@ fn scores_do_not_depend_on_batch_size_or_order() {
     }
     for (a, b) in one.tasks[0].metrics.iter().zip(&shuffled.tasks[0].metrics) {
         close(a.value, b.value, a.name);
+    }
+}
+
+/// The choices of each question, plus single-token continuations, a duplicate, and two choices
+/// of a long context that truncation at a short maximum length cuts.
+fn shared_context_requests() -> Vec<Request> {
+    let mut requests = Vec::new();
+    for doc in lines("mc.jsonl") {
+        for choice in doc["choices"].as_array().unwrap() {
+            requests.push(Request { context: text(&doc["context"]), continuation: format!(" {}", text(choice)) });
+        }
+    }
+    let long = text(&lines("loglik.jsonl")[3]["context"]);
+    for (context, continuation) in [
+        ("In the beginning God created", " a"),
+        ("In the beginning God created", " the"),
+        ("In the beginning God created", " a"),
+        ("And God said, Let there be", " light"),
+        (long.as_str(), " waters."),
+        (long.as_str(), " the light of the day."),
+    ] {
+        requests.push(Request { context: context.into(), continuation: continuation.into() });
+    }
+    requests
+}
+
+#[test]
+fn shared_contexts_score_like_separate_requests_in_any_batch_and_order() {
+    let requests = shared_context_requests();
+    for max_length in [None, Some(40)] {
+        let options = |batch: score::Batch| LoglikOptions { max_length, batch, progress: false };
+        let packed = loglikelihood(model(), &requests, &options(score::Batch::Auto)).unwrap();
+        let mut alone_positions = 0;
+        for (request, got) in requests.iter().zip(&packed.results) {
+            let alone = loglikelihood(model(), std::slice::from_ref(request), &options(1.into())).unwrap();
+            alone_positions += alone.positions;
+            let want = alone.results[0];
+            assert!((got.ll - want.ll).abs() <= 1e-5, "{request:?} at {max_length:?}: packed {} alone {}", got.ll, want.ll);
+            assert_eq!((got.is_greedy, got.tokens, got.truncated), (want.is_greedy, want.tokens, want.truncated), "{request:?}");
+        }
+        assert!(packed.positions < alone_positions, "contexts should be shared: {} rows vs {alone_positions}", packed.positions);
+        if max_length.is_some() {
+            assert!(packed.truncated >= 2);
+        }
+
+        // Bit for bit the same in any batch size and request order.
+        let bits = |results: &[score::Loglikelihood]| -> Vec<(u64, bool, usize)> {
+            results.iter().map(|r| (r.ll.to_bits(), r.is_greedy, r.tokens)).collect()
+        };
+        for batch in [1.into(), 3.into()] {
+            let output = loglikelihood(model(), &requests, &options(batch)).unwrap();
+            assert_eq!(bits(&output.results), bits(&packed.results), "batch {batch:?} at {max_length:?}");
+        }
+        let order = PyRandom::new(7).sample(requests.len(), requests.len()).unwrap();
+        let shuffled: Vec<Request> = order.iter().map(|&i| requests[i].clone()).collect();
+        for batch in [score::Batch::Auto, 3.into()] {
+            let output = loglikelihood(model(), &shuffled, &options(batch)).unwrap();
+            let unshuffled: Vec<_> = {
+                let mut results = vec![None; requests.len()];
+                for (&i, result) in order.iter().zip(&output.results) {
+                    results[i] = Some(*result);
+                }
+                results.into_iter().map(Option::unwrap).collect()
+            };
+            assert_eq!(bits(&unshuffled), bits(&packed.results), "shuffled, batch {batch:?} at {max_length:?}");
+        }
     }
 }
 

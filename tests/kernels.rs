@@ -4,6 +4,7 @@
 mod common;
 
 use common::{assert_close, gpu, seed, Rng, Tolerance, KERNEL_F32};
+use perplex::forward::RowLayout;
 use perplex::gpu::{f32_bits, row_grid, DType, GpuMatrix, GpuOptions, Group, KernelId, Program, BLOCK_ROWS, GROUP, TILE_COLS};
 use perplex::reference::{self, HostMatrix};
 
@@ -245,18 +246,27 @@ fn norm_matches_reference() {
 fn rope_matches_reference_including_partial_rotary() {
     let gpu = gpu();
     let mut rng = Rng::new(seed());
-    for (windows, len, heads, head_dim, half) in [(2, 13, 5, 12, 6), (1, 40, 3, 16, 4)] {
+    // Plain windows, and packed ones whose segments restart their positions.
+    let packed = |len: usize| {
+        let mut layout = RowLayout::default();
+        layout.push_window(len, 5, &[3, 1, len - 10]);
+        layout
+    };
+    for (windows, len, heads, head_dim, half, layout) in
+        [(2, 13, 5, 12, 6, RowLayout::plain(2, 13)), (1, 40, 3, 16, 4, RowLayout::plain(1, 40)), (1, 23, 3, 16, 5, packed(23))]
+    {
         let rows = windows * len;
         let stride = heads * head_dim + 7; // v heads and padding after the rotated heads
         let x = rng.vec(rows * stride, 1.0);
         let table: Vec<[f32; 2]> = (0..len * half).map(|i| { let a = i as f64 * 0.37; [a.cos() as f32, a.sin() as f32] }).collect();
         let (tb, xb) = (gpu.upload("table", bytemuck::cast_slice::<[f32; 2], f32>(&table)), gpu.upload("x", &x));
+        let pb = gpu.upload("positions", &layout.positions);
         let mut p = Program::builder(&gpu);
-        p.dispatch(KernelId::Rope, &[rows as u32, heads as u32, head_dim as u32, half as u32, stride as u32, len as u32, 0, 0], &[&tb, &xb], row_grid(1, rows * heads));
+        p.dispatch(KernelId::Rope, &[rows as u32, heads as u32, head_dim as u32, half as u32, stride as u32, 0, 0, 0], &[&pb, &tb, &xb], row_grid(1, rows * heads));
         p.build().run(&gpu).unwrap();
         let got: Vec<f32> = gpu.read(&xb, rows * stride).unwrap();
         let mut want = x.clone();
-        let positions: Vec<usize> = (0..rows).map(|r| r % len).collect();
+        let positions: Vec<usize> = layout.positions.iter().map(|&p| p as usize).collect();
         reference::rope(&mut want, stride, heads, head_dim, half, &positions, &table);
         assert_close(&got, &want, KERNEL_F32, "rope");
     }
@@ -264,35 +274,88 @@ fn rope_matches_reference_including_partial_rotary() {
 
 #[test]
 fn attention_matches_reference() {
-    let gpu = gpu();
     let mut rng = Rng::new(seed());
     // (windows, len, q heads, kv heads, head dim, sliding window)
     for (windows, len, qh, kvh, hd, sliding) in [(2, 37, 6, 2, 12, None), (1, 70, 4, 4, 16, None), (3, 33, 2, 1, 10, Some(9)), (1, 5, 1, 1, 64, None)] {
-        let rows = windows * len;
+        let qkv = rng.vec(windows * len * (qh + 2 * kvh) * hd, 1.5);
+        let got = run_attention(&qkv, windows, len, qh, kvh, hd, sliding, &RowLayout::plain(windows, len));
         let width = (qh + 2 * kvh) * hd;
-        let qkv = rng.vec(rows * width, 1.5);
-        let scale = 1.0 / (hd as f32).sqrt();
-        let qb = gpu.upload("qkv", &qkv);
-        let out = gpu.storage("out", (rows * qh * hd * 4) as u64);
-        let key_tile = (gpu.max_workgroup_storage / (2 * (hd as u32).div_ceil(4) * 16)).clamp(1, 32);
-        let mut p = Program::builder(&gpu);
-        p.dispatch(
-            KernelId::Attention { head_dim: hd as u32, key_tile },
-            &[rows as u32, len as u32, qh as u32, kvh as u32, width as u32, f32_bits(scale), 0, sliding.unwrap_or(0) as u32],
-            &[&qb, &out],
-            [len.div_ceil(32) as u32, qh as u32, windows as u32],
-        );
-        p.build().run(&gpu).unwrap();
-        let got: Vec<f32> = gpu.read(&out, rows * qh * hd).unwrap();
         let mut want = Vec::new();
         for w in 0..windows {
             let slice = |from: usize, n: usize| -> Vec<f32> {
                 (0..len).flat_map(|t| qkv[(w * len + t) * width + from..][..n].to_vec()).collect()
             };
             let (q, k, v) = (slice(0, qh * hd), slice(qh * hd, kvh * hd), slice((qh + kvh) * hd, kvh * hd));
-            want.extend(reference::attention(&q, &k, &v, len, qh, kvh, hd, scale, sliding));
+            want.extend(reference::attention(&q, &k, &v, len, qh, kvh, hd, 1.0 / (hd as f32).sqrt(), sliding));
         }
         assert_close(&got, &want, KERNEL_F32, &format!("attention {windows}x{len} {qh}/{kvh} hd {hd} sliding {sliding:?}"));
+    }
+}
+
+/// The attention kernel's output for `windows` windows of `len` rows laid out by `layout`.
+#[allow(clippy::too_many_arguments)]
+fn run_attention(qkv: &[f32], windows: usize, len: usize, qh: usize, kvh: usize, hd: usize, sliding: Option<usize>, layout: &RowLayout) -> Vec<f32> {
+    let gpu = gpu();
+    let rows = windows * len;
+    let width = (qh + 2 * kvh) * hd;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let (qb, pb, sb) = (gpu.upload("qkv", qkv), gpu.upload("positions", &layout.positions), gpu.upload("segments", &layout.segments));
+    let out = gpu.storage("out", (rows * qh * hd * 4) as u64);
+    let mut p = Program::builder(&gpu);
+    p.dispatch(
+        KernelId::attention(&gpu, hd as u32),
+        &[rows as u32, len as u32, qh as u32, kvh as u32, width as u32, f32_bits(scale), 0, sliding.unwrap_or(0) as u32, layout.packed as u32],
+        &[&qb, &pb, &sb, &out],
+        [len.div_ceil(32) as u32, qh as u32, windows as u32],
+    );
+    p.build().run(&gpu).unwrap();
+    gpu.read(&out, rows * qh * hd).unwrap()
+}
+
+/// Packed windows (a shared prefix, then segments that each see the prefix and themselves, at
+/// positions restarting after the prefix) against the visibility rule written out on the CPU,
+/// next to plain windows and padding in the same pass.
+#[test]
+fn packed_attention_matches_reference() {
+    let mut rng = Rng::new(seed());
+    // (len, [(shared rows, segment rows)] per window, q heads, kv heads, head dim, sliding window)
+    let cases = [
+        (45, vec![(7, vec![3, 1, 12, 5]), (0, vec![]), (20, vec![1, 1])], 6, 2, 12, None),
+        (70, vec![(33, vec![30, 2, 5])], 4, 4, 16, None),
+        (37, vec![(9, vec![4, 13, 6]), (1, vec![36])], 2, 1, 10, Some(11)),
+        (33, vec![(31, vec![1, 1]), (3, vec![2, 2, 2])], 3, 1, 64, Some(4)),
+    ];
+    for (len, windows, qh, kvh, hd, sliding) in cases {
+        let mut layout = RowLayout::default();
+        for (shared, segments) in &windows {
+            layout.push_window(len, *shared, segments);
+        }
+        let qkv = rng.vec(windows.len() * len * (qh + 2 * kvh) * hd, 1.5);
+        let got = run_attention(&qkv, windows.len(), len, qh, kvh, hd, sliding, &layout);
+        let width = (qh + 2 * kvh) * hd;
+        let mut want = Vec::new();
+        for (w, (shared, segments)) in windows.iter().enumerate() {
+            // Per row of the window: its position and the first row of its segment (0 outside).
+            let (mut position, mut start): (Vec<usize>, Vec<usize>) = ((0..len).collect(), vec![0; len]);
+            let mut row = *shared;
+            for &n in segments {
+                for i in 0..n {
+                    position[row + i] = shared + i;
+                    start[row + i] = row;
+                }
+                row += n;
+            }
+            let shared_end = if segments.is_empty() { len } else { *shared };
+            let visible = |t: usize, s: usize| {
+                s <= t && (s < shared_end || s >= start[t]) && sliding.is_none_or(|sw| position[t] - position[s] < sw)
+            };
+            let slice = |from: usize, n: usize| -> Vec<f32> {
+                (0..len).flat_map(|t| qkv[(w * len + t) * width + from..][..n].to_vec()).collect()
+            };
+            let (q, k, v) = (slice(0, qh * hd), slice(qh * hd, kvh * hd), slice((qh + kvh) * hd, kvh * hd));
+            want.extend(reference::attention_masked(&q, &k, &v, len, qh, kvh, hd, 1.0 / (hd as f32).sqrt(), 0.0, visible));
+        }
+        assert_close(&got, &want, KERNEL_F32, &format!("packed attention len {len} {windows:?} {qh}/{kvh} hd {hd} sliding {sliding:?}"));
     }
 }
 
@@ -337,7 +400,7 @@ fn embedding_gather_over_split_table_matches_reference() {
         for part in &matrix.parts {
             p.dispatch(
                 KernelId::Embedding(dtype.format()),
-                &[rows as u32, width as u32, part.first_row as u32, part.rows as u32, f32_bits(1.5), 0, rows as u32, 0],
+                &[rows as u32, width as u32, part.first_row as u32, part.rows as u32, f32_bits(1.5), 0, 0, 0],
                 &[&tb, &part.buffer, &out],
                 row_grid(1, rows),
             );

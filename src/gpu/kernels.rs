@@ -59,6 +59,13 @@ const fn write(binding: u32) -> Slot {
 pub const PARAMS_SIZE: u64 = 64;
 
 impl KernelId {
+    /// The attention kernel for `head_dim`, with as many keys per tile (up to 32) as fit in the
+    /// device's workgroup memory: per key, its k and v vectors and its position.
+    pub fn attention(gpu: &Gpu, head_dim: u32) -> KernelId {
+        let per_key = 2 * head_dim.div_ceil(4) * 16 + 4;
+        KernelId::Attention { head_dim, key_tile: (gpu.max_workgroup_storage / per_key).clamp(1, 32) }
+    }
+
     /// The kernel's name without its specialisation, for reports.
     pub fn family(self) -> &'static str {
         match self {
@@ -84,7 +91,7 @@ impl KernelId {
 
     /// Storage slots in the order callers pass buffers.
     pub fn slots(self) -> &'static [Slot] {
-        // tokens, table -> output
+        // indices (token ids or positions), table -> output
         const EMBEDDING: &[Slot] = &[read(1), read(2), write(4)];
         // input, weights, bias -> output (norm: input, weight, bias -> output)
         const MATMUL: &[Slot] = &[read(1), read(2), read(3), write(4)];
@@ -92,8 +99,10 @@ impl KernelId {
         const LM_HEAD: &[Slot] = &[read(1), read(2), read(5), write(6)];
         // targets, partials -> output
         const COMBINE: &[Slot] = &[read(5), write(6), write(4)];
-        // cos/sin table -> qkv (in place)
-        const ROPE: &[Slot] = &[read(2), write(4)];
+        // positions, cos/sin table -> qkv (in place)
+        const ROPE: &[Slot] = &[read(1), read(2), write(4)];
+        // qkv, positions, segments -> output
+        const ATTENTION: &[Slot] = &[read(1), read(2), read(3), write(4)];
         // input -> output
         const UNARY: &[Slot] = &[read(1), write(4)];
         match self {
@@ -102,7 +111,8 @@ impl KernelId {
             KernelId::LmHeadLoss { .. } => LM_HEAD,
             KernelId::LossCombine => COMBINE,
             KernelId::Rope => ROPE,
-            KernelId::Activation | KernelId::Attention { .. } => UNARY,
+            KernelId::Attention { .. } => ATTENTION,
+            KernelId::Activation => UNARY,
         }
     }
 

@@ -75,6 +75,14 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], len: usize, q_heads: usize, kv
 /// [`attention`] with tanh soft-capping of the scaled scores (0 = off).
 #[allow(clippy::too_many_arguments)]
 pub fn attention_capped(q: &[f32], k: &[f32], v: &[f32], len: usize, q_heads: usize, kv_heads: usize, head_dim: usize, scale: f32, sliding_window: Option<usize>, softcap: f32) -> Vec<f32> {
+    let visible = |t: usize, s: usize| s <= t && sliding_window.is_none_or(|w| t - s < w);
+    attention_masked(q, k, v, len, q_heads, kv_heads, head_dim, scale, softcap, visible)
+}
+
+/// Attention over one window where query row t sees key row s when `visible(t, s)`; every row
+/// must see at least one key.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_masked(q: &[f32], k: &[f32], v: &[f32], len: usize, q_heads: usize, kv_heads: usize, head_dim: usize, scale: f32, softcap: f32, visible: impl Fn(usize, usize) -> bool) -> Vec<f32> {
     let group = q_heads / kv_heads;
     let mut out = vec![0f32; len * q_heads * head_dim];
     let mut scores = vec![0f64; len];
@@ -82,19 +90,19 @@ pub fn attention_capped(q: &[f32], k: &[f32], v: &[f32], len: usize, q_heads: us
         let kh = h / group;
         for t in 0..len {
             let qrow = &q[t * q_heads * head_dim + h * head_dim..][..head_dim];
-            let first = sliding_window.map_or(0, |w| (t + 1).saturating_sub(w));
+            let keys: Vec<usize> = (0..len).filter(|&s| visible(t, s)).collect();
             let mut max = f64::NEG_INFINITY;
-            for s in first..=t {
+            for &s in &keys {
                 let krow = &k[s * kv_heads * head_dim + kh * head_dim..][..head_dim];
                 let dot: f64 = qrow.iter().zip(krow).map(|(&a, &b)| a as f64 * b as f64).sum();
                 scores[s] = soft_cap(dot * scale as f64, softcap);
                 max = max.max(scores[s]);
             }
-            let total: f64 = (first..=t).map(|s| (scores[s] - max).exp()).sum();
+            let total: f64 = keys.iter().map(|&s| (scores[s] - max).exp()).sum();
             let dst = &mut out[t * q_heads * head_dim + h * head_dim..][..head_dim];
             for d in 0..head_dim {
                 let mut acc = 0f64;
-                for s in first..=t {
+                for &s in &keys {
                     acc += (scores[s] - max).exp() / total * v[s * kv_heads * head_dim + kh * head_dim + d] as f64;
                 }
                 dst[d] = acc as f32;

@@ -8,8 +8,15 @@
 //! continuation already starts with it. The model input is `(context + continuation)[-(L+1):][:-1]`
 //! with L the maximum length, and the last `len(continuation)` positions are scored, so an
 //! over-long request loses tokens from the left (counted as truncated).
+//!
+//! Requests with the same context tokens (the choices of one question) share one packed window:
+//! the context is computed once and each distinct continuation is a segment after it that sees
+//! the context and itself (see [`Window`]). A segment's rows, positions and visible keys are those
+//! of the request's own window, so the scores are those of the request alone (up to rounding). Truncated requests
+//! and contexts with one continuation stay plain windows.
 
 use super::{score_windows, Window};
+use std::collections::BTreeMap;
 use crate::error::{Error, Result};
 use crate::model::TextTokenizer;
 use crate::Model;
@@ -59,6 +66,8 @@ pub struct LoglikOutput {
     pub max_length: usize,
     /// Windows actually run per pass.
     pub batch: usize,
+    /// Rows the model processed: a packed context counts once for all its continuations.
+    pub positions: usize,
     pub seconds: f64,
 }
 
@@ -105,7 +114,68 @@ pub fn request_window(index: usize, encoded: &EncodedRequest, max_length: usize)
     let targets = keep[1..].to_vec();
     let scored = input.len() - encoded.continuation.len()..input.len();
     let first_target = all.len() - kept + 1;
-    (Window { doc: index, input, targets, scored, first_target }, all.len() > max_length + 1)
+    (Window { doc: index, input, targets, scored, first_target, segments: Vec::new() }, all.len() > max_length + 1)
+}
+
+/// The windows that score `encoded` and, per window, the requests each of its segments answers
+/// (one list for a plain window), plus whether each request was truncated.
+///
+/// Requests that are not truncated are grouped by context tokens and, within a context, by
+/// continuation tokens (identical requests share a segment). Both orders are the tokens' own, and
+/// a context's continuations fill packed windows of at most `max_length` rows in that order, so
+/// the windows depend only on the set of requests, never on their order or the batch size.
+fn plan_windows(encoded: &[EncodedRequest], max_length: usize) -> (Vec<Window>, Vec<Vec<Vec<usize>>>, Vec<bool>) {
+    let mut windows = Vec::new();
+    let mut owners = Vec::new();
+    let mut truncated = vec![false; encoded.len()];
+    let mut contexts: BTreeMap<&[u32], BTreeMap<&[u32], Vec<usize>>> = BTreeMap::new();
+    for (i, request) in encoded.iter().enumerate() {
+        let (window, cut) = request_window(i, request, max_length);
+        truncated[i] = cut;
+        // A truncated request's context is no longer shared; an empty one has no last token to
+        // start segments with.
+        if cut || request.context.is_empty() {
+            windows.push(window);
+            owners.push(vec![vec![i]]);
+        } else {
+            contexts.entry(request.context.as_slice()).or_default().entry(request.continuation.as_slice()).or_default().push(i);
+        }
+    }
+    for (context, continuations) in contexts {
+        let shared = context.len() - 1;
+        let mut flush = |chunk: Vec<(&[u32], Vec<usize>)>| {
+            if let [(_, requests)] = &chunk[..] {
+                // A single continuation is the request's own plain window, bit for bit.
+                windows.push(request_window(requests[0], &encoded[requests[0]], max_length).0);
+            } else {
+                // The shared rows are the context but its last token, which starts every segment
+                // so that the segment's first row predicts the continuation's first token.
+                let mut input = context[..shared].to_vec();
+                let mut targets = context[1..].to_vec();
+                for (continuation, _) in &chunk {
+                    input.push(context[shared]);
+                    input.extend_from_slice(&continuation[..continuation.len() - 1]);
+                    targets.extend_from_slice(continuation);
+                }
+                let segments = chunk.iter().map(|(continuation, _)| continuation.len()).collect();
+                let scored = shared..input.len();
+                windows.push(Window { doc: chunk[0].1[0], input, targets, scored, first_target: 0, segments });
+            }
+            owners.push(chunk.into_iter().map(|(_, requests)| requests).collect());
+        };
+        let mut chunk = Vec::new();
+        let mut rows = shared;
+        for (continuation, requests) in continuations {
+            if !chunk.is_empty() && rows + continuation.len() > max_length {
+                flush(std::mem::take(&mut chunk));
+                rows = shared;
+            }
+            rows += continuation.len();
+            chunk.push((continuation, requests));
+        }
+        flush(chunk);
+    }
+    (windows, owners, truncated)
 }
 
 /// Describes a request in an error message without printing a whole document.
@@ -122,7 +192,7 @@ fn describe(request: &Request) -> String {
 }
 
 /// Scores every request; results come back in request order and do not depend on the batch size
-/// or on the order of the requests (each request is one window; see `score_windows`).
+/// or on the order of the requests (see `plan_windows` and `score_windows`).
 pub fn loglikelihood(model: &Model, requests: &[Request], options: &LoglikOptions) -> Result<LoglikOutput> {
     let start = std::time::Instant::now();
     let positions = model.spec.max_positions;
@@ -136,46 +206,54 @@ pub fn loglikelihood(model: &Model, requests: &[Request], options: &LoglikOption
     if max_length < 1 {
         return Err(Error::bad_input("--ctx must be at least 1"));
     }
-    let mut windows = Vec::with_capacity(requests.len());
-    let mut truncated = Vec::with_capacity(requests.len());
+    let mut encoded = Vec::with_capacity(requests.len());
     for (i, request) in requests.iter().enumerate() {
-        let encoded = encode_request(&model.tokenizer, request)?;
-        if encoded.continuation.is_empty() {
+        let request_encoded = encode_request(&model.tokenizer, request)?;
+        if request_encoded.continuation.is_empty() {
             return Err(Error::bad_input(format!(
                 "request {i} ({}): the continuation has no tokens of its own, so there is nothing to score",
                 describe(request)
             )));
         }
-        if encoded.continuation.len() > max_length {
+        if request_encoded.continuation.len() > max_length {
             return Err(Error::bad_input(format!(
                 "request {i} ({}): the continuation is {} tokens, longer than the maximum length {max_length}",
                 describe(request),
-                encoded.continuation.len()
+                request_encoded.continuation.len()
             )));
         }
-        let (window, cut) = request_window(i, &encoded, max_length);
-        windows.push(window);
-        truncated.push(cut);
+        encoded.push(request_encoded);
     }
+    let (windows, owners, truncated) = plan_windows(&encoded, max_length);
     let total: usize = windows.iter().map(|w| w.scored.len()).sum();
     let bar = crate::report::progress_bar(total as u64, options.progress);
     let (scores, batch) = score_windows(model, &windows, options.batch, |n| bar.inc(n as u64))?;
     bar.finish_and_clear();
-    let results = scores
-        .iter()
-        .zip(&truncated)
-        .map(|(scores, &truncated)| Loglikelihood {
-            ll: scores.iter().map(|s| s.logprob as f64).sum(),
-            is_greedy: scores.iter().all(|s| s.greedy),
-            tokens: scores.len(),
-            truncated,
-        })
-        .collect();
+    let mut results = vec![None; requests.len()];
+    for ((window, answers), window_scores) in windows.iter().zip(&owners).zip(&scores) {
+        // A plain window's scored positions are one request's; a packed one's, its segments in order.
+        let plain = [window.scored.len()];
+        let lengths = if window.segments.is_empty() { &plain[..] } else { &window.segments[..] };
+        let mut rest = &window_scores[..];
+        for (&length, answered) in lengths.iter().zip(answers) {
+            let (mine, tail) = rest.split_at(length);
+            rest = tail;
+            for &r in answered {
+                results[r] = Some(Loglikelihood {
+                    ll: mine.iter().map(|s| s.logprob as f64).sum(),
+                    is_greedy: mine.iter().all(|s| s.greedy),
+                    tokens: mine.len(),
+                    truncated: truncated[r],
+                });
+            }
+        }
+    }
     Ok(LoglikOutput {
-        results,
+        results: results.into_iter().map(|r| r.expect("every request has a window")).collect(),
         truncated: truncated.iter().filter(|&&t| t).count(),
         max_length,
         batch,
+        positions: windows.iter().map(|w| w.input.len()).sum(),
         seconds: start.elapsed().as_secs_f64(),
     })
 }
@@ -208,6 +286,35 @@ mod tests {
         assert_eq!(w.scored, 2..4);
         assert_eq!(w.doc, 3);
         assert_eq!(w.first_target, 1);
+    }
+
+    #[test]
+    fn choices_of_one_context_share_a_packed_window() {
+        let requests = [encoded(&[1, 2, 3], &[7, 8]), encoded(&[1, 2, 3], &[5]), encoded(&[9], &[4]), encoded(&[1, 2, 3], &[7, 8])];
+        let (windows, owners, truncated) = plan_windows(&requests, 10);
+        assert_eq!(truncated, vec![false; 4]);
+        // Context [1, 2, 3]: shared row [1], then per continuation (in token order) a segment
+        // starting with the context's last token; the duplicate request shares its segment.
+        assert_eq!(windows[0].input, vec![1, 2, 3, 3, 7]);
+        assert_eq!(windows[0].targets, vec![2, 3, 5, 7, 8]);
+        assert_eq!(windows[0].segments, vec![1, 2]);
+        assert_eq!(windows[0].scored, 2..5);
+        assert_eq!(owners[0], vec![vec![1], vec![0, 3]]);
+        // A context with one continuation is a plain window.
+        assert_eq!(windows[1], request_window(2, &requests[2], 10).0);
+        assert_eq!(owners[1], vec![vec![2]]);
+        assert_eq!(windows.len(), 2);
+
+        // Any order of the requests gives the same windows.
+        let reversed: Vec<EncodedRequest> = requests.iter().rev().cloned().collect();
+        let (again, _, _) = plan_windows(&reversed, 10);
+        let shape = |w: &Window| (w.input.clone(), w.targets.clone(), w.scored.clone(), w.segments.clone());
+        assert_eq!(again.iter().map(shape).collect::<Vec<_>>(), windows.iter().map(shape).collect::<Vec<_>>());
+
+        // Packed windows hold at most max_length rows: [1, 2, 3] + [5] takes 4, [7, 8] goes alone.
+        let (windows, owners, _) = plan_windows(&requests, 4);
+        assert!(windows.iter().all(|w| w.segments.is_empty() && w.input.len() <= 4));
+        assert_eq!(owners, vec![vec![vec![1]], vec![vec![0, 3]], vec![vec![2]]]);
     }
 
     #[test]

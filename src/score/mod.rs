@@ -15,7 +15,7 @@ pub use resume::{text_hash, Finished, ResumeHeader, ResumeLog};
 pub use windows::{chunks, rolling, sliding, Window, WindowMode};
 
 use crate::error::{Error, Result};
-use crate::forward::TokenScore;
+use crate::forward::{RowLayout, TokenScore};
 use crate::Model;
 
 /// How many windows one GPU pass scores.
@@ -193,12 +193,14 @@ pub fn score_windows(model: &Model, windows: &[Window], batch: Batch, mut on_pas
         let group = &order[next..next + count];
         let mut tokens = vec![0u32; count * len];
         let mut targets = vec![0u32; count * len];
+        let mut layout = RowLayout::default();
         for (slot, &w) in group.iter().enumerate() {
             let window = &windows[w];
             tokens[slot * len..slot * len + window.input.len()].copy_from_slice(&window.input);
             targets[slot * len..slot * len + window.targets.len()].copy_from_slice(&window.targets);
+            layout.push_window(len, window.shared_rows(), &window.segments);
         }
-        let scores = match gpu_model.score(count, len, &tokens, &targets) {
+        let scores = match gpu_model.score_rows(count, len, &tokens, &targets, &layout) {
             Ok(scores) => scores,
             Err(error) if error.kind == crate::error::ErrorKind::DeviceMemory && count > 1 => {
                 eprintln!("warning: {}; retrying with {} windows per pass", error.message, count / 2);

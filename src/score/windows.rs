@@ -25,6 +25,10 @@ impl WindowMode {
 /// One model input: `input[j]` is fed at position j and `targets[j]` is what position j predicts.
 /// Only positions in `scored` count; the target at position j is token `first_target + j` of the
 /// document.
+///
+/// A packed window (non-empty `segments`, see `loglikelihood`) ends with segments of these row
+/// counts, each continuing the rows before the first segment on its own: a segment row attends to
+/// those shared rows and to its own segment, at positions that restart where the shared rows end.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Window {
     pub doc: usize,
@@ -32,15 +36,21 @@ pub struct Window {
     pub targets: Vec<u32>,
     pub scored: Range<usize>,
     pub first_target: usize,
+    pub segments: Vec<usize>,
 }
 
 impl Window {
+    /// Rows before the first segment (all of them in a plain window).
+    pub fn shared_rows(&self) -> usize {
+        self.input.len() - self.segments.iter().sum::<usize>()
+    }
+
     /// A window over `stream[start..end]` predicting the next token at every position (the last
     /// position predicts nothing). `stream_offset` = stream index of document token 0.
     fn over_stream(doc: usize, stream: &[u32], start: usize, end: usize, scored: Range<usize>, stream_offset: usize) -> Window {
         let input = stream[start..end].to_vec();
         let targets = (start..end).map(|i| stream.get(i + 1).copied().unwrap_or(0)).collect();
-        Window { doc, input, targets, scored, first_target: start + 1 - stream_offset }
+        Window { doc, input, targets, scored, first_target: start + 1 - stream_offset, segments: Vec::new() }
     }
 }
 
@@ -55,7 +65,7 @@ pub fn rolling(doc: usize, tokens: &[u32], prefix: u32, len: usize) -> Vec<Windo
     let first = len.min(tokens.len());
     let mut input = vec![prefix];
     input.extend_from_slice(&tokens[..first - 1]);
-    windows.push(Window { doc, input, targets: tokens[..first].to_vec(), scored: 0..first, first_target: 0 });
+    windows.push(Window { doc, input, targets: tokens[..first].to_vec(), scored: 0..first, first_target: 0, segments: Vec::new() });
     let mut predicted = first;
     while predicted < tokens.len() {
         let new = (tokens.len() - predicted).min(len);
@@ -68,6 +78,7 @@ pub fn rolling(doc: usize, tokens: &[u32], prefix: u32, len: usize) -> Vec<Windo
             targets: tokens[start + 1..end].to_vec(),
             scored: len - new..len,
             first_target: start + 1,
+            segments: Vec::new(),
         });
         predicted = end;
     }
