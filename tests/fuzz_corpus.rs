@@ -4,55 +4,11 @@
 //! and none may make a single allocation far beyond what its size implies. The fuzzing itself
 //! (nightly, cargo fuzz) is in fuzz/; see fuzz/README.md.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
-// ---- allocation tracking -----------------------------------------------------------------------
-
-struct Tracking;
-
-thread_local! {
-    static TRACKING: Cell<bool> = const { Cell::new(false) };
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note(size: usize) {
-    let _ = TRACKING.try_with(|on| {
-        if on.get() {
-            let _ = LARGEST.try_with(|largest| largest.set(largest.get().max(size)));
-        }
-    });
-}
-
-unsafe impl GlobalAlloc for Tracking {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Tracking = Tracking;
-
-fn largest_allocation<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    LARGEST.with(|l| l.set(0));
-    TRACKING.with(|t| t.set(true));
-    let result = f();
-    TRACKING.with(|t| t.set(false));
-    (result, LARGEST.with(|l| l.get()))
-}
+#[path = "common/tracking_alloc.rs"]
+mod tracking_alloc;
+use tracking_alloc::largest_allocation;
 
 /// The most one allocation may take for an input of `len` bytes: dequantized GGUF blocks and
 /// decompressed data grow by a bounded factor, plus a fixed allowance for tables and buffers
