@@ -121,48 +121,56 @@ fn arrow_corpus() {
     replay("arrow");
 }
 
-/// Writes Arrow IPC *file*-format seeds (fuzz/corpus/arrow/*.file.arrow) from the stream-format
-/// seeds that `datasets` writes: `cargo test --release --test fuzz_corpus -- --ignored`.
+/// The Arrow stream-format seeds (what `datasets` writes) rewritten by the official writers as an
+/// Arrow IPC *file* and as Parquet (Snappy-compressed and plain): the file-format and Parquet seeds
+/// of fuzz/corpus/. perplex must read each conversion as it reads the original. With
+/// PERPLEX_WRITE_FUZZ_SEEDS set, the conversions are (re)written into fuzz/corpus/.
 #[test]
-#[ignore]
-fn make_arrow_file_seeds() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/arrow");
-    for path in inputs("arrow").into_iter().filter(|p| p.starts_with(&dir) && !p.to_string_lossy().ends_with(".file.arrow")) {
-        let reader = arrow_ipc::reader::StreamReader::try_new(std::fs::File::open(&path).unwrap(), None).unwrap();
-        let schema = reader.schema();
-        let mut out = Vec::new();
-        let mut writer = arrow_ipc::writer::FileWriter::try_new(&mut out, &schema).unwrap();
-        for batch in reader {
+fn converted_seeds_read_like_their_stream_originals() {
+    use parquet::basic::Compression;
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let arrow_dir = corpus.join("arrow");
+    let write = std::env::var_os("PERPLEX_WRITE_FUZZ_SEEDS").is_some();
+    let stream_seeds: Vec<PathBuf> =
+        inputs("arrow").into_iter().filter(|p| p.starts_with(&arrow_dir) && !p.to_string_lossy().ends_with(".file.arrow")).collect();
+    assert!(!stream_seeds.is_empty(), "fuzz/corpus/arrow: no stream-format seeds");
+    for path in &stream_seeds {
+        let original = fuzz::task_data(&std::fs::read(path).unwrap(), TaskFormat::Arrow);
+        let batches = || arrow_ipc::reader::StreamReader::try_new(std::fs::File::open(path).unwrap(), None).unwrap();
+        let schema = batches().schema();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+
+        let mut file = Vec::new();
+        let mut writer = arrow_ipc::writer::FileWriter::try_new(&mut file, &schema).unwrap();
+        for batch in batches() {
             writer.write(&batch.unwrap()).unwrap();
         }
         writer.finish().unwrap();
         drop(writer);
-        let name = path.file_name().unwrap().to_string_lossy().replace(".arrow", ".file.arrow");
-        std::fs::write(dir.join(name), out).unwrap();
-    }
-}
+        let mut conversions = vec![(arrow_dir.join(name.replace(".arrow", ".file.arrow")), TaskFormat::Arrow, file)];
 
-/// Writes Parquet seeds (fuzz/corpus/parquet/*.parquet) from the Arrow stream seeds, snappy
-/// compressed and plain: `cargo test --release --test fuzz_corpus -- --ignored`.
-#[test]
-#[ignore]
-fn make_parquet_seeds() {
-    use parquet::basic::Compression;
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
-    let arrow_dir = dir.join("arrow");
-    for path in inputs("arrow").into_iter().filter(|p| p.starts_with(&arrow_dir) && !p.to_string_lossy().ends_with(".file.arrow")) {
         for (compression, suffix) in [(Compression::SNAPPY, "snappy"), (Compression::UNCOMPRESSED, "plain")] {
-            let reader = arrow_ipc::reader::StreamReader::try_new(std::fs::File::open(&path).unwrap(), None).unwrap();
-            let schema = reader.schema();
             let properties = parquet::file::properties::WriterProperties::builder().set_compression(compression).build();
             let mut out = Vec::new();
-            let mut writer = parquet::arrow::ArrowWriter::try_new(&mut out, schema, Some(properties)).unwrap();
-            for batch in reader {
+            let mut writer = parquet::arrow::ArrowWriter::try_new(&mut out, schema.clone(), Some(properties)).unwrap();
+            for batch in batches() {
                 writer.write(&batch.unwrap()).unwrap();
             }
             writer.close().unwrap();
-            let name = path.file_name().unwrap().to_string_lossy().replace(".arrow", &format!(".{suffix}.parquet"));
-            std::fs::write(dir.join("parquet").join(name), out).unwrap();
+            conversions.push((corpus.join("parquet").join(name.replace(".arrow", &format!(".{suffix}.parquet"))), TaskFormat::Parquet, out));
+        }
+
+        for (target, format, bytes) in conversions {
+            let verdict = fuzz::task_data(&bytes, format);
+            assert_eq!(
+                verdict.is_ok(),
+                original.is_ok(),
+                "{}: read as {format:?} gives {verdict:?}, the stream original {original:?}",
+                target.display()
+            );
+            if write {
+                std::fs::write(&target, bytes).unwrap();
+            }
         }
     }
 }
