@@ -138,91 +138,23 @@ fn error_kinds_have_their_exit_codes() {
 // ---------------------------------------------------------------------------------------------
 // GGUF files
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
-    out.extend_from_slice(s.as_bytes());
-}
+#[path = "common/gguf_builder.rs"]
+mod gguf_builder;
+use gguf_builder::Builder;
 
-/// A GGUF v3 file under construction (32-byte aligned tensor data).
-#[derive(Default, Clone)]
-struct Gguf {
-    version: u32,
-    kv: Vec<u8>,
-    n_kv: u64,
-    infos: Vec<u8>,
-    n_tensors: u64,
-    data: Vec<u8>,
-}
-
-impl Gguf {
-    fn key(&mut self, key: &str, type_id: u32) -> &mut Vec<u8> {
-        self.n_kv += 1;
-        put_str(&mut self.kv, key);
-        self.kv.extend_from_slice(&type_id.to_le_bytes());
-        &mut self.kv
-    }
-    fn u32(&mut self, key: &str, v: u32) -> &mut Self {
-        self.key(key, 4).extend_from_slice(&v.to_le_bytes());
-        self
-    }
-    fn f32(&mut self, key: &str, v: f32) -> &mut Self {
-        self.key(key, 6).extend_from_slice(&v.to_le_bytes());
-        self
-    }
-    fn string(&mut self, key: &str, v: &str) -> &mut Self {
-        put_str(self.key(key, 8), v);
-        self
-    }
-    fn strings(&mut self, key: &str, v: &[&str]) -> &mut Self {
-        let out = self.key(key, 9);
-        out.extend_from_slice(&8u32.to_le_bytes());
-        out.extend_from_slice(&(v.len() as u64).to_le_bytes());
-        for s in v {
-            put_str(out, s);
-        }
-        self
-    }
-    /// A tensor with `dims` in ggml order (row length first), stored as `type_id` with raw `data`.
-    fn tensor(&mut self, name: &str, dims: &[u64], type_id: u32, data: &[u8]) -> &mut Self {
-        self.n_tensors += 1;
-        put_str(&mut self.infos, name);
-        self.infos.extend_from_slice(&(dims.len() as u32).to_le_bytes());
-        for d in dims {
-            self.infos.extend_from_slice(&d.to_le_bytes());
-        }
-        self.infos.extend_from_slice(&type_id.to_le_bytes());
-        self.infos.extend_from_slice(&(self.data.len() as u64).to_le_bytes());
-        self.data.extend_from_slice(data);
-        self.data.resize(self.data.len().next_multiple_of(32), 0);
-        self
-    }
-    fn f32_tensor(&mut self, name: &str, dims: &[u64]) -> &mut Self {
-        let n: u64 = dims.iter().product();
-        let values: Vec<u8> = (0..n).flat_map(|i| (((i % 7) as f32 - 3.0) * 0.05).to_le_bytes()).collect();
-        self.tensor(name, dims, 0, &values)
-    }
-    fn bytes(&self) -> Vec<u8> {
-        let mut out = b"GGUF".to_vec();
-        out.extend_from_slice(&self.version.to_le_bytes());
-        out.extend_from_slice(&self.n_tensors.to_le_bytes());
-        out.extend_from_slice(&self.n_kv.to_le_bytes());
-        out.extend_from_slice(&self.kv);
-        out.extend_from_slice(&self.infos);
-        out.resize(out.len().next_multiple_of(32), 0);
-        out.extend_from_slice(&self.data);
-        out
-    }
+/// Small f32 values that vary, for the weights of the test files.
+fn pattern(dims: &[u64]) -> Vec<f32> {
+    (0..dims.iter().product::<u64>()).map(|i| ((i % 7) as f32 - 3.0) * 0.05).collect()
 }
 
 const TOKENS: [&str; 8] = ["<s>", "</s>", "a", "b", "Ġ", "Ġa", "Ġb", "\n"];
 
 /// A complete two-layer llama GGUF (F32 weights, a byte-level BPE vocabulary of 8 tokens) that
 /// `perplex ppl` scores; `edit` breaks one thing before the tensors are written.
-fn tiny_gguf(edit: impl FnOnce(&mut Gguf, &mut Vec<(&'static str, u32)>)) -> Vec<u8> {
+fn tiny_gguf(edit: impl FnOnce(&mut Builder, &mut Vec<(&'static str, u32)>)) -> Vec<u8> {
     let (hidden, ff, vocab) = (8u64, 16u64, TOKENS.len() as u64);
-    let mut g = Gguf { version: 3, ..Gguf::default() };
-    g.string("general.architecture", "llama")
-        .u32("llama.block_count", 2)
+    let mut g = Builder::arch("llama");
+    g.u32("llama.block_count", 2)
         .u32("llama.context_length", 64)
         .u32("llama.embedding_length", hidden as u32)
         .u32("llama.feed_forward_length", ff as u32)
@@ -239,10 +171,10 @@ fn tiny_gguf(edit: impl FnOnce(&mut Gguf, &mut Vec<(&'static str, u32)>)) -> Vec
     let mut types: Vec<(&'static str, u32)> = Vec::new();
     edit(&mut g, &mut types);
     let type_of = |name: &str| types.iter().find(|(n, _)| *n == name).map_or(0, |&(_, t)| t);
-    let tensor = |g: &mut Gguf, name: &str, dims: &[u64]| {
+    let tensor = |g: &mut Builder, name: &str, dims: &[u64]| {
         let t = type_of(name);
         if t == 0 {
-            g.f32_tensor(name, dims);
+            g.f32_tensor(name, dims, &pattern(dims));
         } else {
             let n: u64 = dims.iter().product();
             g.tensor(name, dims, t, &vec![0u8; (n * 4) as usize]);
@@ -268,7 +200,7 @@ fn tiny_gguf(edit: impl FnOnce(&mut Gguf, &mut Vec<(&'static str, u32)>)) -> Vec
     g.bytes()
 }
 
-fn no_edit(_: &mut Gguf, _: &mut Vec<(&'static str, u32)>) {}
+fn no_edit(_: &mut Builder, _: &mut Vec<(&'static str, u32)>) {}
 
 #[test]
 fn the_tiny_gguf_of_these_tests_scores() {
@@ -367,7 +299,7 @@ fn gguf_context_shorter_than_ctx() {
 fn gguf_with_llama3_rope_factors() {
     let scratch = Scratch::new("gguf-rope-freqs");
     let model = scratch.write("t.gguf", tiny_gguf(|g, _| {
-        g.f32_tensor("rope_freqs.weight", &[4]);
+        g.f32_tensor("rope_freqs.weight", &[4], &pattern(&[4]));
     }));
     assert_bad_input(&ppl(&model, scratch.text(), &[]), &["rope_freqs.weight", "cannot reproduce"]);
 }
