@@ -16,6 +16,20 @@ use std::sync::{Arc, Mutex};
 /// large-vocabulary model stay around a GiB.
 pub const AUTO_PASS_ROWS: usize = 16384;
 
+/// The LM head's row count is a multiple of this, so passes with similar numbers of scored rows
+/// share one recorded program.
+const SCORED_ROWS_STEP: usize = 64;
+
+/// What a recorded pass depends on besides the workspace.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct ProgramKey {
+    windows: usize,
+    len: usize,
+    packed: bool,
+    /// Rows gathered for the LM head; None: all `windows * len` rows in place.
+    scored_rows: Option<usize>,
+}
+
 /// Fault injection for tests: PERPLEX_FAIL_WINDOWS_ABOVE=N makes every pass of more than N
 /// windows fail as if the device were out of memory.
 fn injected_memory_limit() -> Option<usize> {
@@ -80,8 +94,10 @@ struct Workspace {
     segments: wgpu::Buffer,
     x: wgpu::Buffer,
     h: wgpu::Buffer,
-    /// The MLP input of parallel-residual blocks.
+    /// The MLP input of parallel-residual blocks, and the scored rows of x before the final norm.
     h2: wgpu::Buffer,
+    /// Which rows the LM head scores (see [`GpuModel::score_rows`]).
+    scored: wgpu::Buffer,
     qkv: wgpu::Buffer,
     attn: wgpu::Buffer,
     ff: wgpu::Buffer,
@@ -99,8 +115,7 @@ pub struct GpuModel {
     workspace: Mutex<Option<Arc<Workspace>>>,
     /// Held while a batch runs: batches share the workspace buffers.
     running: Mutex<()>,
-    /// Keyed by (windows, len, packed).
-    programs: Mutex<HashMap<(usize, usize, bool), Arc<Program>>>,
+    programs: Mutex<HashMap<ProgramKey, Arc<Program>>>,
     rope_tables: Mutex<HashMap<(usize, usize), Arc<wgpu::Buffer>>>,
     pub weight_bytes: u64,
     pub weight_dtype: DType,
@@ -215,7 +230,8 @@ impl GpuModel {
             segments: gpu.storage("segments", 8 * rows as u64),
             x: gpu.storage("x", x),
             h: gpu.storage("h", x),
-            h2: gpu.storage("h2", if self.spec.parallel_residual { x } else { 16 }),
+            h2: gpu.storage("h2", x),
+            scored: gpu.storage("scored rows", 4 * rows as u64),
             qkv: gpu.storage("qkv", qkv),
             attn: gpu.storage("attn", attn),
             ff: gpu.storage("ff", ff),
@@ -243,7 +259,8 @@ impl GpuModel {
     pub fn profile(&self, windows: usize, len: usize, tokens: &[u32], targets: &[u32]) -> Result<Option<Vec<(KernelId, f64)>>> {
         self.score(windows, len, tokens, targets)?;
         let _running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let program = self.programs.lock().unwrap().get(&(windows, len, false)).cloned();
+        let key = ProgramKey { windows, len, packed: false, scored_rows: None };
+        let program = self.programs.lock().unwrap().get(&key).cloned();
         match program {
             Some(program) => program.profile(&self.gpu),
             None => Ok(None),
@@ -254,14 +271,19 @@ impl GpuModel {
     /// at position t of window w and `targets[...]` the token it should predict. Returns one score
     /// per position. A window's scores do not depend on the other windows or on `len` padding.
     pub fn score(&self, windows: usize, len: usize, tokens: &[u32], targets: &[u32]) -> Result<Vec<TokenScore>> {
-        self.score_rows(windows, len, tokens, targets, &RowLayout::plain(windows, len))
+        let all: Vec<u32> = (0..(windows * len) as u32).collect();
+        self.score_rows(windows, len, tokens, targets, &RowLayout::plain(windows, len), &all)
     }
 
-    /// [`GpuModel::score`] with rows laid out by `layout` (packed windows among them).
-    pub fn score_rows(&self, windows: usize, len: usize, tokens: &[u32], targets: &[u32], layout: &RowLayout) -> Result<Vec<TokenScore>> {
+    /// [`GpuModel::score`] with rows laid out by `layout` (packed windows among them), scoring
+    /// only the rows listed in `scored` (increasing row indices): returns their scores in that
+    /// order. The LM head, the costliest matrix of small models, then skips context rows,
+    /// padding and overlaps; a row's score is the same bits either way.
+    pub fn score_rows(&self, windows: usize, len: usize, tokens: &[u32], targets: &[u32], layout: &RowLayout, scored: &[u32]) -> Result<Vec<TokenScore>> {
         let rows = windows * len;
         assert_eq!(tokens.len(), rows);
         assert_eq!(targets.len(), rows);
+        assert!(scored.windows(2).all(|w| w[0] < w[1]) && scored.last().is_none_or(|&r| (r as usize) < rows));
         assert_eq!(layout.positions.len(), rows);
         assert_eq!(layout.segments.len(), rows);
         if rows == 0 {
@@ -296,29 +318,53 @@ impl GpuModel {
             }
         }
         let ws = self.workspace(rows);
+        // The LM head runs over the scored rows gathered into a block padded to a multiple of
+        // SCORED_ROWS_STEP (few programs to record), or over all rows when that is no smaller.
+        let padded = scored.len().next_multiple_of(SCORED_ROWS_STEP);
+        let scored_rows = (padded < rows).then_some(padded);
         let program = {
-            let key = (windows, len, layout.packed);
+            let key = ProgramKey { windows, len, packed: layout.packed, scored_rows };
             let existing = self.programs.lock().unwrap().get(&key).cloned();
             match existing {
                 Some(p) => p,
                 None => {
-                    let p = Arc::new(self.record(&ws, windows, len, layout.packed));
+                    let p = Arc::new(self.record(&ws, key));
                     self.programs.lock().unwrap().insert(key, p.clone());
                     p
                 }
             }
         };
         self.gpu.queue.write_buffer(&ws.tokens, 0, bytemuck::cast_slice(tokens));
-        self.gpu.queue.write_buffer(&ws.targets, 0, bytemuck::cast_slice(targets));
         self.gpu.queue.write_buffer(&ws.positions, 0, bytemuck::cast_slice(&layout.positions));
         self.gpu.queue.write_buffer(&ws.segments, 0, bytemuck::cast_slice(&layout.segments));
+        let head_rows = match scored_rows {
+            Some(padded) => {
+                // Padding rows score row 0 again; their results are dropped.
+                let mut index = scored.to_vec();
+                index.resize(padded, 0);
+                let head_targets: Vec<u32> = index.iter().map(|&r| targets[r as usize]).collect();
+                self.gpu.queue.write_buffer(&ws.scored, 0, bytemuck::cast_slice(&index));
+                self.gpu.queue.write_buffer(&ws.targets, 0, bytemuck::cast_slice(&head_targets));
+                padded
+            }
+            None => {
+                self.gpu.queue.write_buffer(&ws.targets, 0, bytemuck::cast_slice(targets));
+                rows
+            }
+        };
         program.submit(&self.gpu);
-        let raw: Vec<[f32; 2]> = self.gpu.read(&ws.scores, rows)?;
-        Ok(raw.into_iter().map(|[logprob, greedy]| TokenScore { logprob, greedy: greedy > 0.5 }).collect())
+        let raw: Vec<[f32; 2]> = self.gpu.read(&ws.scores, head_rows)?;
+        let score = |[logprob, greedy]: [f32; 2]| TokenScore { logprob, greedy: greedy > 0.5 };
+        Ok(match scored_rows {
+            Some(_) => raw[..scored.len()].iter().map(|&r| score(r)).collect(),
+            None => scored.iter().map(|&r| score(raw[r as usize])).collect(),
+        })
     }
 
-    /// Records the forward pass for `windows` x `len` rows (`packed`: see [`RowLayout`]).
-    fn record(&self, ws: &Workspace, windows: usize, len: usize, packed: bool) -> Program {
+    /// Records the forward pass for `key.windows` x `key.len` rows (`packed`: see
+    /// [`RowLayout`]), the LM head over all rows or over `scored_rows` gathered rows.
+    fn record(&self, ws: &Workspace, key: ProgramKey) -> Program {
+        let ProgramKey { windows, len, packed, scored_rows } = key;
         let spec = &self.spec;
         let rows = windows * len;
         let d = spec.hidden;
@@ -382,7 +428,18 @@ impl GpuModel {
             );
             self.project_into_residual(&mut p, rows, &ws.act, &layer.down, layer.down_bias.as_ref(), layer.post_ffn_norm.as_ref(), ws);
         }
-        self.norm(&mut p, rows, &ws.x, &ws.h, &w.final_norm);
+        let head_rows = match scored_rows {
+            Some(scored_rows) => {
+                self.gather_part(&mut p, DType::F32, &ws.x, 0, rows, d, &ws.scored, &ws.h2, scored_rows, 1.0, false);
+                self.norm(&mut p, scored_rows, &ws.h2, &ws.h, &w.final_norm);
+                scored_rows
+            }
+            None => {
+                self.norm(&mut p, rows, &ws.x, &ws.h, &w.final_norm);
+                rows
+            }
+        };
+        let rows = head_rows;
 
         let head = w.head();
         let tiles = self.vocab_tiles();
@@ -419,13 +476,33 @@ impl GpuModel {
     #[allow(clippy::too_many_arguments)]
     fn gather(&self, p: &mut ProgramBuilder, table: &GpuMatrix, indices: &wgpu::Buffer, output: &wgpu::Buffer, rows: usize, scale: f32, accumulate: bool) {
         for part in &table.parts {
-            p.dispatch(
-                KernelId::Embedding(table.dtype.format()),
-                &[rows as u32, table.cols as u32, part.first_row as u32, part.rows as u32, f32_bits(scale), 0, 0, accumulate as u32],
-                &[indices, &part.buffer, output],
-                row_grid(table.cols.div_ceil(64) as u32, rows),
-            );
+            self.gather_part(p, table.dtype, &part.buffer, part.first_row, part.rows, table.cols, indices, output, rows, scale, accumulate);
         }
+    }
+
+    /// [`GpuModel::gather`] from one part: rows `first_row..first_row + part_rows` of a
+    /// `width`-column table in `dtype`.
+    #[allow(clippy::too_many_arguments)]
+    fn gather_part(
+        &self,
+        p: &mut ProgramBuilder,
+        dtype: DType,
+        part: &wgpu::Buffer,
+        first_row: usize,
+        part_rows: usize,
+        width: usize,
+        indices: &wgpu::Buffer,
+        output: &wgpu::Buffer,
+        rows: usize,
+        scale: f32,
+        accumulate: bool,
+    ) {
+        p.dispatch(
+            KernelId::Embedding(dtype.format()),
+            &[rows as u32, width as u32, first_row as u32, part_rows as u32, f32_bits(scale), 0, 0, accumulate as u32],
+            &[indices, part, output],
+            row_grid(width.div_ceil(64) as u32, rows),
+        );
     }
 
     /// `output = input @ (matrices stacked by rows)^T (+ bias)`, each matrix writing the next

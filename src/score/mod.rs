@@ -194,13 +194,15 @@ pub fn score_windows(model: &Model, windows: &[Window], batch: Batch, mut on_pas
         let mut tokens = vec![0u32; count * len];
         let mut targets = vec![0u32; count * len];
         let mut layout = RowLayout::default();
+        let mut scored_rows = Vec::new();
         for (slot, &w) in group.iter().enumerate() {
             let window = &windows[w];
             tokens[slot * len..slot * len + window.input.len()].copy_from_slice(&window.input);
             targets[slot * len..slot * len + window.targets.len()].copy_from_slice(&window.targets);
             layout.push_window(len, window.shared_rows(), &window.segments);
+            scored_rows.extend(window.scored.clone().map(|row| (slot * len + row) as u32));
         }
-        let scores = match gpu_model.score_rows(count, len, &tokens, &targets, &layout) {
+        let scores = match gpu_model.score_rows(count, len, &tokens, &targets, &layout, &scored_rows) {
             Ok(scores) => scores,
             Err(error) if error.kind == crate::error::ErrorKind::DeviceMemory && count > 1 => {
                 eprintln!("warning: {}; retrying with {} windows per pass", error.message, count / 2);
@@ -210,10 +212,11 @@ pub fn score_windows(model: &Model, windows: &[Window], batch: Batch, mut on_pas
             }
             Err(error) => return Err(error),
         };
-        for (slot, &w) in group.iter().enumerate() {
-            let scored = windows[w].scored.clone();
-            results[w] = scores[slot * len + scored.start..slot * len + scored.end].to_vec();
-            on_pass(scored.len());
+        let mut scores = scores.into_iter();
+        for &w in group {
+            let scored = windows[w].scored.len();
+            results[w] = scores.by_ref().take(scored).collect();
+            on_pass(scored);
         }
         largest_pass = largest_pass.max(count);
         next += count;
