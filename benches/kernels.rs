@@ -16,24 +16,9 @@ fn time_program(gpu: &Gpu, program: &Program, repeats: usize) -> f64 {
 }
 
 fn bench_matmul(gpu: &Gpu, rows: usize, n: usize, k: usize, dtype: DType) {
-    let weights = vec![0u8; n * dtype.row_bytes(k)];
-    let weight = GpuMatrix::upload(gpu, "w", n, k, dtype, &weights).unwrap();
-    let input = gpu.storage("in", (rows * k * 4) as u64);
-    let out = gpu.storage("out", (rows * n * 4) as u64);
-    let dummy = gpu.storage("bias", 4);
-    let mut p = Program::builder(gpu);
-    for part in &weight.parts {
-        p.dispatch(
-            KernelId::Matmul { format: dtype.format(), aligned: k % 4 == 0 },
-            &[rows as u32, part.rows as u32, k as u32, part.first_row as u32, n as u32, 0, 0],
-            &[&input, &part.buffer, &dummy, &out],
-            [part.rows.div_ceil(TILE_COLS) as u32, rows.div_ceil(BLOCK_ROWS) as u32, 1],
-        );
-    }
-    let program = p.build();
-    let seconds = time_program(gpu, &program, 3);
-    let flops = 2.0 * (rows * n * k) as f64;
-    println!("matmul {rows:>5} x {n:>5} x {k:>5} {dtype:?}: {:8.2} ms  {:7.2} GFLOP/s", seconds * 1e3, flops / seconds / 1e9);
+    let gflops = perplex::bench::matmul_gflops(gpu, rows, n, k, dtype).unwrap();
+    let ms = 2.0 * (rows * n * k) as f64 / gflops / 1e6;
+    println!("matmul {rows:>5} x {n:>5} x {k:>5} {dtype:?}: {ms:8.2} ms  {gflops:7.2} GFLOP/s");
 }
 
 fn bench_lm_head(gpu: &Gpu, rows: usize, vocab: usize, k: usize) {

@@ -67,18 +67,23 @@ pub fn forward_flops(model: &Model, windows: usize, len: usize) -> f64 {
 
 /// The engine's matmul kernel on a 1024 x 2048 x 2048 f32 product: the adapter's practical peak.
 pub fn peak_matmul_gflops(gpu: &crate::gpu::Gpu) -> Result<f64> {
-    let (m, n, k) = (1024usize, 2048usize, 2048usize);
-    let weight = GpuMatrix::upload(gpu, "bench weight", n, k, DType::F32, &vec![0u8; n * k * 4])?;
-    let input = gpu.storage("bench input", (m * k * 4) as u64);
-    let output = gpu.storage("bench output", (m * n * 4) as u64);
+    matmul_gflops(gpu, 1024, 2048, 2048, DType::F32)
+}
+
+/// GFLOP/s of the engine's matmul kernel on a `rows x n x k` product with `dtype` weights:
+/// the best of two timed runs after a warm-up.
+pub fn matmul_gflops(gpu: &crate::gpu::Gpu, rows: usize, n: usize, k: usize, dtype: DType) -> Result<f64> {
+    let weight = GpuMatrix::upload(gpu, "bench weight", n, k, dtype, &vec![0u8; n * dtype.row_bytes(k)])?;
+    let input = gpu.storage("bench input", (rows * k * 4) as u64);
+    let output = gpu.storage("bench output", (rows * n * 4) as u64);
     let bias = gpu.storage("bench bias", 16);
     let mut p = Program::builder(gpu);
     for part in &weight.parts {
         p.dispatch(
-            KernelId::Matmul { format: DType::F32.format(), aligned: true },
-            &[m as u32, part.rows as u32, k as u32, part.first_row as u32, n as u32, 0, 0],
+            KernelId::Matmul { format: dtype.format(), aligned: k % 4 == 0 },
+            &[rows as u32, part.rows as u32, k as u32, part.first_row as u32, n as u32, 0, 0],
             &[&input, &part.buffer, &bias, &output],
-            [part.rows.div_ceil(TILE_COLS) as u32, m.div_ceil(BLOCK_ROWS) as u32, 1],
+            [part.rows.div_ceil(TILE_COLS) as u32, rows.div_ceil(BLOCK_ROWS) as u32, 1],
         );
     }
     let program = p.build();
@@ -89,7 +94,7 @@ pub fn peak_matmul_gflops(gpu: &crate::gpu::Gpu) -> Result<f64> {
         program.run(gpu)?;
         best = best.min(start.elapsed().as_secs_f64());
     }
-    Ok(2.0 * (m * n * k) as f64 / best / 1e9)
+    Ok(2.0 * (rows * n * k) as f64 / best / 1e9)
 }
 
 pub fn run(model: &Model, options: &BenchOptions) -> Result<BenchReport> {

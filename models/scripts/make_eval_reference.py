@@ -149,19 +149,7 @@ def prompts():
     """lm-eval's requests for the tasks the reference does not score."""
     entries = []
     for tasks, shots, limit in PROMPTS:
-        out = evaluator.simple_evaluate(
-            model=StandIn(),
-            tasks=tasks,
-            num_fewshot=shots,
-            limit=limit,
-            log_samples=True,
-            task_manager=TaskManager(),
-            random_seed=0,
-            numpy_random_seed=1234,
-            torch_random_seed=1234,
-            fewshot_random_seed=1234,
-            bootstrap_iters=0,
-        )
+        out = evaluate(StandIn(), tasks, shots, limit)
         for task in sorted(out["samples"]):
             docs = []
             for s in sorted(out["samples"][task], key=lambda s: s["doc_id"]):
@@ -172,8 +160,9 @@ def prompts():
     return entries
 
 
-def run(lm, tasks, num_fewshot, limit):
-    out = evaluator.simple_evaluate(
+def evaluate(lm, tasks, num_fewshot, limit):
+    """lm-eval's run of `tasks` with its samples logged and every seed fixed."""
+    return evaluator.simple_evaluate(
         model=lm,
         tasks=tasks,
         num_fewshot=num_fewshot,
@@ -186,6 +175,10 @@ def run(lm, tasks, num_fewshot, limit):
         fewshot_random_seed=1234,
         bootstrap_iters=0,
     )
+
+
+def run(lm, tasks, num_fewshot, limit):
+    out = evaluate(lm, tasks, num_fewshot, limit)
     runs = []
     for task in tasks:
         samples = sorted(out["samples"][task], key=lambda s: s["doc_id"])

@@ -64,14 +64,9 @@ NOT_TEXT = {
     "britannica-11th.txt",  # an OCR'd encyclopaedia article with scan markup
 }
 
-MODEL = dict(
+# LlamaConfig fields shared with the model family of train_family.py.
+LLAMA_COMMON = dict(
     vocab_size=VOCAB_SIZE,
-    hidden_size=256,
-    intermediate_size=688,
-    num_hidden_layers=4,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=CTX,
     rope_theta=10000.0,
     rms_norm_eps=1e-5,
     hidden_act="silu",
@@ -79,6 +74,15 @@ MODEL = dict(
     tie_word_embeddings=True,
     bos_token_id=0,
     eos_token_id=0,
+)
+MODEL = dict(
+    LLAMA_COMMON,
+    hidden_size=256,
+    intermediate_size=688,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=CTX,
 )
 
 

@@ -62,17 +62,7 @@ SIZES = [
     dict(hidden_size=128, intermediate_size=384, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4),
     dict(hidden_size=192, intermediate_size=512, num_hidden_layers=4, num_attention_heads=3, num_key_value_heads=3),
 ]
-COMMON = dict(
-    vocab_size=base.VOCAB_SIZE,
-    max_position_embeddings=CTX,
-    rope_theta=10000.0,
-    rms_norm_eps=1e-5,
-    hidden_act="silu",
-    initializer_range=0.02,
-    tie_word_embeddings=True,
-    bos_token_id=0,
-    eos_token_id=0,
-)
+COMMON = dict(base.LLAMA_COMMON, max_position_embeddings=CTX)
 
 log = base.log
 

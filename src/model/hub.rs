@@ -26,7 +26,7 @@ pub fn looks_like_hub_id(model: &str) -> bool {
 /// The snapshot directory of `repo` at `revision` (a branch or tag under refs/, or a commit hash;
 /// default "main") in `cache`.
 pub fn resolve_in(cache: &Path, repo: &str, revision: Option<&str>) -> Result<PathBuf> {
-    let repo_dir = cache.join(format!("models--{}", repo.replace('/', "--")));
+    let repo_dir = repo_dir(cache, repo);
     let fetch_hint = |rev: &str| format!("download it first, e.g. `huggingface-cli download {repo} --revision {rev}`");
     let revision = revision.unwrap_or("main");
     if !repo_dir.is_dir() {
@@ -47,7 +47,7 @@ pub fn resolve_in(cache: &Path, repo: &str, revision: Option<&str>) -> Result<Pa
                 return Err(Error::bad_input(format!(
                     "--model {repo}: revision '{revision}' is not in the cache ({} has: {}); {}",
                     repo_dir.display(),
-                    list(&repo_dir.join("refs")),
+                    cached_refs(cache, repo).filter(|names| !names.is_empty()).map_or("no revisions".into(), |names| names.join(", ")),
                     fetch_hint(revision)
                 )))
             }
@@ -64,16 +64,22 @@ pub fn resolve_in(cache: &Path, repo: &str, revision: Option<&str>) -> Result<Pa
     Ok(snapshot)
 }
 
-fn list(dir: &Path) -> String {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-        .unwrap_or_default();
+/// `repo`'s directory in `cache`: `models--org--name`.
+pub fn repo_dir(cache: &Path, repo: &str) -> PathBuf {
+    cache.join(format!("models--{}", repo.replace('/', "--")))
+}
+
+/// The branch and tag names of `repo` in `cache` (the files under refs/), sorted; None where it
+/// has no refs directory.
+pub fn cached_refs(cache: &Path, repo: &str) -> Option<Vec<String>> {
+    let entries = std::fs::read_dir(repo_dir(cache, repo).join("refs")).ok()?;
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_file())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
-    if names.is_empty() {
-        "no revisions".into()
-    } else {
-        names.join(", ")
-    }
+    Some(names)
 }
 
 #[cfg(test)]

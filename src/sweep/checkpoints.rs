@@ -153,19 +153,14 @@ pub fn step_in_name(name: &str) -> Option<u64> {
 /// The branches and tags of `repo` in the hub cache whose names match one of `patterns` (all of
 /// them if none), in natural order.
 pub fn cached_revisions(cache: &Path, repo: &str, patterns: &[String]) -> Result<Vec<String>> {
-    let refs = cache.join(format!("models--{}", repo.replace('/', "--"))).join("refs");
-    let mut names: Vec<String> = std::fs::read_dir(&refs)
-        .map_err(|_| {
-            Error::bad_input(format!(
-                "--models {repo}: not in the Hugging Face cache ({} is missing; set HF_HOME or HF_HUB_CACHE to look elsewhere). \
-                 perplex never downloads: fetch the revisions first, e.g. `huggingface-cli download {repo} --revision step1000`",
-                refs.display()
-            ))
-        })?
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    let refs = hub::repo_dir(cache, repo).join("refs");
+    let mut names = hub::cached_refs(cache, repo).ok_or_else(|| {
+        Error::bad_input(format!(
+            "--models {repo}: not in the Hugging Face cache ({} is missing; set HF_HOME or HF_HUB_CACHE to look elsewhere). \
+             perplex never downloads: fetch the revisions first, e.g. `huggingface-cli download {repo} --revision step1000`",
+            refs.display()
+        ))
+    })?;
     let mut matchers = Vec::new();
     for pattern in patterns {
         matchers.push(glob::Pattern::new(pattern).map_err(|e| Error::bad_input(format!("--revisions {pattern}: bad pattern: {e}")))?);
