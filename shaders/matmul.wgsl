@@ -1,13 +1,13 @@
 // Matrix product against a weight matrix stored row-major as [rows, depth] (a PyTorch Linear
 // weight): product[m, n] = sum_k input[m, k] * weight[n, k].
-// Prepended at build time: a weight snippet (weights_{f32,f16,bf16}.wgsl, defining `load_weight4`)
-// and the generated `block_product` (see src/gpu/kernels.rs), the register block of one invocation:
+// Prepended at build time: the binding prelude, a weight snippet (weights_*.wgsl, defining
+// `load_weight4`) and the generated `block_product` (see src/gpu/kernels.rs), the register block of one invocation:
 // BLOCK_ROWS consecutive rows x BLOCK_COLS columns spaced LANES apart, fully unrolled, because
 // loops over private arrays are not unrolled by every driver's compiler (lavapipe's is 5x slower).
 //
-// Every result is a sum over k in a fixed order (four interleaved partial sums, then
-// (s0 + s1) + (s2 + s3)), computed by one invocation whatever the tile, the number of rows or
-// the batch: that is what makes scores batch-invariant.
+// Every result is one running sum of fused multiply-adds over k in increasing order, computed by
+// one invocation whatever the tile, the number of rows, the batch or the read path: that is what
+// makes scores batch-invariant (and identical whether operands come from buffers or textures).
 //
 // Two entry points share the block product:
 //   `matmul`       stores (or adds into) the output, with an optional bias;
@@ -31,8 +31,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> input: array<vec4<f32>>;
-// binding 2: weights (see the prepended weight snippet)
+// bindings 1 (input, read with `input_at`) and 2 (weights, read with `weights_at`): see the
+// generated prelude (src/gpu/kernels.rs): storage buffers, or textures where those read faster.
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> output: array<f32>;
 @group(0) @binding(5) var<storage, read> targets: array<u32>;
@@ -43,11 +43,11 @@ const TILE_COLS: u32 = LANES * BLOCK_COLS;
 // Four consecutive inputs of a row from flat index `i` (masked past the row's end when the rows
 // are not ALIGNED to four).
 fn load_input4(row_start: u32, k: u32) -> vec4<f32> {
-    if (ALIGNED) { return input[(row_start + k) >> 2u]; }
+    if (ALIGNED) { return input_at((row_start + k) >> 2u); }
     var v: vec4<f32>;
     for (var j = 0u; j < 4u; j++) {
         let i = row_start + k + j;
-        v[j] = select(0.0, input[i >> 2u][i & 3u], k + j < params.depth);
+        v[j] = select(0.0, input_at(i >> 2u)[i & 3u], k + j < params.depth);
     }
     return v;
 }
@@ -58,9 +58,11 @@ fn block_col(group: vec3<u32>, lid: vec3<u32>, c: u32) -> u32 {
 }
 
 @compute @workgroup_size(LANES, 1, 1)
-fn matmul(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn matmul(invocation: Invocation) {
+    let group = invocation.group;
+    let lid = invocation.lid;
     let row0 = group.y * BLOCK_ROWS;
-    let block = block_product(row0, block_col(group, lid, 0u));
+    let block = block_product(row0, block_col(group, lid, 0u), subgroup_lane(invocation));
     for (var r = 0u; r < BLOCK_ROWS; r++) {
         let row = row0 + r;
         if (row >= params.rows) { break; }
@@ -94,9 +96,11 @@ fn combine_stats(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
 const EMPTY_STATS: vec4<f32> = vec4<f32>(-3.0e38, 0.0, 0.0, 3.0e38);
 
 @compute @workgroup_size(LANES, 1, 1)
-fn lm_head_loss(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn lm_head_loss(invocation: Invocation) {
+    let group = invocation.group;
+    let lid = invocation.lid;
     let row0 = group.y * BLOCK_ROWS;
-    let block = block_product(row0, block_col(group, lid, 0u));
+    let block = block_product(row0, block_col(group, lid, 0u), subgroup_lane(invocation));
     for (var r = 0u; r < BLOCK_ROWS; r++) {
         let row = min(row0 + r, params.rows - 1u);
         let target_id = targets[row];

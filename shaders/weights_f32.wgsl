@@ -1,13 +1,13 @@
 // Weight access for f32 checkpoints. Elements are addressed flat (row * depth + k); the buffer is
 // padded to whole vec4s.
-@group(0) @binding(2) var<storage, read> weights: array<vec4<f32>>;
+// Read through `weights_at(word)`, defined by the generated binding prelude (src/gpu/kernels.rs).
 
 fn load_weight(i: u32) -> f32 {
-    return weights[i >> 2u][i & 3u];
+    return weights_at(i >> 2u)[i & 3u];
 }
 
 // Four consecutive weights from flat index i (a multiple of 4 when rows are ALIGNED).
 fn load_weight4(i: u32) -> vec4<f32> {
-    if (ALIGNED) { return weights[i >> 2u]; }
+    if (ALIGNED) { return weights_at(i >> 2u); }
     return vec4<f32>(load_weight(i), load_weight(i + 1u), load_weight(i + 2u), load_weight(i + 3u));
 }

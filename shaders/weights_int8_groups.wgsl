@@ -2,15 +2,15 @@
 // values, a group being three vec2<u32>: (scale, offset) as f32 bits, then 16 signed bytes
 // (element j of the group in byte j, little-endian). value = scale * q + offset, exactly ggml's
 // dequantized value (src/gpu/tensor.rs, `Group`). Flat index i lies in group i / 16.
-@group(0) @binding(2) var<storage, read> weights: array<vec2<u32>>;
+// Read through `weights_at(word)`, defined by the generated binding prelude (src/gpu/kernels.rs).
 
 fn group_header(i: u32) -> vec2<f32> {
-    return bitcast<vec2<f32>>(weights[3u * (i >> 4u)]);
+    return bitcast<vec2<f32>>(weights_at(3u * (i >> 4u)));
 }
 
 // The word holding element i and its three neighbours in the same aligned group of four.
 fn quant_word(i: u32) -> i32 {
-    return bitcast<i32>(weights[3u * (i >> 4u) + 1u + ((i >> 3u) & 1u)][(i >> 2u) & 1u]);
+    return bitcast<i32>(weights_at(3u * (i >> 4u) + 1u + ((i >> 3u) & 1u))[(i >> 2u) & 1u]);
 }
 
 fn load_weight(i: u32) -> f32 {

@@ -27,7 +27,7 @@ struct DeviceArgs {
 
 impl DeviceArgs {
     fn open(&self) -> Result<std::sync::Arc<Gpu>> {
-        Gpu::new(&GpuOptions { device: self.device.clone(), max_binding_override: self.max_binding_mib.map(|m| m << 20) })
+        Gpu::new(&GpuOptions { device: self.device.clone(), max_binding_override: self.max_binding_mib.map(|m| m << 20), reads: None, share_rows: None })
     }
 }
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_close, gpu, seed, Rng, Tolerance, KERNEL_F32};
+use common::{assert_close, gpu, gpu_reading, read_path_options, seed, Rng, Tolerance, KERNEL_F32, READ_PATHS};
 use perplex::forward::RowLayout;
 use perplex::gpu::{f32_bits, row_grid, DType, GpuMatrix, GpuOptions, Group, KernelId, Program, BLOCK_ROWS, GROUP, TILE_COLS};
 use perplex::reference::{self, HostMatrix};
@@ -35,8 +35,25 @@ fn to_bytes(values: &[f32], dtype: DType) -> (Vec<u8>, Vec<f32>) {
     }
 }
 
+/// The matmul on every read path: each against the reference, and all bit-identical.
 fn run_matmul(rows: usize, n: usize, k: usize, dtype: DType, bias: bool, accumulate: bool, split_rows: Option<usize>, rng: &mut Rng) {
-    let gpu = gpu();
+    let seed = rng.next_u64();
+    let results: Vec<Vec<f32>> = READ_PATHS
+        .iter()
+        .map(|&path| run_matmul_on(path, rows, n, k, dtype, bias, accumulate, split_rows, &mut Rng::new(seed)))
+        .collect();
+    for (path, got) in READ_PATHS.iter().zip(&results).skip(1) {
+        assert!(bits(got) == bits(&results[0]), "matmul {rows}x{n}x{k} {dtype:?}: {path:?} differs from {:?}", READ_PATHS[0]);
+    }
+}
+
+fn bits(values: &[f32]) -> Vec<u32> {
+    values.iter().map(|v| v.to_bits()).collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_matmul_on(path: (perplex::gpu::ReadPath, bool), rows: usize, n: usize, k: usize, dtype: DType, bias: bool, accumulate: bool, split_rows: Option<usize>, rng: &mut Rng) -> Vec<f32> {
+    let gpu = gpu_reading(path);
     let input = rng.vec(rows * k, 1.0);
     let (bytes, w) = to_bytes(&rng.vec(n * k, 0.5), dtype);
     let bias_values = rng.vec(n + 7, 1.0);
@@ -45,7 +62,7 @@ fn run_matmul(rows: usize, n: usize, k: usize, dtype: DType, bias: bool, accumul
         Some(rows_per_part) => {
             // Force parts of `rows_per_part` rows by shrinking the binding limit.
             let limit = (rows_per_part * dtype.row_bytes(k) + 4) as u64;
-            let limited = perplex::gpu::Gpu::new(&GpuOptions { max_binding_override: Some(limit), ..Default::default() }).unwrap();
+            let limited = perplex::gpu::Gpu::new(&GpuOptions { max_binding_override: Some(limit), ..read_path_options(path) }).unwrap();
             let m = GpuMatrix::upload(&limited, "w", n, k, dtype, &bytes).unwrap();
             assert!(m.parts.len() > 1, "expected a split matrix");
             (m, Some(limited))
@@ -84,7 +101,8 @@ fn run_matmul(rows: usize, n: usize, k: usize, dtype: DType, bias: bool, accumul
             want[r * stride + offset + c] = v;
         }
     }
-    assert_close(&got, &want, KERNEL_F32, &format!("matmul {rows}x{n}x{k} {dtype:?}"));
+    assert_close(&got, &want, KERNEL_F32, &format!("matmul {rows}x{n}x{k} {dtype:?} {path:?}"));
+    got
 }
 
 #[test]
@@ -123,12 +141,23 @@ fn matmul_unaligned_depth_matches_reference() {
 
 /// The fused LM head (+ soft-capping) against log-softmax of the reference logits, over a
 /// vocabulary split into parts.
+/// The LM head on every read path: each against the reference, and all bit-identical.
 fn run_lm_head(rows: usize, vocab: usize, k: usize, dtype: DType, split: bool, softcap: f32, rng: &mut Rng) {
+    let seed = rng.next_u64();
+    let results: Vec<Vec<[f32; 2]>> =
+        READ_PATHS.iter().map(|&path| run_lm_head_on(path, rows, vocab, k, dtype, split, softcap, &mut Rng::new(seed))).collect();
+    for (path, got) in READ_PATHS.iter().zip(&results).skip(1) {
+        assert!(bits(got.as_flattened()) == bits(results[0].as_flattened()), "LM head {dtype:?}: {path:?} differs from {:?}", READ_PATHS[0]);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_lm_head_on(path: (perplex::gpu::ReadPath, bool), rows: usize, vocab: usize, k: usize, dtype: DType, split: bool, softcap: f32, rng: &mut Rng) -> Vec<[f32; 2]> {
     let gpu = if split {
         let limit = (TILE_COLS * dtype.row_bytes(k) + 16) as u64;
-        perplex::gpu::Gpu::new(&GpuOptions { max_binding_override: Some(limit), ..Default::default() }).unwrap()
+        perplex::gpu::Gpu::new(&GpuOptions { max_binding_override: Some(limit), ..read_path_options(path) }).unwrap()
     } else {
-        gpu()
+        gpu_reading(path)
     };
     let hidden = rng.vec(rows * k, 1.0);
     let (bytes, w) = to_bytes(&rng.vec(vocab * k, 1.0), dtype);
@@ -162,6 +191,7 @@ fn run_lm_head(rows: usize, vocab: usize, k: usize, dtype: DType, split: bool, s
         assert!(err < 2e-4 * want.abs().max(1.0), "row {r}: log p {} want {want}", got[r][0]);
         assert_eq!(got[r][1] > 0.5, greedy, "row {r}: greedy flag");
     }
+    got
 }
 
 #[test]

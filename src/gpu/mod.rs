@@ -6,7 +6,7 @@ mod kernels;
 mod program;
 mod tensor;
 
-pub use kernels::{Kernel, KernelId, WeightFormat, BLOCK_COLS, BLOCK_ROWS, TILE_COLS};
+pub use kernels::{Kernel, KernelId, ReadPath, Texel, WeightFormat, BLOCK_COLS, BLOCK_ROWS, TEXTURE_WIDTH, TILE_COLS};
 pub use program::{f32_bits, row_grid, Binding, Program, ProgramBuilder};
 pub use tensor::upload_padded;
 pub use tensor::{DType, GpuMatrix, Group, MatrixPart, GROUP};
@@ -95,6 +95,10 @@ pub struct GpuOptions {
     pub device: Option<String>,
     /// Pretend storage bindings are at most this many bytes (tests of tensor splitting).
     pub max_binding_override: Option<u64>,
+    /// Where matrix kernels read their operands; None: textures on CPU adapters, buffers elsewhere.
+    pub reads: Option<ReadPath>,
+    /// Allow the subgroup row sharing of the texture path (None: wherever subgroups allow it).
+    pub share_rows: Option<bool>,
 }
 
 /// A device and everything built on it. Cheap to share behind an `Arc`.
@@ -106,6 +110,11 @@ pub struct Gpu {
     pub max_binding: u64,
     pub max_buffer: u64,
     pub max_workgroup_storage: u32,
+    pub max_texture_dimension: u32,
+    pub read_path: ReadPath,
+    /// The matrix kernels on the texture path fetch each input row once per subgroup and
+    /// broadcast it (see `kernels::block_product`): subgroups of at least BLOCK_ROWS lanes.
+    pub share_rows: bool,
     kernels: Mutex<std::collections::HashMap<KernelId, Arc<Kernel>>>,
     lost: Arc<Mutex<Option<String>>>,
     failed: Arc<AtomicBool>,
@@ -132,6 +141,7 @@ impl Gpu {
         limits.max_compute_workgroups_per_dimension = adapter_limits.max_compute_workgroups_per_dimension;
         limits.max_compute_workgroup_size_x = adapter_limits.max_compute_workgroup_size_x;
         limits.max_compute_workgroup_size_y = adapter_limits.max_compute_workgroup_size_y;
+        limits.max_texture_dimension_2d = adapter_limits.max_texture_dimension_2d;
         let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
         let features = adapter.features() & wanted;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
@@ -165,6 +175,18 @@ impl Gpu {
         if let Some(forced) = options.max_binding_override {
             max_binding = max_binding.min(forced);
         }
+        let read_path = options.reads.unwrap_or(match adapter.get_info().device_type {
+            wgpu::DeviceType::Cpu => ReadPath::Textures,
+            _ => ReadPath::Buffers,
+        });
+        if read_path == ReadPath::Textures {
+            // Every matrix part must fit in one texture of 8-byte texels.
+            let texture_bytes = TEXTURE_WIDTH as u64 * limits.max_texture_dimension_2d as u64 * Texel::Rg32Uint.bytes();
+            max_binding = max_binding.min(texture_bytes);
+        }
+        let share_rows = options.share_rows.unwrap_or(true)
+            && features.contains(wgpu::Features::SUBGROUP)
+            && summary.subgroup_size.0 as usize >= BLOCK_ROWS;
         Ok(Arc::new(Gpu {
             device,
             queue,
@@ -172,6 +194,9 @@ impl Gpu {
             max_binding,
             max_buffer: limits.max_buffer_size,
             max_workgroup_storage: limits.max_compute_workgroup_storage_size,
+            max_texture_dimension: limits.max_texture_dimension_2d,
+            read_path,
+            share_rows,
             kernels: Mutex::new(Default::default()),
             lost,
             failed,

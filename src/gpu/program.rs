@@ -1,9 +1,11 @@
 //! A program: a fixed list of kernel dispatches with their bindings and parameters, recorded once
 //! (for a given batch shape) and replayed for every batch. All parameter blocks live in one uniform
-//! buffer, bound with dynamic offsets, so replaying costs no allocation.
+//! buffer, bound with dynamic offsets, so replaying costs no allocation. Kernels that read some
+//! operands through textures (see [`super::ReadPath`]) get a buffer-to-texture copy of each just
+//! before their dispatch, into scratch textures the program owns.
 
 use super::kernels::PARAMS_SIZE;
-use super::{Gpu, Kernel, KernelId};
+use super::{Gpu, Kernel, KernelId, Texel, TEXTURE_WIDTH};
 use crate::error::Result;
 use std::sync::Arc;
 
@@ -15,6 +17,77 @@ struct Step {
     bind_group: wgpu::BindGroup,
     params_offset: u32,
     groups: [u32; 3],
+    copies: Vec<TextureCopy>,
+}
+
+/// A buffer's words copied into rows of [`TEXTURE_WIDTH`] texels of the scratch texture for its
+/// kernel slot.
+struct TextureCopy {
+    buffer: wgpu::Buffer,
+    slot: usize,
+    texel: Texel,
+    texels: u64,
+}
+
+impl TextureCopy {
+    fn encode(&self, encoder: &mut wgpu::CommandEncoder, scratch: &Scratch) {
+        let texture = scratch.texture(self.slot, self.texel);
+        let width = TEXTURE_WIDTH as u64;
+        let row_bytes = width * self.texel.bytes();
+        let (full_rows, rest) = (self.texels / width, self.texels % width);
+        let mut copy = |offset: u64, y: u64, texels: u64, rows: u64| {
+            encoder.copy_buffer_to_texture(
+                wgpu::TexelCopyBufferInfo {
+                    buffer: &self.buffer,
+                    layout: wgpu::TexelCopyBufferLayout { offset, bytes_per_row: Some(row_bytes as u32), rows_per_image: None },
+                },
+                wgpu::TexelCopyTextureInfo { texture, mip_level: 0, origin: wgpu::Origin3d { x: 0, y: y as u32, z: 0 }, aspect: wgpu::TextureAspect::All },
+                wgpu::Extent3d { width: texels as u32, height: rows as u32, depth_or_array_layers: 1 },
+            );
+        };
+        if full_rows > 0 {
+            copy(0, 0, width, full_rows);
+        }
+        if rest > 0 {
+            copy(full_rows * row_bytes, full_rows, rest, 1);
+        }
+    }
+}
+
+/// One scratch texture per kernel slot and texel format, as large as the largest copy into it:
+/// kernels run one after the other, so each copy may overwrite the previous one.
+struct Scratch {
+    textures: Vec<((usize, Texel), wgpu::Texture)>,
+}
+
+impl Scratch {
+    fn new(gpu: &Gpu, copies: &[&TextureCopy]) -> Scratch {
+        let mut keys: Vec<(usize, Texel)> = copies.iter().map(|c| (c.slot, c.texel)).collect();
+        keys.sort_by_key(|&(slot, texel)| (slot, texel.bytes()));
+        keys.dedup();
+        let mut textures = Vec::new();
+        for key in keys {
+            let Some(texels) = copies.iter().filter(|c| (c.slot, c.texel) == key).map(|c| c.texels).max() else { continue };
+            let rows = texels.div_ceil(TEXTURE_WIDTH as u64).max(1);
+            assert!(rows <= gpu.max_texture_dimension as u64, "a copy of {texels} texels exceeds the texture limit");
+            let texture = gpu.device.create_texture(&wgpu::TextureDescriptor {
+                label: Some("matrix operands"),
+                size: wgpu::Extent3d { width: TEXTURE_WIDTH, height: rows as u32, depth_or_array_layers: 1 },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format: key.1.format(),
+                usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+                view_formats: &[],
+            });
+            textures.push((key, texture));
+        }
+        Scratch { textures }
+    }
+
+    fn texture(&self, slot: usize, texel: Texel) -> &wgpu::Texture {
+        &self.textures.iter().find(|(key, _)| *key == (slot, texel)).expect("a scratch texture for every copy").1
+    }
 }
 
 struct PendingStep {
@@ -26,6 +99,7 @@ struct PendingStep {
 
 pub struct Program {
     steps: Vec<Step>,
+    scratch: Scratch,
     _params: wgpu::Buffer,
 }
 
@@ -43,16 +117,22 @@ impl Program {
         ProgramBuilder { gpu, pending: Vec::new(), params: Vec::new(), alignment: alignment.max(PARAMS_SIZE as usize) }
     }
 
-    /// Records every step into one compute pass and submits it (does not wait).
+    /// Records every step and submits it (does not wait): consecutive steps share a compute pass,
+    /// which ends only where a step needs texture copies first.
     pub fn submit(&self, gpu: &Gpu) {
         let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("program") });
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
-            for step in &self.steps {
-                pass.set_pipeline(&step.kernel.pipeline);
-                pass.set_bind_group(0, &step.bind_group, &[step.params_offset]);
-                pass.dispatch_workgroups(step.groups[0], step.groups[1], step.groups[2]);
+        let mut start = 0;
+        while start < self.steps.len() {
+            let end = (start + 1..self.steps.len()).find(|&i| !self.steps[i].copies.is_empty()).unwrap_or(self.steps.len());
+            for copy in &self.steps[start].copies {
+                copy.encode(&mut encoder, &self.scratch);
             }
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+            for step in &self.steps[start..end] {
+                step.record(&mut pass);
+            }
+            drop(pass);
+            start = end;
         }
         gpu.queue.submit([encoder.finish()]);
     }
@@ -80,6 +160,9 @@ impl Program {
         });
         let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("profile") });
         for (i, step) in self.steps.iter().enumerate() {
+            for copy in &step.copies {
+                copy.encode(&mut encoder, &self.scratch);
+            }
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: None,
                 timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
@@ -88,9 +171,7 @@ impl Program {
                     end_of_pass_write_index: Some(2 * i as u32 + 1),
                 }),
             });
-            pass.set_pipeline(&step.kernel.pipeline);
-            pass.set_bind_group(0, &step.bind_group, &[step.params_offset]);
-            pass.dispatch_workgroups(step.groups[0], step.groups[1], step.groups[2]);
+            step.record(&mut pass);
         }
         encoder.resolve_query_set(&queries, 0..count, &resolved, 0);
         gpu.queue.submit([encoder.finish()]);
@@ -111,6 +192,14 @@ impl Program {
 
     pub fn is_empty(&self) -> bool {
         self.steps.is_empty()
+    }
+}
+
+impl Step {
+    fn record(&self, pass: &mut wgpu::ComputePass) {
+        pass.set_pipeline(&self.kernel.pipeline);
+        pass.set_bind_group(0, &self.bind_group, &[self.params_offset]);
+        pass.dispatch_workgroups(self.groups[0], self.groups[1], self.groups[2]);
     }
 }
 
@@ -156,10 +245,25 @@ impl<'g> ProgramBuilder<'g> {
             view.slice(..self.params.len()).copy_from_slice(&self.params);
         }
         params.unmap();
+        let copies: Vec<Vec<TextureCopy>> = self
+            .pending
+            .iter()
+            .map(|step| {
+                let texels = |buffer: &wgpu::Buffer, texel: Texel| buffer.size() / texel.bytes();
+                step.kernel
+                    .texture_slots
+                    .iter()
+                    .map(|&(slot, texel)| TextureCopy { buffer: step.buffers[slot].clone(), slot, texel, texels: texels(&step.buffers[slot], texel) })
+                    .collect()
+            })
+            .collect();
+        let scratch = Scratch::new(gpu, &copies.iter().flatten().collect::<Vec<_>>());
+        let views: Vec<((usize, Texel), wgpu::TextureView)> = scratch.textures.iter().map(|(key, t)| (*key, t.create_view(&Default::default()))).collect();
         let steps = self
             .pending
             .into_iter()
-            .map(|step| {
+            .zip(copies)
+            .map(|(step, copies)| {
                 let mut entries = vec![wgpu::BindGroupEntry {
                     binding: 0,
                     resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
@@ -168,18 +272,22 @@ impl<'g> ProgramBuilder<'g> {
                         size: wgpu::BufferSize::new(PARAMS_SIZE),
                     }),
                 }];
-                for (slot, buffer) in step.kernel.id.slots().iter().zip(&step.buffers) {
-                    entries.push(wgpu::BindGroupEntry { binding: slot.binding, resource: buffer.as_entire_binding() });
+                for (index, (slot, buffer)) in step.kernel.id.slots().iter().zip(&step.buffers).enumerate() {
+                    let resource = match step.kernel.texture_slots.iter().find(|&&(i, _)| i == index) {
+                        Some(&key) => wgpu::BindingResource::TextureView(&views.iter().find(|(k, _)| *k == key).unwrap().1),
+                        None => buffer.as_entire_binding(),
+                    };
+                    entries.push(wgpu::BindGroupEntry { binding: slot.binding, resource });
                 }
                 let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: None,
                     layout: &step.kernel.layout,
                     entries: &entries,
                 });
-                Step { kernel: step.kernel, bind_group, params_offset: step.params_offset, groups: step.groups }
+                Step { kernel: step.kernel, bind_group, params_offset: step.params_offset, groups: step.groups, copies }
             })
             .collect();
-        Program { steps, _params: params }
+        Program { steps, scratch, _params: params }
     }
 }
 

@@ -2,13 +2,29 @@
 //! and where the real-model assets are.
 #![allow(dead_code)]
 
-use perplex::gpu::{Gpu, GpuOptions};
+use perplex::gpu::{Gpu, GpuOptions, ReadPath};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 pub fn gpu() -> Arc<Gpu> {
     static GPU: OnceLock<Arc<Gpu>> = OnceLock::new();
     GPU.get_or_init(|| Gpu::new(&GpuOptions::default()).expect("a GPU adapter (install mesa-vulkan-drivers)")).clone()
+}
+
+/// The ways the matrix kernels can read their operands, each of which must give the same bits:
+/// storage buffers, textures, and textures with input rows shared across a subgroup (where the
+/// adapter has subgroups; elsewhere that case repeats the plain texture path).
+pub const READ_PATHS: [(ReadPath, bool); 3] = [(ReadPath::Buffers, false), (ReadPath::Textures, false), (ReadPath::Textures, true)];
+
+pub fn read_path_options((reads, share_rows): (ReadPath, bool)) -> GpuOptions {
+    GpuOptions { reads: Some(reads), share_rows: Some(share_rows), ..Default::default() }
+}
+
+/// One GPU per read path per test binary.
+pub fn gpu_reading(path: (ReadPath, bool)) -> Arc<Gpu> {
+    static GPUS: [OnceLock<Arc<Gpu>>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    let index = READ_PATHS.iter().position(|&p| p == path).expect("one of READ_PATHS");
+    GPUS[index].get_or_init(|| Gpu::new(&read_path_options(path)).expect("a GPU adapter (install mesa-vulkan-drivers)")).clone()
 }
 
 /// xorshift64*: reproducible inputs without a dependency; the seed comes from the test.
