@@ -2,9 +2,15 @@
 // QUERY_TILE consecutive queries of one head of one window and streams the keys and values in
 // tiles through workgroup memory with an online softmax, so no score matrix is ever stored.
 // Each query folds its keys in increasing order in one invocation: results do not depend on the
-// batch. Prepended at build time (src/gpu/kernels.rs): HEAD_DIM, KEY_TILE, and the generated
-// head-vector helpers (`HeadVec`, `load_head`, `dot_key`, `add_value`, `scale_head`, `store_head`),
-// unrolled over HEAD_DIM / 4 vec4s so the vectors stay in registers.
+// batch. Prepended at build time (src/gpu/kernels.rs): HEAD_DIM, KEY_TILE, the bindings of qkv
+// and positions (read with `qkv_at`, `position_at`), and the generated head-vector helpers
+// (`HeadVec`, `load_head`, `dot_key`, `add_value`, `scale_head`, `store_head`), unrolled over
+// HEAD_DIM / 4 vec4s so the vectors stay in registers.
+//
+// KEY_TILE 0 is the texture path (src/gpu/kernels.rs, ReadPath): qkv and positions are texture
+// copies, and each invocation reads its keys and values straight from them (`dot_key_at`,
+// `add_value_at`), because on lavapipe workgroup memory is as slow to read as a storage buffer
+// and a texel fetch is several times cheaper. Same keys, same order, same arithmetic.
 //
 // Input: the fused QKV buffer, per row [q heads | k heads | v heads] of HEAD_DIM each; rows are
 // window * window_len + row-in-window. Output: [rows, q_heads * HEAD_DIM].
@@ -29,16 +35,45 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> qkv: array<f32>;
-@group(0) @binding(2) var<storage, read> positions: array<u32>;
 @group(0) @binding(3) var<storage, read> segments: array<vec2<u32>>;
 @group(0) @binding(4) var<storage, read_write> output: array<f32>;
 
 const QUERY_TILE: u32 = 32u;
 
-var<workgroup> tile_k: array<array<vec4<f32>, HEAD_VEC4S>, KEY_TILE>;
-var<workgroup> tile_v: array<array<vec4<f32>, HEAD_VEC4S>, KEY_TILE>;
-var<workgroup> tile_position: array<u32, KEY_TILE>;
+const TILE_SLOTS: u32 = max(KEY_TILE, 1u);
+var<workgroup> tile_k: array<array<vec4<f32>, HEAD_VEC4S>, TILE_SLOTS>;
+var<workgroup> tile_v: array<array<vec4<f32>, HEAD_VEC4S>, TILE_SLOTS>;
+var<workgroup> tile_position: array<u32, TILE_SLOTS>;
+
+// One query's online softmax: the running maximum and sum of exp, and the weighted values.
+struct Running {
+    acc: HeadVec,
+    max: f32,
+    sum: f32,
+}
+
+// Whether a query sees key `key` (rows of the window), given the query's row, (shared_end,
+// segment_start) and position, and the key's position.
+fn visible(key: u32, query: u32, q_segment: vec2<u32>, q_position: u32, key_position: u32) -> bool {
+    return key <= query && (key < q_segment.x || key >= q_segment.y)
+        && (params.sliding_window == 0u || q_position - key_position < params.sliding_window);
+}
+
+// Folds one key's score into `running` (its values scaled by the correction) and returns the
+// weight p of its value, which the caller adds.
+fn fold_score(running: ptr<function, Running>, dot: f32) -> f32 {
+    var score = dot * params.scale;
+    if (params.softcap > 0.0) {
+        score = params.softcap * tanh(clamp(score / params.softcap, -15.0, 15.0));
+    }
+    let new_max = max((*running).max, score);
+    let correction = exp((*running).max - new_max);
+    let p = exp(score - new_max);
+    (*running).sum = (*running).sum * correction + p;
+    (*running).acc = scale_head((*running).acc, correction);
+    (*running).max = new_max;
+    return p;
+}
 
 @compute @workgroup_size(32, 1, 1)
 fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
@@ -54,11 +89,9 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) l
 
     let q_row = row0 + min(query, params.window_len - 1u);
     let q = load_head(q_row * params.qkv_stride + head * HEAD_DIM);
-    let q_position = positions[q_row];
+    let q_position = position_at(q_row);
     let q_segment = segments[q_row];
-    var acc: HeadVec;
-    var running_max = -3.0e38;
-    var running_sum = 0.0;
+    var running = Running(HeadVec(), -3.0e38, 0.0);
 
     // Keys any query of this tile may see: [first_key, last_key].
     let last_key = min(first_query + QUERY_TILE, params.window_len) - 1u;
@@ -68,38 +101,40 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) l
     if (params.packed == 0u && params.sliding_window > 0u && first_query + 1u > params.sliding_window) {
         first_key = first_query + 1u - params.sliding_window;
     }
-    for (var k0 = (first_key / KEY_TILE) * KEY_TILE; k0 <= last_key; k0 += KEY_TILE) {
-        for (var e = lid.x; e < KEY_TILE * HEAD_VEC4S; e += QUERY_TILE) {
-            let j = e / HEAD_VEC4S;
-            let d = (e % HEAD_VEC4S) * 4u;
-            let key = min(k0 + j, last_key);
-            let base = (row0 + key) * params.qkv_stride;
-            tile_k[j][e % HEAD_VEC4S] = vec4<f32>(qkv[base + k_col + d], qkv[base + k_col + d + 1u], qkv[base + k_col + d + 2u], qkv[base + k_col + d + 3u]);
-            tile_v[j][e % HEAD_VEC4S] = vec4<f32>(qkv[base + v_col + d], qkv[base + v_col + d + 1u], qkv[base + v_col + d + 2u], qkv[base + v_col + d + 3u]);
-            if (d == 0u) { tile_position[j] = positions[row0 + key]; }
-        }
-        workgroupBarrier();
+    if (KEY_TILE == 0u) {
+        // Texture path: no tiles, no barriers; each query reads its keys itself.
         if (in_window) {
-            for (var j = 0u; j < KEY_TILE; j++) {
-                let key = k0 + j;
-                let visible = key <= query && (key < q_segment.x || key >= q_segment.y)
-                    && (params.sliding_window == 0u || q_position - tile_position[j] < params.sliding_window);
-                if (!visible) { continue; }
-                var score = dot_key(q, j) * params.scale;
-                if (params.softcap > 0.0) {
-                    score = params.softcap * tanh(clamp(score / params.softcap, -15.0, 15.0));
-                }
-                let new_max = max(running_max, score);
-                let correction = exp(running_max - new_max);
-                let p = exp(score - new_max);
-                running_sum = running_sum * correction + p;
-                acc = add_value(scale_head(acc, correction), p, j);
-                running_max = new_max;
+            for (var key = first_key; key <= query; key++) {
+                let row = row0 + key;
+                if (!visible(key, query, q_segment, q_position, position_at(row))) { continue; }
+                let base = row * params.qkv_stride;
+                let p = fold_score(&running, dot_key_at(q, (base + k_col) >> 2u));
+                running.acc = add_value_at(running.acc, p, (base + v_col) >> 2u);
             }
         }
-        workgroupBarrier();
+    } else {
+        for (var k0 = (first_key / TILE_SLOTS) * TILE_SLOTS; k0 <= last_key; k0 += TILE_SLOTS) {
+            for (var e = lid.x; e < TILE_SLOTS * HEAD_VEC4S; e += QUERY_TILE) {
+                let j = e / HEAD_VEC4S;
+                let d = (e % HEAD_VEC4S) * 4u;
+                let key = min(k0 + j, last_key);
+                let base = (row0 + key) * params.qkv_stride;
+                tile_k[j][e % HEAD_VEC4S] = vec4<f32>(qkv_at(base + k_col + d), qkv_at(base + k_col + d + 1u), qkv_at(base + k_col + d + 2u), qkv_at(base + k_col + d + 3u));
+                tile_v[j][e % HEAD_VEC4S] = vec4<f32>(qkv_at(base + v_col + d), qkv_at(base + v_col + d + 1u), qkv_at(base + v_col + d + 2u), qkv_at(base + v_col + d + 3u));
+                if (d == 0u) { tile_position[j] = position_at(row0 + key); }
+            }
+            workgroupBarrier();
+            if (in_window) {
+                for (var j = 0u; j < TILE_SLOTS; j++) {
+                    if (!visible(k0 + j, query, q_segment, q_position, tile_position[j])) { continue; }
+                    let p = fold_score(&running, dot_key(q, j));
+                    running.acc = add_value(running.acc, p, j);
+                }
+            }
+            workgroupBarrier();
+        }
     }
     if (in_window) {
-        store_head(scale_head(acc, 1.0 / running_sum), (row0 + query) * params.q_heads * HEAD_DIM + head * HEAD_DIM);
+        store_head(scale_head(running.acc, 1.0 / running.sum), (row0 + query) * params.q_heads * HEAD_DIM + head * HEAD_DIM);
     }
 }

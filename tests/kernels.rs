@@ -322,10 +322,20 @@ fn attention_matches_reference() {
     }
 }
 
-/// The attention kernel's output for `windows` windows of `len` rows laid out by `layout`.
+/// The attention kernel's output for `windows` windows of `len` rows laid out by `layout`, the same
+/// bits on every read path (tiled through workgroup memory, or keys read from a texture).
 #[allow(clippy::too_many_arguments)]
 fn run_attention(qkv: &[f32], windows: usize, len: usize, qh: usize, kvh: usize, hd: usize, sliding: Option<usize>, layout: &RowLayout) -> Vec<f32> {
-    let gpu = gpu();
+    let results: Vec<Vec<f32>> = READ_PATHS.iter().map(|&path| run_attention_on(path, qkv, windows, len, qh, kvh, hd, sliding, layout)).collect();
+    for (path, got) in READ_PATHS.iter().zip(&results).skip(1) {
+        assert!(bits(got) == bits(&results[0]), "attention {windows}x{len} hd {hd}: {path:?} differs from {:?}", READ_PATHS[0]);
+    }
+    results.into_iter().next().unwrap()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_attention_on(path: (perplex::gpu::ReadPath, bool), qkv: &[f32], windows: usize, len: usize, qh: usize, kvh: usize, hd: usize, sliding: Option<usize>, layout: &RowLayout) -> Vec<f32> {
+    let gpu = gpu_reading(path);
     let rows = windows * len;
     let width = (qh + 2 * kvh) * hd;
     let scale = 1.0 / (hd as f32).sqrt();

@@ -112,8 +112,13 @@ pub const PARAMS_SIZE: u64 = 64;
 
 impl KernelId {
     /// The attention kernel for `head_dim`, with as many keys per tile (up to 32) as fit in the
-    /// device's workgroup memory: per key, its k and v vectors and its position.
+    /// device's workgroup memory: per key, its k and v vectors and its position. On the texture
+    /// path, key_tile 0: no tiles, keys read from a texture copy of qkv as whole vec4 words, so
+    /// heads must start on a word (head_dim a multiple of 4; else the tiled kernel serves).
     pub fn attention(gpu: &Gpu, head_dim: u32) -> KernelId {
+        if gpu.read_path == ReadPath::Textures && head_dim % 4 == 0 {
+            return KernelId::Attention { head_dim, key_tile: 0 };
+        }
         let per_key = 2 * head_dim.div_ceil(4) * 16 + 4;
         KernelId::Attention { head_dim, key_tile: (gpu.max_workgroup_storage / per_key).clamp(1, 32) }
     }
@@ -175,6 +180,8 @@ impl KernelId {
             (KernelId::Matmul { format, .. } | KernelId::LmHeadLoss { format, .. }, ReadPath::Textures) => {
                 vec![(0, Texel::Rgba32Uint), (1, format.word().1)]
             }
+            // qkv and positions
+            (KernelId::Attention { key_tile: 0, .. }, _) => vec![(0, Texel::Rgba32Uint), (1, Texel::Rgba32Uint)],
             _ => Vec::new(),
         }
     }
@@ -196,7 +203,8 @@ impl KernelId {
             KernelId::Rope => include_str!("../../shaders/rope.wgsl").to_string(),
             KernelId::Activation => include_str!("../../shaders/activation.wgsl").to_string(),
             KernelId::Attention { head_dim, key_tile } => format!(
-                "const KEY_TILE: u32 = {key_tile}u;\n{}\n{}",
+                "const KEY_TILE: u32 = {key_tile}u;\n{}{}\n{}",
+                attention_prelude(textures),
                 head_vector_helpers(head_dim as usize),
                 include_str!("../../shaders/attention.wgsl")
             ),
@@ -216,12 +224,13 @@ fn binding_prelude(format: WeightFormat, input: bool, textures: bool) -> String 
                 Texel::Rg32Uint => ".xy",
                 Texel::Rgba32Uint => "",
             };
-            format!("textureLoad({name}, vec2<u32>(word & {}u, word >> {}u), 0){words}", TEXTURE_WIDTH - 1, TEXTURE_WIDTH.trailing_zeros())
+            format!("textureLoad({name}, texel_coords(word), 0){words}")
         };
         let read = |name: &str, word: &str, texel: Texel| {
             let fetched = fetch(name, texel);
             if word.contains("f32") { format!("bitcast<{word}>({fetched})") } else { fetched }
         };
+        s += &texel_coords();
         if input {
             s += "@group(0) @binding(1) var input: texture_2d<u32>;\n";
             s += &format!("fn input_at(word: u32) -> vec4<f32> {{ return {}; }}\n", read("input", "vec4<f32>", Texel::Rgba32Uint));
@@ -239,6 +248,35 @@ fn binding_prelude(format: WeightFormat, input: bool, textures: bool) -> String 
     s
 }
 
+/// Texture coordinates of word `word` of a buffer copied into a texture (see [`TEXTURE_WIDTH`]).
+fn texel_coords() -> String {
+    format!(
+        "fn texel_coords(word: u32) -> vec2<u32> {{ return vec2<u32>(word & {}u, word >> {}u); }}\n",
+        TEXTURE_WIDTH - 1,
+        TEXTURE_WIDTH.trailing_zeros()
+    )
+}
+
+/// attention.wgsl's qkv (binding 1: values `qkv_at(i)` and vec4 words `qkv4_at(word)`) and
+/// positions (binding 2, `position_at(row)`).
+fn attention_prelude(textures: bool) -> String {
+    if textures {
+        texel_coords()
+            + "@group(0) @binding(1) var qkv: texture_2d<u32>;\n\
+               @group(0) @binding(2) var positions: texture_2d<u32>;\n\
+               fn qkv4_at(word: u32) -> vec4<f32> { return bitcast<vec4<f32>>(textureLoad(qkv, texel_coords(word), 0)); }\n\
+               fn qkv_at(i: u32) -> f32 { return qkv4_at(i >> 2u)[i & 3u]; }\n\
+               fn position_at(row: u32) -> u32 { return textureLoad(positions, texel_coords(row >> 2u), 0)[row & 3u]; }\n"
+    } else {
+        "@group(0) @binding(1) var<storage, read> qkv: array<f32>;\n\
+         @group(0) @binding(2) var<storage, read> positions: array<u32>;\n\
+         fn qkv_at(i: u32) -> f32 { return qkv[i]; }\n\
+         fn qkv4_at(word: u32) -> vec4<f32> { return vec4<f32>(qkv[4u * word], qkv[4u * word + 1u], qkv[4u * word + 2u], qkv[4u * word + 3u]); }\n\
+         fn position_at(row: u32) -> u32 { return positions[row]; }\n"
+            .to_string()
+    }
+}
+
 /// The generated part of attention.wgsl: a head vector as HEAD_DIM / 4 named vec4s (padded with
 /// zeros when HEAD_DIM is not a multiple of 4) and the few operations the kernel applies to it,
 /// unrolled so the vectors stay in registers.
@@ -246,7 +284,7 @@ fn head_vector_helpers(head_dim: usize) -> String {
     let n = head_dim.div_ceil(4);
     let all = |f: &dyn Fn(usize) -> String, sep: &str| (0..n).map(f).collect::<Vec<_>>().join(sep);
     // Element e of the head at flat index `base`, zero past HEAD_DIM.
-    let element = |e: usize| if e < head_dim { format!("qkv[base + {e}u]") } else { "0.0".to_string() };
+    let element = |e: usize| if e < head_dim { format!("qkv_at(base + {e}u)") } else { "0.0".to_string() };
     let mut s = format!("const HEAD_DIM: u32 = {head_dim}u;\nconst HEAD_VEC4S: u32 = {n}u;\n");
     s += &format!("struct HeadVec {{ {} }}\n", all(&|i| format!("v{i}: vec4<f32>"), ", "));
     s += &format!(
@@ -258,6 +296,14 @@ fn head_vector_helpers(head_dim: usize) -> String {
         "fn add_value(acc: HeadVec, p: f32, j: u32) -> HeadVec {{ return HeadVec({}); }}\n",
         all(&|i| format!("fma(vec4<f32>(p), tile_v[j][{i}], acc.v{i})"), ", ")
     );
+    {
+        // The same operations on a key and value read straight from qkv (the texture path's).
+        s += &format!("fn dot_key_at(q: HeadVec, word: u32) -> f32 {{ return {}; }}\n", all(&|i| format!("dot(q.v{i}, qkv4_at(word + {i}u))"), " + "));
+        s += &format!(
+            "fn add_value_at(acc: HeadVec, p: f32, word: u32) -> HeadVec {{ return HeadVec({}); }}\n",
+            all(&|i| format!("fma(vec4<f32>(p), qkv4_at(word + {i}u), acc.v{i})"), ", ")
+        );
+    }
     s += &format!("fn scale_head(x: HeadVec, f: f32) -> HeadVec {{ return HeadVec({}); }}\n", all(&|i| format!("x.v{i} * f"), ", "));
     s += "fn store_head(x: HeadVec, base: u32) {\n";
     for e in 0..head_dim {
