@@ -31,6 +31,8 @@ pub struct BenchReport {
     pub parameters: usize,
     pub weight_dtype: String,
     pub adapter: crate::gpu::AdapterSummary,
+    /// How the kernels read their operands on this adapter (storage buffers or texture copies).
+    pub reads: String,
     pub ctx: usize,
     pub batch: usize,
     pub seconds_per_pass: f64,
@@ -147,6 +149,7 @@ pub fn run(model: &Model, options: &BenchOptions) -> Result<BenchReport> {
         parameters: model.spec.parameter_count(),
         weight_dtype: format!("{:?}", model.gpu_model.weight_dtype),
         adapter: gpu.adapter.clone(),
+        reads: gpu.describe_reads().to_string(),
         ctx: len,
         batch: windows,
         seconds_per_pass: seconds,

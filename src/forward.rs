@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::score::Batch;
-use crate::gpu::{f32_bits, row_grid, DType, Gpu, GpuMatrix, KernelId, Program, ProgramBuilder, BLOCK_ROWS, TILE_COLS};
+use crate::gpu::{f32_bits, row_grid, DType, Gpu, GpuMatrix, KernelId, Program, ProgramBuilder, ReadPath, BLOCK_ROWS, TILE_COLS};
 use crate::model::{load_weights, Checkpoint, ModelSpec, ModelWeights, NormKind, NormWeights, QkNorm};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -118,6 +118,9 @@ pub struct GpuModel {
     programs: Mutex<HashMap<ProgramKey, Arc<Program>>>,
     rope_tables: Mutex<HashMap<(usize, usize), Arc<wgpu::Buffer>>>,
     pub weight_bytes: u64,
+    /// The largest weight buffer (one part of a matrix): the size of the scratch texture it is
+    /// copied into before each product on the texture read path.
+    largest_part_bytes: u64,
     pub weight_dtype: DType,
 }
 
@@ -125,6 +128,7 @@ impl GpuModel {
     /// Uploads the checkpoint's weights in their stored width.
     pub fn load(gpu: Arc<Gpu>, spec: ModelSpec, checkpoint: &Checkpoint) -> Result<GpuModel> {
         let mut weight_bytes = 0u64;
+        let mut largest_part_bytes = 0u64;
         let mut dtype = None;
         let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let weights = load_weights(
@@ -138,6 +142,7 @@ impl GpuModel {
                 gpu.queue.submit([]);
                 gpu.wait()?;
                 weight_bytes += matrix.bytes();
+                largest_part_bytes = matrix.parts.iter().map(|part| part.buffer.size()).fold(largest_part_bytes, u64::max);
                 dtype.get_or_insert(tensor.dtype);
                 Ok(matrix)
             },
@@ -161,6 +166,7 @@ impl GpuModel {
             programs: Mutex::new(HashMap::new()),
             rope_tables: Mutex::new(HashMap::new()),
             weight_bytes,
+            largest_part_bytes,
             weight_dtype: dtype.unwrap_or(DType::F32),
             gpu,
         })
@@ -204,11 +210,16 @@ impl GpuModel {
         wanted.min(fits).max(1)
     }
 
-    /// Activation memory for `rows` rows, in bytes.
+    /// Activation memory for `rows` rows, in bytes, with the scratch textures of the texture
+    /// read path (a copy of one weight part and of the activations a kernel reads).
     pub fn activation_bytes(&self, rows: usize) -> u64 {
         // Activations (each buffer twice at most in flight), tokens, targets, positions, segments, scores.
         let per_row: usize = self.row_bytes().iter().sum::<usize>() * 2 + 4 * 3 + 8 + 8;
-        (per_row * rows) as u64
+        let scratch = match self.gpu.read_path {
+            ReadPath::Textures => self.largest_part_bytes,
+            ReadPath::Buffers => 0,
+        };
+        (per_row * rows) as u64 + scratch
     }
 
     fn workspace(&self, rows: usize) -> Arc<Workspace> {

@@ -23,11 +23,28 @@ struct DeviceArgs {
     /// Treat storage bindings as at most this many MiB (exercises tensor splitting)
     #[arg(long, hide = true)]
     max_binding_mib: Option<u64>,
+    /// Where the matrix and attention kernels read their operands: storage buffers, or texture
+    /// copies (faster on CPU drivers such as lavapipe). Scores are identical either way
+    #[arg(long, global = true, value_enum, default_value_t = Reads::Auto)]
+    reads: Reads,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Reads {
+    /// Textures on CPU adapters, storage buffers on GPUs
+    Auto,
+    Buffers,
+    Textures,
 }
 
 impl DeviceArgs {
     fn open(&self) -> Result<std::sync::Arc<Gpu>> {
-        Gpu::new(&GpuOptions { device: self.device.clone(), max_binding_override: self.max_binding_mib.map(|m| m << 20), reads: None, share_rows: None })
+        let reads = match self.reads {
+            Reads::Auto => None,
+            Reads::Buffers => Some(gpu::ReadPath::Buffers),
+            Reads::Textures => Some(gpu::ReadPath::Textures),
+        };
+        Gpu::new(&GpuOptions { device: self.device.clone(), max_binding_override: self.max_binding_mib.map(|m| m << 20), reads, share_rows: None })
     }
 }
 
@@ -407,6 +424,7 @@ fn bench(model: &str, revision: Option<&str>, options: perplex::bench::BenchOpti
         report::key_values(&[
             ("model", format!("{} ({}, {:.1}M parameters, {})", r.model, r.model_type, r.parameters as f64 / 1e6, r.weight_dtype)),
             ("adapter", format!("{} ({}, {}; driver {} {})", r.adapter.name, r.adapter.backend, r.adapter.device_type, r.adapter.driver, r.adapter.driver_info)),
+            ("reads", r.reads.clone()),
             ("shape", format!("{} x {} tokens", r.batch, r.ctx)),
             ("time per pass", format!("{:.3} s", r.seconds_per_pass)),
             ("tokens/s", format!("{:.1}", r.tokens_per_second)),

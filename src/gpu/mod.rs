@@ -57,7 +57,7 @@ fn summarize(index: usize, adapter: &wgpu::Adapter) -> AdapterSummary {
         notes.push("DX12 without DXC (FXC fallback): no f16 or subgroup shaders; install dxcompiler.dll for them".into());
     }
     if info.device_type == wgpu::DeviceType::Cpu {
-        notes.push("software rasterizer: correct but slow".into());
+        notes.push("software (CPU) adapter: correct but slow; kernels read texture copies of their operands, which are faster there (--reads)".into());
     }
     AdapterSummary {
         index,
@@ -202,6 +202,15 @@ impl Gpu {
             failed,
             last_error,
         }))
+    }
+
+    /// How the matrix and attention kernels read their operands, for reports.
+    pub fn describe_reads(&self) -> &'static str {
+        match (self.read_path, self.share_rows) {
+            (ReadPath::Buffers, _) => "storage buffers",
+            (ReadPath::Textures, true) => "texture copies, input rows shared across subgroups",
+            (ReadPath::Textures, false) => "texture copies",
+        }
     }
 
     /// A one-line description for reports: "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)".
