@@ -53,21 +53,24 @@ fn load_input4(row_start: u32, k: u32) -> vec4<f32> {
 }
 
 // Output column of block column c for this invocation (before `col_offset`).
-fn block_col(group: vec3<u32>, lid: vec3<u32>, c: u32) -> u32 {
-    return group.x * TILE_COLS + lid.x + LANES * c;
+fn block_col(invocation: Invocation, c: u32) -> u32 {
+    return invocation.group.x * TILE_COLS + invocation.lid.x + LANES * c;
+}
+
+// The first row of this invocation's block and the block's products.
+fn invocation_block(invocation: Invocation) -> array<array<f32, BLOCK_COLS>, BLOCK_ROWS> {
+    return block_product(invocation.group.y * BLOCK_ROWS, block_col(invocation, 0u), subgroup_lane(invocation));
 }
 
 @compute @workgroup_size(LANES, 1, 1)
 fn matmul(invocation: Invocation) {
-    let group = invocation.group;
-    let lid = invocation.lid;
-    let row0 = group.y * BLOCK_ROWS;
-    let block = block_product(row0, block_col(group, lid, 0u), subgroup_lane(invocation));
+    let row0 = invocation.group.y * BLOCK_ROWS;
+    let block = invocation_block(invocation);
     for (var r = 0u; r < BLOCK_ROWS; r++) {
         let row = row0 + r;
         if (row >= params.rows) { break; }
         for (var c = 0u; c < BLOCK_COLS; c++) {
-            let col = block_col(group, lid, c);
+            let col = block_col(invocation, c);
             if (col >= params.cols) { break; }
             let out_col = params.col_offset + col;
             var value = block[r][c];
@@ -97,10 +100,9 @@ const EMPTY_STATS: vec4<f32> = vec4<f32>(-3.0e38, 0.0, 0.0, 3.0e38);
 
 @compute @workgroup_size(LANES, 1, 1)
 fn lm_head_loss(invocation: Invocation) {
-    let group = invocation.group;
-    let lid = invocation.lid;
-    let row0 = group.y * BLOCK_ROWS;
-    let block = block_product(row0, block_col(group, lid, 0u), subgroup_lane(invocation));
+    let lane = invocation.lid.x;
+    let row0 = invocation.group.y * BLOCK_ROWS;
+    let block = invocation_block(invocation);
     for (var r = 0u; r < BLOCK_ROWS; r++) {
         let row = min(row0 + r, params.rows - 1u);
         let target_id = targets[row];
@@ -109,7 +111,7 @@ fn lm_head_loss(invocation: Invocation) {
         var valid = 0u;
         var stats = EMPTY_STATS;
         for (var c = 0u; c < BLOCK_COLS; c++) {
-            let col = block_col(group, lid, c);
+            let col = block_col(invocation, c);
             let vocab_index = params.col_offset + col;
             if (col >= params.cols || vocab_index >= params.vocab) { break; }
             var logit = block[r][c];
@@ -124,18 +126,18 @@ fn lm_head_loss(invocation: Invocation) {
         for (var c = 0u; c < valid; c++) {
             stats.y += exp(logits[c] - stats.x);
         }
-        lane_stats[r][lid.x] = stats;
+        lane_stats[r][lane] = stats;
     }
     workgroupBarrier();
     // One invocation per row folds the lanes' summaries in a fixed order.
-    if (lid.x < BLOCK_ROWS) {
-        let row = row0 + lid.x;
+    if (lane < BLOCK_ROWS) {
+        let row = row0 + lane;
         if (row < params.rows) {
-            var stats = lane_stats[lid.x][0];
+            var stats = lane_stats[lane][0];
             for (var l = 1u; l < LANES; l++) {
-                stats = combine_stats(stats, lane_stats[lid.x][l]);
+                stats = combine_stats(stats, lane_stats[lane][l]);
             }
-            partials[row * params.out_stride + params.tile_offset + group.x] = stats;
+            partials[row * params.out_stride + params.tile_offset + invocation.group.x] = stats;
         }
     }
 }
