@@ -116,6 +116,8 @@ pub struct Gpu {
     /// broadcast it (see `kernels::block_product`): subgroups of at least BLOCK_ROWS lanes.
     pub share_rows: bool,
     kernels: Mutex<std::collections::HashMap<KernelId, Arc<Kernel>>>,
+    /// Scratch textures of the texture read path, per kernel slot and texel format.
+    scratch: Mutex<std::collections::HashMap<(usize, Texel), Arc<wgpu::Texture>>>,
     lost: Arc<Mutex<Option<String>>>,
     failed: Arc<AtomicBool>,
     last_error: Arc<Mutex<Option<String>>>,
@@ -198,10 +200,38 @@ impl Gpu {
             read_path,
             share_rows,
             kernels: Mutex::new(Default::default()),
+            scratch: Mutex::new(Default::default()),
             lost,
             failed,
             last_error,
         }))
+    }
+
+    /// A texture of [`TEXTURE_WIDTH`]-texel rows holding at least `texels` words, that copies for
+    /// kernel slot `slot` go into. Every program shares it (work on one queue runs in order, so each
+    /// copy may overwrite the last); a larger request replaces it for later programs, while
+    /// programs recorded earlier keep theirs.
+    pub fn scratch_texture(&self, slot: usize, texel: Texel, texels: u64) -> Arc<wgpu::Texture> {
+        let mut cache = self.scratch.lock().unwrap();
+        if let Some(texture) = cache.get(&(slot, texel)) {
+            if texture.height() as u64 * TEXTURE_WIDTH as u64 >= texels {
+                return texture.clone();
+            }
+        }
+        let rows = texels.div_ceil(TEXTURE_WIDTH as u64).max(1);
+        assert!(rows <= self.max_texture_dimension as u64, "a copy of {texels} texels exceeds the texture limit");
+        let texture = Arc::new(self.device.create_texture(&wgpu::TextureDescriptor {
+            label: Some("kernel operands"),
+            size: wgpu::Extent3d { width: TEXTURE_WIDTH, height: rows as u32, depth_or_array_layers: 1 },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: texel.format(),
+            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+            view_formats: &[],
+        }));
+        cache.insert((slot, texel), texture.clone());
+        texture
     }
 
     /// How the matrix and attention kernels read their operands, for reports.

@@ -54,10 +54,10 @@ impl TextureCopy {
     }
 }
 
-/// One scratch texture per kernel slot and texel format, as large as the largest copy into it:
-/// kernels run one after the other, so each copy may overwrite the previous one.
+/// The scratch textures one program copies into, one per kernel slot and texel format (see
+/// [`Gpu::scratch_texture`]).
 struct Scratch {
-    textures: Vec<((usize, Texel), wgpu::Texture)>,
+    textures: Vec<((usize, Texel), Arc<wgpu::Texture>)>,
 }
 
 impl Scratch {
@@ -65,23 +65,13 @@ impl Scratch {
         let mut keys: Vec<(usize, Texel)> = copies.iter().map(|c| (c.slot, c.texel)).collect();
         keys.sort_by_key(|&(slot, texel)| (slot, texel.bytes()));
         keys.dedup();
-        let mut textures = Vec::new();
-        for key in keys {
-            let Some(texels) = copies.iter().filter(|c| (c.slot, c.texel) == key).map(|c| c.texels).max() else { continue };
-            let rows = texels.div_ceil(TEXTURE_WIDTH as u64).max(1);
-            assert!(rows <= gpu.max_texture_dimension as u64, "a copy of {texels} texels exceeds the texture limit");
-            let texture = gpu.device.create_texture(&wgpu::TextureDescriptor {
-                label: Some("matrix operands"),
-                size: wgpu::Extent3d { width: TEXTURE_WIDTH, height: rows as u32, depth_or_array_layers: 1 },
-                mip_level_count: 1,
-                sample_count: 1,
-                dimension: wgpu::TextureDimension::D2,
-                format: key.1.format(),
-                usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
-                view_formats: &[],
-            });
-            textures.push((key, texture));
-        }
+        let textures = keys
+            .into_iter()
+            .map(|key| {
+                let texels = copies.iter().filter(|c| (c.slot, c.texel) == key).map(|c| c.texels).max().unwrap_or(1);
+                (key, gpu.scratch_texture(key.0, key.1, texels))
+            })
+            .collect();
         Scratch { textures }
     }
 
