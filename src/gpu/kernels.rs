@@ -86,8 +86,9 @@ pub const TEXTURE_WIDTH: u32 = 4096;
 /// Where a kernel's large read-only operands come from. Storage buffers everywhere, except where
 /// texture fetches are much cheaper: on lavapipe (Mesa's CPU Vulkan driver) every storage-buffer
 /// load is a scalar loop over the SIMD lanes, about 10x the cost of a texel fetch (measured:
-/// 15-18 ns vs 2 ns per vec4 on 2 cores), so there the matrix kernels read a texture copy of
-/// their input and weights, made by a buffer-to-texture copy just before the dispatch.
+/// 15-18 ns vs 2 ns per vec4 on 2 cores; workgroup memory is as slow), so there the matrix
+/// kernels read texture copies of their input and weights, and attention of qkv and positions,
+/// made by buffer-to-texture copies just before the dispatch (see [`KernelId::texture_slots`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReadPath {
     Buffers,
