@@ -210,8 +210,9 @@ impl GpuModel {
         wanted.min(fits).max(1)
     }
 
-    /// Activation memory for `rows` rows, in bytes, with the scratch textures of the texture
-    /// read path (a copy of one weight part and of the activations a kernel reads).
+    /// Activation memory for `rows` rows, in bytes. On the texture read path the scratch texture
+    /// of one weight part is added; the activation copies fit within the second copy of each
+    /// activation buffer already counted.
     pub fn activation_bytes(&self, rows: usize) -> u64 {
         // Activations (each buffer twice at most in flight), tokens, targets, positions, segments, scores.
         let per_row: usize = self.row_bytes().iter().sum::<usize>() * 2 + 4 * 3 + 8 + 8;

@@ -117,7 +117,7 @@ impl KernelId {
     /// path, key_tile 0: no tiles, keys read from a texture copy of qkv as whole vec4 words, so
     /// heads must start on a word (head_dim a multiple of 4; else the tiled kernel serves).
     pub fn attention(gpu: &Gpu, head_dim: u32) -> KernelId {
-        if gpu.read_path == ReadPath::Textures && head_dim % 4 == 0 {
+        if gpu.read_path == ReadPath::Textures && head_dim.is_multiple_of(4) {
             return KernelId::Attention { head_dim, key_tile: 0 };
         }
         let per_key = 2 * head_dim.div_ceil(4) * 16 + 4;
@@ -214,39 +214,32 @@ impl KernelId {
 }
 
 /// The declarations of the weights (binding 2, read with `weights_at(word)`) and, for the matrix
-/// kernels, their input (binding 1, `input_at(word)`, vec4<f32> words): storage buffers, or
-/// textures holding the same words (see [`ReadPath`]).
+/// kernels, their input (binding 1, `input_at(word)`, vec4<f32> words), on the kernel's read path.
 fn binding_prelude(format: WeightFormat, input: bool, textures: bool) -> String {
     let (word, texel) = format.word();
-    let mut s = String::new();
-    if textures {
-        let fetch = |name: &str, texel: Texel| {
-            let words = match texel {
-                Texel::Rg32Uint => ".xy",
-                Texel::Rgba32Uint => "",
-            };
-            format!("textureLoad({name}, texel_coords(word), 0){words}")
-        };
-        let read = |name: &str, word: &str, texel: Texel| {
-            let fetched = fetch(name, texel);
-            if word.contains("f32") { format!("bitcast<{word}>({fetched})") } else { fetched }
-        };
-        s += &texel_coords();
-        if input {
-            s += "@group(0) @binding(1) var input: texture_2d<u32>;\n";
-            s += &format!("fn input_at(word: u32) -> vec4<f32> {{ return {}; }}\n", read("input", "vec4<f32>", Texel::Rgba32Uint));
-        }
-        s += "@group(0) @binding(2) var weights: texture_2d<u32>;\n";
-        s += &format!("fn weights_at(word: u32) -> {word} {{ return {}; }}\n", read("weights", word, texel));
-    } else {
-        if input {
-            s += "@group(0) @binding(1) var<storage, read> input: array<vec4<f32>>;\n";
-            s += "fn input_at(word: u32) -> vec4<f32> { return input[word]; }\n";
-        }
-        s += &format!("@group(0) @binding(2) var<storage, read> weights: array<{word}>;\n");
-        s += &format!("fn weights_at(word: u32) -> {word} {{ return weights[word]; }}\n");
+    let mut s = if textures { texel_coords() } else { String::new() };
+    if input {
+        s += &word_binding(1, "input", "input_at", "vec4<f32>", Texel::Rgba32Uint, textures);
     }
-    s
+    s + &word_binding(2, "weights", "weights_at", word, texel, textures)
+}
+
+/// Binding `binding`, named `name`, read a word at a time by `fn {reader}(word: u32) -> {word}`: a
+/// storage buffer of such words, or (`textures`) a texture holding the buffer's words as `texel`s
+/// (see [`ReadPath`]), whose integer texels are bitcast to float words.
+fn word_binding(binding: u32, name: &str, reader: &str, word: &str, texel: Texel, textures: bool) -> String {
+    let (declaration, value) = if textures {
+        let channels = match texel {
+            Texel::Rg32Uint => ".xy",
+            Texel::Rgba32Uint => "",
+        };
+        let fetched = format!("textureLoad({name}, texel_coords(word), 0){channels}");
+        let value = if word.ends_with("<u32>") { fetched } else { format!("bitcast<{word}>({fetched})") };
+        (format!("var {name}: texture_2d<u32>"), value)
+    } else {
+        (format!("var<storage, read> {name}: array<{word}>"), format!("{name}[word]"))
+    };
+    format!("@group(0) @binding({binding}) {declaration};\nfn {reader}(word: u32) -> {word} {{ return {value}; }}\n")
 }
 
 /// Texture coordinates of word `word` of a buffer copied into a texture (see [`TEXTURE_WIDTH`]).
@@ -259,22 +252,19 @@ fn texel_coords() -> String {
 }
 
 /// attention.wgsl's qkv (binding 1: values `qkv_at(i)` and vec4 words `qkv4_at(word)`) and
-/// positions (binding 2, `position_at(row)`).
+/// positions (binding 2, `position_at(row)`). The texture path reads whole words and picks the
+/// value; storage buffers are read value by value (rows need not start on a vec4 there).
 fn attention_prelude(textures: bool) -> String {
-    if textures {
-        texel_coords()
-            + "@group(0) @binding(1) var qkv: texture_2d<u32>;\n\
-               @group(0) @binding(2) var positions: texture_2d<u32>;\n\
-               fn qkv4_at(word: u32) -> vec4<f32> { return bitcast<vec4<f32>>(textureLoad(qkv, texel_coords(word), 0)); }\n\
-               fn qkv_at(i: u32) -> f32 { return qkv4_at(i >> 2u)[i & 3u]; }\n\
-               fn position_at(row: u32) -> u32 { return textureLoad(positions, texel_coords(row >> 2u), 0)[row & 3u]; }\n"
+    let (qkv_word, qkv_reader) = if textures { ("vec4<f32>", "qkv4_at") } else { ("f32", "qkv_at") };
+    let (position_word, position_reader) = if textures { ("vec4<u32>", "position4_at") } else { ("u32", "position_at") };
+    let mut s = if textures { texel_coords() } else { String::new() };
+    s += &word_binding(1, "qkv", qkv_reader, qkv_word, Texel::Rgba32Uint, textures);
+    s += &word_binding(2, "positions", position_reader, position_word, Texel::Rgba32Uint, textures);
+    s + if textures {
+        "fn qkv_at(i: u32) -> f32 { return qkv4_at(i >> 2u)[i & 3u]; }\n\
+         fn position_at(row: u32) -> u32 { return position4_at(row >> 2u)[row & 3u]; }\n"
     } else {
-        "@group(0) @binding(1) var<storage, read> qkv: array<f32>;\n\
-         @group(0) @binding(2) var<storage, read> positions: array<u32>;\n\
-         fn qkv_at(i: u32) -> f32 { return qkv[i]; }\n\
-         fn qkv4_at(word: u32) -> vec4<f32> { return vec4<f32>(qkv[4u * word], qkv[4u * word + 1u], qkv[4u * word + 2u], qkv[4u * word + 3u]); }\n\
-         fn position_at(row: u32) -> u32 { return positions[row]; }\n"
-            .to_string()
+        "fn qkv4_at(word: u32) -> vec4<f32> { return vec4<f32>(qkv_at(4u * word), qkv_at(4u * word + 1u), qkv_at(4u * word + 2u), qkv_at(4u * word + 3u)); }\n"
     }
 }
 
