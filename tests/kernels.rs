@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_close, gpu, gpu_reading, read_path_options, seed, Rng, Tolerance, KERNEL_F32, READ_PATHS};
+use common::{assert_close, gpu, gpu_reading, read_path_options, same_bits_on_every_read_path, seed, Rng, Tolerance, KERNEL_F32};
 use perplex::forward::RowLayout;
 use perplex::gpu::{f32_bits, row_grid, DType, GpuMatrix, GpuOptions, Group, KernelId, Program, BLOCK_ROWS, GROUP, TILE_COLS};
 use perplex::reference::{self, HostMatrix};
@@ -38,17 +38,9 @@ fn to_bytes(values: &[f32], dtype: DType) -> (Vec<u8>, Vec<f32>) {
 /// The matmul on every read path: each against the reference, and all bit-identical.
 fn run_matmul(rows: usize, n: usize, k: usize, dtype: DType, bias: bool, accumulate: bool, split_rows: Option<usize>, rng: &mut Rng) {
     let seed = rng.next_u64();
-    let results: Vec<Vec<f32>> = READ_PATHS
-        .iter()
-        .map(|&path| run_matmul_on(path, rows, n, k, dtype, bias, accumulate, split_rows, &mut Rng::new(seed)))
-        .collect();
-    for (path, got) in READ_PATHS.iter().zip(&results).skip(1) {
-        assert!(bits(got) == bits(&results[0]), "matmul {rows}x{n}x{k} {dtype:?}: {path:?} differs from {:?}", READ_PATHS[0]);
-    }
-}
-
-fn bits(values: &[f32]) -> Vec<u32> {
-    values.iter().map(|v| v.to_bits()).collect()
+    same_bits_on_every_read_path(&format!("matmul {rows}x{n}x{k} {dtype:?}"), |path| {
+        run_matmul_on(path, rows, n, k, dtype, bias, accumulate, split_rows, &mut Rng::new(seed))
+    });
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -139,18 +131,16 @@ fn matmul_unaligned_depth_matches_reference() {
     }
 }
 
-/// The fused LM head (+ soft-capping) against log-softmax of the reference logits, over a
-/// vocabulary split into parts.
 /// The LM head on every read path: each against the reference, and all bit-identical.
 fn run_lm_head(rows: usize, vocab: usize, k: usize, dtype: DType, split: bool, softcap: f32, rng: &mut Rng) {
     let seed = rng.next_u64();
-    let results: Vec<Vec<[f32; 2]>> =
-        READ_PATHS.iter().map(|&path| run_lm_head_on(path, rows, vocab, k, dtype, split, softcap, &mut Rng::new(seed))).collect();
-    for (path, got) in READ_PATHS.iter().zip(&results).skip(1) {
-        assert!(bits(got.as_flattened()) == bits(results[0].as_flattened()), "LM head {dtype:?}: {path:?} differs from {:?}", READ_PATHS[0]);
-    }
+    same_bits_on_every_read_path(&format!("LM head {rows}x{vocab}x{k} {dtype:?}"), |path| {
+        run_lm_head_on(path, rows, vocab, k, dtype, split, softcap, &mut Rng::new(seed))
+    });
 }
 
+/// The fused LM head (+ soft-capping) against log-softmax of the reference logits, over a
+/// vocabulary split into parts when `split`.
 #[allow(clippy::too_many_arguments)]
 fn run_lm_head_on(path: (perplex::gpu::ReadPath, bool), rows: usize, vocab: usize, k: usize, dtype: DType, split: bool, softcap: f32, rng: &mut Rng) -> Vec<[f32; 2]> {
     let gpu = if split {
@@ -326,11 +316,9 @@ fn attention_matches_reference() {
 /// bits on every read path (tiled through workgroup memory, or keys read from a texture).
 #[allow(clippy::too_many_arguments)]
 fn run_attention(qkv: &[f32], windows: usize, len: usize, qh: usize, kvh: usize, hd: usize, sliding: Option<usize>, layout: &RowLayout) -> Vec<f32> {
-    let results: Vec<Vec<f32>> = READ_PATHS.iter().map(|&path| run_attention_on(path, qkv, windows, len, qh, kvh, hd, sliding, layout)).collect();
-    for (path, got) in READ_PATHS.iter().zip(&results).skip(1) {
-        assert!(bits(got) == bits(&results[0]), "attention {windows}x{len} hd {hd}: {path:?} differs from {:?}", READ_PATHS[0]);
-    }
-    results.into_iter().next().unwrap()
+    same_bits_on_every_read_path(&format!("attention {windows}x{len} hd {hd}"), |path| {
+        run_attention_on(path, qkv, windows, len, qh, kvh, hd, sliding, layout)
+    })
 }
 
 #[allow(clippy::too_many_arguments)]

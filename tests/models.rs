@@ -179,15 +179,9 @@ fn every_read_path_gives_identical_scores() {
     // models of different families (fused and separate projections, biases, learned positions).
     for name in ["llama-f32", "qwen2-bf16", "gpt2-f32", "gemma3-f32", "gpt-neox-f16"] {
         let input = &ids(&reference_json(name)["sequences"][0]["input_ids"])[..48];
-        let scores: Vec<Vec<u32>> = common::READ_PATHS
-            .iter()
-            .map(|&path| {
-                let model = open(name, common::gpu_reading(path));
-                score_sequence(&model, input).iter().map(|s| s.logprob.to_bits()).collect()
-            })
-            .collect();
-        for (path, got) in common::READ_PATHS.iter().zip(&scores).skip(1) {
-            assert_eq!(got, &scores[0], "{name}: {path:?} differs from {:?}", common::READ_PATHS[0]);
-        }
+        common::same_bits_on_every_read_path(name, |path| {
+            let model = open(name, common::gpu_reading(path));
+            score_sequence(&model, input).iter().map(|s| s.logprob).collect::<Vec<f32>>()
+        });
     }
 }

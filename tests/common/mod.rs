@@ -27,6 +27,16 @@ pub fn gpu_reading(path: (ReadPath, bool)) -> Arc<Gpu> {
     GPUS[index].get_or_init(|| Gpu::new(&read_path_options(path)).expect("a GPU adapter (install mesa-vulkan-drivers)")).clone()
 }
 
+/// `run` on every read path: asserts that all give the same bits as the first and returns its result.
+pub fn same_bits_on_every_read_path<T: bytemuck::Pod>(what: &str, run: impl Fn((ReadPath, bool)) -> Vec<T>) -> Vec<T> {
+    let mut results = READ_PATHS.iter().map(|&path| run(path));
+    let first = results.next().expect("READ_PATHS is not empty");
+    for (path, got) in READ_PATHS.iter().skip(1).zip(results) {
+        assert!(bytemuck::cast_slice::<T, u8>(&got) == bytemuck::cast_slice::<T, u8>(&first), "{what}: {path:?} differs from {:?}", READ_PATHS[0]);
+    }
+    first
+}
+
 /// xorshift64*: reproducible inputs without a dependency; the seed comes from the test.
 pub struct Rng(u64);
 
