@@ -31,7 +31,7 @@ fn bench_lm_head(gpu: &Gpu, rows: usize, vocab: usize, k: usize) {
     let mut p = Program::builder(gpu);
     for part in &weight.parts {
         p.dispatch(
-            KernelId::LmHeadLoss { format: dtype.format(), aligned: true },
+            KernelId::lm_head_loss(dtype.format(), k),
             &[rows as u32, part.rows as u32, k as u32, part.first_row as u32, tiles as u32, 0, 0, (part.first_row / TILE_COLS) as u32, 0, vocab as u32],
             &[&input, &part.buffer, &targets, &partials],
             [part.rows.div_ceil(TILE_COLS) as u32, rows.div_ceil(BLOCK_ROWS) as u32, 1],

@@ -1,7 +1,8 @@
 // Matrix product against a weight matrix stored row-major as [rows, depth] (a PyTorch Linear
 // weight): product[m, n] = sum_k input[m, k] * weight[n, k].
 // Prepended at build time: the binding prelude, a weight snippet (weights_*.wgsl, defining
-// `load_weight4`) and the generated `block_product` (see src/gpu/kernels.rs), the register block of one invocation:
+// `load_weight4` and `load_weight8`) and the generated `block_product` (see src/gpu/kernels.rs),
+// the register block of one invocation, stepping over k four or eight values at a time:
 // BLOCK_ROWS consecutive rows x BLOCK_COLS columns spaced LANES apart, fully unrolled, because
 // loops over private arrays are not unrolled by every driver's compiler (lavapipe's is 5x slower).
 //
@@ -50,6 +51,22 @@ fn load_input4(row_start: u32, k: u32) -> vec4<f32> {
         v[j] = select(0.0, input_at(i >> 2u)[i & 3u], k + j < params.depth);
     }
     return v;
+}
+
+// Four consecutive weights of the row starting at flat index `row_start`, from its value k. Past
+// the row's end (depths not ALIGNED to four), where the input is masked to zero, the row's last
+// value stands in: the reads stay inside the matrix, whose padding a texture copy need not hold
+// (a texel past the copy keeps what earlier copies left there, possibly a NaN that 0 x NaN would
+// carry into the sum).
+fn load_row_weight4(row_start: u32, k: u32) -> vec4<f32> {
+    if (ALIGNED) { return load_weight4(row_start + k); }
+    let last = params.depth - 1u;
+    return vec4<f32>(
+        load_weight(row_start + min(k, last)),
+        load_weight(row_start + min(k + 1u, last)),
+        load_weight(row_start + min(k + 2u, last)),
+        load_weight(row_start + min(k + 3u, last)),
+    );
 }
 
 // Output column of block column c for this invocation (before `col_offset`).

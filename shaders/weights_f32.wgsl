@@ -6,8 +6,7 @@ fn load_weight(i: u32) -> f32 {
     return weights_at(i >> 2u)[i & 3u];
 }
 
-// Four consecutive weights from flat index i (a multiple of 4 when rows are ALIGNED).
+// Four consecutive weights from flat index i, a multiple of 4.
 fn load_weight4(i: u32) -> vec4<f32> {
-    if (ALIGNED) { return weights_at(i >> 2u); }
-    return vec4<f32>(load_weight(i), load_weight(i + 1u), load_weight(i + 2u), load_weight(i + 3u));
+    return weights_at(i >> 2u);
 }

@@ -13,20 +13,27 @@ fn quant_word(i: u32) -> i32 {
     return bitcast<i32>(weights_at(3u * (i >> 4u) + 1u + ((i >> 3u) & 1u))[(i >> 2u) & 1u]);
 }
 
+// The four signed bytes of a word as values of the group with this header.
+fn dequantize4(header: vec2<f32>, word: i32) -> vec4<f32> {
+    let q = vec4<i32>(word << 24u, word << 16u, word << 8u, word) >> vec4<u32>(24u);
+    return header.x * vec4<f32>(q) + header.y;
+}
+
 fn load_weight(i: u32) -> f32 {
     let header = group_header(i);
     let q = (quant_word(i) << (24u - 8u * (i & 3u))) >> 24u;
     return header.x * f32(q) + header.y;
 }
 
-// Four consecutive weights from flat index i (a multiple of 4 when rows are ALIGNED, which they
-// always are here: rows are whole groups).
+// Four consecutive weights from flat index i, a multiple of 4 (rows are whole groups here).
 fn load_weight4(i: u32) -> vec4<f32> {
-    if (ALIGNED) {
-        let header = group_header(i);
-        let word = quant_word(i);
-        let q = vec4<i32>(word << 24u, word << 16u, word << 8u, word) >> vec4<u32>(24u);
-        return header.x * vec4<f32>(q) + header.y;
-    }
-    return vec4<f32>(load_weight(i), load_weight(i + 1u), load_weight(i + 2u), load_weight(i + 3u));
+    return dequantize4(group_header(i), quant_word(i));
+}
+
+// Eight consecutive weights from flat index i, a multiple of 8: the header and one word, half the
+// fetches of two load_weight4.
+fn load_weight8(i: u32) -> mat2x4<f32> {
+    let header = group_header(i);
+    let words = bitcast<vec2<i32>>(weights_at(3u * (i >> 4u) + 1u + ((i >> 3u) & 1u)));
+    return mat2x4<f32>(dequantize4(header, words.x), dequantize4(header, words.y));
 }

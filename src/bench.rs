@@ -82,7 +82,7 @@ pub fn matmul_gflops(gpu: &crate::gpu::Gpu, rows: usize, n: usize, k: usize, dty
     let mut p = Program::builder(gpu);
     for part in &weight.parts {
         p.dispatch(
-            KernelId::Matmul { format: dtype.format(), aligned: k % 4 == 0 },
+            KernelId::matmul(dtype.format(), k),
             &[rows as u32, part.rows as u32, k as u32, part.first_row as u32, n as u32, 0, 0],
             &[&input, &part.buffer, &bias, &output],
             [part.rows.div_ceil(TILE_COLS) as u32, rows.div_ceil(BLOCK_ROWS) as u32, 1],

@@ -457,7 +457,7 @@ impl GpuModel {
         let tiles = self.vocab_tiles();
         for part in &head.parts {
             p.dispatch(
-                KernelId::LmHeadLoss { format: head.dtype.format(), aligned: d % 4 == 0 },
+                KernelId::lm_head_loss(head.dtype.format(), d),
                 &[
                     rows as u32,
                     part.rows as u32,
@@ -616,7 +616,7 @@ impl GpuModel {
     ) {
         for part in &weight.parts {
             p.dispatch(
-                KernelId::Matmul { format: weight.dtype.format(), aligned: weight.cols % 4 == 0 },
+                KernelId::matmul(weight.dtype.format(), weight.cols),
                 &[
                     rows as u32,
                     part.rows as u32,

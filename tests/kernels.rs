@@ -4,6 +4,8 @@
 mod common;
 
 use common::{assert_close, gpu, gpu_reading, read_path_options, same_bits_on_every_read_path, seed, Rng, Tolerance, KERNEL_F32};
+use perplex::gpu::{Gpu, ReadPath};
+use std::sync::Arc;
 use perplex::forward::RowLayout;
 use perplex::gpu::{f32_bits, row_grid, DType, GpuMatrix, GpuOptions, Group, KernelId, Program, BLOCK_ROWS, GROUP, TILE_COLS};
 use perplex::reference::{self, HostMatrix};
@@ -39,13 +41,12 @@ fn to_bytes(values: &[f32], dtype: DType) -> (Vec<u8>, Vec<f32>) {
 fn run_matmul(rows: usize, n: usize, k: usize, dtype: DType, bias: bool, accumulate: bool, split_rows: Option<usize>, rng: &mut Rng) {
     let seed = rng.next_u64();
     same_bits_on_every_read_path(&format!("matmul {rows}x{n}x{k} {dtype:?}"), |path| {
-        run_matmul_on(path, rows, n, k, dtype, bias, accumulate, split_rows, &mut Rng::new(seed))
+        run_matmul_on(gpu_reading(path), path, rows, n, k, dtype, bias, accumulate, split_rows, &mut Rng::new(seed))
     });
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_matmul_on(path: (perplex::gpu::ReadPath, bool), rows: usize, n: usize, k: usize, dtype: DType, bias: bool, accumulate: bool, split_rows: Option<usize>, rng: &mut Rng) -> Vec<f32> {
-    let gpu = gpu_reading(path);
+fn run_matmul_on(gpu: Arc<Gpu>, path: (ReadPath, bool), rows: usize, n: usize, k: usize, dtype: DType, bias: bool, accumulate: bool, split_rows: Option<usize>, rng: &mut Rng) -> Vec<f32> {
     let input = rng.vec(rows * k, 1.0);
     let (bytes, w) = to_bytes(&rng.vec(n * k, 0.5), dtype);
     let bias_values = rng.vec(n + 7, 1.0);
@@ -54,7 +55,7 @@ fn run_matmul_on(path: (perplex::gpu::ReadPath, bool), rows: usize, n: usize, k:
         Some(rows_per_part) => {
             // Force parts of `rows_per_part` rows by shrinking the binding limit.
             let limit = (rows_per_part * dtype.row_bytes(k) + 4) as u64;
-            let limited = perplex::gpu::Gpu::new(&GpuOptions { max_binding_override: Some(limit), ..read_path_options(path) }).unwrap();
+            let limited = Gpu::new(&GpuOptions { max_binding_override: Some(limit), ..read_path_options(path) }).unwrap();
             let m = GpuMatrix::upload(&limited, "w", n, k, dtype, &bytes).unwrap();
             assert!(m.parts.len() > 1, "expected a split matrix");
             (m, Some(limited))
@@ -71,7 +72,7 @@ fn run_matmul_on(path: (perplex::gpu::ReadPath, bool), rows: usize, n: usize, k:
     let mut p = Program::builder(&gpu);
     for part in &weight.parts {
         p.dispatch(
-            KernelId::Matmul { format: dtype.format(), aligned: k % 4 == 0 },
+            KernelId::matmul(dtype.format(), k),
             &[rows as u32, part.rows as u32, k as u32, (offset + part.first_row) as u32, stride as u32, bias as u32, accumulate as u32],
             &[&input_buf, &part.buffer, &bias_buf, &out],
             [part.rows.div_ceil(TILE_COLS) as u32, rows.div_ceil(BLOCK_ROWS) as u32, 1],
@@ -105,6 +106,10 @@ fn matmul_matches_reference_in_every_weight_format() {
         run_matmul(67, 93, 131, dtype, true, false, None, &mut rng);
         run_matmul(130, 65, 17, dtype, false, true, None, &mut rng);
         run_matmul(5, 200, 301, dtype, true, true, None, &mut rng);
+        // Depths a multiple of 4 but not 8, and of 8 but not 16: f16 and bf16 step by four and by
+        // eight (`DepthStep`), f32 by four.
+        run_matmul(23, 70, 36, dtype, true, false, None, &mut rng);
+        run_matmul(19, 141, 136, dtype, false, true, None, &mut rng);
     }
     // Quantized rows are whole groups of 16.
     run_matmul(1, 1, 16, DType::Int8Groups, false, false, None, &mut rng);
@@ -117,6 +122,7 @@ fn matmul_over_a_split_weight_matches_reference() {
     let mut rng = Rng::new(seed());
     for dtype in [DType::F32, DType::F16] {
         run_matmul(33, 1100, 45, dtype, true, false, Some(512), &mut rng);
+        run_matmul(33, 1100, 40, dtype, true, false, Some(512), &mut rng);
     }
     run_matmul(33, 1100, 48, DType::Int8Groups, true, false, Some(512), &mut rng);
 }
@@ -131,6 +137,38 @@ fn matmul_unaligned_depth_matches_reference() {
     }
 }
 
+#[test]
+fn matmul_masked_depth_reads_only_the_matrix() {
+    // A depth not a multiple of 4 is read in masked steps of four that run past the last row's
+    // end. 200 x 301 values fill their buffer to the last byte in every format (no zero padding
+    // after them), and past a texture copy lies whatever earlier copies left in the shared scratch
+    // texture: NaNs here, which would turn the masked products into NaN if they were read.
+    let mut rng = Rng::new(seed());
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        let seed = rng.next_u64();
+        same_bits_on_every_read_path(&format!("matmul after NaNs {dtype:?}"), |path| {
+            let gpu = Gpu::new(&read_path_options(path)).unwrap();
+            leave_nans_in_scratch(&gpu, 400, 301, dtype);
+            run_matmul_on(gpu, path, 5, 200, 301, dtype, true, false, None, &mut Rng::new(seed))
+        });
+    }
+}
+
+/// Runs a matmul with all-NaN weights of `n` x `k` on `gpu`: on the texture path their copy stays
+/// in the scratch texture that later matmuls copy their weights into.
+fn leave_nans_in_scratch(gpu: &Gpu, n: usize, k: usize, dtype: DType) {
+    let weight = GpuMatrix::upload(gpu, "NaN", n, k, dtype, &vec![0xff; n * dtype.row_bytes(k)]).unwrap();
+    let (input, bias, output) = (gpu.storage("in", (k * 4) as u64), gpu.storage("bias", 16), gpu.storage("out", (n * 4) as u64));
+    let mut p = Program::builder(gpu);
+    p.dispatch(
+        KernelId::matmul(dtype.format(), k),
+        &[1, n as u32, k as u32, 0, n as u32, 0, 0],
+        &[&input, &weight.parts[0].buffer, &bias, &output],
+        [n.div_ceil(TILE_COLS) as u32, 1, 1],
+    );
+    p.build().run(gpu).unwrap();
+}
+
 /// The LM head on every read path: each against the reference, and all bit-identical.
 fn run_lm_head(rows: usize, vocab: usize, k: usize, dtype: DType, split: bool, softcap: f32, rng: &mut Rng) {
     let seed = rng.next_u64();
@@ -142,10 +180,10 @@ fn run_lm_head(rows: usize, vocab: usize, k: usize, dtype: DType, split: bool, s
 /// The fused LM head (+ soft-capping) against log-softmax of the reference logits, over a
 /// vocabulary split into parts when `split`.
 #[allow(clippy::too_many_arguments)]
-fn run_lm_head_on(path: (perplex::gpu::ReadPath, bool), rows: usize, vocab: usize, k: usize, dtype: DType, split: bool, softcap: f32, rng: &mut Rng) -> Vec<[f32; 2]> {
+fn run_lm_head_on(path: (ReadPath, bool), rows: usize, vocab: usize, k: usize, dtype: DType, split: bool, softcap: f32, rng: &mut Rng) -> Vec<[f32; 2]> {
     let gpu = if split {
         let limit = (TILE_COLS * dtype.row_bytes(k) + 16) as u64;
-        perplex::gpu::Gpu::new(&GpuOptions { max_binding_override: Some(limit), ..read_path_options(path) }).unwrap()
+        Gpu::new(&GpuOptions { max_binding_override: Some(limit), ..read_path_options(path) }).unwrap()
     } else {
         gpu_reading(path)
     };
@@ -162,7 +200,7 @@ fn run_lm_head_on(path: (perplex::gpu::ReadPath, bool), rows: usize, vocab: usiz
     let mut p = Program::builder(&gpu);
     for part in &head.parts {
         p.dispatch(
-            KernelId::LmHeadLoss { format: dtype.format(), aligned: k % 4 == 0 },
+            KernelId::lm_head_loss(dtype.format(), k),
             &[rows as u32, part.rows as u32, k as u32, part.first_row as u32, tiles as u32, 0, 0, (part.first_row / TILE_COLS) as u32, f32_bits(softcap), vocab as u32],
             &[&hidden_buf, &part.buffer, &target_buf, &partials],
             [part.rows.div_ceil(TILE_COLS) as u32, rows.div_ceil(BLOCK_ROWS) as u32, 1],
@@ -190,6 +228,7 @@ fn lm_head_loss_matches_log_softmax() {
     run_lm_head(13, 1000, 36, DType::F32, false, 0.0, &mut rng);
     run_lm_head(21, 777, 43, DType::BF16, false, 0.0, &mut rng);
     run_lm_head(9, 300, 40, DType::F16, false, 5.0, &mut rng);
+    run_lm_head(12, 400, 56, DType::BF16, false, 0.0, &mut rng);
     run_lm_head(10, 555, 64, DType::Int8Groups, false, 0.0, &mut rng);
 }
 
@@ -223,7 +262,7 @@ fn lm_head_greedy_flag_when_target_is_argmax() {
     let mut p = Program::builder(&gpu);
     let part = &head.parts[0];
     p.dispatch(
-        KernelId::LmHeadLoss { format: DType::F32.format(), aligned: true },
+        KernelId::lm_head_loss(DType::F32.format(), k),
         &[rows as u32, vocab as u32, k as u32, 0, tiles as u32, 0, 0, 0, 0, vocab as u32],
         &[&hb, &part.buffer, &tb, &partials],
         [vocab.div_ceil(TILE_COLS) as u32, rows.div_ceil(BLOCK_ROWS) as u32, 1],
@@ -322,7 +361,7 @@ fn run_attention(qkv: &[f32], windows: usize, len: usize, qh: usize, kvh: usize,
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_attention_on(path: (perplex::gpu::ReadPath, bool), qkv: &[f32], windows: usize, len: usize, qh: usize, kvh: usize, hd: usize, sliding: Option<usize>, layout: &RowLayout) -> Vec<f32> {
+fn run_attention_on(path: (ReadPath, bool), qkv: &[f32], windows: usize, len: usize, qh: usize, kvh: usize, hd: usize, sliding: Option<usize>, layout: &RowLayout) -> Vec<f32> {
     let gpu = gpu_reading(path);
     let rows = windows * len;
     let width = (qh + 2 * kvh) * hd;
@@ -418,7 +457,7 @@ fn embedding_gather_over_split_table_matches_reference() {
     for dtype in [DType::F32, DType::F16, DType::BF16, DType::Int8Groups] {
         let (vocab, width, rows) = (600, if dtype == DType::Int8Groups { 32 } else { 10 }, 23);
         let limit = (TILE_COLS * dtype.row_bytes(width) + 16) as u64;
-        let gpu = perplex::gpu::Gpu::new(&GpuOptions { max_binding_override: Some(limit), ..Default::default() }).unwrap();
+        let gpu = Gpu::new(&GpuOptions { max_binding_override: Some(limit), ..Default::default() }).unwrap();
         let (bytes, table) = to_bytes(&rng.vec(vocab * width, 1.0), dtype);
         let matrix = GpuMatrix::upload(&gpu, "embed", vocab, width, dtype, &bytes).unwrap();
         assert!(matrix.parts.len() >= 4);

@@ -20,10 +20,13 @@ pub enum WeightFormat {
 impl WeightFormat {
     /// The WGSL type of one word of the weight buffer as the snippet reads it (`weights_at`), and
     /// the texture format that holds such words when weights are read through a texture.
+    /// 16-byte words where a format allows, so that one fetch brings the most weights (four f32,
+    /// eight f16 or bf16); quantized groups are three 8-byte words (see weights_int8_groups.wgsl).
     fn word(self) -> (&'static str, Texel) {
         match self {
             WeightFormat::F32 => ("vec4<f32>", Texel::Rgba32Uint),
-            WeightFormat::F16 | WeightFormat::BF16 | WeightFormat::Int8Groups => ("vec2<u32>", Texel::Rg32Uint),
+            WeightFormat::F16 | WeightFormat::BF16 => ("vec4<u32>", Texel::Rgba32Uint),
+            WeightFormat::Int8Groups => ("vec2<u32>", Texel::Rg32Uint),
         }
     }
 
@@ -37,13 +40,49 @@ impl WeightFormat {
     }
 }
 
+/// How many consecutive values of a row the matrix kernels take per step of their loop over the
+/// depth. Every output is still one running sum over k in increasing order, so the step changes
+/// which loads bring the operands, never the result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DepthStep {
+    /// Four, read value by value and masked past the row's end: depths not a multiple of 4.
+    Masked,
+    /// Four, as whole vec4 reads: depths a multiple of 4.
+    Four,
+    /// Eight: depths a multiple of 8 in formats that bring eight weights with fewer fetches than
+    /// two steps of four (f16 and bf16: one 16-byte word instead of two halves of one; quantized
+    /// groups: the group header once). Where fetches dominate, as on lavapipe, that is most of a
+    /// matrix product's cost. f32 gains nothing (two words either way) and keeps steps of four.
+    Eight,
+}
+
+impl DepthStep {
+    /// The step for rows of `depth` weights in `format`.
+    pub fn of(format: WeightFormat, depth: usize) -> DepthStep {
+        if depth.is_multiple_of(8) && format != WeightFormat::F32 {
+            DepthStep::Eight
+        } else if depth.is_multiple_of(4) {
+            DepthStep::Four
+        } else {
+            DepthStep::Masked
+        }
+    }
+
+    fn values(self) -> usize {
+        match self {
+            DepthStep::Masked | DepthStep::Four => 4,
+            DepthStep::Eight => 8,
+        }
+    }
+}
+
 /// Every kernel perplex dispatches, with what specialises it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KernelId {
     Embedding(WeightFormat),
-    /// `aligned`: the depth is a multiple of 4, so rows can be read as whole vec4s.
-    Matmul { format: WeightFormat, aligned: bool },
-    LmHeadLoss { format: WeightFormat, aligned: bool },
+    /// The product of input rows with weight rows of some depth (see [`KernelId::matmul`]).
+    Matmul { format: WeightFormat, step: DepthStep },
+    LmHeadLoss { format: WeightFormat, step: DepthStep },
     LossCombine,
     Norm,
     Rope,
@@ -112,6 +151,16 @@ const fn write(binding: u32) -> Slot {
 pub const PARAMS_SIZE: u64 = 64;
 
 impl KernelId {
+    /// The matrix product against weight rows of `depth` values in `format`.
+    pub fn matmul(format: WeightFormat, depth: usize) -> KernelId {
+        KernelId::Matmul { format, step: DepthStep::of(format, depth) }
+    }
+
+    /// The fused LM head and loss against vocabulary rows of `depth` values in `format`.
+    pub fn lm_head_loss(format: WeightFormat, depth: usize) -> KernelId {
+        KernelId::LmHeadLoss { format, step: DepthStep::of(format, depth) }
+    }
+
     /// The attention kernel for `head_dim`, with as many keys per tile (up to 32) as fit in the
     /// device's workgroup memory: per key, its k and v vectors and its position. On the texture
     /// path, key_tile 0: no tiles, keys read from a texture copy of qkv as whole vec4 words, so
@@ -191,15 +240,16 @@ impl KernelId {
         const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
         let textures = !self.texture_slots(path).is_empty();
         let share_rows = share_rows && textures;
-        let with_weights = |format: WeightFormat, aligned: bool, inputs: bool, body: &str| {
+        let with_weights = |format: WeightFormat, step: DepthStep, inputs: bool, body: &str| {
             let prelude = binding_prelude(format, inputs, textures);
+            let aligned = step != DepthStep::Masked;
             format!("const ALIGNED: bool = {aligned};\n{prelude}{}\n{body}", format.snippet())
         };
-        let with_block = |format: WeightFormat, aligned: bool| with_weights(format, aligned, true, &(block_product(share_rows) + MATMUL));
+        let with_block = |format: WeightFormat, step: DepthStep| with_weights(format, step, true, &(block_product(share_rows, step) + MATMUL));
         match self {
-            KernelId::Embedding(format) => with_weights(format, false, false, include_str!("../../shaders/embedding.wgsl")),
-            KernelId::Matmul { format, aligned } | KernelId::LmHeadLoss { format, aligned } => with_block(format, aligned),
-            KernelId::LossCombine => with_block(WeightFormat::F32, true),
+            KernelId::Embedding(format) => with_weights(format, DepthStep::Masked, false, include_str!("../../shaders/embedding.wgsl")),
+            KernelId::Matmul { format, step } | KernelId::LmHeadLoss { format, step } => with_block(format, step),
+            KernelId::LossCombine => with_block(WeightFormat::F32, DepthStep::Four),
             KernelId::Norm => include_str!("../../shaders/norm.wgsl").to_string(),
             KernelId::Rope => include_str!("../../shaders/rope.wgsl").to_string(),
             KernelId::Activation => include_str!("../../shaders/activation.wgsl").to_string(),
@@ -314,15 +364,17 @@ pub const TILE_COLS: usize = LANES * BLOCK_COLS;
 /// The generated part of matmul.wgsl: `block_product(row0, col0, lane)` returns the BLOCK_ROWS x
 /// BLOCK_COLS products of rows row0.. and columns col0 + LANES c, with every loop over the block
 /// unrolled into named scalar accumulators (compilers keep those in registers; arrays they spill),
-/// each one running sum of fused multiply-adds over k.
+/// each one running sum of fused multiply-adds over k, taken `step` values at a time.
 ///
 /// `share_rows`: the BLOCK_ROWS input rows are fetched once per subgroup, lane r fetching row r,
 /// and handed to every lane with `subgroupBroadcast`, instead of every lane fetching every row.
 /// Where fetches dominate (lavapipe: 8 fetches instead of 16 per step, measured 1.2-1.4x) this
 /// pays; it needs subgroups of at least BLOCK_ROWS lanes. The entry points' builtins come in the
 /// generated `Invocation` struct, with the subgroup lane only where subgroups are enabled.
-fn block_product(share_rows: bool) -> String {
+fn block_product(share_rows: bool, step: DepthStep) -> String {
     let (rows, cols) = (BLOCK_ROWS, BLOCK_COLS);
+    // The step's values as vec4 quarters: quarter q holds k + 4q .. k + 4q + 3.
+    let quarters = step.values() / 4;
     let mut s = format!(
         "const BLOCK_ROWS: u32 = {rows}u;\nconst BLOCK_COLS: u32 = {cols}u;\nconst LANES: u32 = {LANES}u;\n\
          struct Invocation {{ @builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>{} }}\n\
@@ -347,22 +399,30 @@ fn block_product(share_rows: bool) -> String {
             s += &format!("    var acc{r}_{c} = 0.0;\n");
         }
     }
-    s += "    for (var k = 0u; k < depth; k += 4u) {\n";
+    s += &format!("    for (var k = 0u; k < depth; k += {}u) {{\n", step.values());
+    // Column c's weights for quarter q: one vec4, or a column of load_weight8's mat2x4.
+    let weights = |c: usize, q: usize| if quarters == 1 { format!("wv{c}") } else { format!("wv{c}[{q}]") };
     for c in 0..cols {
-        s += &format!("        let wv{c} = load_weight4(w{c} + k);\n");
+        s += &if quarters == 1 { format!("        let wv{c} = load_row_weight4(w{c}, k);\n") } else { format!("        let wv{c} = load_weight8(w{c} + k);\n") };
     }
-    if share_rows {
-        s += "        let own = load_input4(own_row, k);\n";
+    for q in 0..quarters {
+        if share_rows {
+            s += &format!("        let own{q} = load_input4(own_row, k + {}u);\n", 4 * q);
+        }
+        for r in 0..rows {
+            if share_rows {
+                s += &format!("        let av{r}_{q} = subgroupBroadcast(own{q}, {r}u);\n");
+            } else {
+                s += &format!("        let av{r}_{q} = load_input4(a{r}, k + {}u);\n", 4 * q);
+            }
+        }
     }
     for r in 0..rows {
-        if share_rows {
-            s += &format!("        let av{r} = subgroupBroadcast(own, {r}u);\n");
-        } else {
-            s += &format!("        let av{r} = load_input4(a{r}, k);\n");
-        }
         for c in 0..cols {
-            for e in ["x", "y", "z", "w"] {
-                s += &format!("        acc{r}_{c} = fma(av{r}.{e}, wv{c}.{e}, acc{r}_{c});\n");
+            for q in 0..quarters {
+                for e in ["x", "y", "z", "w"] {
+                    s += &format!("        acc{r}_{c} = fma(av{r}_{q}.{e}, {}.{e}, acc{r}_{c});\n", weights(c, q));
+                }
             }
         }
     }

@@ -6,7 +6,7 @@ mod kernels;
 mod program;
 mod tensor;
 
-pub use kernels::{Kernel, KernelId, ReadPath, Texel, WeightFormat, BLOCK_COLS, BLOCK_ROWS, TEXTURE_WIDTH, TILE_COLS};
+pub use kernels::{DepthStep, Kernel, KernelId, ReadPath, Texel, WeightFormat, BLOCK_COLS, BLOCK_ROWS, TEXTURE_WIDTH, TILE_COLS};
 pub use program::{f32_bits, row_grid, Binding, Program, ProgramBuilder};
 pub use tensor::upload_padded;
 pub use tensor::{DType, GpuMatrix, Group, MatrixPart, GROUP};
