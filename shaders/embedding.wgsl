@@ -2,7 +2,7 @@
 // ids (token embeddings) or row positions (learned absolute positions).
 // Tables larger than one storage binding are split into row ranges: each dispatch covers one part
 // and writes only the rows whose index falls inside it.
-// Prepended at build time: one of weights_{f32,f16,bf16}.wgsl, which defines `load_weight`.
+// Prepended at build time: the weight snippet of the table's format (src/gpu/kernels.rs), which defines `load_weight`.
 
 struct Params {
     rows: u32,

@@ -33,8 +33,8 @@ impl WeightFormat {
     fn snippet(self) -> &'static str {
         match self {
             WeightFormat::F32 => include_str!("../../shaders/weights_f32.wgsl"),
-            WeightFormat::F16 => include_str!("../../shaders/weights_f16.wgsl"),
-            WeightFormat::BF16 => include_str!("../../shaders/weights_bf16.wgsl"),
+            WeightFormat::F16 => concat!(include_str!("../../shaders/weights_f16.wgsl"), include_str!("../../shaders/weights_halves.wgsl")),
+            WeightFormat::BF16 => concat!(include_str!("../../shaders/weights_bf16.wgsl"), include_str!("../../shaders/weights_halves.wgsl")),
             WeightFormat::Int8Groups => include_str!("../../shaders/weights_int8_groups.wgsl"),
         }
     }
