@@ -8,9 +8,12 @@
 // HEAD_DIM / 4 vec4s so the vectors stay in registers.
 //
 // KEY_TILE 0 is the texture path (src/gpu/kernels.rs, ReadPath): qkv and positions are texture
-// copies, and each invocation reads its keys and values straight from them (`dot_key_at`,
-// `add_value_at`), because on lavapipe workgroup memory is as slow to read as a storage buffer
-// and a texel fetch is several times cheaper. Same keys, same order, same arithmetic.
+// copies, and the invocations read keys and values straight from them into registers, because on
+// lavapipe workgroup memory is as slow to read as a storage buffer and a texel fetch is several
+// times cheaper. Keys come KEY_STEP at a time, each fetched once per subgroup and broadcast where
+// subgroups allow (`step_key`), else fetched by every invocation itself. Every invocation of the
+// workgroup runs every step over the tile's key range (broadcasts need uniform control flow) and
+// skips the keys its query does not see: same keys, same order, same arithmetic.
 //
 // Input: the fused QKV buffer, per row [q heads | k heads | v heads] of HEAD_DIM each; rows are
 // window * window_len + row-in-window. Output: [rows, q_heads * HEAD_DIM].
@@ -59,6 +62,18 @@ fn visible(key: u32, query: u32, q_segment: vec2<u32>, q_position: u32, key_posi
         && (params.sliding_window == 0u || q_position - key_position < params.sliding_window);
 }
 
+// What decides which keys a query sees.
+struct QueryView {
+    in_window: bool,
+    query: u32,
+    segment: vec2<u32>,
+    position: u32,
+}
+
+fn sees_key(view: QueryView, key: u32, key_position: u32) -> bool {
+    return view.in_window && visible(key, view.query, view.segment, view.position, key_position);
+}
+
 // Folds one key's score into `running` (its values scaled by the correction) and returns the
 // weight p of its value, which the caller adds.
 fn fold_score(running: ptr<function, Running>, dot: f32) -> f32 {
@@ -76,7 +91,9 @@ fn fold_score(running: ptr<function, Running>, dot: f32) -> f32 {
 }
 
 @compute @workgroup_size(32, 1, 1)
-fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn main(invocation: Invocation) {
+    let group = invocation.group;
+    let lid = invocation.lid;
     let first_query = group.x * QUERY_TILE;
     let head = group.y;
     let window = group.z;
@@ -102,15 +119,16 @@ fn main(@builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) l
         first_key = first_query + 1u - params.sliding_window;
     }
     if (KEY_TILE == 0u) {
-        // Texture path: no tiles, no barriers; each query reads its keys itself.
-        if (in_window) {
-            for (var key = first_key; key <= query; key++) {
-                let row = row0 + key;
-                if (!visible(key, query, q_segment, q_position, position_at(row))) { continue; }
-                let base = row * params.qkv_stride;
-                let p = fold_score(&running, dot_key_at(q, (base + k_col) >> 2u));
-                running.acc = add_value_at(running.acc, p, (base + v_col) >> 2u);
-            }
+        // Texture path: no tiles, no barriers.
+        let lane = subgroup_lane(invocation);
+        let sees = QueryView(in_window, query, q_segment, q_position);
+        for (var k0 = first_key; k0 <= last_key; k0 += KEY_STEP) {
+            let own_row = row0 + min(k0 + lane % KEY_STEP, last_key);
+            let own_base = own_row * params.qkv_stride;
+            let own_k = load_head_words((own_base + k_col) >> 2u);
+            let own_v = load_head_words((own_base + v_col) >> 2u);
+            let own_position = position_at(own_row);
+            fold_key_step(&running, q, own_k, own_v, own_position, k0, sees);
         }
     } else {
         for (var k0 = (first_key / TILE_SLOTS) * TILE_SLOTS; k0 <= last_key; k0 += TILE_SLOTS) {

@@ -254,9 +254,10 @@ impl KernelId {
             KernelId::Rope => include_str!("../../shaders/rope.wgsl").to_string(),
             KernelId::Activation => include_str!("../../shaders/activation.wgsl").to_string(),
             KernelId::Attention { head_dim, key_tile } => format!(
-                "const KEY_TILE: u32 = {key_tile}u;\n{}{}\n{}",
+                "const KEY_TILE: u32 = {key_tile}u;\n{}{}{}\n{}",
                 attention_prelude(textures),
-                head_vector_helpers(head_dim as usize),
+                invocation(share_rows),
+                head_vector_helpers(head_dim as usize, share_rows),
                 include_str!("../../shaders/attention.wgsl")
             ),
         }
@@ -321,7 +322,15 @@ fn attention_prelude(textures: bool) -> String {
 /// The generated part of attention.wgsl: a head vector as HEAD_DIM / 4 named vec4s (padded with
 /// zeros when HEAD_DIM is not a multiple of 4) and the few operations the kernel applies to it,
 /// unrolled so the vectors stay in registers.
-fn head_vector_helpers(head_dim: usize) -> String {
+///
+/// The texture path folds keys KEY_STEP at a time (`fold_key_step`). `share_keys` (subgroups of
+/// at least KEY_STEP_SHARED lanes): lane l of a subgroup fetches key k0 + l % KEY_STEP and
+/// `subgroupBroadcast` hands key k0 + j to every lane, one fetch of each key per subgroup instead
+/// of one per query (the matmul's row sharing, applied to keys; on lavapipe attention ran 2.7x
+/// faster). The steps are unrolled: subgroupBroadcast takes a constant lane, and a switch over
+/// the lane in a loop ran 2x slower than no sharing at all. Otherwise KEY_STEP is 1 and every
+/// invocation uses the key it fetched itself.
+fn head_vector_helpers(head_dim: usize, share_keys: bool) -> String {
     let n = head_dim.div_ceil(4);
     let all = |f: &dyn Fn(usize) -> String, sep: &str| (0..n).map(f).collect::<Vec<_>>().join(sep);
     // Element e of the head at flat index `base`, zero past HEAD_DIM.
@@ -337,14 +346,35 @@ fn head_vector_helpers(head_dim: usize) -> String {
         "fn add_value(acc: HeadVec, p: f32, j: u32) -> HeadVec {{ return HeadVec({}); }}\n",
         all(&|i| format!("fma(vec4<f32>(p), tile_v[j][{i}], acc.v{i})"), ", ")
     );
-    {
-        // The same operations on a key and value read straight from qkv (the texture path's).
-        s += &format!("fn dot_key_at(q: HeadVec, word: u32) -> f32 {{ return {}; }}\n", all(&|i| format!("dot(q.v{i}, qkv4_at(word + {i}u))"), " + "));
+    // The same operations on a key and value held in registers (the texture path's), and what
+    // brings them there.
+    s += &format!("fn load_head_words(word: u32) -> HeadVec {{ return HeadVec({}); }}\n", all(&|i| format!("qkv4_at(word + {i}u)"), ", "));
+    s += &format!("fn dot_head(q: HeadVec, k: HeadVec) -> f32 {{ return {}; }}\n", all(&|i| format!("dot(q.v{i}, k.v{i})"), " + "));
+    s += &format!("fn add_head(acc: HeadVec, p: f32, v: HeadVec) -> HeadVec {{ return HeadVec({}); }}\n", all(&|i| format!("fma(vec4<f32>(p), v.v{i}, acc.v{i})"), ", "));
+    // One step of keys: fold each into `running` where the query sees it.
+    let step = if share_keys { KEY_STEP_SHARED } else { 1 };
+    s += &format!(
+        "const KEY_STEP: u32 = {step}u;\n\
+         fn fold_key_step(running: ptr<function, Running>, q: HeadVec, own_k: HeadVec, own_v: HeadVec, own_position: u32, k0: u32, sees: QueryView) {{\n"
+    );
+    for j in 0..step {
+        let (k, v, position) = if share_keys {
+            (
+                format!("HeadVec({})", all(&|i| format!("subgroupBroadcast(own_k.v{i}, {j}u)"), ", ")),
+                format!("HeadVec({})", all(&|i| format!("subgroupBroadcast(own_v.v{i}, {j}u)"), ", ")),
+                format!("subgroupBroadcast(own_position, {j}u)"),
+            )
+        } else {
+            ("own_k".to_string(), "own_v".to_string(), "own_position".to_string())
+        };
         s += &format!(
-            "fn add_value_at(acc: HeadVec, p: f32, word: u32) -> HeadVec {{ return HeadVec({}); }}\n",
-            all(&|i| format!("fma(vec4<f32>(p), qkv4_at(word + {i}u), acc.v{i})"), ", ")
+            "    {{\n        let k = {k};\n        let v = {v};\n        let position = {position};\n\
+             \x20       if (sees_key(sees, k0 + {j}u, position)) {{\n\
+             \x20           let p = fold_score(running, dot_head(q, k));\n\
+             \x20           (*running).acc = add_head((*running).acc, p, v);\n        }}\n    }}\n"
         );
     }
+    s += "}\n";
     s += &format!("fn scale_head(x: HeadVec, f: f32) -> HeadVec {{ return HeadVec({}); }}\n", all(&|i| format!("x.v{i} * f"), ", "));
     s += "fn store_head(x: HeadVec, base: u32) {\n";
     for e in 0..head_dim {
@@ -352,6 +382,22 @@ fn head_vector_helpers(head_dim: usize) -> String {
     }
     s + "}\n"
 }
+
+/// The entry point's builtins as the generated `Invocation` struct, with the subgroup lane
+/// (`subgroup_lane(invocation)`, else 0) only where subgroups are used: a shader that names a
+/// subgroup builtin needs the device feature even where it never runs it.
+fn invocation(subgroups: bool) -> String {
+    format!(
+        "struct Invocation {{ @builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>{} }}\n\
+         fn subgroup_lane(invocation: Invocation) -> u32 {{ return {}; }}\n",
+        if subgroups { ", @builtin(subgroup_invocation_id) lane: u32" } else { "" },
+        if subgroups { "invocation.lane" } else { "0u" },
+    )
+}
+
+/// Keys per step of the texture path's attention where subgroups share them (see
+/// [`head_vector_helpers`]); subgroups must have at least this many lanes, as for the matmul's rows.
+const KEY_STEP_SHARED: usize = BLOCK_ROWS;
 
 /// Rows and columns of the register block each matmul invocation computes.
 pub const BLOCK_ROWS: usize = 8;
@@ -369,20 +415,16 @@ pub const TILE_COLS: usize = LANES * BLOCK_COLS;
 /// `share_rows`: the BLOCK_ROWS input rows are fetched once per subgroup, lane r fetching row r,
 /// and handed to every lane with `subgroupBroadcast`, instead of every lane fetching every row.
 /// Where fetches dominate (lavapipe: 8 fetches instead of 16 per step, measured 1.2-1.4x) this
-/// pays; it needs subgroups of at least BLOCK_ROWS lanes. The entry points' builtins come in the
-/// generated `Invocation` struct, with the subgroup lane only where subgroups are enabled.
+/// pays; it needs subgroups of at least BLOCK_ROWS lanes.
 fn block_product(share_rows: bool, step: DepthStep) -> String {
     let (rows, cols) = (BLOCK_ROWS, BLOCK_COLS);
     // The step's values as vec4 quarters: quarter q holds k + 4q .. k + 4q + 3.
     let quarters = step.values() / 4;
     let mut s = format!(
-        "const BLOCK_ROWS: u32 = {rows}u;\nconst BLOCK_COLS: u32 = {cols}u;\nconst LANES: u32 = {LANES}u;\n\
-         struct Invocation {{ @builtin(workgroup_id) group: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>{} }}\n\
-         fn subgroup_lane(invocation: Invocation) -> u32 {{ return {}; }}\n\
+        "const BLOCK_ROWS: u32 = {rows}u;\nconst BLOCK_COLS: u32 = {cols}u;\nconst LANES: u32 = {LANES}u;\n{}\
          fn block_product(row0: u32, col0: u32, lane: u32) -> array<array<f32, {cols}>, {rows}> {{\n\
          \x20   let depth = params.depth;\n",
-        if share_rows { ", @builtin(subgroup_invocation_id) lane: u32" } else { "" },
-        if share_rows { "invocation.lane" } else { "0u" },
+        invocation(share_rows),
     );
     if share_rows {
         s += &format!("    let own_row = min(row0 + (lane % {rows}u), params.rows - 1u) * depth;\n");
