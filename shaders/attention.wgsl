@@ -11,7 +11,7 @@
 // copies, and the invocations read keys and values straight from them into registers, because on
 // lavapipe workgroup memory is as slow to read as a storage buffer and a texel fetch is several
 // times cheaper. Keys come KEY_STEP at a time, each fetched once per subgroup and broadcast where
-// subgroups allow (`step_key`), else fetched by every invocation itself. Every invocation of the
+// subgroups allow (`fold_key_step`), else fetched by every invocation itself. Every invocation of the
 // workgroup runs every step over the tile's key range (broadcasts need uniform control flow) and
 // skips the keys its query does not see: same keys, same order, same arithmetic.
 //
