@@ -122,7 +122,9 @@ fn main(invocation: Invocation) {
         // Texture path: no tiles, no barriers.
         let lane = subgroup_lane(invocation);
         let sees = QueryView(in_window, query, q_segment, q_position);
-        for (var k0 = first_key; k0 <= last_key; k0 += KEY_STEP) {
+        // Shared keys need every lane at every step; a lane alone stops at its own query.
+        let end_key = select(last_key, min(query, last_key), KEY_STEP == 1u);
+        for (var k0 = first_key; k0 <= end_key; k0 += KEY_STEP) {
             let own_row = row0 + min(k0 + lane % KEY_STEP, last_key);
             let own_base = own_row * params.qkv_stride;
             let own_k = load_head_words((own_base + k_col) >> 2u);

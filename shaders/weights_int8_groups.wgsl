@@ -8,9 +8,14 @@ fn group_header(i: u32) -> vec2<f32> {
     return bitcast<vec2<f32>>(weights_at(3u * (i >> 4u)));
 }
 
+// The two words holding element i and its seven neighbours in the same aligned group of eight.
+fn quant_pair(i: u32) -> vec2<i32> {
+    return bitcast<vec2<i32>>(weights_at(3u * (i >> 4u) + 1u + ((i >> 3u) & 1u)));
+}
+
 // The word holding element i and its three neighbours in the same aligned group of four.
 fn quant_word(i: u32) -> i32 {
-    return bitcast<i32>(weights_at(3u * (i >> 4u) + 1u + ((i >> 3u) & 1u))[(i >> 2u) & 1u]);
+    return quant_pair(i)[(i >> 2u) & 1u];
 }
 
 // The four signed bytes of a word as values of the group with this header.
@@ -34,6 +39,6 @@ fn load_weight4(i: u32) -> vec4<f32> {
 // fetches of two load_weight4.
 fn load_weight8(i: u32) -> mat2x4<f32> {
     let header = group_header(i);
-    let words = bitcast<vec2<i32>>(weights_at(3u * (i >> 4u) + 1u + ((i >> 3u) & 1u)));
+    let words = quant_pair(i);
     return mat2x4<f32>(dequantize4(header, words.x), dequantize4(header, words.y));
 }

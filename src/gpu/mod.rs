@@ -238,7 +238,7 @@ impl Gpu {
     pub fn describe_reads(&self) -> &'static str {
         match (self.read_path, self.share_rows) {
             (ReadPath::Buffers, _) => "storage buffers",
-            (ReadPath::Textures, true) => "texture copies, input rows shared across subgroups",
+            (ReadPath::Textures, true) => "texture copies, input rows and attention keys shared across subgroups",
             (ReadPath::Textures, false) => "texture copies",
         }
     }

@@ -12,8 +12,8 @@ pub fn gpu() -> Arc<Gpu> {
 }
 
 /// The ways the matrix kernels can read their operands, each of which must give the same bits:
-/// storage buffers, textures, and textures with input rows shared across a subgroup (where the
-/// adapter has subgroups; elsewhere that case repeats the plain texture path).
+/// storage buffers, textures, and textures with input rows and attention keys shared across a
+/// subgroup (where the adapter has subgroups; elsewhere that case repeats the plain texture path).
 pub const READ_PATHS: [(ReadPath, bool); 3] = [(ReadPath::Buffers, false), (ReadPath::Textures, false), (ReadPath::Textures, true)];
 
 pub fn read_path_options((reads, share_rows): (ReadPath, bool)) -> GpuOptions {
