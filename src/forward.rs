@@ -6,7 +6,7 @@
 
 use crate::error::{Error, Result};
 use crate::score::Batch;
-use crate::gpu::{f32_bits, row_grid, DType, Gpu, GpuMatrix, KernelId, Program, ProgramBuilder, ReadPath, BLOCK_ROWS, TILE_COLS};
+use crate::gpu::{f32_bits, row_grid, DType, Gpu, GpuMatrix, KernelId, PendingRead, Program, ProgramBuilder, ReadPath, BLOCK_ROWS, TILE_COLS};
 use crate::model::{load_weights, Checkpoint, ModelSpec, ModelWeights, NormKind, NormWeights, QkNorm};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -31,7 +31,7 @@ struct ProgramKey {
 }
 
 /// Fault injection for tests: PERPLEX_FAIL_WINDOWS_ABOVE=N makes every pass of more than N
-/// windows fail as if the device were out of memory.
+/// windows fail as if the device had run out of memory while running it.
 fn injected_memory_limit() -> Option<usize> {
     std::env::var("PERPLEX_FAIL_WINDOWS_ABOVE").ok().and_then(|v| v.parse().ok())
 }
@@ -41,6 +41,33 @@ fn injected_memory_limit() -> Option<usize> {
 pub struct TokenScore {
     pub logprob: f32,
     pub greedy: bool,
+}
+
+/// A pass queued by [`GpuModel::submit_rows`]; [`PendingScores::finish`] collects its scores.
+#[must_use = "a submitted pass's scores are collected with finish"]
+pub struct PendingScores {
+    raw: PendingRead<[f32; 2]>,
+    rows: ScoredRows,
+}
+
+/// Where the scored rows' results lie in the pass's score buffer.
+enum ScoredRows {
+    /// The first n entries, in order (the LM head ran over the gathered rows).
+    Gathered(usize),
+    /// At these row indices (the LM head ran over every row).
+    InPlace(Vec<u32>),
+}
+
+impl PendingScores {
+    /// Waits for the pass and returns the scores of its scored rows, in order.
+    pub fn finish(self, gpu: &Gpu) -> Result<Vec<TokenScore>> {
+        let raw = self.raw.finish(gpu)?;
+        let score = |[logprob, greedy]: [f32; 2]| TokenScore { logprob, greedy: greedy > 0.5 };
+        Ok(match self.rows {
+            ScoredRows::Gathered(count) => raw[..count].iter().map(|&r| score(r)).collect(),
+            ScoredRows::InPlace(rows) => rows.iter().map(|&r| score(raw[r as usize])).collect(),
+        })
+    }
 }
 
 /// Where each row of a pass sits (see attention.wgsl): its token position, and the rows
@@ -292,6 +319,14 @@ impl GpuModel {
     /// order. The LM head, the costliest matrix of small models, then skips context rows,
     /// padding and overlaps; a row's score is the same bits either way.
     pub fn score_rows(&self, windows: usize, len: usize, tokens: &[u32], targets: &[u32], layout: &RowLayout, scored: &[u32]) -> Result<Vec<TokenScore>> {
+        self.submit_rows(windows, len, tokens, targets, layout, scored)?.finish(&self.gpu)
+    }
+
+    /// [`GpuModel::score_rows`] without waiting: queues the pass and the readback of its scores
+    /// and returns. Passes run in the order submitted; collecting one with
+    /// [`PendingScores::finish`] while the next is queued keeps the device busy while the host
+    /// reads back and prepares the pass after it.
+    pub fn submit_rows(&self, windows: usize, len: usize, tokens: &[u32], targets: &[u32], layout: &RowLayout, scored: &[u32]) -> Result<PendingScores> {
         let rows = windows * len;
         assert_eq!(tokens.len(), rows);
         assert_eq!(targets.len(), rows);
@@ -299,7 +334,7 @@ impl GpuModel {
         assert_eq!(layout.positions.len(), rows);
         assert_eq!(layout.segments.len(), rows);
         if rows == 0 {
-            return Ok(Vec::new());
+            return Ok(PendingScores { raw: PendingRead::nothing(), rows: ScoredRows::Gathered(0) });
         }
         // RoPE tables cover `len` positions; a row's position never exceeds its row in the window.
         let last_position = layout.positions.iter().max().map_or(0, |&p| p as usize);
@@ -323,10 +358,9 @@ impl GpuModel {
         let _running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(limit) = injected_memory_limit() {
             if windows > limit {
-                return Err(Error {
-                    kind: crate::error::ErrorKind::DeviceMemory,
-                    message: format!("the GPU ran out of memory (injected: more than {limit} windows per pass)"),
-                });
+                // Reported when the pass is collected, like a real device's failure, so the
+                // pass queued behind it is in flight by then.
+                self.gpu.report_failure(&format!("out of memory (injected: more than {limit} windows per pass)"));
             }
         }
         let ws = self.workspace(rows);
@@ -365,12 +399,14 @@ impl GpuModel {
             }
         };
         program.submit(&self.gpu);
-        let raw: Vec<[f32; 2]> = self.gpu.read(&ws.scores, head_rows)?;
-        let score = |[logprob, greedy]: [f32; 2]| TokenScore { logprob, greedy: greedy > 0.5 };
-        Ok(match scored_rows {
-            Some(_) => raw[..scored.len()].iter().map(|&r| score(r)).collect(),
-            None => scored.iter().map(|&r| score(raw[r as usize])).collect(),
-        })
+        // Queued behind the pass before the workspace is released: a later pass overwrites
+        // `scores` only after this copy.
+        let raw = self.gpu.start_read(&ws.scores, head_rows);
+        let rows = match scored_rows {
+            Some(_) => ScoredRows::Gathered(scored.len()),
+            None => ScoredRows::InPlace(scored.to_vec()),
+        };
+        Ok(PendingScores { raw, rows })
     }
 
     /// Records the forward pass for `key.windows` x `key.len` rows (`packed`: see

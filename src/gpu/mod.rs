@@ -9,7 +9,7 @@ mod tensor;
 pub use kernels::{DepthStep, Kernel, KernelId, ReadPath, Texel, WeightFormat, BLOCK_COLS, BLOCK_ROWS, TEXTURE_WIDTH, TILE_COLS};
 pub use program::{f32_bits, row_grid, Binding, Program, ProgramBuilder};
 pub use tensor::upload_padded;
-pub use tensor::{DType, GpuMatrix, Group, MatrixPart, GROUP};
+pub use tensor::{DType, GpuMatrix, Group, MatrixPart, PendingRead, GROUP};
 
 use crate::error::{Error, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -277,11 +277,26 @@ impl Gpu {
         *self.last_error.lock().unwrap() = None;
     }
 
+    /// Records a failure as the device reports one, asynchronously: the next wait returns it.
+    /// For fault injection in tests.
+    pub fn report_failure(&self, message: &str) {
+        if !self.failed.swap(true, Ordering::SeqCst) {
+            *self.last_error.lock().unwrap() = Some(message.to_string());
+        }
+    }
+
     /// Blocks until all submitted work is done.
     pub fn wait(&self) -> Result<()> {
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::internal(format!("waiting for the GPU failed: {e}")))?;
+        self.poll(wgpu::PollType::wait_indefinitely())
+    }
+
+    /// Blocks until one submission (and those before it) is done; later ones may still run.
+    pub fn wait_for(&self, submission: wgpu::SubmissionIndex) -> Result<()> {
+        self.poll(wgpu::PollType::Wait { submission_index: Some(submission), timeout: None })
+    }
+
+    fn poll(&self, until: wgpu::PollType) -> Result<()> {
+        self.device.poll(until).map_err(|e| Error::internal(format!("waiting for the GPU failed: {e}")))?;
         self.check_healthy()
     }
 }

@@ -176,9 +176,16 @@ impl Gpu {
 
     /// Copies the first `count` values of a buffer back to the host (blocking).
     pub fn read<T: bytemuck::Pod>(&self, buffer: &wgpu::Buffer, count: usize) -> Result<Vec<T>> {
+        self.start_read(buffer, count).finish(self)
+    }
+
+    /// Queues a copy of the first `count` values of a buffer behind the work already submitted and
+    /// returns at once; [`PendingRead::finish`] waits for that copy alone, so work submitted after
+    /// this call keeps the device busy while the host collects the values.
+    pub fn start_read<T: bytemuck::Pod>(&self, buffer: &wgpu::Buffer, count: usize) -> PendingRead<T> {
         let bytes = (count * std::mem::size_of::<T>()) as u64;
         if bytes == 0 {
-            return Ok(Vec::new());
+            return PendingRead::nothing();
         }
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("readback"),
@@ -188,22 +195,49 @@ impl Gpu {
         });
         let mut encoder = self.device.create_command_encoder(&Default::default());
         encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, staging.size());
-        self.queue.submit([encoder.finish()]);
-        let (sender, receiver) = std::sync::mpsc::channel();
+        let submission = self.queue.submit([encoder.finish()]);
+        let (sender, mapped) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |result| {
             let _ = sender.send(result);
         });
-        self.wait()?;
-        receiver
+        PendingRead { copy: Some(PendingCopy { staging, submission, mapped }), bytes, values: std::marker::PhantomData }
+    }
+}
+
+/// A readback queued by [`Gpu::start_read`].
+pub struct PendingRead<T> {
+    copy: Option<PendingCopy>,
+    bytes: u64,
+    values: std::marker::PhantomData<T>,
+}
+
+struct PendingCopy {
+    staging: wgpu::Buffer,
+    submission: wgpu::SubmissionIndex,
+    mapped: std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
+}
+
+impl<T: bytemuck::Pod> PendingRead<T> {
+    /// A read of no values: finishes at once.
+    pub fn nothing() -> PendingRead<T> {
+        PendingRead { copy: None, bytes: 0, values: std::marker::PhantomData }
+    }
+
+    /// Waits until the copy (and everything submitted before it) is done and returns the values.
+    pub fn finish(self, gpu: &Gpu) -> Result<Vec<T>> {
+        let Some(copy) = self.copy else { return Ok(Vec::new()) };
+        gpu.wait_for(copy.submission)?;
+        copy.mapped
             .recv()
             .map_err(|_| Error::internal("readback was never completed"))?
             .map_err(|e| Error::internal(format!("reading GPU results failed: {e}")))?;
-        let view = staging
+        let view = copy
+            .staging
             .get_mapped_range(..)
             .map_err(|e| Error::internal(format!("reading GPU results failed: {e}")))?;
-        let values = bytemuck::pod_collect_to_vec::<u8, T>(&view[..bytes as usize]);
+        let values = bytemuck::pod_collect_to_vec::<u8, T>(&view[..self.bytes as usize]);
         drop(view);
-        staging.unmap();
+        copy.staging.unmap();
         Ok(values)
     }
 }

@@ -15,7 +15,7 @@ pub use resume::{text_hash, Finished, ResumeHeader, ResumeLog};
 pub use windows::{chunks, rolling, sliding, Window, WindowMode};
 
 use crate::error::{Error, Result};
-use crate::forward::{RowLayout, TokenScore};
+use crate::forward::{PendingScores, RowLayout, TokenScore};
 use crate::Model;
 
 /// How many windows one GPU pass scores.
@@ -178,6 +178,9 @@ pub fn make_windows(model: &Model, tokenized: &[Vec<u32>], mode: WindowMode, ctx
 
 /// Scores windows in batches; returns each window's scores at its scored positions, in the
 /// order of `windows`. Windows of similar length share a pass; the numbers do not depend on it.
+///
+/// One pass stays queued while the previous one is collected: the device starts on pass n + 1
+/// while the host reads back pass n and hands its scores out.
 pub fn score_windows(model: &Model, windows: &[Window], batch: Batch, mut on_pass: impl FnMut(usize)) -> Result<(Vec<Vec<TokenScore>>, usize)> {
     let gpu_model = &model.gpu_model;
     let mut order: Vec<usize> = (0..windows.len()).collect();
@@ -187,41 +190,72 @@ pub fn score_windows(model: &Model, windows: &[Window], batch: Batch, mut on_pas
     let mut next = 0;
     // Lowered for the rest of the run when the device runs out of memory.
     let mut ceiling = usize::MAX;
-    while next < order.len() {
-        let len = windows[order[next]].input.len();
-        let count = gpu_model.windows_per_pass(len, batch).min(ceiling).min(order.len() - next);
-        let group = &order[next..next + count];
-        let mut tokens = vec![0u32; count * len];
-        let mut targets = vec![0u32; count * len];
-        let mut layout = RowLayout::default();
-        let mut scored_rows = Vec::new();
-        for (slot, &w) in group.iter().enumerate() {
-            let window = &windows[w];
-            tokens[slot * len..slot * len + window.input.len()].copy_from_slice(&window.input);
-            targets[slot * len..slot * len + window.targets.len()].copy_from_slice(&window.targets);
-            layout.push_window(len, window.shared_rows(), &window.segments);
-            scored_rows.extend(window.scored.clone().map(|row| (slot * len + row) as u32));
-        }
-        let scores = match gpu_model.score_rows(count, len, &tokens, &targets, &layout, &scored_rows) {
-            Ok(scores) => scores,
-            Err(error) if error.kind == crate::error::ErrorKind::DeviceMemory && count > 1 => {
-                eprintln!("warning: {}; retrying with {} windows per pass", error.message, count / 2);
+    let mut in_flight: Option<QueuedPass> = None;
+    loop {
+        let queued = if next < order.len() {
+            let len = windows[order[next]].input.len();
+            let count = gpu_model.windows_per_pass(len, batch).min(ceiling).min(order.len() - next);
+            let pending = submit_pass(model, windows, &order[next..next + count], len)?;
+            next += count;
+            Some(QueuedPass { pending, first: next - count, count })
+        } else {
+            None
+        };
+        // The device reports running out of memory when a pass is collected.
+        let Some(done) = std::mem::replace(&mut in_flight, queued) else {
+            if in_flight.is_none() {
+                break;
+            }
+            continue;
+        };
+        match done.pending.finish(&gpu_model.gpu) {
+            Ok(scores) => {
+                let mut scores = scores.into_iter();
+                for &w in &order[done.first..done.first + done.count] {
+                    let scored = windows[w].scored.len();
+                    results[w] = scores.by_ref().take(scored).collect();
+                    on_pass(scored);
+                }
+                largest_pass = largest_pass.max(done.count);
+            }
+            Err(error) if error.kind == crate::error::ErrorKind::DeviceMemory && done.count > 1 => {
+                // The pass queued behind it is dropped too: both run again, smaller.
+                if let Some(later) = in_flight.take() {
+                    let _ = later.pending.finish(&gpu_model.gpu);
+                }
+                eprintln!("warning: {}; retrying with {} windows per pass", error.message, done.count / 2);
                 gpu_model.gpu.clear_error();
-                ceiling = count / 2;
-                continue;
+                ceiling = done.count / 2;
+                next = done.first;
             }
             Err(error) => return Err(error),
-        };
-        let mut scores = scores.into_iter();
-        for &w in group {
-            let scored = windows[w].scored.len();
-            results[w] = scores.by_ref().take(scored).collect();
-            on_pass(scored);
         }
-        largest_pass = largest_pass.max(count);
-        next += count;
     }
     Ok((results, largest_pass))
+}
+
+/// A submitted pass over `order[first..first + count]`.
+struct QueuedPass {
+    pending: PendingScores,
+    first: usize,
+    count: usize,
+}
+
+/// Lays the windows of `group` out as one pass of `len` positions each and submits it.
+fn submit_pass(model: &Model, windows: &[Window], group: &[usize], len: usize) -> Result<PendingScores> {
+    let count = group.len();
+    let mut tokens = vec![0u32; count * len];
+    let mut targets = vec![0u32; count * len];
+    let mut layout = RowLayout::default();
+    let mut scored_rows = Vec::new();
+    for (slot, &w) in group.iter().enumerate() {
+        let window = &windows[w];
+        tokens[slot * len..slot * len + window.input.len()].copy_from_slice(&window.input);
+        targets[slot * len..slot * len + window.targets.len()].copy_from_slice(&window.targets);
+        layout.push_window(len, window.shared_rows(), &window.segments);
+        scored_rows.extend(window.scored.clone().map(|row| (slot * len + row) as u32));
+    }
+    model.gpu_model.submit_rows(count, len, &tokens, &targets, &layout, &scored_rows)
 }
 
 /// Set by a Ctrl-C handler: long runs stop after the documents in flight, keeping what is done.
