@@ -547,6 +547,9 @@ fn devices(json: Option<PathBuf>) -> Result<()> {
             a.subgroup_size.1,
             yes(a.timestamp_query)
         );
+        if !a.cooperative_matrix.is_empty() {
+            println!("   cooperative matrices: {}", a.cooperative_matrix.join(", "));
+        }
         for note in &a.notes {
             println!("   note: {note}");
         }

@@ -32,6 +32,9 @@ pub struct AdapterSummary {
     pub subgroups: bool,
     pub subgroup_size: (u32, u32),
     pub timestamp_query: bool,
+    /// The cooperative-matrix shapes wgpu's EXPERIMENTAL_COOPERATIVE_MATRIX offers (the matrix
+    /// units from WGSL), as "MxNxK A/B type -> C type"; empty where the feature is absent.
+    pub cooperative_matrix: Vec<String>,
     pub notes: Vec<String>,
 }
 
@@ -74,6 +77,15 @@ fn summarize(index: usize, adapter: &wgpu::Adapter) -> AdapterSummary {
         subgroups: features.contains(wgpu::Features::SUBGROUP),
         subgroup_size: (info.subgroup_min_size, info.subgroup_max_size),
         timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+        cooperative_matrix: if features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+            adapter
+                .cooperative_matrix_properties()
+                .iter()
+                .map(|p| format!("{}x{}x{} {:?} -> {:?}", p.m_size, p.n_size, p.k_size, p.ab_type, p.cr_type))
+                .collect()
+        } else {
+            Vec::new()
+        },
         notes,
     }
 }
