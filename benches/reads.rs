@@ -36,8 +36,6 @@ BODY    }
 }
 "#;
 
-const SPAN_MASK: &str = "4095u";
-
 fn body(read: &str, i: u32) -> String {
     format!(
         "        {{\n            let i = j + {i}u;\n            let r = {read};\n\
@@ -48,7 +46,7 @@ fn body(read: &str, i: u32) -> String {
 
 /// (what each body reads, the read, bodies per loop iteration).
 fn variants() -> Vec<(&'static str, String, u32)> {
-    let m = SPAN_MASK;
+    let m = format!("{}u", SPAN - 1);
     let texel = |index: &str| format!("textureLoad(texels, vec2<u32>(({index}) & 63u, (({index}) >> 6u) & 63u), 0)");
     let registers = "vec4<f32>(f32(i) * 1e-9)".to_string();
     vec![
