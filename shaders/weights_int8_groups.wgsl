@@ -1,21 +1,21 @@
 // Weight access for quantized (GGUF) checkpoints: each row is whole groups of 16 consecutive
-// values, a group being three vec2<u32>: (scale, offset) as f32 bits, then 16 signed bytes
-// (element j of the group in byte j, little-endian). value = scale * q + offset, exactly ggml's
-// dequantized value (src/gpu/tensor.rs, `Group`). Flat index i lies in group i / 16.
+// values, a group being (scale, offset) as f32 and 16 signed bytes, value = scale * q + offset,
+// exactly ggml's dequantized value (src/gpu/tensor.rs, `Group`). Flat index i lies in group
+// g = i / 16. On the GPU consecutive groups come in pairs of three 16-byte words
+// (`group_pairs`): word 3p holds the headers of groups 2p (xy) and 2p + 1 (zw), words 3p + 1 and
+// 3p + 2 their 16 bytes each (element j of a group in byte j, little-endian).
 // Read through `weights_at(word)`, defined by the generated binding prelude (src/gpu/kernels.rs).
 
 fn group_header(i: u32) -> vec2<f32> {
-    return bitcast<vec2<f32>>(weights_at(3u * (i >> 4u)));
+    let g = i >> 4u;
+    let headers = weights_at(3u * (g >> 1u));
+    return bitcast<vec2<f32>>(select(headers.xy, headers.zw, (g & 1u) == 1u));
 }
 
-// The two words holding element i and its seven neighbours in the same aligned group of eight.
-fn quant_pair(i: u32) -> vec2<i32> {
-    return bitcast<vec2<i32>>(weights_at(3u * (i >> 4u) + 1u + ((i >> 3u) & 1u)));
-}
-
-// The word holding element i and its three neighbours in the same aligned group of four.
-fn quant_word(i: u32) -> i32 {
-    return quant_pair(i)[(i >> 2u) & 1u];
+// The 16 integers of element i's group, four per word.
+fn group_quads(i: u32) -> vec4<i32> {
+    let g = i >> 4u;
+    return bitcast<vec4<i32>>(weights_at(3u * (g >> 1u) + 1u + (g & 1u)));
 }
 
 // The four signed bytes of a word as values of the group with this header.
@@ -25,20 +25,29 @@ fn dequantize4(header: vec2<f32>, word: i32) -> vec4<f32> {
 }
 
 fn load_weight(i: u32) -> f32 {
+    let q = (group_quads(i)[(i >> 2u) & 3u] << (24u - 8u * (i & 3u))) >> 24u;
     let header = group_header(i);
-    let q = (quant_word(i) << (24u - 8u * (i & 3u))) >> 24u;
     return header.x * f32(q) + header.y;
 }
 
 // Four consecutive weights from flat index i, a multiple of 4 (rows are whole groups here).
 fn load_weight4(i: u32) -> vec4<f32> {
-    return dequantize4(group_header(i), quant_word(i));
+    return dequantize4(group_header(i), group_quads(i)[(i >> 2u) & 3u]);
 }
 
-// Eight consecutive weights from flat index i, a multiple of 8: the header and one word, half the
-// fetches of two load_weight4.
-fn load_weight8(i: u32) -> mat2x4<f32> {
-    let header = group_header(i);
-    let words = quant_pair(i);
-    return mat2x4<f32>(dequantize4(header, words.x), dequantize4(header, words.y));
+// A whole group, for steps of sixteen values (`DepthStep::Sixteen`): two fetches, where four
+// steps of four take eight.
+struct Group16 {
+    header: vec2<f32>,
+    quads: vec4<i32>,
+}
+
+// The group starting at flat index i, a multiple of 16.
+fn load_group16(i: u32) -> Group16 {
+    return Group16(group_header(i), group_quads(i));
+}
+
+// Values 4q .. 4q + 3 of a group.
+fn group16_quarter(group: Group16, q: u32) -> vec4<f32> {
+    return dequantize4(group.header, group.quads[q]);
 }

@@ -18,15 +18,13 @@ pub enum WeightFormat {
 }
 
 impl WeightFormat {
-    /// The WGSL type of one word of the weight buffer as the snippet reads it (`weights_at`), and
-    /// the texture format that holds such words when weights are read through a texture.
-    /// 16-byte words where a format allows, so that one fetch brings the most weights (four f32,
-    /// eight f16 or bf16); quantized groups are three 8-byte words (see weights_int8_groups.wgsl).
-    fn word(self) -> (&'static str, Texel) {
+    /// The WGSL type of one word of the weight buffer as the snippet reads it (`weights_at`):
+    /// 16 bytes, so that one fetch brings the most weights (four f32, eight f16 or bf16, the 16
+    /// integers of a quantized group: see weights_int8_groups.wgsl).
+    fn word(self) -> &'static str {
         match self {
-            WeightFormat::F32 => ("vec4<f32>", Texel::Rgba32Uint),
-            WeightFormat::F16 | WeightFormat::BF16 => ("vec4<u32>", Texel::Rgba32Uint),
-            WeightFormat::Int8Groups => ("vec2<u32>", Texel::Rg32Uint),
+            WeightFormat::F32 => "vec4<f32>",
+            WeightFormat::F16 | WeightFormat::BF16 | WeightFormat::Int8Groups => "vec4<u32>",
         }
     }
 
@@ -49,22 +47,23 @@ pub enum DepthStep {
     Masked,
     /// Four, as whole vec4 reads: depths a multiple of 4.
     Four,
-    /// Eight: depths a multiple of 8 in formats that bring eight weights with fewer fetches than
-    /// two steps of four (f16 and bf16: one 16-byte word instead of two halves of one; quantized
-    /// groups: the group header once). Where fetches dominate, as on lavapipe, that is most of a
-    /// matrix product's cost. f32 gains nothing (two words either way) and keeps steps of four.
+    /// Eight: f16 and bf16 depths a multiple of 8, one 16-byte word instead of two halves of
+    /// one. Where fetches dominate, as on lavapipe, they are most of a matrix product's cost.
+    /// f32 gains nothing (two words either way) and keeps steps of four.
     Eight,
+    /// Sixteen: quantized groups, a whole group per step: its header and its integers, two
+    /// fetches instead of eight for four steps of four.
+    Sixteen,
 }
 
 impl DepthStep {
     /// The step for rows of `depth` weights in `format`.
     pub fn of(format: WeightFormat, depth: usize) -> DepthStep {
-        if depth.is_multiple_of(8) && format != WeightFormat::F32 {
-            DepthStep::Eight
-        } else if depth.is_multiple_of(4) {
-            DepthStep::Four
-        } else {
-            DepthStep::Masked
+        match format {
+            WeightFormat::Int8Groups if depth.is_multiple_of(16) => DepthStep::Sixteen,
+            WeightFormat::F16 | WeightFormat::BF16 if depth.is_multiple_of(8) => DepthStep::Eight,
+            _ if depth.is_multiple_of(4) => DepthStep::Four,
+            _ => DepthStep::Masked,
         }
     }
 
@@ -72,6 +71,7 @@ impl DepthStep {
         match self {
             DepthStep::Masked | DepthStep::Four => 4,
             DepthStep::Eight => 8,
+            DepthStep::Sixteen => 16,
         }
     }
 }
@@ -91,31 +91,11 @@ pub enum KernelId {
 }
 
 /// How a texture holds a storage buffer's bytes when a kernel reads it through one: consecutive
-/// words of the buffer fill rows of [`TEXTURE_WIDTH`] texels. Integer formats, so every bit pattern
-/// (NaN, subnormal) reads back exactly; the shader bitcasts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Texel {
-    /// 8-byte words (`vec2<u32>`).
-    Rg32Uint,
-    /// 16-byte words (`vec4<u32>`, `vec4<f32>`).
-    Rgba32Uint,
-}
-
-impl Texel {
-    pub fn bytes(self) -> u64 {
-        match self {
-            Texel::Rg32Uint => 8,
-            Texel::Rgba32Uint => 16,
-        }
-    }
-
-    pub fn format(self) -> wgpu::TextureFormat {
-        match self {
-            Texel::Rg32Uint => wgpu::TextureFormat::Rg32Uint,
-            Texel::Rgba32Uint => wgpu::TextureFormat::Rgba32Uint,
-        }
-    }
-}
+/// 16-byte words of the buffer (every operand's word: `vec4<u32>` or `vec4<f32>`) fill rows of
+/// [`TEXTURE_WIDTH`] texels. An integer format, so every bit pattern (NaN, subnormal) reads back
+/// exactly; the shader bitcasts.
+pub const TEXEL_FORMAT: wgpu::TextureFormat = wgpu::TextureFormat::Rgba32Uint;
+pub const TEXEL_BYTES: u64 = 16;
 
 /// Texels per texture row when a buffer is read through a texture (a power of two, so the shader
 /// splits a word index with a mask and a shift; 4096 x 16 bytes is a whole number of the 256-byte
@@ -224,14 +204,13 @@ impl KernelId {
     }
 
     /// The storage slots (indices into [`KernelId::slots`]) this kernel reads through textures on
-    /// `path`, with the texture format of each.
-    pub fn texture_slots(self, path: ReadPath) -> Vec<(usize, Texel)> {
+    /// `path`.
+    pub fn texture_slots(self, path: ReadPath) -> Vec<usize> {
         match (self, path) {
-            (KernelId::Matmul { format, .. } | KernelId::LmHeadLoss { format, .. }, ReadPath::Textures) => {
-                vec![(0, Texel::Rgba32Uint), (1, format.word().1)]
-            }
+            // Input rows and weights.
+            (KernelId::Matmul { .. } | KernelId::LmHeadLoss { .. }, ReadPath::Textures) => vec![0, 1],
             // qkv and positions
-            (KernelId::Attention { key_tile: 0, .. }, _) => vec![(0, Texel::Rgba32Uint), (1, Texel::Rgba32Uint)],
+            (KernelId::Attention { key_tile: 0, .. }, _) => vec![0, 1],
             _ => Vec::new(),
         }
     }
@@ -267,24 +246,20 @@ impl KernelId {
 /// The declarations of the weights (binding 2, read with `weights_at(word)`) and, for the matrix
 /// kernels, their input (binding 1, `input_at(word)`, vec4<f32> words), on the kernel's read path.
 fn binding_prelude(format: WeightFormat, input: bool, textures: bool) -> String {
-    let (word, texel) = format.word();
+    let word = format.word();
     let mut s = if textures { texel_coords() } else { String::new() };
     if input {
-        s += &word_binding(1, "input", "input_at", "vec4<f32>", Texel::Rgba32Uint, textures);
+        s += &word_binding(1, "input", "input_at", "vec4<f32>", textures);
     }
-    s + &word_binding(2, "weights", "weights_at", word, texel, textures)
+    s + &word_binding(2, "weights", "weights_at", word, textures)
 }
 
 /// Binding `binding`, named `name`, read a word at a time by `fn {reader}(word: u32) -> {word}`: a
-/// storage buffer of such words, or (`textures`) a texture holding the buffer's words as `texel`s
-/// (see [`ReadPath`]), whose integer texels are bitcast to float words.
-fn word_binding(binding: u32, name: &str, reader: &str, word: &str, texel: Texel, textures: bool) -> String {
+/// storage buffer of such words, or (`textures`) a texture holding the buffer's words as texels
+/// (see [`ReadPath`], [`TEXEL_FORMAT`]), whose integer texels are bitcast to float words.
+fn word_binding(binding: u32, name: &str, reader: &str, word: &str, textures: bool) -> String {
     let (declaration, value) = if textures {
-        let channels = match texel {
-            Texel::Rg32Uint => ".xy",
-            Texel::Rgba32Uint => "",
-        };
-        let fetched = format!("textureLoad({name}, texel_coords(word), 0){channels}");
+        let fetched = format!("textureLoad({name}, texel_coords(word), 0)");
         let value = if word.ends_with("<u32>") { fetched } else { format!("bitcast<{word}>({fetched})") };
         (format!("var {name}: texture_2d<u32>"), value)
     } else {
@@ -309,8 +284,8 @@ fn attention_prelude(textures: bool) -> String {
     let (qkv_word, qkv_reader) = if textures { ("vec4<f32>", "qkv4_at") } else { ("f32", "qkv_at") };
     let (position_word, position_reader) = if textures { ("vec4<u32>", "position4_at") } else { ("u32", "position_at") };
     let mut s = if textures { texel_coords() } else { String::new() };
-    s += &word_binding(1, "qkv", qkv_reader, qkv_word, Texel::Rgba32Uint, textures);
-    s += &word_binding(2, "positions", position_reader, position_word, Texel::Rgba32Uint, textures);
+    s += &word_binding(1, "qkv", qkv_reader, qkv_word, textures);
+    s += &word_binding(2, "positions", position_reader, position_word, textures);
     s + if textures {
         "fn qkv_at(i: u32) -> f32 { return qkv4_at(i >> 2u)[i & 3u]; }\n\
          fn position_at(row: u32) -> u32 { return position4_at(row >> 2u)[row & 3u]; }\n"
@@ -442,10 +417,14 @@ fn block_product(share_rows: bool, step: DepthStep) -> String {
         }
     }
     s += &format!("    for (var k = 0u; k < depth; k += {}u) {{\n", step.values());
-    // Column c's weights for quarter q: one vec4, or a column of load_weight8's mat2x4.
-    let weights = |c: usize, q: usize| if quarters == 1 { format!("wv{c}") } else { format!("wv{c}[{q}]") };
+    // Column c's weights for quarter q: one vec4, a column of load_weight8's mat2x4, or a quarter
+    // of a quantized group, dequantized just before the quarter's multiply-adds.
     for c in 0..cols {
-        s += &if quarters == 1 { format!("        let wv{c} = load_row_weight4(w{c}, k);\n") } else { format!("        let wv{c} = load_weight8(w{c} + k);\n") };
+        s += &match step {
+            DepthStep::Masked | DepthStep::Four => format!("        let wv{c}_0 = load_row_weight4(w{c}, k);\n"),
+            DepthStep::Eight => format!("        let wv{c} = load_weight8(w{c} + k);\n        let wv{c}_0 = wv{c}[0];\n        let wv{c}_1 = wv{c}[1];\n"),
+            DepthStep::Sixteen => format!("        let wg{c} = load_group16(w{c} + k);\n"),
+        };
     }
     for q in 0..quarters {
         if share_rows {
@@ -459,11 +438,17 @@ fn block_product(share_rows: bool, step: DepthStep) -> String {
             }
         }
     }
-    for r in 0..rows {
-        for c in 0..cols {
-            for q in 0..quarters {
+    // Quarter by quarter: every accumulator still takes its depth in increasing order.
+    for q in 0..quarters {
+        if step == DepthStep::Sixteen {
+            for c in 0..cols {
+                s += &format!("        let wv{c}_{q} = group16_quarter(wg{c}, {q}u);\n");
+            }
+        }
+        for r in 0..rows {
+            for c in 0..cols {
                 for e in ["x", "y", "z", "w"] {
-                    s += &format!("        acc{r}_{c} = fma(av{r}_{q}.{e}, {}.{e}, acc{r}_{c});\n", weights(c, q));
+                    s += &format!("        acc{r}_{c} = fma(av{r}_{q}.{e}, wv{c}_{q}.{e}, acc{r}_{c});\n");
                 }
             }
         }
@@ -482,7 +467,7 @@ pub struct Kernel {
     pub pipeline: wgpu::ComputePipeline,
     pub layout: wgpu::BindGroupLayout,
     /// Storage slots bound to a texture copy of their buffer (see [`ReadPath`]).
-    pub texture_slots: Vec<(usize, Texel)>,
+    pub texture_slots: Vec<usize>,
 }
 
 impl Gpu {
@@ -514,7 +499,7 @@ impl Gpu {
             count: None,
         }];
         for (index, slot) in id.slots().iter().enumerate() {
-            let ty = if texture_slots.iter().any(|&(i, _)| i == index) {
+            let ty = if texture_slots.contains(&index) {
                 wgpu::BindingType::Texture {
                     sample_type: wgpu::TextureSampleType::Uint,
                     view_dimension: wgpu::TextureViewDimension::D2,

@@ -6,7 +6,7 @@ mod kernels;
 mod program;
 mod tensor;
 
-pub use kernels::{DepthStep, Kernel, KernelId, ReadPath, Texel, WeightFormat, BLOCK_COLS, BLOCK_ROWS, TEXTURE_WIDTH, TILE_COLS};
+pub use kernels::{DepthStep, Kernel, KernelId, ReadPath, WeightFormat, BLOCK_COLS, BLOCK_ROWS, TEXEL_BYTES, TEXEL_FORMAT, TEXTURE_WIDTH, TILE_COLS};
 pub use program::{f32_bits, row_grid, Binding, Program, ProgramBuilder};
 pub use tensor::upload_padded;
 pub use tensor::{DType, GpuMatrix, Group, MatrixPart, PendingRead, GROUP};
@@ -140,8 +140,8 @@ pub struct Gpu {
     /// broadcast it (see `kernels::block_product`): subgroups of at least BLOCK_ROWS lanes.
     pub share_rows: bool,
     kernels: Mutex<std::collections::HashMap<KernelId, Arc<Kernel>>>,
-    /// Scratch textures of the texture read path, per kernel slot and texel format.
-    scratch: Mutex<std::collections::HashMap<(usize, Texel), Arc<wgpu::Texture>>>,
+    /// Scratch textures of the texture read path, per kernel slot.
+    scratch: Mutex<std::collections::HashMap<usize, Arc<wgpu::Texture>>>,
     lost: Arc<Mutex<Option<String>>>,
     failed: Arc<AtomicBool>,
     last_error: Arc<Mutex<Option<String>>>,
@@ -206,8 +206,8 @@ impl Gpu {
             _ => ReadPath::Buffers,
         });
         if read_path == ReadPath::Textures {
-            // Every matrix part must fit in one texture of 8-byte texels.
-            let texture_bytes = TEXTURE_WIDTH as u64 * limits.max_texture_dimension_2d as u64 * Texel::Rg32Uint.bytes();
+            // Every matrix part must fit in one texture.
+            let texture_bytes = TEXTURE_WIDTH as u64 * limits.max_texture_dimension_2d as u64 * TEXEL_BYTES;
             max_binding = max_binding.min(texture_bytes);
         }
         let share_rows = options.share_rows.unwrap_or(true)
@@ -235,9 +235,9 @@ impl Gpu {
     /// kernel slot `slot` go into. Every program shares it (work on one queue runs in order, so each
     /// copy may overwrite the last); a larger request replaces it for later programs, while
     /// programs recorded earlier keep theirs.
-    pub fn scratch_texture(&self, slot: usize, texel: Texel, texels: u64) -> Arc<wgpu::Texture> {
+    pub fn scratch_texture(&self, slot: usize, texels: u64) -> Arc<wgpu::Texture> {
         let mut cache = self.scratch.lock().unwrap();
-        if let Some(texture) = cache.get(&(slot, texel)) {
+        if let Some(texture) = cache.get(&slot) {
             if texture.height() as u64 * TEXTURE_WIDTH as u64 >= texels {
                 return texture.clone();
             }
@@ -250,11 +250,11 @@ impl Gpu {
             mip_level_count: 1,
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
-            format: texel.format(),
+            format: TEXEL_FORMAT,
             usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
             view_formats: &[],
         }));
-        cache.insert((slot, texel), texture.clone());
+        cache.insert(slot, texture.clone());
         texture
     }
 

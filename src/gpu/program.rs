@@ -5,7 +5,7 @@
 //! before their dispatch, into scratch textures the program owns.
 
 use super::kernels::PARAMS_SIZE;
-use super::{Gpu, Kernel, KernelId, Texel, TEXTURE_WIDTH};
+use super::{Gpu, Kernel, KernelId, TEXEL_BYTES, TEXTURE_WIDTH};
 use crate::error::Result;
 use std::sync::Arc;
 
@@ -25,15 +25,14 @@ struct Step {
 struct TextureCopy {
     buffer: wgpu::Buffer,
     slot: usize,
-    texel: Texel,
     texels: u64,
 }
 
 impl TextureCopy {
     fn encode(&self, encoder: &mut wgpu::CommandEncoder, scratch: &Scratch) {
-        let texture = scratch.texture(self.slot, self.texel);
+        let texture = scratch.texture(self.slot);
         let width = TEXTURE_WIDTH as u64;
-        let row_bytes = width * self.texel.bytes();
+        let row_bytes = width * TEXEL_BYTES;
         let (full_rows, rest) = (self.texels / width, self.texels % width);
         let mut copy = |offset: u64, y: u64, texels: u64, rows: u64| {
             encoder.copy_buffer_to_texture(
@@ -54,29 +53,29 @@ impl TextureCopy {
     }
 }
 
-/// The scratch textures one program copies into, one per kernel slot and texel format (see
+/// The scratch textures one program copies into, one per kernel slot (see
 /// [`Gpu::scratch_texture`]).
 struct Scratch {
-    textures: Vec<((usize, Texel), Arc<wgpu::Texture>)>,
+    textures: Vec<(usize, Arc<wgpu::Texture>)>,
 }
 
 impl Scratch {
     fn new(gpu: &Gpu, copies: &[&TextureCopy]) -> Scratch {
-        let mut keys: Vec<(usize, Texel)> = copies.iter().map(|c| (c.slot, c.texel)).collect();
-        keys.sort_by_key(|&(slot, texel)| (slot, texel.bytes()));
-        keys.dedup();
-        let textures = keys
+        let mut slots: Vec<usize> = copies.iter().map(|c| c.slot).collect();
+        slots.sort();
+        slots.dedup();
+        let textures = slots
             .into_iter()
-            .map(|key| {
-                let texels = copies.iter().filter(|c| (c.slot, c.texel) == key).map(|c| c.texels).max().unwrap_or(1);
-                (key, gpu.scratch_texture(key.0, key.1, texels))
+            .map(|slot| {
+                let texels = copies.iter().filter(|c| c.slot == slot).map(|c| c.texels).max().unwrap_or(1);
+                (slot, gpu.scratch_texture(slot, texels))
             })
             .collect();
         Scratch { textures }
     }
 
-    fn texture(&self, slot: usize, texel: Texel) -> &wgpu::Texture {
-        &self.textures.iter().find(|(key, _)| *key == (slot, texel)).expect("a scratch texture for every copy").1
+    fn texture(&self, slot: usize) -> &wgpu::Texture {
+        &self.textures.iter().find(|(key, _)| *key == slot).expect("a scratch texture for every copy").1
     }
 }
 
@@ -239,16 +238,15 @@ impl<'g> ProgramBuilder<'g> {
             .pending
             .iter()
             .map(|step| {
-                let texels = |buffer: &wgpu::Buffer, texel: Texel| buffer.size() / texel.bytes();
                 step.kernel
                     .texture_slots
                     .iter()
-                    .map(|&(slot, texel)| TextureCopy { buffer: step.buffers[slot].clone(), slot, texel, texels: texels(&step.buffers[slot], texel) })
+                    .map(|&slot| TextureCopy { buffer: step.buffers[slot].clone(), slot, texels: step.buffers[slot].size() / TEXEL_BYTES })
                     .collect()
             })
             .collect();
         let scratch = Scratch::new(gpu, &copies.iter().flatten().collect::<Vec<_>>());
-        let views: Vec<((usize, Texel), wgpu::TextureView)> = scratch.textures.iter().map(|(key, t)| (*key, t.create_view(&Default::default()))).collect();
+        let views: Vec<(usize, wgpu::TextureView)> = scratch.textures.iter().map(|(slot, t)| (*slot, t.create_view(&Default::default()))).collect();
         let steps = self
             .pending
             .into_iter()
@@ -263,8 +261,8 @@ impl<'g> ProgramBuilder<'g> {
                     }),
                 }];
                 for (index, (slot, buffer)) in step.kernel.id.slots().iter().zip(&step.buffers).enumerate() {
-                    let resource = match step.kernel.texture_slots.iter().find(|&&(i, _)| i == index) {
-                        Some(&key) => wgpu::BindingResource::TextureView(&views.iter().find(|(k, _)| *k == key).unwrap().1),
+                    let resource = match step.kernel.texture_slots.iter().find(|&&i| i == index) {
+                        Some(&slot) => wgpu::BindingResource::TextureView(&views.iter().find(|(k, _)| *k == slot).unwrap().1),
                         None => buffer.as_entire_binding(),
                     };
                     entries.push(wgpu::BindGroupEntry { binding: slot.binding, resource });

@@ -106,7 +106,12 @@ impl GpuMatrix {
         if bytes.len() != rows * row_bytes {
             return Err(Error::internal(format!("{name}: {} bytes for a {rows}x{cols} {dtype:?} matrix", bytes.len())));
         }
-        let rows_per_part = max_rows_per_part(gpu.max_binding, rows, row_bytes).ok_or_else(|| {
+        // Bytes of a part on the GPU: quantized groups go in pairs (`group_pairs`).
+        let part_bytes = |part_rows: usize| match dtype {
+            DType::Int8Groups => (part_rows * cols / GROUP).div_ceil(2) * 2 * Group::BYTES,
+            _ => part_rows * row_bytes,
+        } as u64;
+        let rows_per_part = max_rows_per_part(gpu.max_binding, rows, part_bytes).ok_or_else(|| {
             Error::bad_input(format!(
                 "{name}: {ROW_ALIGN} rows of {row_bytes} bytes, the smallest part a matrix is split into, exceed this \
                  device's storage binding limit ({} bytes)",
@@ -118,7 +123,11 @@ impl GpuMatrix {
         while first_row < rows {
             let part_rows = rows_per_part.min(rows - first_row);
             let slice = &bytes[first_row * row_bytes..(first_row + part_rows) * row_bytes];
-            let buffer = upload_padded(gpu, &format!("{name}[{first_row}..]"), slice);
+            let label = format!("{name}[{first_row}..]");
+            let buffer = match dtype {
+                DType::Int8Groups => upload_padded(gpu, &label, &group_pairs(slice)),
+                _ => upload_padded(gpu, &label, slice),
+            };
             parts.push(MatrixPart { buffer, first_row, rows: part_rows });
             first_row += part_rows;
         }
@@ -130,16 +139,31 @@ impl GpuMatrix {
     }
 }
 
-/// Rows per part: all of them if the matrix fits in one binding, else as many as fit rounded
-/// down to ROW_ALIGN. None if even ROW_ALIGN rows do not fit.
-fn max_rows_per_part(max_binding: u64, rows: usize, row_bytes: usize) -> Option<usize> {
-    // Leave room for padding to a whole 16 bytes.
-    let fit = ((max_binding.saturating_sub(16)) / row_bytes.max(1) as u64) as usize;
-    if fit >= rows {
+/// The GPU layout of quantized groups (see weights_int8_groups.wgsl): consecutive groups in
+/// pairs of three 16-byte words, both headers first, then each group's 16 integers, so that one
+/// fetch brings all 16 integers of a group and another the headers of two. A part with an odd
+/// number of groups ends with an empty one. The same bytes, moved: the values are unchanged.
+fn group_pairs(groups: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(groups.len() + Group::BYTES);
+    for pair in groups.chunks(2 * Group::BYTES) {
+        let (first, second) = pair.split_at(Group::BYTES);
+        let second = if second.is_empty() { &[0u8; Group::BYTES][..] } else { second };
+        out.extend_from_slice(&first[..8]);
+        out.extend_from_slice(&second[..8]);
+        out.extend_from_slice(&first[8..]);
+        out.extend_from_slice(&second[8..]);
+    }
+    out
+}
+
+/// Rows per part: all of them if the matrix fits in one binding, else the most that fit in a
+/// multiple of ROW_ALIGN. None if even ROW_ALIGN rows do not fit.
+fn max_rows_per_part(max_binding: u64, rows: usize, part_bytes: impl Fn(usize) -> u64) -> Option<usize> {
+    let fits = |part_rows: usize| padded(part_bytes(part_rows)) <= max_binding;
+    if fits(rows) {
         return Some(rows.max(1));
     }
-    let aligned = fit / ROW_ALIGN * ROW_ALIGN;
-    (aligned > 0).then_some(aligned)
+    (1..).map(|n| n * ROW_ALIGN).take_while(|&part_rows| part_rows < rows && fits(part_rows)).last()
 }
 
 /// A storage buffer holding `bytes`, zero-padded to a multiple of 16 bytes.
