@@ -39,8 +39,8 @@ pub struct BenchReport {
     pub tokens_per_second: f64,
     pub gflop_per_pass: f64,
     pub achieved_gflops: f64,
-    /// Best rate of the engine's matmul kernel on large f32 products on this adapter
-    /// ([`PEAK_SHAPES`]).
+    /// Best rate of the engine's matmul kernel on large products with weights in the model's
+    /// format on this adapter ([`PEAK_SHAPES`]).
     pub peak_matmul_gflops: f64,
     pub fraction_of_peak: f64,
     pub weight_bytes: u64,
@@ -68,15 +68,16 @@ pub fn forward_flops(model: &Model, windows: usize, len: usize) -> f64 {
     2.0 * (windows * (len * per_token_matmul + attention)) as f64
 }
 
-/// The f32 products (rows x n x k) the practical peak is the best of: a large square-ish one, and
-/// a wide and a deep one, because no single shape is the fastest on every adapter (on lavapipe
-/// a depth of 2048 runs slower than the depths of small models' projections).
+/// The products (rows x n x k) the practical peak is the best of: a large square-ish one, and a
+/// wide and a deep one, because no single shape is the fastest on every adapter (on lavapipe a
+/// depth of 2048 runs slower than the depths of small models' projections).
 pub const PEAK_SHAPES: [(usize, usize, usize); 3] = [(1024, 2048, 2048), (1024, 2048, 512), (1024, 512, 2048)];
 
-/// The adapter's practical matmul peak: the engine's matmul kernel at its best over
+/// The adapter's practical matmul peak for weights in `dtype` (each format has its own: f16 and
+/// quantized weights take fewer fetches than f32): the engine's matmul kernel at its best over
 /// [`PEAK_SHAPES`], in GFLOP/s.
-pub fn peak_matmul_gflops(gpu: &crate::gpu::Gpu) -> Result<f64> {
-    PEAK_SHAPES.iter().try_fold(0.0f64, |best, &(rows, n, k)| Ok(best.max(matmul_gflops(gpu, rows, n, k, DType::F32)?)))
+pub fn peak_matmul_gflops(gpu: &crate::gpu::Gpu, dtype: DType) -> Result<f64> {
+    PEAK_SHAPES.iter().try_fold(0.0f64, |best, &(rows, n, k)| Ok(best.max(matmul_gflops(gpu, rows, n, k, dtype)?)))
 }
 
 /// GFLOP/s of the engine's matmul kernel on a `rows x n x k` product with `dtype` weights:
@@ -123,7 +124,7 @@ pub fn run(model: &Model, options: &BenchOptions) -> Result<BenchReport> {
     // Before the peak measurement allocates its own buffers.
     let device_reserved_bytes = gpu.device.generate_allocator_report().map(|r| r.total_reserved_bytes);
     let flops = forward_flops(model, windows, len);
-    let peak = peak_matmul_gflops(gpu)?;
+    let peak = peak_matmul_gflops(gpu, model.gpu_model.weight_dtype)?;
 
     let mut notes = Vec::new();
     let kernels = match model.gpu_model.profile(windows, len, &tokens, &targets)? {

@@ -429,7 +429,7 @@ fn bench(model: &str, revision: Option<&str>, options: perplex::bench::BenchOpti
             ("time per pass", format!("{:.3} s", r.seconds_per_pass)),
             ("tokens/s", format!("{:.1}", r.tokens_per_second)),
             ("achieved", format!("{:.2} GFLOP/s ({:.2} GFLOP per pass)", r.achieved_gflops, r.gflop_per_pass)),
-            ("matmul peak", format!("{:.2} GFLOP/s (best f32 product of {}, same adapter)", r.peak_matmul_gflops, perplex::bench::PEAK_SHAPES.map(|(m, n, k)| format!("{m}x{n}x{k}")).join(", "))),
+            ("matmul peak", format!("{:.2} GFLOP/s (best {} product of {}, same adapter)", r.peak_matmul_gflops, r.weight_dtype, perplex::bench::PEAK_SHAPES.map(|(m, n, k)| format!("{m}x{n}x{k}")).join(", "))),
             ("fraction of peak", format!("{:.0}%", 100.0 * r.fraction_of_peak)),
             ("memory", format!("{} weights + {} activations (planned)", mib(r.weight_bytes), mib(r.activation_bytes))),
             (
