@@ -51,3 +51,25 @@ fn load_group16(i: u32) -> Group16 {
 fn group16_quarter(group: Group16, q: u32) -> vec4<f32> {
     return dequantize4(group.header, group.quads[q]);
 }
+
+// Two whole groups, for steps of thirty-two values (`DepthStep::ThirtyTwo`): three fetches, where
+// two steps of sixteen take four.
+struct GroupPair32 {
+    headers: vec4<f32>,
+    first: vec4<i32>,
+    second: vec4<i32>,
+}
+
+// The pair of groups starting at flat index i, a multiple of 32.
+fn load_group_pair32(i: u32) -> GroupPair32 {
+    let word = 3u * (i >> 5u);
+    return GroupPair32(bitcast<vec4<f32>>(weights_at(word)), bitcast<vec4<i32>>(weights_at(word + 1u)), bitcast<vec4<i32>>(weights_at(word + 2u)));
+}
+
+// Values 4q .. 4q + 3 of a pair of groups.
+fn group_pair32_quarter(pair: GroupPair32, q: u32) -> vec4<f32> {
+    if q < 4u {
+        return dequantize4(pair.headers.xy, pair.first[q]);
+    }
+    return dequantize4(pair.headers.zw, pair.second[q - 4u]);
+}

@@ -111,10 +111,13 @@ fn matmul_matches_reference_in_every_weight_format() {
         run_matmul(23, 70, 36, dtype, true, false, None, &mut rng);
         run_matmul(19, 141, 136, dtype, false, true, None, &mut rng);
     }
-    // Quantized rows are whole groups of 16.
+    // Quantized rows are whole groups of 16: an odd number of them (steps of 16, pairs of groups
+    // straddling rows) and an even one (steps of 32).
     run_matmul(1, 1, 16, DType::Int8Groups, false, false, None, &mut rng);
     run_matmul(67, 93, 144, DType::Int8Groups, true, false, None, &mut rng);
     run_matmul(5, 200, 304, DType::Int8Groups, true, true, None, &mut rng);
+    run_matmul(37, 75, 160, DType::Int8Groups, true, false, None, &mut rng);
+    run_matmul(9, 130, 32, DType::Int8Groups, false, true, None, &mut rng);
 }
 
 #[test]
@@ -125,6 +128,7 @@ fn matmul_over_a_split_weight_matches_reference() {
         run_matmul(33, 1100, 40, dtype, true, false, Some(512), &mut rng);
     }
     run_matmul(33, 1100, 48, DType::Int8Groups, true, false, Some(512), &mut rng);
+    run_matmul(33, 1100, 64, DType::Int8Groups, true, false, Some(512), &mut rng);
 }
 
 #[test]

@@ -54,12 +54,16 @@ pub enum DepthStep {
     /// Sixteen: quantized groups, a whole group per step: its header and its integers, two
     /// fetches instead of eight for four steps of four.
     Sixteen,
+    /// Thirty-two: quantized rows of whole pairs of groups, a pair per step: three fetches (the
+    /// word of both headers, then each group's integers) instead of four for two steps of sixteen.
+    ThirtyTwo,
 }
 
 impl DepthStep {
     /// The step for rows of `depth` weights in `format`.
     pub fn of(format: WeightFormat, depth: usize) -> DepthStep {
         match format {
+            WeightFormat::Int8Groups if depth.is_multiple_of(32) => DepthStep::ThirtyTwo,
             WeightFormat::Int8Groups if depth.is_multiple_of(16) => DepthStep::Sixteen,
             WeightFormat::F16 | WeightFormat::BF16 if depth.is_multiple_of(8) => DepthStep::Eight,
             _ if depth.is_multiple_of(4) => DepthStep::Four,
@@ -72,6 +76,7 @@ impl DepthStep {
             DepthStep::Masked | DepthStep::Four => 4,
             DepthStep::Eight => 8,
             DepthStep::Sixteen => 16,
+            DepthStep::ThirtyTwo => 32,
         }
     }
 }
@@ -424,6 +429,7 @@ fn block_product(share_rows: bool, step: DepthStep) -> String {
             DepthStep::Masked | DepthStep::Four => format!("        let wv{c}_0 = load_row_weight4(w{c}, k);\n"),
             DepthStep::Eight => format!("        let wv{c} = load_weight8(w{c} + k);\n        let wv{c}_0 = wv{c}[0];\n        let wv{c}_1 = wv{c}[1];\n"),
             DepthStep::Sixteen => format!("        let wg{c} = load_group16(w{c} + k);\n"),
+            DepthStep::ThirtyTwo => format!("        let wg{c} = load_group_pair32(w{c} + k);\n"),
         };
     }
     for q in 0..quarters {
@@ -440,9 +446,14 @@ fn block_product(share_rows: bool, step: DepthStep) -> String {
     }
     // Quarter by quarter: every accumulator still takes its depth in increasing order.
     for q in 0..quarters {
-        if step == DepthStep::Sixteen {
+        let quarter = match step {
+            DepthStep::Sixteen => Some("group16_quarter"),
+            DepthStep::ThirtyTwo => Some("group_pair32_quarter"),
+            _ => None,
+        };
+        if let Some(quarter) = quarter {
             for c in 0..cols {
-                s += &format!("        let wv{c}_{q} = group16_quarter(wg{c}, {q}u);\n");
+                s += &format!("        let wv{c}_{q} = {quarter}(wg{c}, {q}u);\n");
             }
         }
         for r in 0..rows {
