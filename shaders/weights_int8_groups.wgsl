@@ -6,16 +6,24 @@
 // 3p + 2 their 16 bytes each (element j of a group in byte j, little-endian).
 // Read through `weights_at(word)`, defined by the generated binding prelude (src/gpu/kernels.rs).
 
+// The first word of the pair of groups holding element i.
+fn pair_word(i: u32) -> u32 {
+    return 3u * (i >> 5u);
+}
+
+// Whether element i's group is the second of its pair.
+fn second_of_pair(i: u32) -> bool {
+    return ((i >> 4u) & 1u) == 1u;
+}
+
 fn group_header(i: u32) -> vec2<f32> {
-    let g = i >> 4u;
-    let headers = weights_at(3u * (g >> 1u));
-    return bitcast<vec2<f32>>(select(headers.xy, headers.zw, (g & 1u) == 1u));
+    let headers = weights_at(pair_word(i));
+    return bitcast<vec2<f32>>(select(headers.xy, headers.zw, second_of_pair(i)));
 }
 
 // The 16 integers of element i's group, four per word.
 fn group_quads(i: u32) -> vec4<i32> {
-    let g = i >> 4u;
-    return bitcast<vec4<i32>>(weights_at(3u * (g >> 1u) + 1u + (g & 1u)));
+    return bitcast<vec4<i32>>(weights_at(pair_word(i) + select(1u, 2u, second_of_pair(i))));
 }
 
 // The four signed bytes of a word as values of the group with this header.
@@ -55,21 +63,16 @@ fn group16_quarter(group: Group16, q: u32) -> vec4<f32> {
 // Two whole groups, for steps of thirty-two values (`DepthStep::ThirtyTwo`): three fetches, where
 // two steps of sixteen take four.
 struct GroupPair32 {
-    headers: vec4<f32>,
-    first: vec4<i32>,
-    second: vec4<i32>,
+    first: Group16,
+    second: Group16,
 }
 
 // The pair of groups starting at flat index i, a multiple of 32.
 fn load_group_pair32(i: u32) -> GroupPair32 {
-    let word = 3u * (i >> 5u);
-    return GroupPair32(bitcast<vec4<f32>>(weights_at(word)), bitcast<vec4<i32>>(weights_at(word + 1u)), bitcast<vec4<i32>>(weights_at(word + 2u)));
-}
-
-// Values 4q .. 4q + 3 of a pair of groups.
-fn group_pair32_quarter(pair: GroupPair32, q: u32) -> vec4<f32> {
-    if q < 4u {
-        return dequantize4(pair.headers.xy, pair.first[q]);
-    }
-    return dequantize4(pair.headers.zw, pair.second[q - 4u]);
+    let word = pair_word(i);
+    let headers = bitcast<vec4<f32>>(weights_at(word));
+    return GroupPair32(
+        Group16(headers.xy, bitcast<vec4<i32>>(weights_at(word + 1u))),
+        Group16(headers.zw, bitcast<vec4<i32>>(weights_at(word + 2u))),
+    );
 }

@@ -422,15 +422,20 @@ fn block_product(share_rows: bool, step: DepthStep) -> String {
         }
     }
     s += &format!("    for (var k = 0u; k < depth; k += {}u) {{\n", step.values());
-    // Column c's weights for quarter q: one vec4, a column of load_weight8's mat2x4, or a quarter
-    // of a quantized group, dequantized just before the quarter's multiply-adds.
+    // How a step brings column c's weights: one load per column (`wl{c}`), then quarter q as a
+    // vec4 taken from it: the vec4 itself, a column of load_weight8's mat2x4, or a quarter of a
+    // quantized group, dequantized just before the quarter's multiply-adds.
+    let (load, quarter): (fn(usize) -> String, fn(usize, usize) -> String) = match step {
+        DepthStep::Masked | DepthStep::Four => (|c| format!("load_row_weight4(w{c}, k)"), |c, _| format!("wl{c}")),
+        DepthStep::Eight => (|c| format!("load_weight8(w{c} + k)"), |c, q| format!("wl{c}[{q}]")),
+        DepthStep::Sixteen => (|c| format!("load_group16(w{c} + k)"), |c, q| format!("group16_quarter(wl{c}, {q}u)")),
+        DepthStep::ThirtyTwo => (
+            |c| format!("load_group_pair32(w{c} + k)"),
+            |c, q| format!("group16_quarter(wl{c}.{}, {}u)", if q < 4 { "first" } else { "second" }, q % 4),
+        ),
+    };
     for c in 0..cols {
-        s += &match step {
-            DepthStep::Masked | DepthStep::Four => format!("        let wv{c}_0 = load_row_weight4(w{c}, k);\n"),
-            DepthStep::Eight => format!("        let wv{c} = load_weight8(w{c} + k);\n        let wv{c}_0 = wv{c}[0];\n        let wv{c}_1 = wv{c}[1];\n"),
-            DepthStep::Sixteen => format!("        let wg{c} = load_group16(w{c} + k);\n"),
-            DepthStep::ThirtyTwo => format!("        let wg{c} = load_group_pair32(w{c} + k);\n"),
-        };
+        s += &format!("        let wl{c} = {};\n", load(c));
     }
     for q in 0..quarters {
         if share_rows {
@@ -446,15 +451,8 @@ fn block_product(share_rows: bool, step: DepthStep) -> String {
     }
     // Quarter by quarter: every accumulator still takes its depth in increasing order.
     for q in 0..quarters {
-        let quarter = match step {
-            DepthStep::Sixteen => Some("group16_quarter"),
-            DepthStep::ThirtyTwo => Some("group_pair32_quarter"),
-            _ => None,
-        };
-        if let Some(quarter) = quarter {
-            for c in 0..cols {
-                s += &format!("        let wv{c}_{q} = {quarter}(wg{c}, {q}u);\n");
-            }
+        for c in 0..cols {
+            s += &format!("        let wv{c}_{q} = {};\n", quarter(c, q));
         }
         for r in 0..rows {
             for c in 0..cols {
