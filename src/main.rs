@@ -171,7 +171,7 @@ enum Command {
     /// Validation loss and task metrics of many checkpoints (several sizes, every step), each
     /// finished unit appended to a results file that reruns resume; `merge` combines shards,
     /// `report` relates task performance to loss and finds where abilities emerge
-    Sweep(SweepArgs),
+    Sweep(Box<SweepArgs>),
 }
 
 #[derive(clap::Args)]
@@ -347,7 +347,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Sweep(args) => sweep(args),
+        Command::Sweep(args) => sweep(*args),
     }
 }
 
@@ -396,7 +396,15 @@ fn sweep(args: SweepArgs) -> Result<()> {
             let options = SweepOptions { ctx: units.ctx, batch: Batch::Auto, field: units.field.clone() };
             let (checkpoints, measurements) = sweep_units(&units, &options)?;
             let all = sweep::read_all_units(&results)?;
-            print!("{}", sweep::status::table(&sweep::status::status(&checkpoints, &measurements, &all, shard_count)));
+            let units = sweep::status::status(&checkpoints, &measurements, &all, shard_count);
+            print!("{}", sweep::status::table(&units));
+            let unmatched = sweep::status::unmatched(&all, &units);
+            if unmatched > 0 {
+                eprintln!(
+                    "note: {unmatched} results in these files are of checkpoints or measurements not named here; \
+                     give --models, --data and --task as the sweep was given them (the same paths, spelled the same way)"
+                );
+            }
             return Ok(());
         }
         None => {}

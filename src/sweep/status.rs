@@ -81,6 +81,14 @@ pub fn status(checkpoints: &[CheckpointRef], measurements: &[Measurement], units
     all
 }
 
+/// How many finished units of `units` are none of `statuses`: results of other checkpoints or
+/// measurements, or of the same ones named otherwise (a relative path where the sweep was given
+/// an absolute one), which status cannot count.
+pub fn unmatched(units: &Units, statuses: &[UnitStatus]) -> usize {
+    let known: std::collections::HashSet<(&str, &str)> = statuses.iter().map(|u| (u.checkpoint.as_str(), u.measurement.as_str())).collect();
+    units.records().iter().filter(|r| !known.contains(&(r.checkpoint.as_str(), r.measurement.as_str()))).count()
+}
+
 /// The units as a table, one a line (the shard column where there are shards), then the
 /// failures' errors, the count of each state, and what each shard still has to do.
 pub fn table(units: &[UnitStatus]) -> String {
