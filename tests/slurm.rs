@@ -11,6 +11,7 @@
 mod common;
 
 use common::repo;
+use perplex::sweep::lock::{lock_path, Holder};
 use perplex::sweep::{self, UnitRecord};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -235,8 +236,14 @@ fn a_task_cancelled_mid_run_and_requeued_loses_and_repeats_nothing() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let task1 = format!("{job}_1");
+    let holder: Holder = serde_json::from_slice(&std::fs::read(lock_path(&shard1)).unwrap()).unwrap();
     succeed(cluster.command("scancel").arg(&task1));
+    // Slurm says CANCELLED before the processes are gone; the sweep is gone when its pid is.
     let start = Instant::now();
+    while Path::new("/proc").join(holder.pid.to_string()).exists() {
+        assert!(start.elapsed() < Duration::from_secs(60), "task 1 (pid {}) still running: {:?}", holder.pid, cluster.state(&task1));
+        std::thread::sleep(Duration::from_millis(100));
+    }
     while cluster.state(&task1).0 != "CANCELLED" {
         assert!(start.elapsed() < Duration::from_secs(60), "task 1: {:?}", cluster.state(&task1));
         std::thread::sleep(Duration::from_millis(100));
