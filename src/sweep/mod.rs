@@ -7,8 +7,10 @@
 //! at once ([`results`]), with fingerprints of the checkpoint's files and of the measurement's
 //! data and settings ([`fingerprint`]); a rerun skips every unit whose fingerprints still match,
 //! so a killed sweep resumes where it stopped and a changed file is measured again alone.
-//! `--shard K/N` runs a deterministic share of the checkpoints ([`shard`]); `merge` combines
-//! the shards' files; `report` analyses them ([`report`], [`analysis`], [`plot`]).
+//! A results file is written by one sweep at a time; a rerun takes over the lock a dead sweep
+//! left behind ([`lock`]). `--shard K/N` runs a deterministic share of the checkpoints
+//! ([`shard`]); `merge` combines the shards' files; `report` analyses them ([`report`],
+//! [`analysis`], [`plot`]); `status` tells, unit by unit, what is left to do ([`status`]).
 
 pub mod analysis;
 pub mod checkpoints;
