@@ -171,7 +171,7 @@ enum Command {
     /// Validation loss and task metrics of many checkpoints (several sizes, every step), each
     /// finished unit appended to a results file that reruns resume; `merge` combines shards,
     /// `report` relates task performance to loss and finds where abilities emerge
-    Sweep(SweepArgs),
+    Sweep(Box<SweepArgs>),
 }
 
 #[derive(clap::Args)]
@@ -179,6 +179,27 @@ enum Command {
 struct SweepArgs {
     #[command(subcommand)]
     action: Option<SweepAction>,
+    #[command(flatten)]
+    units: SweepUnits,
+    /// Results file (JSON Lines): finished units are appended as they finish and skipped on reruns
+    #[arg(long, required = true)]
+    out: Option<PathBuf>,
+    /// Run one share of the checkpoints: K/N (0 <= K < N), or auto (Slurm array / Kubernetes Indexed Job)
+    #[arg(long)]
+    shard: Option<String>,
+    /// Number of shards for --shard auto where the scheduler does not say it [env: PERPLEX_SHARD_COUNT]
+    #[arg(long)]
+    shard_count: Option<usize>,
+    /// Windows scored together in one GPU pass, or auto: as many as the device takes
+    #[arg(long, default_value = "auto")]
+    batch: Batch,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+/// What a sweep measures: its checkpoints and measurements, with the settings that change numbers.
+#[derive(clap::Args)]
+struct SweepUnits {
     /// Checkpoints: directories, quoted glob patterns ('out/step*'), text files listing them (one a
     /// line), or hub ids in the local Hugging Face cache (org/name, or org/name@revision)
     #[arg(long, num_args = 1.., required = true)]
@@ -193,32 +214,18 @@ struct SweepArgs {
     /// loglik=FILE.jsonl for your own), or a multiple-choice .jsonl file alone
     #[arg(long = "task", num_args = 1..)]
     tasks: Vec<String>,
-    /// Results file (JSON Lines): finished units are appended as they finish and skipped on reruns
-    #[arg(long, required = true)]
-    out: Option<PathBuf>,
-    /// Run one share of the checkpoints: K/N (0 <= K < N), or auto (Slurm array / Kubernetes Indexed Job)
-    #[arg(long)]
-    shard: Option<String>,
-    /// Number of shards for --shard auto where the scheduler does not say it [env: PERPLEX_SHARD_COUNT]
-    #[arg(long)]
-    shard_count: Option<usize>,
     /// JSONL field holding the text of .jsonl --data files
     #[arg(long, default_value = "text")]
     field: String,
     /// Window length for text and longest input for tasks [default: each model's positions, at most 2048]
     #[arg(long)]
     ctx: Option<usize>,
-    /// Windows scored together in one GPU pass, or auto: as many as the device takes
-    #[arg(long, default_value = "auto")]
-    batch: Batch,
     /// Few-shot examples per task document
     #[arg(long, default_value_t = 0)]
     fewshot: usize,
     /// Evaluate only the first N documents of each task
     #[arg(long)]
     limit: Option<usize>,
-    #[command(flatten)]
-    device: DeviceArgs,
 }
 
 #[derive(Subcommand)]
@@ -254,6 +261,18 @@ enum SweepAction {
         /// Seed of the resampling
         #[arg(long, default_value_t = perplex::sweep::analysis::SEED)]
         seed: u64,
+    },
+    /// Per checkpoint and measurement: done, missing, failed or stale (files changed since), and
+    /// the shard each belongs to: what a rerun or a requeued shard still has to do
+    Status {
+        /// Results files of the sweep (one, or the shards' files)
+        #[arg(required = true)]
+        results: Vec<PathBuf>,
+        #[command(flatten)]
+        units: SweepUnits,
+        /// Number of shards the sweep runs in (--shard K/N, or the tasks of an array)
+        #[arg(long, default_value_t = 1)]
+        shard_count: usize,
     },
 }
 
@@ -328,12 +347,23 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Sweep(args) => sweep(args),
+        Command::Sweep(args) => sweep(*args),
     }
 }
 
+/// The checkpoints and measurements that `units` names.
+fn sweep_units(
+    units: &SweepUnits,
+    options: &perplex::sweep::SweepOptions,
+) -> Result<(Vec<perplex::sweep::CheckpointRef>, Vec<perplex::sweep::Measurement>)> {
+    use perplex::sweep::{self, TaskArg};
+    let tasks: Vec<TaskArg> = units.tasks.iter().map(|t| TaskArg::parse(t, units.fewshot, units.limit)).collect::<Result<_>>()?;
+    let measurements = sweep::measurements(&units.data, &tasks, options)?;
+    Ok((sweep::discover(&units.models, &units.revisions)?, measurements))
+}
+
 fn sweep(args: SweepArgs) -> Result<()> {
-    use perplex::sweep::{self, Event, ResultsFile, Shard, SweepOptions, TaskArg};
+    use perplex::sweep::{self, Event, ResultsFile, Shard, SweepOptions};
     match args.action {
         Some(SweepAction::Merge { out, shards }) => {
             let merged = sweep::merge(&out, &shards)?;
@@ -358,6 +388,25 @@ fn sweep(args: SweepArgs) -> Result<()> {
             }
             return Ok(());
         }
+        Some(SweepAction::Status { results, units, shard_count }) => {
+            if shard_count == 0 {
+                return Err(Error::bad_input("--shard-count must be at least 1"));
+            }
+            // Batch sizes do not change numbers, so they are no part of a fingerprint.
+            let options = SweepOptions { ctx: units.ctx, batch: Batch::Auto, field: units.field.clone() };
+            let (checkpoints, measurements) = sweep_units(&units, &options)?;
+            let all = sweep::read_all_units(&results)?;
+            let units = sweep::status::status(&checkpoints, &measurements, &all, shard_count);
+            print!("{}", sweep::status::table(&units));
+            let unmatched = sweep::status::unmatched(&all, &units);
+            if unmatched > 0 {
+                eprintln!(
+                    "note: {unmatched} results in these files are of checkpoints or measurements not named here; \
+                     give --models, --data and --task as the sweep was given them (the same paths, spelled the same way)"
+                );
+            }
+            return Ok(());
+        }
         None => {}
     }
     let shard = match &args.shard {
@@ -365,11 +414,9 @@ fn sweep(args: SweepArgs) -> Result<()> {
         None if args.shard_count.is_some() => return Err(Error::bad_input("--shard-count applies to --shard auto only")),
         None => Shard::WHOLE,
     };
-    let options = SweepOptions { ctx: args.ctx, batch: args.batch, field: args.field };
-    let tasks: Vec<TaskArg> = args.tasks.iter().map(|t| TaskArg::parse(t, args.fewshot, args.limit)).collect::<Result<_>>()?;
     let out = args.out.expect("clap requires --out");
-    let measurements = sweep::measurements(&args.data, &tasks, &options)?;
-    let checkpoints = sweep::discover(&args.models, &args.revisions)?;
+    let options = SweepOptions { ctx: args.units.ctx, batch: args.batch, field: args.units.field.clone() };
+    let (checkpoints, measurements) = sweep_units(&args.units, &options)?;
     let mut results = ResultsFile::open(&out)?;
     let total = checkpoints.iter().enumerate().filter(|(i, _)| shard.takes(*i)).count() * measurements.len();
     eprintln!(

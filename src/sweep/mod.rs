@@ -7,20 +7,24 @@
 //! at once ([`results`]), with fingerprints of the checkpoint's files and of the measurement's
 //! data and settings ([`fingerprint`]); a rerun skips every unit whose fingerprints still match,
 //! so a killed sweep resumes where it stopped and a changed file is measured again alone.
-//! `--shard K/N` runs a deterministic share of the checkpoints ([`shard`]); `merge` combines
-//! the shards' files; `report` analyses them ([`report`], [`analysis`], [`plot`]).
+//! A results file is written by one sweep at a time; a rerun takes over the lock a dead sweep
+//! left behind ([`lock`]). `--shard K/N` runs a deterministic share of the checkpoints
+//! ([`shard`]); `merge` combines the shards' files; `report` analyses them ([`report`],
+//! [`analysis`], [`plot`]); `status` tells, unit by unit, what is left to do ([`status`]).
 
 pub mod analysis;
 pub mod checkpoints;
 pub mod fingerprint;
+pub mod lock;
 pub mod plot;
 pub mod report;
 pub mod results;
 pub mod shard;
+pub mod status;
 
 pub use checkpoints::{discover, CheckpointRef};
 pub use report::{analyse, Report, ReportOptions};
-pub use results::{merge, read_results, Metric, ResultsFile, TextCounts, UnitRecord};
+pub use results::{merge, read_all_units, read_results, read_units, Metric, ResultsFile, TextCounts, UnitFailure, UnitRecord, Units};
 pub use shard::Shard;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -210,6 +214,36 @@ fn checkpoint_path(checkpoint: &CheckpointRef) -> Result<PathBuf> {
     hub::resolve_in(&hub::cache_dir(), &checkpoint.model, checkpoint.revision.as_deref())
 }
 
+/// The fingerprint of a checkpoint's files, wherever they are.
+pub fn checkpoint_hash(checkpoint: &CheckpointRef) -> Result<String> {
+    checkpoint_path(checkpoint).and_then(|path| fingerprint::checkpoint(&path))
+}
+
+/// Reports units of `checkpoint` that failed, and keeps them in the results for `sweep status`
+/// (a rerun tries them again).
+fn record_failures(
+    checkpoint: &CheckpointRef,
+    model_hash: Option<&str>,
+    measurements: &[&Measurement],
+    error: &Error,
+    summary: &mut Summary,
+    results: &mut ResultsFile,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<()> {
+    for m in measurements {
+        on_event(Event::Failed { checkpoint: &checkpoint.id, measurement: &m.key, error });
+        summary.failed.push((checkpoint.id.clone(), m.key.clone(), error.to_string()));
+        results.append_failure(UnitFailure {
+            checkpoint: checkpoint.id.clone(),
+            measurement: m.key.clone(),
+            model_hash: model_hash.map(str::to_string),
+            measurement_hash: m.hash.clone(),
+            error: error.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
 /// Measures every unit of `shard` not yet in `results`, appending each as it finishes. The GPU
 /// is opened (by `open_gpu`) only if some unit needs it. A checkpoint or unit that fails is
 /// reported and skipped; the others go on.
@@ -226,16 +260,10 @@ pub fn run(
     let mut gpu: Option<Arc<Gpu>> = None;
     for checkpoint in checkpoints.iter().enumerate().filter(|(i, _)| shard.takes(*i)).map(|(_, c)| c) {
         summary.checkpoints += 1;
-        let fail = |measurements: &[&Measurement], error: &Error, summary: &mut Summary, on_event: &mut dyn FnMut(Event)| {
-            for m in measurements {
-                on_event(Event::Failed { checkpoint: &checkpoint.id, measurement: &m.key, error });
-                summary.failed.push((checkpoint.id.clone(), m.key.clone(), error.to_string()));
-            }
-        };
-        let model_hash = match checkpoint_path(checkpoint).and_then(|p| fingerprint::checkpoint(&p)) {
+        let model_hash = match checkpoint_hash(checkpoint) {
             Ok(hash) => hash,
             Err(error) => {
-                fail(&measurements.iter().collect::<Vec<_>>(), &error, &mut summary, on_event);
+                record_failures(checkpoint, None, &measurements.iter().collect::<Vec<_>>(), &error, &mut summary, results, on_event)?;
                 continue;
             }
         };
@@ -259,7 +287,7 @@ pub fn run(
         let model = match Model::open_revision(&checkpoint.model, checkpoint.revision.as_deref(), gpu) {
             Ok(model) => model,
             Err(error) => {
-                fail(&pending, &error, &mut summary, on_event);
+                record_failures(checkpoint, Some(&model_hash), &pending, &error, &mut summary, results, on_event)?;
                 continue;
             }
         };
@@ -289,7 +317,7 @@ pub fn run(
                     on_event(Event::Finished(&record));
                 }
                 Err(error) if error.kind == ErrorKind::Interrupted => return Err(interrupted(&summary, results)),
-                Err(error) => fail(&[m], &error, &mut summary, on_event),
+                Err(error) => record_failures(checkpoint, Some(&model_hash), &[m], &error, &mut summary, results, on_event)?,
             }
         }
     }
