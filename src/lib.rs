@@ -4,6 +4,7 @@
 //! [`forward`] -> per-token log-probabilities -> metrics ([`score`]) -> [`report`].
 
 pub mod bench;
+pub mod data;
 pub mod error;
 pub mod forward;
 pub mod fuzz;

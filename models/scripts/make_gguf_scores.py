@@ -12,16 +12,19 @@ LLAMA_TOKENIZE and LLAMA_PERPLEXITY are binaries of a llama.cpp CPU build (not p
 """
 
 import json
+import math
 import os
 import re
 import subprocess
 import sys
 
-import torch
-from gguf import GGUFReader
-from transformers import AutoModelForCausalLM
+from reference_scoring import score_after_prefix  # first: sets threads / offline mode / logging
 
-from make_gguf_fixtures import tokenize  # llama.cpp's token ids, as the tokenizer tests use
+import torch  # noqa: E402
+from gguf import GGUFReader  # noqa: E402
+from transformers import AutoModelForCausalLM  # noqa: E402
+
+from make_gguf_fixtures import tokenize  # noqa: E402  (llama.cpp's token ids, as the tokenizer tests use)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, "..", "gguf-fixtures")
@@ -41,11 +44,7 @@ def bos_id(path):
 def transformers_rolling(path, ids, prefix):
     folder, name = os.path.split(path)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32, attn_implementation="eager").eval()
-    inputs = torch.tensor([[prefix] + ids[:-1]])
-    with torch.no_grad():
-        logits = model(inputs).logits.double()
-    logprobs = torch.log_softmax(logits, -1)[0, torch.arange(len(ids)), torch.tensor(ids)]
-    return {"tokens": len(ids), "nll": float(-logprobs.sum())}
+    return {"tokens": len(ids), "nll": -math.fsum(score_after_prefix(model, prefix, ids)["logprobs"])}
 
 
 def llama_perplexity(binary, path, text_path):
