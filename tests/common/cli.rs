@@ -104,19 +104,21 @@ pub fn clean_stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).lines().filter(|line| !line.contains("XDG_RUNTIME_DIR")).collect::<Vec<_>>().join("\n")
 }
 
-/// Exit code `code`, no panic, and on stderr nothing but notes and then one `error: ` line, the
-/// last, that contains every phrase.
+/// Exit code `code`, no panic, and on stderr nothing but notes and then one error: an `error: `
+/// line, perhaps continued by indented lines (a list of choices), that contains every phrase.
 pub fn assert_error(output: &Output, code: i32, phrases: &[&str]) {
     let raw = String::from_utf8_lossy(&output.stderr).to_string();
     let stderr = clean_stderr(output);
     assert!(!raw.contains("panicked") && !raw.contains("RUST_BACKTRACE"), "the binary panicked:\n{raw}");
     assert_eq!(output.status.code(), Some(code), "expected exit code {code}; stderr:\n{raw}");
     let lines: Vec<&str> = stderr.lines().collect();
-    let (error, notes) = lines.split_last().unwrap_or_else(|| panic!("no error message; stderr:\n{raw}"));
-    assert!(error.starts_with("error: "), "the last line should start with \"error: \":\n{raw}");
-    assert!(notes.iter().all(|line| line.starts_with("note: ")), "only notes before the one error:\n{raw}");
+    let errors: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].starts_with("error: ")).collect();
+    let [error] = errors[..] else { panic!("one line starting with \"error: \":\n{raw}") };
+    assert!(lines[..error].iter().all(|line| line.starts_with("note: ")), "only notes before the error:\n{raw}");
+    assert!(lines[error + 1..].iter().all(|line| line.starts_with(' ')), "nothing after the error but its indented lines:\n{raw}");
+    let message = lines[error..].join("\n");
     for phrase in phrases {
-        assert!(error.contains(phrase), "the error should mention {phrase:?}:\n{raw}");
+        assert!(message.contains(phrase), "the error should mention {phrase:?}:\n{raw}");
     }
 }
 
