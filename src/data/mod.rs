@@ -95,37 +95,40 @@ pub struct Document {
 /// The documents of a data path: the string field `field` of every record of a data file or
 /// dataset directory (as `eval` reads them), or a file of any other name as one document of text.
 pub fn read_documents(path: &Path, field: &str) -> Result<Vec<Document>> {
-    let (origin, documents) = if path.is_dir() || Format::of(path).is_some() {
-        let split = match Source::open(path)? {
-            Source::Split(split) => split,
-            Source::Splits(splits) if splits.len() == 1 => read_split(&splits, splits.keys().next().expect("one split"))?,
-            Source::Splits(splits) => {
-                let names: Vec<&String> = splits.keys().collect();
-                return Err(Error::bad_input(format!(
-                    "{}: a dataset with the splits {names:?}; give the directory of the one to score, e.g. {}",
-                    path.display(),
-                    splits[names[0]].display()
-                )));
-            }
-        };
-        let origin = split.origin.display().to_string();
-        let documents = split.records.iter().zip(&split.rows).map(|(record, row)| {
-            let text = record.get(field).and_then(|v| v.as_str()).ok_or_else(|| {
-                Error::bad_input(format!("{origin}:{row}: no string field \"{field}\" (choose the field with --field)"))
-            })?;
-            Ok(Document { name: format!("{origin}:{row}"), text: text.to_string() })
-        });
-        (origin.clone(), documents.collect::<Result<Vec<_>>>()?)
+    let documents = if path.is_dir() || Format::of(path).is_some() {
+        record_documents(path, field)?
     } else {
-        let name = path.display().to_string();
-        let text = read_text(path, std::fs::File::open(path))?;
-        (name.clone(), vec![Document { name, text }])
+        vec![Document { name: path.display().to_string(), text: read_text(path, std::fs::File::open(path))? }]
     };
     if documents.iter().all(|d| d.text.is_empty()) {
         let what = if path.is_dir() { "no document has any" } else { "the file is empty" };
-        return Err(Error::bad_input(format!("{origin}: no text to score ({what})")));
+        return Err(Error::bad_input(format!("{}: no text to score ({what})", path.display())));
     }
     Ok(documents)
+}
+
+/// The field `field` of every record of the one split at `path`, named `origin:row`.
+fn record_documents(path: &Path, field: &str) -> Result<Vec<Document>> {
+    let split = match Source::open(path)? {
+        Source::Split(split) => split,
+        Source::Splits(splits) if splits.len() == 1 => read_split(&splits, splits.keys().next().expect("one split"))?,
+        Source::Splits(splits) => {
+            let names: Vec<&String> = splits.keys().collect();
+            return Err(Error::bad_input(format!(
+                "{}: a dataset with the splits {names:?}; give the directory of the one to score, e.g. {}",
+                path.display(),
+                splits[names[0]].display()
+            )));
+        }
+    };
+    let origin = split.origin.display();
+    let documents = split.records.iter().zip(&split.rows).map(|(record, row)| {
+        let text = record.get(field).and_then(|v| v.as_str()).ok_or_else(|| {
+            Error::bad_input(format!("{origin}:{row}: no string field \"{field}\" (choose the field with --field)"))
+        })?;
+        Ok(Document { name: format!("{origin}:{row}"), text: text.to_string() })
+    });
+    documents.collect()
 }
 
 /// The formats of data files, told by their names.
@@ -312,4 +315,70 @@ fn documents_of_request_dump(records: Numbered) -> Numbered {
             _ => None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file with `contents` in a fresh directory under the temp dir.
+    fn file(test: &str, name: &str, contents: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("perplex-data-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    }
+
+    fn names_and_texts(documents: &[Document], path: &Path) -> Vec<(String, String)> {
+        let prefix = format!("{}", path.display());
+        documents.iter().map(|d| (d.name.replace(&prefix, "P"), d.text.clone())).collect()
+    }
+
+    #[test]
+    fn formats_are_told_by_name() {
+        let format = |name: &str| Format::of(Path::new(name));
+        assert_eq!(format("a.jsonl"), Some(Format::Json { gzipped: false }));
+        assert_eq!(format("A.JSON"), Some(Format::Json { gzipped: false }));
+        assert_eq!(format("a.jsonl.gz"), Some(Format::Json { gzipped: true }));
+        assert_eq!(format("a.json.gz"), Some(Format::Json { gzipped: true }));
+        assert_eq!(format("a.parquet"), Some(Format::Parquet));
+        assert_eq!(format("a.feather"), Some(Format::Arrow));
+        assert_eq!(format("a.txt"), None);
+        assert_eq!(format("a.gz"), None);
+    }
+
+    #[test]
+    fn jsonl_documents_are_named_by_their_line() {
+        let path = file("jsonl", "docs.jsonl", "{\"text\": \"one\"}\n\n{\"text\": \"two\", \"other\": 1}\n");
+        let documents = read_documents(&path, "text").unwrap();
+        assert_eq!(names_and_texts(&documents, &path), [("P:1".into(), "one".into()), ("P:3".into(), "two".into())]);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn json_array_documents_are_named_by_their_place() {
+        let path = file("array", "docs.json", "[{\"body\": \"one\"}, {\"body\": \"two\"}]");
+        let documents = read_documents(&path, "body").unwrap();
+        assert_eq!(names_and_texts(&documents, &path), [("P:1".into(), "one".into()), ("P:2".into(), "two".into())]);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_request_dump_is_read_as_its_documents_at_their_first_request() {
+        let line = |doc_id: usize, text: &str| format!("{{\"doc_id\": {doc_id}, \"request\": {{}}, \"doc\": {{\"text\": \"{text}\"}}}}\n");
+        let path = file("dump", "dump.jsonl", &[line(0, "a"), line(0, "a"), line(1, "b")].concat());
+        let documents = read_documents(&path, "text").unwrap();
+        assert_eq!(names_and_texts(&documents, &path), [("P:1".into(), "a".into()), ("P:3".into(), "b".into())]);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn any_other_file_is_one_document() {
+        let path = file("text", "notes.md", "{\"text\": \"not parsed\"}\n");
+        let documents = read_documents(&path, "text").unwrap();
+        assert_eq!(names_and_texts(&documents, &path), [("P".into(), "{\"text\": \"not parsed\"}\n".into())]);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
 }
