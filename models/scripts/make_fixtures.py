@@ -77,6 +77,7 @@ from reference_scoring import (
     score_sliding,
 )
 from numpy_forward import check_numpy_forward, log_softmax, numpy_logits_from_torch  # noqa: E402
+from byte_level_bpe import train_byte_level_bpe  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -151,19 +152,7 @@ TOKENIZER_VOCAB = 360
 
 
 def build_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=TOKENIZER_VOCAB,
-        min_frequency=2,
-        special_tokens=[BOS, EOS],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(TRAIN_TEXT, trainer=trainer)
+    tok = train_byte_level_bpe(TRAIN_TEXT, TOKENIZER_VOCAB, [BOS, EOS])
     assert tok.token_to_id(BOS) == 0 and tok.token_to_id(EOS) == 1
     return tok
 

@@ -5,7 +5,8 @@
 Writes models/gguf-fixtures/scores.json with, per model:
 - `transformers`: the text as one rolling window (lm-evaluation-harness's loglikelihood_rolling:
   the prefix token, then every token predicted), scored by transformers in float32 from the same
-  GGUF file (transformers dequantizes it with gguf-py); token ids from llama.cpp's tokenizer.
+  GGUF file (transformers dequantizes it with gguf-py) as reference_scoring.py scores every fixture;
+  token ids from llama.cpp's tokenizer.
 - `llama_perplexity`: llama.cpp's `llama-perplexity -c 128` on the same file and text (chunks of 128
   tokens, the second half of each scored), its final estimate and per-chunk running values.
 LLAMA_TOKENIZE and LLAMA_PERPLEXITY are binaries of a llama.cpp CPU build (not part of perplex).
