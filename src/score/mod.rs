@@ -21,8 +21,9 @@ use crate::Model;
 use std::sync::Arc;
 
 /// Told how many tokens a run scores and, as passes finish, how many are done: the command line
-/// draws its progress bar with it (`report::ProgressBar`), so scoring needs no terminal.
-pub trait Progress {
+/// draws its progress bar with it (`report::ProgressBar`), so scoring needs no terminal. Send and
+/// Sync, so that options holding one still go to other threads.
+pub trait Progress: Send + Sync {
     /// A run that scores `tokens` tokens starts.
     fn start(&self, tokens: u64);
     /// `tokens` more are scored.
