@@ -5,8 +5,9 @@ transformers has every family here and the fixtures' numbers come from it (refer
 this pass is not a second reference but the check of what transformers' numbers mean: that it
 reads each family's classic config keys the way perplex does, and that the forward pass reads every
 saved tensor. It is also the pass whose features make_fixtures.py switches off one at a time (the
-"sensitive" entries) to show that a fixture really exercises them, which transformers' own config
-handling does not allow for every feature (e.g. Gemma's legacy "gelu" is always the tanh GELU there).
+"sensitive" entries) to show that a fixture really exercises them: a config override does not
+always reach transformers' model (it maps Gemma's hidden_act "gelu" to the tanh GELU, and reads
+rope keys into its own rope_parameters), and here each feature is one plain line of code.
 """
 import json
 import math
