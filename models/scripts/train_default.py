@@ -35,7 +35,6 @@ import math
 import os
 import random
 import re
-import sys
 import textwrap
 import time
 from pathlib import Path
