@@ -2,11 +2,13 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use perplex::gpu::{self, Gpu, GpuOptions};
+use perplex::forward::Batch;
 use perplex::report;
-use perplex::score::{self, Batch, PplOptions, WindowMode};
+use perplex::score::{self, PplOptions, WindowMode};
 use perplex::tasks::{self, EvalOptions, TaskSpec};
 use perplex::{Error, Model, Result};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(name = "perplex", version, about = "Score language-model checkpoints on any GPU: perplexity, bits per byte, log-likelihoods")]
@@ -75,10 +77,11 @@ enum Command {
         /// Branch, tag or commit of a hub id (e.g. step3000 for Pythia's intermediate checkpoints)
         #[arg(long)]
         revision: Option<String>,
-        /// Text files (.txt: one document each) or JSON Lines (.jsonl: one document per line)
+        /// Text files (one document each), or data files and directories as `eval` reads them
+        /// (JSONL, JSON, Parquet, Arrow, `datasets.save_to_disk`: one document per record)
         #[arg(long, num_args = 1.., required = true)]
         data: Vec<PathBuf>,
-        /// JSONL field holding the text
+        /// Record field holding the text
         #[arg(long, default_value = "text")]
         field: String,
         #[arg(long, value_enum, default_value = "rolling")]
@@ -207,14 +210,15 @@ struct SweepUnits {
     /// Revisions of the hub ids: names or glob patterns (step*) over the cached branches [default: all]
     #[arg(long, num_args = 1..)]
     revisions: Vec<String>,
-    /// Validation text: .txt files (one document each) or .jsonl (one document per line)
+    /// Validation text: text files (one document each), or data files and directories as `eval`
+    /// reads them (one document per record)
     #[arg(long, num_args = 1..)]
     data: Vec<PathBuf>,
     /// Tasks as NAME=PATH (a task of `perplex eval`, e.g. hellaswag=DIR; mc=FILE.jsonl or
     /// loglik=FILE.jsonl for your own), or a multiple-choice .jsonl file alone
     #[arg(long = "task", num_args = 1..)]
     tasks: Vec<String>,
-    /// JSONL field holding the text of .jsonl --data files
+    /// Record field holding the text of --data data files
     #[arg(long, default_value = "text")]
     field: String,
     /// Window length for text and longest input for tasks [default: each model's positions, at most 2048]
@@ -317,11 +321,11 @@ fn run(cli: Cli) -> Result<()> {
             }
             let mut documents = Vec::new();
             for path in &data {
-                documents.extend(score::read_documents(path, &field)?);
+                documents.extend(perplex::data::read_documents(path, &field)?);
             }
             let gpu = device.open()?;
             let model = Model::open_revision(&model, revision.as_deref(), gpu)?;
-            let mut options = PplOptions { mode, ctx, batch, per_token: per_token.is_some(), progress: true };
+            let mut options = PplOptions { mode, ctx, batch, per_token: per_token.is_some(), progress: Some(Arc::new(report::ProgressBar::new())) };
             if let WindowMode::Sliding { .. } = mode {
                 // The default stride depends on the resolved window length.
                 options.mode = WindowMode::Sliding { stride: 1 };
@@ -553,7 +557,7 @@ fn eval(
     suite.check()?;
     let gpu = device.open()?;
     let model = Model::open(&model, gpu)?;
-    let result = tasks::evaluate(&model, &suite, &EvalOptions { max_length: ctx, batch, progress: true })?;
+    let result = tasks::evaluate(&model, &suite, &EvalOptions { max_length: ctx, batch, progress: Some(Arc::new(report::ProgressBar::new())) })?;
     print!("{}", report::eval_table(&result, &model.name, &model.adapter()));
     if result.truncated > 0 {
         eprintln!(

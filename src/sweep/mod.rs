@@ -30,7 +30,8 @@ pub use shard::Shard;
 use crate::error::{Error, ErrorKind, Result};
 use crate::gpu::Gpu;
 use crate::model::hub;
-use crate::score::{self, Document, PplOptions, WindowMode};
+use crate::data::{self, Document};
+use crate::score::{self, PplOptions, WindowMode};
 use crate::tasks::{self, EvalOptions, OutputType, Suite, TaskSpec};
 use crate::Model;
 use fingerprint::Hasher;
@@ -44,8 +45,8 @@ pub struct SweepOptions {
     /// Window length for text and longest input for tasks; None = each model's default.
     pub ctx: Option<usize>,
     /// Windows per GPU pass (the scores do not depend on it).
-    pub batch: crate::score::Batch,
-    /// JSONL field holding the text of `.jsonl` data files.
+    pub batch: crate::forward::Batch,
+    /// Record field holding the text of data files (see [`data::read_documents`]).
     pub field: String,
 }
 
@@ -93,9 +94,9 @@ pub struct Measurement {
 }
 
 impl Measurement {
-    /// Loss and bits per byte on a text file (`.txt`: one document; `.jsonl`: one per line).
+    /// Loss and bits per byte on the documents of a data path (see [`data::read_documents`]).
     pub fn text(path: &Path, options: &SweepOptions) -> Result<Measurement> {
-        let documents = score::read_documents(path, &options.field)?;
+        let documents = data::read_documents(path, &options.field)?;
         let mut hash = Hasher::default();
         hash.field("text").field(&fingerprint::data_file(path)?).field(&options.field).field(WindowMode::Rolling.name());
         hash.field(&options.ctx.map_or("default".into(), |c| c.to_string()));
@@ -121,7 +122,7 @@ impl Measurement {
         let metric = |value: f64| Metric { value, stderr: None, chance: None, lower_is_better: true };
         match &self.kind {
             Kind::Text(documents) => {
-                let ppl = PplOptions { mode: WindowMode::Rolling, ctx: options.ctx, batch: options.batch, per_token: false, progress: false };
+                let ppl = PplOptions { mode: WindowMode::Rolling, ctx: options.ctx, batch: options.batch, per_token: false, progress: None };
                 let t = score::perplexity(model, documents, &ppl)?.total;
                 let metrics = [
                     ("loss".to_string(), metric(t.nll / t.tokens as f64)),
@@ -131,7 +132,7 @@ impl Measurement {
                 Ok((metrics.into(), Some(TextCounts { nll: t.nll, tokens: t.tokens, bytes: t.bytes, words: t.words })))
             }
             Kind::Task { spec, suite, chance } => {
-                let eval = EvalOptions { max_length: options.ctx, batch: options.batch, progress: false };
+                let eval = EvalOptions { max_length: options.ctx, batch: options.batch, progress: None };
                 let result = tasks::evaluate(model, suite, &eval)?;
                 let values = match result.groups.iter().find(|g| g.name == spec.name) {
                     Some(group) => &group.metrics,
