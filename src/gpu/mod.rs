@@ -3,11 +3,15 @@
 //! and recorded dispatch programs.
 
 mod kernels;
+pub mod ops;
 mod program;
 mod tensor;
 
-pub use kernels::{DepthStep, Kernel, KernelId, ReadPath, WeightFormat, BLOCK_COLS, BLOCK_ROWS, TEXEL_BYTES, TEXEL_FORMAT, TEXTURE_WIDTH, TILE_COLS};
-pub use program::{f32_bits, row_grid, Binding, Program, ProgramBuilder};
+pub use kernels::{
+    all_variants, dump_shaders, DepthStep, Kernel, KernelId, ReadPath, ShaderVariant, WeightFormat, BLOCK_COLS, BLOCK_ROWS, DUMP_SHADERS_ENV,
+    LISTED_HEAD_DIMS, TEXEL_BYTES, TEXEL_FORMAT, TEXTURE_WIDTH, TILE_COLS,
+};
+pub use program::{Binding, Program, ProgramBuilder};
 pub use tensor::upload_padded;
 pub use tensor::{DType, GpuMatrix, Group, MatrixPart, PendingRead, GROUP};
 
