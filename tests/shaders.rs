@@ -7,6 +7,9 @@ use naga::valid::{Capabilities, ValidationFlags, Validator};
 use naga::{AddressSpace, ResourceBinding, Scalar, ScalarKind, TypeInner};
 use perplex::gpu::{all_variants, dump_shaders, ShaderVariant};
 
+/// A parameter block's fields as (name, offset, scalar type).
+type Fields = Vec<(String, usize, String)>;
+
 fn parse(variant: ShaderVariant) -> Result<naga::Module, String> {
     let source = variant.source();
     naga::front::wgsl::parse_str(&source).map_err(|e| e.emit_to_string_with_path(&source, &variant.file_name()))
@@ -18,8 +21,9 @@ fn every_variant_parses_and_validates() {
     let mut failures = Vec::new();
     for &variant in &variants {
         let checked = parse(variant).and_then(|module| {
-            // Subgroup operations are the only capability beyond core WGSL the kernels use.
-            let mut validator = Validator::new(ValidationFlags::all(), Capabilities::SUBGROUP);
+            // Beyond core WGSL the kernels use subgroup operations (where the device has them)
+            // and unpack2x16float (f16 weights), which wgpu grants wherever the adapter has it.
+            let mut validator = Validator::new(ValidationFlags::all(), Capabilities::SUBGROUP | Capabilities::SHADER_FLOAT16_IN_FLOAT32);
             validator.validate(&module).map(|_| ()).map_err(|e| e.emit_to_string_with_path(&variant.source(), &variant.file_name()))
         });
         if let Err(e) = checked {
@@ -29,8 +33,8 @@ fn every_variant_parses_and_validates() {
     assert!(failures.is_empty(), "{} of {} modules do not validate:\n{}", failures.len(), variants.len(), failures.join("\n"));
 }
 
-/// The fields of the module's uniform `params` (binding 0) as (name, offset, scalar type), and its size.
-fn shader_params(module: &naga::Module) -> (usize, Vec<(String, usize, String)>) {
+/// The size of the module's uniform `params` (binding 0) and its fields as (name, offset, scalar type).
+fn shader_params(module: &naga::Module) -> (usize, Fields) {
     let (_, params) = module
         .global_variables
         .iter()
@@ -53,27 +57,31 @@ fn shader_params(module: &naga::Module) -> (usize, Vec<(String, usize, String)>)
 
 #[test]
 fn parameter_structs_match_every_shader() {
-    let mut mismatches = Vec::new();
+    // Each distinct mismatch once, with the modules that show it.
+    let mut mismatches: Vec<((usize, Fields), (usize, Fields), Vec<String>)> = Vec::new();
     for variant in all_variants() {
         let module = parse(variant).unwrap();
-        let (shader_size, shader) = shader_params(&module);
+        let shader = shader_params(&module);
         let layout = variant.kernel.params_layout();
-        let rust: Vec<(String, usize, String)> = layout.fields.iter().map(|f| (f.name.to_string(), f.offset, f.scalar.to_string())).collect();
-        if rust != shader || layout.size != shader_size {
-            let show = |fields: &[(String, usize, String)]| fields.iter().map(|(n, o, t)| format!("{n}: {t} @ {o}")).collect::<Vec<_>>().join(", ");
-            mismatches.push(format!(
-                "{}: Rust {} bytes [{}]\n{:>w$}  WGSL {} bytes [{}]",
-                variant.file_name(),
-                layout.size,
-                show(&rust),
-                "",
-                shader_size,
-                show(&shader),
-                w = variant.file_name().len()
-            ));
+        let rust = (layout.size, layout.fields.iter().map(|f| (f.name.to_string(), f.offset, f.scalar.to_string())).collect());
+        if rust != shader {
+            match mismatches.iter_mut().find(|(r, s, _)| *r == rust && *s == shader) {
+                Some((_, _, files)) => files.push(variant.file_name()),
+                None => mismatches.push((rust, shader, vec![variant.file_name()])),
+            }
         }
     }
-    assert!(mismatches.is_empty(), "parameter blocks that differ from their shader's Params:\n{}", mismatches.join("\n"));
+    let show = |(size, fields): &(usize, Fields)| {
+        let fields: Vec<String> = fields.iter().map(|(name, offset, scalar)| format!("{name}: {scalar} @ {offset}")).collect();
+        format!("{size} bytes [{}]", fields.join(", "))
+    };
+    let report: Vec<String> = mismatches
+        .iter()
+        .map(|(rust, shader, files)| format!("{} and {} more:
+  Rust {}
+  WGSL {}", files[0], files.len() - 1, show(rust), show(shader)))
+        .collect();
+    assert!(report.is_empty(), "parameter structs that differ from their shader's Params:\n{}", report.join("\n"));
 }
 
 #[test]
