@@ -57,8 +57,9 @@ fn shader_params(module: &naga::Module) -> (usize, Fields) {
 
 #[test]
 fn parameter_structs_match_every_shader() {
-    // Each distinct mismatch once, with the modules that show it.
-    let mut mismatches: Vec<((usize, Fields), (usize, Fields), Vec<String>)> = Vec::new();
+    // Each distinct mismatch once: (Rust's, the shader's, the modules that show it).
+    type Block = (usize, Fields);
+    let mut mismatches: Vec<(Block, Block, Vec<String>)> = Vec::new();
     for variant in all_variants() {
         let module = parse(variant).unwrap();
         let shader = shader_params(&module);
@@ -71,7 +72,7 @@ fn parameter_structs_match_every_shader() {
             }
         }
     }
-    let show = |(size, fields): &(usize, Fields)| {
+    let show = |(size, fields): &Block| {
         let fields: Vec<String> = fields.iter().map(|(name, offset, scalar)| format!("{name}: {scalar} @ {offset}")).collect();
         format!("{size} bytes [{}]", fields.join(", "))
     };

@@ -462,8 +462,8 @@ fn texel_coords() -> String {
 }
 
 /// attention.wgsl's qkv (binding 1: values `qkv_at(i)` and vec4 words `qkv4_at(word)`) and
-/// positions (binding 2, `position_at(row)`). The texture path reads whole words and picks the
-/// value; storage buffers are read value by value (rows need not start on a vec4 there).
+/// positions (binding 2, `position_at(row)`): the bindings, and the readers the read path derives
+/// from them (attention_reads_*.wgsl).
 fn attention_prelude(textures: bool) -> String {
     let (qkv_word, qkv_reader) = if textures { ("vec4<f32>", "qkv4_at") } else { ("f32", "qkv_at") };
     let (position_word, position_reader) = if textures { ("vec4<u32>", "position4_at") } else { ("u32", "position_at") };
@@ -471,10 +471,9 @@ fn attention_prelude(textures: bool) -> String {
     s += &word_binding(1, "qkv", qkv_reader, qkv_word, textures);
     s += &word_binding(2, "positions", position_reader, position_word, textures);
     s + if textures {
-        "fn qkv_at(i: u32) -> f32 { return qkv4_at(i >> 2u)[i & 3u]; }\n\
-         fn position_at(row: u32) -> u32 { return position4_at(row >> 2u)[row & 3u]; }\n"
+        include_str!("../../shaders/attention_reads_textures.wgsl")
     } else {
-        "fn qkv4_at(word: u32) -> vec4<f32> { return vec4<f32>(qkv_at(4u * word), qkv_at(4u * word + 1u), qkv_at(4u * word + 2u), qkv_at(4u * word + 3u)); }\n"
+        include_str!("../../shaders/attention_reads_buffers.wgsl")
     }
 }
 
@@ -566,7 +565,7 @@ pub const LANES: usize = 16;
 /// Output columns per matmul workgroup: the LM head's vocabulary tile.
 pub const TILE_COLS: usize = LANES * BLOCK_COLS;
 
-/// The generated part of matmul.wgsl: `block_product(row0, col0, lane)` returns the BLOCK_ROWS x
+/// The generated part of matmul_block.wgsl: `block_product(row0, col0, lane)` returns the BLOCK_ROWS x
 /// BLOCK_COLS products of rows row0.. and columns col0 + LANES c, with every loop over the block
 /// unrolled into named scalar accumulators (compilers keep those in registers; arrays they spill),
 /// each one running sum of fused multiply-adds over k, taken `step` values at a time.
@@ -604,7 +603,9 @@ fn block_product(share_rows: bool, step: DepthStep) -> String {
     // How a step brings column c's weights: one load per column (`wl{c}`), then quarter q as a
     // vec4 taken from it: the vec4 itself, a column of load_weight8's mat2x4, or a quarter of a
     // quantized group, dequantized just before the quarter's multiply-adds.
-    let (load, quarter): (fn(usize) -> String, fn(usize, usize) -> String) = match step {
+    type Load = fn(usize) -> String;
+    type Quarter = fn(usize, usize) -> String;
+    let (load, quarter): (Load, Quarter) = match step {
         DepthStep::Masked | DepthStep::Four => (|c| format!("load_row_weight4(w{c}, k)"), |c, _| format!("wl{c}")),
         DepthStep::Eight => (|c| format!("load_weight8(w{c} + k)"), |c, q| format!("wl{c}[{q}]")),
         DepthStep::Sixteen => (|c| format!("load_group16(w{c} + k)"), |c, q| format!("group16_quarter(wl{c}, {q}u)")),

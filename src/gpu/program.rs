@@ -206,7 +206,7 @@ impl<'g> ProgramBuilder<'g> {
         let mut block = vec![0u8; self.alignment];
         block[..bytes.len()].copy_from_slice(bytes);
         self.params.extend_from_slice(&block);
-        if groups.iter().any(|&g| g == 0) {
+        if groups.contains(&0) {
             return; // nothing to do (an empty batch or a zero-width tensor)
         }
         self.pending.push(PendingStep {
