@@ -1,6 +1,6 @@
 //! The wgpu side: adapter discovery and selection, the device with the adapter's real limits,
-//! kernels (pipelines built once from `shaders/*.wgsl`), GPU buffers and split weight matrices,
-//! and recorded dispatch programs.
+//! kernels (pipelines built once from `shaders/*.wgsl`), typed kernel calls ([`ops`]), GPU
+//! buffers and split weight matrices, and recorded dispatch programs.
 
 mod kernels;
 pub mod ops;
