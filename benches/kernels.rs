@@ -2,7 +2,7 @@
 //! `cargo bench --bench kernels` prints GFLOP/s per kernel and shape.
 
 use perplex::forward::RowLayout;
-use perplex::gpu::{DType, Gpu, GpuMatrix, GpuOptions, KernelId, Program, BLOCK_ROWS, TILE_COLS};
+use perplex::gpu::{ops, DType, Gpu, GpuMatrix, GpuOptions, Program, TILE_COLS};
 use std::time::Instant;
 
 fn time_program(gpu: &Gpu, program: &Program, repeats: usize) -> f64 {
@@ -30,12 +30,17 @@ fn bench_lm_head(gpu: &Gpu, rows: usize, vocab: usize, k: usize) {
     let partials = gpu.storage("partials", (rows * tiles * 16) as u64);
     let mut p = Program::builder(gpu);
     for part in &weight.parts {
-        p.dispatch(
-            KernelId::lm_head_loss(dtype.format(), k),
-            &[rows as u32, part.rows as u32, k as u32, part.first_row as u32, tiles as u32, 0, 0, (part.first_row / TILE_COLS) as u32, 0, vocab as u32],
-            &[&input, &part.buffer, &targets, &partials],
-            [part.rows.div_ceil(TILE_COLS) as u32, rows.div_ceil(BLOCK_ROWS) as u32, 1],
-        );
+        let params = ops::LmHeadLoss {
+            rows: rows as u32,
+            cols: part.rows as u32,
+            depth: k as u32,
+            col_offset: part.first_row as u32,
+            tiles: tiles as u32,
+            tile_offset: (part.first_row / TILE_COLS) as u32,
+            softcap: 0.0,
+            vocab: vocab as u32,
+        };
+        ops::lm_head_loss(&mut p, dtype.format(), params, &input, &part.buffer, &targets, &partials);
     }
     let seconds = time_program(gpu, &p.build(), 2);
     let flops = 2.0 * (rows * vocab * k) as f64;
@@ -51,12 +56,18 @@ fn bench_attention(gpu: &Gpu, windows: usize, len: usize, q_heads: usize, kv_hea
     let positions = gpu.upload("positions", &layout.positions);
     let segments = gpu.upload("segments", &layout.segments);
     let mut p = Program::builder(gpu);
-    p.dispatch(
-        KernelId::attention(gpu, head_dim as u32),
-        &[rows as u32, len as u32, q_heads as u32, kv_heads as u32, width as u32, 0.125f32.to_bits(), 0, 0, 0],
-        &[&qkv, &positions, &segments, &out],
-        [len.div_ceil(32) as u32, q_heads as u32, windows as u32],
-    );
+    let params = ops::Attention {
+        rows: rows as u32,
+        window_len: len as u32,
+        q_heads: q_heads as u32,
+        kv_heads: kv_heads as u32,
+        qkv_stride: width as u32,
+        scale: 0.125,
+        softcap: 0.0,
+        sliding_window: 0,
+        packed: 0,
+    };
+    ops::attention(&mut p, head_dim as u32, params, &qkv, &positions, &segments, &out);
     let seconds = time_program(gpu, &p.build(), 2);
     // q.k and p.v over the causal half
     let flops = 2.0 * 2.0 * (windows * q_heads * head_dim) as f64 * (len * (len + 1) / 2) as f64;

@@ -5,7 +5,6 @@
 struct Params {
     rows: u32,
     width: u32,
-    kind: u32,         // 0 silu, 1 gelu (tanh approximation), 2 gelu (erf)
     gated: u32,
 }
 
@@ -23,15 +22,20 @@ fn erf_approx(x: f32) -> f32 {
     return select(r - 1.0, 1.0 - r, x >= 0.0);
 }
 
-fn activate(x: f32) -> f32 {
-    switch params.kind {
-        case 0u: { return x / (1.0 + exp(-x)); }
-        case 1u: {
-            let inner = 0.7978845608028654 * (x + 0.044715 * x * x * x);
-            return 0.5 * x * (1.0 + tanh(clamp(inner, -15.0, 15.0)));  // clamped: some drivers' tanh overflows
-        }
-        default: { return 0.5 * x * (1.0 + erf_approx(x * 0.7071067811865476)); }
-    }
+// The activations; the kernel's `activate` (prepended at build time, src/gpu/kernels.rs) calls
+// the one its variant names.
+fn silu(x: f32) -> f32 {
+    return x / (1.0 + exp(-x));
+}
+
+// The tanh approximation.
+fn gelu_tanh(x: f32) -> f32 {
+    let inner = 0.7978845608028654 * (x + 0.044715 * x * x * x);
+    return 0.5 * x * (1.0 + tanh(clamp(inner, -15.0, 15.0)));  // clamped: some drivers' tanh overflows
+}
+
+fn gelu_erf(x: f32) -> f32 {
+    return 0.5 * x * (1.0 + erf_approx(x * 0.7071067811865476));
 }
 
 @compute @workgroup_size(64, 1, 1)

@@ -10,8 +10,6 @@ struct Params {
     first_row: u32,     // first table row held by this part
     part_rows: u32,
     scale: f32,
-    _pad0: u32,
-    _pad1: u32,
     accumulate: u32,
 }
 

@@ -17,7 +17,6 @@ struct Params {
     accumulate: u32,      // add the result into `output` (post-norm residual)
     eps: f32,
     weight_offset: f32,   // 1.0 for Gemma's (1 + weight)
-    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

@@ -11,9 +11,6 @@ struct Params {
     head_dim: u32,
     rotary_half: u32,
     stride: u32,
-    _pad2: u32,
-    _pad0: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

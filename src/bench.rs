@@ -3,7 +3,7 @@
 //! timestamp queries — one JSON shape for every backend so results can be compared side by side.
 
 use crate::error::Result;
-use crate::gpu::{DType, GpuMatrix, KernelId, Program, BLOCK_ROWS, TILE_COLS};
+use crate::gpu::{ops, DType, GpuMatrix, Program};
 use crate::Model;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -89,12 +89,16 @@ pub fn matmul_gflops(gpu: &crate::gpu::Gpu, rows: usize, n: usize, k: usize, dty
     let bias = gpu.storage("bench bias", 16);
     let mut p = Program::builder(gpu);
     for part in &weight.parts {
-        p.dispatch(
-            KernelId::matmul(dtype.format(), k),
-            &[rows as u32, part.rows as u32, k as u32, part.first_row as u32, n as u32, 0, 0],
-            &[&input, &part.buffer, &bias, &output],
-            [part.rows.div_ceil(TILE_COLS) as u32, rows.div_ceil(BLOCK_ROWS) as u32, 1],
-        );
+        let params = ops::Matmul {
+            rows: rows as u32,
+            cols: part.rows as u32,
+            depth: k as u32,
+            col_offset: part.first_row as u32,
+            out_stride: n as u32,
+            has_bias: 0,
+            accumulate: 0,
+        };
+        ops::matmul(&mut p, dtype.format(), params, &input, &part.buffer, &bias, &output);
     }
     let program = p.build();
     program.run(gpu)?;

@@ -5,7 +5,7 @@
 //! log p(target) and whether the target was the argmax. Logits never leave the kernel.
 
 use crate::error::{Error, Result};
-use crate::gpu::{f32_bits, row_grid, DType, Gpu, GpuMatrix, KernelId, PendingRead, Program, ProgramBuilder, ReadPath, BLOCK_ROWS, TILE_COLS};
+use crate::gpu::{ops, DType, Gpu, GpuMatrix, KernelId, PendingRead, Program, ProgramBuilder, ReadPath, WeightFormat, TILE_COLS};
 use crate::model::{load_weights, Checkpoint, ModelSpec, ModelWeights, NormKind, NormWeights, QkNorm};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -418,9 +418,9 @@ impl GpuModel {
         let w = &self.weights;
         let mut p = Program::builder(&self.gpu);
 
-        self.gather(&mut p, &w.embedding, &ws.tokens, &ws.x, rows, spec.embedding_scale, false);
+        gather(&mut p, &w.embedding, &ws.tokens, &ws.x, rows, spec.embedding_scale, false);
         if let Some(positions) = &w.positions {
-            self.gather(&mut p, positions, &ws.positions, &ws.x, rows, 1.0, true);
+            gather(&mut p, positions, &ws.positions, &ws.x, rows, 1.0, true);
         }
         let qkv_width = spec.qkv_width();
         let up_width = spec.up_width();
@@ -431,53 +431,51 @@ impl GpuModel {
             let attn_in = self.maybe_norm(&mut p, rows, &ws.x, &ws.h, layer.attn_norm.as_ref());
             // A parallel block's MLP reads the block input, so normalise it before x changes.
             let parallel_mlp_in = spec.parallel_residual.then(|| self.maybe_norm(&mut p, rows, &ws.x, &ws.h2, layer.ffn_norm.as_ref()));
-            self.matmuls(&mut p, rows, attn_in, &layer.qkv, layer.qkv_bias.as_ref(), &ws.qkv, qkv_width);
+            let qkv = Linear { matrices: &layer.qkv, bias: layer.qkv_bias.as_ref() };
+            self.linear(&mut p, rows, attn_in, qkv, Columns::all(&ws.qkv, qkv_width));
             self.qk_norm(&mut p, rows, &ws.qkv, layer.q_norm.as_ref(), layer.k_norm.as_ref());
             if let Some(table) = tables.get(attention.rope) {
-                let half = spec.rotary_dim(attention.rope) / 2;
-                let heads = spec.q_heads + spec.kv_heads;
-                p.dispatch(
-                    KernelId::Rope,
-                    &[rows as u32, heads as u32, spec.head_dim as u32, half as u32, qkv_width as u32, 0, 0, 0],
-                    &[&ws.positions, table, &ws.qkv],
-                    row_grid(half.div_ceil(64) as u32, rows * heads),
-                );
+                let params = ops::Rope {
+                    rows: rows as u32,
+                    heads: (spec.q_heads + spec.kv_heads) as u32,
+                    head_dim: spec.head_dim as u32,
+                    rotary_half: (spec.rotary_dim(attention.rope) / 2) as u32,
+                    stride: qkv_width as u32,
+                };
+                ops::rope(&mut p, params, &ws.positions, table, &ws.qkv);
             }
-            p.dispatch(
-                KernelId::attention(&self.gpu, spec.head_dim as u32),
-                &[
-                    rows as u32,
-                    len as u32,
-                    spec.q_heads as u32,
-                    spec.kv_heads as u32,
-                    qkv_width as u32,
-                    f32_bits(spec.attention_scale),
-                    f32_bits(spec.attention_softcap),
-                    attention.sliding_window.unwrap_or(0) as u32,
-                    packed as u32,
-                ],
-                &[&ws.qkv, &ws.positions, &ws.segments, &ws.attn],
-                [len.div_ceil(32) as u32, spec.q_heads as u32, windows as u32],
-            );
-            self.project_into_residual(&mut p, rows, &ws.attn, &layer.o, layer.o_bias.as_ref(), layer.post_attn_norm.as_ref(), ws);
+            let params = ops::Attention {
+                rows: rows as u32,
+                window_len: len as u32,
+                q_heads: spec.q_heads as u32,
+                kv_heads: spec.kv_heads as u32,
+                qkv_stride: qkv_width as u32,
+                scale: spec.attention_scale,
+                softcap: spec.attention_softcap,
+                sliding_window: attention.sliding_window.unwrap_or(0) as u32,
+                packed: packed.into(),
+            };
+            ops::attention(&mut p, spec.head_dim as u32, params, &ws.qkv, &ws.positions, &ws.segments, &ws.attn);
+            let o = Linear { matrices: std::slice::from_ref(&layer.o), bias: layer.o_bias.as_ref() };
+            self.project_into_residual(&mut p, rows, &ws.attn, o, layer.post_attn_norm.as_ref(), ws);
 
             // MLP block: [norm] -> up (gate | up) -> activation -> down -> [post-norm] -> residual.
             let mlp_in = match parallel_mlp_in {
                 Some(input) => input,
                 None => self.maybe_norm(&mut p, rows, &ws.x, &ws.h, layer.ffn_norm.as_ref()),
             };
-            self.matmuls(&mut p, rows, mlp_in, &layer.up, layer.up_bias.as_ref(), &ws.ff, up_width);
-            p.dispatch(
-                KernelId::Activation,
-                &[rows as u32, spec.intermediate as u32, spec.activation.code(), spec.gated_mlp as u32],
-                &[&ws.ff, &ws.act],
-                row_grid(spec.intermediate.div_ceil(64) as u32, rows),
-            );
-            self.project_into_residual(&mut p, rows, &ws.act, &layer.down, layer.down_bias.as_ref(), layer.post_ffn_norm.as_ref(), ws);
+            let up = Linear { matrices: &layer.up, bias: layer.up_bias.as_ref() };
+            self.linear(&mut p, rows, mlp_in, up, Columns::all(&ws.ff, up_width));
+            let params = ops::Activation { rows: rows as u32, width: spec.intermediate as u32, gated: spec.gated_mlp.into() };
+            ops::activation(&mut p, spec.activation, params, &ws.ff, &ws.act);
+            let down = Linear { matrices: std::slice::from_ref(&layer.down), bias: layer.down_bias.as_ref() };
+            self.project_into_residual(&mut p, rows, &ws.act, down, layer.post_ffn_norm.as_ref(), ws);
         }
         let head_rows = match scored_rows {
             Some(scored_rows) => {
-                self.gather_part(&mut p, DType::F32, &ws.x, 0, rows, d, &ws.scored, &ws.h2, scored_rows, 1.0, false);
+                // The scored rows of x, gathered as rows of an f32 table.
+                let params = ops::Embedding { rows: scored_rows as u32, width: d as u32, first_row: 0, part_rows: rows as u32, scale: 1.0, accumulate: 0 };
+                ops::embedding(&mut p, WeightFormat::F32, params, &ws.scored, &ws.x, &ws.h2);
                 self.norm(&mut p, scored_rows, &ws.h2, &ws.h, &w.final_norm);
                 scored_rows
             }
@@ -491,87 +489,52 @@ impl GpuModel {
         let head = w.head();
         let tiles = self.vocab_tiles();
         for part in &head.parts {
-            p.dispatch(
-                KernelId::lm_head_loss(head.dtype.format(), d),
-                &[
-                    rows as u32,
-                    part.rows as u32,
-                    d as u32,
-                    part.first_row as u32,
-                    tiles as u32,
-                    0,
-                    0,
-                    (part.first_row / TILE_COLS) as u32,
-                    f32_bits(spec.final_softcap),
-                    spec.vocab_size as u32,
-                ],
-                &[&ws.h, &part.buffer, &ws.targets, &ws.partials],
-                [part.rows.div_ceil(TILE_COLS) as u32, rows.div_ceil(BLOCK_ROWS) as u32, 1],
-            );
+            let params = ops::LmHeadLoss {
+                rows: rows as u32,
+                cols: part.rows as u32,
+                depth: d as u32,
+                col_offset: part.first_row as u32,
+                tiles: tiles as u32,
+                tile_offset: (part.first_row / TILE_COLS) as u32,
+                softcap: spec.final_softcap,
+                vocab: spec.vocab_size as u32,
+            };
+            ops::lm_head_loss(&mut p, head.dtype.format(), params, &ws.h, &part.buffer, &ws.targets, &ws.partials);
         }
-        p.dispatch(
-            KernelId::LossCombine,
-            &[rows as u32, 0, 0, 0, tiles as u32],
-            &[&ws.targets, &ws.partials, &ws.scores],
-            [rows.div_ceil(64) as u32, 1, 1],
-        );
+        ops::loss_combine(&mut p, ops::LossCombine { rows: rows as u32, tiles: tiles as u32 }, &ws.targets, &ws.partials, &ws.scores);
         p.build()
     }
 
-    /// Embedding-table gather of `indices` (token ids, or positions for learned position
-    /// embeddings), added to `output` when `accumulate`.
-    #[allow(clippy::too_many_arguments)]
-    fn gather(&self, p: &mut ProgramBuilder, table: &GpuMatrix, indices: &wgpu::Buffer, output: &wgpu::Buffer, rows: usize, scale: f32, accumulate: bool) {
-        for part in &table.parts {
-            self.gather_part(p, table.dtype, &part.buffer, part.first_row, part.rows, table.cols, indices, output, rows, scale, accumulate);
+    /// `input @ linear^T (+ bias)` into `output`'s columns, each matrix writing the next ones
+    /// (fused QKV and gate/up from separate or fused weights alike), one dispatch per part.
+    fn linear(&self, p: &mut ProgramBuilder, rows: usize, input: &wgpu::Buffer, linear: Linear, output: Columns) {
+        let mut col_offset = output.offset;
+        for matrix in linear.matrices {
+            for part in &matrix.parts {
+                let params = ops::Matmul {
+                    rows: rows as u32,
+                    cols: part.rows as u32,
+                    depth: matrix.cols as u32,
+                    col_offset: (col_offset + part.first_row) as u32,
+                    out_stride: output.stride as u32,
+                    has_bias: linear.bias.is_some().into(),
+                    accumulate: output.accumulate.into(),
+                };
+                let bias = linear.bias.unwrap_or(&self.dummy);
+                ops::matmul(p, matrix.dtype.format(), params, input, &part.buffer, bias, output.buffer);
+            }
+            col_offset += matrix.rows;
         }
     }
 
-    /// [`GpuModel::gather`] from one part: rows `first_row..first_row + part_rows` of a
-    /// `width`-column table in `dtype`.
-    #[allow(clippy::too_many_arguments)]
-    fn gather_part(
-        &self,
-        p: &mut ProgramBuilder,
-        dtype: DType,
-        part: &wgpu::Buffer,
-        first_row: usize,
-        part_rows: usize,
-        width: usize,
-        indices: &wgpu::Buffer,
-        output: &wgpu::Buffer,
-        rows: usize,
-        scale: f32,
-        accumulate: bool,
-    ) {
-        p.dispatch(
-            KernelId::Embedding(dtype.format()),
-            &[rows as u32, width as u32, first_row as u32, part_rows as u32, f32_bits(scale), 0, 0, accumulate as u32],
-            &[indices, part, output],
-            row_grid(width.div_ceil(64) as u32, rows),
-        );
-    }
-
-    /// `output = input @ (matrices stacked by rows)^T (+ bias)`, each matrix writing the next
-    /// columns of `output` (fused QKV and gate/up from separate or fused weights alike).
-    #[allow(clippy::too_many_arguments)]
-    fn matmuls(&self, p: &mut ProgramBuilder, rows: usize, input: &wgpu::Buffer, matrices: &[GpuMatrix], bias: Option<&wgpu::Buffer>, output: &wgpu::Buffer, out_stride: usize) {
-        let mut col = 0;
-        for m in matrices {
-            self.matmul(p, rows, input, m, bias, output, col, out_stride, false);
-            col += m.rows;
-        }
-    }
-
-    /// x += input @ weight^T (+ bias), through a post-norm when the block has one.
-    #[allow(clippy::too_many_arguments)]
-    fn project_into_residual(&self, p: &mut ProgramBuilder, rows: usize, input: &wgpu::Buffer, weight: &GpuMatrix, bias: Option<&wgpu::Buffer>, post_norm: Option<&NormWeights<wgpu::Buffer>>, ws: &Workspace) {
+    /// x += input @ linear^T (+ bias), through a post-norm when the block has one.
+    fn project_into_residual(&self, p: &mut ProgramBuilder, rows: usize, input: &wgpu::Buffer, linear: Linear, post_norm: Option<&NormWeights<wgpu::Buffer>>, ws: &Workspace) {
         let d = self.spec.hidden;
         match post_norm {
-            None => self.matmul(p, rows, input, weight, bias, &ws.x, 0, d, true),
+            None => self.linear(p, rows, input, linear, Columns { accumulate: true, ..Columns::all(&ws.x, d) }),
             Some(norm) => {
-                self.matmul(p, rows, input, weight, bias, &ws.h, 0, d, false);
-                self.norm_segments(p, rows, &ws.h, &ws.x, norm, [d, 1, d, 0], true);
+                self.linear(p, rows, input, linear, Columns::all(&ws.h, d));
+                self.norm_segments(p, &ws.h, &ws.x, norm, Segments::rows(rows, d), true);
             }
         }
     }
@@ -591,80 +554,98 @@ impl GpuModel {
     fn qk_norm(&self, p: &mut ProgramBuilder, rows: usize, qkv: &wgpu::Buffer, q: Option<&wgpu::Buffer>, k: Option<&wgpu::Buffer>) {
         let s = &self.spec;
         let (Some(q), Some(k)) = (q, k) else { return };
-        let stride = s.qkv_width();
         for (weight, heads, offset) in [(q, s.q_heads, 0), (k, s.kv_heads, s.q_width())] {
-            let (width, segments) = match s.qk_norm {
+            let (width, per_row) = match s.qk_norm {
                 QkNorm::PerHead => (s.head_dim, heads),
                 _ => (heads * s.head_dim, 1),
             };
             let norm = NormWeights { weight: weight.clone(), bias: None };
-            self.norm_segments(p, rows, &self.dummy, qkv, &norm, [width, segments, stride, offset], false);
+            let segments = Segments { rows, width, per_row, stride: s.qkv_width(), offset };
+            self.norm_segments(p, &self.dummy, qkv, &norm, segments, false);
         }
     }
 
     fn norm(&self, p: &mut ProgramBuilder, rows: usize, input: &wgpu::Buffer, output: &wgpu::Buffer, norm: &NormWeights<wgpu::Buffer>) {
-        let d = self.spec.hidden;
-        self.norm_segments(p, rows, input, output, norm, [d, 1, d, 0], false);
+        self.norm_segments(p, input, output, norm, Segments::rows(rows, self.spec.hidden), false);
     }
 
-    /// The norm kernel over `rows` rows of `[width, segments, stride, offset]` layout (see
-    /// norm.wgsl). Reading from the dummy buffer means in place on `output`.
-    #[allow(clippy::too_many_arguments)]
-    fn norm_segments(&self, p: &mut ProgramBuilder, rows: usize, input: &wgpu::Buffer, output: &wgpu::Buffer, norm: &NormWeights<wgpu::Buffer>, layout: [usize; 4], accumulate: bool) {
+    /// The norm kernel over `segments` (see norm.wgsl). Reading from the dummy buffer means in
+    /// place on `output`.
+    fn norm_segments(&self, p: &mut ProgramBuilder, input: &wgpu::Buffer, output: &wgpu::Buffer, norm: &NormWeights<wgpu::Buffer>, segments: Segments, accumulate: bool) {
         let s = &self.spec;
-        let [width, segments, stride, offset] = layout;
-        let in_place = std::ptr::eq(input, &self.dummy);
-        p.dispatch(
-            KernelId::Norm,
-            &[
-                (rows * segments) as u32,
-                width as u32,
-                segments as u32,
-                stride as u32,
-                offset as u32,
-                (s.norm == NormKind::Layer) as u32,
-                norm.bias.is_some() as u32,
-                in_place as u32,
-                accumulate as u32,
-                f32_bits(s.norm_eps),
-                f32_bits(s.norm_weight_offset),
-            ],
-            &[input, &norm.weight, norm.bias.as_ref().unwrap_or(&self.dummy), output],
-            row_grid(1, rows * segments),
-        );
+        let Segments { rows, width, per_row, stride, offset } = segments;
+        let params = ops::Norm {
+            segments_total: (rows * per_row) as u32,
+            width: width as u32,
+            segments: per_row as u32,
+            stride: stride as u32,
+            offset: offset as u32,
+            layer_norm: (s.norm == NormKind::Layer).into(),
+            has_bias: norm.bias.is_some().into(),
+            in_place: std::ptr::eq(input, &self.dummy).into(),
+            accumulate: accumulate.into(),
+            eps: s.norm_eps,
+            weight_offset: s.norm_weight_offset,
+        };
+        ops::norm(p, params, input, &norm.weight, norm.bias.as_ref().unwrap_or(&self.dummy), output);
     }
+}
 
-    /// output[:, col_offset..col_offset + weight.rows] (+)= input @ weight^T (+ bias), one
-    /// dispatch per part of the weight.
-    #[allow(clippy::too_many_arguments)]
-    fn matmul(
-        &self,
-        p: &mut ProgramBuilder,
-        rows: usize,
-        input: &wgpu::Buffer,
-        weight: &GpuMatrix,
-        bias: Option<&wgpu::Buffer>,
-        output: &wgpu::Buffer,
-        col_offset: usize,
-        out_stride: usize,
-        accumulate: bool,
-    ) {
-        for part in &weight.parts {
-            p.dispatch(
-                KernelId::matmul(weight.dtype.format(), weight.cols),
-                &[
-                    rows as u32,
-                    part.rows as u32,
-                    weight.cols as u32,
-                    (col_offset + part.first_row) as u32,
-                    out_stride as u32,
-                    bias.is_some() as u32,
-                    accumulate as u32,
-                ],
-                &[input, &part.buffer, bias.unwrap_or(&self.dummy), output],
-                [part.rows.div_ceil(TILE_COLS) as u32, rows.div_ceil(BLOCK_ROWS) as u32, 1],
-            );
-        }
+/// Embedding-table gather of `indices` (token ids, or positions for learned position
+/// embeddings) from every part of `table`, added to `output` when `accumulate`.
+fn gather(p: &mut ProgramBuilder, table: &GpuMatrix, indices: &wgpu::Buffer, output: &wgpu::Buffer, rows: usize, scale: f32, accumulate: bool) {
+    for part in &table.parts {
+        let params = ops::Embedding {
+            rows: rows as u32,
+            width: table.cols as u32,
+            first_row: part.first_row as u32,
+            part_rows: part.rows as u32,
+            scale,
+            accumulate: accumulate.into(),
+        };
+        ops::embedding(p, table.dtype.format(), params, indices, &part.buffer, output);
+    }
+}
+
+/// A linear layer: matrices whose rows, stacked, are its outputs, and the bias of those.
+#[derive(Clone, Copy)]
+struct Linear<'a> {
+    matrices: &'a [GpuMatrix],
+    bias: Option<&'a wgpu::Buffer>,
+}
+
+/// Where a linear layer writes: columns from `offset` of rows `stride` apart, added to what is
+/// there when `accumulate`.
+#[derive(Clone, Copy)]
+struct Columns<'a> {
+    buffer: &'a wgpu::Buffer,
+    offset: usize,
+    stride: usize,
+    accumulate: bool,
+}
+
+impl<'a> Columns<'a> {
+    /// Every column of rows `stride` wide, overwritten.
+    fn all(buffer: &'a wgpu::Buffer, stride: usize) -> Columns<'a> {
+        Columns { buffer, offset: 0, stride, accumulate: false }
+    }
+}
+
+/// What the norm kernel normalises: `per_row` segments of `width` values in each of `rows` rows
+/// `stride` apart, the first at column `offset`.
+#[derive(Clone, Copy)]
+struct Segments {
+    rows: usize,
+    width: usize,
+    per_row: usize,
+    stride: usize,
+    offset: usize,
+}
+
+impl Segments {
+    /// Whole rows of `width` values.
+    fn rows(rows: usize, width: usize) -> Segments {
+        Segments { rows, width, per_row: 1, stride: width, offset: 0 }
     }
 }
 

@@ -67,6 +67,10 @@ enum Command {
         /// Write the list as JSON
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Instead of listing devices, write every WGSL module perplex can build into DIR, one
+        /// file per variant (no GPU needed)
+        #[arg(long, value_name = "DIR")]
+        dump_shaders: Option<PathBuf>,
     },
     /// Perplexity of a model on text files: loss, token/word/byte perplexity, bits per byte
     Ppl {
@@ -303,7 +307,11 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Devices { json } => devices(json),
+        Command::Devices { dump_shaders: Some(dir), .. } => {
+            println!("wrote {} shader variants to {}", gpu::dump_shaders(&dir)?, dir.display());
+            Ok(())
+        }
+        Command::Devices { json, dump_shaders: None } => devices(json),
         Command::Eval { model, tasks, data, fewshot, fewshot_data, limit, ctx, batch, json, samples, device } => {
             eval(model, tasks, data, fewshot, fewshot_data, limit, ctx, batch, json, samples, device)
         }

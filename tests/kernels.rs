@@ -7,7 +7,7 @@ use common::{assert_close, gpu, gpu_reading, read_path_options, same_bits_on_eve
 use perplex::gpu::{Gpu, ReadPath};
 use std::sync::Arc;
 use perplex::forward::RowLayout;
-use perplex::gpu::{f32_bits, row_grid, DType, GpuMatrix, GpuOptions, Group, KernelId, Program, BLOCK_ROWS, GROUP, TILE_COLS};
+use perplex::gpu::{ops, DType, GpuMatrix, GpuOptions, Group, Program, GROUP, TILE_COLS};
 use perplex::reference::{self, HostMatrix};
 
 fn to_bytes(values: &[f32], dtype: DType) -> (Vec<u8>, Vec<f32>) {
@@ -71,12 +71,16 @@ fn run_matmul_on(gpu: Arc<Gpu>, path: (ReadPath, bool), rows: usize, n: usize, k
     let offset = 3;
     let mut p = Program::builder(&gpu);
     for part in &weight.parts {
-        p.dispatch(
-            KernelId::matmul(dtype.format(), k),
-            &[rows as u32, part.rows as u32, k as u32, (offset + part.first_row) as u32, stride as u32, bias as u32, accumulate as u32],
-            &[&input_buf, &part.buffer, &bias_buf, &out],
-            [part.rows.div_ceil(TILE_COLS) as u32, rows.div_ceil(BLOCK_ROWS) as u32, 1],
-        );
+        let params = ops::Matmul {
+            rows: rows as u32,
+            cols: part.rows as u32,
+            depth: k as u32,
+            col_offset: (offset + part.first_row) as u32,
+            out_stride: stride as u32,
+            has_bias: bias.into(),
+            accumulate: accumulate.into(),
+        };
+        ops::matmul(&mut p, dtype.format(), params, &input_buf, &part.buffer, &bias_buf, &out);
     }
     p.build().run(&gpu).unwrap();
     let got: Vec<f32> = gpu.read(&out, rows * stride).unwrap();
@@ -164,12 +168,8 @@ fn leave_nans_in_scratch(gpu: &Gpu, n: usize, k: usize, dtype: DType) {
     let weight = GpuMatrix::upload(gpu, "NaN", n, k, dtype, &vec![0xff; n * dtype.row_bytes(k)]).unwrap();
     let (input, bias, output) = (gpu.storage("in", (k * 4) as u64), gpu.storage("bias", 16), gpu.storage("out", (n * 4) as u64));
     let mut p = Program::builder(gpu);
-    p.dispatch(
-        KernelId::matmul(dtype.format(), k),
-        &[1, n as u32, k as u32, 0, n as u32, 0, 0],
-        &[&input, &weight.parts[0].buffer, &bias, &output],
-        [n.div_ceil(TILE_COLS) as u32, 1, 1],
-    );
+    let params = ops::Matmul { rows: 1, cols: n as u32, depth: k as u32, col_offset: 0, out_stride: n as u32, has_bias: 0, accumulate: 0 };
+    ops::matmul(&mut p, dtype.format(), params, &input, &weight.parts[0].buffer, &bias, &output);
     p.build().run(gpu).unwrap();
 }
 
@@ -203,14 +203,19 @@ fn run_lm_head_on(path: (ReadPath, bool), rows: usize, vocab: usize, k: usize, d
     let scores = gpu.storage("scores", (rows * 8) as u64);
     let mut p = Program::builder(&gpu);
     for part in &head.parts {
-        p.dispatch(
-            KernelId::lm_head_loss(dtype.format(), k),
-            &[rows as u32, part.rows as u32, k as u32, part.first_row as u32, tiles as u32, 0, 0, (part.first_row / TILE_COLS) as u32, f32_bits(softcap), vocab as u32],
-            &[&hidden_buf, &part.buffer, &target_buf, &partials],
-            [part.rows.div_ceil(TILE_COLS) as u32, rows.div_ceil(BLOCK_ROWS) as u32, 1],
-        );
+        let params = ops::LmHeadLoss {
+            rows: rows as u32,
+            cols: part.rows as u32,
+            depth: k as u32,
+            col_offset: part.first_row as u32,
+            tiles: tiles as u32,
+            tile_offset: (part.first_row / TILE_COLS) as u32,
+            softcap,
+            vocab: vocab as u32,
+        };
+        ops::lm_head_loss(&mut p, dtype.format(), params, &hidden_buf, &part.buffer, &target_buf, &partials);
     }
-    p.dispatch(KernelId::LossCombine, &[rows as u32, 0, 0, 0, tiles as u32], &[&target_buf, &partials, &scores], [rows.div_ceil(64) as u32, 1, 1]);
+    ops::loss_combine(&mut p, ops::LossCombine { rows: rows as u32, tiles: tiles as u32 }, &target_buf, &partials, &scores);
     p.build().run(&gpu).unwrap();
     let got: Vec<[f32; 2]> = gpu.read(&scores, rows).unwrap();
     let mut logits = reference::matmul(&hidden, rows, &HostMatrix { rows: vocab, cols: k, data: w }, None);
@@ -265,13 +270,18 @@ fn lm_head_greedy_flag_when_target_is_argmax() {
     let scores = gpu.storage("scores", (rows * 8) as u64);
     let mut p = Program::builder(&gpu);
     let part = &head.parts[0];
-    p.dispatch(
-        KernelId::lm_head_loss(DType::F32.format(), k),
-        &[rows as u32, vocab as u32, k as u32, 0, tiles as u32, 0, 0, 0, 0, vocab as u32],
-        &[&hb, &part.buffer, &tb, &partials],
-        [vocab.div_ceil(TILE_COLS) as u32, rows.div_ceil(BLOCK_ROWS) as u32, 1],
-    );
-    p.dispatch(KernelId::LossCombine, &[rows as u32, 0, 0, 0, tiles as u32], &[&tb, &partials, &scores], [1, 1, 1]);
+    let params = ops::LmHeadLoss {
+        rows: rows as u32,
+        cols: vocab as u32,
+        depth: k as u32,
+        col_offset: 0,
+        tiles: tiles as u32,
+        tile_offset: 0,
+        softcap: 0.0,
+        vocab: vocab as u32,
+    };
+    ops::lm_head_loss(&mut p, DType::F32.format(), params, &hb, &part.buffer, &tb, &partials);
+    ops::loss_combine(&mut p, ops::LossCombine { rows: rows as u32, tiles: tiles as u32 }, &tb, &partials, &scores);
     p.build().run(&gpu).unwrap();
     let got: Vec<[f32; 2]> = gpu.read(&scores, rows).unwrap();
     assert!(got.iter().all(|g| g[1] == 1.0), "{got:?}");
@@ -288,12 +298,20 @@ fn norm_matches_reference() {
         let initial = rng.vec(rows * width, 1.0);
         let (xb, wb, bb, out) = (gpu.upload("x", &x), gpu.upload("w", &weight), gpu.upload("b", &bias), gpu.upload("o", &initial));
         let mut p = Program::builder(&gpu);
-        p.dispatch(
-            KernelId::Norm,
-            &[rows as u32, width as u32, 1, width as u32, 0, layer as u32, layer as u32, 0, accumulate as u32, f32_bits(1e-5), f32_bits(offset)],
-            &[&xb, &wb, &bb, &out],
-            row_grid(1, rows),
-        );
+        let params = ops::Norm {
+            segments_total: rows as u32,
+            width: width as u32,
+            segments: 1,
+            stride: width as u32,
+            offset: 0,
+            layer_norm: layer.into(),
+            has_bias: layer.into(),
+            in_place: 0,
+            accumulate: accumulate.into(),
+            eps: 1e-5,
+            weight_offset: offset,
+        };
+        ops::norm(&mut p, params, &xb, &wb, &bb, &out);
         p.build().run(&gpu).unwrap();
         let got: Vec<f32> = gpu.read(&out, rows * width).unwrap();
         let kind = if layer { perplex::model::NormKind::Layer } else { perplex::model::NormKind::Rms };
@@ -325,7 +343,8 @@ fn rope_matches_reference_including_partial_rotary() {
         let (tb, xb) = (gpu.upload("table", bytemuck::cast_slice::<[f32; 2], f32>(&table)), gpu.upload("x", &x));
         let pb = gpu.upload("positions", &layout.positions);
         let mut p = Program::builder(&gpu);
-        p.dispatch(KernelId::Rope, &[rows as u32, heads as u32, head_dim as u32, half as u32, stride as u32, 0, 0, 0], &[&pb, &tb, &xb], row_grid(1, rows * heads));
+        let params = ops::Rope { rows: rows as u32, heads: heads as u32, head_dim: head_dim as u32, rotary_half: half as u32, stride: stride as u32 };
+        ops::rope(&mut p, params, &pb, &tb, &xb);
         p.build().run(&gpu).unwrap();
         let got: Vec<f32> = gpu.read(&xb, rows * stride).unwrap();
         let mut want = x.clone();
@@ -373,12 +392,18 @@ fn run_attention_on(path: (ReadPath, bool), qkv: &[f32], windows: usize, len: us
     let (qb, pb, sb) = (gpu.upload("qkv", qkv), gpu.upload("positions", &layout.positions), gpu.upload("segments", &layout.segments));
     let out = gpu.storage("out", (rows * qh * hd * 4) as u64);
     let mut p = Program::builder(&gpu);
-    p.dispatch(
-        KernelId::attention(&gpu, hd as u32),
-        &[rows as u32, len as u32, qh as u32, kvh as u32, width as u32, f32_bits(scale), 0, sliding.unwrap_or(0) as u32, layout.packed as u32],
-        &[&qb, &pb, &sb, &out],
-        [len.div_ceil(32) as u32, qh as u32, windows as u32],
-    );
+    let params = ops::Attention {
+        rows: rows as u32,
+        window_len: len as u32,
+        q_heads: qh as u32,
+        kv_heads: kvh as u32,
+        qkv_stride: width as u32,
+        scale,
+        softcap: 0.0,
+        sliding_window: sliding.unwrap_or(0) as u32,
+        packed: layout.packed.into(),
+    };
+    ops::attention(&mut p, hd as u32, params, &qb, &pb, &sb, &out);
     p.build().run(&gpu).unwrap();
     gpu.read(&out, rows * qh * hd).unwrap()
 }
@@ -440,7 +465,7 @@ fn activations_match_reference() {
         let input = rng.vec(rows * width * if gated { 2 } else { 1 }, 6.0);
         let (ib, out) = (gpu.upload("in", &input), gpu.storage("out", (rows * width * 4) as u64));
         let mut p = Program::builder(&gpu);
-        p.dispatch(KernelId::Activation, &[rows as u32, width as u32, kind.code(), gated as u32], &[&ib, &out], row_grid(2, rows));
+        ops::activation(&mut p, kind, ops::Activation { rows: rows as u32, width: width as u32, gated: gated.into() }, &ib, &out);
         p.build().run(&gpu).unwrap();
         let got: Vec<f32> = gpu.read(&out, rows * width).unwrap();
         let stride = if gated { 2 * width } else { width };
@@ -469,12 +494,15 @@ fn embedding_gather_over_split_table_matches_reference() {
         let (tb, out) = (gpu.upload("tokens", &tokens), gpu.storage("x", (rows * width * 4) as u64));
         let mut p = Program::builder(&gpu);
         for part in &matrix.parts {
-            p.dispatch(
-                KernelId::Embedding(dtype.format()),
-                &[rows as u32, width as u32, part.first_row as u32, part.rows as u32, f32_bits(1.5), 0, 0, 0],
-                &[&tb, &part.buffer, &out],
-                row_grid(1, rows),
-            );
+            let params = ops::Embedding {
+                rows: rows as u32,
+                width: width as u32,
+                first_row: part.first_row as u32,
+                part_rows: part.rows as u32,
+                scale: 1.5,
+                accumulate: 0,
+            };
+            ops::embedding(&mut p, dtype.format(), params, &tb, &part.buffer, &out);
         }
         p.build().run(&gpu).unwrap();
         let got: Vec<f32> = gpu.read(&out, rows * width).unwrap();

@@ -4,8 +4,17 @@
 //! (bound with a dynamic offset into one parameter buffer per program), the rest are storage
 //! buffers. Weight-reading kernels get a weight-access snippet prepended for the checkpoint's
 //! format, so one kernel source serves f32, f16 and bf16 weights.
+//!
+//! A module is a [`ShaderVariant`]: a [`KernelId`] and the device's read path and subgroup
+//! sharing. Its source is shaders/*.wgsl put together with the parts generated here (bindings
+//! for the read path, the unrolled block product, the head-vector helpers). [`all_variants`]
+//! lists every one; `perplex devices --dump-shaders DIR` writes them out, and
+//! `PERPLEX_DUMP_SHADERS=DIR` writes those a run builds.
 
-use super::Gpu;
+use super::{Gpu, GROUP};
+use crate::error::{Error, Result};
+use crate::model::Activation;
+use std::path::Path;
 use std::sync::Arc;
 
 /// How weights are stored in their GPU buffer (the snippet that defines `load_weight`).
@@ -18,6 +27,18 @@ pub enum WeightFormat {
 }
 
 impl WeightFormat {
+    pub const ALL: [WeightFormat; 4] = [WeightFormat::F32, WeightFormat::F16, WeightFormat::BF16, WeightFormat::Int8Groups];
+
+    /// The format in shader file names.
+    fn name(self) -> &'static str {
+        match self {
+            WeightFormat::F32 => "f32",
+            WeightFormat::F16 => "f16",
+            WeightFormat::BF16 => "bf16",
+            WeightFormat::Int8Groups => "int8groups",
+        }
+    }
+
     /// The WGSL type of one word of the weight buffer as the snippet reads it (`weights_at`):
     /// 16 bytes, so that one fetch brings the most weights (four f32, eight f16 or bf16, the 16
     /// integers of a quantized group: see weights_int8_groups.wgsl).
@@ -71,6 +92,29 @@ impl DepthStep {
         }
     }
 
+    /// Every step [`DepthStep::of`] gives rows in `format` (quantized rows are whole groups).
+    pub fn all(format: WeightFormat) -> Vec<DepthStep> {
+        let mut steps = Vec::new();
+        for depth in (1..=2 * DepthStep::ThirtyTwo.values()).filter(|d| format != WeightFormat::Int8Groups || d.is_multiple_of(GROUP)) {
+            let step = DepthStep::of(format, depth);
+            if !steps.contains(&step) {
+                steps.push(step);
+            }
+        }
+        steps
+    }
+
+    /// The step in shader file names.
+    fn name(self) -> &'static str {
+        match self {
+            DepthStep::Masked => "masked4",
+            DepthStep::Four => "step4",
+            DepthStep::Eight => "step8",
+            DepthStep::Sixteen => "step16",
+            DepthStep::ThirtyTwo => "step32",
+        }
+    }
+
     fn values(self) -> usize {
         match self {
             DepthStep::Masked | DepthStep::Four => 4,
@@ -91,7 +135,7 @@ pub enum KernelId {
     LossCombine,
     Norm,
     Rope,
-    Activation,
+    Activation(Activation),
     Attention { head_dim: u32, key_tile: u32 },
 }
 
@@ -151,11 +195,17 @@ impl KernelId {
     /// path, key_tile 0: no tiles, keys read from a texture copy of qkv as whole vec4 words, so
     /// heads must start on a word (head_dim a multiple of 4; else the tiled kernel serves).
     pub fn attention(gpu: &Gpu, head_dim: u32) -> KernelId {
-        if gpu.read_path == ReadPath::Textures && head_dim.is_multiple_of(4) {
+        KernelId::attention_on(gpu.read_path, gpu.max_workgroup_storage, head_dim)
+    }
+
+    /// [`KernelId::attention`] on a device reading through `path` with `workgroup_storage` bytes
+    /// of workgroup memory.
+    pub fn attention_on(path: ReadPath, workgroup_storage: u32, head_dim: u32) -> KernelId {
+        if path == ReadPath::Textures && head_dim.is_multiple_of(4) {
             return KernelId::Attention { head_dim, key_tile: 0 };
         }
         let per_key = 2 * head_dim.div_ceil(4) * 16 + 4;
-        KernelId::Attention { head_dim, key_tile: (gpu.max_workgroup_storage / per_key).clamp(1, 32) }
+        KernelId::Attention { head_dim, key_tile: (workgroup_storage / per_key).clamp(1, 32) }
     }
 
     /// The kernel's name without its specialisation, for reports.
@@ -167,7 +217,7 @@ impl KernelId {
             KernelId::LossCombine => "loss_combine",
             KernelId::Norm => "norm",
             KernelId::Rope => "rope",
-            KernelId::Activation => "activation",
+            KernelId::Activation(_) => "activation",
             KernelId::Attention { .. } => "attention",
         }
     }
@@ -177,7 +227,7 @@ impl KernelId {
             KernelId::Matmul { .. } => "matmul",
             KernelId::LmHeadLoss { .. } => "lm_head_loss",
             KernelId::LossCombine => "loss_combine",
-            _ => "main",
+            KernelId::Embedding(_) | KernelId::Norm | KernelId::Rope | KernelId::Activation(_) | KernelId::Attention { .. } => "main",
         }
     }
 
@@ -204,7 +254,7 @@ impl KernelId {
             KernelId::LossCombine => COMBINE,
             KernelId::Rope => ROPE,
             KernelId::Attention { .. } => ATTENTION,
-            KernelId::Activation => UNARY,
+            KernelId::Activation(_) => UNARY,
         }
     }
 
@@ -219,32 +269,161 @@ impl KernelId {
             _ => Vec::new(),
         }
     }
+}
 
-    fn source(self, path: ReadPath, share_rows: bool) -> String {
-        const MATMUL: &str = include_str!("../../shaders/matmul.wgsl");
-        let textures = !self.texture_slots(path).is_empty();
-        let share_rows = share_rows && textures;
+/// One WGSL module perplex builds: a kernel and the device choices that shape its source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ShaderVariant {
+    pub kernel: KernelId,
+    /// Its large operands come from texture copies (see [`ReadPath`], [`KernelId::texture_slots`]).
+    pub textures: bool,
+    /// Each operand a subgroup needs is fetched once and broadcast (input rows of the matrix
+    /// kernels, keys of attention): texture path only, where subgroups have at least BLOCK_ROWS
+    /// lanes (see [`block_product`], [`head_vector_helpers`]).
+    pub share: bool,
+}
+
+/// `PERPLEX_DUMP_SHADERS=DIR` writes every module a device builds into DIR, as built.
+pub const DUMP_SHADERS_ENV: &str = "PERPLEX_DUMP_SHADERS";
+
+impl ShaderVariant {
+    /// The module `kernel` gets on a device reading through `path`, sharing operands across
+    /// subgroups where `share_rows`.
+    pub fn of(kernel: KernelId, path: ReadPath, share_rows: bool) -> ShaderVariant {
+        let textures = !kernel.texture_slots(path).is_empty();
+        ShaderVariant { kernel, textures, share: share_rows && textures }
+    }
+
+    /// The module's WGSL, headed by a comment naming the variant.
+    pub fn source(self) -> String {
+        const MATMUL_BLOCK: &str = include_str!("../../shaders/matmul_block.wgsl");
+        const LOSS_STATS: &str = include_str!("../../shaders/loss_stats.wgsl");
+        let ShaderVariant { kernel, textures, share } = self;
         let with_weights = |format: WeightFormat, step: DepthStep, inputs: bool, body: &str| {
             let prelude = binding_prelude(format, inputs, textures);
             let aligned = step != DepthStep::Masked;
             format!("const ALIGNED: bool = {aligned};\n{prelude}{}\n{body}", format.snippet())
         };
-        let with_block = |format: WeightFormat, step: DepthStep| with_weights(format, step, true, &(block_product(share_rows, step) + MATMUL));
-        match self {
+        let with_block = |format: WeightFormat, step: DepthStep, entry: &str| {
+            with_weights(format, step, true, &format!("{}{MATMUL_BLOCK}\n{entry}", block_product(share, step)))
+        };
+        let body = match kernel {
             KernelId::Embedding(format) => with_weights(format, DepthStep::Masked, false, include_str!("../../shaders/embedding.wgsl")),
-            KernelId::Matmul { format, step } | KernelId::LmHeadLoss { format, step } => with_block(format, step),
-            KernelId::LossCombine => with_block(WeightFormat::F32, DepthStep::Four),
+            KernelId::Matmul { format, step } => with_block(format, step, include_str!("../../shaders/matmul.wgsl")),
+            KernelId::LmHeadLoss { format, step } => with_block(format, step, &format!("{LOSS_STATS}\n{}", include_str!("../../shaders/lm_head_loss.wgsl"))),
+            KernelId::LossCombine => format!("const TILE_COLS: u32 = {TILE_COLS}u;\n{LOSS_STATS}\n{}", include_str!("../../shaders/loss_combine.wgsl")),
             KernelId::Norm => include_str!("../../shaders/norm.wgsl").to_string(),
             KernelId::Rope => include_str!("../../shaders/rope.wgsl").to_string(),
-            KernelId::Activation => include_str!("../../shaders/activation.wgsl").to_string(),
+            KernelId::Activation(activation) => format!(
+                "fn activate(x: f32) -> f32 {{ return {}(x); }}\n{}",
+                activation_function(activation),
+                include_str!("../../shaders/activation.wgsl")
+            ),
             KernelId::Attention { head_dim, key_tile } => format!(
                 "const KEY_TILE: u32 = {key_tile}u;\n{}{}{}\n{}",
                 attention_prelude(textures),
-                invocation(share_rows),
-                head_vector_helpers(head_dim as usize, share_rows),
+                invocation(share),
+                head_vector_helpers(head_dim as usize, share),
                 include_str!("../../shaders/attention.wgsl")
             ),
+        };
+        format!("{}\n{body}", self.header())
+    }
+
+    fn header(self) -> String {
+        let reads = match (self.textures, self.share) {
+            (false, _) => "storage buffers",
+            (true, false) => "texture copies",
+            (true, true) => "texture copies, each fetched once per subgroup and broadcast",
+        };
+        format!(
+            "// perplex kernel {:?}, entry point `{}`\n// operands read from: {reads}\n\
+             // assembled by src/gpu/kernels.rs from shaders/*.wgsl and generated code\n",
+            self.kernel,
+            self.kernel.entry()
+        )
+    }
+
+    /// A file name saying what [`ShaderVariant::header`] says.
+    pub fn file_name(self) -> String {
+        let kernel = match self.kernel {
+            KernelId::Embedding(format) => format!("embedding-{}", format.name()),
+            KernelId::Matmul { format, step } => format!("matmul-{}-{}", format.name(), step.name()),
+            KernelId::LmHeadLoss { format, step } => format!("lm_head_loss-{}-{}", format.name(), step.name()),
+            KernelId::Activation(activation) => format!("activation-{}", activation_function(activation)),
+            KernelId::Attention { head_dim, key_tile: 0 } => format!("attention-head{head_dim}-untiled"),
+            KernelId::Attention { head_dim, key_tile } => format!("attention-head{head_dim}-tile{key_tile}"),
+            KernelId::LossCombine | KernelId::Norm | KernelId::Rope => self.kernel.family().to_string(),
+        };
+        let reads = match (self.textures, self.share) {
+            (false, _) => "",
+            (true, false) => "-textures",
+            (true, true) => "-textures-subgroups",
+        };
+        format!("{kernel}{reads}.wgsl")
+    }
+
+    /// Writes the module into `dir` (created if missing) as [`ShaderVariant::file_name`].
+    pub fn write_into(self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(dir.join(self.file_name()), self.source()))
+            .map_err(|e| Error::bad_input(format!("{}: cannot write shaders: {e}", dir.display())))
+    }
+}
+
+/// Head sizes whose attention modules [`all_variants`] lists (a model's shape, not a device's
+/// choice): those of common checkpoints, and one not a multiple of four.
+pub const LISTED_HEAD_DIMS: [u32; 6] = [10, 64, 80, 96, 128, 256];
+
+/// Every module the engine can build: each kernel in every weight format and depth step, each
+/// activation, attention at [`LISTED_HEAD_DIMS`] (tiled to fit WebGPU's default workgroup
+/// memory, or untiled), each on every read path with and without subgroup sharing where these
+/// change the source. No device needed.
+pub fn all_variants() -> Vec<ShaderVariant> {
+    let mut kernels = vec![KernelId::LossCombine, KernelId::Norm, KernelId::Rope];
+    kernels.extend(ACTIVATIONS.map(KernelId::Activation));
+    for format in WeightFormat::ALL {
+        kernels.push(KernelId::Embedding(format));
+        for step in DepthStep::all(format) {
+            kernels.extend([KernelId::Matmul { format, step }, KernelId::LmHeadLoss { format, step }]);
         }
+    }
+    let workgroup_storage = wgpu::Limits::default().max_compute_workgroup_storage_size;
+    for head_dim in LISTED_HEAD_DIMS {
+        for path in [ReadPath::Buffers, ReadPath::Textures] {
+            kernels.push(KernelId::attention_on(path, workgroup_storage, head_dim));
+        }
+    }
+    let mut variants = Vec::new();
+    for kernel in kernels {
+        for (path, share_rows) in [(ReadPath::Buffers, false), (ReadPath::Textures, false), (ReadPath::Textures, true)] {
+            let variant = ShaderVariant::of(kernel, path, share_rows);
+            if !variants.contains(&variant) {
+                variants.push(variant);
+            }
+        }
+    }
+    variants
+}
+
+/// Writes every module of [`all_variants`] into `dir`; returns how many.
+pub fn dump_shaders(dir: &Path) -> Result<usize> {
+    let variants = all_variants();
+    for variant in &variants {
+        variant.write_into(dir)?;
+    }
+    Ok(variants.len())
+}
+
+/// Every activation, for [`all_variants`].
+const ACTIVATIONS: [Activation; 3] = [Activation::Silu, Activation::GeluTanh, Activation::GeluErf];
+
+/// The function of activation.wgsl that computes `activation`.
+fn activation_function(activation: Activation) -> &'static str {
+    match activation {
+        Activation::Silu => "silu",
+        Activation::GeluTanh => "gelu_tanh",
+        Activation::GeluErf => "gelu_erf",
     }
 }
 
@@ -283,8 +462,8 @@ fn texel_coords() -> String {
 }
 
 /// attention.wgsl's qkv (binding 1: values `qkv_at(i)` and vec4 words `qkv4_at(word)`) and
-/// positions (binding 2, `position_at(row)`). The texture path reads whole words and picks the
-/// value; storage buffers are read value by value (rows need not start on a vec4 there).
+/// positions (binding 2, `position_at(row)`): the bindings, and the readers the read path derives
+/// from them (attention_reads_*.wgsl).
 fn attention_prelude(textures: bool) -> String {
     let (qkv_word, qkv_reader) = if textures { ("vec4<f32>", "qkv4_at") } else { ("f32", "qkv_at") };
     let (position_word, position_reader) = if textures { ("vec4<u32>", "position4_at") } else { ("u32", "position_at") };
@@ -292,10 +471,9 @@ fn attention_prelude(textures: bool) -> String {
     s += &word_binding(1, "qkv", qkv_reader, qkv_word, textures);
     s += &word_binding(2, "positions", position_reader, position_word, textures);
     s + if textures {
-        "fn qkv_at(i: u32) -> f32 { return qkv4_at(i >> 2u)[i & 3u]; }\n\
-         fn position_at(row: u32) -> u32 { return position4_at(row >> 2u)[row & 3u]; }\n"
+        include_str!("../../shaders/attention_reads_textures.wgsl")
     } else {
-        "fn qkv4_at(word: u32) -> vec4<f32> { return vec4<f32>(qkv_at(4u * word), qkv_at(4u * word + 1u), qkv_at(4u * word + 2u), qkv_at(4u * word + 3u)); }\n"
+        include_str!("../../shaders/attention_reads_buffers.wgsl")
     }
 }
 
@@ -387,7 +565,7 @@ pub const LANES: usize = 16;
 /// Output columns per matmul workgroup: the LM head's vocabulary tile.
 pub const TILE_COLS: usize = LANES * BLOCK_COLS;
 
-/// The generated part of matmul.wgsl: `block_product(row0, col0, lane)` returns the BLOCK_ROWS x
+/// The generated part of matmul_block.wgsl: `block_product(row0, col0, lane)` returns the BLOCK_ROWS x
 /// BLOCK_COLS products of rows row0.. and columns col0 + LANES c, with every loop over the block
 /// unrolled into named scalar accumulators (compilers keep those in registers; arrays they spill),
 /// each one running sum of fused multiply-adds over k, taken `step` values at a time.
@@ -425,7 +603,9 @@ fn block_product(share_rows: bool, step: DepthStep) -> String {
     // How a step brings column c's weights: one load per column (`wl{c}`), then quarter q as a
     // vec4 taken from it: the vec4 itself, a column of load_weight8's mat2x4, or a quarter of a
     // quantized group, dequantized just before the quarter's multiply-adds.
-    let (load, quarter): (fn(usize) -> String, fn(usize, usize) -> String) = match step {
+    type Load = fn(usize) -> String;
+    type Quarter = fn(usize, usize) -> String;
+    let (load, quarter): (Load, Quarter) = match step {
         DepthStep::Masked | DepthStep::Four => (|c| format!("load_row_weight4(w{c}, k)"), |c, _| format!("wl{c}")),
         DepthStep::Eight => (|c| format!("load_weight8(w{c} + k)"), |c, q| format!("wl{c}[{q}]")),
         DepthStep::Sixteen => (|c| format!("load_group16(w{c} + k)"), |c, q| format!("group16_quarter(wl{c}, {q}u)")),
@@ -493,9 +673,15 @@ impl Gpu {
     fn build_kernel(&self, id: KernelId) -> Kernel {
         let label = format!("{id:?}");
         let texture_slots = id.texture_slots(self.read_path);
+        let variant = ShaderVariant::of(id, self.read_path, self.share_rows);
+        if let Some(dir) = std::env::var_os(DUMP_SHADERS_ENV) {
+            if let Err(e) = variant.write_into(Path::new(&dir)) {
+                eprintln!("warning: {DUMP_SHADERS_ENV}: {}", e.message);
+            }
+        }
         let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(&label),
-            source: wgpu::ShaderSource::Wgsl(id.source(self.read_path, self.share_rows).into()),
+            source: wgpu::ShaderSource::Wgsl(variant.source().into()),
         });
         let mut entries = vec![wgpu::BindGroupLayoutEntry {
             binding: 0,

@@ -1,13 +1,17 @@
 //! The wgpu side: adapter discovery and selection, the device with the adapter's real limits,
-//! kernels (pipelines built once from `shaders/*.wgsl`), GPU buffers and split weight matrices,
-//! and recorded dispatch programs.
+//! kernels (pipelines built once from `shaders/*.wgsl`), typed kernel calls ([`ops`]), GPU
+//! buffers and split weight matrices, and recorded dispatch programs.
 
 mod kernels;
+pub mod ops;
 mod program;
 mod tensor;
 
-pub use kernels::{DepthStep, Kernel, KernelId, ReadPath, WeightFormat, BLOCK_COLS, BLOCK_ROWS, TEXEL_BYTES, TEXEL_FORMAT, TEXTURE_WIDTH, TILE_COLS};
-pub use program::{f32_bits, row_grid, Binding, Program, ProgramBuilder};
+pub use kernels::{
+    all_variants, dump_shaders, DepthStep, Kernel, KernelId, ReadPath, ShaderVariant, WeightFormat, BLOCK_COLS, BLOCK_ROWS, DUMP_SHADERS_ENV,
+    LISTED_HEAD_DIMS, TEXEL_BYTES, TEXEL_FORMAT, TEXTURE_WIDTH, TILE_COLS,
+};
+pub use program::{Binding, Program, ProgramBuilder};
 pub use tensor::upload_padded;
 pub use tensor::{DType, GpuMatrix, Group, MatrixPart, PendingRead, GROUP};
 
@@ -76,7 +80,7 @@ fn summarize(index: usize, adapter: &wgpu::Adapter) -> AdapterSummary {
         driver: info.driver.clone(),
         driver_info: info.driver_info.clone(),
         max_buffer_size: limits.max_buffer_size,
-        max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size as u64,
+        max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
         max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
         max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
         shader_f16: features.contains(wgpu::Features::SHADER_F16),
@@ -197,7 +201,7 @@ impl Gpu {
             }
         }));
 
-        let mut max_binding = (limits.max_storage_buffer_binding_size as u64).min(limits.max_buffer_size);
+        let mut max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
         if let Some(forced) = options.max_binding_override {
             max_binding = max_binding.min(forced);
         }

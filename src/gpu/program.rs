@@ -5,6 +5,7 @@
 //! before their dispatch, into scratch textures the program owns.
 
 use super::kernels::PARAMS_SIZE;
+use super::ops::KernelParams;
 use super::{Gpu, Kernel, KernelId, TEXEL_BYTES, TEXTURE_WIDTH};
 use crate::error::Result;
 use std::sync::Arc;
@@ -192,25 +193,20 @@ impl Step {
     }
 }
 
-/// Workgroup counts for `count` independent rows spread over y and z (each at most 65535).
-pub fn row_grid(x: u32, count: usize) -> [u32; 3] {
-    let count = count.max(1);
-    let y = count.min(65535);
-    [x.max(1), y as u32, count.div_ceil(y) as u32]
-}
-
 impl<'g> ProgramBuilder<'g> {
-    /// Adds one dispatch. `params` is the kernel's parameter struct as 32-bit words (at most 16);
-    /// `buffers` fill the kernel's storage slots in order.
-    pub fn dispatch(&mut self, id: KernelId, params: &[u32], buffers: &[Binding], groups: [u32; 3]) {
+    /// Adds one dispatch of `id` with its parameter block (see [`super::ops`], whose typed calls
+    /// are the only callers); `buffers` fill the kernel's storage slots in order.
+    pub(super) fn dispatch<P: KernelParams>(&mut self, id: KernelId, params: P, buffers: &[Binding], groups: [u32; 3]) {
         let kernel = self.gpu.kernel(id);
         assert_eq!(buffers.len(), id.slots().len(), "{id:?} takes {} buffers", id.slots().len());
-        assert!(params.len() * 4 <= PARAMS_SIZE as usize);
+        assert_eq!(P::LAYOUT, id.params_layout(), "{id:?} takes another parameter block");
+        let bytes = bytemuck::bytes_of(&params);
+        assert!(bytes.len() <= PARAMS_SIZE as usize);
         let offset = self.params.len();
         let mut block = vec![0u8; self.alignment];
-        block[..params.len() * 4].copy_from_slice(bytemuck::cast_slice(params));
+        block[..bytes.len()].copy_from_slice(bytes);
         self.params.extend_from_slice(&block);
-        if groups.iter().any(|&g| g == 0) {
+        if groups.contains(&0) {
             return; // nothing to do (an empty batch or a zero-width tensor)
         }
         self.pending.push(PendingStep {
@@ -219,6 +215,10 @@ impl<'g> ProgramBuilder<'g> {
             params_offset: offset as u32,
             groups,
         });
+    }
+
+    pub(super) fn gpu(&self) -> &'g Gpu {
+        self.gpu
     }
 
     pub fn build(self) -> Program {
@@ -277,9 +277,4 @@ impl<'g> ProgramBuilder<'g> {
             .collect();
         Program { steps, scratch, _params: params }
     }
-}
-
-/// f32 parameters travel in the same word array as the integers.
-pub fn f32_bits(value: f32) -> u32 {
-    value.to_bits()
 }

@@ -99,7 +99,7 @@ impl GpuMatrix {
     /// Uploads raw little-endian bytes of a `[rows, cols]` matrix, splitting it so that no part
     /// exceeds `gpu.max_binding`.
     pub fn upload(gpu: &Gpu, name: &str, rows: usize, cols: usize, dtype: DType, bytes: &[u8]) -> Result<GpuMatrix> {
-        if dtype == DType::Int8Groups && cols % GROUP != 0 {
+        if dtype == DType::Int8Groups && !cols.is_multiple_of(GROUP) {
             return Err(Error::internal(format!("{name}: {cols} columns are not whole groups of {GROUP}")));
         }
         let row_bytes = dtype.row_bytes(cols);

@@ -24,7 +24,7 @@ pub enum NormKind {
     Layer,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum Activation {
     Silu,
     GeluTanh,
@@ -32,15 +32,6 @@ pub enum Activation {
 }
 
 impl Activation {
-    /// The code the activation kernel uses.
-    pub fn code(self) -> u32 {
-        match self {
-            Activation::Silu => 0,
-            Activation::GeluTanh => 1,
-            Activation::GeluErf => 2,
-        }
-    }
-
     pub fn from_hf(name: &str) -> Option<Activation> {
         match name {
             "silu" | "swish" => Some(Activation::Silu),

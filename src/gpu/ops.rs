@@ -1,0 +1,267 @@
+//! Typed kernel calls: per kernel, its parameter block as a `#[repr(C)]` struct whose fields
+//! mirror the shader's `struct Params` by name, type and offset (tests/shaders.rs reflects every
+//! module perplex builds and compares), and one function that records its dispatch, workgroup
+//! grid included. Nothing outside this module lays out a parameter block.
+//!
+//! Flags travel as `u32` (0 or 1: `bool` is not `Pod`); buffers are passed in the kernel's slot
+//! order (see [`KernelId::slots`]).
+
+use super::kernels::{KernelId, WeightFormat, BLOCK_ROWS, TILE_COLS};
+use super::program::{Binding, ProgramBuilder};
+use crate::model;
+
+/// A field of a parameter block as the layout check sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field {
+    pub name: &'static str,
+    pub offset: usize,
+    /// The WGSL scalar type: "u32" or "f32".
+    pub scalar: &'static str,
+}
+
+/// The layout of a parameter block: its size in bytes and every field in declaration order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub size: usize,
+    pub fields: &'static [Field],
+}
+
+/// A kernel's parameter block, bound as the shader's uniform `params`.
+pub trait KernelParams: bytemuck::Pod {
+    const LAYOUT: Layout;
+}
+
+/// Declares a parameter struct (`#[repr(C)]`, `Pod`) and its [`KernelParams::LAYOUT`].
+macro_rules! kernel_params {
+    ($(#[$meta:meta])* $name:ident { $($(#[$field_meta:meta])* $field:ident: $scalar:ident,)* }) => {
+        $(#[$meta])*
+        #[repr(C)]
+        #[derive(Debug, Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+        pub struct $name {
+            $($(#[$field_meta])* pub $field: $scalar,)*
+        }
+
+        impl KernelParams for $name {
+            const LAYOUT: Layout = Layout {
+                size: std::mem::size_of::<$name>(),
+                fields: &[$(Field { name: stringify!($field), offset: std::mem::offset_of!($name, $field), scalar: stringify!($scalar) },)*],
+            };
+        }
+    };
+}
+
+/// Invocations per workgroup of the kernels that give each invocation one value of a row
+/// (their `@workgroup_size(64, 1, 1)`).
+const ROW_LANES: u32 = 64;
+
+/// Queries per attention workgroup (attention.wgsl's QUERY_TILE).
+const QUERY_TILE: u32 = 32;
+
+/// Workgroup counts for `count` independent rows spread over y and z (each at most 65535).
+fn row_grid(x: u32, count: u32) -> [u32; 3] {
+    let count = count.max(1);
+    let y = count.min(65535);
+    [x.max(1), y, count.div_ceil(y)]
+}
+
+/// One workgroup per BLOCK_ROWS rows and TILE_COLS columns: the matrix kernels' grid.
+fn block_grid(rows: u32, cols: u32) -> [u32; 3] {
+    [cols.div_ceil(TILE_COLS as u32), rows.div_ceil(BLOCK_ROWS as u32), 1]
+}
+
+kernel_params! {
+    /// embedding.wgsl: `output[m, :] (+)= table[indices[m], :] * scale` for the indices that
+    /// fall in this part of the table.
+    Embedding {
+        rows: u32,
+        width: u32,
+        /// First table row held by this part.
+        first_row: u32,
+        part_rows: u32,
+        scale: f32,
+        accumulate: u32,
+    }
+}
+
+/// Gathers rows of one part of a `format` table: indices -> output.
+pub fn embedding(p: &mut ProgramBuilder, format: WeightFormat, params: Embedding, indices: Binding, table: Binding, output: Binding) {
+    let grid = row_grid(params.width.div_ceil(ROW_LANES), params.rows);
+    p.dispatch(KernelId::Embedding(format), params, &[indices, table, output], grid);
+}
+
+kernel_params! {
+    /// matmul.wgsl: `output[m, col_offset + n] (+)= input[m, :] . weights[n, :] (+ bias)`.
+    Matmul {
+        /// Input rows.
+        rows: u32,
+        /// Weight rows in this part: the output columns this dispatch writes.
+        cols: u32,
+        depth: u32,
+        /// First output column of this part.
+        col_offset: u32,
+        out_stride: u32,
+        has_bias: u32,
+        /// Add into the output instead of overwriting it (residual connections).
+        accumulate: u32,
+    }
+}
+
+/// The product of `input` rows with one part of a `format` weight matrix; `bias` is read (at
+/// the output column) only where `has_bias`.
+pub fn matmul(p: &mut ProgramBuilder, format: WeightFormat, params: Matmul, input: Binding, weights: Binding, bias: Binding, output: Binding) {
+    let grid = block_grid(params.rows, params.cols);
+    p.dispatch(KernelId::matmul(format, params.depth as usize), params, &[input, weights, bias, output], grid);
+}
+
+kernel_params! {
+    /// lm_head_loss.wgsl: the logits of one part of the vocabulary, reduced per row and tile to
+    /// (max, sum of exp, target logit, argmax) without being stored.
+    LmHeadLoss {
+        rows: u32,
+        /// Vocabulary rows in this part.
+        cols: u32,
+        depth: u32,
+        /// First vocabulary index of this part.
+        col_offset: u32,
+        /// Vocabulary tiles per row of `partials`, over all parts.
+        tiles: u32,
+        /// Index of this part's first tile.
+        tile_offset: u32,
+        /// Logit soft-capping value, 0 = off.
+        softcap: f32,
+        /// Logits at or beyond this index are not part of the distribution.
+        vocab: u32,
+    }
+}
+
+/// The fused LM head over one part of a `format` vocabulary matrix: input, weights, targets ->
+/// partials (one summary per row and tile).
+pub fn lm_head_loss(p: &mut ProgramBuilder, format: WeightFormat, params: LmHeadLoss, input: Binding, weights: Binding, targets: Binding, partials: Binding) {
+    let grid = block_grid(params.rows, params.cols);
+    p.dispatch(KernelId::lm_head_loss(format, params.depth as usize), params, &[input, weights, targets, partials], grid);
+}
+
+kernel_params! {
+    /// loss_combine.wgsl: folds each row's tile summaries into (log p(target), target == argmax).
+    LossCombine {
+        rows: u32,
+        tiles: u32,
+    }
+}
+
+/// targets, partials -> output (two floats per row).
+pub fn loss_combine(p: &mut ProgramBuilder, params: LossCombine, targets: Binding, partials: Binding, output: Binding) {
+    let grid = [params.rows.div_ceil(ROW_LANES), 1, 1];
+    p.dispatch(KernelId::LossCombine, params, &[targets, partials, output], grid);
+}
+
+kernel_params! {
+    /// norm.wgsl: RMSNorm or LayerNorm over segments of `width` values, `segments` per row from
+    /// column `offset`.
+    Norm {
+        /// rows * segments
+        segments_total: u32,
+        width: u32,
+        /// Segments per row.
+        segments: u32,
+        /// Row stride of input and output.
+        stride: u32,
+        /// Column of the first segment.
+        offset: u32,
+        layer_norm: u32,
+        has_bias: u32,
+        /// Read `output` instead of `input`.
+        in_place: u32,
+        /// Add the result into `output` (post-norm residual).
+        accumulate: u32,
+        eps: f32,
+        /// 1.0 for Gemma's (1 + weight).
+        weight_offset: f32,
+    }
+}
+
+/// input, weight, bias -> output (`bias` read only where `has_bias`, `input` only where not
+/// `in_place`).
+pub fn norm(p: &mut ProgramBuilder, params: Norm, input: Binding, weight: Binding, bias: Binding, output: Binding) {
+    let grid = row_grid(1, params.segments_total);
+    p.dispatch(KernelId::Norm, params, &[input, weight, bias, output], grid);
+}
+
+kernel_params! {
+    /// rope.wgsl: rotary embedding in place on the query and key heads of the fused QKV rows.
+    Rope {
+        rows: u32,
+        /// Query heads + key heads, contiguous from column 0.
+        heads: u32,
+        head_dim: u32,
+        rotary_half: u32,
+        stride: u32,
+    }
+}
+
+/// positions, cos/sin table -> qkv (in place).
+pub fn rope(p: &mut ProgramBuilder, params: Rope, positions: Binding, table: Binding, qkv: Binding) {
+    let grid = row_grid(params.rotary_half.div_ceil(ROW_LANES), params.rows * params.heads);
+    p.dispatch(KernelId::Rope, params, &[positions, table, qkv], grid);
+}
+
+kernel_params! {
+    /// attention.wgsl: causal self-attention over windows of `window_len` rows.
+    Attention {
+        /// Windows * window_len.
+        rows: u32,
+        window_len: u32,
+        q_heads: u32,
+        kv_heads: u32,
+        qkv_stride: u32,
+        /// Multiplies q.k (1/sqrt(head_dim) or the config's scalar).
+        scale: f32,
+        /// Attention logit soft-capping, 0 = off.
+        softcap: f32,
+        /// Keys older than this many positions are masked, 0 = none.
+        sliding_window: u32,
+        /// Some window of the pass is packed, so positions are not rows.
+        packed: u32,
+    }
+}
+
+/// qkv, positions, segments -> output, for heads of `head_dim` values (a constant of the
+/// shader, see [`KernelId::attention`]).
+pub fn attention(p: &mut ProgramBuilder, head_dim: u32, params: Attention, qkv: Binding, positions: Binding, segments: Binding, output: Binding) {
+    let windows = params.rows.checked_div(params.window_len).unwrap_or(0);
+    let grid = [params.window_len.div_ceil(QUERY_TILE), params.q_heads, windows];
+    let id = KernelId::attention(p.gpu(), head_dim);
+    p.dispatch(id, params, &[qkv, positions, segments, output], grid);
+}
+
+kernel_params! {
+    /// activation.wgsl: `output[m, i] = act(input[m, i])`, times `input[m, width + i]` where
+    /// `gated` (the gate and up projections side by side).
+    Activation {
+        rows: u32,
+        width: u32,
+        gated: u32,
+    }
+}
+
+/// input -> output through `activation` (a constant of the shader).
+pub fn activation(p: &mut ProgramBuilder, activation: model::Activation, params: Activation, input: Binding, output: Binding) {
+    let grid = row_grid(params.width.div_ceil(ROW_LANES), params.rows);
+    p.dispatch(KernelId::Activation(activation), params, &[input, output], grid);
+}
+
+impl KernelId {
+    /// The layout of the kernel's parameter block, for the check against its shader.
+    pub fn params_layout(self) -> Layout {
+        match self {
+            KernelId::Embedding(_) => Embedding::LAYOUT,
+            KernelId::Matmul { .. } => Matmul::LAYOUT,
+            KernelId::LmHeadLoss { .. } => LmHeadLoss::LAYOUT,
+            KernelId::LossCombine => LossCombine::LAYOUT,
+            KernelId::Norm => Norm::LAYOUT,
+            KernelId::Rope => Rope::LAYOUT,
+            KernelId::Activation(_) => Activation::LAYOUT,
+            KernelId::Attention { .. } => Attention::LAYOUT,
+        }
+    }
+}
