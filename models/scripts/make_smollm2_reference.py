@@ -3,7 +3,7 @@
 
     python models/scripts/make_smollm2_reference.py ASSET_CACHE [OUT_JSON]
 
-ASSET_CACHE is the directory printed by `shared/assets/fetch smollm2 texts` (normally
+ASSET_CACHE is the directory printed by `tests/assets/fetch smollm2 texts` (normally
 ~/.cache/perplex-assets). It must hold smollm2/hf-f32, smollm2/hf-f16 and texts/.
 
 Three documents are cut from fixed files at fixed character offsets and stored verbatim. All

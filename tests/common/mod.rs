@@ -103,13 +103,13 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The asset cache of `../shared/assets/fetch`, or None (with a visible notice) when unset.
+/// The asset cache of `tests/assets/fetch`, or None (with a visible notice) when unset.
 pub fn assets(test: &str) -> Option<PathBuf> {
     match std::env::var("PERPLEX_ASSETS") {
         Ok(path) if !path.is_empty() => Some(PathBuf::from(path)),
         _ => {
             eprintln!(
-                "SKIPPED {test}: PERPLEX_ASSETS is not set (run ../shared/assets/fetch and export PERPLEX_ASSETS=<printed path>)"
+                "SKIPPED {test}: PERPLEX_ASSETS is not set (run tests/assets/fetch and export PERPLEX_ASSETS=<printed path>)"
             );
             None
         }
