@@ -5,7 +5,7 @@
 //! families/mod.rs.
 
 mod checkpoint;
-pub mod config;
+mod config;
 pub mod families;
 pub mod gguf;
 pub mod hub;
@@ -14,7 +14,7 @@ mod tokenizer;
 mod weights;
 
 pub use checkpoint::{Checkpoint, TensorData};
-pub use config::Config;
+pub use config::{Config, RopeScalingConfig};
 pub use families::Family;
 pub use names::{FusedQkv, LayerNames, Naming, QkvNames, TensorNames, UpNames};
 pub use tokenizer::TextTokenizer;

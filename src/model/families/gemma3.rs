@@ -6,7 +6,7 @@
 use super::{gemma2::{sandwich_gguf_config, GEMMA2}, Family, Gguf};
 use crate::error::Result;
 use crate::model::config::Config;
-use crate::model::gguf::GgufFile;
+use crate::model::gguf::{Array, GgufFile, Value};
 use crate::model::{LayerAttention, QkNorm, RopeScaling, RopeSpec};
 
 pub const GEMMA3: Family = Family {
@@ -45,8 +45,25 @@ fn gguf_config(file: &GgufFile, config: &mut Config) -> Result<()> {
     sandwich_gguf_config(file, config, 62)?;
     let layers = config.num_hidden_layers.unwrap_or(0);
     let window = file.opt_usize(&file.arch_key("attention.sliding_window"))?.filter(|&w| w > 0);
-    config.layer_types = Some(file.sliding_layers(layers, window.is_some())?);
+    config.layer_types = Some(sliding_layers(file, layers, window.is_some())?);
     config.sliding_window = window;
     config.rope_local_base_freq = Some(file.opt_f32(&file.arch_key("rope.freq_base_swa"))?.unwrap_or(10000.0));
     Ok(())
+}
+
+/// Which layers attend locally, as llama.cpp decides (`load_swa_pattern`): a per-layer array in
+/// `attention.sliding_window_pattern`, or a period n (default 6) where every n-th layer is global.
+fn sliding_layers(file: &GgufFile, layers: usize, sliding: bool) -> Result<Vec<bool>> {
+    if !sliding {
+        return Ok(vec![false; layers]);
+    }
+    let key = file.arch_key("attention.sliding_window_pattern");
+    match file.metadata(&key) {
+        Some(Value::Array(Array::Bool(flags))) if flags.len() == layers => Ok(flags.clone()),
+        Some(Value::Array(_)) => Err(file.wrong_type(&key, &format!("a period or {layers} per-layer flags"))),
+        _ => {
+            let period = file.opt_usize(&key)?.unwrap_or(6);
+            Ok((0..layers).map(|i| period == 0 || i % period < period - 1).collect())
+        }
+    }
 }

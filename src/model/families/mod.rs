@@ -158,9 +158,10 @@ pub fn by_model_type(model_type: Option<&str>, source: &Path) -> Result<&'static
     })
 }
 
-/// The family of a GGUF file's `general.architecture`.
-pub fn by_gguf_architecture(architecture: &str, source: &Path) -> Result<&'static Family> {
-    FAMILIES.iter().copied().find(|f| f.gguf.as_ref().is_some_and(|g| g.architecture == architecture)).ok_or_else(|| {
+/// The family of a GGUF file's `general.architecture`, and how llama.cpp stores it.
+pub fn by_gguf_architecture(architecture: &str, source: &Path) -> Result<(&'static Family, &'static Gguf)> {
+    let found = FAMILIES.iter().find_map(|f| f.gguf.as_ref().filter(|g| g.architecture == architecture).map(|g| (*f, g)));
+    found.ok_or_else(|| {
         let supported: Vec<&str> = FAMILIES.iter().filter_map(|f| f.gguf.as_ref()).map(|g| g.architecture).collect();
         Error::bad_input(format!(
             "{}: unknown architecture '{architecture}': perplex reads GGUF files of the architectures {}",

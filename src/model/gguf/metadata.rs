@@ -13,7 +13,7 @@ impl GgufFile {
         bad(&self.path, format!("GGUF metadata has no '{key}', which a {} model needs", self.family.name()))
     }
 
-    pub(super) fn wrong_type(&self, key: &str, expected: &str) -> Error {
+    pub(crate) fn wrong_type(&self, key: &str, expected: &str) -> Error {
         bad(&self.path, format!("GGUF metadata '{key}' should be {expected}, found {:?}", self.metadata.get(key)))
     }
 
@@ -162,27 +162,8 @@ impl GgufFile {
             rope_scaling: self.rope_scaling()?,
             ..Config::default()
         };
-        let gguf = self.family.gguf.as_ref().expect("a GGUF file's family is read from GGUF");
-        (gguf.config)(self, &mut config)?;
+        (self.architecture.config)(self, &mut config)?;
         Ok(config)
-    }
-
-    /// Which Gemma 3 layers attend locally, as llama.cpp decides (`load_swa_pattern`): a per-layer
-    /// array in `attention.sliding_window_pattern`, or a period n (default 6) where every n-th
-    /// layer is global.
-    pub(crate) fn sliding_layers(&self, layers: usize, sliding: bool) -> Result<Vec<bool>> {
-        if !sliding {
-            return Ok(vec![false; layers]);
-        }
-        let key = self.arch_key("attention.sliding_window_pattern");
-        match self.metadata.get(&key) {
-            Some(Value::Array(Array::Bool(flags))) if flags.len() == layers => Ok(flags.clone()),
-            Some(Value::Array(_)) => Err(self.wrong_type(&key, &format!("a period or {layers} per-layer flags"))),
-            _ => {
-                let period = self.opt_usize(&key)?.unwrap_or(6);
-                Ok((0..layers).map(|i| period == 0 || i % period < period - 1).collect())
-            }
-        }
     }
 
     /// `rope_scaling` from llama.cpp's `rope.scaling.*` keys (type "linear" when unstated,

@@ -20,7 +20,7 @@ mod tokenizer;
 pub use parse::{Array, Value};
 pub use tokenizer::GgufTokenizer;
 
-use super::families::{self, Family};
+use super::families::{self, Family, Gguf};
 use super::names::{QkvNames, TensorNames, UpNames};
 use super::TensorData;
 use crate::dtype::DType;
@@ -57,6 +57,7 @@ pub struct GgufFile {
     map: Mmap,
     version: u32,
     family: &'static Family,
+    architecture: &'static Gguf,
     metadata: HashMap<String, Value>,
     tensors: Vec<TensorInfo>,
     by_name: HashMap<String, usize>,
@@ -103,8 +104,9 @@ impl GgufFile {
             .get("general.architecture")
             .and_then(Value::as_str)
             .ok_or_else(|| bad(path, "GGUF file without general.architecture"))?;
-        let family = families::by_gguf_architecture(architecture, path)?;
-        let mut gguf = GgufFile { path: path.to_path_buf(), map, version, family, metadata, tensors, by_name, by_hf_name: HashMap::new() };
+        let (family, architecture) = families::by_gguf_architecture(architecture, path)?;
+        let mut gguf =
+            GgufFile { path: path.to_path_buf(), map, version, family, architecture, metadata, tensors, by_name, by_hf_name: HashMap::new() };
         gguf.by_hf_name = gguf.hf_names()?;
         Ok(gguf)
     }
@@ -112,7 +114,6 @@ impl GgufFile {
     /// The Hugging Face name of every tensor that has one, with what reading it must undo.
     fn hf_names(&self) -> Result<HashMap<String, HfTensor>> {
         let names = &self.family.tensors;
-        let gguf = self.family.gguf.as_ref().expect("a GGUF file's family is read from GGUF");
         let mut map = HashMap::new();
         for (index, tensor) in self.tensors.iter().enumerate() {
             let (hf_name, module) = match tensor.name.as_str() {
@@ -129,9 +130,9 @@ impl GgufFile {
             let offset = self.family.norm.weight_offset;
             let fix = if offset != 0.0 && module.ends_with("norm") && tensor.name.ends_with(".weight") {
                 Fix::NormOffset(offset)
-            } else if gguf.permuted_qk && module == "attn_q" {
+            } else if self.architecture.permuted_qk && module == "attn_q" {
                 Fix::Unpermute { heads: self.arch_uniform_usize("attention.head_count")? }
-            } else if gguf.permuted_qk && module == "attn_k" {
+            } else if self.architecture.permuted_qk && module == "attn_k" {
                 Fix::Unpermute { heads: self.kv_heads()? }
             } else {
                 Fix::None
