@@ -3,7 +3,8 @@
 //! transformers' Gemma 3 caps only the final logits (it never passes `attn_logit_softcapping` to
 //! its attention).
 
-use super::{gemma2::{sandwich_gguf_config, GEMMA2}, Family, Gguf};
+use super::gemma2::{sandwich_gguf_config, GEMMA2};
+use super::{Family, Gguf};
 use crate::error::Result;
 use crate::model::config::Config;
 use crate::model::gguf::{Array, GgufFile, Value};
