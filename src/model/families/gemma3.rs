@@ -38,7 +38,8 @@ fn layer_attention(config: &Config, layers: usize, ropes: &mut Vec<RopeSpec>) ->
     if local.len() != layers {
         return Err(config.unsupported(format!("{} layer_types for {layers} layers", local.len())));
     }
-    Ok(local.iter().map(|&local| LayerAttention { sliding_window: config.sliding_window.filter(|_| local), rope: usize::from(local) }).collect())
+    let attention = |local: bool| LayerAttention { sliding_window: config.sliding_window.filter(|_| local), rope: usize::from(local) };
+    Ok(local.into_iter().map(attention).collect())
 }
 
 /// The window and which layers use it, as llama.cpp decides, and the local layers' RoPE base.

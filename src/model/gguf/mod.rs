@@ -105,8 +105,8 @@ impl GgufFile {
             .and_then(Value::as_str)
             .ok_or_else(|| bad(path, "GGUF file without general.architecture"))?;
         let (family, architecture) = families::by_gguf_architecture(architecture, path)?;
-        let mut gguf =
-            GgufFile { path: path.to_path_buf(), map, version, family, architecture, metadata, tensors, by_name, by_hf_name: HashMap::new() };
+        let path = path.to_path_buf();
+        let mut gguf = GgufFile { path, map, version, family, architecture, metadata, tensors, by_name, by_hf_name: HashMap::new() };
         gguf.by_hf_name = gguf.hf_names()?;
         Ok(gguf)
     }
