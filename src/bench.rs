@@ -11,7 +11,7 @@ use std::time::Instant;
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
     pub ctx: usize,
-    pub batch: crate::score::Batch,
+    pub batch: crate::forward::Batch,
     /// Timed passes (after one warm-up pass).
     pub repeats: usize,
 }

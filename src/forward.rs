@@ -5,7 +5,6 @@
 //! log p(target) and whether the target was the argmax. Logits never leave the kernel.
 
 use crate::error::{Error, Result};
-use crate::score::Batch;
 use crate::gpu::{f32_bits, row_grid, DType, Gpu, GpuMatrix, KernelId, PendingRead, Program, ProgramBuilder, ReadPath, BLOCK_ROWS, TILE_COLS};
 use crate::model::{load_weights, Checkpoint, ModelSpec, ModelWeights, NormKind, NormWeights, QkNorm};
 use std::collections::HashMap;
@@ -665,6 +664,35 @@ impl GpuModel {
                 &[input, &part.buffer, bias.unwrap_or(&self.dummy), output],
                 [part.rows.div_ceil(TILE_COLS) as u32, rows.div_ceil(BLOCK_ROWS) as u32, 1],
             );
+        }
+    }
+}
+
+/// How many windows one GPU pass scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batch {
+    /// As many as the device takes: up to [`AUTO_PASS_ROWS`] positions and what one storage
+    /// binding holds; halved for the rest of the run if the device runs out of memory.
+    Auto,
+    /// At most this many (fewer when they do not fit in one storage binding).
+    Windows(usize),
+}
+
+impl From<usize> for Batch {
+    fn from(windows: usize) -> Batch {
+        Batch::Windows(windows)
+    }
+}
+
+impl std::str::FromStr for Batch {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Batch, String> {
+        match s {
+            "auto" => Ok(Batch::Auto),
+            _ => match s.parse::<usize>() {
+                Ok(n) if n > 0 => Ok(Batch::Windows(n)),
+                _ => Err(format!("'{s}' is not a batch size: give a positive number of windows or 'auto'")),
+            },
         }
     }
 }

@@ -172,10 +172,10 @@ pub fn documents(bytes: &[u8]) -> Result<()> {
     let dir = scratch("documents");
     let text = dir.join("data.txt");
     write(&text, bytes);
-    let plain = crate::score::read_documents(&text, "text").map(drop);
+    let plain = crate::data::read_documents(&text, "text").map(drop);
     let jsonl = dir.join("data.jsonl");
     write(&jsonl, bytes);
-    crate::score::read_documents(&jsonl, "text")?;
+    crate::data::read_documents(&jsonl, "text")?;
     plain
 }
 
@@ -187,7 +187,7 @@ pub fn task_data(bytes: &[u8], format: TaskFormat) -> Result<()> {
     let dir = scratch(&format!("task-{}", format.extension().replace('.', "-")));
     let path = dir.join(format!("data.{}", format.extension()));
     write(&path, bytes);
-    crate::tasks::Source::open(&path)?;
+    crate::data::Source::open(&path)?;
     if matches!(format, TaskFormat::Parquet | TaskFormat::Arrow) {
         return Ok(());
     }

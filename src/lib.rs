@@ -1,9 +1,10 @@
 //! perplex: score language-model checkpoints on any GPU (Vulkan, Metal, DX12) through wgpu.
 //!
-//! Data flow: checkpoint -> [`ModelSpec`] + GPU weights -> batches of token windows ->
-//! [`forward`] -> per-token log-probabilities -> metrics ([`score`]) -> [`report`].
+//! Data flow: documents ([`data`]) and a checkpoint -> [`ModelSpec`] + GPU weights -> batches of
+//! token windows -> [`forward`] -> per-token log-probabilities -> metrics ([`score`]) -> [`report`].
 
 pub mod bench;
+pub mod data;
 pub mod dtype;
 pub mod error;
 pub mod forward;

@@ -2,11 +2,13 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use perplex::gpu::{self, Gpu, GpuOptions};
+use perplex::forward::Batch;
 use perplex::report;
-use perplex::score::{self, Batch, PplOptions, WindowMode};
+use perplex::score::{self, PplOptions, WindowMode};
 use perplex::tasks::{self, EvalOptions, TaskSpec};
 use perplex::{Error, Model, Result};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(name = "perplex", version, about = "Score language-model checkpoints on any GPU: perplexity, bits per byte, log-likelihoods")]
@@ -75,10 +77,11 @@ enum Command {
         /// Branch, tag or commit of a hub id (e.g. step3000 for Pythia's intermediate checkpoints)
         #[arg(long)]
         revision: Option<String>,
-        /// Text files (.txt: one document each) or JSON Lines (.jsonl: one document per line)
+        /// Text files (one document each), or data files and directories as `eval` reads them
+        /// (JSONL, JSON, Parquet, Arrow, `datasets.save_to_disk`: one document per record)
         #[arg(long, num_args = 1.., required = true)]
         data: Vec<PathBuf>,
-        /// JSONL field holding the text
+        /// Record field holding the text
         #[arg(long, default_value = "text")]
         field: String,
         #[arg(long, value_enum, default_value = "rolling")]
@@ -171,7 +174,7 @@ enum Command {
     /// Validation loss and task metrics of many checkpoints (several sizes, every step), each
     /// finished unit appended to a results file that reruns resume; `merge` combines shards,
     /// `report` relates task performance to loss and finds where abilities emerge
-    Sweep(SweepArgs),
+    Sweep(Box<SweepArgs>),
 }
 
 #[derive(clap::Args)]
@@ -179,20 +182,8 @@ enum Command {
 struct SweepArgs {
     #[command(subcommand)]
     action: Option<SweepAction>,
-    /// Checkpoints: directories, quoted glob patterns ('out/step*'), text files listing them (one a
-    /// line), or hub ids in the local Hugging Face cache (org/name, or org/name@revision)
-    #[arg(long, num_args = 1.., required = true)]
-    models: Vec<String>,
-    /// Revisions of the hub ids: names or glob patterns (step*) over the cached branches [default: all]
-    #[arg(long, num_args = 1..)]
-    revisions: Vec<String>,
-    /// Validation text: .txt files (one document each) or .jsonl (one document per line)
-    #[arg(long, num_args = 1..)]
-    data: Vec<PathBuf>,
-    /// Tasks as NAME=PATH (a task of `perplex eval`, e.g. hellaswag=DIR; mc=FILE.jsonl or
-    /// loglik=FILE.jsonl for your own), or a multiple-choice .jsonl file alone
-    #[arg(long = "task", num_args = 1..)]
-    tasks: Vec<String>,
+    #[command(flatten)]
+    units: SweepUnits,
     /// Results file (JSON Lines): finished units are appended as they finish and skipped on reruns
     #[arg(long, required = true)]
     out: Option<PathBuf>,
@@ -202,23 +193,43 @@ struct SweepArgs {
     /// Number of shards for --shard auto where the scheduler does not say it [env: PERPLEX_SHARD_COUNT]
     #[arg(long)]
     shard_count: Option<usize>,
-    /// JSONL field holding the text of .jsonl --data files
+    /// Windows scored together in one GPU pass, or auto: as many as the device takes
+    #[arg(long, default_value = "auto")]
+    batch: Batch,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+/// What a sweep measures: its checkpoints and measurements, with the settings that change numbers.
+#[derive(clap::Args)]
+struct SweepUnits {
+    /// Checkpoints: directories, quoted glob patterns ('out/step*'), text files listing them (one a
+    /// line), or hub ids in the local Hugging Face cache (org/name, or org/name@revision)
+    #[arg(long, num_args = 1.., required = true)]
+    models: Vec<String>,
+    /// Revisions of the hub ids: names or glob patterns (step*) over the cached branches [default: all]
+    #[arg(long, num_args = 1..)]
+    revisions: Vec<String>,
+    /// Validation text: text files (one document each), or data files and directories as `eval`
+    /// reads them (one document per record)
+    #[arg(long, num_args = 1..)]
+    data: Vec<PathBuf>,
+    /// Tasks as NAME=PATH (a task of `perplex eval`, e.g. hellaswag=DIR; mc=FILE.jsonl or
+    /// loglik=FILE.jsonl for your own), or a multiple-choice .jsonl file alone
+    #[arg(long = "task", num_args = 1..)]
+    tasks: Vec<String>,
+    /// Record field holding the text of --data data files
     #[arg(long, default_value = "text")]
     field: String,
     /// Window length for text and longest input for tasks [default: each model's positions, at most 2048]
     #[arg(long)]
     ctx: Option<usize>,
-    /// Windows scored together in one GPU pass, or auto: as many as the device takes
-    #[arg(long, default_value = "auto")]
-    batch: Batch,
     /// Few-shot examples per task document
     #[arg(long, default_value_t = 0)]
     fewshot: usize,
     /// Evaluate only the first N documents of each task
     #[arg(long)]
     limit: Option<usize>,
-    #[command(flatten)]
-    device: DeviceArgs,
 }
 
 #[derive(Subcommand)]
@@ -254,6 +265,18 @@ enum SweepAction {
         /// Seed of the resampling
         #[arg(long, default_value_t = perplex::sweep::analysis::SEED)]
         seed: u64,
+    },
+    /// Per checkpoint and measurement: done, missing, failed or stale (files changed since), and
+    /// the shard each belongs to: what a rerun or a requeued shard still has to do
+    Status {
+        /// Results files of the sweep (one, or the shards' files)
+        #[arg(required = true)]
+        results: Vec<PathBuf>,
+        #[command(flatten)]
+        units: SweepUnits,
+        /// Number of shards the sweep runs in (--shard K/N, or the tasks of an array)
+        #[arg(long, default_value_t = 1)]
+        shard_count: usize,
     },
 }
 
@@ -298,11 +321,11 @@ fn run(cli: Cli) -> Result<()> {
             }
             let mut documents = Vec::new();
             for path in &data {
-                documents.extend(score::read_documents(path, &field)?);
+                documents.extend(perplex::data::read_documents(path, &field)?);
             }
             let gpu = device.open()?;
             let model = Model::open_revision(&model, revision.as_deref(), gpu)?;
-            let mut options = PplOptions { mode, ctx, batch, per_token: per_token.is_some(), progress: true };
+            let mut options = PplOptions { mode, ctx, batch, per_token: per_token.is_some(), progress: Some(Arc::new(report::ProgressBar::new())) };
             if let WindowMode::Sliding { .. } = mode {
                 // The default stride depends on the resolved window length.
                 options.mode = WindowMode::Sliding { stride: 1 };
@@ -328,12 +351,23 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Sweep(args) => sweep(args),
+        Command::Sweep(args) => sweep(*args),
     }
 }
 
+/// The checkpoints and measurements that `units` names.
+fn sweep_units(
+    units: &SweepUnits,
+    options: &perplex::sweep::SweepOptions,
+) -> Result<(Vec<perplex::sweep::CheckpointRef>, Vec<perplex::sweep::Measurement>)> {
+    use perplex::sweep::{self, TaskArg};
+    let tasks: Vec<TaskArg> = units.tasks.iter().map(|t| TaskArg::parse(t, units.fewshot, units.limit)).collect::<Result<_>>()?;
+    let measurements = sweep::measurements(&units.data, &tasks, options)?;
+    Ok((sweep::discover(&units.models, &units.revisions)?, measurements))
+}
+
 fn sweep(args: SweepArgs) -> Result<()> {
-    use perplex::sweep::{self, Event, ResultsFile, Shard, SweepOptions, TaskArg};
+    use perplex::sweep::{self, Event, ResultsFile, Shard, SweepOptions};
     match args.action {
         Some(SweepAction::Merge { out, shards }) => {
             let merged = sweep::merge(&out, &shards)?;
@@ -358,6 +392,25 @@ fn sweep(args: SweepArgs) -> Result<()> {
             }
             return Ok(());
         }
+        Some(SweepAction::Status { results, units, shard_count }) => {
+            if shard_count == 0 {
+                return Err(Error::bad_input("--shard-count must be at least 1"));
+            }
+            // Batch sizes do not change numbers, so they are no part of a fingerprint.
+            let options = SweepOptions { ctx: units.ctx, batch: Batch::Auto, field: units.field.clone() };
+            let (checkpoints, measurements) = sweep_units(&units, &options)?;
+            let all = sweep::read_all_units(&results)?;
+            let units = sweep::status::status(&checkpoints, &measurements, &all, shard_count);
+            print!("{}", sweep::status::table(&units));
+            let unmatched = sweep::status::unmatched(&all, &units);
+            if unmatched > 0 {
+                eprintln!(
+                    "note: {unmatched} results in these files are of checkpoints or measurements not named here; \
+                     give --models, --data and --task as the sweep was given them (the same paths, spelled the same way)"
+                );
+            }
+            return Ok(());
+        }
         None => {}
     }
     let shard = match &args.shard {
@@ -365,11 +418,9 @@ fn sweep(args: SweepArgs) -> Result<()> {
         None if args.shard_count.is_some() => return Err(Error::bad_input("--shard-count applies to --shard auto only")),
         None => Shard::WHOLE,
     };
-    let options = SweepOptions { ctx: args.ctx, batch: args.batch, field: args.field };
-    let tasks: Vec<TaskArg> = args.tasks.iter().map(|t| TaskArg::parse(t, args.fewshot, args.limit)).collect::<Result<_>>()?;
     let out = args.out.expect("clap requires --out");
-    let measurements = sweep::measurements(&args.data, &tasks, &options)?;
-    let checkpoints = sweep::discover(&args.models, &args.revisions)?;
+    let options = SweepOptions { ctx: args.units.ctx, batch: args.batch, field: args.units.field.clone() };
+    let (checkpoints, measurements) = sweep_units(&args.units, &options)?;
     let mut results = ResultsFile::open(&out)?;
     let total = checkpoints.iter().enumerate().filter(|(i, _)| shard.takes(*i)).count() * measurements.len();
     eprintln!(
@@ -506,7 +557,7 @@ fn eval(
     suite.check()?;
     let gpu = device.open()?;
     let model = Model::open(&model, gpu)?;
-    let result = tasks::evaluate(&model, &suite, &EvalOptions { max_length: ctx, batch, progress: true })?;
+    let result = tasks::evaluate(&model, &suite, &EvalOptions { max_length: ctx, batch, progress: Some(Arc::new(report::ProgressBar::new())) })?;
     print!("{}", report::eval_table(&result, &model.name, &model.adapter()));
     if result.truncated > 0 {
         eprintln!(

@@ -9,123 +9,17 @@
 //!
 //! Every test builds its inputs in its own scratch directory under the system temp dir.
 
-use std::ffi::OsStr;
+mod common;
+
+use common::cli::{assert_bad_input, assert_success, edit_config, eval, perplex_command, ppl, tiny_model, Scratch};
+use common::repo;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn tiny_model() -> PathBuf {
-    repo().join("models/tiny/llama-f32")
-}
-
-/// A scratch directory, removed on drop (also when the test fails).
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let path = std::env::temp_dir().join(format!("perplex-bad-{}-{test}", std::process::id()));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        Scratch(path)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
-        let path = self.join(name);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, contents).unwrap();
-        path
-    }
-
-    /// A copy of the tiny llama model in `<scratch>/<name>`.
-    fn tiny_copy(&self, name: &str) -> PathBuf {
-        let dir = self.join(name);
-        fs::create_dir_all(&dir).unwrap();
-        for entry in fs::read_dir(tiny_model()).unwrap() {
-            let entry = entry.unwrap();
-            if entry.file_name() != "reference.json" {
-                fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
-            }
-        }
-        dir
-    }
-
-    /// A small text to score.
-    fn text(&self) -> PathBuf {
-        self.write("doc.txt", "a b a b b a a b a b a b b b a a b a b a\n")
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
-fn perplex<I, S>(args: I, env: &[(&str, &OsStr)]) -> Output
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    let mut command = Command::new(env!("CARGO_BIN_EXE_perplex"));
-    command.args(args).env_remove("RUST_BACKTRACE").env_remove("RUST_LOG");
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    command.output().expect("run the perplex binary")
-}
-
-/// `perplex ppl --model MODEL --data DATA EXTRA...`
-fn ppl(model: impl AsRef<OsStr>, data: impl AsRef<OsStr>, extra: &[&str]) -> Output {
-    let mut args: Vec<&OsStr> = vec!["ppl".as_ref(), "--model".as_ref(), model.as_ref(), "--data".as_ref(), data.as_ref()];
-    args.extend(extra.iter().map(OsStr::new));
-    perplex(args, &[])
-}
-
-/// `perplex eval --model <tiny llama> --task TASK --data DATA EXTRA...`
-fn eval(task: &str, data: impl AsRef<OsStr>, extra: &[&str]) -> Output {
-    let model = tiny_model();
-    let mut args: Vec<&OsStr> =
-        vec!["eval".as_ref(), "--model".as_ref(), model.as_ref(), "--task".as_ref(), task.as_ref(), "--data".as_ref(), data.as_ref()];
-    args.extend(extra.iter().map(OsStr::new));
-    perplex(args, &[])
-}
-
-/// stderr without the Vulkan loader's harmless environment complaints.
-fn clean_stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).lines().filter(|line| !line.contains("XDG_RUNTIME_DIR")).collect::<Vec<_>>().join("\n")
-}
-
-/// Exit code `code`, one `error: ` message containing every phrase, and no panic.
-fn assert_error(output: &Output, code: i32, phrases: &[&str]) {
-    let raw = String::from_utf8_lossy(&output.stderr).to_string();
-    let stderr = clean_stderr(output);
-    assert!(!raw.contains("panicked") && !raw.contains("RUST_BACKTRACE"), "the binary panicked:\n{raw}");
-    assert_eq!(output.status.code(), Some(code), "expected exit code {code}; stderr:\n{raw}");
-    // Notes may come first; then exactly one error.
-    let errors: Vec<&str> = stderr.lines().filter(|line| line.starts_with("error: ")).collect();
-    assert_eq!(errors.len(), 1, "one line starting with \"error: \":\n{raw}");
-    assert!(stderr.lines().all(|line| line.starts_with("error: ") || line.starts_with("note: ")), "only notes and one error:\n{raw}");
-    for phrase in phrases {
-        assert!(stderr.contains(phrase), "stderr should mention {phrase:?}:\n{raw}");
-    }
-}
-
-fn assert_bad_input(output: &Output, phrases: &[&str]) {
-    assert_error(output, 2, phrases);
-}
-
-fn assert_success(output: &Output) {
-    let raw = String::from_utf8_lossy(&output.stderr).to_string();
-    assert!(!raw.contains("panicked"), "the binary panicked:\n{raw}");
-    assert_eq!(output.status.code(), Some(0), "stderr:\n{raw}\nstdout:\n{}", String::from_utf8_lossy(&output.stdout));
+/// A text the tiny GGUF of these tests can encode with its eight tokens.
+fn ab_text(scratch: &Scratch) -> PathBuf {
+    scratch.write("doc.txt", "a b a b b a a b a b a b b b a a b a b a\n")
 }
 
 #[test]
@@ -206,14 +100,14 @@ fn no_edit(_: &mut Builder, _: &mut Vec<(&'static str, u32)>) {}
 fn the_tiny_gguf_of_these_tests_scores() {
     let scratch = Scratch::new("gguf-ok");
     let model = scratch.write("tiny.gguf", tiny_gguf(no_edit));
-    assert_success(&ppl(&model, scratch.text(), &[]));
+    assert_success(&ppl(&model, ab_text(&scratch), &[]));
 }
 
 #[test]
 fn gguf_that_is_not_gguf() {
     let scratch = Scratch::new("gguf-not");
     let model = scratch.write("model.gguf", "{\"this is\": \"json\"}");
-    assert_bad_input(&ppl(&model, scratch.text(), &[]), &["model.gguf", "not a GGUF file"]);
+    assert_bad_input(&ppl(&model, ab_text(&scratch), &[]), &["model.gguf", "not a GGUF file"]);
 }
 
 #[test]
@@ -221,9 +115,9 @@ fn gguf_truncated_in_its_metadata_and_in_its_tensor_data() {
     let scratch = Scratch::new("gguf-truncated");
     let bytes = tiny_gguf(no_edit);
     let head = scratch.write("head.gguf", &bytes[..200]);
-    assert_bad_input(&ppl(&head, scratch.text(), &[]), &["head.gguf", "tensor count is 20", "truncated"]);
+    assert_bad_input(&ppl(&head, ab_text(&scratch), &[]), &["head.gguf", "tensor count is 20", "truncated"]);
     let tail = scratch.write("tail.gguf", &bytes[..bytes.len() - 100]);
-    assert_bad_input(&ppl(&tail, scratch.text(), &[]), &["tail.gguf", "beyond the end", "truncated"]);
+    assert_bad_input(&ppl(&tail, ab_text(&scratch), &[]), &["tail.gguf", "beyond the end", "truncated"]);
 }
 
 #[test]
@@ -232,10 +126,10 @@ fn gguf_of_an_unsupported_version_or_byte_order() {
     let mut bytes = tiny_gguf(no_edit);
     bytes[4..8].copy_from_slice(&1u32.to_le_bytes());
     let v1 = scratch.write("v1.gguf", &bytes);
-    assert_bad_input(&ppl(&v1, scratch.text(), &[]), &["GGUF version 1 is not supported"]);
+    assert_bad_input(&ppl(&v1, ab_text(&scratch), &[]), &["GGUF version 1 is not supported"]);
     bytes[4..8].copy_from_slice(&3u32.to_be_bytes());
     let big = scratch.write("big.gguf", &bytes);
-    assert_bad_input(&ppl(&big, scratch.text(), &[]), &["big-endian"]);
+    assert_bad_input(&ppl(&big, ab_text(&scratch), &[]), &["big-endian"]);
 }
 
 #[test]
@@ -247,14 +141,14 @@ fn gguf_of_an_unknown_architecture() {
     let mut renamed = bytes.clone();
     renamed[at..at + 5].copy_from_slice(b"mamba");
     let model = scratch.write("mamba.gguf", &renamed);
-    assert_bad_input(&ppl(&model, scratch.text(), &[]), &["unknown architecture 'mamba'", "llama, qwen2"]);
+    assert_bad_input(&ppl(&model, ab_text(&scratch), &[]), &["unknown architecture 'mamba'", "llama, qwen2"]);
 }
 
 #[test]
 fn gguf_with_an_unknown_quantization_type() {
     let scratch = Scratch::new("gguf-unknown-type");
     let model = scratch.write("t.gguf", tiny_gguf(|_, types| types.push(("output_norm.weight", 99))));
-    assert_bad_input(&ppl(&model, scratch.text(), &[]), &["output_norm.weight", "unknown quantization type id 99"]);
+    assert_bad_input(&ppl(&model, ab_text(&scratch), &[]), &["output_norm.weight", "unknown quantization type id 99"]);
 }
 
 #[test]
@@ -262,7 +156,7 @@ fn gguf_with_a_quantization_type_perplex_does_not_read() {
     let scratch = Scratch::new("gguf-unsupported-type");
     // I32 (26) takes 4 bytes per value, as F32 does.
     let model = scratch.write("t.gguf", tiny_gguf(|_, types| types.push(("blk.1.ffn_up.weight", 26))));
-    assert_bad_input(&ppl(&model, scratch.text(), &[]), &["blk.1.ffn_up.weight", "stored as I32", "does not read"]);
+    assert_bad_input(&ppl(&model, ab_text(&scratch), &[]), &["blk.1.ffn_up.weight", "stored as I32", "does not read"]);
 }
 
 #[test]
@@ -273,7 +167,7 @@ fn gguf_with_an_unsupported_tokenizer() {
     let mut renamed = bytes.clone();
     renamed[at..at + 4].copy_from_slice(b"bert");
     let model = scratch.write("t.gguf", &renamed);
-    assert_bad_input(&ppl(&model, scratch.text(), &[]), &["tokenizer model 'bert' is not supported"]);
+    assert_bad_input(&ppl(&model, ab_text(&scratch), &[]), &["tokenizer model 'bert' is not supported"]);
 }
 
 #[test]
@@ -285,14 +179,14 @@ fn gguf_claiming_more_layers_than_any_model() {
     let mut patched = bytes.clone();
     patched[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
     let model = scratch.write("t.gguf", &patched);
-    assert_bad_input(&ppl(&model, scratch.text(), &[]), &["'llama.block_count' is 4294967295", "at most 65536"]);
+    assert_bad_input(&ppl(&model, ab_text(&scratch), &[]), &["'llama.block_count' is 4294967295", "at most 65536"]);
 }
 
 #[test]
 fn gguf_context_shorter_than_ctx() {
     let scratch = Scratch::new("gguf-ctx");
     let model = scratch.write("t.gguf", tiny_gguf(no_edit));
-    assert_bad_input(&ppl(&model, scratch.text(), &["--ctx", "65"]), &["--ctx 65", "64 positions"]);
+    assert_bad_input(&ppl(&model, ab_text(&scratch), &["--ctx", "65"]), &["--ctx 65", "64 positions"]);
 }
 
 #[test]
@@ -301,7 +195,7 @@ fn gguf_with_llama3_rope_factors() {
     let model = scratch.write("t.gguf", tiny_gguf(|g, _| {
         g.f32_tensor("rope_freqs.weight", &[4], &pattern(&[4]));
     }));
-    assert_bad_input(&ppl(&model, scratch.text(), &[]), &["rope_freqs.weight", "cannot reproduce"]);
+    assert_bad_input(&ppl(&model, ab_text(&scratch), &[]), &["rope_freqs.weight", "cannot reproduce"]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -326,7 +220,7 @@ fn safetensors_of_an_unsupported_dtype() {
     let scratch = Scratch::new("st-dtype");
     let model = scratch.tiny_copy("model");
     edit_safetensors_header(&model, |h| h.replacen("\"F32\"", "\"I32\"", 1));
-    assert_bad_input(&ppl(&model, scratch.text(), &[]), &["model.safetensors", "dtype I32", "f32, f16 and bf16"]);
+    assert_bad_input(&ppl(&model, ab_text(&scratch), &[]), &["model.safetensors", "dtype I32", "f32, f16 and bf16"]);
 }
 
 #[test]
@@ -334,14 +228,7 @@ fn safetensors_without_a_tensor_the_config_needs() {
     let scratch = Scratch::new("st-missing");
     let model = scratch.tiny_copy("model");
     edit_safetensors_header(&model, |h| h.replacen("model.norm.weight", "model.norm.weighX", 1));
-    assert_bad_input(&ppl(&model, scratch.text(), &[]), &["has no tensor 'model.norm.weight'"]);
-}
-
-fn edit_config(model: &Path, edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) {
-    let path = model.join("config.json");
-    let mut json: serde_json::Value = serde_json::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
-    edit(json.as_object_mut().unwrap());
-    fs::write(path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    assert_bad_input(&ppl(&model, ab_text(&scratch), &[]), &["has no tensor 'model.norm.weight'"]);
 }
 
 #[test]
@@ -351,7 +238,7 @@ fn config_with_partial_rotary_embeddings_in_a_llama() {
     edit_config(&model, |c| {
         c.insert("partial_rotary_factor".into(), 0.5.into());
     });
-    assert_bad_input(&ppl(&model, scratch.text(), &[]), &["config.json", "partial_rotary_factor 0.5", "refuses"]);
+    assert_bad_input(&ppl(&model, ab_text(&scratch), &[]), &["config.json", "partial_rotary_factor 0.5", "refuses"]);
 }
 
 #[test]
@@ -361,7 +248,7 @@ fn config_with_an_unsupported_activation() {
     edit_config(&model, |c| {
         c.insert("hidden_act".into(), "relu2".into());
     });
-    assert_bad_input(&ppl(&model, scratch.text(), &[]), &["activation \"relu2\"", "supported: silu"]);
+    assert_bad_input(&ppl(&model, ab_text(&scratch), &[]), &["activation \"relu2\"", "supported: silu"]);
 }
 
 #[test]
@@ -371,7 +258,7 @@ fn config_with_more_layers_than_any_model() {
     edit_config(&model, |c| {
         c.insert("num_hidden_layers".into(), 1_000_000_000_000u64.into());
     });
-    assert_bad_input(&ppl(&model, scratch.text(), &[]), &["1000000000000 layers", "at most 65536"]);
+    assert_bad_input(&ppl(&model, ab_text(&scratch), &[]), &["1000000000000 layers", "at most 65536"]);
 }
 
 #[test]
@@ -381,7 +268,7 @@ fn config_with_dimensions_whose_weights_cannot_exist() {
     edit_config(&model, |c| {
         c.insert("vocab_size".into(), (1u64 << 62).into());
     });
-    assert_bad_input(&ppl(&model, scratch.text(), &[]), &["would not fit in memory"]);
+    assert_bad_input(&ppl(&model, ab_text(&scratch), &[]), &["would not fit in memory"]);
 }
 
 #[test]
@@ -392,7 +279,7 @@ fn config_with_a_zero_sliding_window_pattern() {
         c.insert("model_type".into(), "gemma3_text".into());
         c.insert("sliding_window_pattern".into(), 0.into());
     });
-    assert_bad_input(&ppl(&model, scratch.text(), &[]), &["sliding_window_pattern 0"]);
+    assert_bad_input(&ppl(&model, ab_text(&scratch), &[]), &["sliding_window_pattern 0"]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -419,14 +306,14 @@ fn ppl_hub(cache: &Path, data: &Path, model: &str, revision: Option<&str>) -> Ou
     if let Some(revision) = revision {
         args.extend(["--revision", revision]);
     }
-    perplex(args, &[("HF_HUB_CACHE", cache.as_os_str())])
+    perplex_command().args(args).env("HF_HUB_CACHE", cache).output().expect("run the perplex binary")
 }
 
 #[test]
 fn hub_revision_not_in_the_cache() {
     let scratch = Scratch::new("hub-revision");
     let cache = hub_cache(&scratch);
-    let out = ppl_hub(&cache, &scratch.text(), "org/tiny", Some("step1000"));
+    let out = ppl_hub(&cache, &ab_text(&scratch), "org/tiny", Some("step1000"));
     assert_bad_input(&out, &["--model org/tiny", "revision 'step1000' is not in the cache", "has: main", "download it first", "--revision step1000"]);
 }
 
@@ -435,7 +322,7 @@ fn hub_revision_whose_snapshot_is_missing() {
     let scratch = Scratch::new("hub-snapshot");
     let cache = hub_cache(&scratch);
     fs::write(cache.join("models--org--tiny/refs/step1"), "fedcba9876543210fedcba9876543210fedcba98\n").unwrap();
-    let out = ppl_hub(&cache, &scratch.text(), "org/tiny", Some("step1"));
+    let out = ppl_hub(&cache, &ab_text(&scratch), "org/tiny", Some("step1"));
     assert_bad_input(&out, &["revision 'step1'", "fedcba9876543210fedcba9876543210fedcba98", "snapshot is missing"]);
 }
 
@@ -443,7 +330,7 @@ fn hub_revision_whose_snapshot_is_missing() {
 fn hub_id_not_in_the_cache() {
     let scratch = Scratch::new("hub-id");
     let cache = hub_cache(&scratch);
-    let out = ppl_hub(&cache, &scratch.text(), "org/other", None);
+    let out = ppl_hub(&cache, &ab_text(&scratch), "org/other", None);
     assert_bad_input(&out, &["--model org/other", "not in the Hugging Face cache", "models--org--other", "HF_HUB_CACHE"]);
 }
 
@@ -451,13 +338,13 @@ fn hub_id_not_in_the_cache() {
 fn hub_id_in_the_cache_scores() {
     let scratch = Scratch::new("hub-ok");
     let cache = hub_cache(&scratch);
-    assert_success(&ppl_hub(&cache, &scratch.text(), "org/tiny", Some(COMMIT)));
+    assert_success(&ppl_hub(&cache, &ab_text(&scratch), "org/tiny", Some(COMMIT)));
 }
 
 #[test]
 fn revision_with_a_model_path() {
     let scratch = Scratch::new("hub-path");
-    let out = ppl(tiny_model(), scratch.text(), &["--revision", "main"]);
+    let out = ppl(tiny_model(), ab_text(&scratch), &["--revision", "main"]);
     assert_bad_input(&out, &["--revision applies to hub ids"]);
 }
 

@@ -5,120 +5,13 @@
 //! Each test builds its inputs in its own directory under the system temp dir, usually a copy of
 //! the committed tiny model with one thing broken, and removes it when done.
 
+mod common;
+
+use common::cli::{assert_bad_input, assert_success, clean_stderr, edit_config, edit_json, perplex, ppl, tiny_model, Scratch};
+use common::repo;
 use std::ffi::OsStr;
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-const MODEL_FILES: &[&str] = &["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"];
-
-fn tiny_model() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("models/tiny/llama-f32")
-}
-
-/// A scratch directory, removed on drop (also when the test fails).
-struct Scratch {
-    path: PathBuf,
-}
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let path = std::env::temp_dir().join(format!("perplex-cli-{}-{test}", std::process::id()));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).unwrap();
-        Scratch { path }
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.path.join(name)
-    }
-
-    /// A copy of the tiny model in `<scratch>/model`.
-    fn tiny_copy(&self) -> PathBuf {
-        let dir = self.join("model");
-        fs::create_dir_all(&dir).unwrap();
-        for name in MODEL_FILES {
-            fs::copy(tiny_model().join(name), dir.join(name)).unwrap();
-        }
-        dir
-    }
-
-    /// A small text document in `<scratch>/<name>`.
-    fn text(&self, name: &str) -> PathBuf {
-        let path = self.join(name);
-        fs::write(
-            &path,
-            "The cat sat on the mat. It was a sunny day, and the children played in the park.\n\
-             Numbers like 42 and 3.14 appear too.\n",
-        )
-        .unwrap();
-        path
-    }
-
-    fn write(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
-        let path = self.join(name);
-        fs::write(&path, contents).unwrap();
-        path
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
-    }
-}
-
-fn perplex<I, S>(args: I) -> Output
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<OsStr>,
-{
-    Command::new(env!("CARGO_BIN_EXE_perplex"))
-        .args(args)
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run the perplex binary")
-}
-
-/// `perplex ppl --model MODEL --data DATA EXTRA...`
-fn ppl(model: impl AsRef<OsStr>, data: impl AsRef<OsStr>, extra: &[&str]) -> Output {
-    let mut args: Vec<&OsStr> = vec![OsStr::new("ppl"), OsStr::new("--model"), model.as_ref(), OsStr::new("--data"), data.as_ref()];
-    args.extend(extra.iter().map(OsStr::new));
-    perplex(args)
-}
-
-/// stderr without the Vulkan loader's harmless environment complaints.
-fn clean_stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr)
-        .lines()
-        .filter(|line| !line.contains("XDG_RUNTIME_DIR"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// Exit code 2, one `error: ` message containing every phrase, and no panic.
-fn assert_bad_input(output: &Output, phrases: &[&str]) {
-    let raw = String::from_utf8_lossy(&output.stderr).to_string();
-    let stderr = clean_stderr(output);
-    assert!(!raw.contains("panicked"), "the binary panicked:\n{raw}");
-    assert!(!raw.contains("RUST_BACKTRACE"), "the binary panicked:\n{raw}");
-    assert_eq!(output.status.code(), Some(2), "expected exit code 2; stderr:\n{raw}");
-    assert!(stderr.starts_with("error: "), "stderr should start with \"error: \":\n{raw}");
-    for phrase in phrases {
-        assert!(stderr.contains(phrase), "stderr should mention {phrase:?}:\n{raw}");
-    }
-}
-
-fn edit_json(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
-    let mut json: serde_json::Value = serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
-    edit(&mut json);
-    fs::write(path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
-}
-
-fn edit_config(model: &Path, edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) {
-    edit_json(&model.join("config.json"), |json| edit(json.as_object_mut().unwrap()));
-}
+use std::path::Path;
 
 // ---------------------------------------------------------------------------------------------
 // --model
@@ -145,7 +38,7 @@ fn model_path_is_a_file() {
 fn model_dir_without_config() {
     let s = Scratch::new("model_dir_without_config");
     let data = s.text("doc.txt");
-    let model = s.tiny_copy();
+    let model = s.tiny_copy("model");
     fs::remove_file(model.join("config.json")).unwrap();
     let out = ppl(&model, &data, &[]);
     assert_bad_input(&out, &["no config.json", "Hugging Face model directory"]);
@@ -155,7 +48,7 @@ fn model_dir_without_config() {
 fn missing_safetensors() {
     let s = Scratch::new("missing_safetensors");
     let data = s.text("doc.txt");
-    let model = s.tiny_copy();
+    let model = s.tiny_copy("model");
     fs::remove_file(model.join("model.safetensors")).unwrap();
     let out = ppl(&model, &data, &[]);
     assert_bad_input(&out, &["no model.safetensors", "safetensors"]);
@@ -165,7 +58,7 @@ fn missing_safetensors() {
 fn missing_tokenizer_json() {
     let s = Scratch::new("missing_tokenizer_json");
     let data = s.text("doc.txt");
-    let model = s.tiny_copy();
+    let model = s.tiny_copy("model");
     fs::remove_file(model.join("tokenizer.json")).unwrap();
     let out = ppl(&model, &data, &[]);
     assert_bad_input(&out, &["tokenizer.json", "missing"]);
@@ -175,7 +68,7 @@ fn missing_tokenizer_json() {
 fn truncated_safetensors() {
     let s = Scratch::new("truncated_safetensors");
     let data = s.text("doc.txt");
-    let model = s.tiny_copy();
+    let model = s.tiny_copy("model");
     let path = model.join("model.safetensors");
     let bytes = fs::read(&path).unwrap();
     fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
@@ -187,7 +80,7 @@ fn truncated_safetensors() {
 fn safetensors_shorter_than_its_header() {
     let s = Scratch::new("safetensors_shorter_than_its_header");
     let data = s.text("doc.txt");
-    let model = s.tiny_copy();
+    let model = s.tiny_copy("model");
     let path = model.join("model.safetensors");
     let bytes = fs::read(&path).unwrap();
     // The length prefix and a few bytes of the JSON header only.
@@ -200,7 +93,7 @@ fn safetensors_shorter_than_its_header() {
 fn sharded_index_names_a_missing_shard() {
     let s = Scratch::new("sharded_index_names_a_missing_shard");
     let data = s.text("doc.txt");
-    let model = s.tiny_copy();
+    let model = s.tiny_copy("model");
     fs::rename(model.join("model.safetensors"), model.join("model-00001-of-00002.safetensors")).unwrap();
     let index = serde_json::json!({
         "metadata": {"total_size": 0},
@@ -218,7 +111,7 @@ fn sharded_index_names_a_missing_shard() {
 fn sharded_index_with_a_shard_outside_the_directory() {
     let s = Scratch::new("sharded_index_with_a_shard_outside_the_directory");
     let data = s.text("doc.txt");
-    let model = s.tiny_copy();
+    let model = s.tiny_copy("model");
     let index = serde_json::json!({"weight_map": {"model.embed_tokens.weight": "../model.safetensors"}});
     fs::write(model.join("model.safetensors.index.json"), index.to_string()).unwrap();
     let out = ppl(&model, &data, &[]);
@@ -229,7 +122,7 @@ fn sharded_index_with_a_shard_outside_the_directory() {
 fn sharded_index_that_is_not_json() {
     let s = Scratch::new("sharded_index_that_is_not_json");
     let data = s.text("doc.txt");
-    let model = s.tiny_copy();
+    let model = s.tiny_copy("model");
     fs::write(model.join("model.safetensors.index.json"), "{\"weight_map\": ").unwrap();
     let out = ppl(&model, &data, &[]);
     assert_bad_input(&out, &["model.safetensors.index.json", "invalid JSON"]);
@@ -242,7 +135,7 @@ fn sharded_index_that_is_not_json() {
 fn config_hidden_size_disagrees_with_tensors() {
     let s = Scratch::new("config_hidden_size_disagrees_with_tensors");
     let data = s.text("doc.txt");
-    let model = s.tiny_copy();
+    let model = s.tiny_copy("model");
     edit_config(&model, |c| {
         c.insert("hidden_size".into(), 96.into());
     });
@@ -254,7 +147,7 @@ fn config_hidden_size_disagrees_with_tensors() {
 fn config_unknown_model_type() {
     let s = Scratch::new("config_unknown_model_type");
     let data = s.text("doc.txt");
-    let model = s.tiny_copy();
+    let model = s.tiny_copy("model");
     edit_config(&model, |c| {
         c.insert("model_type".into(), "gpt_bigcode".into());
     });
@@ -266,7 +159,7 @@ fn config_unknown_model_type() {
 fn config_without_model_type() {
     let s = Scratch::new("config_without_model_type");
     let data = s.text("doc.txt");
-    let model = s.tiny_copy();
+    let model = s.tiny_copy("model");
     edit_config(&model, |c| {
         c.remove("model_type");
     });
@@ -278,7 +171,7 @@ fn config_without_model_type() {
 fn config_missing_required_key() {
     let s = Scratch::new("config_missing_required_key");
     let data = s.text("doc.txt");
-    let model = s.tiny_copy();
+    let model = s.tiny_copy("model");
     edit_config(&model, |c| {
         c.remove("num_hidden_layers");
     });
@@ -290,7 +183,7 @@ fn config_missing_required_key() {
 fn config_key_of_the_wrong_type() {
     let s = Scratch::new("config_key_of_the_wrong_type");
     let data = s.text("doc.txt");
-    let model = s.tiny_copy();
+    let model = s.tiny_copy("model");
     edit_config(&model, |c| {
         c.insert("hidden_size".into(), "72".into());
     });
@@ -302,7 +195,7 @@ fn config_key_of_the_wrong_type() {
 fn config_unsupported_rope_scaling() {
     let s = Scratch::new("config_unsupported_rope_scaling");
     let data = s.text("doc.txt");
-    let model = s.tiny_copy();
+    let model = s.tiny_copy("model");
     edit_config(&model, |c| {
         c.insert("rope_scaling".into(), serde_json::json!({"rope_type": "dynamic", "factor": 2.0}));
     });
@@ -314,7 +207,7 @@ fn config_unsupported_rope_scaling() {
 fn config_rope_scaling_without_its_parameters() {
     let s = Scratch::new("config_rope_scaling_without_its_parameters");
     let data = s.text("doc.txt");
-    let model = s.tiny_copy();
+    let model = s.tiny_copy("model");
     edit_config(&model, |c| {
         c.insert("rope_scaling".into(), serde_json::json!({"rope_type": "llama3", "factor": 8.0}));
     });
@@ -326,7 +219,7 @@ fn config_rope_scaling_without_its_parameters() {
 fn config_heads_that_do_not_group() {
     let s = Scratch::new("config_heads_that_do_not_group");
     let data = s.text("doc.txt");
-    let model = s.tiny_copy();
+    let model = s.tiny_copy("model");
     edit_config(&model, |c| {
         c.insert("num_key_value_heads".into(), 4.into());
     });
@@ -338,7 +231,7 @@ fn config_heads_that_do_not_group() {
 fn config_not_json() {
     let s = Scratch::new("config_not_json");
     let data = s.text("doc.txt");
-    let model = s.tiny_copy();
+    let model = s.tiny_copy("model");
     fs::write(model.join("config.json"), "{\"model_type\": \"llama\", hidden_size: 72").unwrap();
     let out = ppl(&model, &data, &[]);
     assert_bad_input(&out, &["config.json", "invalid JSON"]);
@@ -353,7 +246,7 @@ const TOKENIZER_MISMATCH: &[&str] = &["tokenizer has", "embedding has only", "to
 fn tokenizer_larger_than_the_embedding() {
     let s = Scratch::new("tokenizer_larger_than_the_embedding");
     let data = s.text("doc.txt");
-    let model = s.tiny_copy();
+    let model = s.tiny_copy("model");
     // The tiny model's BPE vocabulary plus 1000 added tokens: 1000 more rows than the embedding.
     edit_json(&model.join("tokenizer.json"), |t| {
         let vocab = t["model"]["vocab"].as_object().unwrap().len();
@@ -385,7 +278,7 @@ fn tokenizer_of_another_model() {
     }
     let s = Scratch::new("tokenizer_of_another_model");
     let data = s.text("doc.txt");
-    let model = s.tiny_copy();
+    let model = s.tiny_copy("model");
     fs::copy(&other, model.join("tokenizer.json")).unwrap();
     let out = ppl(&model, &data, &[]);
     assert_bad_input(&out, TOKENIZER_MISMATCH);
@@ -396,7 +289,7 @@ fn config_vocab_smaller_than_the_tokenizer() {
     // Only config.json's vocab_size shrinks: the tokenizer check comes before the weights' shapes.
     let s = Scratch::new("config_vocab_smaller_than_the_tokenizer");
     let data = s.text("doc.txt");
-    let model = s.tiny_copy();
+    let model = s.tiny_copy("model");
     edit_config(&model, |c| {
         c.insert("vocab_size".into(), 300.into());
     });
@@ -409,7 +302,7 @@ fn config_vocab_smaller_than_the_tokenizer() {
 fn tokenizer_json_not_json() {
     let s = Scratch::new("tokenizer_json_not_json");
     let data = s.text("doc.txt");
-    let model = s.tiny_copy();
+    let model = s.tiny_copy("model");
     fs::write(model.join("tokenizer.json"), "{\"model\": [").unwrap();
     let out = ppl(&model, &data, &[]);
     assert_bad_input(&out, &["tokenizer.json", "cannot load tokenizer"]);
@@ -495,6 +388,20 @@ fn second_data_file_bad() {
         bad.as_os_str(),
     ]);
     assert_bad_input(&out, &["bad.txt", "no text to score"]);
+}
+
+#[test]
+fn data_dataset_with_several_splits() {
+    let data = repo().join("tests/eval-data/arc-dict");
+    let out = ppl(tiny_model(), &data, &["--field", "question"]);
+    assert_bad_input(&out, &["arc-dict", "the splits", "\"test\"", "give the directory of the one to score"]);
+}
+
+#[test]
+fn data_record_without_the_field() {
+    let data = repo().join("tests/eval-data/mc.parquet");
+    let out = ppl(tiny_model(), &data, &[]);
+    assert_bad_input(&out, &["mc.parquet:1", "no string field \"text\"", "--field"]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -633,6 +540,37 @@ fn ppl_writes_json_and_per_token_records() {
     }
     let nll = total["nll"].as_f64().unwrap();
     assert!((nll + logprob_sum).abs() <= 1e-3 * nll.max(1.0), "total nll {nll} != -sum(logprob) {}", -logprob_sum);
+}
+
+/// The totals and per-document nll bits of `perplex ppl --field context` on `data`.
+fn context_totals(s: &Scratch, data: &Path) -> (serde_json::Value, Vec<u64>) {
+    let json_path = s.join("out.json");
+    let out = ppl(tiny_model(), data, &["--field", "context", "--ctx", "32", "--json", json_path.to_str().unwrap()]);
+    assert_success(&out);
+    let mut report: serde_json::Value = serde_json::from_str(&fs::read_to_string(&json_path).unwrap()).unwrap();
+    let nll_bits = report["documents"].as_array().unwrap().iter().map(|d| d["nll"].as_f64().unwrap().to_bits()).collect();
+    (report["total"].take(), nll_bits)
+}
+
+#[test]
+fn ppl_reads_every_format_eval_reads() {
+    // The same records as JSON Lines, gzipped JSON Lines, Parquet and a `datasets` directory of
+    // Arrow files: each record's field is one document, and the scores do not depend on the format.
+    let s = Scratch::new("ppl_reads_every_format_eval_reads");
+    let data = repo().join("tests/eval-data");
+    let jsonl = data.join("mc.jsonl");
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gzip, &fs::read(&jsonl).unwrap()).unwrap();
+    let gzipped = s.write("mc.jsonl.gz", gzip.finish().unwrap());
+
+    let (total, documents) = context_totals(&s, &jsonl);
+    assert_eq!(documents.len(), fs::read_to_string(&jsonl).unwrap().lines().count());
+    assert!(total["tokens"].as_u64().unwrap() > 0, "{total}");
+    for other in [gzipped, data.join("mc.parquet"), data.join("mc-dataset")] {
+        assert_eq!(context_totals(&s, &other), (total.clone(), documents.clone()), "{}", other.display());
+    }
+    // A split of a DatasetDict directory is a dataset directory too.
+    assert_success(&ppl(tiny_model(), data.join("arc-dict/validation"), &["--field", "question"]));
 }
 
 #[test]

@@ -16,8 +16,8 @@ fn held_out_text_matches_lm_evaluation_harness() {
     let ctx = reference["ctx"].as_u64().unwrap() as usize;
     for doc in reference["docs"].as_array().unwrap() {
         let path = dir.join(doc["file"].as_str().unwrap());
-        let documents = score::read_documents(&path, "text").unwrap();
-        let options = PplOptions { mode: WindowMode::Rolling, ctx: Some(ctx), batch: 8.into(), per_token: false, progress: false };
+        let documents = perplex::data::read_documents(&path, "text").unwrap();
+        let options = PplOptions { mode: WindowMode::Rolling, ctx: Some(ctx), batch: 8.into(), per_token: false, progress: None };
         let result = score::perplexity(&model, &documents, &options).unwrap();
         let total = &result.total;
         let want = |key: &str| doc[key].as_f64().unwrap();

@@ -6,9 +6,11 @@
 mod common;
 
 use common::{gpu, repo};
+use perplex::forward::Batch;
 use perplex::model::TextTokenizer;
 use perplex::score::{self, encode_request, loglikelihood, LoglikOptions, Request, Window};
-use perplex::tasks::{self, EvalOptions, EvalResult, PyRandom, Source, Stderr, Suite, TaskSpec};
+use perplex::data::Source;
+use perplex::tasks::{self, EvalOptions, EvalResult, PyRandom, Stderr, Suite, TaskSpec};
 use perplex::Model;
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -31,7 +33,7 @@ fn spec(name: &str, file: &str, num_fewshot: usize) -> TaskSpec {
 }
 
 fn run(suite: &Suite, batch: usize) -> EvalResult {
-    tasks::evaluate(model(), suite, &EvalOptions { max_length: None, batch: batch.into(), progress: false }).unwrap()
+    tasks::evaluate(model(), suite, &EvalOptions { max_length: None, batch: batch.into(), progress: None }).unwrap()
 }
 
 fn lines(file: &str) -> Vec<serde_json::Value> {
@@ -44,7 +46,7 @@ fn text(v: &serde_json::Value) -> String {
 
 /// (sum log p, is_greedy) of each request, straight from `loglikelihood`.
 fn score(requests: &[Request]) -> Vec<(f64, bool)> {
-    let options = LoglikOptions { max_length: None, batch: 4.into(), progress: false };
+    let options = LoglikOptions { max_length: None, batch: 4.into(), progress: None };
     loglikelihood(model(), requests, &options).unwrap().results.iter().map(|r| (r.ll, r.is_greedy)).collect()
 }
 
@@ -109,7 +111,7 @@ fn long_requests_are_truncated_on_the_left_and_counted() {
         .collect();
     let max_length = 16;
     let output =
-        loglikelihood(model(), &requests, &LoglikOptions { max_length: Some(max_length), batch: 3.into(), progress: false }).unwrap();
+        loglikelihood(model(), &requests, &LoglikOptions { max_length: Some(max_length), batch: 3.into(), progress: None }).unwrap();
     let mut truncated = 0;
     for (request, result) in requests.iter().zip(&output.results) {
         // The harness's input: (context_enc + continuation_enc)[-(L+1):][:-1], scoring the last
@@ -300,8 +302,8 @@ fn shared_context_requests() -> Vec<Request> {
 fn shared_contexts_score_like_separate_requests_in_any_batch_and_order() {
     let requests = shared_context_requests();
     for max_length in [None, Some(40)] {
-        let options = |batch: score::Batch| LoglikOptions { max_length, batch, progress: false };
-        let packed = loglikelihood(model(), &requests, &options(score::Batch::Auto)).unwrap();
+        let options = |batch: Batch| LoglikOptions { max_length, batch, progress: None };
+        let packed = loglikelihood(model(), &requests, &options(Batch::Auto)).unwrap();
         let mut alone_positions = 0;
         for (request, got) in requests.iter().zip(&packed.results) {
             let alone = loglikelihood(model(), std::slice::from_ref(request), &options(1.into())).unwrap();
@@ -325,7 +327,7 @@ fn shared_contexts_score_like_separate_requests_in_any_batch_and_order() {
         }
         let order = PyRandom::new(7).sample(requests.len(), requests.len()).unwrap();
         let shuffled: Vec<Request> = order.iter().map(|&i| requests[i].clone()).collect();
-        for batch in [score::Batch::Auto, 3.into()] {
+        for batch in [Batch::Auto, 3.into()] {
             let output = loglikelihood(model(), &shuffled, &options(batch)).unwrap();
             let unshuffled: Vec<_> = {
                 let mut results = vec![None; requests.len()];

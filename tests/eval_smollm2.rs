@@ -80,7 +80,7 @@ fn zero_shot_loglikelihoods_and_accuracy_match_lm_evaluation_harness() {
         .collect();
     let suite = tasks::load(&specs).unwrap();
     let model = Model::open(assets.join("smollm2/hf-f32").to_str().unwrap(), gpu()).unwrap();
-    let result = tasks::evaluate(&model, &suite, &EvalOptions { max_length: None, batch: 8.into(), progress: false }).unwrap();
+    let result = tasks::evaluate(&model, &suite, &EvalOptions { max_length: None, batch: 8.into(), progress: None }).unwrap();
     eprintln!("{} requests, {} tokens in {:.1} s", result.requests, result.tokens, result.seconds);
 
     let mut samples = result.samples.iter();

@@ -6,7 +6,8 @@
 mod common;
 
 use common::{assets, gpu, repo};
-use perplex::score::{self, Document, PplOptions, PplResult, WindowMode};
+use perplex::data::Document;
+use perplex::score::{self, PplOptions, PplResult, WindowMode};
 use perplex::Model;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -32,7 +33,7 @@ fn model_file(model: &str) -> Option<PathBuf> {
 }
 
 fn run(model: &Model, mode: WindowMode, ctx: Option<usize>, per_token: bool) -> PplResult {
-    let options = PplOptions { mode, ctx, batch: 4.into(), per_token, progress: false };
+    let options = PplOptions { mode, ctx, batch: 4.into(), per_token, progress: None };
     score::perplexity(model, &text(), &options).unwrap()
 }
 

@@ -9,7 +9,9 @@ use perplex::forward::TokenScore;
 use perplex::gpu::{Gpu, GpuOptions};
 use perplex::model::{load_spec, Checkpoint};
 use perplex::reference;
-use perplex::score::{self, Batch, Document, PplOptions, WindowMode};
+use perplex::forward::Batch;
+use perplex::data::Document;
+use perplex::score::{self, PplOptions, WindowMode};
 use perplex::Model;
 use serde_json::Value;
 use std::path::PathBuf;
@@ -128,7 +130,7 @@ fn window_modes_reproduce_their_references() {
                 "sliding" => WindowMode::Sliding { stride: entry["stride"].as_u64().unwrap() as usize },
                 _ => WindowMode::Chunks,
             };
-            let options = PplOptions { mode, ctx: Some(ctx), batch: 4.into(), per_token: false, progress: false };
+            let options = PplOptions { mode, ctx: Some(ctx), batch: 4.into(), per_token: false, progress: None };
             let result = score::perplexity(&model, &documents, &options).unwrap();
             for (got, want) in result.documents.iter().zip(entry["docs"].as_array().unwrap()) {
                 let (nll, tokens) = (want["nll"].as_f64().unwrap(), want["tokens"].as_u64().unwrap() as usize);
@@ -140,7 +142,7 @@ fn window_modes_reproduce_their_references() {
 }
 
 fn per_token_bits(model: &Model, documents: &[Document], batch: Batch) -> Vec<(String, usize, u32)> {
-    let options = PplOptions { mode: WindowMode::Rolling, ctx: Some(16), batch, per_token: true, progress: false };
+    let options = PplOptions { mode: WindowMode::Rolling, ctx: Some(16), batch, per_token: true, progress: None };
     score::perplexity(model, documents, &options)
         .unwrap()
         .tokens

@@ -3,15 +3,16 @@
 
 mod common;
 
+use common::cli::{perplex_command, Scratch};
 use common::repo;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("perplex-resume-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// `perplex ppl` on the default model with windows of `ctx` tokens.
+fn ppl_default(ctx: &str) -> Command {
+    let mut command = perplex_command();
+    command.args(["ppl", "--model", repo().join("models/default").to_str().unwrap(), "--ctx", ctx]);
+    command
 }
 
 /// Documents cut from the default model's held-out text, one per JSONL line.
@@ -25,8 +26,8 @@ fn write_documents(dir: &Path, count: usize) -> PathBuf {
 }
 
 fn ppl(data: &Path, resume: &Path, json: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_perplex"))
-        .args(["ppl", "--model", repo().join("models/default").to_str().unwrap(), "--ctx", "64", "--batch", "4", "--data"])
+    ppl_default("64")
+        .args(["--batch", "4", "--data"])
         .arg(data)
         .arg("--resume")
         .arg(resume)
@@ -44,8 +45,9 @@ fn totals(json: &Path) -> (String, Vec<(String, u64)>) {
 
 #[test]
 fn a_crashed_run_resumes_without_rescoring_or_duplicates() {
-    let dir = scratch("crash");
-    let data = write_documents(&dir, 12);
+    let scratch = Scratch::new("resume-crash");
+    let dir = &scratch.path;
+    let data = write_documents(dir, 12);
     let (full_log, full_json) = (dir.join("full.resume"), dir.join("full.json"));
     assert!(ppl(&data, &full_log, &full_json).status.success());
     let log = std::fs::read_to_string(&full_log).unwrap();
@@ -62,17 +64,17 @@ fn a_crashed_run_resumes_without_rescoring_or_duplicates() {
     assert_eq!(totals(&resumed_json), totals(&full_json));
     let resumed = std::fs::read_to_string(&crashed).unwrap();
     assert_eq!(resumed.lines().count(), 13, "no duplicate and no partial line:\n{resumed}");
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn a_resume_file_from_other_settings_is_refused() {
-    let dir = scratch("settings");
-    let data = write_documents(&dir, 2);
+    let scratch = Scratch::new("resume-settings");
+    let dir = &scratch.path;
+    let data = write_documents(dir, 2);
     let log = dir.join("log.resume");
     assert!(ppl(&data, &log, &dir.join("a.json")).status.success());
-    let out = Command::new(env!("CARGO_BIN_EXE_perplex"))
-        .args(["ppl", "--model", repo().join("models/default").to_str().unwrap(), "--ctx", "32", "--data"])
+    let out = ppl_default("32")
+        .arg("--data")
         .arg(&data)
         .arg("--resume")
         .arg(&log)
@@ -80,16 +82,16 @@ fn a_resume_file_from_other_settings_is_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("other settings"));
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
 fn ctrl_c_keeps_finished_documents_and_the_rerun_completes() {
-    let dir = scratch("interrupt");
-    let data = write_documents(&dir, 200);
+    let scratch = Scratch::new("resume-interrupt");
+    let dir = &scratch.path;
+    let data = write_documents(dir, 200);
     let (log, json) = (dir.join("log.resume"), dir.join("out.json"));
-    let child = Command::new(env!("CARGO_BIN_EXE_perplex"))
-        .args(["ppl", "--model", repo().join("models/default").to_str().unwrap(), "--ctx", "64", "--batch", "2", "--data"])
+    let child = ppl_default("64")
+        .args(["--batch", "2", "--data"])
         .arg(&data)
         .arg("--resume")
         .arg(&log)
@@ -114,7 +116,6 @@ fn ctrl_c_keeps_finished_documents_and_the_rerun_completes() {
     assert!(kept >= 4);
     assert!(ppl(&data, &log, &json).status.success());
     assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 201);
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// SIGINT via the `kill` command (no libc dependency for one test).
@@ -124,11 +125,12 @@ fn send_interrupt(pid: u32) {
 
 #[test]
 fn an_out_of_memory_batch_is_retried_smaller_with_identical_results() {
-    let dir = scratch("oom");
-    let data = write_documents(&dir, 6);
+    let scratch = Scratch::new("resume-oom");
+    let dir = &scratch.path;
+    let data = write_documents(dir, 6);
     let run = |fail_above: Option<&str>, json: &Path| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_perplex"));
-        command.args(["ppl", "--model", repo().join("models/default").to_str().unwrap(), "--ctx", "16", "--batch", "8", "--data"]);
+        let mut command = ppl_default("16");
+        command.args(["--batch", "8", "--data"]);
         command.arg(&data).arg("--json").arg(json);
         if let Some(limit) = fail_above {
             command.env("PERPLEX_FAIL_WINDOWS_ABOVE", limit);
@@ -146,5 +148,4 @@ fn an_out_of_memory_batch_is_retried_smaller_with_identical_results() {
     let out = run(Some("0"), &failing);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("out of memory"));
-    std::fs::remove_dir_all(dir).unwrap();
 }

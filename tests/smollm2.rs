@@ -6,7 +6,8 @@
 mod common;
 
 use common::{assets, gpu, repo};
-use perplex::score::{self, Document, PplOptions, WindowMode};
+use perplex::data::Document;
+use perplex::score::{self, PplOptions, WindowMode};
 use perplex::Model;
 use serde_json::Value;
 use std::sync::OnceLock;
@@ -43,7 +44,7 @@ fn model(width: &str) -> Option<&'static Model> {
 
 fn check_totals(model: &Model, mode: WindowMode, entry: &Value, rel: f64, per_token: Option<&Value>) {
     let ctx = entry["ctx"].as_u64().unwrap() as usize;
-    let options = PplOptions { mode, ctx: Some(ctx), batch: 4.into(), per_token: per_token.is_some(), progress: false };
+    let options = PplOptions { mode, ctx: Some(ctx), batch: 4.into(), per_token: per_token.is_some(), progress: None };
     let result = score::perplexity(model, &documents(), &options).unwrap();
     for (got, want) in result.documents.iter().zip(entry["docs"].as_array().unwrap()) {
         let (nll, tokens) = (want["nll"].as_f64().unwrap(), want["tokens"].as_u64().unwrap() as usize);

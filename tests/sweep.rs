@@ -5,18 +5,12 @@
 
 mod common;
 
+use common::cli::{assert_success, perplex_command, Scratch};
 use common::repo;
 use perplex::sweep::{self, analysis, report, ResultsFile, Shard, SweepOptions, TaskArg, UnitRecord};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
-
-fn scratch(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("perplex-sweep-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// Two sizes, an early and a late checkpoint each.
 fn checkpoints() -> Vec<String> {
@@ -36,7 +30,7 @@ fn task() -> String {
 
 /// The sweep command over `checkpoints()`, the small held-out text and 20 agreement items.
 fn sweep_command(out: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_perplex"));
+    let mut command = perplex_command();
     command.arg("sweep").arg("--models").args(checkpoints());
     command.args(["--data", &text(), "--task", &task(), "--limit", "20", "--ctx", "64", "--out"]).arg(out);
     command
@@ -44,7 +38,7 @@ fn sweep_command(out: &Path) -> Command {
 
 fn succeed(command: &mut Command) -> Output {
     let output = command.output().unwrap();
-    assert!(output.status.success(), "{:?} failed: {}", command, String::from_utf8_lossy(&output.stderr));
+    assert_success(&output);
     output
 }
 
@@ -83,7 +77,8 @@ fn assert_no_duplicates(path: &Path) {
 
 #[test]
 fn a_killed_sweep_resumes_to_identical_results_without_duplicates() {
-    let dir = scratch("resume");
+    let scratch = Scratch::new("sweep-resume");
+    let dir = &scratch.path;
     let units = checkpoints().len() * 2;
     let full = dir.join("full.jsonl");
     let out = stdout(&succeed(&mut sweep_command(&full)));
@@ -123,7 +118,6 @@ fn a_killed_sweep_resumes_to_identical_results_without_duplicates() {
     // A finished sweep run again measures nothing.
     let out = stdout(&succeed(&mut sweep_command(&full)));
     assert!(out.contains(&format!("0 units measured, {units} already")), "{out}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -136,7 +130,8 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn changed_files_invalidate_only_their_own_units() {
-    let dir = scratch("invalidate");
+    let scratch = Scratch::new("sweep-invalidate");
+    let dir = &scratch.path;
     for step in ["step30", "step500"] {
         copy_dir(&repo().join("models/family/0.2M").join(step), &dir.join("run").join(step));
     }
@@ -186,12 +181,12 @@ fn changed_files_invalidate_only_their_own_units() {
     assert_eq!(hash(&first, "step500", "task:"), hash(&last, "step500", "task:"), "untouched unit kept");
     assert_ne!(hash(&first, "step500", "text:").1, hash(&last, "step500", "text:").1);
     assert_ne!(hash(&first, "step30", "task:").0, hash(&last, "step30", "task:").0);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn shards_merged_equal_an_unsharded_sweep_and_report() {
-    let dir = scratch("shards");
+    let scratch = Scratch::new("sweep-shards");
+    let dir = &scratch.path;
     let whole = dir.join("whole.jsonl");
     succeed(&mut sweep_command(&whole));
     // Shard 0 by K/N, shard 1 as a Kubernetes Indexed Job would run it.
@@ -205,7 +200,7 @@ fn shards_merged_equal_an_unsharded_sweep_and_report() {
     assert!(a.iter().all(|r| b.iter().all(|s| s.checkpoint != r.checkpoint)), "shards share no checkpoint");
 
     let merged = dir.join("merged.jsonl");
-    let out = succeed(Command::new(env!("CARGO_BIN_EXE_perplex")).args(["sweep", "merge"]).args([&merged, &shard1, &shard0, &shard0]));
+    let out = succeed(perplex_command().args(["sweep", "merge"]).args([&merged, &shard1, &shard0, &shard0]));
     assert!(stdout(&out).contains("8 units from 3 files (4 found in more than one)"), "{}", stdout(&out));
     assert_no_duplicates(&merged);
     assert_eq!(comparable(&sweep::read_results(&merged).unwrap()), comparable(&sweep::read_results(&whole).unwrap()));
@@ -213,7 +208,7 @@ fn shards_merged_equal_an_unsharded_sweep_and_report() {
     // The report of the merged results: table, JSON and plots.
     let plots = dir.join("plots");
     let json = dir.join("report.json");
-    let out = succeed(Command::new(env!("CARGO_BIN_EXE_perplex")).args(["sweep", "report"]).arg(&merged).arg("--json").arg(&json).arg("--plots").arg(&plots));
+    let out = succeed(perplex_command().args(["sweep", "report"]).arg(&merged).arg("--json").arg(&json).arg("--plots").arg(&plots));
     let table = stdout(&out);
     assert!(table.contains("4 checkpoints, 2 sizes (238K, 901K)") && table.contains("agreement") && table.contains("prob_correct"), "{table}");
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
@@ -230,7 +225,6 @@ fn shards_merged_equal_an_unsharded_sweep_and_report() {
             assert!(svg.contains("agreement: acc") && svg.contains("model size"), "{name}");
         }
     }
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// A synthetic sweep: `n` checkpoints with losses spread over [2, 5] and a task whose
@@ -293,9 +287,9 @@ fn the_emergence_threshold_is_recovered_from_synthetic_data() {
     assert!(t.p_value > 0.05, "{t:?}");
 
     // Its plots draw (no GPU needed).
-    let dir = scratch("synthetic");
-    let files = sweep::plot::write_plots(&report, &["acc".to_string()], &dir).unwrap();
+    let scratch = Scratch::new("sweep-synthetic");
+    let dir = &scratch.path;
+    let files = sweep::plot::write_plots(&report, &["acc".to_string()], dir).unwrap();
     assert_eq!(files.len(), 4);
-    std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(report::size_label(237_888), "238K");
 }

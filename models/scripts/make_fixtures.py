@@ -42,8 +42,9 @@ Variants and what they exercise:
 The "sensitive" entries of the newer variants check (numpy, float64) that each feature listed there
 moves the log-probabilities by a clear margin, so the fixtures really exercise it.
 
-The window-scoring helpers in this file (rolling / sliding / chunks) are also used by
-make_smollm2_reference.py.
+The scoring itself (log-probabilities, the rolling / sliding / chunks windows, lm-evaluation-harness)
+is reference_scoring.py, shared with make_smollm2_reference.py and make_gguf_scores.py; the float64
+numpy forward pass is numpy_forward.py.
 
 reference.json layout:
   documents: [text, ...]
@@ -57,27 +58,29 @@ reference.json layout:
   Documents are tokenized without special tokens. The Llama/Mistral variants have rolling ctx 16 and
   128, sliding ctx 24 stride 10 and chunks ctx 20; the others only rolling ctx 16 and 128.
 """
-import json
 import math
 import os
 import sys
 import time
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("RAYON_NUM_THREADS", "1")
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+# First: reference_scoring sets the offline, single-thread environment before numpy and torch load.
+from reference_scoring import (
+    MAX_DEV,
+    check_close,
+    dump_json,
+    lmeval_rolling,
+    load_f32,
+    log_probs,
+    score_chunks,
+    score_rolling,
+    score_sequence,
+    score_sliding,
+)
+from numpy_forward import check_numpy_forward, log_softmax, numpy_logits_from_torch  # noqa: E402
+from byte_level_bpe import train_byte_level_bpe  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
-torch.set_num_threads(1)
-
-import transformers  # noqa: E402
-
-transformers.logging.set_verbosity_error()
-transformers.utils.logging.disable_progress_bar()
 
 # ---------------------------------------------------------------------------------------------
 # Texts (public domain)
@@ -141,497 +144,6 @@ DOCUMENTS = [
 ]
 
 # ---------------------------------------------------------------------------------------------
-# Scoring helpers (shared with make_smollm2_reference.py)
-# ---------------------------------------------------------------------------------------------
-
-
-def log_probs(model, ids):
-    """(float64 log_softmax of the float32 logits, float32 logits), both [len(ids), V], of `model`
-    run on the token list `ids` (one sequence, no padding)."""
-    with torch.no_grad():
-        logits = model(torch.tensor([ids], dtype=torch.long)).logits[0]
-    assert logits.dtype == torch.float32, logits.dtype
-    return torch.log_softmax(logits.double(), dim=-1).numpy(), logits.numpy()
-
-
-def score_sequence(model, ids):
-    """{input_ids, logprobs, greedy}: logprobs[i] = log p(ids[i+1] | ids[..=i])."""
-    lp, logits = log_probs(model, ids)
-    n = len(ids)
-    return {
-        "input_ids": list(ids),
-        "logprobs": [float(lp[i, ids[i + 1]]) for i in range(n - 1)],
-        "greedy": [bool(int(np.argmax(logits[i])) == ids[i + 1]) for i in range(n - 1)],
-    }
-
-
-def rolling_windows_own(tokens, prefix, ctx):
-    """lm-evaluation-harness rolling windows (context_len=1, made disjoint), written out directly.
-
-    Returns [(input_ids, n_scored)]: the model runs on input_ids and the last n_scored positions
-    predict the next tokens of the document; every document token is scored exactly once.
-    """
-    n = len(tokens)
-    out = []
-    if n == 0:
-        return out
-    first = min(ctx, n)
-    out.append(([prefix] + tokens[: first - 1], first))
-    done = first
-    while done < n:
-        end = min(n, done + ctx)
-        out.append((tokens[end - ctx - 1 : end - 1], end - done))
-        done = end
-    return out
-
-
-def rolling_windows_lmeval(tokens, prefix, ctx):
-    """The same windows, built with lm_eval.utils (what HFLM.loglikelihood_rolling does)."""
-    from lm_eval import utils
-
-    out = []
-    for context, cont in map(
-        utils.make_disjoint_window,
-        utils.get_rolling_token_windows(
-            token_list=tokens, prefix_token=prefix, max_seq_len=ctx, context_len=1
-        ),
-    ):
-        # HFLM._loglikelihood_tokens: inp = (context + continuation)[-(max_length + 1):][:-1]
-        inp = (context + cont)[-(ctx + 1) :][:-1]
-        out.append((inp, len(cont), cont))
-    return out
-
-
-def score_rolling(model, tokens, prefix, ctx):
-    own = rolling_windows_own(tokens, prefix, ctx)
-    lme = rolling_windows_lmeval(tokens, prefix, ctx)
-    assert [(a, b) for a, b, _ in lme] == own, "rolling windows differ from lm_eval.utils"
-    nll = 0.0
-    count = 0
-    scored = []
-    for inp, k, cont in lme:
-        assert len(inp) <= ctx
-        lp, _ = log_probs(model, inp)
-        n = len(inp)
-        for i, tok in enumerate(cont):
-            nll -= float(lp[n - k + i, tok])
-        count += k
-        scored.extend(cont)
-    assert scored == tokens, "rolling windows must score every token exactly once"
-    return {"nll": nll, "tokens": count}
-
-
-def score_sliding(model, tokens, ctx, stride):
-    """Hugging Face strided sliding window: score tokens [max(prev_end, begin + 1), end) per window."""
-    assert 0 < stride < ctx
-    n = len(tokens)
-    nll = 0.0
-    count = 0
-    prev_end = 0
-    for begin in range(0, n, stride):
-        end = min(begin + ctx, n)
-        lp, _ = log_probs(model, tokens[begin:end])
-        for j in range(max(prev_end, begin + 1), end):
-            nll -= float(lp[j - begin - 1, tokens[j]])
-            count += 1
-        prev_end = end
-        if end == n:
-            break
-    assert count == max(n - 1, 0)
-    return {"nll": nll, "tokens": count}
-
-
-def score_chunks(model, tokens, ctx, bos, add_bos):
-    """llama.cpp llama-perplexity: non-overlapping ctx-sized chunks, second half of each scored."""
-    stream = ([bos] if add_bos else []) + list(tokens)
-    n_chunk = len(stream) // ctx
-    first = ctx // 2
-    nll = 0.0
-    count = 0
-    for c in range(n_chunk):
-        inp = stream[c * ctx : (c + 1) * ctx]
-        if add_bos:
-            inp[0] = bos
-        lp, _ = log_probs(model, inp)
-        for i in range(first, ctx - 1):
-            nll -= float(lp[i, inp[i + 1]])
-            count += 1
-    assert count == n_chunk * (ctx - 1 - first)
-    return {"nll": nll, "tokens": count}
-
-
-def lmeval_rolling(model_dir, ctx, texts):
-    """Log-likelihoods from lm-evaluation-harness HFLM.loglikelihood_rolling (float32, batch 1).
-
-    add_bos_token=False: documents are tokenized without special tokens (the prefix token is the
-    only extra token), as in the window definitions above. softmax_dtype=float64: log_softmax in
-    float64 from the float32 logits (lm-eval's default, float32 log_softmax summed in float32 per
-    window, is a few 1e-6 relative off on documents of a few hundred tokens).
-    """
-    import lm_eval.models.huggingface as lm_hf
-    from lm_eval.api.instance import Instance
-    from tqdm import tqdm
-
-    lm_hf.tqdm = lambda *a, **k: tqdm(*a, **{**k, "disable": True})  # quiet progress bars
-    lm = lm_hf.HFLM(
-        pretrained=model_dir,
-        dtype="float32",
-        max_length=ctx,
-        batch_size=1,
-        device="cpu",
-        add_bos_token=False,
-        softmax_dtype="float64",
-    )
-    reqs = [
-        Instance(request_type="loglikelihood_rolling", doc={}, arguments=(t,), idx=i)
-        for i, t in enumerate(texts)
-    ]
-    out = lm.loglikelihood_rolling(reqs, disable_tqdm=True)
-    info = {"prefix": lm.prefix_token_id, "tokens": [lm.tok_encode(t) for t in texts]}
-    del lm
-    return [float(x) for x in out], info
-
-
-class _UsedWeights(dict):
-    """The checkpoint's tensors; remembers which ones the forward pass read."""
-
-    def __init__(self, *a, **k):
-        super().__init__(*a, **k)
-        self.used = set()
-
-    def __getitem__(self, key):
-        self.used.add(key)
-        return super().__getitem__(key)
-
-    def get(self, key, default=None):
-        if key in self:
-            return self[key]
-        return default
-
-
-def load_weights_f64(model_dir):
-    from safetensors.torch import load_file
-
-    tensors = load_file(os.path.join(model_dir, "model.safetensors"))
-    return _UsedWeights({k: v.to(torch.float64).numpy() for k, v in tensors.items()})
-
-
-def numpy_logits_from_torch(model_dir, ids, overrides=None):
-    """Independent float64 numpy forward pass of a checkpoint, read straight from config.json (classic
-    keys) and model.safetensors; checks what the transformers numbers mean. `overrides` replaces
-    config keys (used to check that a feature such as soft-capping changes the result)."""
-    cfg = json.load(open(os.path.join(model_dir, "config.json")))
-    cfg.update(overrides or {})
-    w = load_weights_f64(model_dir)
-    logits = _numpy_forward(cfg, w, ids)
-    unused = set(w) - w.used
-    assert not unused, f"{model_dir}: tensors the numpy forward did not read: {sorted(unused)}"
-    return logits
-
-
-def _log_softmax(x):
-    m = x.max(-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
-
-
-def check_numpy_forward(model, model_dir, ids, tol=2e-4):
-    """transformers' float32 log-probabilities agree with the float64 numpy forward pass."""
-    ref = _log_softmax(numpy_logits_from_torch(model_dir, ids))
-    lp, _ = log_probs(model, ids)
-    err = float(np.abs(lp - ref).max())
-    assert err < tol, f"{model_dir}: transformers vs numpy forward differ by {err}"
-    return err
-
-
-def _rope_inv_freq(cfg, dim, theta=None, scaling=None):
-    """Inverse frequencies of a rotary embedding over `dim` dimensions (`scaling`: llama3 or None)."""
-    theta = cfg.get("rope_theta", 10000.0) if theta is None else theta
-    inv = 1.0 / theta ** (np.arange(0, dim, 2, dtype=np.float64) / dim)
-    rs = cfg.get("rope_scaling") if scaling is None else scaling
-    if not rs:
-        return inv
-    assert rs["rope_type"] == "llama3", rs
-    factor, lo, hi = rs["factor"], rs["low_freq_factor"], rs["high_freq_factor"]
-    old = rs["original_max_position_embeddings"]
-    wavelen = 2 * math.pi / inv
-    out = np.where(wavelen > old / lo, inv / factor, inv)
-    smooth = (old / wavelen - lo) / (hi - lo)
-    medium = (wavelen >= old / hi) & (wavelen <= old / lo)
-    return np.where(medium, (1 - smooth) * inv / factor + smooth * inv, out)
-
-
-def _rope(x, inv):
-    """Hugging Face rotary layout: x [heads, n, head_dim]; the first 2 * len(inv) dims of each head
-    are rotated as two halves (i paired with i + len(inv)); the remaining dims pass through."""
-    n, half = x.shape[-2], len(inv)
-    ang = np.arange(n, dtype=np.float64)[:, None] * inv[None, :]
-    cos, sin = np.cos(ang), np.sin(ang)
-    a, b, rest = x[..., :half], x[..., half : 2 * half], x[..., 2 * half :]
-    return np.concatenate([a * cos - b * sin, b * cos + a * sin, rest], axis=-1)
-
-
-def _attend(q, k, v, scale, window=None, softcap=None):
-    """Causal attention: q [nh, n, hd], k/v [nkv, n, hd] (query head h uses kv head h // (nh/nkv)).
-    `window`: key j is visible from query i iff i - window < j <= i. `softcap`: tanh capping of the
-    scaled scores before masking. Returns [n, nh * hd]."""
-    nh, n = q.shape[0], q.shape[1]
-    rep = nh // k.shape[0]
-    k, v = np.repeat(k, rep, axis=0), np.repeat(v, rep, axis=0)
-    s = q @ k.transpose(0, 2, 1) * scale
-    if softcap:
-        s = np.tanh(s / softcap) * softcap
-    i, j = np.arange(n)[:, None], np.arange(n)[None, :]
-    allowed = j <= i
-    if window is not None:
-        allowed &= j > i - window
-    s = np.where(allowed, s, -np.inf)
-    s = np.exp(s - s.max(-1, keepdims=True))
-    s /= s.sum(-1, keepdims=True)
-    return (s @ v).transpose(1, 0, 2).reshape(n, -1)
-
-
-def _heads(x, heads):  # [n, heads * hd] -> [heads, n, hd]
-    return x.reshape(x.shape[0], heads, -1).transpose(1, 0, 2)
-
-
-def _gelu_erf(x):
-    from scipy.special import erf
-
-    return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
-
-
-def _gelu_tanh(x):
-    return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
-
-
-_ACT = {
-    "silu": lambda x: x / (1.0 + np.exp(-x)),
-    "gelu": _gelu_erf,  # transformers' "gelu" is the exact erf GELU (except Gemma v1, see below)
-    "gelu_erf": _gelu_erf,  # only used by the sensitivity checks
-    "gelu_new": _gelu_tanh,
-    "gelu_pytorch_tanh": _gelu_tanh,
-}
-
-
-def _layer_norm(x, g, b, eps):
-    mu = x.mean(-1, keepdims=True)
-    var = ((x - mu) ** 2).mean(-1, keepdims=True)
-    return (x - mu) / np.sqrt(var + eps) * g + b
-
-
-def _rms_norm(x, g, eps, offset=0.0):
-    return x / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + eps) * (offset + g)
-
-
-def _numpy_forward(cfg, w, ids):
-    mt = cfg["model_type"]
-    if mt == "gpt2":
-        return _numpy_gpt2(cfg, w, ids)
-    if mt == "gpt_neox":
-        return _numpy_gpt_neox(cfg, w, ids)
-    return _numpy_decoder(cfg, w, ids)
-
-
-def _numpy_gpt2(cfg, w, ids):
-    """GPT-2: learned positions, pre-LayerNorm blocks, Conv1D weights stored [in, out] (y = x @ W + b),
-    fused c_attn output [q | k | v] (each n_embd wide, heads contiguous inside each)."""
-    H, nh, eps = cfg["n_embd"], cfg["n_head"], cfg["layer_norm_epsilon"]
-    hd = H // nh
-    act = _ACT[cfg.get("activation_function", "gelu_new")]
-    pre = "transformer." if "transformer.wte.weight" in w else ""
-    n = len(ids)
-
-    def conv1d(x, name):
-        return x @ w[name + ".weight"] + w[name + ".bias"]
-
-    def ln(x, name):
-        return _layer_norm(x, w[name + ".weight"], w[name + ".bias"], eps)
-
-    h = w[pre + "wte.weight"][ids] + w[pre + "wpe.weight"][np.arange(n)]
-    for i in range(cfg["n_layer"]):
-        p = f"{pre}h.{i}."
-        qkv = conv1d(ln(h, p + "ln_1"), p + "attn.c_attn")
-        q, k, v = (_heads(qkv[:, j * H : (j + 1) * H], nh) for j in range(3))
-        scale = hd**-0.5 if cfg.get("scale_attn_weights", True) else 1.0
-        if cfg.get("scale_attn_by_inverse_layer_idx", False):
-            scale /= i + 1
-        h = h + conv1d(_attend(q, k, v, scale), p + "attn.c_proj")
-        h = h + conv1d(act(conv1d(ln(h, p + "ln_2"), p + "mlp.c_fc")), p + "mlp.c_proj")
-    h = ln(h, pre + "ln_f")
-    return h @ w.get("lm_head.weight", w[pre + "wte.weight"]).T
-
-
-def _numpy_gpt_neox(cfg, w, ids):
-    """GPT-NeoX / Pythia: pre-LayerNorm, fused query_key_value whose output is per head [q | k | v]
-    (head_dim each), partial rotary over the first rotary_pct * head_dim dims, parallel or sequential
-    residual, untied embed_out head."""
-    H, nh, eps = cfg["hidden_size"], cfg["num_attention_heads"], cfg["layer_norm_eps"]
-    hd = H // nh
-    rot = int(hd * cfg.get("rotary_pct", 0.25))
-    inv = _rope_inv_freq(cfg, rot, theta=cfg.get("rotary_emb_base", 10000.0), scaling=False)
-    act = _ACT[cfg.get("hidden_act", "gelu")]
-
-    def lin(x, name):
-        y = x @ w[name + ".weight"].T
-        b = w.get(name + ".bias")
-        return y if b is None else y + b
-
-    def ln(x, name):
-        return _layer_norm(x, w[name + ".weight"], w[name + ".bias"], eps)
-
-    h = w["gpt_neox.embed_in.weight"][ids]
-    for i in range(cfg["num_hidden_layers"]):
-        p = f"gpt_neox.layers.{i}."
-        qkv = _heads(lin(ln(h, p + "input_layernorm"), p + "attention.query_key_value"), nh)
-        q, k, v = qkv[..., :hd], qkv[..., hd : 2 * hd], qkv[..., 2 * hd :]
-        a = lin(_attend(_rope(q, inv), _rope(k, inv), v, hd**-0.5), p + "attention.dense")
-
-        def mlp(x):
-            up = lin(ln(x, p + "post_attention_layernorm"), p + "mlp.dense_h_to_4h")
-            return lin(act(up), p + "mlp.dense_4h_to_h")
-
-        if cfg.get("use_parallel_residual", True):
-            h = h + a + mlp(h)
-        else:
-            h = h + a
-            h = h + mlp(h)
-    h = ln(h, "gpt_neox.final_layer_norm")
-    head = w.get("embed_out.weight")
-    return h @ (head if head is not None else w["lm_head.weight"]).T
-
-
-def _layer_types(cfg):
-    """'sliding' / 'full' per layer, the way transformers reads the classic config keys."""
-    mt, L, W = cfg["model_type"], cfg["num_hidden_layers"], cfg.get("sliding_window")
-    if cfg.get("layer_types"):
-        return ["sliding" if t == "sliding_attention" else "full" for t in cfg["layer_types"]]
-    if mt == "gemma2":
-        return ["sliding" if (i + 1) % 2 else "full" for i in range(L)]
-    if mt == "gemma3_text":
-        pattern = cfg.get("sliding_window_pattern", 6)
-        return ["sliding" if (i + 1) % pattern else "full" for i in range(L)]
-    if mt == "qwen2":
-        on = cfg.get("use_sliding_window", False) and W is not None
-        return ["sliding" if on and i >= cfg.get("max_window_layers", 28) else "full" for i in range(L)]
-    if mt in ("mistral", "phi3") and W is not None:
-        return ["sliding"] * L
-    return ["full"] * L
-
-
-def _numpy_decoder(cfg, w, ids):
-    """Llama-like decoders: llama, mistral, qwen2, phi3, olmo2, gemma, gemma2, gemma3_text."""
-    mt = cfg["model_type"]
-    gemma = mt in ("gemma", "gemma2", "gemma3_text")
-    sandwich = mt in ("gemma2", "gemma3_text")  # extra norms on the attention / MLP outputs
-    H, nh = cfg["hidden_size"], cfg["num_attention_heads"]
-    nkv = cfg.get("num_key_value_heads") or nh
-    hd = cfg.get("head_dim") or H // nh
-    eps = cfg["rms_norm_eps"]
-    offset = 1.0 if gemma else 0.0  # Gemma RMSNorm multiplies by (1 + weight)
-    if mt == "gemma":  # transformers 5 reads hidden_act and maps "gelu" to the tanh approximation
-        act = cfg.get("hidden_act", "gelu_pytorch_tanh")
-        act = "gelu_pytorch_tanh" if act == "gelu" else act
-    elif sandwich:
-        act = cfg.get("hidden_activation", "gelu_pytorch_tanh")
-    else:
-        act = cfg.get("hidden_act", "silu")
-    act = _ACT[act]
-    scale = cfg["query_pre_attn_scalar"] ** -0.5 if sandwich else hd**-0.5
-    attn_cap = cfg.get("attn_logit_softcapping") if mt == "gemma2" else None  # gemma3 ignores it
-    final_cap = cfg.get("final_logit_softcapping") if sandwich else None
-    types = _layer_types(cfg)
-    assert len(types) == cfg["num_hidden_layers"]
-    rot = int(hd * cfg.get("partial_rotary_factor", 1.0))
-    if mt == "gemma3_text":
-        inv = {
-            "full": _rope_inv_freq(cfg, rot, theta=cfg.get("rope_theta", 1e6)),
-            "sliding": _rope_inv_freq(cfg, rot, theta=cfg.get("rope_local_base_freq", 1e4), scaling=False),
-        }
-    else:
-        inv = {"full": _rope_inv_freq(cfg, rot)}
-        inv["sliding"] = inv["full"]
-
-    def norm(x, name):
-        return _rms_norm(x, w[name], eps, offset)
-
-    def lin(x, name):
-        y = x @ w[name + ".weight"].T
-        b = w.get(name + ".bias")
-        return y if b is None else y + b
-
-    h = w["model.embed_tokens.weight"][ids]
-    if gemma:
-        h = h * float(np.float32(math.sqrt(H)))  # transformers: float32 tensor sqrt(hidden_size)
-    for i in range(cfg["num_hidden_layers"]):
-        p = f"model.layers.{i}."
-        a = p + "self_attn."
-        x = h if mt == "olmo2" else norm(h, p + "input_layernorm.weight")
-        if mt == "phi3":  # fused rows [q (nh*hd) | k (nkv*hd) | v (nkv*hd)]
-            qkv = lin(x, a + "qkv_proj")
-            q, k, v = np.split(qkv, [nh * hd, (nh + nkv) * hd], axis=-1)
-        else:
-            q, k, v = lin(x, a + "q_proj"), lin(x, a + "k_proj"), lin(x, a + "v_proj")
-        if mt == "olmo2":  # q/k norms over the whole projection (all heads together)
-            q, k = norm(q, a + "q_norm.weight"), norm(k, a + "k_norm.weight")
-        q, k, v = _heads(q, nh), _heads(k, nkv), _heads(v, nkv)
-        if mt == "gemma3_text":  # q/k norms per head, (1 + weight), before the rotary embedding
-            q, k = norm(q, a + "q_norm.weight"), norm(k, a + "k_norm.weight")
-        t = types[i]
-        window = cfg["sliding_window"] if t == "sliding" else None
-        q, k = _rope(q, inv[t]), _rope(k, inv[t])
-        o = lin(_attend(q, k, v, scale, window, attn_cap), a + "o_proj")
-        if sandwich or mt == "olmo2":
-            o = norm(o, p + "post_attention_layernorm.weight")
-        h = h + o
-        if mt == "olmo2":
-            x = h
-        elif sandwich:
-            x = norm(h, p + "pre_feedforward_layernorm.weight")
-        else:
-            x = norm(h, p + "post_attention_layernorm.weight")
-        if mt == "phi3":  # fused rows [gate (I) | up (I)]
-            g, u = np.split(lin(x, p + "mlp.gate_up_proj"), 2, axis=-1)
-        else:
-            g, u = lin(x, p + "mlp.gate_proj"), lin(x, p + "mlp.up_proj")
-        m = lin(act(g) * u, p + "mlp.down_proj")
-        if sandwich or mt == "olmo2":
-            m = norm(m, p + "post_feedforward_layernorm.weight")
-        h = h + m
-    h = norm(h, "model.norm.weight")
-    head = w.get("lm_head.weight")
-    logits = h @ (head if head is not None else w["model.embed_tokens.weight"]).T
-    if final_cap:
-        logits = np.tanh(logits / final_cap) * final_cap
-    return logits
-
-
-MAX_DEV = [0.0]  # largest |a - b| seen by check_close
-
-
-def check_close(a, b, what, tol=1e-5):
-    """|a - b| <= tol."""
-    MAX_DEV[0] = max(MAX_DEV[0], abs(a - b))
-    if not abs(a - b) <= tol:
-        raise AssertionError(f"{what}: {a!r} vs {b!r}")
-
-
-def load_f32(model_dir):
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    model.eval()
-    for p in model.parameters():
-        assert p.dtype == torch.float32
-    return model
-
-
-def dump_json(obj, path):
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(obj, f, ensure_ascii=False, indent=1, allow_nan=False)
-        f.write("\n")
-
-
-# ---------------------------------------------------------------------------------------------
 # Tokenizer
 # ---------------------------------------------------------------------------------------------
 
@@ -640,19 +152,7 @@ TOKENIZER_VOCAB = 360
 
 
 def build_tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=TOKENIZER_VOCAB,
-        min_frequency=2,
-        special_tokens=[BOS, EOS],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(TRAIN_TEXT, trainer=trainer)
+    tok = train_byte_level_bpe(TRAIN_TEXT, TOKENIZER_VOCAB, [BOS, EOS])
     assert tok.token_to_id(BOS) == 0 and tok.token_to_id(EOS) == 1
     return tok
 
@@ -1329,10 +829,10 @@ def _check_family_config(c, v):
 def check_sensitive(d, v, ids_list):
     """Each listed config change moves the numpy log-probabilities by more than its threshold."""
     out = []
-    base = [_log_softmax(numpy_logits_from_torch(d, ids)) for ids in ids_list]
+    base = [log_softmax(numpy_logits_from_torch(d, ids)) for ids in ids_list]
     for what, overrides, threshold in v.get("sensitive", []):
         delta = max(
-            float(np.abs(_log_softmax(numpy_logits_from_torch(d, ids, overrides)) - b).max())
+            float(np.abs(log_softmax(numpy_logits_from_torch(d, ids, overrides)) - b).max())
             for ids, b in zip(ids_list, base)
         )
         assert delta > threshold, f"{v['name']}: {what} changes the log-probs by only {delta}"

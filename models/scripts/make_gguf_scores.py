@@ -5,23 +5,27 @@
 Writes models/gguf-fixtures/scores.json with, per model:
 - `transformers`: the text as one rolling window (lm-evaluation-harness's loglikelihood_rolling:
   the prefix token, then every token predicted), scored by transformers in float32 from the same
-  GGUF file (transformers dequantizes it with gguf-py); token ids from llama.cpp's tokenizer.
+  GGUF file (transformers dequantizes it with gguf-py) as reference_scoring.py scores every fixture;
+  token ids from llama.cpp's tokenizer.
 - `llama_perplexity`: llama.cpp's `llama-perplexity -c 128` on the same file and text (chunks of 128
   tokens, the second half of each scored), its final estimate and per-chunk running values.
 LLAMA_TOKENIZE and LLAMA_PERPLEXITY are binaries of a llama.cpp CPU build (not part of perplex).
 """
 
 import json
+import math
 import os
 import re
 import subprocess
 import sys
 
-import torch
-from gguf import GGUFReader
-from transformers import AutoModelForCausalLM
+from reference_scoring import score_after_prefix  # first: sets threads / offline mode / logging
 
-from make_gguf_fixtures import tokenize  # llama.cpp's token ids, as the tokenizer tests use
+import torch  # noqa: E402
+from gguf import GGUFReader  # noqa: E402
+from transformers import AutoModelForCausalLM  # noqa: E402
+
+from make_gguf_fixtures import tokenize  # noqa: E402  (llama.cpp's token ids, as the tokenizer tests use)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIXTURES = os.path.join(HERE, "..", "gguf-fixtures")
@@ -41,11 +45,7 @@ def bos_id(path):
 def transformers_rolling(path, ids, prefix):
     folder, name = os.path.split(path)
     model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32, attn_implementation="eager").eval()
-    inputs = torch.tensor([[prefix] + ids[:-1]])
-    with torch.no_grad():
-        logits = model(inputs).logits.double()
-    logprobs = torch.log_softmax(logits, -1)[0, torch.arange(len(ids)), torch.tensor(ids)]
-    return {"tokens": len(ids), "nll": float(-logprobs.sum())}
+    return {"tokens": len(ids), "nll": -math.fsum(score_after_prefix(model, prefix, ids)["logprobs"])}
 
 
 def llama_perplexity(binary, path, text_path):

@@ -30,8 +30,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import make_fixtures as mf  # noqa: E402  (sets threads / offline mode / logging)
+import reference_scoring as rs  # noqa: E402  (first: sets threads / offline mode / logging)
 import numpy as np  # noqa: E402
+from numpy_forward import check_numpy_forward  # noqa: E402
 
 # (file under texts/, start, end, expected start, expected end): character offsets into the file
 # read as UTF-8.
@@ -70,25 +71,17 @@ def read_documents(cache):
 
 def per_token(model, tokens, prefix, ctx):
     assert len(tokens) <= ctx
-    inp = [prefix] + tokens[:-1]
-    lp, logits = mf.log_probs(model, inp)
-    return {
-        "doc": PER_TOKEN_DOC,
-        "ctx": ctx,
-        "input_ids": inp,
-        "logprobs": [float(lp[i, t]) for i, t in enumerate(tokens)],
-        "greedy": [bool(int(np.argmax(logits[i])) == t) for i, t in enumerate(tokens)],
-    }
+    return {"doc": PER_TOKEN_DOC, "ctx": ctx, **rs.score_after_prefix(model, prefix, tokens)}
 
 
 def rolling(model_dir, model, docs, toks, prefix, ctx):
-    ll, info = mf.lmeval_rolling(model_dir, ctx, docs)
+    ll, info = rs.lmeval_rolling(model_dir, ctx, docs)
     assert info["prefix"] == prefix, (info["prefix"], prefix)
     assert info["tokens"] == toks, "lm-eval tokenized the documents differently"
     out = []
     for i, (ids, x) in enumerate(zip(toks, ll)):
-        own = mf.score_rolling(model, ids, prefix, ctx)
-        mf.check_close(own["nll"], -x, f"{model_dir} rolling ctx={ctx} doc {i}", tol=1e-5)
+        own = rs.score_rolling(model, ids, prefix, ctx)
+        rs.check_close(own["nll"], -x, f"{model_dir} rolling ctx={ctx} doc {i}", tol=1e-5)
         print(f"  rolling ctx {ctx} doc {i}: own {own['nll']!r} lm-eval {-x!r}")
         out.append({"nll": -x, "tokens": len(ids)})
     return {"ctx": ctx, "docs": out}
@@ -110,7 +103,7 @@ def evaluate(model_dir, docs, full):
     for t, ids in zip(docs, toks):
         assert tok.decode(ids) == t, "tokenizer must round-trip the documents"
     print(f"  document tokens: {[len(x) for x in toks]}")
-    model = mf.load_f32(model_dir)
+    model = rs.load_f32(model_dir)
 
     res = {}
     res["rolling"] = [
@@ -119,21 +112,21 @@ def evaluate(model_dir, docs, full):
     ]
     if full:
         res["sliding"] = [
-            {"ctx": c, "stride": s, "docs": [mf.score_sliding(model, ids, c, s) for ids in toks]}
+            {"ctx": c, "stride": s, "docs": [rs.score_sliding(model, ids, c, s) for ids in toks]}
             for c, s in SLIDING
         ]
         res["chunks"] = [
             {
                 "ctx": c,
-                "docs": [mf.score_chunks(model, ids, c, tok.bos_token_id, add_bos) for ids in toks],
+                "docs": [rs.score_chunks(model, ids, c, tok.bos_token_id, add_bos) for ids in toks],
             }
             for c in CHUNKS
         ]
     pt = per_token(model, toks[PER_TOKEN_DOC], prefix, PER_TOKEN_CTX)
     r = next(w for w in res["rolling"] if w["ctx"] == PER_TOKEN_CTX)["docs"][PER_TOKEN_DOC]
-    mf.check_close(-sum(pt["logprobs"]), r["nll"], "per_token vs rolling")
+    rs.check_close(-sum(pt["logprobs"]), r["nll"], "per_token vs rolling")
     res["per_token"] = pt
-    err = mf.check_numpy_forward(model, model_dir, pt["input_ids"])
+    err = check_numpy_forward(model, model_dir, pt["input_ids"])
     print(f"  per_token: transformers vs float64 numpy forward: max |dlogprob| {err:.3g}")
     for w in res["rolling"]:
         ppl = [float(np.exp(d["nll"] / d["tokens"])) for d in w["docs"]]
@@ -164,8 +157,8 @@ def main():
     check_dtype(f16_dir, "F16")
     ref = {"documents": docs, "f32": evaluate(f32_dir, docs, True), "f16": evaluate(f16_dir, docs, False)}
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    mf.dump_json(ref, out)
-    print(f"lm-eval rolling vs own: max |difference| {mf.MAX_DEV[0]:.3g} nats")
+    rs.dump_json(ref, out)
+    print(f"lm-eval rolling vs own: max |difference| {rs.MAX_DEV[0]:.3g} nats")
     print(f"wrote {os.path.normpath(out)} in {time.time() - t0:.1f}s")
 
 

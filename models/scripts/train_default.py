@@ -35,13 +35,14 @@ import math
 import os
 import random
 import re
-import sys
 import textwrap
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from byte_level_bpe import train_byte_level_bpe
 
 SEED = 1234
 EOT = "<|endoftext|>"
@@ -153,25 +154,13 @@ def head_lines(text, nbytes):
 
 
 def build_tokenizer(train_docs):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE,
-        min_frequency=2,
-        special_tokens=[EOT],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
     # Feed paragraphs; the trainer only counts pre-tokenized words, so this is exact.
     def paragraphs():
         for _, text in train_docs:
             for para in text.split("\n\n"):
                 yield para + "\n\n"
 
-    tok.train_from_iterator(paragraphs(), trainer=trainer)
+    tok = train_byte_level_bpe(paragraphs(), VOCAB_SIZE, [EOT])
     assert tok.token_to_id(EOT) == 0, "<|endoftext|> must be id 0"
     assert tok.get_vocab_size() == VOCAB_SIZE, tok.get_vocab_size()
     return tok

@@ -4,7 +4,7 @@
 
 use super::table;
 use crate::tasks::{EvalResult, MetricValue, Stderr, Suite};
-use crate::score::Batch;
+use crate::forward::Batch;
 use serde_json::{json, Map, Value};
 
 /// Four decimals, or scientific notation for the huge perplexities of untrained models.

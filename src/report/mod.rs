@@ -5,24 +5,54 @@ mod eval;
 pub use eval::{eval_json, eval_table};
 
 use crate::error::{Error, Result};
-use crate::score::PplResult;
+use crate::score::{PplResult, Progress};
 use serde_json::json;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Mutex;
 
-/// A progress bar on stderr, drawn only when stderr is a terminal and `enabled`.
-pub fn progress_bar(total: u64, enabled: bool) -> indicatif::ProgressBar {
-    use std::io::IsTerminal;
-    if !enabled || !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
+/// A progress bar of scored tokens on stderr, drawn only when stderr is a terminal: what the
+/// command line gives scoring as its [`Progress`].
+pub struct ProgressBar(Mutex<indicatif::ProgressBar>);
+
+impl ProgressBar {
+    pub fn new() -> ProgressBar {
+        ProgressBar(Mutex::new(indicatif::ProgressBar::hidden()))
     }
-    let bar = indicatif::ProgressBar::new(total);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} tokens ({per_sec}, eta {eta})")
-            .unwrap()
-            .progress_chars("=> "),
-    );
-    bar
+
+    fn bar(&self) -> std::sync::MutexGuard<'_, indicatif::ProgressBar> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Default for ProgressBar {
+    fn default() -> ProgressBar {
+        ProgressBar::new()
+    }
+}
+
+impl Progress for ProgressBar {
+    fn start(&self, tokens: u64) {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() {
+            return;
+        }
+        let bar = indicatif::ProgressBar::new(tokens);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} tokens ({per_sec}, eta {eta})")
+                .unwrap()
+                .progress_chars("=> "),
+        );
+        *self.bar() = bar;
+    }
+
+    fn advance(&self, tokens: u64) {
+        self.bar().inc(tokens);
+    }
+
+    fn finish(&self) {
+        self.bar().finish_and_clear();
+    }
 }
 
 /// Left-aligned first column, right-aligned others.

@@ -15,7 +15,8 @@
 //! of the request's own window, so the scores are those of the request alone (up to rounding). Truncated requests
 //! and contexts with one continuation stay plain windows.
 
-use super::{score_windows, Window};
+use super::{score_windows, watcher, Progress, Window};
+use crate::forward::Batch;
 use std::collections::BTreeMap;
 use crate::error::{Error, Result};
 use crate::model::TextTokenizer;
@@ -52,8 +53,8 @@ pub struct Loglikelihood {
 pub struct LoglikOptions {
     /// Longest model input; None = the model's maximum positions (the harness's `max_length`).
     pub max_length: Option<usize>,
-    pub batch: super::Batch,
-    pub progress: bool,
+    pub batch: Batch,
+    pub progress: Option<std::sync::Arc<dyn Progress>>,
 }
 
 #[derive(Debug, Clone)]
@@ -226,9 +227,10 @@ pub fn loglikelihood(model: &Model, requests: &[Request], options: &LoglikOption
     }
     let (windows, owners, truncated) = plan_windows(&encoded, max_length);
     let total: usize = windows.iter().map(|w| w.scored.len()).sum();
-    let bar = crate::report::progress_bar(total as u64, options.progress);
-    let (scores, batch) = score_windows(model, &windows, options.batch, |n| bar.inc(n as u64))?;
-    bar.finish_and_clear();
+    let progress = watcher(&options.progress);
+    progress.start(total as u64);
+    let (scores, batch) = score_windows(model, &windows, options.batch, |n| progress.advance(n as u64))?;
+    progress.finish();
     let mut results = vec![None; requests.len()];
     for ((window, answers), window_scores) in windows.iter().zip(&owners).zip(&scores) {
         // A plain window's scored positions are one request's; a packed one's, its segments in order.

@@ -1,12 +1,12 @@
 //! Perplexity scoring: documents -> token windows -> batches on the GPU -> per-token
 //! log-probabilities -> per-document and total metrics.
 
-mod data;
-mod resume;
 mod loglik;
+mod resume;
 mod windows;
+mod words;
 
-pub use data::{read_documents, word_count, Document};
+pub use words::word_count;
 pub use loglik::{
     encode_request, is_python_space, loglikelihood, python_strip, request_window, EncodedRequest, LoglikOptions, LoglikOutput,
     Loglikelihood, Request,
@@ -14,37 +14,42 @@ pub use loglik::{
 pub use resume::{text_hash, Finished, ResumeHeader, ResumeLog};
 pub use windows::{chunks, rolling, sliding, Window, WindowMode};
 
+use crate::data::Document;
 use crate::error::{Error, Result};
-use crate::forward::{PendingScores, RowLayout, TokenScore};
+use crate::forward::{Batch, PendingScores, RowLayout, TokenScore};
 use crate::Model;
+use std::sync::Arc;
 
-/// How many windows one GPU pass scores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Batch {
-    /// As many as the device takes: up to [`crate::forward::AUTO_PASS_ROWS`] positions and what one
-    /// storage binding holds; halved for the rest of the run if the device runs out of memory.
-    Auto,
-    /// At most this many (fewer when they do not fit in one storage binding).
-    Windows(usize),
+/// Told how many tokens a run scores and, as passes finish, how many are done: the command line
+/// draws its progress bar with it (`report::ProgressBar`), so scoring needs no terminal. Send and
+/// Sync, so that options holding one still go to other threads.
+pub trait Progress: Send + Sync {
+    /// A run that scores `tokens` tokens starts.
+    fn start(&self, tokens: u64);
+    /// `tokens` more are scored.
+    fn advance(&self, tokens: u64);
+    /// The run has ended, finished or stopped.
+    fn finish(&self);
 }
 
-impl From<usize> for Batch {
-    fn from(windows: usize) -> Batch {
-        Batch::Windows(windows)
+impl std::fmt::Debug for dyn Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("Progress")
     }
 }
 
-impl std::str::FromStr for Batch {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Batch, String> {
-        match s {
-            "auto" => Ok(Batch::Auto),
-            _ => match s.parse::<usize>() {
-                Ok(n) if n > 0 => Ok(Batch::Windows(n)),
-                _ => Err(format!("'{s}' is not a batch size: give a positive number of windows or 'auto'")),
-            },
-        }
-    }
+/// What runs without a [`Progress`] report to.
+struct Unwatched;
+
+impl Progress for Unwatched {
+    fn start(&self, _: u64) {}
+    fn advance(&self, _: u64) {}
+    fn finish(&self) {}
+}
+
+/// The progress a run reports to: the caller's, or nobody.
+fn watcher(progress: &Option<Arc<dyn Progress>>) -> &dyn Progress {
+    progress.as_deref().unwrap_or(&Unwatched)
 }
 
 #[derive(Debug, Clone)]
@@ -55,7 +60,7 @@ pub struct PplOptions {
     pub batch: Batch,
     /// Keep every scored token's log-probability.
     pub per_token: bool,
-    pub progress: bool,
+    pub progress: Option<Arc<dyn Progress>>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -309,14 +314,15 @@ pub fn perplexity_resumable(model: &Model, documents: &[Document], options: &Ppl
 
     // Documents are scored in groups of a few passes' worth of windows, so finished documents
     // reach the resume log (and a Ctrl-C stops) without waiting for the whole run.
-    let bar = crate::report::progress_bar(total_scored as u64, options.progress);
+    let progress = watcher(&options.progress);
+    progress.start(total_scored as u64);
     let group_windows = 4 * model.gpu_model.windows_per_pass(ctx, options.batch);
     let mut largest_pass = 0;
     let mut positions = 0;
     let mut first_window = 0;
     while first_window < windows.len() {
         if stop_requested() {
-            bar.finish_and_clear();
+            progress.finish();
             return Err(Error::interrupted(format!(
                 "interrupted: {} of {} documents finished{}",
                 finished.iter().filter(|f| f.is_some()).count(),
@@ -333,7 +339,7 @@ pub fn perplexity_resumable(model: &Model, documents: &[Document], options: &Ppl
             end += 1;
         }
         let group = &windows[first_window..end];
-        let (scores, batch) = score_windows(model, group, options.batch, |n| bar.inc(n as u64))?;
+        let (scores, batch) = score_windows(model, group, options.batch, |n| progress.advance(n as u64))?;
         largest_pass = largest_pass.max(batch);
         positions += group.iter().map(|w| w.input.len()).sum::<usize>();
         let docs_in_group: Vec<usize> = {
@@ -369,7 +375,7 @@ pub fn perplexity_resumable(model: &Model, documents: &[Document], options: &Ppl
         }
         first_window = end;
     }
-    bar.finish_and_clear();
+    progress.finish();
 
     // Documents without any window (too short for a chunk) still get their (empty) line.
     let mut results = Vec::with_capacity(documents.len());

@@ -88,12 +88,24 @@ impl ResumeLog {
         self.done.len()
     }
 
-    /// Appends and syncs one finished document.
+    /// Appends and syncs one finished document: a whole line or nothing (a write cut short by a
+    /// full disk is cut off again at once, so the documents before it stay readable).
     pub fn append(&mut self, finished: Finished) -> Result<()> {
-        let line = serde_json::to_string(&finished).map_err(|e| Error::internal(e.to_string()))?;
+        let mut line = serde_json::to_vec(&finished).map_err(|e| Error::internal(e.to_string()))?;
+        line.push(b'\n');
         let fail = |e: std::io::Error| Error::bad_input(format!("{}: cannot write: {e}", self.path.display()));
-        writeln!(self.file, "{line}").map_err(fail)?;
-        self.file.sync_data().map_err(fail)?;
+        let before = self.file.metadata().map_err(fail)?.len();
+        if let Err(e) = self.file.write_all(&line).and_then(|()| self.file.sync_data()) {
+            let _ = self.file.set_len(before);
+            let _ = self.file.sync_data();
+            let full = matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded);
+            return Err(Error::bad_input(format!(
+                "{}: {} ({e}); the {} documents finished before are kept. Free some space and rerun the same command to continue",
+                self.path.display(),
+                if full { "the disk is full" } else { "cannot write" },
+                self.done.len()
+            )));
+        }
         self.done.insert((finished.result.name.clone(), finished.hash.clone()), finished);
         Ok(())
     }

@@ -7,26 +7,31 @@
 //! at once ([`results`]), with fingerprints of the checkpoint's files and of the measurement's
 //! data and settings ([`fingerprint`]); a rerun skips every unit whose fingerprints still match,
 //! so a killed sweep resumes where it stopped and a changed file is measured again alone.
-//! `--shard K/N` runs a deterministic share of the checkpoints ([`shard`]); `merge` combines
-//! the shards' files; `report` analyses them ([`report`], [`analysis`], [`plot`]).
+//! A results file is written by one sweep at a time; a rerun takes over the lock a dead sweep
+//! left behind ([`lock`]). `--shard K/N` runs a deterministic share of the checkpoints
+//! ([`shard`]); `merge` combines the shards' files; `report` analyses them ([`report`],
+//! [`analysis`], [`plot`]); `status` tells, unit by unit, what is left to do ([`status`]).
 
 pub mod analysis;
 pub mod checkpoints;
 pub mod fingerprint;
+pub mod lock;
 pub mod plot;
 pub mod report;
 pub mod results;
 pub mod shard;
+pub mod status;
 
 pub use checkpoints::{discover, CheckpointRef};
 pub use report::{analyse, Report, ReportOptions};
-pub use results::{merge, read_results, Metric, ResultsFile, TextCounts, UnitRecord};
+pub use results::{merge, read_all_units, read_results, read_units, Metric, ResultsFile, TextCounts, UnitFailure, UnitRecord, Units};
 pub use shard::Shard;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::gpu::Gpu;
 use crate::model::hub;
-use crate::score::{self, Document, PplOptions, WindowMode};
+use crate::data::{self, Document};
+use crate::score::{self, PplOptions, WindowMode};
 use crate::tasks::{self, EvalOptions, OutputType, Suite, TaskSpec};
 use crate::Model;
 use fingerprint::Hasher;
@@ -40,8 +45,8 @@ pub struct SweepOptions {
     /// Window length for text and longest input for tasks; None = each model's default.
     pub ctx: Option<usize>,
     /// Windows per GPU pass (the scores do not depend on it).
-    pub batch: crate::score::Batch,
-    /// JSONL field holding the text of `.jsonl` data files.
+    pub batch: crate::forward::Batch,
+    /// Record field holding the text of data files (see [`data::read_documents`]).
     pub field: String,
 }
 
@@ -89,9 +94,9 @@ pub struct Measurement {
 }
 
 impl Measurement {
-    /// Loss and bits per byte on a text file (`.txt`: one document; `.jsonl`: one per line).
+    /// Loss and bits per byte on the documents of a data path (see [`data::read_documents`]).
     pub fn text(path: &Path, options: &SweepOptions) -> Result<Measurement> {
-        let documents = score::read_documents(path, &options.field)?;
+        let documents = data::read_documents(path, &options.field)?;
         let mut hash = Hasher::default();
         hash.field("text").field(&fingerprint::data_file(path)?).field(&options.field).field(WindowMode::Rolling.name());
         hash.field(&options.ctx.map_or("default".into(), |c| c.to_string()));
@@ -117,7 +122,7 @@ impl Measurement {
         let metric = |value: f64| Metric { value, stderr: None, chance: None, lower_is_better: true };
         match &self.kind {
             Kind::Text(documents) => {
-                let ppl = PplOptions { mode: WindowMode::Rolling, ctx: options.ctx, batch: options.batch, per_token: false, progress: false };
+                let ppl = PplOptions { mode: WindowMode::Rolling, ctx: options.ctx, batch: options.batch, per_token: false, progress: None };
                 let t = score::perplexity(model, documents, &ppl)?.total;
                 let metrics = [
                     ("loss".to_string(), metric(t.nll / t.tokens as f64)),
@@ -127,7 +132,7 @@ impl Measurement {
                 Ok((metrics.into(), Some(TextCounts { nll: t.nll, tokens: t.tokens, bytes: t.bytes, words: t.words })))
             }
             Kind::Task { spec, suite, chance } => {
-                let eval = EvalOptions { max_length: options.ctx, batch: options.batch, progress: false };
+                let eval = EvalOptions { max_length: options.ctx, batch: options.batch, progress: None };
                 let result = tasks::evaluate(model, suite, &eval)?;
                 let values = match result.groups.iter().find(|g| g.name == spec.name) {
                     Some(group) => &group.metrics,
@@ -210,6 +215,36 @@ fn checkpoint_path(checkpoint: &CheckpointRef) -> Result<PathBuf> {
     hub::resolve_in(&hub::cache_dir(), &checkpoint.model, checkpoint.revision.as_deref())
 }
 
+/// The fingerprint of a checkpoint's files, wherever they are.
+pub fn checkpoint_hash(checkpoint: &CheckpointRef) -> Result<String> {
+    checkpoint_path(checkpoint).and_then(|path| fingerprint::checkpoint(&path))
+}
+
+/// Reports units of `checkpoint` that failed, and keeps them in the results for `sweep status`
+/// (a rerun tries them again).
+fn record_failures(
+    checkpoint: &CheckpointRef,
+    model_hash: Option<&str>,
+    measurements: &[&Measurement],
+    error: &Error,
+    summary: &mut Summary,
+    results: &mut ResultsFile,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<()> {
+    for m in measurements {
+        on_event(Event::Failed { checkpoint: &checkpoint.id, measurement: &m.key, error });
+        summary.failed.push((checkpoint.id.clone(), m.key.clone(), error.to_string()));
+        results.append_failure(UnitFailure {
+            checkpoint: checkpoint.id.clone(),
+            measurement: m.key.clone(),
+            model_hash: model_hash.map(str::to_string),
+            measurement_hash: m.hash.clone(),
+            error: error.to_string(),
+        })?;
+    }
+    Ok(())
+}
+
 /// Measures every unit of `shard` not yet in `results`, appending each as it finishes. The GPU
 /// is opened (by `open_gpu`) only if some unit needs it. A checkpoint or unit that fails is
 /// reported and skipped; the others go on.
@@ -226,16 +261,10 @@ pub fn run(
     let mut gpu: Option<Arc<Gpu>> = None;
     for checkpoint in checkpoints.iter().enumerate().filter(|(i, _)| shard.takes(*i)).map(|(_, c)| c) {
         summary.checkpoints += 1;
-        let fail = |measurements: &[&Measurement], error: &Error, summary: &mut Summary, on_event: &mut dyn FnMut(Event)| {
-            for m in measurements {
-                on_event(Event::Failed { checkpoint: &checkpoint.id, measurement: &m.key, error });
-                summary.failed.push((checkpoint.id.clone(), m.key.clone(), error.to_string()));
-            }
-        };
-        let model_hash = match checkpoint_path(checkpoint).and_then(|p| fingerprint::checkpoint(&p)) {
+        let model_hash = match checkpoint_hash(checkpoint) {
             Ok(hash) => hash,
             Err(error) => {
-                fail(&measurements.iter().collect::<Vec<_>>(), &error, &mut summary, on_event);
+                record_failures(checkpoint, None, &measurements.iter().collect::<Vec<_>>(), &error, &mut summary, results, on_event)?;
                 continue;
             }
         };
@@ -259,7 +288,7 @@ pub fn run(
         let model = match Model::open_revision(&checkpoint.model, checkpoint.revision.as_deref(), gpu) {
             Ok(model) => model,
             Err(error) => {
-                fail(&pending, &error, &mut summary, on_event);
+                record_failures(checkpoint, Some(&model_hash), &pending, &error, &mut summary, results, on_event)?;
                 continue;
             }
         };
@@ -289,7 +318,7 @@ pub fn run(
                     on_event(Event::Finished(&record));
                 }
                 Err(error) if error.kind == ErrorKind::Interrupted => return Err(interrupted(&summary, results)),
-                Err(error) => fail(&[m], &error, &mut summary, on_event),
+                Err(error) => record_failures(checkpoint, Some(&model_hash), &[m], &error, &mut summary, results, on_event)?,
             }
         }
     }

@@ -3,6 +3,7 @@
 //! short by a crash is dropped when the file is next opened; when a unit is measured again (its
 //! files changed), the newer line replaces the older one.
 
+use super::lock::Lock;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -62,30 +63,130 @@ impl UnitRecord {
     }
 }
 
+/// A failed attempt at a unit: why, and the fingerprints it was tried with. `sweep status` shows
+/// it; the next run tries the unit again, and its record, once finished, supersedes this line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnitFailure {
+    pub checkpoint: String,
+    pub measurement: String,
+    /// None where the checkpoint's files could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_hash: Option<String>,
+    pub measurement_hash: String,
+    pub error: String,
+}
+
+impl UnitFailure {
+    pub fn key(&self) -> (String, String) {
+        (self.checkpoint.clone(), self.measurement.clone())
+    }
+}
+
+/// What a results file holds: the newest record of each finished unit, in file order, and the
+/// units whose latest attempt failed.
+#[derive(Debug, Clone, Default)]
+pub struct Units {
+    records: Vec<UnitRecord>,
+    index: HashMap<(String, String), usize>,
+    failures: Vec<UnitFailure>,
+}
+
+impl Units {
+    pub fn records(&self) -> &[UnitRecord] {
+        &self.records
+    }
+
+    pub fn into_records(self) -> Vec<UnitRecord> {
+        self.records
+    }
+
+    /// Units whose latest attempt failed.
+    pub fn failures(&self) -> &[UnitFailure] {
+        &self.failures
+    }
+
+    pub fn get(&self, checkpoint: &str, measurement: &str) -> Option<&UnitRecord> {
+        self.index.get(&(checkpoint.to_string(), measurement.to_string())).map(|&i| &self.records[i])
+    }
+
+    pub fn failure(&self, checkpoint: &str, measurement: &str) -> Option<&UnitFailure> {
+        self.failures.iter().find(|f| f.checkpoint == checkpoint && f.measurement == measurement)
+    }
+
+    /// Adds a finished unit; true if it supersedes a line (an older record, a failure).
+    fn add_record(&mut self, record: UnitRecord) -> bool {
+        let key = record.key();
+        let superseded = self.remove_failure(&key);
+        match self.index.get(&key) {
+            Some(&i) => {
+                self.records[i] = record;
+                true
+            }
+            None => {
+                self.index.insert(key, self.records.len());
+                self.records.push(record);
+                superseded
+            }
+        }
+    }
+
+    /// Adds a failed unit; true if it supersedes an older failure of the unit.
+    fn add_failure(&mut self, failure: UnitFailure) -> bool {
+        let superseded = self.remove_failure(&failure.key());
+        self.failures.push(failure);
+        superseded
+    }
+
+    fn remove_failure(&mut self, key: &(String, String)) -> bool {
+        let before = self.failures.len();
+        self.failures.retain(|f| &f.key() != key);
+        self.failures.len() < before
+    }
+}
+
 fn io_error(path: &Path, what: &str, e: std::io::Error) -> Error {
     Error::bad_input(format!("{}: cannot {what}: {e}", path.display()))
 }
 
-/// The records of a results file, the newest for each unit, in file order; and whether the file
-/// needs rewriting (a cut line or replaced records). A line cut short by a crash (the last one,
-/// without its newline) is dropped; any other unreadable line is an error.
-fn parse(path: &Path, bytes: &[u8]) -> Result<(Vec<UnitRecord>, bool)> {
+/// One line of a results file: a finished unit, or a failed attempt (it has an `error`).
+enum Line {
+    Finished(UnitRecord),
+    Failed(UnitFailure),
+}
+
+fn parse_line(line: &str) -> serde_json::Result<Line> {
+    let value: serde_json::Value = serde_json::from_str(line)?;
+    if value.get("error").is_some() {
+        serde_json::from_value(value).map(Line::Failed)
+    } else {
+        serde_json::from_value(value).map(Line::Finished)
+    }
+}
+
+/// A results file read: its units, how many of its bytes are whole lines (a line cut short by a
+/// crash is the rest), and whether lines were superseded (a unit measured again, a failure
+/// followed by success) so that rewriting would shorten it.
+struct Parsed {
+    units: Units,
+    whole: usize,
+    superseded: bool,
+}
+
+/// Reads a results file's text. A line cut short by a crash (the last one, without its newline)
+/// is dropped; any other unreadable line is an error.
+fn parse(path: &Path, bytes: &[u8]) -> Result<Parsed> {
     let text = std::str::from_utf8(bytes).map_err(|_| Error::bad_input(format!("{}: not a perplex sweep results file (not UTF-8)", path.display())))?;
-    let mut records: Vec<UnitRecord> = Vec::new();
-    let mut index: HashMap<(String, String), usize> = HashMap::new();
-    let mut rewrite = false;
-    let complete = text.rfind('\n').map_or(0, |i| i + 1);
-    for (number, line) in text.split_inclusive('\n').enumerate() {
+    let mut units = Units::default();
+    let mut superseded = false;
+    let whole = text.rfind('\n').map_or(0, |i| i + 1);
+    for (number, line) in text[..whole].split_inclusive('\n').enumerate() {
         if line.trim().is_empty() {
-            rewrite = true;
+            superseded = true;
             continue;
         }
-        let record: UnitRecord = match serde_json::from_str(line) {
-            Ok(record) => record,
-            Err(_) if !line.ends_with('\n') => {
-                rewrite = true; // cut short by a crash
-                break;
-            }
+        match parse_line(line) {
+            Ok(Line::Finished(record)) => superseded |= units.add_record(record),
+            Ok(Line::Failed(failure)) => superseded |= units.add_failure(failure),
             Err(e) => {
                 return Err(Error::bad_input(format!(
                     "{}:{}: not a perplex sweep record ({e}); move the file aside or remove the line",
@@ -93,33 +194,52 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<(Vec<UnitRecord>, bool)> {
                     number + 1
                 )))
             }
-        };
-        match index.get(&record.key()) {
-            Some(&i) => {
-                records[i] = record;
-                rewrite = true;
-            }
-            None => {
-                index.insert(record.key(), records.len());
-                records.push(record);
-            }
         }
     }
-    rewrite |= complete < text.len();
-    Ok((records, rewrite))
+    Ok(Parsed { units, whole, superseded })
 }
 
-/// Reads a results file (see [`parse`]) without changing it.
-pub fn read_results(path: &Path) -> Result<Vec<UnitRecord>> {
+/// Reads a results file's units (see [`parse`]) without changing it.
+pub fn read_units(path: &Path) -> Result<Units> {
     let bytes = std::fs::read(path).map_err(|e| io_error(path, "read", e))?;
-    Ok(parse(path, &bytes)?.0)
+    Ok(parse(path, &bytes)?.units)
 }
 
-fn to_lines(records: &[UnitRecord]) -> Result<Vec<u8>> {
+/// Reads several results files (shards) as one: where two have a line for a unit, the later
+/// file's wins, as in [`merge`].
+pub fn read_all_units(paths: &[PathBuf]) -> Result<Units> {
+    let mut all = Units::default();
+    for path in paths {
+        let units = read_units(path)?;
+        for record in units.records {
+            all.add_record(record);
+        }
+        for failure in units.failures {
+            all.add_failure(failure);
+        }
+    }
+    Ok(all)
+}
+
+/// Reads a results file's finished units (see [`parse`]) without changing it.
+pub fn read_results(path: &Path) -> Result<Vec<UnitRecord>> {
+    Ok(read_units(path)?.into_records())
+}
+
+/// The lines of a results file: records, then failures (which a record of the same unit after
+/// them would supersede).
+fn to_lines(records: &[UnitRecord], failures: &[UnitFailure]) -> Result<Vec<u8>> {
+    fn line(out: &mut Vec<u8>, value: &impl Serialize) -> Result<()> {
+        serde_json::to_writer(&mut *out, value).map_err(|e| Error::internal(e.to_string()))?;
+        out.push(b'\n');
+        Ok(())
+    }
     let mut out = Vec::new();
     for record in records {
-        serde_json::to_writer(&mut out, record).map_err(|e| Error::internal(e.to_string()))?;
-        out.push(b'\n');
+        line(&mut out, record)?;
+    }
+    for failure in failures {
+        line(&mut out, failure)?;
     }
     Ok(out)
 }
@@ -133,61 +253,70 @@ fn sync_dir(path: &Path) {
 }
 
 /// Replaces `path` with `bytes` atomically: a temporary file beside it, synced, then renamed.
+/// Where that fails (a full disk), `path` is left as it was and the temporary file removed.
 fn replace(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
     tmp_name.push(".partial");
     let tmp = path.with_file_name(tmp_name);
-    let mut file = std::fs::File::create(&tmp).map_err(|e| io_error(&tmp, "write", e))?;
-    file.write_all(bytes).map_err(|e| io_error(&tmp, "write", e))?;
-    file.sync_all().map_err(|e| io_error(&tmp, "write", e))?;
+    let written = std::fs::File::create(&tmp).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(write_error(path, e, "it is left as it was"));
+    }
     std::fs::rename(&tmp, path).map_err(|e| io_error(path, "write", e))?;
     sync_dir(path);
     Ok(())
 }
 
-/// A results file open for a sweep: locked against a second sweep writing to it, and appended to
-/// one synced line per finished unit.
+/// A failed write, said plainly when the disk is full, with what became of the file.
+fn write_error(path: &Path, e: std::io::Error, kept: &str) -> Error {
+    use std::io::ErrorKind::{QuotaExceeded, StorageFull};
+    let cause = match e.kind() {
+        StorageFull | QuotaExceeded => format!("the disk is full ({e})"),
+        _ => format!("cannot write ({e})"),
+    };
+    Error::bad_input(format!("{}: {cause}; {kept}. Free some space and rerun the same command to measure the rest", path.display()))
+}
+
+/// A results file open for a sweep: locked against a second sweep writing to it (see
+/// [`super::lock`]), and appended to one synced line per finished or failed unit.
 pub struct ResultsFile {
     path: PathBuf,
     file: std::fs::File,
-    records: Vec<UnitRecord>,
-    index: HashMap<(String, String), usize>,
+    /// Bytes of whole lines: where a write that fails is cut back to.
+    len: u64,
+    units: Units,
+    lock: Lock,
 }
 
 impl ResultsFile {
-    /// Opens (or creates) `path`, dropping a line cut short by a crash and older records of
-    /// units measured again.
+    /// Opens (or creates) `path`, dropping a line cut short by a crash and older lines of units
+    /// measured again.
     pub fn open(path: &Path) -> Result<ResultsFile> {
         if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| io_error(dir, "create", e))?;
         }
-        let file = Self::open_locked(path)?;
-        let bytes = std::fs::read(path).map_err(|e| io_error(path, "read", e))?;
-        let (records, rewrite) = parse(path, &bytes)?;
-        let file = if rewrite {
-            replace(path, &to_lines(&records)?)?;
-            drop(file);
-            Self::open_locked(path)?
-        } else {
-            file
-        };
-        let index = records.iter().enumerate().map(|(i, r)| (r.key(), i)).collect();
-        Ok(ResultsFile { path: path.to_path_buf(), file, records, index })
-    }
-
-    fn open_locked(path: &Path) -> Result<std::fs::File> {
+        let lock = Lock::acquire(path)?;
         let file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| io_error(path, "open", e))?;
         sync_dir(path);
-        match file.try_lock() {
-            Ok(()) => Ok(file),
-            Err(std::fs::TryLockError::WouldBlock) => Err(Error::bad_input(format!(
-                "{}: another perplex sweep is writing to this file; give each job its own --out (then `perplex sweep merge`)",
-                path.display()
-            ))),
-            // Some network file systems have no locks: go on without one.
-            Err(std::fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => Ok(file),
-            Err(std::fs::TryLockError::Error(e)) => Err(io_error(path, "lock", e)),
-        }
+        let bytes = std::fs::read(path).map_err(|e| io_error(path, "read", e))?;
+        let Parsed { units, whole, superseded } = parse(path, &bytes)?;
+        let file = if superseded {
+            replace(path, &to_lines(&units.records, &units.failures)?)?;
+            std::fs::OpenOptions::new().append(true).open(path).map_err(|e| io_error(path, "open", e))?
+        } else {
+            // Only a cut last line: cutting it off needs no space, where a rewrite needs a copy.
+            if whole < bytes.len() {
+                file.set_len(whole as u64).map_err(|e| io_error(path, "truncate", e))?;
+                file.sync_data().map_err(|e| io_error(path, "truncate", e))?;
+            }
+            file
+        };
+        let len = file.metadata().map_err(|e| io_error(path, "read", e))?.len();
+        Ok(ResultsFile { path: path.to_path_buf(), file, len, units, lock })
     }
 
     pub fn path(&self) -> &Path {
@@ -195,36 +324,53 @@ impl ResultsFile {
     }
 
     pub fn records(&self) -> &[UnitRecord] {
-        &self.records
+        self.units.records()
     }
 
     pub fn get(&self, checkpoint: &str, measurement: &str) -> Option<&UnitRecord> {
-        self.index.get(&(checkpoint.to_string(), measurement.to_string())).map(|&i| &self.records[i])
+        self.units.get(checkpoint, measurement)
     }
 
     /// Appends one finished unit and syncs it to disk before returning.
     pub fn append(&mut self, record: UnitRecord) -> Result<()> {
-        let mut line = serde_json::to_vec(&record).map_err(|e| Error::internal(e.to_string()))?;
-        line.push(b'\n');
-        let fail = |e| io_error(&self.path, "write", e);
-        self.file.write_all(&line).map_err(fail)?;
-        self.file.flush().map_err(fail)?;
-        self.file.sync_data().map_err(fail)?;
-        match self.index.get(&record.key()) {
-            Some(&i) => self.records[i] = record,
-            None => {
-                self.index.insert(record.key(), self.records.len());
-                self.records.push(record);
-            }
-        }
+        self.write_line(serde_json::to_vec(&record))?;
+        self.units.add_record(record);
         Ok(())
     }
 
-    /// Rewrites the file without replaced records, if it has any.
+    /// Appends one failed unit (a rerun tries it again) and syncs it to disk.
+    pub fn append_failure(&mut self, failure: UnitFailure) -> Result<()> {
+        self.write_line(serde_json::to_vec(&failure))?;
+        self.units.add_failure(failure);
+        Ok(())
+    }
+
+    /// Writes one whole line or nothing: a write cut short (a full disk) is cut off again at
+    /// once, so the file stays whole lines for readers (`status`, `merge`) and for the rerun.
+    fn write_line(&mut self, line: serde_json::Result<Vec<u8>>) -> Result<()> {
+        if let Some(error) = self.lock.lost() {
+            return Err(error);
+        }
+        let mut line = line.map_err(|e| Error::internal(e.to_string()))?;
+        line.push(b'\n');
+        let written = self.file.write_all(&line).and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            let cut = self.file.set_len(self.len).and_then(|()| self.file.sync_data());
+            let kept = match cut {
+                Ok(()) => format!("the {} units written before are kept, whole", self.units.records.len()),
+                Err(_) => format!("the {} units written before are kept; the cut line is dropped when the file is next opened", self.units.records.len()),
+            };
+            return Err(write_error(&self.path, e, &kept));
+        }
+        self.len += line.len() as u64;
+        Ok(())
+    }
+
+    /// Rewrites the file without superseded lines, if it has any.
     pub fn compact(self) -> Result<()> {
         let bytes = std::fs::read(&self.path).map_err(|e| io_error(&self.path, "read", e))?;
-        if parse(&self.path, &bytes)?.1 {
-            replace(&self.path, &to_lines(&self.records)?)?;
+        if parse(&self.path, &bytes)?.superseded {
+            replace(&self.path, &to_lines(&self.units.records, &self.units.failures)?)?;
         }
         Ok(())
     }
@@ -268,7 +414,7 @@ pub fn merge(out: &Path, inputs: &[PathBuf]) -> Result<MergeSummary> {
     if let Some(dir) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| io_error(dir, "create", e))?;
     }
-    replace(out, &to_lines(&records)?)?;
+    replace(out, &to_lines(&records, &[])?)?;
     Ok(MergeSummary { records: records.len(), duplicates })
 }
 
@@ -297,7 +443,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("perplex-results-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("r.jsonl");
-        let mut text = to_lines(&[record("step1", "task:a", 0.3), record("step2", "task:a", 0.4), record("step1", "task:a", 0.5)]).unwrap();
+        let mut text = Vec::new();
+        for line in [record("step1", "task:a", 0.3), record("step2", "task:a", 0.4), record("step1", "task:a", 0.5)] {
+            text.extend(serde_json::to_vec(&line).unwrap());
+            text.push(b'\n');
+        }
         text.extend_from_slice(b"{\"checkpoint\":\"step3\",\"run");
         std::fs::write(&path, &text).unwrap();
         let mut file = ResultsFile::open(&path).unwrap();
@@ -312,6 +462,39 @@ mod tests {
         // A broken line in the middle is an error, not silently skipped.
         std::fs::write(&path, b"{}\n{\"x\":1}\n").unwrap();
         assert!(read_results(&path).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn failures_are_kept_until_the_unit_is_measured() {
+        let dir = std::env::temp_dir().join(format!("perplex-results-failures-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("r.jsonl");
+        let failure = |checkpoint: &str| UnitFailure {
+            checkpoint: checkpoint.into(),
+            measurement: "task:a".into(),
+            model_hash: None,
+            measurement_hash: "d".into(),
+            error: "config.json: missing".into(),
+        };
+        let mut file = ResultsFile::open(&path).unwrap();
+        file.append(record("step1", "task:a", 0.3)).unwrap();
+        file.append_failure(failure("step2")).unwrap();
+        file.append_failure(failure("step3")).unwrap();
+        file.append(record("step3", "task:a", 0.4)).unwrap();
+        file.compact().unwrap();
+        let units = read_units(&path).unwrap();
+        assert_eq!(units.records().len(), 2);
+        assert_eq!(units.failures(), [failure("step2")], "step3's failure superseded by its record");
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 3, "compacted");
+        // Shards read together: a later file's record supersedes an earlier file's failure.
+        let other = dir.join("s.jsonl");
+        let mut file = ResultsFile::open(&other).unwrap();
+        file.append(record("step2", "task:a", 0.5)).unwrap();
+        drop(file);
+        let all = read_all_units(&[path.clone(), other]).unwrap();
+        assert_eq!((all.records().len(), all.failures().len()), (3, 0));
+        assert_eq!(read_results(&path).unwrap().len(), 2, "failures are no results");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

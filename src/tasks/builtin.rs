@@ -1,7 +1,7 @@
 //! The built-in tasks, each a transcription of lm-evaluation-harness 0.4.x's task yaml (and
 //! utils.py where it has one), plus the generic `mc` and `loglik` task files.
 
-use super::data::Record;
+use crate::data::Record;
 use super::fewshot::SamplerKind;
 use super::{resolve_data, Doc, Formulation, Group, OutputType, Splits, Suite, Target, Task, TaskSpec, Text};
 use crate::error::{Error, Result};
@@ -527,8 +527,8 @@ fn load_mmlu(spec: &TaskSpec, subjects: &[(&str, &str)], suite: &mut Suite) -> R
 /// One subject's documents out of a dataset of all subjects.
 fn subject_slice(all: &super::Resolved, subject: &str) -> Result<super::Resolved> {
     let pick = |split: &super::Split| -> Result<super::Split> {
-        let mut records = Vec::new();
-        for (i, record) in split.records.iter().enumerate() {
+        let (mut records, mut rows) = (Vec::new(), Vec::new());
+        for (i, (record, &row)) in split.records.iter().zip(&split.rows).enumerate() {
             let value = string(record, "subject").map_err(|e| {
                 Error::bad_input(format!(
                     "{}: document {i}: {e} (mmlu data without one directory per subject needs it)",
@@ -537,12 +537,13 @@ fn subject_slice(all: &super::Resolved, subject: &str) -> Result<super::Resolved
             })?;
             if value == subject {
                 records.push(record.clone());
+                rows.push(row);
             }
         }
         if records.is_empty() {
             return Err(Error::bad_input(format!("{}: no documents of MMLU subject \"{subject}\"", split.origin.display())));
         }
-        Ok(super::Split { name: split.name.clone(), origin: split.origin.clone(), records })
+        Ok(super::Split { name: split.name.clone(), origin: split.origin.clone(), records, rows })
     };
     Ok(super::Resolved {
         eval: pick(&all.eval)?,

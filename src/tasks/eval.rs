@@ -4,15 +4,16 @@
 use super::metrics::{self, MetricValue, Stderr};
 use super::{Instance, OutputType, Suite, Task};
 use crate::error::Result;
-use crate::score::{loglikelihood, LoglikOptions, Loglikelihood, Request};
+use crate::forward::Batch;
+use crate::score::{loglikelihood, LoglikOptions, Loglikelihood, Progress, Request};
 use crate::Model;
 
 #[derive(Debug, Clone)]
 pub struct EvalOptions {
     /// Longest model input; None = the model's maximum positions.
     pub max_length: Option<usize>,
-    pub batch: crate::score::Batch,
-    pub progress: bool,
+    pub batch: Batch,
+    pub progress: Option<std::sync::Arc<dyn Progress>>,
 }
 
 /// One task's metrics.
@@ -81,7 +82,7 @@ pub fn evaluate(model: &Model, suite: &Suite, options: &EvalOptions) -> Result<E
     let output = loglikelihood(
         model,
         &requests,
-        &LoglikOptions { max_length: options.max_length, batch: options.batch, progress: options.progress },
+        &LoglikOptions { max_length: options.max_length, batch: options.batch, progress: options.progress.clone() },
     )?;
     let mut answers = output.results.iter();
     let mut tasks = Vec::new();

@@ -10,17 +10,16 @@
 //! and scores one shared continuation; a loglikelihood (cloze) document scores its target verbatim.
 
 mod builtin;
-mod data;
 mod eval;
 mod fewshot;
 mod metrics;
 
 pub use builtin::{known_tasks, MMLU_SUBJECTS};
-pub use data::{Record, Source, Split};
 pub use eval::{evaluate, EvalOptions, EvalResult, GroupResult, Sample, TaskResult};
 pub use fewshot::{PyRandom, SamplerKind, HARNESS_SEED};
 pub use metrics::{MetricValue, Stderr};
 
+use crate::data::{self, Record, Source, Split};
 use crate::error::{Error, Result};
 use crate::score::Request;
 use fewshot::Sampler;

@@ -1,6 +1,8 @@
 //! Shared test helpers: one GPU per test binary, deterministic random data, tolerance presets,
-//! and where the real-model assets are.
+//! and where the real-model assets are; [`cli`] for tests that run the binary.
 #![allow(dead_code)]
+
+pub mod cli;
 
 use perplex::gpu::{Gpu, GpuOptions, ReadPath};
 use std::path::PathBuf;

