@@ -44,14 +44,14 @@ fn write(path: &Path, bytes: &[u8]) {
 }
 
 /// A GGUF file: header, metadata, tensor directory (`GgufFile::open`), then what loading a model
-/// does with it: the HF config built from the metadata and parsed by the family parser, the
+/// does with it: the config read from the metadata and the family's spec of it, the
 /// tokenizer built from the vocabulary (and used), and every tensor read under its HF name,
 /// with the layout fixes and dequantization.
 pub fn gguf(bytes: &[u8]) -> Result<()> {
     let path = scratch("gguf").join("model.gguf");
     write(&path, bytes);
     let file = GgufFile::open(&path)?;
-    let config = file.config_json().and_then(|json| model::spec_from_config(json, &path));
+    let spec = file.spec();
     let tokenizer = file.tokenizer().map(|t| {
         let _ = t.encode("Hello world, 123 <s> ünïcödé\n\tend");
         let _ = t.prefix_token();
@@ -76,7 +76,7 @@ pub fn gguf(bytes: &[u8]) -> Result<()> {
             }
         }
     }
-    config?;
+    spec?;
     tokenizer?;
     first_error.map_or(Ok(()), Err)
 }
@@ -134,7 +134,7 @@ pub fn shard_index(bytes: &[u8]) -> Result<()> {
     read_checkpoint(&dir)
 }
 
-/// A `config.json` through the family parsers (`load_spec`), then what the loader derives from
+/// A `config.json` through the family rules (`load_spec`), then what the loader derives from
 /// the spec before touching weights: parameter count, layer names, rotary tables.
 pub fn config_json(bytes: &[u8]) -> Result<()> {
     let dir = scratch("config");

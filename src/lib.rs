@@ -5,6 +5,7 @@
 
 pub mod bench;
 pub mod data;
+pub mod dtype;
 pub mod error;
 pub mod forward;
 pub mod fuzz;
@@ -44,7 +45,7 @@ impl Model {
     pub fn open_revision(name: &str, revision: Option<&str>, gpu: Arc<Gpu>) -> Result<Model> {
         let (spec, tokenizer, checkpoint, source) = if model::is_gguf(name) {
             let file = model::gguf::GgufFile::open(std::path::Path::new(name))?;
-            let spec = model::spec_from_config(file.config_json()?, std::path::Path::new(name))?;
+            let spec = file.spec()?;
             let tokenizer = file.tokenizer()?;
             (spec, tokenizer, Checkpoint::Gguf(file), std::path::PathBuf::from(name))
         } else {

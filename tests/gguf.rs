@@ -1,6 +1,6 @@
 //! GGUF reading: dequantization against gguf-py (models/gguf-fixtures/, made by
 //! models/scripts/make_gguf_fixtures.py), corrupt and hostile files (built here), the Hugging Face
-//! layout of small files built here (Q/K un-permutation, Gemma norms, config.json), and the real
+//! layout of small files built here (Q/K un-permutation, Gemma norms, the config), and the real
 //! GGUF models of the asset cache (tensors against the dequantized HF dirs and gguf-py hashes,
 //! tokenizers against tokenizer.json and llama.cpp's ids). The real-model tests are skipped, with a
 //! notice, when PERPLEX_ASSETS is not set.
@@ -8,9 +8,9 @@
 mod common;
 
 use common::{assets, repo};
-use perplex::gpu::DType;
+use perplex::dtype::DType;
 use perplex::model::gguf::{Array, GgufFile, Value};
-use perplex::model::Checkpoint;
+use perplex::model::{Checkpoint, RopeScalingConfig};
 use serde_json::Value as Json;
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -233,7 +233,7 @@ fn unsupported_types_are_named_when_read() {
     assert!(gguf.tensor("model.layers.0.input_layernorm.weight", &[33]).err().unwrap().message.contains("shape"));
 }
 
-// ---- Hugging Face layout and config.json -----------------------------------------------------
+// ---- Hugging Face layout and the config ----------------------------------------------------------
 
 /// convert_hf_to_gguf.py's permutation of llama q/k rows (the file stores these rows).
 fn permute(w: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
@@ -290,14 +290,6 @@ fn tiny_llama() -> (Builder, Vec<f32>, Vec<f32>, Vec<f32>) {
     (b, q, k, q_bias)
 }
 
-/// config_json() as a model directory, parsed by the engine's own family parser.
-fn spec_of(gguf: &GgufFile, name: &str) -> perplex::ModelSpec {
-    let dir = std::env::temp_dir().join(format!("perplex-gguf-test-{}", std::process::id())).join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&gguf.config_json().unwrap()).unwrap()).unwrap();
-    perplex::model::load_spec(&dir).unwrap()
-}
-
 #[test]
 fn llama_q_and_k_rows_are_unpermuted() {
     let (b, q, k, q_bias) = tiny_llama();
@@ -315,12 +307,12 @@ fn llama_q_and_k_rows_are_unpermuted() {
     assert!(!gguf.contains("lm_head.weight"));
     assert_eq!(gguf.names().count(), 2 + 2 * 10);
 
-    let config = gguf.config_json().unwrap();
-    assert_eq!(config["model_type"], "llama");
-    assert_eq!(config["tie_word_embeddings"], true);
-    assert_eq!(config["vocab_size"], 10);
-    assert_eq!(config["attention_bias"], true);
-    let spec = spec_of(&gguf, "tiny-llama");
+    let config = gguf.config().unwrap();
+    assert_eq!(config.model_type.as_deref(), Some("llama"));
+    assert_eq!(config.tie_word_embeddings, Some(true));
+    assert_eq!(config.vocab_size, Some(10));
+    assert_eq!(config.attention_bias, Some(true));
+    let spec = gguf.spec().unwrap();
     assert_eq!((spec.hidden, spec.layers, spec.q_heads, spec.kv_heads, spec.head_dim), (8, 2, 4, 2, 2));
     assert_eq!((spec.intermediate, spec.vocab_size, spec.max_positions), (16, 10, 128));
     assert_eq!((spec.norm_eps, spec.ropes[0].theta), (1e-5, 500000.0));
@@ -363,15 +355,15 @@ fn gemma3_norms_lose_the_stored_one_and_config_follows_llama_cpp() {
     // Gemma files are not permuted.
     assert_eq!(gguf.tensor("model.layers.0.self_attn.q_proj.weight", &[8, 8]).unwrap().to_f32(), ramp(64, 1.0));
 
-    let config = gguf.config_json().unwrap();
-    assert_eq!(config["model_type"], "gemma3_text");
-    assert_eq!(config["query_pre_attn_scalar"], 4);
-    assert_eq!(config["rope_local_base_freq"], 10000.0);
-    assert_eq!(config["rope_scaling"], serde_json::json!({"rope_type": "linear", "factor": 8.0}));
-    let types: Vec<&str> = config["layer_types"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
-    let expected: Vec<&str> = (0..7).map(|i| if i == 5 { "full_attention" } else { "sliding_attention" }).collect();
-    assert_eq!(types, expected, "every 6th layer global");
-    let spec = spec_of(&gguf, "tiny-gemma3");
+    let config = gguf.config().unwrap();
+    assert_eq!(config.model_type.as_deref(), Some("gemma3_text"));
+    assert_eq!(config.query_pre_attn_scalar, Some(4.0));
+    assert_eq!(config.rope_local_base_freq, Some(10000.0));
+    let linear = RopeScalingConfig { rope_type: Some("linear".into()), factor: Some(8.0), ..Default::default() };
+    assert_eq!(config.rope_scaling, Some(linear));
+    let sliding: Vec<bool> = (0..7).map(|i| i != 5).collect();
+    assert_eq!(config.layer_types, Some(sliding), "every 6th layer global");
+    let spec = gguf.spec().unwrap();
     assert_eq!((spec.head_dim, spec.kv_heads, spec.norm_weight_offset), (4, 1, 1.0));
     assert_eq!(spec.attention_scale, 0.5);
     let windows: Vec<Option<usize>> = spec.layer_attention.iter().map(|l| l.sliding_window).collect();
@@ -396,7 +388,7 @@ fn gemma2_config_takes_llama_cpp_defaults() {
     b.f32_tensor("blk.0.ffn_norm.weight", &[8], &[2.0; 8]);
     let gguf = open_bytes("tiny-gemma2", &b.bytes()).unwrap();
     assert_eq!(gguf.tensor("model.layers.0.pre_feedforward_layernorm.weight", &[8]).unwrap().to_f32(), [1.0; 8]);
-    let spec = spec_of(&gguf, "tiny-gemma2");
+    let spec = gguf.spec().unwrap();
     assert_eq!((spec.attention_softcap, spec.final_softcap), (50.0, 30.0));
     let windows: Vec<Option<usize>> = spec.layer_attention.iter().map(|l| l.sliding_window).collect();
     assert_eq!(windows, [Some(4096), None, Some(4096), None], "even layers local");
@@ -408,7 +400,7 @@ fn llama_3_frequency_factors_are_refused() {
     let (mut b, ..) = tiny_llama();
     b.f32_tensor("rope_freqs.weight", &[1], &[1.0]);
     let gguf = open_bytes("rope-freqs", &b.bytes()).unwrap();
-    assert!(gguf.config_json().err().unwrap().message.contains("rope_freqs"));
+    assert!(gguf.spec().err().unwrap().message.contains("rope_freqs"));
 }
 
 // ---- tokenizers built from metadata ----------------------------------------------------------
@@ -569,9 +561,9 @@ fn check_tokenizer_json(tokenizer: &tokenizers::Tokenizer, tokenizer_json: &Path
     eprintln!("{model}: {} texts tokenized as {} does", texts.len(), tokenizer_json.display());
 }
 
-/// The spec the engine derives from config_json() equals the one from the HF dir's config.json.
+/// The spec the engine derives from the GGUF metadata equals the one from the HF dir's config.json.
 fn check_spec(gguf: &GgufFile, hf_dir: &Path, model: &str) {
-    let ours = spec_of(gguf, model);
+    let ours = gguf.spec().unwrap();
     let theirs = perplex::model::load_spec(hf_dir).unwrap();
     assert_eq!(format!("{ours:?}"), format!("{theirs:?}"), "{model}: ModelSpec from GGUF metadata vs {}", hf_dir.display());
 }
@@ -613,7 +605,7 @@ fn qwen2_gguf_matches_gguf_py_llama_cpp_and_its_hf_dir() {
 fn gemma3_gguf_matches_gguf_py_and_llama_cpp() {
     let Some((_, gguf)) = real_model("gemma3") else { return };
     check_tensors(&gguf, "gemma3");
-    let spec = spec_of(&gguf, "gemma3");
+    let spec = gguf.spec().unwrap();
     let dims = (spec.layers, spec.hidden, spec.q_heads, spec.kv_heads, spec.head_dim, spec.vocab_size);
     assert_eq!(dims, (18, 640, 4, 1, 256, 262144));
     assert_eq!((spec.attention_scale, spec.norm_weight_offset), (1.0 / 16.0, 1.0));

@@ -85,6 +85,15 @@ fn gpu_log_probabilities_match_transformers() {
     }
 }
 
+/// Every family in the registry is checked here: one of its tiny checkpoints is in VARIANTS.
+#[test]
+fn every_family_has_a_checkpoint() {
+    let checked: Vec<&str> = VARIANTS.iter().map(|variant| load_spec(&dir(variant)).unwrap().family.name()).collect();
+    for family in perplex::model::families::FAMILIES {
+        assert!(checked.contains(&family.name()), "family {family:?} has no tiny checkpoint in VARIANTS (models/scripts/make_fixtures.py)");
+    }
+}
+
 #[test]
 fn cpu_reference_forward_matches_transformers() {
     for variant in VARIANTS {

@@ -3,7 +3,7 @@
 //! as raw little-endian bytes in their stored width.
 
 use crate::error::{Error, Result};
-use crate::gpu::{DType, Group, GROUP};
+use crate::dtype::{DType, Group, GROUP};
 use memmap2::Mmap;
 use std::collections::HashMap;
 use std::fs::File;

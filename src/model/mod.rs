@@ -1,17 +1,22 @@
-//! What differs between model families, as data. `config.json` is parsed into a [`ModelSpec`]
-//! (src/model/families.rs, one parser per family); the one forward pass (GPU: `forward.rs`, CPU:
-//! `reference/`) reads nothing else. Adding a family = a config parser + a weight-name map
-//! (`weights.rs`) + tests.
+//! What differs between model families, as data. A model's config (config.json, or a GGUF file's
+//! metadata) is read into a typed [`Config`] (config.rs), and its family (families/, one file
+//! each) turns it into a [`ModelSpec`] and names its tensors (names.rs); the one forward pass
+//! (GPU: `forward.rs`, CPU: `reference/`) reads nothing else. Adding a family: see
+//! families/mod.rs.
 
 mod checkpoint;
-mod families;
+mod config;
+pub mod families;
 pub mod gguf;
 pub mod hub;
+mod names;
 mod tokenizer;
 mod weights;
 
 pub use checkpoint::{Checkpoint, TensorData};
-pub use families::{load_spec, spec_from_config, Family, FusedQkv, LayerNames, Naming, QkvNames, UpNames, SUPPORTED_FAMILIES};
+pub use config::{Config, RopeScalingConfig};
+pub use families::Family;
+pub use names::{FusedQkv, LayerNames, Naming, QkvNames, TensorNames, UpNames};
 pub use tokenizer::TextTokenizer;
 pub use weights::{load_weights, LayerWeights, ModelWeights, NormWeights};
 
@@ -88,7 +93,8 @@ pub struct NormPlacement {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ModelSpec {
     pub model_type: String,
-    pub family: Family,
+    /// The family's rules and tensor names.
+    pub family: &'static Family,
     pub vocab_size: usize,
     pub hidden: usize,
     pub layers: usize,
@@ -200,6 +206,15 @@ impl ModelSpec {
     pub fn rotary_dim(&self, rope: usize) -> usize {
         self.ropes.get(rope).map_or(0, |r| r.rotary_dim)
     }
+}
+
+/// Reads `config.json` of a model directory into a [`ModelSpec`].
+pub fn load_spec(dir: &std::path::Path) -> Result<ModelSpec> {
+    let path = dir.join("config.json");
+    let json = config::read_json(&path)?;
+    // The family first: a model perplex does not read is named as such, whatever else its config holds.
+    let family = families::by_model_type(json.get("model_type").and_then(|v| v.as_str()), &path)?;
+    family.spec(&Config::from_json(json, &path)?)
 }
 
 /// A model directory resolved from what the user passed to --model.

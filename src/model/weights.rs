@@ -1,11 +1,11 @@
-//! Loads the tensors a [`ModelSpec`] needs, by the family's names (families.rs), into any storage:
+//! Loads the tensors a [`ModelSpec`] needs, by the family's names (names.rs, families/), into any storage:
 //! GPU buffers for the engine, host vectors for the CPU reference. Layout differences between
 //! families (fused or separate projections, GPT-2's transposed Conv1D weights, GPT-NeoX's per-head
 //! QKV interleaving) are undone here, so the forward pass sees one layout.
 
 use super::{Checkpoint, FusedQkv, ModelSpec, QkvNames, TensorData, UpNames};
 use crate::error::{Error, Result};
-use crate::gpu::DType;
+use crate::dtype::DType;
 use std::borrow::Cow;
 
 pub struct NormWeights<V> {
@@ -55,10 +55,11 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    /// The stored name of `name`: GPT-2 checkpoints saved by OpenAI's original code lack the
-    /// `transformer.` prefix transformers uses.
+    /// The stored name of `name`: without the family's optional prefix when the checkpoint left
+    /// it out (GPT-2 checkpoints saved by OpenAI's original code lack `transformer.`).
     fn stored(&self, name: &str) -> String {
-        match name.strip_prefix("transformer.") {
+        let bare = self.spec.family.tensors.optional_prefix.and_then(|prefix| name.strip_prefix(prefix));
+        match bare {
             Some(bare) if !self.checkpoint.contains(name) && self.checkpoint.contains(bare) => bare.to_string(),
             _ => name.to_string(),
         }
