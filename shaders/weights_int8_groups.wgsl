@@ -1,6 +1,6 @@
 // Weight access for quantized (GGUF) checkpoints: each row is whole groups of 16 consecutive
 // values, a group being (scale, offset) as f32 and 16 signed bytes, value = scale * q + offset,
-// exactly ggml's dequantized value (src/gpu/tensor.rs, `Group`). Flat index i lies in group
+// exactly ggml's dequantized value (src/dtype.rs, `Group`). Flat index i lies in group
 // g = i / 16. On the GPU consecutive groups come in pairs of three 16-byte words
 // (`group_pairs`): word 3p holds the headers of groups 2p (xy) and 2p + 1 (zw), words 3p + 1 and
 // 3p + 2 their 16 bytes each (element j of a group in byte j, little-endian).

@@ -510,7 +510,7 @@ fn real_model(model: &str) -> Option<(PathBuf, GgufFile)> {
     let root = assets(&format!("{model} gguf"))?;
     let path = root.join(reference()["models"][model]["file"].as_str().unwrap());
     if !path.exists() {
-        eprintln!("SKIPPED {model} gguf: {} is missing (run ../shared/assets/fetch {model})", path.display());
+        eprintln!("SKIPPED {model} gguf: {} is missing (run tests/assets/fetch {model})", path.display());
         return None;
     }
     Some((root, GgufFile::open(&path).unwrap()))
