@@ -268,7 +268,7 @@ fn segment_answer(scores: &[TokenScore]) -> (f64, bool) {
 }
 
 /// [`loglikelihood`] with an optional resume log: windows whose requests are all in it are not
-/// scored again, and each window's requests are appended to it as soon as its pass is collected.
+/// scored again, and the requests of every few passes are appended to it as soon as they finish.
 /// The results are bit-identical to a run without the log: the windows are planned over all
 /// requests either way, and a logged answer is the very number the window gave.
 pub fn loglikelihood_resumable(model: &Model, requests: &[Request], options: &LoglikOptions, resume: Option<&std::path::Path>) -> Result<LoglikOutput> {
@@ -351,6 +351,8 @@ pub fn loglikelihood_resumable(model: &Model, requests: &[Request], options: &Lo
         let (scores, group_batch) = score_windows(model, group, options.batch, |n| progress.advance(n as u64))?;
         batch = batch.max(group_batch);
         processed += group.iter().map(|w| w.input.len()).sum::<usize>();
+        let mut answered = Vec::new();
+        let mut new_keys = std::collections::HashSet::new();
         for ((&w, window), window_scores) in pending[next..end].iter().zip(group).zip(&scores) {
             let mut rest = &window_scores[..];
             let mut answer = Vec::new();
@@ -358,12 +360,17 @@ pub fn loglikelihood_resumable(model: &Model, requests: &[Request], options: &Lo
                 let (mine, tail) = rest.split_at(length);
                 rest = tail;
                 let (ll, is_greedy) = segment_answer(mine);
-                if let Some(log) = log.as_mut().filter(|log| log.get(key).is_none()) {
-                    log.append(ScoredRequest { request: key.clone(), ll, is_greedy })?;
+                // A window rescored because the log holds only some of its requests (a crash
+                // between them), or twice in the plan (identical truncated requests), is logged once.
+                if log.as_ref().is_some_and(|log| log.get(key).is_none()) && new_keys.insert(key) {
+                    answered.push(ScoredRequest { request: key.clone(), ll, is_greedy });
                 }
                 answer.push((ll, is_greedy));
             }
             answers[w] = Some(answer);
+        }
+        if let Some(log) = log.as_mut() {
+            log.append_all(answered)?;
         }
         next = end;
     }

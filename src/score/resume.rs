@@ -96,11 +96,20 @@ where
     /// Appends and syncs one entry: a whole line or nothing (a write cut short by a full disk is
     /// cut off again at once, so the entries before it stay readable).
     pub fn append(&mut self, entry: E) -> Result<()> {
-        let mut line = serde_json::to_vec(&entry).map_err(|e| Error::internal(e.to_string()))?;
-        line.push(b'\n');
+        self.append_all(vec![entry])
+    }
+
+    /// Appends entries with one write and one sync (a sync per entry would cost more than scoring
+    /// it, on network file systems above all): all their lines or none.
+    pub fn append_all(&mut self, entries: Vec<E>) -> Result<()> {
+        let mut lines = Vec::new();
+        for entry in &entries {
+            serde_json::to_writer(&mut lines, entry).map_err(|e| Error::internal(e.to_string()))?;
+            lines.push(b'\n');
+        }
         let fail = |e: std::io::Error| Error::bad_input(format!("{}: cannot write: {e}", self.path.display()));
         let before = self.file.metadata().map_err(fail)?.len();
-        if let Err(e) = self.file.write_all(&line).and_then(|()| self.file.sync_data()) {
+        if let Err(e) = self.file.write_all(&lines).and_then(|()| self.file.sync_data()) {
             let _ = self.file.set_len(before);
             let _ = self.file.sync_data();
             let full = matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded);
@@ -112,7 +121,7 @@ where
                 E::NAME
             )));
         }
-        self.done.insert(entry.key(), entry);
+        self.done.extend(entries.into_iter().map(|entry| (entry.key(), entry)));
         Ok(())
     }
 }
