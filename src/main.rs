@@ -172,6 +172,10 @@ enum Command {
         /// Write every request (context, continuation, ll, is_greedy, tokens) as JSON Lines
         #[arg(long)]
         samples: Option<PathBuf>,
+        /// Keep answered requests in this file as their passes finish; rerunning the same command
+        /// continues a killed or interrupted run without rescoring them
+        #[arg(long)]
+        resume: Option<PathBuf>,
         #[command(flatten)]
         device: DeviceArgs,
     },
@@ -312,8 +316,8 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Devices { json, dump_shaders: None } => devices(json),
-        Command::Eval { model, tasks, data, fewshot, fewshot_data, limit, ctx, batch, json, samples, device } => {
-            eval(model, tasks, data, fewshot, fewshot_data, limit, ctx, batch, json, samples, device)
+        Command::Eval { model, tasks, data, fewshot, fewshot_data, limit, ctx, batch, json, samples, resume, device } => {
+            eval(model, tasks, data, fewshot, fewshot_data, limit, ctx, batch, json, samples, resume, device)
         }
         Command::Bench { model, revision, ctx, batch, repeats, json, device } => {
             bench(&model, revision.as_deref(), perplex::bench::BenchOptions { ctx, batch, repeats }, json, &device)
@@ -530,6 +534,7 @@ fn eval(
     batch: Batch,
     json: Option<PathBuf>,
     samples: Option<PathBuf>,
+    resume: Option<PathBuf>,
     device: DeviceArgs,
 ) -> Result<()> {
     if names.len() != data.len() {
@@ -565,7 +570,8 @@ fn eval(
     suite.check()?;
     let gpu = device.open()?;
     let model = Model::open(&model, gpu)?;
-    let result = tasks::evaluate(&model, &suite, &EvalOptions { max_length: ctx, batch, progress: Some(Arc::new(report::ProgressBar::new())) })?;
+    let options = EvalOptions { max_length: ctx, batch, progress: Some(Arc::new(report::ProgressBar::new())) };
+    let result = tasks::evaluate_resumable(&model, &suite, &options, resume.as_deref())?;
     print!("{}", report::eval_table(&result, &model.name, &model.adapter()));
     if result.truncated > 0 {
         eprintln!(

@@ -14,9 +14,14 @@
 //! the context and itself (see [`Window`]). A segment's rows, positions and visible keys are those
 //! of the request's own window, so the scores are those of the request alone (up to rounding). Truncated requests
 //! and contexts with one continuation stay plain windows.
+//!
+//! With a resume log (`perplex eval --resume`), every answered request is logged as its pass
+//! finishes, and a rerun scores only the windows whose requests are not all in the log.
 
-use super::{score_windows, watcher, Progress, Window};
-use crate::forward::Batch;
+use super::resume::{model_fingerprint, Entry, ResumeLog};
+use super::{score_windows, stop_requested, watcher, Progress, Window, PASSES_PER_GROUP};
+use crate::forward::{Batch, TokenScore};
+use crate::hash::Fnv1a;
 use std::collections::BTreeMap;
 use crate::error::{Error, Result};
 use crate::model::TextTokenizer;
@@ -67,7 +72,8 @@ pub struct LoglikOutput {
     pub max_length: usize,
     /// Windows actually run per pass.
     pub batch: usize,
-    /// Rows the model processed: a packed context counts once for all its continuations.
+    /// Rows the model processed in this run (not those of answers a resume log held): a packed
+    /// context counts once for all its continuations.
     pub positions: usize,
     pub seconds: f64,
 }
@@ -195,6 +201,77 @@ fn describe(request: &Request) -> String {
 /// Scores every request; results come back in request order and do not depend on the batch size
 /// or on the order of the requests (see `plan_windows` and `score_windows`).
 pub fn loglikelihood(model: &Model, requests: &[Request], options: &LoglikOptions) -> Result<LoglikOutput> {
+    loglikelihood_resumable(model, requests, options, None)
+}
+
+/// One answered request in the `--resume` log of `perplex eval`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ScoredRequest {
+    /// The request's [`segment_keys`] entry: its tokens and the model input that scored them.
+    pub request: String,
+    pub ll: f64,
+    pub is_greedy: bool,
+}
+
+impl Entry for ScoredRequest {
+    type Key = String;
+    const NAME: &'static str = "requests";
+    fn key(&self) -> String {
+        self.request.clone()
+    }
+}
+
+/// What every entry of a request log depends on beyond its key: the model's files. Task settings
+/// (tasks, data, few-shot, limit, ctx) are no part of it: they change which requests there are,
+/// and every request is keyed by the exact input that scored it, so a log can be continued by a
+/// run with more documents or more tasks, and entries of requests this run does not make are
+/// ignored.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RequestLogHeader {
+    pub perplex_eval_resume: u32,
+    /// [`model_fingerprint`] of the model whose scores the entries are.
+    pub model_files: String,
+}
+
+/// The log of `perplex eval --resume`.
+pub type RequestLog = ResumeLog<RequestLogHeader, ScoredRequest>;
+
+/// The key of each segment of a window (one for a plain window): a hash of everything the GPU
+/// computes it from (input tokens, targets, scored rows and segment lengths) and the segment's
+/// place. A request's own tokens are not enough: which continuations share its packed window, and
+/// how much context truncation left, change the last bits of its score; the window is what fixes
+/// them (scores do not depend on the batch or the order of windows).
+fn segment_keys(window: &Window) -> Vec<String> {
+    let mut hash = Fnv1a::default();
+    for part in [&window.input, &window.targets, &window.segments.iter().map(|&s| s as u32).collect()] {
+        hash.field(&part.len().to_string());
+        for token in part {
+            hash.update(&token.to_le_bytes());
+        }
+    }
+    hash.field(&format!("{}..{}", window.scored.start, window.scored.end));
+    (0..segment_lengths(window).len()).map(|i| hash.clone().field(&i.to_string()).hex()).collect()
+}
+
+/// The scored positions of each segment of a window: a plain window's are one request's.
+fn segment_lengths(window: &Window) -> Vec<usize> {
+    if window.segments.is_empty() {
+        vec![window.scored.len()]
+    } else {
+        window.segments.clone()
+    }
+}
+
+/// A segment's answer from its scored positions: log-probabilities summed in order, in f64.
+fn segment_answer(scores: &[TokenScore]) -> (f64, bool) {
+    (scores.iter().map(|s| s.logprob as f64).sum(), scores.iter().all(|s| s.greedy))
+}
+
+/// [`loglikelihood`] with an optional resume log: windows whose requests are all in it are not
+/// scored again, and the requests of every few passes are appended to it as soon as they finish.
+/// The results are bit-identical to a run without the log: the windows are planned over all
+/// requests either way, and a logged answer is the very number the window gave.
+pub fn loglikelihood_resumable(model: &Model, requests: &[Request], options: &LoglikOptions, resume: Option<&std::path::Path>) -> Result<LoglikOutput> {
     let start = std::time::Instant::now();
     let positions = model.spec.max_positions;
     let max_length = options.max_length.unwrap_or(positions);
@@ -226,27 +303,85 @@ pub fn loglikelihood(model: &Model, requests: &[Request], options: &LoglikOption
         encoded.push(request_encoded);
     }
     let (windows, owners, truncated) = plan_windows(&encoded, max_length);
-    let total: usize = windows.iter().map(|w| w.scored.len()).sum();
+    let keys: Vec<Vec<String>> = windows.iter().map(segment_keys).collect();
+    let mut log = match resume {
+        Some(path) => Some(RequestLog::open(path, &RequestLogHeader { perplex_eval_resume: 1, model_files: model_fingerprint(model)? })?),
+        None => None,
+    };
+    // Each window's answer per segment, where the log has all of them.
+    let mut answers: Vec<Option<Vec<(f64, bool)>>> = keys
+        .iter()
+        .map(|keys| {
+            let log = log.as_ref()?;
+            keys.iter().map(|key| log.get(key).map(|e| (e.ll, e.is_greedy))).collect()
+        })
+        .collect();
+    // The windows still to score, longest first (as `score_windows` orders them), so that groups
+    // of a few passes each batch like one call over all of them would.
+    let mut pending: Vec<usize> = (0..windows.len()).filter(|&w| answers[w].is_none()).collect();
+    pending.sort_by_key(|&w| std::cmp::Reverse(windows[w].input.len()));
+    let pending_windows: Vec<Window> = pending.iter().map(|&w| windows[w].clone()).collect();
+
+    let total: usize = pending_windows.iter().map(|w| w.scored.len()).sum();
     let progress = watcher(&options.progress);
     progress.start(total as u64);
-    let (scores, batch) = score_windows(model, &windows, options.batch, |n| progress.advance(n as u64))?;
+    let mut batch = 0;
+    let mut processed = 0;
+    let mut next = 0;
+    while next < pending.len() {
+        if stop_requested() {
+            progress.finish();
+            let answered: usize = owners.iter().zip(&answers).filter(|(_, a)| a.is_some()).map(|(o, _)| o.iter().map(Vec::len).sum::<usize>()).sum();
+            return Err(Error::interrupted(format!(
+                "interrupted: {answered} of {} requests answered{}",
+                requests.len(),
+                match resume {
+                    Some(path) => format!(" and kept in {}; rerun the same command to continue", path.display()),
+                    None => String::new(),
+                }
+            )));
+        }
+        let mut end = next;
+        for _ in 0..PASSES_PER_GROUP {
+            if end < pending.len() {
+                end += model.gpu_model.windows_per_pass(pending_windows[end].input.len(), options.batch).min(pending.len() - end);
+            }
+        }
+        let group = &pending_windows[next..end];
+        let (scores, group_batch) = score_windows(model, group, options.batch, |n| progress.advance(n as u64))?;
+        batch = batch.max(group_batch);
+        processed += group.iter().map(|w| w.input.len()).sum::<usize>();
+        let mut answered = Vec::new();
+        let mut new_keys = std::collections::HashSet::new();
+        for ((&w, window), window_scores) in pending[next..end].iter().zip(group).zip(&scores) {
+            let mut rest = &window_scores[..];
+            let mut answer = Vec::new();
+            for (length, key) in segment_lengths(window).into_iter().zip(&keys[w]) {
+                let (mine, tail) = rest.split_at(length);
+                rest = tail;
+                let (ll, is_greedy) = segment_answer(mine);
+                // A window rescored because the log holds only some of its requests (a crash
+                // between them), or twice in the plan (identical truncated requests), is logged once.
+                if log.as_ref().is_some_and(|log| log.get(key).is_none()) && new_keys.insert(key) {
+                    answered.push(ScoredRequest { request: key.clone(), ll, is_greedy });
+                }
+                answer.push((ll, is_greedy));
+            }
+            answers[w] = Some(answer);
+        }
+        if let Some(log) = log.as_mut() {
+            log.append_all(answered)?;
+        }
+        next = end;
+    }
     progress.finish();
+
     let mut results = vec![None; requests.len()];
-    for ((window, answers), window_scores) in windows.iter().zip(&owners).zip(&scores) {
-        // A plain window's scored positions are one request's; a packed one's, its segments in order.
-        let plain = [window.scored.len()];
-        let lengths = if window.segments.is_empty() { &plain[..] } else { &window.segments[..] };
-        let mut rest = &window_scores[..];
-        for (&length, answered) in lengths.iter().zip(answers) {
-            let (mine, tail) = rest.split_at(length);
-            rest = tail;
-            for &r in answered {
-                results[r] = Some(Loglikelihood {
-                    ll: mine.iter().map(|s| s.logprob as f64).sum(),
-                    is_greedy: mine.iter().all(|s| s.greedy),
-                    tokens: mine.len(),
-                    truncated: truncated[r],
-                });
+    for ((window, answered), answer) in windows.iter().zip(&owners).zip(answers) {
+        let answer = answer.expect("every window is answered");
+        for ((length, requests), (ll, is_greedy)) in segment_lengths(window).into_iter().zip(answered).zip(answer) {
+            for &r in requests {
+                results[r] = Some(Loglikelihood { ll, is_greedy, tokens: length, truncated: truncated[r] });
             }
         }
     }
@@ -255,7 +390,7 @@ pub fn loglikelihood(model: &Model, requests: &[Request], options: &LoglikOption
         truncated: truncated.iter().filter(|&&t| t).count(),
         max_length,
         batch,
-        positions: windows.iter().map(|w| w.input.len()).sum(),
+        positions: processed,
         seconds: start.elapsed().as_secs_f64(),
     })
 }

@@ -8,10 +8,10 @@ mod words;
 
 pub use words::word_count;
 pub use loglik::{
-    encode_request, is_python_space, loglikelihood, python_strip, request_window, EncodedRequest, LoglikOptions, LoglikOutput,
-    Loglikelihood, Request,
+    encode_request, is_python_space, loglikelihood, loglikelihood_resumable, python_strip, request_window, EncodedRequest, LoglikOptions,
+    LoglikOutput, Loglikelihood, Request, RequestLog, RequestLogHeader, ScoredRequest,
 };
-pub use resume::{text_hash, Finished, ResumeHeader, ResumeLog};
+pub use resume::{document_key, model_fingerprint, text_hash, DocumentLog, Entry, Finished, ResumeHeader, ResumeLog};
 pub use windows::{chunks, rolling, sliding, Window, WindowMode};
 
 use crate::data::Document;
@@ -263,6 +263,10 @@ fn submit_pass(model: &Model, windows: &[Window], group: &[usize], len: usize) -
     model.gpu_model.submit_rows(count, len, &tokens, &targets, &layout, &scored_rows)
 }
 
+/// Passes scored between two looks at the resume log and the Ctrl-C flag: few enough that
+/// finished work is logged (and a Ctrl-C obeyed) soon, enough to keep the device busy.
+const PASSES_PER_GROUP: usize = 4;
+
 /// Set by a Ctrl-C handler: long runs stop after the documents in flight, keeping what is done.
 pub static STOP_REQUESTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -281,7 +285,7 @@ pub fn perplexity_resumable(model: &Model, documents: &[Document], options: &Ppl
     let ctx = options.resolve_ctx(model)?;
     let start = std::time::Instant::now();
     let mut log = match resume {
-        Some(path) => Some(ResumeLog::open(
+        Some(path) => Some(DocumentLog::open(
             path,
             &ResumeHeader {
                 perplex_resume: 1,
@@ -298,7 +302,7 @@ pub fn perplexity_resumable(model: &Model, documents: &[Document], options: &Ppl
         None => None,
     };
     let mut finished: Vec<Option<Finished>> =
-        documents.iter().map(|d| log.as_ref().and_then(|l| l.get(&d.name, &d.text)).cloned()).collect();
+        documents.iter().map(|d| log.as_ref().and_then(|l| l.get(&document_key(&d.name, &d.text))).cloned()).collect();
     let pending: Vec<usize> = (0..documents.len()).filter(|&i| finished[i].is_none()).collect();
     let tokenized: Vec<Vec<u32>> = pending.iter().map(|&i| model.tokenizer.encode(&documents[i].text)).collect::<Result<_>>()?;
     let windows = make_windows(model, &tokenized, options.mode, ctx)?;
@@ -316,7 +320,7 @@ pub fn perplexity_resumable(model: &Model, documents: &[Document], options: &Ppl
     // reach the resume log (and a Ctrl-C stops) without waiting for the whole run.
     let progress = watcher(&options.progress);
     progress.start(total_scored as u64);
-    let group_windows = 4 * model.gpu_model.windows_per_pass(ctx, options.batch);
+    let group_windows = PASSES_PER_GROUP * model.gpu_model.windows_per_pass(ctx, options.batch);
     let mut largest_pass = 0;
     let mut positions = 0;
     let mut first_window = 0;

@@ -5,7 +5,7 @@ use super::metrics::{self, MetricValue, Stderr};
 use super::{Instance, OutputType, Suite, Task};
 use crate::error::Result;
 use crate::forward::Batch;
-use crate::score::{loglikelihood, LoglikOptions, Loglikelihood, Progress, Request};
+use crate::score::{loglikelihood_resumable, LoglikOptions, Loglikelihood, Progress, Request};
 use crate::Model;
 
 #[derive(Debug, Clone)]
@@ -76,13 +76,21 @@ pub struct EvalResult {
 
 /// Builds every task's requests, scores them, and computes the metrics.
 pub fn evaluate(model: &Model, suite: &Suite, options: &EvalOptions) -> Result<EvalResult> {
+    evaluate_resumable(model, suite, options, None)
+}
+
+/// [`evaluate`] with an optional resume log (`--resume`): requests already in it are not scored
+/// again, and each is appended to it as soon as its pass finishes; the metrics are bit-identical
+/// to an uninterrupted run's (see `score::loglikelihood_resumable`).
+pub fn evaluate_resumable(model: &Model, suite: &Suite, options: &EvalOptions, resume: Option<&std::path::Path>) -> Result<EvalResult> {
     // All documents are checked before the (slow) scoring starts.
     let instances: Vec<Vec<Instance>> = suite.tasks.iter().map(Task::instances).collect::<Result<_>>()?;
     let requests: Vec<Request> = instances.iter().flatten().flat_map(|i| i.requests.iter().cloned()).collect();
-    let output = loglikelihood(
+    let output = loglikelihood_resumable(
         model,
         &requests,
         &LoglikOptions { max_length: options.max_length, batch: options.batch, progress: options.progress.clone() },
+        resume,
     )?;
     let mut answers = output.results.iter();
     let mut tasks = Vec::new();

@@ -15,7 +15,7 @@ mod fewshot;
 mod metrics;
 
 pub use builtin::{known_tasks, MMLU_SUBJECTS};
-pub use eval::{evaluate, EvalOptions, EvalResult, GroupResult, Sample, TaskResult};
+pub use eval::{evaluate, evaluate_resumable, EvalOptions, EvalResult, GroupResult, Sample, TaskResult};
 pub use fewshot::{PyRandom, SamplerKind, HARNESS_SEED};
 pub use metrics::{MetricValue, Stderr};
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod small_disk;
 
 use perplex::gpu::{Gpu, GpuOptions, ReadPath};
 use std::path::PathBuf;
