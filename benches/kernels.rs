@@ -2,7 +2,7 @@
 //! `cargo bench --bench kernels` prints GFLOP/s per kernel and shape.
 
 use perplex::forward::RowLayout;
-use perplex::gpu::{ops, DType, Gpu, GpuMatrix, GpuOptions, Program, TILE_COLS};
+use perplex::gpu::{ops, DType, Gpu, GpuMatrix, GpuOptions, Program};
 use std::time::Instant;
 
 fn time_program(gpu: &Gpu, program: &Program, repeats: usize) -> f64 {
@@ -26,22 +26,10 @@ fn bench_lm_head(gpu: &Gpu, rows: usize, vocab: usize, k: usize) {
     let weight = GpuMatrix::upload(gpu, "head", vocab, k, dtype, &vec![0u8; vocab * k * 4]).unwrap();
     let input = gpu.storage("in", (rows * k * 4) as u64);
     let targets = gpu.storage("targets", (rows * 4) as u64);
-    let tiles = vocab.div_ceil(TILE_COLS);
-    let partials = gpu.storage("partials", (rows * tiles * 16) as u64);
+    let head = ops::LmHead { matrix: &weight, vocab, softcap: 0.0 };
+    let partials = gpu.storage("partials", (rows * head.tiles() * 16) as u64);
     let mut p = Program::builder(gpu);
-    for part in &weight.parts {
-        let params = ops::LmHeadLoss {
-            rows: rows as u32,
-            cols: part.rows as u32,
-            depth: k as u32,
-            col_offset: part.first_row as u32,
-            tiles: tiles as u32,
-            tile_offset: (part.first_row / TILE_COLS) as u32,
-            softcap: 0.0,
-            vocab: vocab as u32,
-        };
-        ops::lm_head_loss(&mut p, dtype.format(), params, &input, &part.buffer, &targets, &partials);
-    }
+    ops::lm_head_loss(&mut p, rows, head, &input, &targets, &partials);
     let seconds = time_program(gpu, &p.build(), 2);
     let flops = 2.0 * (rows * vocab * k) as f64;
     println!("lm head loss {rows:>5} x {vocab:>6} x {k:>5}: {:8.2} ms  {:7.2} GFLOP/s", seconds * 1e3, flops / seconds / 1e9);

@@ -5,7 +5,7 @@
 //! log p(target) and whether the target was the argmax. Logits never leave the kernel.
 
 use crate::error::{Error, Result};
-use crate::gpu::{ops, DType, Gpu, GpuMatrix, KernelId, PendingRead, Program, ProgramBuilder, ReadPath, WeightFormat, TILE_COLS};
+use crate::gpu::{ops, DType, Gpu, GpuMatrix, KernelId, PendingRead, Program, ProgramBuilder, ReadPath, WeightFormat};
 use crate::model::{load_weights, Checkpoint, ModelSpec, ModelWeights, NormKind, NormWeights, QkNorm};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -203,10 +203,6 @@ impl GpuModel {
         self.weights.embedding.parts.len()
     }
 
-    fn vocab_tiles(&self) -> usize {
-        self.spec.vocab_size.div_ceil(TILE_COLS)
-    }
-
     /// Bytes of activation memory per row (token position) of a batch, per buffer.
     fn row_bytes(&self) -> [usize; 6] {
         let s = &self.spec;
@@ -216,7 +212,7 @@ impl GpuModel {
             s.q_width() * 4,
             s.up_width() * 4,
             s.intermediate * 4,
-            self.vocab_tiles() * 16,
+            ops::vocab_tiles(s.vocab_size) * 16,
         ]
     }
 
@@ -486,22 +482,9 @@ impl GpuModel {
         };
         let rows = head_rows;
 
-        let head = w.head();
-        let tiles = self.vocab_tiles();
-        for part in &head.parts {
-            let params = ops::LmHeadLoss {
-                rows: rows as u32,
-                cols: part.rows as u32,
-                depth: d as u32,
-                col_offset: part.first_row as u32,
-                tiles: tiles as u32,
-                tile_offset: (part.first_row / TILE_COLS) as u32,
-                softcap: spec.final_softcap,
-                vocab: spec.vocab_size as u32,
-            };
-            ops::lm_head_loss(&mut p, head.dtype.format(), params, &ws.h, &part.buffer, &ws.targets, &ws.partials);
-        }
-        ops::loss_combine(&mut p, ops::LossCombine { rows: rows as u32, tiles: tiles as u32 }, &ws.targets, &ws.partials, &ws.scores);
+        let head = ops::LmHead { matrix: w.head(), vocab: spec.vocab_size, softcap: spec.final_softcap };
+        ops::lm_head_loss(&mut p, rows, head, &ws.h, &ws.targets, &ws.partials);
+        ops::loss_combine(&mut p, ops::LossCombine { rows: rows as u32, tiles: head.tiles() as u32 }, &ws.targets, &ws.partials, &ws.scores);
         p.build()
     }
 

@@ -196,26 +196,14 @@ fn run_lm_head_on(path: (ReadPath, bool), rows: usize, vocab: usize, k: usize, d
     let head = GpuMatrix::upload(&gpu, "head", vocab, k, dtype, &bytes).unwrap();
     assert_eq!(head.parts.len() > 1, split);
     let targets: Vec<u32> = (0..rows).map(|_| rng.below(vocab) as u32).collect();
-    let tiles = vocab.div_ceil(TILE_COLS);
+    let head = ops::LmHead { matrix: &head, vocab, softcap };
     let hidden_buf = gpu.upload("hidden", &hidden);
     let target_buf = gpu.upload("targets", &targets);
-    let partials = gpu.storage("partials", (rows * tiles * 16) as u64);
+    let partials = gpu.storage("partials", (rows * head.tiles() * 16) as u64);
     let scores = gpu.storage("scores", (rows * 8) as u64);
     let mut p = Program::builder(&gpu);
-    for part in &head.parts {
-        let params = ops::LmHeadLoss {
-            rows: rows as u32,
-            cols: part.rows as u32,
-            depth: k as u32,
-            col_offset: part.first_row as u32,
-            tiles: tiles as u32,
-            tile_offset: (part.first_row / TILE_COLS) as u32,
-            softcap,
-            vocab: vocab as u32,
-        };
-        ops::lm_head_loss(&mut p, dtype.format(), params, &hidden_buf, &part.buffer, &target_buf, &partials);
-    }
-    ops::loss_combine(&mut p, ops::LossCombine { rows: rows as u32, tiles: tiles as u32 }, &target_buf, &partials, &scores);
+    ops::lm_head_loss(&mut p, rows, head, &hidden_buf, &target_buf, &partials);
+    ops::loss_combine(&mut p, ops::LossCombine { rows: rows as u32, tiles: head.tiles() as u32 }, &target_buf, &partials, &scores);
     p.build().run(&gpu).unwrap();
     let got: Vec<[f32; 2]> = gpu.read(&scores, rows).unwrap();
     let mut logits = reference::matmul(&hidden, rows, &HostMatrix { rows: vocab, cols: k, data: w }, None);
@@ -264,24 +252,13 @@ fn lm_head_greedy_flag_when_target_is_argmax() {
         })
         .collect();
     let head = GpuMatrix::upload(&gpu, "head", vocab, k, DType::F32, bytemuck::cast_slice(&w)).unwrap();
-    let tiles = vocab.div_ceil(TILE_COLS);
+    let head = ops::LmHead { matrix: &head, vocab, softcap: 0.0 };
     let (hb, tb) = (gpu.upload("h", &hidden), gpu.upload("t", &targets));
-    let partials = gpu.storage("partials", (rows * tiles * 16) as u64);
+    let partials = gpu.storage("partials", (rows * head.tiles() * 16) as u64);
     let scores = gpu.storage("scores", (rows * 8) as u64);
     let mut p = Program::builder(&gpu);
-    let part = &head.parts[0];
-    let params = ops::LmHeadLoss {
-        rows: rows as u32,
-        cols: vocab as u32,
-        depth: k as u32,
-        col_offset: 0,
-        tiles: tiles as u32,
-        tile_offset: 0,
-        softcap: 0.0,
-        vocab: vocab as u32,
-    };
-    ops::lm_head_loss(&mut p, DType::F32.format(), params, &hb, &part.buffer, &tb, &partials);
-    ops::loss_combine(&mut p, ops::LossCombine { rows: rows as u32, tiles: tiles as u32 }, &tb, &partials, &scores);
+    ops::lm_head_loss(&mut p, rows, head, &hb, &tb, &partials);
+    ops::loss_combine(&mut p, ops::LossCombine { rows: rows as u32, tiles: head.tiles() as u32 }, &tb, &partials, &scores);
     p.build().run(&gpu).unwrap();
     let got: Vec<[f32; 2]> = gpu.read(&scores, rows).unwrap();
     assert!(got.iter().all(|g| g[1] == 1.0), "{got:?}");

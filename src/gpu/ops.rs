@@ -8,6 +8,7 @@
 
 use super::kernels::{KernelId, WeightFormat, BLOCK_ROWS, TILE_COLS};
 use super::program::{Binding, ProgramBuilder};
+use super::tensor::GpuMatrix;
 use crate::model;
 
 /// A field of a parameter block as the layout check sees it.
@@ -134,11 +135,47 @@ kernel_params! {
     }
 }
 
-/// The fused LM head over one part of a `format` vocabulary matrix: input, weights, targets ->
-/// partials (one summary per row and tile).
-pub fn lm_head_loss(p: &mut ProgramBuilder, format: WeightFormat, params: LmHeadLoss, input: Binding, weights: Binding, targets: Binding, partials: Binding) {
-    let grid = block_grid(params.rows, params.cols);
-    p.dispatch(KernelId::lm_head_loss(format, params.depth as usize), params, &[input, weights, targets, partials], grid);
+/// The LM head as the loss kernels see it: the vocabulary matrix (split or not), how many of its
+/// rows are the vocabulary, and the logit soft-capping value (0 = off).
+#[derive(Clone, Copy)]
+pub struct LmHead<'a> {
+    pub matrix: &'a GpuMatrix,
+    pub vocab: usize,
+    pub softcap: f32,
+}
+
+impl LmHead<'_> {
+    /// Vocabulary tiles per row: the row length of `partials` in summaries.
+    pub fn tiles(&self) -> usize {
+        vocab_tiles(self.vocab)
+    }
+}
+
+/// Vocabulary tiles of TILE_COLS logits in a vocabulary of `vocab`.
+pub fn vocab_tiles(vocab: usize) -> usize {
+    vocab.div_ceil(TILE_COLS)
+}
+
+/// The fused LM head over every part of `head`'s matrix, one dispatch per part: input (`rows`
+/// rows), targets -> partials (one summary per row and tile, [`LmHead::tiles`] per row). Parts
+/// start at whole tiles (tensor.rs's ROW_ALIGN), so each writes its own tiles.
+pub fn lm_head_loss(p: &mut ProgramBuilder, rows: usize, head: LmHead, input: Binding, targets: Binding, partials: Binding) {
+    let matrix = head.matrix;
+    let kernel = KernelId::lm_head_loss(matrix.dtype.format(), matrix.cols);
+    for part in &matrix.parts {
+        let params = LmHeadLoss {
+            rows: rows as u32,
+            cols: part.rows as u32,
+            depth: matrix.cols as u32,
+            col_offset: part.first_row as u32,
+            tiles: head.tiles() as u32,
+            tile_offset: (part.first_row / TILE_COLS) as u32,
+            softcap: head.softcap,
+            vocab: head.vocab as u32,
+        };
+        let grid = block_grid(params.rows, params.cols);
+        p.dispatch(kernel, params, &[input, &part.buffer, targets, partials], grid);
+    }
 }
 
 kernel_params! {
