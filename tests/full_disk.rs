@@ -9,8 +9,8 @@ mod common;
 
 use common::repo;
 use common::small_disk::{assert_whole_lines, SmallDisk};
-use perplex::sweep::{self, UnitRecord};
-use std::collections::BTreeMap;
+use common::sweep::{assert_each_unit_once, comparable, four_checkpoints, sweep_command};
+use perplex::sweep;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -35,29 +35,6 @@ fn succeed(command: &mut Command) -> Output {
     output
 }
 
-/// Two sizes, an early and a late checkpoint each; the small held-out text and 20 agreement items.
-fn sweep_command(out: &Path) -> Command {
-    let mut command = perplex();
-    command.arg("sweep").arg("--models");
-    for checkpoint in ["0.2M/step30", "0.2M/step500", "0.9M/step30", "0.9M/step500"] {
-        command.arg(repo().join("models/family").join(checkpoint));
-    }
-    command.arg("--data").arg(repo().join("models/default/heldout-small.txt"));
-    command.arg("--task").arg(repo().join("models/family/tasks/agreement.jsonl"));
-    command.args(["--limit", "20", "--ctx", "64", "--out"]).arg(out);
-    command
-}
-
-/// Records by unit, without the timing, which differs between runs.
-fn comparable(records: &[UnitRecord]) -> BTreeMap<(String, String), serde_json::Value> {
-    records
-        .iter()
-        .map(|r| {
-            let mut value = serde_json::to_value(r).unwrap();
-            value.as_object_mut().unwrap().remove("seconds");
-            (r.key(), value)
-        })
-        .collect()
 }
 
 #[test]
@@ -65,7 +42,7 @@ fn a_sweep_on_a_full_disk_keeps_its_units_and_a_rerun_finishes() {
     let dir = scratch("sweep");
     let Some(disk) = SmallDisk::mount(&dir.join("disk"), "full-disk sweep") else { return };
     let reference_path = dir.join("reference.jsonl");
-    succeed(&mut sweep_command(&reference_path));
+    succeed(&mut sweep_command(four_checkpoints(), &reference_path));
     let reference = comparable(&sweep::read_results(&reference_path).unwrap());
     let units = reference.len();
     assert_eq!(units, 8);
@@ -74,7 +51,7 @@ fn a_sweep_on_a_full_disk_keeps_its_units_and_a_rerun_finishes() {
     // 500-800 bytes).
     disk.fill_leaving(2);
     let results = disk.dir.join("results.jsonl");
-    let output = sweep_command(&results).output().unwrap();
+    let output = sweep_command(four_checkpoints(), &results).output().unwrap();
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
     let message = stderr(&output);
     assert!(message.contains("the disk is full") && message.contains("rerun the same command"), "{message}");
@@ -88,11 +65,11 @@ fn a_sweep_on_a_full_disk_keeps_its_units_and_a_rerun_finishes() {
 
     // Space freed: the rerun measures only what is missing.
     disk.free();
-    let output = succeed(&mut sweep_command(&results));
+    let output = succeed(&mut sweep_command(four_checkpoints(), &results));
     let summary = String::from_utf8_lossy(&output.stdout);
     assert!(summary.contains(&format!("{} units measured, {} already", units - kept.len(), kept.len())), "{summary}");
     assert_whole_lines(&results);
-    assert_eq!(std::fs::read_to_string(&results).unwrap().lines().count(), units, "no unit twice");
+    assert_each_unit_once(&results, units);
     assert_eq!(comparable(&sweep::read_results(&results).unwrap()), reference);
     drop(disk);
     std::fs::remove_dir_all(&dir).unwrap();

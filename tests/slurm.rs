@@ -11,8 +11,9 @@
 mod common;
 
 use common::repo;
+use common::sweep::{assert_each_unit_once, comparable, every_checkpoint, measurement_args, sweep_command};
 use perplex::sweep::lock::{lock_path, Holder};
-use perplex::sweep::{self, UnitRecord};
+use perplex::sweep;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -51,40 +52,14 @@ fn succeed(command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
-/// The sweep options of both the Slurm jobs and the unsharded reference: every checkpoint of the
-/// family on the small held-out text and 20 agreement items.
+/// The sweep options of the Slurm jobs: every checkpoint of the family, measured as the
+/// unsharded reference measures them.
 fn sweep_options() -> Vec<String> {
-    let path = |p: &str| repo().join(p).display().to_string();
-    ["--models", &path("models/family/*/step*"), "--data", &path("models/default/heldout-small.txt")]
+    ["--models".into(), every_checkpoint().into()]
         .into_iter()
-        .chain(["--task", &path("models/family/tasks/agreement.jsonl"), "--limit", "20", "--ctx", "64"])
-        .map(str::to_string)
+        .chain(measurement_args())
+        .map(|arg| arg.into_string().unwrap())
         .collect()
-}
-
-/// Records by unit, without the timing, which differs between runs.
-fn comparable(records: &[UnitRecord]) -> BTreeMap<(String, String), serde_json::Value> {
-    records
-        .iter()
-        .map(|r| {
-            let mut value = serde_json::to_value(r).unwrap();
-            value.as_object_mut().unwrap().remove("seconds");
-            (r.key(), value)
-        })
-        .collect()
-}
-
-/// The unit of every line of a results file (to count duplicates).
-fn line_units(path: &Path) -> Vec<(String, String)> {
-    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str::<UnitRecord>(l).unwrap().key()).collect()
-}
-
-fn assert_each_unit_once(path: &Path, units: usize) {
-    let mut keys = line_units(path);
-    assert_eq!(keys.len(), units, "{}: {} lines", path.display(), keys.len());
-    keys.sort();
-    keys.dedup();
-    assert_eq!(keys.len(), units, "{}: a unit appears twice", path.display());
 }
 
 /// Submits and watches jobs from a scratch directory (where their output files go), with the
@@ -175,7 +150,7 @@ fn merge_sbatch() -> String {
 /// The unsharded sweep the merged shards must equal.
 fn reference(dir: &Path) -> BTreeMap<(String, String), serde_json::Value> {
     let whole = dir.join("whole.jsonl");
-    let output = Command::new(env!("CARGO_BIN_EXE_perplex")).arg("sweep").args(sweep_options()).arg("--out").arg(&whole).output().unwrap();
+    let output = sweep_command([every_checkpoint()], &whole).output().unwrap();
     assert!(output.status.success(), "{}", text(&output));
     comparable(&sweep::read_results(&whole).unwrap())
 }

@@ -7,33 +7,15 @@ mod common;
 
 use common::cli::{assert_success, perplex_command, Scratch};
 use common::repo;
+use common::sweep::{agreement_task, assert_each_unit_once, comparable, four_checkpoints, line_units, small_text};
 use perplex::sweep::{self, analysis, report, ResultsFile, Shard, SweepOptions, TaskArg, UnitRecord};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-/// Two sizes, an early and a late checkpoint each.
-fn checkpoints() -> Vec<String> {
-    ["0.2M/step30", "0.2M/step500", "0.9M/step30", "0.9M/step500"]
-        .iter()
-        .map(|c| repo().join("models/family").join(c).display().to_string())
-        .collect()
-}
-
-fn text() -> String {
-    repo().join("models/default/heldout-small.txt").display().to_string()
-}
-
-fn task() -> String {
-    repo().join("models/family/tasks/agreement.jsonl").display().to_string()
-}
-
-/// The sweep command over `checkpoints()`, the small held-out text and 20 agreement items.
+/// The sweep command over `four_checkpoints()`.
 fn sweep_command(out: &Path) -> Command {
-    let mut command = perplex_command();
-    command.arg("sweep").arg("--models").args(checkpoints());
-    command.args(["--data", &text(), "--task", &task(), "--limit", "20", "--ctx", "64", "--out"]).arg(out);
-    command
+    common::sweep::sweep_command(four_checkpoints(), out)
 }
 
 fn succeed(command: &mut Command) -> Output {
@@ -46,40 +28,11 @@ fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// Records by unit, without the timing, which differs between runs.
-fn comparable(records: &[UnitRecord]) -> BTreeMap<(String, String), serde_json::Value> {
-    records
-        .iter()
-        .map(|r| {
-            let mut value = serde_json::to_value(r).unwrap();
-            value.as_object_mut().unwrap().remove("seconds");
-            (r.key(), value)
-        })
-        .collect()
-}
-
-/// Every complete line of a results file, as unit keys (to count duplicates).
-fn line_keys(path: &Path) -> Vec<(String, String)> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<UnitRecord>(l).unwrap().key())
-        .collect()
-}
-
-fn assert_no_duplicates(path: &Path) {
-    let mut keys = line_keys(path);
-    let lines = keys.len();
-    keys.sort();
-    keys.dedup();
-    assert_eq!(keys.len(), lines, "{}: a unit appears twice", path.display());
-}
-
 #[test]
 fn a_killed_sweep_resumes_to_identical_results_without_duplicates() {
     let scratch = Scratch::new("sweep-resume");
     let dir = &scratch.path;
-    let units = checkpoints().len() * 2;
+    let units = four_checkpoints().len() * 2;
     let full = dir.join("full.jsonl");
     let out = stdout(&succeed(&mut sweep_command(&full)));
     assert!(out.contains(&format!("{units} units measured, 0 already")), "{out}");
@@ -95,7 +48,7 @@ fn a_killed_sweep_resumes_to_identical_results_without_duplicates() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let kept = line_keys(&killed).len();
+    let kept = line_units(&killed).len();
     assert!(kept >= 2, "the sweep wrote {kept} units before it was killed");
     // 2. And a line cut short, as a crash in the middle of a write leaves it.
     let mut cut = std::fs::read(&killed).unwrap();
@@ -103,7 +56,7 @@ fn a_killed_sweep_resumes_to_identical_results_without_duplicates() {
     std::fs::write(&killed, cut).unwrap();
     let out = stdout(&succeed(&mut sweep_command(&killed)));
     assert!(out.contains(&format!("{} units measured, {kept} already", units - kept)), "{out}");
-    assert_no_duplicates(&killed);
+    assert_each_unit_once(&killed, units);
     assert_eq!(comparable(&sweep::read_results(&killed).unwrap()), reference);
 
     // 3. A results file pre-populated with the first three units of the full run.
@@ -112,7 +65,7 @@ fn a_killed_sweep_resumes_to_identical_results_without_duplicates() {
     std::fs::write(&partial, text.lines().take(3).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
     let out = stdout(&succeed(&mut sweep_command(&partial)));
     assert!(out.contains(&format!("{} units measured, 3 already", units - 3)), "{out}");
-    assert_no_duplicates(&partial);
+    assert_each_unit_once(&partial, units);
     assert_eq!(comparable(&sweep::read_results(&partial).unwrap()), reference);
 
     // A finished sweep run again measures nothing.
@@ -136,13 +89,13 @@ fn changed_files_invalidate_only_their_own_units() {
         copy_dir(&repo().join("models/family/0.2M").join(step), &dir.join("run").join(step));
     }
     let data = dir.join("valid.txt");
-    std::fs::copy(text(), &data).unwrap();
+    std::fs::copy(small_text(), &data).unwrap();
     let options = SweepOptions { ctx: Some(64), batch: 8.into(), field: "text".into() };
     let results_path = dir.join("results.jsonl");
     let sweep_once = || {
         let checkpoints = sweep::discover(&[format!("{}/run/step*", dir.display())], &[]).unwrap();
         assert_eq!(checkpoints.iter().map(|c| c.step).collect::<Vec<_>>(), [Some(30), Some(500)]);
-        let tasks = [TaskArg::parse(&task(), 0, Some(20)).unwrap()];
+        let tasks = [TaskArg::parse(&agreement_task().display().to_string(), 0, Some(20)).unwrap()];
         let measurements = sweep::measurements(std::slice::from_ref(&data), &tasks, &options).unwrap();
         let mut results = ResultsFile::open(&results_path).unwrap();
         let summary = sweep::run(&checkpoints, &measurements, &options, Shard::WHOLE, &mut results, &mut || Ok(common::gpu()), &mut |_| {})
@@ -171,9 +124,8 @@ fn changed_files_invalidate_only_their_own_units() {
     assert_eq!(sweep_once(), (2, 2));
 
     // Each unit once in the file, the changed ones replaced.
-    assert_no_duplicates(&results_path);
+    assert_each_unit_once(&results_path, 4);
     let last = sweep::read_results(&results_path).unwrap();
-    assert_eq!(last.len(), 4);
     let hash = |records: &[UnitRecord], checkpoint: &str, measurement: &str| {
         let r = records.iter().find(|r| r.checkpoint.ends_with(checkpoint) && r.measurement.starts_with(measurement)).unwrap();
         (r.model_hash.clone(), r.measurement_hash.clone())
@@ -196,13 +148,13 @@ fn shards_merged_equal_an_unsharded_sweep_and_report() {
     let out = succeed(sweep_command(&shard1).args(["--shard", "auto"]).env("JOB_COMPLETION_INDEX", "1").env("PERPLEX_SHARD_COUNT", "2"));
     assert!(stdout(&out).contains("4 units measured"), "{}", stdout(&out));
     let (a, b) = (sweep::read_results(&shard0).unwrap(), sweep::read_results(&shard1).unwrap());
-    assert_eq!(a.len() + b.len(), checkpoints().len() * 2);
+    assert_eq!(a.len() + b.len(), four_checkpoints().len() * 2);
     assert!(a.iter().all(|r| b.iter().all(|s| s.checkpoint != r.checkpoint)), "shards share no checkpoint");
 
     let merged = dir.join("merged.jsonl");
     let out = succeed(perplex_command().args(["sweep", "merge"]).args([&merged, &shard1, &shard0, &shard0]));
     assert!(stdout(&out).contains("8 units from 3 files (4 found in more than one)"), "{}", stdout(&out));
-    assert_no_duplicates(&merged);
+    assert_each_unit_once(&merged, 8);
     assert_eq!(comparable(&sweep::read_results(&merged).unwrap()), comparable(&sweep::read_results(&whole).unwrap()));
 
     // The report of the merged results: table, JSON and plots.

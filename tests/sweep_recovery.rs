@@ -7,6 +7,7 @@
 mod common;
 
 use common::repo;
+use common::sweep::{every_checkpoint, sweep_command};
 use perplex::sweep::lock::{host_name, lock_path, Holder};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -37,15 +38,9 @@ fn succeed(command: &mut Command) -> Output {
     output
 }
 
-/// A sweep over every checkpoint of the family (15), on the small held-out text and 20 agreement
-/// items: long enough (a few seconds) to be caught running.
+/// A sweep over every checkpoint of the family (15): long enough (a few seconds) to be caught running.
 fn family_sweep(out: &Path) -> Command {
-    let mut command = perplex();
-    command.arg("sweep").arg("--models").arg(repo().join("models/family/*/step*"));
-    command.arg("--data").arg(repo().join("models/default/heldout-small.txt"));
-    command.arg("--task").arg(repo().join("models/family/tasks/agreement.jsonl"));
-    command.args(["--limit", "20", "--ctx", "64", "--out"]).arg(out);
-    command
+    sweep_command([every_checkpoint()], out)
 }
 
 fn lines(path: &Path) -> usize {

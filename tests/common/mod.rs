@@ -1,9 +1,11 @@
 //! Shared test helpers: one GPU per test binary, deterministic random data, tolerance presets,
-//! and where the real-model assets are; [`cli`] for tests that run the binary.
+//! and where the real-model assets are; [`cli`] for tests that run the binary, [`sweep`] for those of
+//! `perplex sweep`.
 #![allow(dead_code)]
 
 pub mod cli;
 pub mod small_disk;
+pub mod sweep;
 
 use perplex::gpu::{Gpu, GpuOptions, ReadPath};
 use std::path::PathBuf;
