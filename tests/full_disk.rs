@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::cli::perplex_command;
 use common::repo;
 use common::small_disk::{assert_whole_lines, SmallDisk};
 use common::sweep::{assert_each_unit_once, comparable, four_checkpoints, sweep_command};
@@ -21,10 +22,6 @@ fn scratch(test: &str) -> PathBuf {
     dir
 }
 
-fn perplex() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_perplex"))
-}
-
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -33,8 +30,6 @@ fn succeed(command: &mut Command) -> Output {
     let output = command.output().unwrap();
     assert!(output.status.success(), "{command:?} failed: {}", stderr(&output));
     output
-}
-
 }
 
 #[test]
@@ -85,7 +80,7 @@ fn documents(dir: &Path) -> PathBuf {
 }
 
 fn ppl(data: &Path, resume: &Path, json: &Path) -> Command {
-    let mut command = perplex();
+    let mut command = perplex_command();
     command.args(["ppl", "--model"]).arg(repo().join("models/default")).args(["--ctx", "64", "--batch", "4", "--data"]).arg(data);
     command.arg("--resume").arg(resume).arg("--json").arg(json);
     command
