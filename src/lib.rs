@@ -7,6 +7,7 @@ pub mod bench;
 pub mod data;
 pub mod dtype;
 pub mod error;
+pub mod fingerprint;
 pub mod forward;
 pub mod fuzz;
 pub mod hash;

@@ -167,7 +167,7 @@ pub fn document_key(name: &str, text: &str) -> (String, String) {
     (name.to_string(), text_hash(text))
 }
 
-/// The fingerprint of a model's files (those the engine reads; see `sweep::fingerprint`), so that
+/// The fingerprint of a model's files (those the engine reads; see [`crate::fingerprint`]), so that
 /// a log is never continued with other weights or another tokenizer at the same path. For models
 /// opened without a revision (a hub id resolves to its default branch).
 pub fn model_fingerprint(model: &crate::Model) -> Result<String> {
@@ -176,7 +176,7 @@ pub fn model_fingerprint(model: &crate::Model) -> Result<String> {
     } else {
         crate::model::ModelFiles::locate(&model.name, None)?.dir
     };
-    crate::sweep::fingerprint::checkpoint(&path)
+    crate::fingerprint::checkpoint(&path)
 }
 
 #[cfg(test)]

@@ -14,7 +14,6 @@
 
 pub mod analysis;
 pub mod checkpoints;
-pub mod fingerprint;
 pub mod lock;
 pub mod plot;
 pub mod report;
@@ -34,7 +33,7 @@ use crate::data::{self, Document};
 use crate::score::{self, PplOptions, WindowMode};
 use crate::tasks::{self, EvalOptions, OutputType, Suite, TaskSpec};
 use crate::Model;
-use fingerprint::Hasher;
+use crate::fingerprint::{self, Hasher};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
