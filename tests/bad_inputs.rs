@@ -34,7 +34,7 @@ fn error_kinds_have_their_exit_codes() {
 
 #[path = "common/gguf_builder.rs"]
 mod gguf_builder;
-use gguf_builder::Builder;
+use gguf_builder::{Builder, LlamaShape};
 
 /// Small f32 values that vary, for the weights of the test files.
 fn pattern(dims: &[u64]) -> Vec<f32> {
@@ -47,15 +47,8 @@ const TOKENS: [&str; 8] = ["<s>", "</s>", "a", "b", "Ġ", "Ġa", "Ġb", "\n"];
 /// `perplex ppl` scores; `edit` breaks one thing before the tensors are written.
 fn tiny_gguf(edit: impl FnOnce(&mut Builder, &mut Vec<(&'static str, u32)>)) -> Vec<u8> {
     let (hidden, ff, vocab) = (8u64, 16u64, TOKENS.len() as u64);
-    let mut g = Builder::arch("llama");
-    g.u32("llama.block_count", 2)
-        .u32("llama.context_length", 64)
-        .u32("llama.embedding_length", hidden as u32)
-        .u32("llama.feed_forward_length", ff as u32)
-        .u32("llama.attention.head_count", 2)
-        .u32("llama.attention.head_count_kv", 2)
-        .f32("llama.attention.layer_norm_rms_epsilon", 1e-5)
-        .string("tokenizer.ggml.model", "gpt2")
+    let mut g = Builder::llama(LlamaShape { layers: 2, context: 64, hidden: hidden as u32, ff: ff as u32, heads: 2, kv_heads: 2 });
+    g.string("tokenizer.ggml.model", "gpt2")
         .string("tokenizer.ggml.pre", "default")
         .strings("tokenizer.ggml.tokens", &TOKENS)
         .strings("tokenizer.ggml.merges", &["Ġ a", "Ġ b"])

@@ -21,7 +21,7 @@ use tracking_alloc::largest_allocation;
 
 #[path = "common/gguf_builder.rs"]
 mod gguf_builder;
-use gguf_builder::{put_str, Builder, F32, Q4_0};
+use gguf_builder::{put_str, Builder, LlamaShape, F32, Q4_0};
 
 /// Writes `bytes` to a fresh file of this test process.
 fn write_temp(name: &str, bytes: &[u8]) -> PathBuf {
@@ -257,15 +257,8 @@ fn ramp(n: usize, scale: f32) -> Vec<f32> {
 /// A two-layer llama file: hidden 8, 4 query heads and 2 key/value heads of 2, 16-wide MLP.
 fn tiny_llama() -> (Builder, Vec<f32>, Vec<f32>, Vec<f32>) {
     let (hidden, q_rows, kv_rows, ff, vocab) = (8usize, 8usize, 4usize, 16usize, 10usize);
-    let mut b = Builder::arch("llama");
-    b.u32("llama.block_count", 2)
-        .u32("llama.context_length", 128)
-        .u32("llama.embedding_length", hidden as u32)
-        .u32("llama.feed_forward_length", ff as u32)
-        .u32("llama.attention.head_count", 4)
-        .u32("llama.attention.head_count_kv", 2)
-        .f32("llama.rope.freq_base", 500000.0)
-        .f32("llama.attention.layer_norm_rms_epsilon", 1e-5)
+    let mut b = Builder::llama(LlamaShape { layers: 2, context: 128, hidden: hidden as u32, ff: ff as u32, heads: 4, kv_heads: 2 });
+    b.f32("llama.rope.freq_base", 500000.0)
         .u32("llama.rope.dimension_count", 2)
         .u32("tokenizer.ggml.bos_token_id", 1)
         .u32("tokenizer.ggml.eos_token_id", 2);

@@ -161,18 +161,11 @@ def build_tokenizer():
 # Variants
 # ---------------------------------------------------------------------------------------------
 
-VARIANTS = [
-    dict(
-        name="llama-f32",
-        arch="LlamaForCausalLM",
-        model_type="llama",
-        seed=1001,
-        extra_vocab=3,
-        hidden_size=72,
-        num_attention_heads=6,
-        num_key_value_heads=2,
-        intermediate_size=100,
-        num_hidden_layers=2,
+def llama_layout(**variant):
+    """A variant of the Llama layout (LlamaForCausalLM, MistralForCausalLM): the settings the four
+    share unless `variant` says otherwise."""
+    shared = dict(
+        extra_vocab=0,
         max_position_embeddings=128,
         rope_theta=10000.0,
         rope_scaling=None,
@@ -180,44 +173,26 @@ VARIANTS = [
         tie_word_embeddings=False,
         attention_bias=False,
         mlp_bias=False,
-        dtype="float32",
-        add_bos_token=True,
-    ),
-    dict(
-        name="llama-tied-f16",
-        arch="LlamaForCausalLM",
-        model_type="llama",
-        seed=1002,
-        extra_vocab=0,
-        hidden_size=80,
-        num_attention_heads=5,
-        num_key_value_heads=5,
-        intermediate_size=136,
-        num_hidden_layers=3,
-        max_position_embeddings=128,
-        rope_theta=10000.0,
-        rope_scaling=None,
-        rms_norm_eps=1e-5,
-        tie_word_embeddings=True,
-        attention_bias=False,
-        mlp_bias=False,
-        dtype="float16",
         add_bos_token=False,
-        softmax_dtype="float64",
+    )
+    return {**shared, **variant}
+
+
+VARIANTS = [
+    llama_layout(
+        name="llama-f32", arch="LlamaForCausalLM", model_type="llama", seed=1001, extra_vocab=3,
+        hidden_size=72, num_attention_heads=6, num_key_value_heads=2, intermediate_size=100,
+        num_hidden_layers=2, dtype="float32", add_bos_token=True,
     ),
-    dict(
-        name="llama3-bf16",
-        arch="LlamaForCausalLM",
-        model_type="llama",
-        seed=1003,
-        extra_vocab=3,
-        hidden_size=64,
-        num_attention_heads=4,
-        num_key_value_heads=1,
-        intermediate_size=90,
-        num_hidden_layers=2,
-        max_position_embeddings=256,
-        rope_theta=500000.0,
+    llama_layout(
+        name="llama-tied-f16", arch="LlamaForCausalLM", model_type="llama", seed=1002,
+        hidden_size=80, num_attention_heads=5, num_key_value_heads=5, intermediate_size=136,
+        num_hidden_layers=3, tie_word_embeddings=True, dtype="float16",
+    ),
+    llama_layout(
+        name="llama3-bf16", arch="LlamaForCausalLM", model_type="llama", seed=1003, extra_vocab=3,
+        hidden_size=64, num_attention_heads=4, num_key_value_heads=1, intermediate_size=90,
+        num_hidden_layers=2, max_position_embeddings=256, rope_theta=500000.0,
         # original_max_position_embeddings=64 puts the head_dim-16 rotary wavelengths (6.3, 32.5,
         # 169, ...) in all three llama3 regimes: kept (< 16), smoothly blended (16..64), divided
         # by `factor` (> 64).
@@ -228,37 +203,12 @@ VARIANTS = [
             "high_freq_factor": 4.0,
             "original_max_position_embeddings": 64,
         },
-        rms_norm_eps=1e-5,
-        tie_word_embeddings=False,
-        attention_bias=True,
-        mlp_bias=False,
-        dtype="bfloat16",
-        add_bos_token=False,
-        softmax_dtype="float64",
+        attention_bias=True, dtype="bfloat16",
     ),
-    dict(
-        name="mistral-f32",
-        arch="MistralForCausalLM",
-        model_type="mistral",
-        seed=1004,
-        extra_vocab=0,
-        hidden_size=48,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=12,
-        intermediate_size=70,
-        num_hidden_layers=2,
-        max_position_embeddings=128,
-        rope_theta=10000.0,
-        rope_scaling=None,
-        rms_norm_eps=1e-5,
-        tie_word_embeddings=False,
-        attention_bias=False,
-        mlp_bias=False,
-        sliding_window=None,
-        dtype="float32",
-        add_bos_token=False,
-        softmax_dtype="float64",
+    llama_layout(
+        name="mistral-f32", arch="MistralForCausalLM", model_type="mistral", seed=1004,
+        hidden_size=48, num_attention_heads=4, num_key_value_heads=2, head_dim=12,
+        intermediate_size=70, num_hidden_layers=2, sliding_window=None, dtype="float32",
     ),
 ]
 

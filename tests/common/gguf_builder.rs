@@ -20,10 +20,33 @@ pub struct Builder {
 pub const F32: u32 = 0;
 pub const Q4_0: u32 = 2;
 
+/// The hyperparameters of a small llama file, as its `llama.*` metadata states them.
+pub struct LlamaShape {
+    pub layers: u32,
+    pub context: u32,
+    pub hidden: u32,
+    pub ff: u32,
+    pub heads: u32,
+    pub kv_heads: u32,
+}
+
 impl Builder {
     pub fn arch(arch: &str) -> Builder {
         let mut b = Builder::default();
         b.string("general.architecture", arch);
+        b
+    }
+    /// A llama file with `shape`'s metadata and RMS norm epsilon 1e-5; tensors and the tokenizer
+    /// are the caller's.
+    pub fn llama(shape: LlamaShape) -> Builder {
+        let mut b = Builder::arch("llama");
+        b.u32("llama.block_count", shape.layers)
+            .u32("llama.context_length", shape.context)
+            .u32("llama.embedding_length", shape.hidden)
+            .u32("llama.feed_forward_length", shape.ff)
+            .u32("llama.attention.head_count", shape.heads)
+            .u32("llama.attention.head_count_kv", shape.kv_heads)
+            .f32("llama.attention.layer_norm_rms_epsilon", 1e-5);
         b
     }
     pub fn key(&mut self, key: &str, type_id: u32) -> &mut Vec<u8> {
