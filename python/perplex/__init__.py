@@ -29,6 +29,9 @@ from . import _native
 
 __all__ = ["Model", "TokenLogprobs"]
 
+# A call's ``progress``: True for a progress bar, or a callable taking (tokens done, tokens in all).
+ProgressArg = Union[bool, Callable[[int, int], None]]
+
 
 class TokenLogprobs(NamedTuple):
     """Every scored token of a text, as NumPy arrays of one length.
@@ -101,7 +104,7 @@ class Model:
         return f"perplex.Model({self.name!r}, adapter={self.adapter!r})"
 
     def loglikelihood(
-        self, requests: Sequence[Tuple[str, str]], ctx: Optional[int] = None, progress: bool = False
+        self, requests: Sequence[Tuple[str, str]], ctx: Optional[int] = None, progress: ProgressArg = False
     ) -> List[Tuple[float, bool]]:
         """Log-likelihood of each continuation given its context, as lm-evaluation-harness
         computes it (``perplex eval``'s rules).
@@ -115,7 +118,8 @@ class Model:
         Args:
             requests: ``(context, continuation)`` pairs.
             ctx: the longest model input; None: the model's ``ctx``.
-            progress: show a progress bar.
+            progress: ``True`` shows a progress bar; a callable is called with (tokens done,
+                tokens in all) as the call goes.
 
         Returns:
             ``(log-likelihood in nats, whether every continuation token is the greedy choice)``
@@ -125,7 +129,7 @@ class Model:
         return self._native.loglikelihood(pairs, ctx=_positive("ctx", ctx), progress=_progress_bar(progress))
 
     def loglikelihood_rolling(
-        self, texts: Sequence[str], ctx: Optional[int] = None, progress: bool = False
+        self, texts: Sequence[str], ctx: Optional[int] = None, progress: ProgressArg = False
     ) -> List[float]:
         """Total log-likelihood (nats) of each text, every token scored once in rolling windows
         of ``ctx`` tokens (None: the model's ``ctx``): lm-evaluation-harness's
@@ -147,7 +151,7 @@ class Model:
         window: str = "rolling",
         ctx: Optional[int] = None,
         stride: Optional[int] = None,
-        progress: bool = False,
+        progress: ProgressArg = False,
     ) -> Dict[str, Any]:
         """Loss, token/word/byte perplexity and bits per byte of the texts, each scored on its
         own, as ``perplex ppl --json`` reports them.
@@ -159,7 +163,8 @@ class Model:
                 ctx / 2) or ``"chunks"`` (llama.cpp ``llama-perplexity``).
             ctx: window length; None: the model's ``ctx``.
             stride: tokens a sliding window advances.
-            progress: show a progress bar.
+            progress: ``True`` shows a progress bar; a callable is called with (tokens done,
+                tokens in all) as the call goes.
 
         Returns:
             ``{"model", "adapter", "window", "ctx", "stride", "documents": [{"name", "nll",
@@ -178,7 +183,7 @@ class Model:
         window: str = "rolling",
         ctx: Optional[int] = None,
         stride: Optional[int] = None,
-        progress: bool = False,
+        progress: ProgressArg = False,
     ) -> TokenLogprobs:
         """Per-token log-probabilities of one text, as NumPy arrays (``perplex ppl --per-token``).
 
@@ -229,9 +234,12 @@ def _pair(index: int, request: Any) -> Tuple[str, str]:
     raise TypeError(f"requests[{index}] must be a (context, continuation) pair of strings, not {request!r}")
 
 
-def _progress_bar(show: bool) -> Optional[Callable[[int, int], None]]:
-    """A callback drawing a tqdm bar (a widget in notebooks) over the tokens a call scores."""
-    if not show:
+def _progress_bar(progress: ProgressArg) -> Optional[Callable[[int, int], None]]:
+    """The callback a call reports ``(tokens done, tokens in all)`` to, about 20 times a second:
+    the caller's own, or one drawing a tqdm bar (a widget in notebooks) for ``True``."""
+    if callable(progress):
+        return progress
+    if not progress:
         return None
     from tqdm.auto import tqdm
 

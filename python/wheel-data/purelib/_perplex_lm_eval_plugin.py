@@ -4,8 +4,8 @@ perplex declares its backend under the ``lm_eval.models`` entry-point group, but
 harness releases up to 0.4.13 never read that group: their command line knows only the models
 in its own ``lm_eval.models`` package. Python imports this module at startup (through
 ``perplex-lm-eval.pth``); all it does then is watch for ``lm_eval.models`` being imported, and
-after it is, register every backend installed under the group as the lazy placeholder lm-eval's
-model registry takes. Nothing is imported before lm-eval is, and a backend's own code is loaded
+after it is, register every backend installed under the group as a lazy placeholder in lm-eval's
+model registry. Nothing is imported before lm-eval is, and a backend's own code is loaded
 only when it is asked for. A release that registers the group itself finds the names taken and
 is left alone.
 """
@@ -26,7 +26,9 @@ def _register_backends() -> None:
     backends = found.select(group=GROUP) if hasattr(found, "select") else found.get(GROUP, [])
     for backend in backends:
         if backend.name not in model_registry:
-            model_registry.register(backend.name, target=backend)
+            # As "module:class", the placeholder lm-eval upgrades in place when the backend's
+            # module registers its class on import.
+            model_registry.register(backend.name, target=backend.value)
 
 
 class _WatchLmEvalModels(importlib.abc.MetaPathFinder):
