@@ -251,7 +251,8 @@ def _progress_bar(progress: ProgressArg) -> Optional[Callable[[int, int], None]]
             return
         if bar is None:
             bar = tqdm(total=total, unit="tok")
-        bar.update(done - bar.n)
+        if done > bar.n:
+            bar.update(done - bar.n)
         if done >= total:
             bar.close()
 
