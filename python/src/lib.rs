@@ -72,16 +72,17 @@ fn run_released<T: Send>(
         }
     };
     std::thread::scope(|scope| {
-        let worker = scope.spawn(move || work(reporter));
+        let caller = std::thread::current();
+        let worker = scope.spawn(move || {
+            let result = work(reporter);
+            caller.unpark();
+            result
+        });
         // The first Python exception met while waiting: Ctrl-C, or one the progress callback raised.
         let mut py_error: Option<PyErr> = None;
         while !worker.is_finished() {
-            py.allow_threads(|| {
-                let deadline = std::time::Instant::now() + TICK;
-                while !worker.is_finished() && std::time::Instant::now() < deadline {
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-            });
+            // Woken early when the worker finishes.
+            py.allow_threads(|| std::thread::park_timeout(TICK));
             if py_error.is_none() {
                 if let Err(error) = py.check_signals() {
                     py_error = Some(error);
@@ -93,7 +94,7 @@ fn run_released<T: Send>(
                 }
             }
         }
-        let result = py.allow_threads(|| worker.join()).unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let result = worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         if py_error.is_some() {
             score::STOP_REQUESTED.store(false, Ordering::SeqCst);
         } else {
