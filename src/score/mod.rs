@@ -164,6 +164,7 @@ impl PplOptions {
         }
         Ok(ctx)
     }
+
     /// Sets a sliding window's stride: `stride`, or half the window length where none is given
     /// (the window length depends on the model, hence this step after opening it). A stride for
     /// another window mode is an error.
