@@ -69,7 +69,7 @@ def test_rolling_equals_perplex_ppl(lm_eval_run, perplex_cli, tmp_path):
     assert max(d["tokens"] for d in documents) > 512
 
 
-def test_simple_evaluate_takes_an_instance():
+def test_simple_evaluate_takes_an_instance(monkeypatch):
     import lm_eval
     from lm_eval.tasks import TaskManager
 
@@ -77,7 +77,7 @@ def test_simple_evaluate_takes_an_instance():
 
     lm = PerplexLM(DEFAULT_MODEL, batch_size="auto:4", device="cuda:0")
     assert lm.max_length == 512
-    os.chdir(REPOSITORY)
+    monkeypatch.chdir(REPOSITORY)  # the task YAML's data paths are relative to it
     results = lm_eval.simple_evaluate(
         model=lm, tasks=["perplex_verses"], limit=4, task_manager=TaskManager(include_path=str(TASKS))
     )
