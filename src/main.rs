@@ -328,9 +328,6 @@ fn run(cli: Cli) -> Result<()> {
                 Window::Chunks => WindowMode::Chunks,
                 Window::Sliding => WindowMode::Sliding { stride: 0 },
             };
-            if stride.is_some() && !matches!(mode, WindowMode::Sliding { .. }) {
-                return Err(Error::bad_input("--stride applies to --window sliding only"));
-            }
             let mut documents = Vec::new();
             for path in &data {
                 documents.extend(perplex::data::read_documents(path, &field)?);
@@ -338,12 +335,7 @@ fn run(cli: Cli) -> Result<()> {
             let gpu = device.open()?;
             let model = Model::open_revision(&model, revision.as_deref(), gpu)?;
             let mut options = PplOptions { mode, ctx, batch, per_token: per_token.is_some(), progress: Some(Arc::new(report::ProgressBar::new())) };
-            if let WindowMode::Sliding { .. } = mode {
-                // The default stride depends on the resolved window length.
-                options.mode = WindowMode::Sliding { stride: 1 };
-                let ctx = options.resolve_ctx(&model)?;
-                options.mode = WindowMode::Sliding { stride: stride.unwrap_or((ctx / 2).max(1)) };
-            }
+            options.set_stride(&model, stride)?;
             let result = score::perplexity_resumable(&model, &documents, &options, resume.as_deref())?;
             print!("{}", report::ppl_table(&result, &model.name, &model.adapter()));
             for doc in result.documents.iter().filter(|d| d.tokens == 0) {

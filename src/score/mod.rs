@@ -164,6 +164,23 @@ impl PplOptions {
         }
         Ok(ctx)
     }
+
+    /// Sets a sliding window's stride: `stride`, or half the window length where none is given
+    /// (the window length depends on the model, hence this step after opening it). A stride for
+    /// another window mode is an error.
+    pub fn set_stride(&mut self, model: &Model, stride: Option<usize>) -> Result<()> {
+        match self.mode {
+            WindowMode::Sliding { .. } => {
+                // The window length does not depend on the stride; any valid one resolves it.
+                self.mode = WindowMode::Sliding { stride: 1 };
+                let ctx = self.resolve_ctx(model)?;
+                self.mode = WindowMode::Sliding { stride: stride.unwrap_or((ctx / 2).max(1)) };
+                Ok(())
+            }
+            _ if stride.is_some() => Err(Error::bad_input("--stride applies to --window sliding only")),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Cuts every document into windows for `mode`.

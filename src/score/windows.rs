@@ -20,6 +20,12 @@ impl WindowMode {
             WindowMode::Chunks => "chunks",
         }
     }
+
+    /// The mode called `name` (as [`WindowMode::name`] spells it); a sliding window's stride is
+    /// left at 0, for [`crate::score::PplOptions::set_stride`] to settle.
+    pub fn named(name: &str) -> Option<WindowMode> {
+        [WindowMode::Rolling, WindowMode::Sliding { stride: 0 }, WindowMode::Chunks].into_iter().find(|mode| mode.name() == name)
+    }
 }
 
 /// One model input: `input[j]` is fed at position j and `targets[j]` is what position j predicts.

@@ -1,0 +1,259 @@
+"""perplex: score language-model checkpoints on any GPU (Vulkan, Metal, DX12) through wgpu.
+
+The Python face of the perplex engine: the same checkpoints, request rules and numbers as the
+``perplex`` command line, as Python values. ::
+
+    import perplex
+
+    model = perplex.Model("models/default")
+    model.loglikelihood([("In the beginning God", " created the heaven")])
+    model.perplexity(["And God said, Let there be light: and there was light."])
+    ids, logprobs, greedy = model.token_logprobs("And the earth was without form, and void")
+
+``perplex.lm_eval`` makes the engine an lm-evaluation-harness backend (``lm_eval --model perplex``).
+
+Errors are exceptions carrying the command line's message: ``ValueError`` for bad input (a missing
+or broken checkpoint, a context longer than the model takes, a request with nothing to score),
+``MemoryError`` when the device runs out of memory, ``RuntimeError`` for failures of the engine or
+the device. Ctrl-C stops a long call between passes with ``KeyboardInterrupt``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _native
+
+__all__ = ["Model", "TokenLogprobs"]
+
+# A call's ``progress``: True for a progress bar, or a callable taking (tokens done, tokens in all).
+ProgressArg = Union[bool, Callable[[int, int], None]]
+
+
+class TokenLogprobs(NamedTuple):
+    """Every scored token of a text, as NumPy arrays of one length.
+
+    ``positions[i]`` is the token's place in the text's tokens (counted from 0), ``token_ids[i]``
+    its id, ``logprobs[i]`` its log-probability in nats given the tokens before it, and
+    ``greedy[i]`` whether it is the model's most likely next token there.
+    """
+
+    token_ids: np.ndarray
+    logprobs: np.ndarray
+    greedy: np.ndarray
+    positions: np.ndarray
+
+
+class Model:
+    """A checkpoint loaded onto a GPU adapter, ready to score.
+
+    Args:
+        path_or_hub_id: a Hugging Face model directory (``config.json``, ``model.safetensors``,
+            ``tokenizer.json``), a ``.gguf`` file, or a hub id (``org/name``) found in the local
+            Hugging Face cache; perplex never downloads.
+        revision: branch, tag or commit of a hub id (``step3000`` for Pythia's checkpoints).
+        device: the adapter, as its index in ``perplex devices`` or a substring of its name;
+            None picks the first.
+        ctx: the longest model input: the maximum length of ``loglikelihood`` requests (None: the
+            model's positions) and the window length of ``perplexity``, ``loglikelihood_rolling``
+            and ``token_logprobs`` (None: the model's positions, at most 2048; 512 for chunks).
+        batch: windows per GPU pass, or ``"auto"`` to fill each pass as the device allows. Scores
+            are bit-identical for every batch size.
+    """
+
+    def __init__(
+        self,
+        path_or_hub_id: str,
+        revision: Optional[str] = None,
+        device: Union[int, str, None] = None,
+        ctx: Optional[int] = None,
+        batch: Union[int, str] = "auto",
+    ) -> None:
+        self._native = _native.Model(
+            str(path_or_hub_id),
+            revision=revision,
+            device=None if device is None else str(device),
+            ctx=_positive("ctx", ctx),
+            batch=str(batch),
+        )
+
+    @property
+    def name(self) -> str:
+        """What the model was opened from."""
+        return self._native.name
+
+    @property
+    def adapter(self) -> str:
+        """The GPU adapter the model runs on."""
+        return self._native.adapter
+
+    @property
+    def max_positions(self) -> int:
+        """The longest input the model takes (its ``max_position_embeddings``)."""
+        return self._native.max_positions
+
+    @property
+    def ctx(self) -> Optional[int]:
+        """The ``ctx`` the model was opened with (None: the command line's defaults)."""
+        return self._native.ctx
+
+    def __repr__(self) -> str:
+        return f"perplex.Model({self.name!r}, adapter={self.adapter!r})"
+
+    def loglikelihood(
+        self, requests: Sequence[Tuple[str, str]], ctx: Optional[int] = None, progress: ProgressArg = False
+    ) -> List[Tuple[float, bool]]:
+        """Log-likelihood of each continuation given its context, as lm-evaluation-harness
+        computes it (``perplex eval``'s rules).
+
+        Trailing whitespace of the context moves to the continuation; context + continuation is
+        tokenized as one string and split where the context's tokens end; an empty context is
+        the BOS token (EOS without one); an input longer than ``ctx`` loses context on the left.
+        Requests that share a context (the choices of a question) share one input. The results
+        do not depend on the batch size or the order of the requests.
+
+        Args:
+            requests: ``(context, continuation)`` pairs.
+            ctx: the longest model input; None: the model's ``ctx``.
+            progress: ``True`` shows a progress bar; a callable is called with (tokens done,
+                tokens in all) as the call goes.
+
+        Returns:
+            ``(log-likelihood in nats, whether every continuation token is the greedy choice)``
+            for each request, in order.
+        """
+        pairs = [_pair(i, request) for i, request in enumerate(requests)]
+        return self._native.loglikelihood(pairs, ctx=_positive("ctx", ctx), progress=_progress_bar(progress))
+
+    def loglikelihood_rolling(
+        self, texts: Sequence[str], ctx: Optional[int] = None, progress: ProgressArg = False
+    ) -> List[float]:
+        """Total log-likelihood (nats) of each text, every token scored once in rolling windows
+        of ``ctx`` tokens (None: the model's ``ctx``): lm-evaluation-harness's
+        ``loglikelihood_rolling``, the first token conditioned on BOS (EOS without one)."""
+        return self._native.loglikelihood_rolling(
+            _texts(texts), ctx=_positive("ctx", ctx), progress=_progress_bar(progress)
+        )
+
+    def generate_until(self, requests: Sequence[Tuple[str, Dict[str, Any]]]) -> List[str]:
+        """Greedy generation until a stop sequence: not in the engine yet (perplex issue 15)."""
+        raise NotImplementedError(
+            "perplex cannot generate text yet: greedy generation is not in the engine (issue 15); "
+            "use loglikelihood or loglikelihood_rolling tasks"
+        )
+
+    def perplexity(
+        self,
+        texts: Sequence[str],
+        window: str = "rolling",
+        ctx: Optional[int] = None,
+        stride: Optional[int] = None,
+        progress: ProgressArg = False,
+    ) -> Dict[str, Any]:
+        """Loss, token/word/byte perplexity and bits per byte of the texts, each scored on its
+        own, as ``perplex ppl --json`` reports them.
+
+        Args:
+            texts: the documents.
+            window: ``"rolling"`` (lm-evaluation-harness ``loglikelihood_rolling``),
+                ``"sliding"`` (the Hugging Face guide: windows advancing by ``stride``, default
+                ctx / 2) or ``"chunks"`` (llama.cpp ``llama-perplexity``).
+            ctx: window length; None: the model's ``ctx``.
+            stride: tokens a sliding window advances.
+            progress: ``True`` shows a progress bar; a callable is called with (tokens done,
+                tokens in all) as the call goes.
+
+        Returns:
+            ``{"model", "adapter", "window", "ctx", "stride", "documents": [{"name", "nll",
+            "tokens", "words", "bytes"}], "total": {"nll", "tokens", "words", "bytes",
+            "token_perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte"},
+            "seconds", ...}``; documents are named by their index in ``texts``.
+        """
+        report = self._native.perplexity(
+            _texts(texts), window, ctx=_positive("ctx", ctx), stride=stride, progress=_progress_bar(progress)
+        )
+        return json.loads(report)
+
+    def token_logprobs(
+        self,
+        text: str,
+        window: str = "rolling",
+        ctx: Optional[int] = None,
+        stride: Optional[int] = None,
+        progress: ProgressArg = False,
+    ) -> TokenLogprobs:
+        """Per-token log-probabilities of one text, as NumPy arrays (``perplex ppl --per-token``).
+
+        With the default rolling windows every token of the text is scored, the first one
+        conditioned on BOS; sliding and chunks windows score the tokens their rules score, which
+        ``positions`` lists.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, not {type(text).__name__}")
+        positions, ids, logprobs, greedy = self._native.token_logprobs(
+            text, window, ctx=_positive("ctx", ctx), stride=stride, progress=_progress_bar(progress)
+        )
+        return TokenLogprobs(
+            token_ids=np.asarray(ids, dtype=np.uint32),
+            logprobs=np.asarray(logprobs, dtype=np.float32),
+            greedy=np.asarray(greedy, dtype=bool),
+            positions=np.asarray(positions, dtype=np.int64),
+        )
+
+    def tokenize(self, text: str) -> List[int]:
+        """The text's token ids, without BOS or other special tokens."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, not {type(text).__name__}")
+        return self._native.tokenize(text)
+
+
+def _positive(name: str, value: Optional[int]) -> Optional[int]:
+    # Rust would reject a negative number with an OverflowError; say what is wrong instead.
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{name}={value!r}: give a positive number of tokens, or None for the default")
+    return value
+
+
+def _texts(texts: Sequence[str]) -> List[str]:
+    # A lone string would otherwise be taken as a sequence of one-character documents.
+    if isinstance(texts, str):
+        raise TypeError("texts must be a list of strings, not one string: wrap it as [text]")
+    texts = list(texts)
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{i}] must be a str, not {type(text).__name__}")
+    return texts
+
+
+def _pair(index: int, request: Any) -> Tuple[str, str]:
+    if isinstance(request, (tuple, list)) and len(request) == 2 and all(isinstance(s, str) for s in request):
+        return (request[0], request[1])
+    raise TypeError(f"requests[{index}] must be a (context, continuation) pair of strings, not {request!r}")
+
+
+def _progress_bar(progress: ProgressArg) -> Optional[Callable[[int, int], None]]:
+    """The callback a call reports ``(tokens done, tokens in all)`` to, about 20 times a second:
+    the caller's own, or one drawing a tqdm bar (a widget in notebooks) for ``True``."""
+    if callable(progress):
+        return progress
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if total == 0 or (bar is not None and bar.n >= bar.total):  # not counted yet, or over
+            return
+        if bar is None:
+            bar = tqdm(total=total, unit="tok")
+        if done > bar.n:
+            bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+
+    return update
