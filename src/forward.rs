@@ -27,6 +27,9 @@ struct ProgramKey {
     packed: bool,
     /// Rows gathered for the LM head; None: all `windows * len` rows in place.
     scored_rows: Option<usize>,
+    /// The pass ends with the LM head; without it, with the scored rows' final hidden states
+    /// (see [`GpuModel::submit_hidden`]).
+    head: bool,
 }
 
 /// Fault injection for tests: PERPLEX_FAIL_WINDOWS_ABOVE=N makes every pass of more than N
@@ -66,6 +69,27 @@ impl PendingScores {
             ScoredRows::Gathered(count) => raw[..count].iter().map(|&r| score(r)).collect(),
             ScoredRows::InPlace(rows) => rows.iter().map(|&r| score(raw[r as usize])).collect(),
         })
+    }
+}
+
+/// The normalised final hidden states of a pass's scored rows, as the LM head reads them, left on
+/// the GPU by [`GpuModel::submit_hidden`]: row i is the i-th scored row, padded with copies of
+/// row 0 to `rows`. Valid until the model's next pass is submitted (work queued before that, such
+/// as a second model's head reading it, sees it).
+pub struct FinalHidden {
+    ws: Arc<Workspace>,
+    pub rows: usize,
+    pub width: usize,
+}
+
+impl FinalHidden {
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.ws.h
+    }
+
+    /// Whether `other` lies in the same buffer (a program recorded over one can replay over the other).
+    pub fn same_buffer(&self, other: &FinalHidden) -> bool {
+        Arc::ptr_eq(&self.ws, &other.ws)
     }
 }
 
@@ -293,7 +317,7 @@ impl GpuModel {
     pub fn profile(&self, windows: usize, len: usize, tokens: &[u32], targets: &[u32]) -> Result<Option<Vec<(KernelId, f64)>>> {
         self.score(windows, len, tokens, targets)?;
         let _running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let key = ProgramKey { windows, len, packed: false, scored_rows: None };
+        let key = ProgramKey { windows, len, packed: false, scored_rows: None, head: true };
         let program = self.programs.lock().unwrap().get(&key).cloned();
         match program {
             Some(program) => program.profile(&self.gpu),
@@ -322,15 +346,52 @@ impl GpuModel {
     /// [`PendingScores::finish`] while the next is queued keeps the device busy while the host
     /// reads back and prepares the pass after it.
     pub fn submit_rows(&self, windows: usize, len: usize, tokens: &[u32], targets: &[u32], layout: &RowLayout, scored: &[u32]) -> Result<PendingScores> {
+        if windows * len == 0 {
+            return Ok(PendingScores { raw: PendingRead::nothing(), rows: ScoredRows::Gathered(0) });
+        }
+        let (ws, head_rows, gathered) = self.submit_pass(windows, len, tokens, targets, layout, scored, true)?;
+        // Queued behind the pass before the workspace is released: a later pass overwrites
+        // `scores` only after this copy.
+        let raw = self.gpu.start_read(&ws.scores, head_rows);
+        let rows = if gathered { ScoredRows::Gathered(scored.len()) } else { ScoredRows::InPlace(scored.to_vec()) };
+        Ok(PendingScores { raw, rows })
+    }
+
+    /// The forward pass of [`GpuModel::submit_rows`] without the LM head: leaves the final
+    /// hidden states of the scored rows, normalised and gathered in order, on the GPU for another
+    /// kernel to read (perplex compare runs two models' heads together). `scored` must not be empty.
+    pub fn submit_hidden(&self, windows: usize, len: usize, tokens: &[u32], targets: &[u32], layout: &RowLayout, scored: &[u32]) -> Result<FinalHidden> {
+        assert!(!scored.is_empty());
+        let (ws, rows, _) = self.submit_pass(windows, len, tokens, targets, layout, scored, false)?;
+        Ok(FinalHidden { ws, rows, width: self.spec.hidden })
+    }
+
+    /// Rows the head reads after a pass of `rows` rows scoring `scored` of them (the scored rows
+    /// gathered and padded, see [`GpuModel::submit_pass`]): what [`GpuModel::submit_hidden`]
+    /// leaves.
+    pub fn hidden_rows(rows: usize, scored: usize) -> usize {
+        scored.next_multiple_of(SCORED_ROWS_STEP).min(rows)
+    }
+
+    /// Queues one pass: the forward pass and, where `head`, the LM head. Returns the workspace,
+    /// the rows the head reads (or would read) and whether those are the scored rows gathered.
+    #[allow(clippy::too_many_arguments)]
+    fn submit_pass(
+        &self,
+        windows: usize,
+        len: usize,
+        tokens: &[u32],
+        targets: &[u32],
+        layout: &RowLayout,
+        scored: &[u32],
+        head: bool,
+    ) -> Result<(Arc<Workspace>, usize, bool)> {
         let rows = windows * len;
         assert_eq!(tokens.len(), rows);
         assert_eq!(targets.len(), rows);
         assert!(scored.windows(2).all(|w| w[0] < w[1]) && scored.last().is_none_or(|&r| (r as usize) < rows));
         assert_eq!(layout.positions.len(), rows);
         assert_eq!(layout.segments.len(), rows);
-        if rows == 0 {
-            return Ok(PendingScores { raw: PendingRead::nothing(), rows: ScoredRows::Gathered(0) });
-        }
         // RoPE tables cover `len` positions; a row's position never exceeds its row in the window.
         let last_position = layout.positions.iter().max().map_or(0, |&p| p as usize);
         assert!(last_position < len);
@@ -361,10 +422,12 @@ impl GpuModel {
         let ws = self.workspace(rows);
         // The LM head runs over the scored rows gathered into a block padded to a multiple of
         // SCORED_ROWS_STEP (few programs to record), or over all rows when that is no smaller.
+        // Without the head the scored rows are always gathered: whoever reads them finds them
+        // in order.
         let padded = scored.len().next_multiple_of(SCORED_ROWS_STEP);
-        let scored_rows = (padded < rows).then_some(padded);
+        let scored_rows = if head { (padded < rows).then_some(padded) } else { Some(Self::hidden_rows(rows, scored.len())) };
         let program = {
-            let key = ProgramKey { windows, len, packed: layout.packed, scored_rows };
+            let key = ProgramKey { windows, len, packed: layout.packed, scored_rows, head };
             let existing = self.programs.lock().unwrap().get(&key).cloned();
             match existing {
                 Some(p) => p,
@@ -394,20 +457,13 @@ impl GpuModel {
             }
         };
         program.submit(&self.gpu);
-        // Queued behind the pass before the workspace is released: a later pass overwrites
-        // `scores` only after this copy.
-        let raw = self.gpu.start_read(&ws.scores, head_rows);
-        let rows = match scored_rows {
-            Some(_) => ScoredRows::Gathered(scored.len()),
-            None => ScoredRows::InPlace(scored.to_vec()),
-        };
-        Ok(PendingScores { raw, rows })
+        Ok((ws, head_rows, scored_rows.is_some()))
     }
 
     /// Records the forward pass for `key.windows` x `key.len` rows (`packed`: see
     /// [`RowLayout`]), the LM head over all rows or over `scored_rows` gathered rows.
     fn record(&self, ws: &Workspace, key: ProgramKey) -> Program {
-        let ProgramKey { windows, len, packed, scored_rows } = key;
+        let ProgramKey { windows, len, packed, scored_rows, head } = key;
         let spec = &self.spec;
         let rows = windows * len;
         let d = spec.hidden;
@@ -481,6 +537,9 @@ impl GpuModel {
             }
         };
         let rows = head_rows;
+        if !head {
+            return p.build();
+        }
 
         let head = ops::LmHead { matrix: w.head(), vocab: spec.vocab_size, softcap: spec.final_softcap };
         ops::lm_head_loss(&mut p, rows, head, &ws.h, &ws.targets, &ws.partials);
