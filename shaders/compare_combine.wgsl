@@ -27,7 +27,7 @@ fn compare_combine(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let target_id = targets[row];
     let target_tile = load_compare(first + target_id / TILE_COLS);
-    let kl = stats.cross / stats.base.y - log(stats.base.y / stats.model.y);
+    let kl = stats.cross / stats.base.y + log1p_(stats.spread / stats.base.y);
     output[5u * row] = kl;
     output[5u * row + 1u] = target_tile.base.z - (stats.base.x + log(stats.base.y));
     output[5u * row + 2u] = target_tile.model.z - (stats.model.x + log(stats.model.y));

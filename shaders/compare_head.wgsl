@@ -68,10 +68,12 @@ fn compare_head(invocation: Invocation) {
         }
         for (var c = 0u; c < valid; c++) {
             let shifted_base = base_logits[c] - stats.base.x;
+            let shifted_model = model_logits[c] - stats.model.x;
             let weight = exp(shifted_base);
             stats.base.y += weight;
-            stats.model.y += exp(model_logits[c] - stats.model.x);
-            stats.cross += weight * (shifted_base - (model_logits[c] - stats.model.x));
+            stats.model.y += exp(shifted_model);
+            stats.cross += weight * (shifted_base - shifted_model);
+            stats.spread += exp_difference(shifted_model, shifted_base);
         }
         lane_stats[p][lane] = stats;
     }

@@ -569,22 +569,27 @@ fn run_compare_on(path: (ReadPath, bool), rows: usize, vocab: usize, (da, db): (
     let mut logits_b = reference::matmul(&hidden_b, rows, &half(da, db), None);
     cap(&mut logits_a, cap_a);
     cap(&mut logits_b, cap_b);
+    let mut worst_kl = (0.0f64, 0.0f64);
     for r in 0..rows {
         let row = |l: &[f32]| l[r * vocab..(r + 1) * vocab].to_vec();
         let (kl, lp_a, lp_b, top_a, top_b) = reference::compare_logits(&row(&logits_a), &row(&logits_b), targets[r] as usize);
         let [g_kl, g_a, g_b, g_top_a, g_top_b] = got[r];
         let what = format!("row {r} {relation:?} {dtype:?} {path:?}");
-        // Log-probabilities as for the LM head; the KL to 1e-4 relative plus 1e-7 absolute (it
-        // is a difference of two terms of order one where the models agree).
+        // Log-probabilities as for the LM head; the KL to 1e-4 relative plus 1e-9 absolute, also
+        // where the models nearly agree (KL of order 1e-6, a difference of terms of order 1e-3).
         assert!((g_a as f64 - lp_a).abs() < 2e-4 * lp_a.abs().max(1.0), "{what}: log p_base {g_a} want {lp_a}");
         assert!((g_b as f64 - lp_b).abs() < 2e-4 * lp_b.abs().max(1.0), "{what}: log p_model {g_b} want {lp_b}");
-        assert!((g_kl as f64 - kl).abs() <= 1e-4 * kl + 1e-7, "{what}: KL {g_kl} want {kl}");
+        assert!((g_kl as f64 - kl).abs() <= 1e-4 * kl + 1e-9, "{what}: KL {g_kl} want {kl}");
+        if (g_kl as f64 - kl).abs() >= worst_kl.0 {
+            worst_kl = ((g_kl as f64 - kl).abs(), kl);
+        }
         assert_eq!((g_top_a as usize, g_top_b as usize), (top_a, top_b), "{what}: top tokens");
         if relation == Relation::Same {
             assert_eq!(g_kl, 0.0, "{what}: a model against itself");
             assert_eq!(g_a.to_bits(), g_b.to_bits(), "{what}: the same log-probability");
         }
     }
+    eprintln!("compare {relation:?} {dtype:?} {path:?}: largest |KL error| {:.1e} (at KL {:.1e})", worst_kl.0, worst_kl.1);
     // The base's log-probabilities are the LM head's, bit for bit: `compare` and `ppl` agree.
     {
         let (bytes_a, _) = to_bytes(&head_a, dtype);
