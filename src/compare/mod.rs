@@ -32,6 +32,47 @@ pub struct PositionScore {
     pub top_model: u32,
 }
 
+impl PositionScore {
+    pub fn p_base(&self) -> f64 {
+        (self.logprob_base as f64).exp()
+    }
+
+    pub fn p_model(&self) -> f64 {
+        (self.logprob_model as f64).exp()
+    }
+
+    pub fn same_top(&self) -> bool {
+        self.top_base == self.top_model
+    }
+}
+
+/// A scored position as the run keeps it: a few numbers, whatever the vocabulary.
+struct Scored {
+    doc: usize,
+    pos: usize,
+    token_id: u32,
+    score: PositionScore,
+}
+
+impl Scored {
+    fn comparison(&self, documents: &[Document]) -> TokenComparison {
+        let s = &self.score;
+        TokenComparison {
+            doc: documents[self.doc].name.clone(),
+            pos: self.pos,
+            token_id: self.token_id,
+            kld: s.kld,
+            logprob_base: s.logprob_base,
+            logprob_model: s.logprob_model,
+            p_base: s.p_base(),
+            p_model: s.p_model(),
+            same_top: s.same_top(),
+            top_base: s.top_base,
+            top_model: s.top_model,
+        }
+    }
+}
+
 /// A scored token, for `--per-token` and the positions of greatest disagreement.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TokenComparison {
@@ -123,8 +164,15 @@ pub struct Pair {
     /// share it, else f32, into which every stored format widens exactly).
     head: GpuMatrix,
     buffers: Mutex<Option<Arc<Buffers>>>,
-    /// The compare program per row count, with the hidden-state buffers it was recorded over.
-    programs: Mutex<HashMap<usize, (FinalHidden, FinalHidden, Arc<Program>)>>,
+    /// The compare program per row count.
+    programs: Mutex<HashMap<usize, Recorded>>,
+}
+
+/// A recorded compare program and the hidden-state buffers it reads.
+struct Recorded {
+    base: FinalHidden,
+    model: FinalHidden,
+    program: Arc<Program>,
 }
 
 /// The compare kernels' buffers for up to `rows` compared rows.
@@ -302,10 +350,10 @@ impl Pair {
         let program = {
             let mut programs = self.programs.lock().unwrap();
             match programs.get(&rows) {
-                Some((b, m, program)) if b.same_buffer(&base) && m.same_buffer(&model) => program.clone(),
+                Some(recorded) if recorded.base.same_buffer(&base) && recorded.model.same_buffer(&model) => recorded.program.clone(),
                 _ => {
                     let program = Arc::new(self.record(rows, &base, &model, &buffers));
-                    programs.insert(rows, (base, model, program.clone()));
+                    programs.insert(rows, Recorded { base, model, program: program.clone() });
                     program
                 }
             }
@@ -387,34 +435,19 @@ pub fn compare(pair: &Pair, documents: &[Document], options: &CompareOptions) ->
     let empty = |doc: &Document| DocumentResult { name: doc.name.clone(), nll: 0.0, tokens: 0, words: word_count(&doc.text), bytes: doc.text.len() };
     let mut base: Vec<DocumentResult> = documents.iter().map(empty).collect();
     let mut model = base.clone();
-    let mut tokens = Vec::with_capacity(total);
-    // The document of each token, by index (names need not be unique).
-    let mut doc_of = Vec::with_capacity(total);
+    let mut scored = Vec::with_capacity(total);
     for (window, scores) in windows.iter().zip(&scores) {
-        let doc = &documents[window.doc];
         for (j, score) in window.scored.clone().zip(scores) {
             base[window.doc].nll -= score.logprob_base as f64;
             base[window.doc].tokens += 1;
             model[window.doc].nll -= score.logprob_model as f64;
             model[window.doc].tokens += 1;
-            doc_of.push(window.doc);
-            tokens.push(TokenComparison {
-                doc: doc.name.clone(),
-                pos: window.first_target + j,
-                token_id: window.targets[j],
-                kld: score.kld,
-                logprob_base: score.logprob_base,
-                logprob_model: score.logprob_model,
-                p_base: (score.logprob_base as f64).exp(),
-                p_model: (score.logprob_model as f64).exp(),
-                same_top: score.top_base == score.top_model,
-                top_base: score.top_base,
-                top_model: score.top_model,
-            });
+            scored.push(Scored { doc: window.doc, pos: window.first_target + j, token_id: window.targets[j], score: *score });
         }
     }
-    let stats = CompareStats::of(&tokens);
-    let worst = worst_positions(&tokens, &doc_of, &tokenized, &pair.base.tokenizer);
+    let scores: Vec<PositionScore> = scored.iter().map(|s| s.score).collect();
+    let stats = CompareStats::of(&scores);
+    let worst = worst_positions(&scored, documents, &tokenized, &pair.base.tokenizer);
     Ok(CompareResult {
         mode,
         ctx,
@@ -424,7 +457,7 @@ pub fn compare(pair: &Pair, documents: &[Document], options: &CompareOptions) ->
         model,
         stats,
         worst,
-        tokens: if options.per_token { tokens } else { Vec::new() },
+        tokens: if options.per_token { scored.iter().map(|s| s.comparison(documents)).collect() } else { Vec::new() },
         seconds: start.elapsed().as_secs_f64(),
         batch,
     })
@@ -432,15 +465,15 @@ pub fn compare(pair: &Pair, documents: &[Document], options: &CompareOptions) ->
 
 /// The [`WORST`] positions of largest KL divergence (ties: the earlier position), with the text
 /// before each.
-fn worst_positions(tokens: &[TokenComparison], doc_of: &[usize], tokenized: &[Vec<u32>], tokenizer: &TextTokenizer) -> Vec<Disagreement> {
-    let mut order: Vec<usize> = (0..tokens.len()).collect();
-    order.sort_by(|&a, &b| tokens[b].kld.total_cmp(&tokens[a].kld).then(a.cmp(&b)));
+fn worst_positions(scored: &[Scored], documents: &[Document], tokenized: &[Vec<u32>], tokenizer: &TextTokenizer) -> Vec<Disagreement> {
+    let mut order: Vec<usize> = (0..scored.len()).collect();
+    order.sort_by(|&a, &b| scored[b].score.kld.total_cmp(&scored[a].score.kld).then(a.cmp(&b)));
     order
         .into_iter()
         .take(WORST)
         .map(|i| {
-            let token = tokens[i].clone();
-            let ids = &tokenized[doc_of[i]];
+            let token = scored[i].comparison(documents);
+            let ids = &tokenized[scored[i].doc];
             let before = &ids[token.pos.saturating_sub(CONTEXT_TOKENS)..token.pos];
             Disagreement {
                 context: tokenizer.decode(before),

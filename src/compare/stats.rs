@@ -4,7 +4,7 @@
 //! ratio and difference, percentiles by linear interpolation between sorted values, and the
 //! binomial standard error of the same-top rate. Δp is p_model(token) − p_base(token).
 
-use super::TokenComparison;
+use super::PositionScore;
 
 /// A value with its uncertainty (one standard error), where llama.cpp prints one.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -104,7 +104,7 @@ impl Distribution {
 
 impl CompareStats {
     /// The statistics of a non-empty list of scored positions.
-    pub fn of(tokens: &[TokenComparison]) -> CompareStats {
+    pub fn of(tokens: &[PositionScore]) -> CompareStats {
         assert!(!tokens.is_empty());
         let count = tokens.len();
         let (mut nll, mut nll2, mut nll_base, mut nll_base2, mut nll_cross) = (0.0, 0.0, 0.0, 0.0, 0.0);
@@ -120,11 +120,11 @@ impl CompareStats {
             let k = t.kld as f64;
             kld += k;
             kld2 += k * k;
-            let d = t.p_model - t.p_base;
+            let d = t.p_model() - t.p_base();
             dp += d;
             dp2 += d * d;
             dp4 += d * d * d * d;
-            same_top += t.same_top as usize;
+            same_top += t.same_top() as usize;
         }
         let log_ppl = mean_and_uncertainty(nll, nll2, count);
         let log_ppl_base = mean_and_uncertainty(nll_base, nll_base2, count);
@@ -154,7 +154,7 @@ impl CompareStats {
             kld: Distribution::of(tokens.iter().map(|t| t.kld as f64).collect(), &KLD_PERCENTILES),
             delta_p_mean: mean_and_uncertainty(dp, dp2, count),
             delta_p_rms: Estimate { value: rms, uncertainty: if rms > 0.0 { 0.5 / rms * mse.uncertainty } else { 0.0 } },
-            delta_p: Distribution::of(tokens.iter().map(|t| t.p_model - t.p_base).collect(), &DELTA_P_PERCENTILES),
+            delta_p: Distribution::of(tokens.iter().map(|t| t.p_model() - t.p_base()).collect(), &DELTA_P_PERCENTILES),
             same_top: Estimate {
                 value: same,
                 uncertainty: if count > 1 { (same * (1.0 - same) / (count - 1) as f64).sqrt() } else { 0.0 },

@@ -10,6 +10,16 @@ fn estimate(e: Estimate, decimals: usize) -> String {
     format!("{:.decimals$} ± {:.decimals$}", e.value, e.uncertainty)
 }
 
+/// A KL divergence as llama.cpp prints it (six decimals), or in scientific notation where six
+/// decimals would hide it (an f16 export differs from its f32 original by a few 1e-6 nats).
+fn kl(x: f64) -> String {
+    if x == 0.0 || x.abs() >= 1e-3 {
+        format!("{x:.6}")
+    } else {
+        format!("{x:.4e}")
+    }
+}
+
 fn percent(e: Estimate) -> String {
     format!("{:.3} ± {:.3} %", 100.0 * e.value, 100.0 * e.uncertainty)
 }
@@ -39,14 +49,14 @@ pub fn compare_table(result: &CompareResult, base: &str, model: &str, adapter: &
         ("bits per byte (Q)".into(), format!("{:.6}", tm.bits_per_byte)),
         ("bits per byte (base)".into(), format!("{:.6}", tb.bits_per_byte)),
         ("".into(), "".into()),
-        ("Mean    KLD".into(), estimate(s.kld_mean, 6)),
-        ("Maximum KLD".into(), format!("{:.6}", s.kld.max)),
+        ("Mean    KLD".into(), format!("{} ± {}", kl(s.kld_mean.value), kl(s.kld_mean.uncertainty))),
+        ("Maximum KLD".into(), kl(s.kld.max)),
     ];
     for &(p, v) in &s.kld.percentiles {
         let label = if p == 50.0 { "Median  KLD".to_string() } else { format!("{p:>4.1}%   KLD") };
-        rows.push((label, format!("{v:.6}")));
+        rows.push((label, kl(v)));
     }
-    rows.push(("Minimum KLD".into(), format!("{:.6}", s.kld.min)));
+    rows.push(("Minimum KLD".into(), kl(s.kld.min)));
     rows.push(("".into(), "".into()));
     rows.push(("Mean    Δp".into(), percent(s.delta_p_mean)));
     rows.push(("Maximum Δp".into(), format!("{:.3}%", 100.0 * s.delta_p.max)));
