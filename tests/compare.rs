@@ -180,3 +180,24 @@ fn compare_smollm2_f16_against_f32_matches_float64_reference() {
     assert!(close(rms, want_rms, 5e-3, 0.0), "RMS Δp {rms} want {want_rms}");
     assert_eq!(f(&stats["same_top"]["value"]), f(&pair["same_top"]), "same-top rate");
 }
+
+#[test]
+fn compare_takes_the_window_modes_of_ppl() {
+    let scratch = Scratch::new("compare-windows");
+    let (base, model) = ("models/family/0.9M/step500", "models/family/0.9M/step250");
+    // A sliding window without --stride advances by half the window.
+    let (default, _, text) = compare(&scratch, "sliding", base, model, &["--window", "sliding", "--ctx", "64"]);
+    let (_, _, half) = compare(&scratch, "half", base, model, &["--window", "sliding", "--ctx", "64", "--stride", "32"]);
+    assert!(text == half, "--window sliding --ctx 64 must stride by 32");
+    assert_eq!(default["window"], "sliding");
+    // Chunks: the same positions as `ppl --window chunks` scores.
+    let (_, tokens, _) = compare(&scratch, "chunks", base, model, &["--window", "chunks", "--ctx", "32"]);
+    let per_token = scratch.join("ppl-chunks.jsonl");
+    assert_success(&ppl(repo().join(base), repo().join(DATA), &["--window", "chunks", "--ctx", "32", "--per-token", per_token.to_str().unwrap()]));
+    let from_ppl = read_lines(&per_token);
+    assert!(!tokens.is_empty());
+    assert_eq!(from_ppl.len(), tokens.len());
+    for (a, b) in from_ppl.iter().zip(&tokens) {
+        assert_eq!((&a["doc"], &a["pos"], &a["logprob"]), (&b["doc"], &b["pos"], &b["logprob_base"]));
+    }
+}
