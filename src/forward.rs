@@ -74,22 +74,27 @@ impl PendingScores {
 
 /// The normalised final hidden states of a pass's scored rows, as the LM head reads them, left on
 /// the GPU by [`GpuModel::submit_hidden`]: row i is the i-th scored row, padded with copies of
-/// row 0 to `rows`. Valid until the model's next pass is submitted (work queued before that, such
-/// as a second model's head reading it, sees it).
-pub struct FinalHidden {
-    ws: Arc<Workspace>,
+/// row 0 to `rows`. While it is held no other pass of the model starts, so work queued meanwhile
+/// (a second model's head reading it) sees these rows.
+pub struct FinalHidden<'a> {
+    _running: std::sync::MutexGuard<'a, ()>,
+    pub buffer: HiddenBuffer,
     pub rows: usize,
     pub width: usize,
 }
 
-impl FinalHidden {
+/// The buffer a model leaves its final hidden states in, for recording programs that read it.
+#[derive(Clone)]
+pub struct HiddenBuffer(Arc<Workspace>);
+
+impl HiddenBuffer {
     pub fn buffer(&self) -> &wgpu::Buffer {
-        &self.ws.h
+        &self.0.h
     }
 
-    /// Whether `other` lies in the same buffer (a program recorded over one can replay over the other).
-    pub fn same_buffer(&self, other: &FinalHidden) -> bool {
-        Arc::ptr_eq(&self.ws, &other.ws)
+    /// Whether `other` is the same buffer (a program recorded over one can replay over the other).
+    pub fn same(&self, other: &HiddenBuffer) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
@@ -349,7 +354,7 @@ impl GpuModel {
         if windows * len == 0 {
             return Ok(PendingScores { raw: PendingRead::nothing(), rows: ScoredRows::Gathered(0) });
         }
-        let (ws, head_rows, gathered) = self.submit_pass(windows, len, tokens, targets, layout, scored, true)?;
+        let (_running, ws, head_rows, gathered) = self.submit_pass(windows, len, tokens, targets, layout, scored, true)?;
         // Queued behind the pass before the workspace is released: a later pass overwrites
         // `scores` only after this copy.
         let raw = self.gpu.start_read(&ws.scores, head_rows);
@@ -360,10 +365,10 @@ impl GpuModel {
     /// The forward pass of [`GpuModel::submit_rows`] without the LM head: leaves the final
     /// hidden states of the scored rows, normalised and gathered in order, on the GPU for another
     /// kernel to read (perplex compare runs two models' heads together). `scored` must not be empty.
-    pub fn submit_hidden(&self, windows: usize, len: usize, tokens: &[u32], targets: &[u32], layout: &RowLayout, scored: &[u32]) -> Result<FinalHidden> {
+    pub fn submit_hidden(&self, windows: usize, len: usize, tokens: &[u32], targets: &[u32], layout: &RowLayout, scored: &[u32]) -> Result<FinalHidden<'_>> {
         assert!(!scored.is_empty());
-        let (ws, rows, _) = self.submit_pass(windows, len, tokens, targets, layout, scored, false)?;
-        Ok(FinalHidden { ws, rows, width: self.spec.hidden })
+        let (running, ws, rows, _) = self.submit_pass(windows, len, tokens, targets, layout, scored, false)?;
+        Ok(FinalHidden { _running: running, buffer: HiddenBuffer(ws), rows, width: self.spec.hidden })
     }
 
     /// Rows the head reads after a pass of `rows` rows scoring `scored` of them (the scored rows
@@ -373,8 +378,9 @@ impl GpuModel {
         scored.next_multiple_of(SCORED_ROWS_STEP).min(rows)
     }
 
-    /// Queues one pass: the forward pass and, where `head`, the LM head. Returns the workspace,
-    /// the rows the head reads (or would read) and whether those are the scored rows gathered.
+    /// Queues one pass: the forward pass and, where `head`, the LM head. Returns the hold on the
+    /// workspace (queue what reads it before letting go), the workspace, the rows the head reads
+    /// (or would read) and whether those are the scored rows gathered.
     #[allow(clippy::too_many_arguments)]
     fn submit_pass(
         &self,
@@ -385,7 +391,7 @@ impl GpuModel {
         layout: &RowLayout,
         scored: &[u32],
         head: bool,
-    ) -> Result<(Arc<Workspace>, usize, bool)> {
+    ) -> Result<(std::sync::MutexGuard<'_, ()>, Arc<Workspace>, usize, bool)> {
         let rows = windows * len;
         assert_eq!(tokens.len(), rows);
         assert_eq!(targets.len(), rows);
@@ -411,7 +417,7 @@ impl GpuModel {
                 self.spec.vocab_size
             )));
         }
-        let _running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(limit) = injected_memory_limit() {
             if windows > limit {
                 // Reported when the pass is collected, like a real device's failure, so the
@@ -457,7 +463,7 @@ impl GpuModel {
             }
         };
         program.submit(&self.gpu);
-        Ok((ws, head_rows, scored_rows.is_some()))
+        Ok((running, ws, head_rows, scored_rows.is_some()))
     }
 
     /// Records the forward pass for `key.windows` x `key.len` rows (`packed`: see

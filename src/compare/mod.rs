@@ -10,7 +10,7 @@ pub mod stats;
 
 use crate::data::Document;
 use crate::error::{Error, Result};
-use crate::forward::{Batch, FinalHidden};
+use crate::forward::{Batch, FinalHidden, HiddenBuffer};
 use crate::gpu::{ops, DType, Gpu, GpuMatrix, PendingRead, Program};
 use crate::model::{load_head, Checkpoint, ModelSpec, TextTokenizer};
 use crate::score::{make_windows, run_passes, word_count, DocumentResult, PassInput, PplOptions, Progress, Totals, WindowMode};
@@ -170,8 +170,8 @@ pub struct Pair {
 
 /// A recorded compare program and the hidden-state buffers it reads.
 struct Recorded {
-    base: FinalHidden,
-    model: FinalHidden,
+    base: HiddenBuffer,
+    model: HiddenBuffer,
     program: Arc<Program>,
 }
 
@@ -339,21 +339,18 @@ impl Pair {
         if pass.scored.is_empty() {
             return Ok(PendingCompare { raw: PendingRead::nothing(), scored: 0 });
         }
-        let submit = |model: &Model| {
-            model.gpu_model.submit_hidden(pass.windows, pass.len, &pass.tokens, &pass.targets, &pass.layout, &pass.scored)
-        };
-        let base = submit(&self.base)?;
-        let model = submit(&self.model)?;
+        let base = self.base.gpu_model.submit_hidden(pass.windows, pass.len, &pass.tokens, &pass.targets, &pass.layout, &pass.scored)?;
+        let model = self.model.gpu_model.submit_hidden(pass.windows, pass.len, &pass.tokens, &pass.targets, &pass.layout, &pass.scored)?;
         let rows = base.rows;
         assert_eq!(rows, model.rows);
         let buffers = self.buffers(rows)?;
         let program = {
             let mut programs = self.programs.lock().unwrap();
             match programs.get(&rows) {
-                Some(recorded) if recorded.base.same_buffer(&base) && recorded.model.same_buffer(&model) => recorded.program.clone(),
+                Some(recorded) if recorded.base.same(&base.buffer) && recorded.model.same(&model.buffer) => recorded.program.clone(),
                 _ => {
                     let program = Arc::new(self.record(rows, &base, &model, &buffers));
-                    programs.insert(rows, Recorded { base, model, program: program.clone() });
+                    programs.insert(rows, Recorded { base: base.buffer.clone(), model: model.buffer.clone(), program: program.clone() });
                     program
                 }
             }
@@ -363,13 +360,14 @@ impl Pair {
         targets.resize(rows, targets[0]);
         self.gpu().queue.write_buffer(&buffers.targets, 0, bytemuck::cast_slice(&targets));
         program.submit(self.gpu());
+        // Both models' next passes wait for `base` and `model` to be let go, after this.
         Ok(PendingCompare { raw: self.gpu().start_read(&buffers.output, rows), scored: pass.scored.len() })
     }
 
     fn record(&self, rows: usize, base: &FinalHidden, model: &FinalHidden, buffers: &Buffers) -> Program {
         let mut p = Program::builder(self.gpu());
         let stack = ops::StackRows { rows: rows as u32, width_a: base.width as u32, width_b: model.width as u32 };
-        ops::stack_rows(&mut p, stack, base.buffer(), model.buffer(), &buffers.stacked);
+        ops::stack_rows(&mut p, stack, base.buffer.buffer(), model.buffer.buffer(), &buffers.stacked);
         let head = ops::PairedHead {
             matrix: &self.head,
             vocab: self.base.spec.vocab_size,
