@@ -418,7 +418,13 @@ pub fn compare(pair: &Pair, documents: &[Document], options: &CompareOptions) ->
         pair.gpu(),
         &windows,
         |len| pair.windows_per_pass(len, options.batch),
-        |pass| pair.submit(pass),
+        |pass| {
+            // Ctrl-C: statistics over part of the text would mislead, so nothing is reported.
+            if crate::score::STOP_REQUESTED.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(Error::interrupted("interrupted: no statistics over part of the text; nothing written"));
+            }
+            pair.submit(pass)
+        },
         |pending: PendingCompare| pending.finish(pair.gpu()),
         |n| {
             if let Some(progress) = &options.progress {
