@@ -27,6 +27,9 @@ struct ProgramKey {
     packed: bool,
     /// Rows gathered for the LM head; None: all `windows * len` rows in place.
     scored_rows: Option<usize>,
+    /// The pass ends with the LM head; without it, with the scored rows' final hidden states
+    /// (see [`GpuModel::submit_hidden`]).
+    head: bool,
 }
 
 /// Fault injection for tests: PERPLEX_FAIL_WINDOWS_ABOVE=N makes every pass of more than N
@@ -66,6 +69,32 @@ impl PendingScores {
             ScoredRows::Gathered(count) => raw[..count].iter().map(|&r| score(r)).collect(),
             ScoredRows::InPlace(rows) => rows.iter().map(|&r| score(raw[r as usize])).collect(),
         })
+    }
+}
+
+/// The normalised final hidden states of a pass's scored rows, as the LM head reads them, left on
+/// the GPU by [`GpuModel::submit_hidden`]: row i is the i-th scored row, padded with copies of
+/// row 0 to `rows`. While it is held no other pass of the model starts, so work queued meanwhile
+/// (a second model's head reading it) sees these rows.
+pub struct FinalHidden<'a> {
+    _running: std::sync::MutexGuard<'a, ()>,
+    pub buffer: HiddenBuffer,
+    pub rows: usize,
+    pub width: usize,
+}
+
+/// The buffer a model leaves its final hidden states in, for recording programs that read it.
+#[derive(Clone)]
+pub struct HiddenBuffer(Arc<Workspace>);
+
+impl HiddenBuffer {
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.0.h
+    }
+
+    /// Whether `other` is the same buffer (a program recorded over one can replay over the other).
+    pub fn same(&self, other: &HiddenBuffer) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
@@ -293,7 +322,7 @@ impl GpuModel {
     pub fn profile(&self, windows: usize, len: usize, tokens: &[u32], targets: &[u32]) -> Result<Option<Vec<(KernelId, f64)>>> {
         self.score(windows, len, tokens, targets)?;
         let _running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let key = ProgramKey { windows, len, packed: false, scored_rows: None };
+        let key = ProgramKey { windows, len, packed: false, scored_rows: None, head: true };
         let program = self.programs.lock().unwrap().get(&key).cloned();
         match program {
             Some(program) => program.profile(&self.gpu),
@@ -322,15 +351,53 @@ impl GpuModel {
     /// [`PendingScores::finish`] while the next is queued keeps the device busy while the host
     /// reads back and prepares the pass after it.
     pub fn submit_rows(&self, windows: usize, len: usize, tokens: &[u32], targets: &[u32], layout: &RowLayout, scored: &[u32]) -> Result<PendingScores> {
+        if windows * len == 0 {
+            return Ok(PendingScores { raw: PendingRead::nothing(), rows: ScoredRows::Gathered(0) });
+        }
+        let (_running, ws, head_rows, gathered) = self.submit_pass(windows, len, tokens, targets, layout, scored, true)?;
+        // Queued behind the pass before the workspace is released: a later pass overwrites
+        // `scores` only after this copy.
+        let raw = self.gpu.start_read(&ws.scores, head_rows);
+        let rows = if gathered { ScoredRows::Gathered(scored.len()) } else { ScoredRows::InPlace(scored.to_vec()) };
+        Ok(PendingScores { raw, rows })
+    }
+
+    /// The forward pass of [`GpuModel::submit_rows`] without the LM head: leaves the final
+    /// hidden states of the scored rows, normalised and gathered in order, on the GPU for another
+    /// kernel to read (perplex compare runs two models' heads together). `scored` must not be empty.
+    pub fn submit_hidden(&self, windows: usize, len: usize, tokens: &[u32], targets: &[u32], layout: &RowLayout, scored: &[u32]) -> Result<FinalHidden<'_>> {
+        assert!(!scored.is_empty());
+        let (running, ws, rows, _) = self.submit_pass(windows, len, tokens, targets, layout, scored, false)?;
+        Ok(FinalHidden { _running: running, buffer: HiddenBuffer(ws), rows, width: self.spec.hidden })
+    }
+
+    /// Rows the head reads after a pass of `rows` rows scoring `scored` of them (the scored rows
+    /// gathered and padded, see [`GpuModel::submit_pass`]): what [`GpuModel::submit_hidden`]
+    /// leaves.
+    pub fn hidden_rows(rows: usize, scored: usize) -> usize {
+        scored.next_multiple_of(SCORED_ROWS_STEP).min(rows)
+    }
+
+    /// Queues one pass: the forward pass and, where `head`, the LM head. Returns the hold on the
+    /// workspace (queue what reads it before letting go), the workspace, the rows the head reads
+    /// (or would read) and whether those are the scored rows gathered.
+    #[allow(clippy::too_many_arguments)]
+    fn submit_pass(
+        &self,
+        windows: usize,
+        len: usize,
+        tokens: &[u32],
+        targets: &[u32],
+        layout: &RowLayout,
+        scored: &[u32],
+        head: bool,
+    ) -> Result<(std::sync::MutexGuard<'_, ()>, Arc<Workspace>, usize, bool)> {
         let rows = windows * len;
         assert_eq!(tokens.len(), rows);
         assert_eq!(targets.len(), rows);
         assert!(scored.windows(2).all(|w| w[0] < w[1]) && scored.last().is_none_or(|&r| (r as usize) < rows));
         assert_eq!(layout.positions.len(), rows);
         assert_eq!(layout.segments.len(), rows);
-        if rows == 0 {
-            return Ok(PendingScores { raw: PendingRead::nothing(), rows: ScoredRows::Gathered(0) });
-        }
         // RoPE tables cover `len` positions; a row's position never exceeds its row in the window.
         let last_position = layout.positions.iter().max().map_or(0, |&p| p as usize);
         assert!(last_position < len);
@@ -350,7 +417,7 @@ impl GpuModel {
                 self.spec.vocab_size
             )));
         }
-        let _running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(limit) = injected_memory_limit() {
             if windows > limit {
                 // Reported when the pass is collected, like a real device's failure, so the
@@ -361,10 +428,12 @@ impl GpuModel {
         let ws = self.workspace(rows);
         // The LM head runs over the scored rows gathered into a block padded to a multiple of
         // SCORED_ROWS_STEP (few programs to record), or over all rows when that is no smaller.
+        // Without the head the scored rows are always gathered: whoever reads them finds them
+        // in order.
         let padded = scored.len().next_multiple_of(SCORED_ROWS_STEP);
-        let scored_rows = (padded < rows).then_some(padded);
+        let scored_rows = if head { (padded < rows).then_some(padded) } else { Some(Self::hidden_rows(rows, scored.len())) };
         let program = {
-            let key = ProgramKey { windows, len, packed: layout.packed, scored_rows };
+            let key = ProgramKey { windows, len, packed: layout.packed, scored_rows, head };
             let existing = self.programs.lock().unwrap().get(&key).cloned();
             match existing {
                 Some(p) => p,
@@ -394,20 +463,13 @@ impl GpuModel {
             }
         };
         program.submit(&self.gpu);
-        // Queued behind the pass before the workspace is released: a later pass overwrites
-        // `scores` only after this copy.
-        let raw = self.gpu.start_read(&ws.scores, head_rows);
-        let rows = match scored_rows {
-            Some(_) => ScoredRows::Gathered(scored.len()),
-            None => ScoredRows::InPlace(scored.to_vec()),
-        };
-        Ok(PendingScores { raw, rows })
+        Ok((running, ws, head_rows, scored_rows.is_some()))
     }
 
     /// Records the forward pass for `key.windows` x `key.len` rows (`packed`: see
     /// [`RowLayout`]), the LM head over all rows or over `scored_rows` gathered rows.
     fn record(&self, ws: &Workspace, key: ProgramKey) -> Program {
-        let ProgramKey { windows, len, packed, scored_rows } = key;
+        let ProgramKey { windows, len, packed, scored_rows, head } = key;
         let spec = &self.spec;
         let rows = windows * len;
         let d = spec.hidden;
@@ -481,6 +543,9 @@ impl GpuModel {
             }
         };
         let rows = head_rows;
+        if !head {
+            return p.build();
+        }
 
         let head = ops::LmHead { matrix: w.head(), vocab: spec.vocab_size, softcap: spec.final_softcap };
         ops::lm_head_loss(&mut p, rows, head, &ws.h, &ws.targets, &ws.partials);

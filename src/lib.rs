@@ -4,6 +4,7 @@
 //! token windows -> [`forward`] -> per-token log-probabilities -> metrics ([`score`]) -> [`report`].
 
 pub mod bench;
+pub mod compare;
 pub mod data;
 pub mod dtype;
 pub mod error;
@@ -44,6 +45,17 @@ impl Model {
     /// A model directory, a GGUF file, or a hub id (`org/name`) at `revision` in the local
     /// Hugging Face cache.
     pub fn open_revision(name: &str, revision: Option<&str>, gpu: Arc<Gpu>) -> Result<Model> {
+        Ok(Model::open_with(name, revision, gpu, |_, _| Ok(()))?.0)
+    }
+
+    /// [`Model::open_revision`], also handing the open checkpoint to `read` before it is closed,
+    /// for what the forward pass does not keep (perplex compare reads the head again).
+    pub fn open_with<T>(
+        name: &str,
+        revision: Option<&str>,
+        gpu: Arc<Gpu>,
+        read: impl FnOnce(&ModelSpec, &Checkpoint) -> Result<T>,
+    ) -> Result<(Model, T)> {
         let (spec, tokenizer, checkpoint, source) = if model::is_gguf(name) {
             let file = model::gguf::GgufFile::open(std::path::Path::new(name))?;
             let spec = file.spec()?;
@@ -66,7 +78,8 @@ impl Model {
             )));
         }
         let gpu_model = GpuModel::load(gpu, spec.clone(), &checkpoint)?;
-        Ok(Model { name: name.to_string(), spec, tokenizer, gpu_model })
+        let extra = read(&spec, &checkpoint)?;
+        Ok((Model { name: name.to_string(), spec, tokenizer, gpu_model }, extra))
     }
 
     pub fn adapter(&self) -> String {

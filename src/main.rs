@@ -112,6 +112,42 @@ enum Command {
         #[command(flatten)]
         device: DeviceArgs,
     },
+    /// What a converted, quantized or distilled model lost against a base model: KL divergence,
+    /// same top token, Δp and both perplexities on the same text (llama.cpp's KL statistics),
+    /// both models on the device at once and no logits file
+    Compare {
+        /// The reference model: Hugging Face directory, .gguf file or hub id
+        #[arg(long)]
+        base: String,
+        /// The model compared with it (same tokenizer)
+        #[arg(long)]
+        model: String,
+        /// Text files (one document each), or data files as `ppl` reads them
+        #[arg(long, num_args = 1.., required = true)]
+        data: Vec<PathBuf>,
+        /// Record field holding the text
+        #[arg(long, default_value = "text")]
+        field: String,
+        #[arg(long, value_enum, default_value = "rolling")]
+        window: Window,
+        /// Window length in tokens [default: min(positions of either model, 2048); chunks: 512]
+        #[arg(long)]
+        ctx: Option<usize>,
+        /// Tokens a sliding window advances [default: ctx / 2]
+        #[arg(long)]
+        stride: Option<usize>,
+        /// Windows scored together in one GPU pass, or auto
+        #[arg(long, default_value = "auto")]
+        batch: Batch,
+        /// Write every statistic as JSON
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write every scored position (KL, both log-probabilities, both top tokens) as JSON Lines
+        #[arg(long)]
+        per_token: Option<PathBuf>,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
     /// Scoring throughput, achieved FLOP rate against the adapter's matmul peak, memory and a
     /// per-kernel breakdown, for comparing devices and backends
     Bench {
@@ -323,11 +359,7 @@ fn run(cli: Cli) -> Result<()> {
             bench(&model, revision.as_deref(), perplex::bench::BenchOptions { ctx, batch, repeats }, json, &device)
         }
         Command::Ppl { model, revision, data, field, window, ctx, stride, batch, json, per_token, resume, device } => {
-            let mode = match window {
-                Window::Rolling => WindowMode::Rolling,
-                Window::Chunks => WindowMode::Chunks,
-                Window::Sliding => WindowMode::Sliding { stride: 0 },
-            };
+            let mode = window_mode(window, stride)?;
             let mut documents = Vec::new();
             for path in &data {
                 documents.extend(perplex::data::read_documents(path, &field)?);
@@ -355,8 +387,53 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Compare { base, model, data, field, window, ctx, stride, batch, json, per_token, device } => {
+            let mode = window_mode(window, stride)?;
+            let mut documents = Vec::new();
+            for path in &data {
+                documents.extend(perplex::data::read_documents(path, &field)?);
+            }
+            let gpu = device.open()?;
+            let pair = perplex::compare::Pair::open(&base, &model, gpu)?;
+            // A sliding stride of 0 asks for the default, half the window.
+            let mode = match mode {
+                WindowMode::Sliding { .. } => WindowMode::Sliding { stride: stride.unwrap_or(0) },
+                other => other,
+            };
+            let options = perplex::compare::CompareOptions {
+                mode,
+                ctx,
+                batch,
+                per_token: per_token.is_some(),
+                progress: Some(Arc::new(report::ProgressBar::new())),
+            };
+            let result = perplex::compare::compare(&pair, &documents, &options)?;
+            let adapter = pair.base.adapter();
+            print!("{}", report::compare_table(&result, &pair.base.name, &pair.model.name, &adapter));
+            if let Some(path) = json {
+                report::write_json(&path, &report::compare_json(&result, &pair.base.name, &pair.model.name, &adapter))?;
+            }
+            if let Some(path) = per_token {
+                report::write_jsonl(&path, &result.tokens)?;
+            }
+            Ok(())
+        }
         Command::Sweep(args) => sweep(*args),
     }
+}
+
+/// The window mode of `--window`, refusing a `--stride` for any but sliding windows before a model
+/// is opened (the stride itself is settled once the window length is known: `PplOptions::set_stride`).
+fn window_mode(window: Window, stride: Option<usize>) -> Result<WindowMode> {
+    let mode = match window {
+        Window::Rolling => WindowMode::Rolling,
+        Window::Chunks => WindowMode::Chunks,
+        Window::Sliding => WindowMode::Sliding { stride: 0 },
+    };
+    if stride.is_some() && !matches!(mode, WindowMode::Sliding { .. }) {
+        return Err(Error::bad_input("--stride applies to --window sliding only"));
+    }
+    Ok(mode)
 }
 
 /// The checkpoints and measurements that `units` names.

@@ -487,3 +487,145 @@ fn embedding_gather_over_split_table_matches_reference() {
         assert_close(&got, &want, Tolerance { abs: 0.0, rel: 1e-6 }, &format!("embedding {dtype:?}"));
     }
 }
+
+/// How the compared model of [`run_compare_on`] relates to the base.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Relation {
+    /// Unrelated random weights and hidden states (its own depth).
+    Unrelated,
+    /// The base itself: KL exactly 0, the same log-probabilities.
+    Same,
+    /// The base's head with hidden states perturbed by 1e-3: a KL of order 1e-6.
+    Close,
+}
+
+/// perplex compare's kernels (stack_rows, compare_head, compare_combine) on every read path, each
+/// against [`reference::compare_logits`] in f64 on the reference logits, all bit-identical.
+#[allow(clippy::too_many_arguments)]
+fn run_compare(rows: usize, vocab: usize, depths: (usize, usize), dtype: DType, split: bool, softcaps: (f32, f32), relation: Relation, rng: &mut Rng) {
+    let seed = rng.next_u64();
+    same_bits_on_every_read_path(&format!("compare {rows}x{vocab}x{depths:?} {dtype:?} {relation:?}"), |path| {
+        run_compare_on(path, rows, vocab, depths, dtype, split, softcaps, relation, &mut Rng::new(seed))
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_compare_on(path: (ReadPath, bool), rows: usize, vocab: usize, (da, db): (usize, usize), dtype: DType, split: bool, (cap_a, cap_b): (f32, f32), relation: Relation, rng: &mut Rng) -> Vec<[f32; 5]> {
+    let k = da + db;
+    let gpu = if split {
+        let limit = (TILE_COLS * dtype.row_bytes(k) + 16) as u64;
+        Gpu::new(&GpuOptions { max_binding_override: Some(limit), ..read_path_options(path) }).unwrap()
+    } else {
+        gpu_reading(path)
+    };
+    let hidden_a = rng.vec(rows * da, 1.0);
+    let hidden_b = match relation {
+        Relation::Unrelated => rng.vec(rows * db, 1.0),
+        Relation::Same => hidden_a.clone(),
+        Relation::Close => hidden_a.iter().zip(rng.vec(rows * db, 1e-3)).map(|(a, e)| a + e).collect(),
+    };
+    // Both heads side by side, row v = [head_a row v | head_b row v], in `dtype` (quantized rows
+    // are whole groups of each head, so each half quantizes as the head alone would).
+    let head_a = rng.vec(vocab * da, 1.0);
+    let head_b = if relation == Relation::Unrelated { rng.vec(vocab * db, 1.0) } else { head_a.clone() };
+    let mut values = Vec::with_capacity(vocab * k);
+    for v in 0..vocab {
+        values.extend_from_slice(&head_a[v * da..(v + 1) * da]);
+        values.extend_from_slice(&head_b[v * db..(v + 1) * db]);
+    }
+    let (bytes, seen) = to_bytes(&values, dtype);
+    let head = GpuMatrix::upload(&gpu, "paired head", vocab, k, dtype, &bytes).unwrap();
+    assert_eq!(head.parts.len() > 1, split);
+    let targets: Vec<u32> = (0..rows).map(|_| rng.below(vocab) as u32).collect();
+    let (a_buf, b_buf, target_buf) = (gpu.upload("a", &hidden_a), gpu.upload("b", &hidden_b), gpu.upload("targets", &targets));
+    let stacked = gpu.storage("stacked", (2 * rows * k * 4) as u64);
+    let tiles = ops::vocab_tiles(vocab);
+    let partials = gpu.storage("partials", (rows * tiles * 48) as u64);
+    let output = gpu.storage("output", (rows * 20) as u64);
+    let mut p = Program::builder(&gpu);
+    ops::stack_rows(&mut p, ops::StackRows { rows: rows as u32, width_a: da as u32, width_b: db as u32 }, &a_buf, &b_buf, &stacked);
+    let paired = ops::PairedHead { matrix: &head, vocab, softcap_base: cap_a, softcap_model: cap_b };
+    ops::compare_head(&mut p, rows, paired, &stacked, &target_buf, &partials);
+    ops::compare_combine(&mut p, ops::CompareCombine { rows: rows as u32, tiles: tiles as u32 }, &target_buf, &partials, &output);
+    p.build().run(&gpu).unwrap();
+
+    // stack_rows: exact copies and zeros.
+    let got_stacked: Vec<f32> = gpu.read(&stacked, 2 * rows * k).unwrap();
+    for m in 0..rows {
+        let mut want = vec![0.0; 2 * k];
+        want[..da].copy_from_slice(&hidden_a[m * da..(m + 1) * da]);
+        want[k + da..].copy_from_slice(&hidden_b[m * db..(m + 1) * db]);
+        assert_eq!(&got_stacked[2 * m * k..2 * (m + 1) * k], &want[..], "stacked rows of {m}");
+    }
+
+    let got: Vec<[f32; 5]> = gpu.read(&output, rows).unwrap();
+    let half = |first: usize, width: usize| HostMatrix { rows: vocab, cols: width, data: (0..vocab).flat_map(|v| seen[v * k + first..v * k + first + width].to_vec()).collect() };
+    let cap = |logits: &mut Vec<f32>, c: f32| {
+        if c > 0.0 {
+            logits.iter_mut().for_each(|l| *l = c * (*l / c).tanh());
+        }
+    };
+    let mut logits_a = reference::matmul(&hidden_a, rows, &half(0, da), None);
+    let mut logits_b = reference::matmul(&hidden_b, rows, &half(da, db), None);
+    cap(&mut logits_a, cap_a);
+    cap(&mut logits_b, cap_b);
+    let mut worst_kl = (0.0f64, 0.0f64);
+    for r in 0..rows {
+        let row = |l: &[f32]| l[r * vocab..(r + 1) * vocab].to_vec();
+        let (kl, lp_a, lp_b, top_a, top_b) = reference::compare_logits(&row(&logits_a), &row(&logits_b), targets[r] as usize);
+        let [g_kl, g_a, g_b, g_top_a, g_top_b] = got[r];
+        let what = format!("row {r} {relation:?} {dtype:?} {path:?}");
+        // Log-probabilities as for the LM head; the KL to 1e-4 relative plus 1e-9 absolute, also
+        // where the models nearly agree (KL of order 1e-6, a difference of terms of order 1e-3).
+        assert!((g_a as f64 - lp_a).abs() < 2e-4 * lp_a.abs().max(1.0), "{what}: log p_base {g_a} want {lp_a}");
+        assert!((g_b as f64 - lp_b).abs() < 2e-4 * lp_b.abs().max(1.0), "{what}: log p_model {g_b} want {lp_b}");
+        assert!((g_kl as f64 - kl).abs() <= 1e-4 * kl + 1e-9, "{what}: KL {g_kl} want {kl}");
+        if (g_kl as f64 - kl).abs() >= worst_kl.0 {
+            worst_kl = ((g_kl as f64 - kl).abs(), kl);
+        }
+        assert_eq!((g_top_a as usize, g_top_b as usize), (top_a, top_b), "{what}: top tokens");
+        if relation == Relation::Same {
+            assert_eq!(g_kl, 0.0, "{what}: a model against itself");
+            assert_eq!(g_a.to_bits(), g_b.to_bits(), "{what}: the same log-probability");
+        }
+    }
+    eprintln!("compare {relation:?} {dtype:?} {path:?}: largest |KL error| {:.1e} (at KL {:.1e})", worst_kl.0, worst_kl.1);
+    // The base's log-probabilities are the LM head's, bit for bit: `compare` and `ppl` agree.
+    {
+        let (bytes_a, _) = to_bytes(&head_a, dtype);
+        let alone = GpuMatrix::upload(&gpu, "base head", vocab, da, dtype, &bytes_a).unwrap();
+        let lm = ops::LmHead { matrix: &alone, vocab, softcap: cap_a };
+        let partials = gpu.storage("partials", (rows * lm.tiles() * 16) as u64);
+        let scores = gpu.storage("scores", (rows * 8) as u64);
+        let mut p = Program::builder(&gpu);
+        ops::lm_head_loss(&mut p, rows, lm, &a_buf, &target_buf, &partials);
+        ops::loss_combine(&mut p, ops::LossCombine { rows: rows as u32, tiles: lm.tiles() as u32 }, &target_buf, &partials, &scores);
+        p.build().run(&gpu).unwrap();
+        let scores: Vec<[f32; 2]> = gpu.read(&scores, rows).unwrap();
+        for r in 0..rows {
+            assert_eq!(scores[r][0].to_bits(), got[r][1].to_bits(), "row {r} {path:?}: compare's log p_base is not the LM head's");
+        }
+    }
+    got
+}
+
+#[test]
+fn compare_kernels_match_reference() {
+    let mut rng = Rng::new(seed());
+    // Unrelated models of different widths, depths not multiples of 4 (masked steps straddling
+    // the two halves), vocabularies not multiples of the tile, rows not of the block.
+    run_compare(13, 1000, (36, 20), DType::F32, false, (0.0, 0.0), Relation::Unrelated, &mut rng);
+    run_compare(21, 777, (10, 13), DType::F16, false, (0.0, 0.0), Relation::Unrelated, &mut rng);
+    run_compare(9, 300, (40, 24), DType::BF16, false, (5.0, 0.0), Relation::Unrelated, &mut rng);
+    run_compare(10, 555, (48, 16), DType::Int8Groups, false, (0.0, 0.0), Relation::Unrelated, &mut rng);
+    // Near and at equality, where the KL is a small difference of larger terms.
+    run_compare(17, 900, (24, 24), DType::F32, false, (0.0, 0.0), Relation::Close, &mut rng);
+    run_compare(11, 400, (32, 32), DType::F16, false, (0.0, 0.0), Relation::Same, &mut rng);
+}
+
+#[test]
+fn compare_kernels_over_split_vocabulary() {
+    let mut rng = Rng::new(seed());
+    run_compare(11, 700, (12, 8), DType::F32, true, (0.0, 0.0), Relation::Unrelated, &mut rng);
+    run_compare(7, 600, (16, 32), DType::Int8Groups, true, (0.0, 0.0), Relation::Unrelated, &mut rng);
+}

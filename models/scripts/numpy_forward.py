@@ -14,9 +14,9 @@ import math
 import os
 
 import numpy as np
-import torch
 
-from reference_scoring import log_probs
+# torch (and transformers, through reference_scoring) are imported where they are used, so the
+# forward pass itself runs with NumPy alone (make_compare_reference.py reads safetensors here).
 
 
 class _UsedWeights(dict):
@@ -37,19 +37,43 @@ class _UsedWeights(dict):
 
 
 def load_weights_f64(model_dir):
+    import torch
     from safetensors.torch import load_file
 
     tensors = load_file(os.path.join(model_dir, "model.safetensors"))
     return _UsedWeights({k: v.to(torch.float64).numpy() for k, v in tensors.items()})
 
 
-def numpy_logits_from_torch(model_dir, ids, overrides=None):
+_SAFETENSORS_DTYPES = {"F32": "<f4", "F16": "<f2", "F64": "<f8"}
+
+
+def load_weights_f64_numpy(model_dir):
+    """model.safetensors read with NumPy alone (F32, F16, BF16), every tensor widened to float64."""
+    data = open(os.path.join(model_dir, "model.safetensors"), "rb").read()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    out = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = t["data_offsets"]
+        raw = data[8 + n + start : 8 + n + end]
+        if t["dtype"] == "BF16":
+            a = (np.frombuffer(raw, "<u2").astype(np.uint32) << 16).view(np.float32)
+        else:
+            a = np.frombuffer(raw, _SAFETENSORS_DTYPES[t["dtype"]])
+        out[name] = a.astype(np.float64).reshape(t["shape"])
+    return _UsedWeights(out)
+
+
+def numpy_logits_from_torch(model_dir, ids, overrides=None, load=load_weights_f64):
     """Independent float64 numpy forward pass of a checkpoint, read straight from config.json (classic
     keys) and model.safetensors; checks what the transformers numbers mean. `overrides` replaces
-    config keys (used to check that a feature such as soft-capping changes the result)."""
+    config keys (used to check that a feature such as soft-capping changes the result); `load`
+    reads the tensors (through torch by default, or `load_weights_f64_numpy`)."""
     cfg = json.load(open(os.path.join(model_dir, "config.json")))
     cfg.update(overrides or {})
-    w = load_weights_f64(model_dir)
+    w = load(model_dir)
     logits = _numpy_forward(cfg, w, ids)
     unused = set(w) - w.used
     assert not unused, f"{model_dir}: tensors the numpy forward did not read: {sorted(unused)}"
@@ -63,6 +87,8 @@ def log_softmax(x):
 
 def check_numpy_forward(model, model_dir, ids, tol=2e-4):
     """transformers' float32 log-probabilities agree with the float64 numpy forward pass."""
+    from reference_scoring import log_probs
+
     ref = log_softmax(numpy_logits_from_torch(model_dir, ids))
     lp, _ = log_probs(model, ids)
     err = float(np.abs(lp - ref).max())

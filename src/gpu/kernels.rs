@@ -133,6 +133,12 @@ pub enum KernelId {
     Matmul { format: WeightFormat, step: DepthStep },
     LmHeadLoss { format: WeightFormat, step: DepthStep },
     LossCombine,
+    /// Two models' final hidden rows as pairs of rows for [`KernelId::CompareHead`].
+    StackRows,
+    /// Both models' LM heads side by side (one matrix in `format`), reduced per row and tile to
+    /// what the KL divergence and both losses need (perplex compare).
+    CompareHead { format: WeightFormat, step: DepthStep },
+    CompareCombine,
     Norm,
     Rope,
     Activation(Activation),
@@ -190,6 +196,11 @@ impl KernelId {
         KernelId::LmHeadLoss { format, step: DepthStep::of(format, depth) }
     }
 
+    /// Both heads side by side against rows of `depth` values (both hidden sizes) in `format`.
+    pub fn compare_head(format: WeightFormat, depth: usize) -> KernelId {
+        KernelId::CompareHead { format, step: DepthStep::of(format, depth) }
+    }
+
     /// The attention kernel for `head_dim`, with as many keys per tile (up to 32) as fit in the
     /// device's workgroup memory: per key, its k and v vectors and its position. On the texture
     /// path, key_tile 0: no tiles, keys read from a texture copy of qkv as whole vec4 words, so
@@ -215,6 +226,9 @@ impl KernelId {
             KernelId::Matmul { .. } => "matmul",
             KernelId::LmHeadLoss { .. } => "lm_head_loss",
             KernelId::LossCombine => "loss_combine",
+            KernelId::StackRows => "stack_rows",
+            KernelId::CompareHead { .. } => "compare_head",
+            KernelId::CompareCombine => "compare_combine",
             KernelId::Norm => "norm",
             KernelId::Rope => "rope",
             KernelId::Activation(_) => "activation",
@@ -227,7 +241,9 @@ impl KernelId {
             KernelId::Matmul { .. } => "matmul",
             KernelId::LmHeadLoss { .. } => "lm_head_loss",
             KernelId::LossCombine => "loss_combine",
-            KernelId::Embedding(_) | KernelId::Norm | KernelId::Rope | KernelId::Activation(_) | KernelId::Attention { .. } => "main",
+            KernelId::CompareHead { .. } => "compare_head",
+            KernelId::CompareCombine => "compare_combine",
+            KernelId::Embedding(_) | KernelId::StackRows | KernelId::Norm | KernelId::Rope | KernelId::Activation(_) | KernelId::Attention { .. } => "main",
         }
     }
 
@@ -250,9 +266,11 @@ impl KernelId {
         match self {
             KernelId::Embedding(_) => EMBEDDING,
             KernelId::Matmul { .. } | KernelId::Norm => MATMUL,
-            KernelId::LmHeadLoss { .. } => LM_HEAD,
-            KernelId::LossCombine => COMBINE,
+            KernelId::LmHeadLoss { .. } | KernelId::CompareHead { .. } => LM_HEAD,
+            KernelId::LossCombine | KernelId::CompareCombine => COMBINE,
             KernelId::Rope => ROPE,
+            // a, b -> output
+            KernelId::StackRows => EMBEDDING,
             KernelId::Attention { .. } => ATTENTION,
             KernelId::Activation(_) => UNARY,
         }
@@ -263,7 +281,7 @@ impl KernelId {
     pub fn texture_slots(self, path: ReadPath) -> Vec<usize> {
         match (self, path) {
             // Input rows and weights.
-            (KernelId::Matmul { .. } | KernelId::LmHeadLoss { .. }, ReadPath::Textures) => vec![0, 1],
+            (KernelId::Matmul { .. } | KernelId::LmHeadLoss { .. } | KernelId::CompareHead { .. }, ReadPath::Textures) => vec![0, 1],
             // qkv and positions
             (KernelId::Attention { key_tile: 0, .. }, _) => vec![0, 1],
             _ => Vec::new(),
@@ -298,6 +316,7 @@ impl ShaderVariant {
     pub fn source(self) -> String {
         const MATMUL_BLOCK: &str = include_str!("../../shaders/matmul_block.wgsl");
         const LOSS_STATS: &str = include_str!("../../shaders/loss_stats.wgsl");
+        const COMPARE_STATS: &str = include_str!("../../shaders/compare_stats.wgsl");
         let ShaderVariant { kernel, textures, share } = self;
         let with_weights = |format: WeightFormat, step: DepthStep, inputs: bool, body: &str| {
             let prelude = binding_prelude(format, inputs, textures);
@@ -312,6 +331,14 @@ impl ShaderVariant {
             KernelId::Matmul { format, step } => with_block(format, step, include_str!("../../shaders/matmul.wgsl")),
             KernelId::LmHeadLoss { format, step } => with_block(format, step, &format!("{LOSS_STATS}\n{}", include_str!("../../shaders/lm_head_loss.wgsl"))),
             KernelId::LossCombine => format!("const TILE_COLS: u32 = {TILE_COLS}u;\n{LOSS_STATS}\n{}", include_str!("../../shaders/loss_combine.wgsl")),
+            KernelId::StackRows => include_str!("../../shaders/stack_rows.wgsl").to_string(),
+            KernelId::CompareHead { format, step } => {
+                with_block(format, step, &format!("{LOSS_STATS}\n{COMPARE_STATS}\n{}", include_str!("../../shaders/compare_head.wgsl")))
+            }
+            KernelId::CompareCombine => format!(
+                "const TILE_COLS: u32 = {TILE_COLS}u;\n{LOSS_STATS}\n{COMPARE_STATS}\n{}",
+                include_str!("../../shaders/compare_combine.wgsl")
+            ),
             KernelId::Norm => include_str!("../../shaders/norm.wgsl").to_string(),
             KernelId::Rope => include_str!("../../shaders/rope.wgsl").to_string(),
             KernelId::Activation(activation) => format!(
@@ -350,10 +377,13 @@ impl ShaderVariant {
             KernelId::Embedding(format) => format!("embedding-{}", format.name()),
             KernelId::Matmul { format, step } => format!("matmul-{}-{}", format.name(), step.name()),
             KernelId::LmHeadLoss { format, step } => format!("lm_head_loss-{}-{}", format.name(), step.name()),
+            KernelId::CompareHead { format, step } => format!("compare_head-{}-{}", format.name(), step.name()),
             KernelId::Activation(activation) => format!("activation-{}", activation_function(activation)),
             KernelId::Attention { head_dim, key_tile: 0 } => format!("attention-head{head_dim}-untiled"),
             KernelId::Attention { head_dim, key_tile } => format!("attention-head{head_dim}-tile{key_tile}"),
-            KernelId::LossCombine | KernelId::Norm | KernelId::Rope => self.kernel.family().to_string(),
+            KernelId::LossCombine | KernelId::StackRows | KernelId::CompareCombine | KernelId::Norm | KernelId::Rope => {
+                self.kernel.family().to_string()
+            }
         };
         let reads = match (self.textures, self.share) {
             (false, _) => "",
@@ -380,12 +410,12 @@ pub const LISTED_HEAD_DIMS: [u32; 6] = [10, 64, 80, 96, 128, 256];
 /// memory, or untiled), each on every read path with and without subgroup sharing where these
 /// change the source. No device needed.
 pub fn all_variants() -> Vec<ShaderVariant> {
-    let mut kernels = vec![KernelId::LossCombine, KernelId::Norm, KernelId::Rope];
+    let mut kernels = vec![KernelId::LossCombine, KernelId::StackRows, KernelId::CompareCombine, KernelId::Norm, KernelId::Rope];
     kernels.extend(ACTIVATIONS.map(KernelId::Activation));
     for format in WeightFormat::ALL {
         kernels.push(KernelId::Embedding(format));
         for step in DepthStep::all(format) {
-            kernels.extend([KernelId::Matmul { format, step }, KernelId::LmHeadLoss { format, step }]);
+            kernels.extend([KernelId::Matmul { format, step }, KernelId::LmHeadLoss { format, step }, KernelId::CompareHead { format, step }]);
         }
     }
     let workgroup_storage = wgpu::Limits::default().max_compute_workgroup_storage_size;

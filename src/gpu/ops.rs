@@ -193,6 +193,93 @@ pub fn loss_combine(p: &mut ProgramBuilder, params: LossCombine, targets: Bindin
 }
 
 kernel_params! {
+    /// stack_rows.wgsl: rows of two models' hidden states as pairs of rows `[a, 0]`, `[0, b]`.
+    StackRows {
+        rows: u32,
+        width_a: u32,
+        width_b: u32,
+    }
+}
+
+/// a, b -> output (`2 * rows` rows of `width_a + width_b`).
+pub fn stack_rows(p: &mut ProgramBuilder, params: StackRows, a: Binding, b: Binding, output: Binding) {
+    let grid = row_grid(1, 2 * params.rows);
+    p.dispatch(KernelId::StackRows, params, &[a, b, output], grid);
+}
+
+kernel_params! {
+    /// compare_head.wgsl: two models' logits of one part of the vocabulary, reduced per row and
+    /// tile to both loss summaries and the KL cross term without being stored.
+    CompareHead {
+        /// Stacked input rows: twice the compared rows.
+        rows: u32,
+        /// Vocabulary rows in this part.
+        cols: u32,
+        /// Both hidden sizes together.
+        depth: u32,
+        /// First vocabulary index of this part.
+        col_offset: u32,
+        /// Vocabulary tiles per row of `partials`, over all parts.
+        tiles: u32,
+        /// Index of this part's first tile.
+        tile_offset: u32,
+        softcap_base: f32,
+        softcap_model: f32,
+        /// Logits at or beyond this index are not part of the distribution.
+        vocab: u32,
+    }
+}
+
+/// Both models' heads as one matrix: row v is `[base head row v | model head row v]`, against
+/// [`stack_rows`]'s pairs of rows.
+#[derive(Clone, Copy)]
+pub struct PairedHead<'a> {
+    pub matrix: &'a GpuMatrix,
+    pub vocab: usize,
+    pub softcap_base: f32,
+    pub softcap_model: f32,
+}
+
+/// The paired head over every part of its matrix, one dispatch per part: stacked input (`2 *
+/// rows` rows), targets (`rows`) -> partials (three vec4 summaries per row and tile). Parts start
+/// at whole tiles, so each writes its own tiles.
+pub fn compare_head(p: &mut ProgramBuilder, rows: usize, head: PairedHead, input: Binding, targets: Binding, partials: Binding) {
+    let matrix = head.matrix;
+    let kernel = KernelId::compare_head(matrix.dtype.format(), matrix.cols);
+    let tiles = vocab_tiles(head.vocab) as u32;
+    for part in &matrix.parts {
+        let params = CompareHead {
+            rows: 2 * rows as u32,
+            cols: part.rows as u32,
+            depth: matrix.cols as u32,
+            col_offset: part.first_row as u32,
+            tiles,
+            tile_offset: (part.first_row / TILE_COLS) as u32,
+            softcap_base: head.softcap_base,
+            softcap_model: head.softcap_model,
+            vocab: head.vocab as u32,
+        };
+        let grid = block_grid(params.rows, params.cols);
+        p.dispatch(kernel, params, &[input, &part.buffer, targets, partials], grid);
+    }
+}
+
+kernel_params! {
+    /// compare_combine.wgsl: folds each row's tile summaries into (KL, log p_base(target),
+    /// log p_model(target), argmax base, argmax model).
+    CompareCombine {
+        rows: u32,
+        tiles: u32,
+    }
+}
+
+/// targets, partials -> output (five floats per row).
+pub fn compare_combine(p: &mut ProgramBuilder, params: CompareCombine, targets: Binding, partials: Binding, output: Binding) {
+    let grid = [params.rows.div_ceil(ROW_LANES), 1, 1];
+    p.dispatch(KernelId::CompareCombine, params, &[targets, partials, output], grid);
+}
+
+kernel_params! {
     /// norm.wgsl: RMSNorm or LayerNorm over segments of `width` values, `segments` per row from
     /// column `offset`.
     Norm {
@@ -295,6 +382,9 @@ impl KernelId {
             KernelId::Matmul { .. } => Matmul::LAYOUT,
             KernelId::LmHeadLoss { .. } => LmHeadLoss::LAYOUT,
             KernelId::LossCombine => LossCombine::LAYOUT,
+            KernelId::StackRows => StackRows::LAYOUT,
+            KernelId::CompareHead { .. } => CompareHead::LAYOUT,
+            KernelId::CompareCombine => CompareCombine::LAYOUT,
             KernelId::Norm => Norm::LAYOUT,
             KernelId::Rope => Rope::LAYOUT,
             KernelId::Activation(_) => Activation::LAYOUT,

@@ -110,4 +110,21 @@ impl TextTokenizer {
     pub fn decode_token(&self, id: u32) -> String {
         self.inner.decode(&[id], false).unwrap_or_default()
     }
+
+    /// The text of a run of tokens (special tokens kept).
+    pub fn decode(&self, ids: &[u32]) -> String {
+        self.inner.decode(ids, false).unwrap_or_default()
+    }
+
+    /// The vocabulary entry of `id` as stored (byte-level tokens unmapped), None past the vocabulary.
+    pub fn token_text(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// The ids of the added tokens marked special (never produced from ordinary text), increasing.
+    pub fn special_tokens(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.inner.get_added_tokens_decoder().into_iter().filter(|(_, token)| token.special).map(|(id, _)| id).collect();
+        ids.sort();
+        ids
+    }
 }

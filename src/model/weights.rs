@@ -124,6 +124,15 @@ fn transpose(bytes: &[u8], rows: usize, cols: usize, size: usize) -> Vec<u8> {
     out
 }
 
+/// The LM head matrix alone, `[vocab, hidden]` in its stored width: the embedding table where the
+/// head is tied to it (perplex compare puts two models' heads side by side).
+pub fn load_head<'a>(spec: &'a ModelSpec, checkpoint: &'a Checkpoint) -> Result<TensorData<'a>> {
+    let naming = spec.naming();
+    let reader = Reader { spec, checkpoint, conv1d: naming.conv1d };
+    let name = if spec.tied_head { &naming.embedding } else { &naming.head };
+    reader.table(name, spec.vocab_size, spec.hidden)
+}
+
 /// Loads every tensor `spec` needs. `matrix` receives 2-D weights in their stored width;
 /// `vector` receives norm weights and biases widened to f32.
 pub fn load_weights<M, V>(

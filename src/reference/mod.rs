@@ -155,6 +155,21 @@ pub fn log_softmax_target(logits: &[f32], target: usize) -> (f64, bool) {
     (logits[target] as f64 - max - sum.ln(), argmax == target)
 }
 
+/// What perplex compare computes for one position from both models' logits, in f64: KL(base ‖
+/// model) in nats, log p_base(target), log p_model(target), and each model's argmax (ties: the
+/// lowest index).
+pub fn compare_logits(base: &[f32], model: &[f32], target: usize) -> (f64, f64, f64, usize, usize) {
+    let log_softmax = |logits: &[f32]| -> Vec<f64> {
+        let max = logits.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+        let lse = max + logits.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
+        logits.iter().map(|&v| v as f64 - lse).collect()
+    };
+    let argmax = |logits: &[f32]| logits.iter().enumerate().fold(0, |best, (i, &v)| if v > logits[best] { i } else { best });
+    let (lb, lm) = (log_softmax(base), log_softmax(model));
+    let kl = lb.iter().zip(&lm).map(|(&b, &m)| b.exp() * (b - m)).sum();
+    (kl, lb[target], lm[target], argmax(base), argmax(model))
+}
+
 pub type HostWeights = ModelWeights<HostMatrix, Vec<f32>>;
 
 pub fn load_host_weights(spec: &ModelSpec, checkpoint: &Checkpoint) -> Result<HostWeights> {

@@ -1,7 +1,9 @@
 //! Human tables, JSON files and progress bars.
 
+mod compare;
 mod eval;
 
+pub use compare::{compare_json, compare_table};
 pub use eval::{eval_json, eval_table};
 
 use crate::error::{Error, Result};

@@ -17,6 +17,7 @@ pub use windows::{chunks, rolling, sliding, Window, WindowMode};
 use crate::data::Document;
 use crate::error::{Error, Result};
 use crate::forward::{Batch, PendingScores, RowLayout, TokenScore};
+use crate::gpu::Gpu;
 use crate::Model;
 use std::sync::Arc;
 
@@ -200,24 +201,58 @@ pub fn make_windows(model: &Model, tokenized: &[Vec<u32>], mode: WindowMode, ctx
 
 /// Scores windows in batches; returns each window's scores at its scored positions, in the
 /// order of `windows`. Windows of similar length share a pass; the numbers do not depend on it.
+pub fn score_windows(model: &Model, windows: &[Window], batch: Batch, on_pass: impl FnMut(usize)) -> Result<(Vec<Vec<TokenScore>>, usize)> {
+    let gpu_model = &model.gpu_model;
+    run_passes(
+        &gpu_model.gpu,
+        windows,
+        |len| gpu_model.windows_per_pass(len, batch),
+        |pass| gpu_model.submit_rows(pass.windows, pass.len, &pass.tokens, &pass.targets, &pass.layout, &pass.scored),
+        |pending: PendingScores| pending.finish(&gpu_model.gpu),
+        on_pass,
+    )
+}
+
+/// Windows laid out as one pass of `len` rows each: what the forward pass takes.
+pub struct PassInput {
+    pub windows: usize,
+    pub len: usize,
+    pub tokens: Vec<u32>,
+    pub targets: Vec<u32>,
+    pub layout: RowLayout,
+    /// The scored rows, increasing.
+    pub scored: Vec<u32>,
+}
+
+/// Runs `windows` in passes and returns each window's results at its scored positions, in the
+/// order of `windows`: the pass loop of every scoring command (`ppl`, `compare`). Windows are
+/// sorted by length and grouped `per_pass(len)` at a time; `submit` queues a pass and `finish`
+/// collects its results, one per scored row in order.
 ///
 /// One pass stays queued while the previous one is collected: the device starts on pass n + 1
-/// while the host reads back pass n and hands its scores out.
-pub fn score_windows(model: &Model, windows: &[Window], batch: Batch, mut on_pass: impl FnMut(usize)) -> Result<(Vec<Vec<TokenScore>>, usize)> {
-    let gpu_model = &model.gpu_model;
+/// while the host reads back pass n and hands its results out. A pass the device runs out of
+/// memory on is run again at half the size, for the rest of the run.
+pub fn run_passes<S: Clone, P>(
+    gpu: &Gpu,
+    windows: &[Window],
+    per_pass: impl Fn(usize) -> usize,
+    mut submit: impl FnMut(&PassInput) -> Result<P>,
+    finish: impl Fn(P) -> Result<Vec<S>>,
+    mut on_pass: impl FnMut(usize),
+) -> Result<(Vec<Vec<S>>, usize)> {
     let mut order: Vec<usize> = (0..windows.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(windows[i].input.len()));
-    let mut results: Vec<Vec<TokenScore>> = vec![Vec::new(); windows.len()];
+    let mut results: Vec<Vec<S>> = vec![Vec::new(); windows.len()];
     let mut largest_pass = 0;
     let mut next = 0;
     // Lowered for the rest of the run when the device runs out of memory.
     let mut ceiling = usize::MAX;
-    let mut in_flight: Option<QueuedPass> = None;
+    let mut in_flight: Option<QueuedPass<P>> = None;
     loop {
         let queued = if next < order.len() {
             let len = windows[order[next]].input.len();
-            let count = gpu_model.windows_per_pass(len, batch).min(ceiling).min(order.len() - next);
-            let pending = submit_pass(model, windows, &order[next..next + count], len)?;
+            let count = per_pass(len).min(ceiling).min(order.len() - next);
+            let pending = submit(&lay_out(windows, &order[next..next + count], len))?;
             next += count;
             Some(QueuedPass { pending, first: next - count, count })
         } else {
@@ -230,7 +265,7 @@ pub fn score_windows(model: &Model, windows: &[Window], batch: Batch, mut on_pas
             }
             continue;
         };
-        match done.pending.finish(&gpu_model.gpu) {
+        match finish(done.pending) {
             Ok(scores) => {
                 let mut scores = scores.into_iter();
                 for &w in &order[done.first..done.first + done.count] {
@@ -243,10 +278,10 @@ pub fn score_windows(model: &Model, windows: &[Window], batch: Batch, mut on_pas
             Err(error) if error.kind == crate::error::ErrorKind::DeviceMemory && done.count > 1 => {
                 // The pass queued behind it is dropped too: both run again, smaller.
                 if let Some(later) = in_flight.take() {
-                    let _ = later.pending.finish(&gpu_model.gpu);
+                    let _ = finish(later.pending);
                 }
                 eprintln!("warning: {}; retrying with {} windows per pass", error.message, done.count / 2);
-                gpu_model.gpu.clear_error();
+                gpu.clear_error();
                 ceiling = done.count / 2;
                 next = done.first;
             }
@@ -257,27 +292,27 @@ pub fn score_windows(model: &Model, windows: &[Window], batch: Batch, mut on_pas
 }
 
 /// A submitted pass over `order[first..first + count]`.
-struct QueuedPass {
-    pending: PendingScores,
+struct QueuedPass<P> {
+    pending: P,
     first: usize,
     count: usize,
 }
 
-/// Lays the windows of `group` out as one pass of `len` positions each and submits it.
-fn submit_pass(model: &Model, windows: &[Window], group: &[usize], len: usize) -> Result<PendingScores> {
+/// Lays the windows of `group` out as one pass of `len` positions each.
+fn lay_out(windows: &[Window], group: &[usize], len: usize) -> PassInput {
     let count = group.len();
     let mut tokens = vec![0u32; count * len];
     let mut targets = vec![0u32; count * len];
     let mut layout = RowLayout::default();
-    let mut scored_rows = Vec::new();
+    let mut scored = Vec::new();
     for (slot, &w) in group.iter().enumerate() {
         let window = &windows[w];
         tokens[slot * len..slot * len + window.input.len()].copy_from_slice(&window.input);
         targets[slot * len..slot * len + window.targets.len()].copy_from_slice(&window.targets);
         layout.push_window(len, window.shared_rows(), &window.segments);
-        scored_rows.extend(window.scored.clone().map(|row| (slot * len + row) as u32));
+        scored.extend(window.scored.clone().map(|row| (slot * len + row) as u32));
     }
-    model.gpu_model.submit_rows(count, len, &tokens, &targets, &layout, &scored_rows)
+    PassInput { windows: count, len, tokens, targets, layout, scored }
 }
 
 /// Passes scored between two looks at the resume log and the Ctrl-C flag: few enough that

@@ -1,0 +1,494 @@
+//! `perplex compare`: what a converted, quantized or distilled model lost against a base model.
+//! Both models run over the same windows (the windows, pass loop and document reader of `ppl`);
+//! per pass, each model's forward pass stops at its final hidden states, and one fused kernel
+//! computes both heads tile by tile (compare_head.wgsl: the two hidden states stacked as pairs of
+//! rows against both heads side by side) and keeps per position only the KL divergence, both
+//! log-probabilities of the actual next token and both top tokens. No distribution leaves the GPU
+//! and no logit is stored; device memory depends on the pass size, never on the text.
+
+pub mod stats;
+
+use crate::data::Document;
+use crate::error::{Error, Result};
+use crate::forward::{Batch, FinalHidden, HiddenBuffer};
+use crate::gpu::{ops, DType, Gpu, GpuMatrix, PendingRead, Program};
+use crate::model::{load_head, Checkpoint, ModelSpec, TextTokenizer};
+use crate::score::{make_windows, run_passes, word_count, DocumentResult, PassInput, PplOptions, Progress, Totals, WindowMode};
+use crate::Model;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub use stats::{CompareStats, Estimate};
+
+/// One scored position as both models see it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PositionScore {
+    /// KL(base ‖ model) of the next-token distributions, nats.
+    pub kld: f32,
+    pub logprob_base: f32,
+    pub logprob_model: f32,
+    /// Each model's most likely token (ties: the lowest id).
+    pub top_base: u32,
+    pub top_model: u32,
+}
+
+impl PositionScore {
+    pub fn p_base(&self) -> f64 {
+        (self.logprob_base as f64).exp()
+    }
+
+    pub fn p_model(&self) -> f64 {
+        (self.logprob_model as f64).exp()
+    }
+
+    pub fn same_top(&self) -> bool {
+        self.top_base == self.top_model
+    }
+}
+
+/// A scored position as the run keeps it: a few numbers, whatever the vocabulary.
+struct Scored {
+    doc: usize,
+    pos: usize,
+    token_id: u32,
+    score: PositionScore,
+}
+
+impl Scored {
+    fn comparison(&self, documents: &[Document]) -> TokenComparison {
+        let s = &self.score;
+        TokenComparison {
+            doc: documents[self.doc].name.clone(),
+            pos: self.pos,
+            token_id: self.token_id,
+            kld: s.kld,
+            logprob_base: s.logprob_base,
+            logprob_model: s.logprob_model,
+            p_base: s.p_base(),
+            p_model: s.p_model(),
+            same_top: s.same_top(),
+            top_base: s.top_base,
+            top_model: s.top_model,
+        }
+    }
+}
+
+/// A scored token, for `--per-token` and the positions of greatest disagreement.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TokenComparison {
+    pub doc: String,
+    /// The token's index among the document's tokens.
+    pub pos: usize,
+    pub token_id: u32,
+    pub kld: f32,
+    pub logprob_base: f32,
+    pub logprob_model: f32,
+    pub p_base: f64,
+    pub p_model: f64,
+    pub same_top: bool,
+    pub top_base: u32,
+    pub top_model: u32,
+}
+
+/// A position where the models disagree most, with its text.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Disagreement {
+    #[serde(flatten)]
+    pub token: TokenComparison,
+    /// The text of the tokens before it (up to [`CONTEXT_TOKENS`]).
+    pub context: String,
+    /// The actual next token, and each model's first choice.
+    pub text: String,
+    pub text_top_base: String,
+    pub text_top_model: String,
+}
+
+/// Tokens of text shown before a position of greatest disagreement.
+pub const CONTEXT_TOKENS: usize = 12;
+
+/// Positions of greatest disagreement reported.
+pub const WORST: usize = 10;
+
+#[derive(Debug, Clone)]
+pub struct CompareResult {
+    pub mode: WindowMode,
+    pub ctx: usize,
+    /// Per document and in total, as `ppl` reports them: the base model, then the model.
+    pub base: Vec<DocumentResult>,
+    pub model: Vec<DocumentResult>,
+    pub total_base: Totals,
+    pub total_model: Totals,
+    pub stats: CompareStats,
+    /// The [`WORST`] positions of largest KL divergence, largest first.
+    pub worst: Vec<Disagreement>,
+    /// Every scored token, where asked for.
+    pub tokens: Vec<TokenComparison>,
+    pub seconds: f64,
+    /// Windows actually run per pass.
+    pub batch: usize,
+}
+
+/// The first difference between two tokenizers that makes their token ids mean different
+/// things: vocabulary size, a token's text, the special tokens and whether BOS is added. None
+/// when they agree.
+pub fn tokenizer_difference(base: &TextTokenizer, model: &TextTokenizer) -> Option<String> {
+    if base.vocab_size != model.vocab_size {
+        return Some(format!("the base tokenizer has {} tokens and the model's {}", base.vocab_size, model.vocab_size));
+    }
+    for id in 0..base.vocab_size as u32 {
+        let (a, b) = (base.token_text(id), model.token_text(id));
+        if a != b {
+            let show = |t: Option<String>| t.map_or("no token".to_string(), |t| format!("{t:?}"));
+            return Some(format!("token {id} is {} in the base tokenizer and {} in the model's", show(a), show(b)));
+        }
+    }
+    let special = |t: &TextTokenizer| (t.bos, t.eos, t.adds_bos);
+    if special(base) != special(model) {
+        let show = |t: &TextTokenizer| format!("BOS {:?}, EOS {:?}, adds BOS {}", t.bos, t.eos, t.adds_bos);
+        return Some(format!("the special tokens differ: base {}, model {}", show(base), show(model)));
+    }
+    let (a, b) = (base.special_tokens(), model.special_tokens());
+    if let Some(&id) = a.iter().filter(|id| !b.contains(id)).chain(b.iter().filter(|id| !a.contains(id))).min() {
+        let owner = if a.contains(&id) { "the base" } else { "the model's" };
+        return Some(format!("token {id} ({:?}) is special in {owner} tokenizer only", base.token_text(id).unwrap_or_default()));
+    }
+    None
+}
+
+/// A base model and a model to compare with it, both resident on one GPU, and their heads side
+/// by side.
+pub struct Pair {
+    pub base: Model,
+    pub model: Model,
+    /// Row v: the base model's head row v, then the model's (one format: both heads' if they
+    /// share it, else f32, into which every stored format widens exactly).
+    head: GpuMatrix,
+    buffers: Mutex<Option<Arc<Buffers>>>,
+    /// The compare program per row count.
+    programs: Mutex<HashMap<usize, Recorded>>,
+}
+
+/// A recorded compare program and the hidden-state buffers it reads.
+struct Recorded {
+    base: HiddenBuffer,
+    model: HiddenBuffer,
+    program: Arc<Program>,
+}
+
+/// The compare kernels' buffers for up to `rows` compared rows.
+struct Buffers {
+    rows: usize,
+    stacked: wgpu::Buffer,
+    targets: wgpu::Buffer,
+    partials: wgpu::Buffer,
+    output: wgpu::Buffer,
+}
+
+/// What [`Pair::submit`] queued: the per-row results of the compared rows.
+pub struct PendingCompare {
+    raw: PendingRead<[f32; 5]>,
+    scored: usize,
+}
+
+impl PendingCompare {
+    fn finish(self, gpu: &Gpu) -> Result<Vec<PositionScore>> {
+        let raw = self.raw.finish(gpu)?;
+        Ok(raw[..self.scored]
+            .iter()
+            .map(|&[kld, logprob_base, logprob_model, top_base, top_model]| PositionScore {
+                kld,
+                logprob_base,
+                logprob_model,
+                top_base: top_base as u32,
+                top_model: top_model as u32,
+            })
+            .collect())
+    }
+}
+
+/// The head of one model as read from its checkpoint, kept until both are there.
+struct HeadRows {
+    dtype: DType,
+    cols: usize,
+    bytes: Vec<u8>,
+}
+
+fn read_head(spec: &ModelSpec, checkpoint: &Checkpoint) -> Result<HeadRows> {
+    let head = load_head(spec, checkpoint)?;
+    Ok(HeadRows { dtype: head.dtype, cols: spec.hidden, bytes: head.bytes.into_owned() })
+}
+
+impl HeadRows {
+    /// Row `v` in `dtype` (its own, or f32).
+    fn row(&self, v: usize, dtype: DType) -> Vec<u8> {
+        let row_bytes = self.dtype.row_bytes(self.cols);
+        let bytes = &self.bytes[v * row_bytes..(v + 1) * row_bytes];
+        if dtype == self.dtype {
+            return bytes.to_vec();
+        }
+        let row = crate::model::TensorData { name: String::new(), dtype: self.dtype, shape: vec![1, self.cols], bytes: bytes.into() };
+        bytemuck::cast_slice(&row.to_f32()).to_vec()
+    }
+}
+
+impl Pair {
+    /// Opens both models on `gpu`; their tokenizers must agree and their vocabularies match.
+    pub fn open(base: &str, model: &str, gpu: Arc<Gpu>) -> Result<Pair> {
+        let (base, base_head) = Model::open_with(base, None, gpu.clone(), read_head)
+            .map_err(|e| Error { message: format!("the base model {base}: {}", e.message), ..e })?;
+        let (model, model_head) = Model::open_with(model, None, gpu.clone(), read_head).map_err(|e| {
+            let message = if e.message.contains("do not fit") {
+                format!(
+                    "{model} does not fit on the device beside the base model {} ({:.1} MiB): {}",
+                    base.name,
+                    base.gpu_model.weight_bytes as f64 / (1 << 20) as f64,
+                    e.message
+                )
+            } else {
+                format!("the model {model}: {}", e.message)
+            };
+            Error { message, ..e }
+        })?;
+        if let Some(difference) = tokenizer_difference(&base.tokenizer, &model.tokenizer) {
+            return Err(Error::bad_input(format!(
+                "{} and {} do not share a tokenizer ({difference}); KL divergence compares distributions over the same tokens",
+                base.name, model.name
+            )));
+        }
+        if base.spec.vocab_size != model.spec.vocab_size {
+            return Err(Error::bad_input(format!(
+                "{} has {} vocabulary rows and {} has {}: the distributions are over different tokens",
+                base.name, base.spec.vocab_size, model.name, model.spec.vocab_size
+            )));
+        }
+        let dtype = if base_head.dtype == model_head.dtype { base_head.dtype } else { DType::F32 };
+        let vocab = base.spec.vocab_size;
+        let cols = base.spec.hidden + model.spec.hidden;
+        let mut bytes = Vec::with_capacity(vocab * dtype.row_bytes(cols));
+        for v in 0..vocab {
+            bytes.extend(base_head.row(v, dtype));
+            bytes.extend(model_head.row(v, dtype));
+        }
+        drop((base_head, model_head));
+        let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let head = GpuMatrix::upload(&gpu, "paired heads", vocab, cols, dtype, &bytes)?;
+        gpu.queue.submit([]);
+        gpu.wait()?;
+        if let Some(error) = pollster::block_on(scope.pop()) {
+            return Err(Error::bad_input(format!(
+                "both models fit on {} but not their heads side by side ({:.1} MiB) as well: {error}",
+                gpu.describe(),
+                bytes.len() as f64 / (1 << 20) as f64
+            )));
+        }
+        Ok(Pair { base, model, head, buffers: Mutex::new(None), programs: Mutex::new(HashMap::new()) })
+    }
+
+    pub fn gpu(&self) -> &Arc<Gpu> {
+        &self.base.gpu_model.gpu
+    }
+
+    /// Bytes per compared row of each compare buffer: stacked pair of rows, tile summaries.
+    fn row_bytes(&self) -> [usize; 2] {
+        let width = self.base.spec.hidden + self.model.spec.hidden;
+        [2 * width * 4, ops::vocab_tiles(self.base.spec.vocab_size) * 48]
+    }
+
+    /// Most compared rows one pass may hold: every compare buffer fits in one storage binding.
+    fn max_rows(&self) -> usize {
+        let widest = *self.row_bytes().iter().max().unwrap() as u64;
+        (self.gpu().max_binding / widest).max(1) as usize
+    }
+
+    /// Windows of `len` positions per pass: what both models take, and no more rows than the
+    /// compare buffers hold.
+    pub fn windows_per_pass(&self, len: usize, batch: Batch) -> usize {
+        let each = self.base.gpu_model.windows_per_pass(len, batch).min(self.model.gpu_model.windows_per_pass(len, batch));
+        each.min(self.max_rows() / len.max(1)).max(1)
+    }
+
+    fn buffers(&self, rows: usize) -> Result<Arc<Buffers>> {
+        if rows > self.max_rows() {
+            return Err(Error::bad_input(format!(
+                "a pass of {rows} scored positions needs more than one storage binding of {} MiB for the compare kernels; \
+                 use a smaller --ctx",
+                self.gpu().max_binding >> 20
+            )));
+        }
+        let mut slot = self.buffers.lock().unwrap();
+        if let Some(buffers) = slot.as_ref().filter(|b| b.rows >= rows) {
+            return Ok(buffers.clone());
+        }
+        // Programs bound to the old buffers go with them.
+        self.programs.lock().unwrap().clear();
+        let gpu = self.gpu();
+        let [stacked, partials] = self.row_bytes().map(|b| (b * rows) as u64);
+        let buffers = Arc::new(Buffers {
+            rows,
+            stacked: gpu.storage("stacked hidden rows", stacked),
+            targets: gpu.storage("compared targets", 4 * rows as u64),
+            partials: gpu.storage("compare partials", partials),
+            output: gpu.storage("compare output", 20 * rows as u64),
+        });
+        *slot = Some(buffers.clone());
+        Ok(buffers)
+    }
+
+    /// Queues one pass of both models over `pass` and the comparison of their heads.
+    fn submit(&self, pass: &PassInput) -> Result<PendingCompare> {
+        if pass.scored.is_empty() {
+            return Ok(PendingCompare { raw: PendingRead::nothing(), scored: 0 });
+        }
+        let base = self.base.gpu_model.submit_hidden(pass.windows, pass.len, &pass.tokens, &pass.targets, &pass.layout, &pass.scored)?;
+        let model = self.model.gpu_model.submit_hidden(pass.windows, pass.len, &pass.tokens, &pass.targets, &pass.layout, &pass.scored)?;
+        let rows = base.rows;
+        assert_eq!(rows, model.rows);
+        let buffers = self.buffers(rows)?;
+        let program = {
+            let mut programs = self.programs.lock().unwrap();
+            match programs.get(&rows) {
+                Some(recorded) if recorded.base.same(&base.buffer) && recorded.model.same(&model.buffer) => recorded.program.clone(),
+                _ => {
+                    let program = Arc::new(self.record(rows, &base, &model, &buffers));
+                    programs.insert(rows, Recorded { base: base.buffer.clone(), model: model.buffer.clone(), program: program.clone() });
+                    program
+                }
+            }
+        };
+        // Padding rows (copies of row 0) compare row 0 again; their results are dropped.
+        let mut targets: Vec<u32> = pass.scored.iter().map(|&r| pass.targets[r as usize]).collect();
+        targets.resize(rows, targets[0]);
+        self.gpu().queue.write_buffer(&buffers.targets, 0, bytemuck::cast_slice(&targets));
+        program.submit(self.gpu());
+        // Both models' next passes wait for `base` and `model` to be let go, after this.
+        Ok(PendingCompare { raw: self.gpu().start_read(&buffers.output, rows), scored: pass.scored.len() })
+    }
+
+    fn record(&self, rows: usize, base: &FinalHidden, model: &FinalHidden, buffers: &Buffers) -> Program {
+        let mut p = Program::builder(self.gpu());
+        let stack = ops::StackRows { rows: rows as u32, width_a: base.width as u32, width_b: model.width as u32 };
+        ops::stack_rows(&mut p, stack, base.buffer.buffer(), model.buffer.buffer(), &buffers.stacked);
+        let head = ops::PairedHead {
+            matrix: &self.head,
+            vocab: self.base.spec.vocab_size,
+            softcap_base: self.base.spec.final_softcap,
+            softcap_model: self.model.spec.final_softcap,
+        };
+        ops::compare_head(&mut p, rows, head, &buffers.stacked, &buffers.targets, &buffers.partials);
+        let combine = ops::CompareCombine { rows: rows as u32, tiles: ops::vocab_tiles(head.vocab) as u32 };
+        ops::compare_combine(&mut p, combine, &buffers.targets, &buffers.partials, &buffers.output);
+        p.build()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CompareOptions {
+    pub mode: WindowMode,
+    /// Window length; None = the mode's default for the model of fewer positions. A sliding
+    /// stride of 0 is half the window.
+    pub ctx: Option<usize>,
+    pub batch: Batch,
+    /// Keep every scored token.
+    pub per_token: bool,
+    pub progress: Option<Arc<dyn Progress>>,
+}
+
+/// `perplex compare`: both models over every document's windows, the statistics and the
+/// positions of greatest disagreement.
+pub fn compare(pair: &Pair, documents: &[Document], options: &CompareOptions) -> Result<CompareResult> {
+    let start = std::time::Instant::now();
+    let mut ppl = PplOptions { mode: options.mode, ctx: options.ctx, batch: options.batch, per_token: false, progress: None };
+    // The window must suit both models: the shorter context decides.
+    let shorter = if pair.model.spec.max_positions < pair.base.spec.max_positions { &pair.model } else { &pair.base };
+    // A sliding stride of 0 is the default, half the window, which set_stride works out.
+    let stride = match options.mode {
+        WindowMode::Sliding { stride } if stride > 0 => Some(stride),
+        _ => None,
+    };
+    ppl.set_stride(shorter, stride)?;
+    let ctx = ppl.resolve_ctx(shorter)?;
+    let mode = ppl.mode;
+    let tokenized: Vec<Vec<u32>> = documents.iter().map(|d| pair.base.tokenizer.encode(&d.text)).collect::<Result<_>>()?;
+    let windows = make_windows(&pair.base, &tokenized, mode, ctx)?;
+    let total: usize = windows.iter().map(|w| w.scored.len()).sum();
+    if total == 0 {
+        return Err(Error::bad_input(format!("no token to score: {} with --ctx {ctx} scores none of the text", mode.name())));
+    }
+    if let Some(progress) = &options.progress {
+        progress.start(total as u64);
+    }
+    let (scores, batch) = run_passes(
+        pair.gpu(),
+        &windows,
+        |len| pair.windows_per_pass(len, options.batch),
+        |pass| {
+            // Ctrl-C: statistics over part of the text would mislead, so nothing is reported.
+            if crate::score::STOP_REQUESTED.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(Error::interrupted("interrupted: no statistics over part of the text; nothing written"));
+            }
+            pair.submit(pass)
+        },
+        |pending: PendingCompare| pending.finish(pair.gpu()),
+        |n| {
+            if let Some(progress) = &options.progress {
+                progress.advance(n as u64)
+            }
+        },
+    )?;
+    if let Some(progress) = &options.progress {
+        progress.finish();
+    }
+
+    let empty = |doc: &Document| DocumentResult { name: doc.name.clone(), nll: 0.0, tokens: 0, words: word_count(&doc.text), bytes: doc.text.len() };
+    let mut base: Vec<DocumentResult> = documents.iter().map(empty).collect();
+    let mut model = base.clone();
+    let mut scored = Vec::with_capacity(total);
+    for (window, scores) in windows.iter().zip(&scores) {
+        for (j, score) in window.scored.clone().zip(scores) {
+            base[window.doc].nll -= score.logprob_base as f64;
+            base[window.doc].tokens += 1;
+            model[window.doc].nll -= score.logprob_model as f64;
+            model[window.doc].tokens += 1;
+            scored.push(Scored { doc: window.doc, pos: window.first_target + j, token_id: window.targets[j], score: *score });
+        }
+    }
+    let scores: Vec<PositionScore> = scored.iter().map(|s| s.score).collect();
+    let stats = CompareStats::of(&scores);
+    let worst = worst_positions(&scored, documents, &tokenized, &pair.base.tokenizer);
+    Ok(CompareResult {
+        mode,
+        ctx,
+        total_base: Totals::of(&base),
+        total_model: Totals::of(&model),
+        base,
+        model,
+        stats,
+        worst,
+        tokens: if options.per_token { scored.iter().map(|s| s.comparison(documents)).collect() } else { Vec::new() },
+        seconds: start.elapsed().as_secs_f64(),
+        batch,
+    })
+}
+
+/// The [`WORST`] positions of largest KL divergence (ties: the earlier position), with the text
+/// before each.
+fn worst_positions(scored: &[Scored], documents: &[Document], tokenized: &[Vec<u32>], tokenizer: &TextTokenizer) -> Vec<Disagreement> {
+    let mut order: Vec<usize> = (0..scored.len()).collect();
+    order.sort_by(|&a, &b| scored[b].score.kld.total_cmp(&scored[a].score.kld).then(a.cmp(&b)));
+    order
+        .into_iter()
+        .take(WORST)
+        .map(|i| {
+            let token = scored[i].comparison(documents);
+            let ids = &tokenized[scored[i].doc];
+            let before = &ids[token.pos.saturating_sub(CONTEXT_TOKENS)..token.pos];
+            Disagreement {
+                context: tokenizer.decode(before),
+                text: tokenizer.decode_token(token.token_id),
+                text_top_base: tokenizer.decode_token(token.top_base),
+                text_top_model: tokenizer.decode_token(token.top_model),
+                token,
+            }
+        })
+        .collect()
+}
