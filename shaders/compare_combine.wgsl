@@ -1,16 +1,6 @@
 // perplex compare, second pass: folds the tile summaries compare_head.wgsl left in `partials`
-// into five numbers per compared row. Prepended at build time: TILE_COLS, loss_stats.wgsl and
-// compare_stats.wgsl.
-
-struct Params {
-    rows: u32,
-    tiles: u32,         // vocabulary tiles per row of `partials`
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(4) var<storage, read_write> output: array<f32>;
-@group(0) @binding(5) var<storage, read> targets: array<u32>;
-@group(0) @binding(6) var<storage, read_write> partials: array<vec4<f32>>;
+// into five numbers per compared row. Prepended at build time: TILE_COLS, loss_stats.wgsl,
+// compare_stats.wgsl and fold_tiles.wgsl (the parameters and buffers).
 
 // One invocation per row: fold the row's tiles in order and emit (KL(base || model) in nats,
 // log p_base(target), log p_model(target), argmax of base, argmax of model). The log-probabilities

@@ -1,16 +1,6 @@
 // The LM head fused with log-softmax, second pass: folds the tile summaries lm_head_loss.wgsl
-// left in `partials`. Prepended at build time: TILE_COLS, the vocabulary indices per tile, and
-// loss_stats.wgsl (how two summaries merge).
-
-struct Params {
-    rows: u32,
-    tiles: u32,         // vocabulary tiles per row of `partials`
-}
-
-@group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(4) var<storage, read_write> output: array<f32>;
-@group(0) @binding(5) var<storage, read> targets: array<u32>;
-@group(0) @binding(6) var<storage, read_write> partials: array<vec4<f32>>;
+// left in `partials`. Prepended at build time: TILE_COLS, the vocabulary indices per tile,
+// loss_stats.wgsl (how two summaries merge) and fold_tiles.wgsl (the parameters and buffers).
 
 // One invocation per row: fold the row's vocabulary tiles in order and emit
 // (log p(target), target == argmax) as two floats.

@@ -549,7 +549,7 @@ impl GpuModel {
 
         let head = ops::LmHead { matrix: w.head(), vocab: spec.vocab_size, softcap: spec.final_softcap };
         ops::lm_head_loss(&mut p, rows, head, &ws.h, &ws.targets, &ws.partials);
-        ops::loss_combine(&mut p, ops::LossCombine { rows: rows as u32, tiles: head.tiles() as u32 }, &ws.targets, &ws.partials, &ws.scores);
+        ops::loss_combine(&mut p, rows, head.tiles(), &ws.targets, &ws.partials, &ws.scores);
         p.build()
     }
 

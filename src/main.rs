@@ -31,6 +31,56 @@ struct DeviceArgs {
     reads: Reads,
 }
 
+/// The text to score and how it is cut into windows: `ppl` and `compare` alike.
+#[derive(clap::Args)]
+struct TextArgs {
+    /// Text files (one document each), or data files and directories as `eval` reads them
+    /// (JSONL, JSON, Parquet, Arrow, `datasets.save_to_disk`: one document per record)
+    #[arg(long, num_args = 1.., required = true)]
+    data: Vec<PathBuf>,
+    /// Record field holding the text
+    #[arg(long, default_value = "text")]
+    field: String,
+    #[arg(long, value_enum, default_value = "rolling")]
+    window: Window,
+    /// Window length in tokens [default: min(model positions, 2048), of the shorter model for
+    /// compare; chunks: 512]
+    #[arg(long)]
+    ctx: Option<usize>,
+    /// Tokens a sliding window advances [default: ctx / 2]
+    #[arg(long)]
+    stride: Option<usize>,
+    /// Windows scored together in one GPU pass, or auto: as many as the device takes
+    #[arg(long, default_value = "auto")]
+    batch: Batch,
+}
+
+impl TextArgs {
+    /// The window mode, refusing a `--stride` for any but sliding windows before a model is
+    /// opened (the stride itself is settled once the window length is known:
+    /// `PplOptions::set_stride`).
+    fn mode(&self) -> Result<WindowMode> {
+        let mode = match self.window {
+            Window::Rolling => WindowMode::Rolling,
+            Window::Chunks => WindowMode::Chunks,
+            Window::Sliding => WindowMode::Sliding { stride: 0 },
+        };
+        if self.stride.is_some() && !matches!(mode, WindowMode::Sliding { .. }) {
+            return Err(Error::bad_input("--stride applies to --window sliding only"));
+        }
+        Ok(mode)
+    }
+
+    /// Every document of every `--data` path.
+    fn documents(&self) -> Result<Vec<perplex::data::Document>> {
+        let mut documents = Vec::new();
+        for path in &self.data {
+            documents.extend(perplex::data::read_documents(path, &self.field)?);
+        }
+        Ok(documents)
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Reads {
     /// Textures on CPU adapters, storage buffers on GPUs
@@ -81,24 +131,8 @@ enum Command {
         /// Branch, tag or commit of a hub id (e.g. step3000 for Pythia's intermediate checkpoints)
         #[arg(long)]
         revision: Option<String>,
-        /// Text files (one document each), or data files and directories as `eval` reads them
-        /// (JSONL, JSON, Parquet, Arrow, `datasets.save_to_disk`: one document per record)
-        #[arg(long, num_args = 1.., required = true)]
-        data: Vec<PathBuf>,
-        /// Record field holding the text
-        #[arg(long, default_value = "text")]
-        field: String,
-        #[arg(long, value_enum, default_value = "rolling")]
-        window: Window,
-        /// Window length in tokens [default: min(model positions, 2048); chunks: 512]
-        #[arg(long)]
-        ctx: Option<usize>,
-        /// Tokens a sliding window advances [default: ctx / 2]
-        #[arg(long)]
-        stride: Option<usize>,
-        /// Windows scored together in one GPU pass, or auto: as many as the device takes
-        #[arg(long, default_value = "auto")]
-        batch: Batch,
+        #[command(flatten)]
+        text: TextArgs,
         /// Write results as JSON
         #[arg(long)]
         json: Option<PathBuf>,
@@ -122,23 +156,8 @@ enum Command {
         /// The model compared with it (same tokenizer)
         #[arg(long)]
         model: String,
-        /// Text files (one document each), or data files as `ppl` reads them
-        #[arg(long, num_args = 1.., required = true)]
-        data: Vec<PathBuf>,
-        /// Record field holding the text
-        #[arg(long, default_value = "text")]
-        field: String,
-        #[arg(long, value_enum, default_value = "rolling")]
-        window: Window,
-        /// Window length in tokens [default: min(positions of either model, 2048); chunks: 512]
-        #[arg(long)]
-        ctx: Option<usize>,
-        /// Tokens a sliding window advances [default: ctx / 2]
-        #[arg(long)]
-        stride: Option<usize>,
-        /// Windows scored together in one GPU pass, or auto
-        #[arg(long, default_value = "auto")]
-        batch: Batch,
+        #[command(flatten)]
+        text: TextArgs,
         /// Write every statistic as JSON
         #[arg(long)]
         json: Option<PathBuf>,
@@ -358,12 +377,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench { model, revision, ctx, batch, repeats, json, device } => {
             bench(&model, revision.as_deref(), perplex::bench::BenchOptions { ctx, batch, repeats }, json, &device)
         }
-        Command::Ppl { model, revision, data, field, window, ctx, stride, batch, json, per_token, resume, device } => {
-            let mode = window_mode(window, stride)?;
-            let mut documents = Vec::new();
-            for path in &data {
-                documents.extend(perplex::data::read_documents(path, &field)?);
-            }
+        Command::Ppl { model, revision, text, json, per_token, resume, device } => {
+            let mode = text.mode()?;
+            let documents = text.documents()?;
+            let TextArgs { ctx, stride, batch, .. } = text;
             let gpu = device.open()?;
             let model = Model::open_revision(&model, revision.as_deref(), gpu)?;
             let mut options = PplOptions { mode, ctx, batch, per_token: per_token.is_some(), progress: Some(Arc::new(report::ProgressBar::new())) };
@@ -387,12 +404,10 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Compare { base, model, data, field, window, ctx, stride, batch, json, per_token, device } => {
-            let mode = window_mode(window, stride)?;
-            let mut documents = Vec::new();
-            for path in &data {
-                documents.extend(perplex::data::read_documents(path, &field)?);
-            }
+        Command::Compare { base, model, text, json, per_token, device } => {
+            let mode = text.mode()?;
+            let documents = text.documents()?;
+            let TextArgs { ctx, stride, batch, .. } = text;
             let gpu = device.open()?;
             let pair = perplex::compare::Pair::open(&base, &model, gpu)?;
             // A sliding stride of 0 asks for the default, half the window.
@@ -420,20 +435,6 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Sweep(args) => sweep(*args),
     }
-}
-
-/// The window mode of `--window`, refusing a `--stride` for any but sliding windows before a model
-/// is opened (the stride itself is settled once the window length is known: `PplOptions::set_stride`).
-fn window_mode(window: Window, stride: Option<usize>) -> Result<WindowMode> {
-    let mode = match window {
-        Window::Rolling => WindowMode::Rolling,
-        Window::Chunks => WindowMode::Chunks,
-        Window::Sliding => WindowMode::Sliding { stride: 0 },
-    };
-    if stride.is_some() && !matches!(mode, WindowMode::Sliding { .. }) {
-        return Err(Error::bad_input("--stride applies to --window sliding only"));
-    }
-    Ok(mode)
 }
 
 /// The checkpoints and measurements that `units` names.

@@ -203,7 +203,7 @@ fn run_lm_head_on(path: (ReadPath, bool), rows: usize, vocab: usize, k: usize, d
     let scores = gpu.storage("scores", (rows * 8) as u64);
     let mut p = Program::builder(&gpu);
     ops::lm_head_loss(&mut p, rows, head, &hidden_buf, &target_buf, &partials);
-    ops::loss_combine(&mut p, ops::LossCombine { rows: rows as u32, tiles: head.tiles() as u32 }, &target_buf, &partials, &scores);
+    ops::loss_combine(&mut p, rows, head.tiles(), &target_buf, &partials, &scores);
     p.build().run(&gpu).unwrap();
     let got: Vec<[f32; 2]> = gpu.read(&scores, rows).unwrap();
     let mut logits = reference::matmul(&hidden, rows, &HostMatrix { rows: vocab, cols: k, data: w }, None);
@@ -258,7 +258,7 @@ fn lm_head_greedy_flag_when_target_is_argmax() {
     let scores = gpu.storage("scores", (rows * 8) as u64);
     let mut p = Program::builder(&gpu);
     ops::lm_head_loss(&mut p, rows, head, &hb, &tb, &partials);
-    ops::loss_combine(&mut p, ops::LossCombine { rows: rows as u32, tiles: head.tiles() as u32 }, &tb, &partials, &scores);
+    ops::loss_combine(&mut p, rows, head.tiles(), &tb, &partials, &scores);
     p.build().run(&gpu).unwrap();
     let got: Vec<[f32; 2]> = gpu.read(&scores, rows).unwrap();
     assert!(got.iter().all(|g| g[1] == 1.0), "{got:?}");
@@ -546,7 +546,7 @@ fn run_compare_on(path: (ReadPath, bool), rows: usize, vocab: usize, (da, db): (
     ops::stack_rows(&mut p, ops::StackRows { rows: rows as u32, width_a: da as u32, width_b: db as u32 }, &a_buf, &b_buf, &stacked);
     let paired = ops::PairedHead { matrix: &head, vocab, softcap_base: cap_a, softcap_model: cap_b };
     ops::compare_head(&mut p, rows, paired, &stacked, &target_buf, &partials);
-    ops::compare_combine(&mut p, ops::CompareCombine { rows: rows as u32, tiles: tiles as u32 }, &target_buf, &partials, &output);
+    ops::compare_combine(&mut p, rows, tiles, &target_buf, &partials, &output);
     p.build().run(&gpu).unwrap();
 
     // stack_rows: exact copies and zeros.
@@ -599,7 +599,7 @@ fn run_compare_on(path: (ReadPath, bool), rows: usize, vocab: usize, (da, db): (
         let scores = gpu.storage("scores", (rows * 8) as u64);
         let mut p = Program::builder(&gpu);
         ops::lm_head_loss(&mut p, rows, lm, &a_buf, &target_buf, &partials);
-        ops::loss_combine(&mut p, ops::LossCombine { rows: rows as u32, tiles: lm.tiles() as u32 }, &target_buf, &partials, &scores);
+        ops::loss_combine(&mut p, rows, lm.tiles(), &target_buf, &partials, &scores);
         p.build().run(&gpu).unwrap();
         let scores: Vec<[f32; 2]> = gpu.read(&scores, rows).unwrap();
         for r in 0..rows {

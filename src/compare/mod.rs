@@ -375,8 +375,7 @@ impl Pair {
             softcap_model: self.model.spec.final_softcap,
         };
         ops::compare_head(&mut p, rows, head, &buffers.stacked, &buffers.targets, &buffers.partials);
-        let combine = ops::CompareCombine { rows: rows as u32, tiles: ops::vocab_tiles(head.vocab) as u32 };
-        ops::compare_combine(&mut p, combine, &buffers.targets, &buffers.partials, &buffers.output);
+        ops::compare_combine(&mut p, rows, ops::vocab_tiles(head.vocab), &buffers.targets, &buffers.partials, &buffers.output);
         p.build()
     }
 }

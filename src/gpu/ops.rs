@@ -8,7 +8,7 @@
 
 use super::kernels::{KernelId, WeightFormat, BLOCK_ROWS, TILE_COLS};
 use super::program::{Binding, ProgramBuilder};
-use super::tensor::GpuMatrix;
+use super::tensor::{GpuMatrix, MatrixPart};
 use crate::model;
 
 /// A field of a parameter block as the layout check sees it.
@@ -162,34 +162,68 @@ pub fn vocab_tiles(vocab: usize) -> usize {
 pub fn lm_head_loss(p: &mut ProgramBuilder, rows: usize, head: LmHead, input: Binding, targets: Binding, partials: Binding) {
     let matrix = head.matrix;
     let kernel = KernelId::lm_head_loss(matrix.dtype.format(), matrix.cols);
-    for part in &matrix.parts {
+    for_each_vocab_part(matrix, rows, |part, span| {
         let params = LmHeadLoss {
-            rows: rows as u32,
-            cols: part.rows as u32,
-            depth: matrix.cols as u32,
-            col_offset: part.first_row as u32,
+            rows: span.rows,
+            cols: span.cols,
+            depth: span.depth,
+            col_offset: span.col_offset,
             tiles: head.tiles() as u32,
-            tile_offset: (part.first_row / TILE_COLS) as u32,
+            tile_offset: span.tile_offset,
             softcap: head.softcap,
             vocab: head.vocab as u32,
         };
-        let grid = block_grid(params.rows, params.cols);
-        p.dispatch(kernel, params, &[input, &part.buffer, targets, partials], grid);
+        p.dispatch(kernel, params, &[input, &part.buffer, targets, partials], span.grid);
+    });
+}
+
+/// Where one part of a vocabulary matrix sits, as the head kernels' parameters say it.
+struct VocabSpan {
+    rows: u32,
+    cols: u32,
+    depth: u32,
+    col_offset: u32,
+    tile_offset: u32,
+    grid: [u32; 3],
+}
+
+/// Calls `record` for every part of a vocabulary matrix against `rows` input rows. Parts start
+/// at whole tiles (tensor.rs's ROW_ALIGN), so each part's dispatch writes its own tiles.
+fn for_each_vocab_part(matrix: &GpuMatrix, rows: usize, mut record: impl FnMut(&MatrixPart, VocabSpan)) {
+    for part in &matrix.parts {
+        let (rows, cols) = (rows as u32, part.rows as u32);
+        let span = VocabSpan {
+            rows,
+            cols,
+            depth: matrix.cols as u32,
+            col_offset: part.first_row as u32,
+            tile_offset: (part.first_row / TILE_COLS) as u32,
+            grid: block_grid(rows, cols),
+        };
+        record(part, span);
     }
 }
 
 kernel_params! {
-    /// loss_combine.wgsl: folds each row's tile summaries into (log p(target), target == argmax).
-    LossCombine {
+    /// loss_combine.wgsl and compare_combine.wgsl: each row's vocabulary tile summaries, folded
+    /// in order.
+    FoldTiles {
         rows: u32,
+        /// Vocabulary tiles per row of `partials`.
         tiles: u32,
     }
 }
 
-/// targets, partials -> output (two floats per row).
-pub fn loss_combine(p: &mut ProgramBuilder, params: LossCombine, targets: Binding, partials: Binding, output: Binding) {
-    let grid = [params.rows.div_ceil(ROW_LANES), 1, 1];
-    p.dispatch(KernelId::LossCombine, params, &[targets, partials, output], grid);
+/// One invocation per row of a fold over `tiles` summaries per row.
+fn fold_tiles(p: &mut ProgramBuilder, kernel: KernelId, rows: usize, tiles: usize, targets: Binding, partials: Binding, output: Binding) {
+    let params = FoldTiles { rows: rows as u32, tiles: tiles as u32 };
+    p.dispatch(kernel, params, &[targets, partials, output], [params.rows.div_ceil(ROW_LANES), 1, 1]);
+}
+
+/// targets, partials (`tiles` per row, from [`lm_head_loss`]) -> output: two floats per row,
+/// log p(target) and whether the target is the argmax.
+pub fn loss_combine(p: &mut ProgramBuilder, rows: usize, tiles: usize, targets: Binding, partials: Binding, output: Binding) {
+    fold_tiles(p, KernelId::LossCombine, rows, tiles, targets, partials, output);
 }
 
 kernel_params! {
@@ -247,36 +281,26 @@ pub fn compare_head(p: &mut ProgramBuilder, rows: usize, head: PairedHead, input
     let matrix = head.matrix;
     let kernel = KernelId::compare_head(matrix.dtype.format(), matrix.cols);
     let tiles = vocab_tiles(head.vocab) as u32;
-    for part in &matrix.parts {
+    for_each_vocab_part(matrix, 2 * rows, |part, span| {
         let params = CompareHead {
-            rows: 2 * rows as u32,
-            cols: part.rows as u32,
-            depth: matrix.cols as u32,
-            col_offset: part.first_row as u32,
+            rows: span.rows,
+            cols: span.cols,
+            depth: span.depth,
+            col_offset: span.col_offset,
             tiles,
-            tile_offset: (part.first_row / TILE_COLS) as u32,
+            tile_offset: span.tile_offset,
             softcap_base: head.softcap_base,
             softcap_model: head.softcap_model,
             vocab: head.vocab as u32,
         };
-        let grid = block_grid(params.rows, params.cols);
-        p.dispatch(kernel, params, &[input, &part.buffer, targets, partials], grid);
-    }
+        p.dispatch(kernel, params, &[input, &part.buffer, targets, partials], span.grid);
+    });
 }
 
-kernel_params! {
-    /// compare_combine.wgsl: folds each row's tile summaries into (KL, log p_base(target),
-    /// log p_model(target), argmax base, argmax model).
-    CompareCombine {
-        rows: u32,
-        tiles: u32,
-    }
-}
-
-/// targets, partials -> output (five floats per row).
-pub fn compare_combine(p: &mut ProgramBuilder, params: CompareCombine, targets: Binding, partials: Binding, output: Binding) {
-    let grid = [params.rows.div_ceil(ROW_LANES), 1, 1];
-    p.dispatch(KernelId::CompareCombine, params, &[targets, partials, output], grid);
+/// targets, partials (`tiles` per row, from [`compare_head`]) -> output: five floats per row,
+/// KL(base || model), log p_base(target), log p_model(target), argmax of base, argmax of model.
+pub fn compare_combine(p: &mut ProgramBuilder, rows: usize, tiles: usize, targets: Binding, partials: Binding, output: Binding) {
+    fold_tiles(p, KernelId::CompareCombine, rows, tiles, targets, partials, output);
 }
 
 kernel_params! {
@@ -381,10 +405,9 @@ impl KernelId {
             KernelId::Embedding(_) => Embedding::LAYOUT,
             KernelId::Matmul { .. } => Matmul::LAYOUT,
             KernelId::LmHeadLoss { .. } => LmHeadLoss::LAYOUT,
-            KernelId::LossCombine => LossCombine::LAYOUT,
+            KernelId::LossCombine | KernelId::CompareCombine => FoldTiles::LAYOUT,
             KernelId::StackRows => StackRows::LAYOUT,
             KernelId::CompareHead { .. } => CompareHead::LAYOUT,
-            KernelId::CompareCombine => CompareCombine::LAYOUT,
             KernelId::Norm => Norm::LAYOUT,
             KernelId::Rope => Rope::LAYOUT,
             KernelId::Activation(_) => Activation::LAYOUT,
