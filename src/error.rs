@@ -12,7 +12,8 @@ pub enum ErrorKind {
     Internal,
     /// The user stopped the run (Ctrl-C); what was finished is kept (exit code 130).
     Interrupted,
-    /// The device ran out of memory for a batch (exit code 2); smaller batches may fit.
+    /// The device ran out of memory (exit code 2): for a model's weights, or for a batch, where
+    /// smaller batches may fit.
     DeviceMemory,
 }
 

@@ -4,7 +4,7 @@
 //! MLP (+ residual), final norm, and the LM head fused with log-softmax, which emits per position
 //! log p(target) and whether the target was the argmax. Logits never leave the kernel.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::gpu::{ops, DType, Gpu, GpuMatrix, KernelId, PendingRead, Program, ProgramBuilder, ReadPath, WeightFormat};
 use crate::model::{load_weights, Checkpoint, ModelSpec, ModelWeights, NormKind, NormWeights, QkNorm};
 use std::collections::HashMap;
@@ -204,11 +204,14 @@ impl GpuModel {
             |name, values| Ok(gpu.upload(name, &values)),
         )?;
         if let Some(error) = pollster::block_on(scope.pop()) {
-            return Err(Error::bad_input(format!(
-                "the model's weights ({:.1} MiB) do not fit in the memory of {}: {error}. Use a smaller model or a GPU with more memory.",
-                weight_bytes as f64 / (1 << 20) as f64,
-                gpu.describe()
-            )));
+            return Err(Error {
+                kind: ErrorKind::DeviceMemory,
+                message: format!(
+                    "the model's weights ({:.1} MiB) do not fit in the memory of {}: {error}. Use a smaller model or a GPU with more memory.",
+                    weight_bytes as f64 / (1 << 20) as f64,
+                    gpu.describe()
+                ),
+            });
         }
         gpu.check_healthy()?;
         let dummy = gpu.storage("unused", 16);

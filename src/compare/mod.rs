@@ -9,7 +9,7 @@
 pub mod stats;
 
 use crate::data::Document;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::forward::{Batch, FinalHidden, HiddenBuffer};
 use crate::gpu::{ops, DType, Gpu, GpuMatrix, PendingRead, Program};
 use crate::model::{load_head, Checkpoint, ModelSpec, TextTokenizer};
@@ -237,7 +237,7 @@ impl Pair {
         let (base, base_head) = Model::open_with(base, None, gpu.clone(), read_head)
             .map_err(|e| Error { message: format!("the base model {base}: {}", e.message), ..e })?;
         let (model, model_head) = Model::open_with(model, None, gpu.clone(), read_head).map_err(|e| {
-            let message = if e.message.contains("do not fit") {
+            let message = if e.kind == ErrorKind::DeviceMemory {
                 format!(
                     "{model} does not fit on the device beside the base model {} ({:.1} MiB): {}",
                     base.name,
