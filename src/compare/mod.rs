@@ -13,7 +13,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::forward::{Batch, FinalHidden, HiddenBuffer};
 use crate::gpu::{ops, DType, Gpu, GpuMatrix, PendingRead, Program};
 use crate::model::{load_head, Checkpoint, ModelSpec, TextTokenizer};
-use crate::score::{make_windows, run_passes, word_count, DocumentResult, PassInput, PplOptions, Progress, Totals, WindowMode};
+use crate::score::{make_windows, run_passes, DocumentResult, PassInput, PplOptions, Progress, Totals, WindowMode};
 use crate::Model;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -422,7 +422,7 @@ pub fn compare(pair: &Pair, documents: &[Document], options: &CompareOptions) ->
         |len| pair.windows_per_pass(len, options.batch),
         |pass| {
             // Ctrl-C: statistics over part of the text would mislead, so nothing is reported.
-            if crate::score::STOP_REQUESTED.load(std::sync::atomic::Ordering::SeqCst) {
+            if crate::score::stop_requested() {
                 return Err(Error::interrupted("interrupted: no statistics over part of the text; nothing written"));
             }
             pair.submit(pass)
@@ -438,8 +438,7 @@ pub fn compare(pair: &Pair, documents: &[Document], options: &CompareOptions) ->
         progress.finish();
     }
 
-    let empty = |doc: &Document| DocumentResult { name: doc.name.clone(), nll: 0.0, tokens: 0, words: word_count(&doc.text), bytes: doc.text.len() };
-    let mut base: Vec<DocumentResult> = documents.iter().map(empty).collect();
+    let mut base: Vec<DocumentResult> = documents.iter().map(DocumentResult::unscored).collect();
     let mut model = base.clone();
     let mut scored = Vec::with_capacity(total);
     for (window, scores) in windows.iter().zip(&scores) {

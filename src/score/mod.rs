@@ -73,6 +73,13 @@ pub struct DocumentResult {
     pub bytes: usize,
 }
 
+impl DocumentResult {
+    /// `doc` before any of its tokens is scored: its words and bytes, no loss yet.
+    pub fn unscored(doc: &Document) -> DocumentResult {
+        DocumentResult { name: doc.name.clone(), nll: 0.0, tokens: 0, words: word_count(&doc.text), bytes: doc.text.len() }
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Totals {
     pub nll: f64,
@@ -322,7 +329,8 @@ const PASSES_PER_GROUP: usize = 4;
 /// Set by a Ctrl-C handler: long runs stop after the documents in flight, keeping what is done.
 pub static STOP_REQUESTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-fn stop_requested() -> bool {
+/// Whether a Ctrl-C asked long runs to stop.
+pub fn stop_requested() -> bool {
     STOP_REQUESTED.load(std::sync::atomic::Ordering::SeqCst)
 }
 
@@ -406,7 +414,7 @@ pub fn perplexity_resumable(model: &Model, documents: &[Document], options: &Ppl
         for local in docs_in_group {
             let index = pending[local];
             let doc = &documents[index];
-            let mut result = DocumentResult { name: doc.name.clone(), nll: 0.0, tokens: 0, words: word_count(&doc.text), bytes: doc.text.len() };
+            let mut result = DocumentResult::unscored(doc);
             let mut records = Vec::new();
             for (window, scores) in group.iter().zip(&scores).filter(|(w, _)| w.doc == local) {
                 for (j, score) in window.scored.clone().zip(scores) {
@@ -439,7 +447,7 @@ pub fn perplexity_resumable(model: &Model, documents: &[Document], options: &Ppl
     for (doc, done) in documents.iter().zip(finished) {
         let done = done.unwrap_or_else(|| Finished {
             hash: text_hash(&doc.text),
-            result: DocumentResult { name: doc.name.clone(), nll: 0.0, tokens: 0, words: word_count(&doc.text), bytes: doc.text.len() },
+            result: DocumentResult::unscored(doc),
             tokens: Vec::new(),
         });
         results.push(done.result);

@@ -293,7 +293,7 @@ pub fn run(
         };
         let parameters = model.spec.parameter_count() as u64;
         for m in pending {
-            if score::STOP_REQUESTED.load(std::sync::atomic::Ordering::SeqCst) {
+            if score::stop_requested() {
                 return Err(interrupted(&summary, results));
             }
             let start = std::time::Instant::now();
