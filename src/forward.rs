@@ -185,25 +185,26 @@ impl GpuModel {
         let mut weight_bytes = 0u64;
         let mut largest_part_bytes = 0u64;
         let mut dtype = None;
-        let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let weights = load_weights(
-            &spec,
-            checkpoint,
-            |tensor| {
-                let matrix = GpuMatrix::upload(&gpu, &tensor.name, tensor.shape[0], tensor.shape[1], tensor.dtype, &tensor.bytes)?;
-                // Each upload goes through a staging buffer that lives until the queue moves on;
-                // flushing here frees it before the next one, so staging never doubles the
-                // footprint nor leaves holes between weights.
-                gpu.queue.submit([]);
-                gpu.wait()?;
-                weight_bytes += matrix.bytes();
-                largest_part_bytes = matrix.parts.iter().map(|part| part.buffer.size()).fold(largest_part_bytes, u64::max);
-                dtype.get_or_insert(tensor.dtype);
-                Ok(matrix)
-            },
-            |name, values| Ok(gpu.upload(name, &values)),
-        )?;
-        if let Some(error) = pollster::block_on(scope.pop()) {
+        let (weights, out_of_memory) = gpu.catching_out_of_memory(|| {
+            load_weights(
+                &spec,
+                checkpoint,
+                |tensor| {
+                    let matrix = GpuMatrix::upload(&gpu, &tensor.name, tensor.shape[0], tensor.shape[1], tensor.dtype, &tensor.bytes)?;
+                    // Each upload goes through a staging buffer that lives until the queue moves on;
+                    // flushing here frees it before the next one, so staging never doubles the
+                    // footprint nor leaves holes between weights.
+                    gpu.queue.submit([]);
+                    gpu.wait()?;
+                    weight_bytes += matrix.bytes();
+                    largest_part_bytes = matrix.parts.iter().map(|part| part.buffer.size()).fold(largest_part_bytes, u64::max);
+                    dtype.get_or_insert(tensor.dtype);
+                    Ok(matrix)
+                },
+                |name, values| Ok(gpu.upload(name, &values)),
+            )
+        })?;
+        if let Some(error) = out_of_memory {
             return Err(Error {
                 kind: ErrorKind::DeviceMemory,
                 message: format!(

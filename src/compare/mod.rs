@@ -270,11 +270,13 @@ impl Pair {
             bytes.extend(model_head.row(v, dtype));
         }
         drop((base_head, model_head));
-        let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let head = GpuMatrix::upload(&gpu, "paired heads", vocab, cols, dtype, &bytes)?;
-        gpu.queue.submit([]);
-        gpu.wait()?;
-        if let Some(error) = pollster::block_on(scope.pop()) {
+        let (head, out_of_memory) = gpu.catching_out_of_memory(|| {
+            let head = GpuMatrix::upload(&gpu, "paired heads", vocab, cols, dtype, &bytes)?;
+            gpu.queue.submit([]);
+            gpu.wait()?;
+            Ok(head)
+        })?;
+        if let Some(error) = out_of_memory {
             return Err(Error::bad_input(format!(
                 "both models fit on {} but not their heads side by side ({:.1} MiB) as well: {error}",
                 gpu.describe(),

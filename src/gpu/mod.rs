@@ -313,6 +313,16 @@ impl Gpu {
         }
     }
 
+    /// Runs `upload` and returns what it made, with the out-of-memory error the device raised
+    /// meanwhile, if any (wgpu reports an allocation that failed this way, not as a return value).
+    /// The error scope is closed whether or not `upload` succeeds.
+    pub fn catching_out_of_memory<T>(&self, upload: impl FnOnce() -> Result<T>) -> Result<(T, Option<wgpu::Error>)> {
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let made = upload();
+        let error = pollster::block_on(scope.pop());
+        Ok((made?, error))
+    }
+
     /// Blocks until all submitted work is done.
     pub fn wait(&self) -> Result<()> {
         self.poll(wgpu::PollType::wait_indefinitely())
