@@ -10,6 +10,7 @@ pub mod dtype;
 pub mod error;
 pub mod fingerprint;
 pub mod forward;
+pub mod generate;
 pub mod fuzz;
 pub mod hash;
 pub mod gpu;
