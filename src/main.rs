@@ -167,6 +167,44 @@ enum Command {
         #[command(flatten)]
         device: DeviceArgs,
     },
+    /// Greedy continuations of prompts: what a checkpoint says (the way `perplex eval` generates
+    /// answers, lm-evaluation-harness's generate_until)
+    Generate {
+        /// Hugging Face model directory, .gguf file or hub id
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        revision: Option<String>,
+        /// A prompt (repeat for several)
+        #[arg(long, required_unless_present = "data")]
+        prompt: Vec<String>,
+        /// Prompts from files: text files (one prompt each), or data files and directories as
+        /// `eval` reads them (one prompt per record, from --field)
+        #[arg(long, num_args = 1.., conflicts_with = "prompt")]
+        data: Vec<PathBuf>,
+        /// Record field holding the prompt
+        #[arg(long, default_value = "text")]
+        field: String,
+        /// Most tokens generated per prompt
+        #[arg(long, default_value_t = perplex::generate::DEFAULT_MAX_GEN_TOKS)]
+        max_tokens: usize,
+        /// Stop before this string (repeat for several); the end-of-text token always stops
+        #[arg(long)]
+        until: Vec<String>,
+        /// Longest model input, prompt and answer together; longer prompts lose tokens on the left
+        /// [default: model positions]
+        #[arg(long)]
+        max_length: Option<usize>,
+        /// Sequences generated together, or auto: as many as the device takes. The answers are
+        /// the same whatever the batch
+        #[arg(long, default_value = "auto")]
+        batch: Batch,
+        /// Write every answer (prompt, text, tokens, why it stopped) as JSON Lines
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
     /// Scoring throughput, achieved FLOP rate against the adapter's matmul peak, memory and a
     /// per-kernel breakdown, for comparing devices and backends
     Bench {
@@ -373,6 +411,42 @@ fn run(cli: Cli) -> Result<()> {
         Command::Devices { json, dump_shaders: None } => devices(json),
         Command::Eval { model, tasks, data, fewshot, fewshot_data, limit, ctx, batch, json, samples, resume, device } => {
             eval(model, tasks, data, fewshot, fewshot_data, limit, ctx, batch, json, samples, resume, device)
+        }
+        Command::Generate { model, revision, prompt, data, field, max_tokens, until, max_length, batch, json, device } => {
+            let mut prompts: Vec<(String, String)> = prompt.into_iter().enumerate().map(|(i, p)| (format!("prompt {}", i + 1), p)).collect();
+            for path in &data {
+                prompts.extend(perplex::data::read_documents(path, &field)?.into_iter().map(|d| (d.name, d.text)));
+            }
+            let gpu = device.open()?;
+            let model = Model::open_revision(&model, revision.as_deref(), gpu)?;
+            let requests: Vec<perplex::generate::GenRequest> = prompts
+                .iter()
+                .map(|(_, context)| perplex::generate::GenRequest { context: context.clone(), until: until.clone(), max_gen_toks: max_tokens })
+                .collect();
+            let options = perplex::generate::GenOptions { max_length, batch, progress: Some(Arc::new(report::ProgressBar::new())) };
+            let output = perplex::generate::generate(&model, &requests, &options)?;
+            for ((name, _), answer) in prompts.iter().zip(&output.results) {
+                println!("== {name} ({} tokens, {})", answer.tokens.len(), report::stop_reason(answer.stop));
+                println!("{}", answer.text);
+            }
+            eprintln!(
+                "{} answers, {} tokens generated in {:.2} s ({:.1} tokens/s, {} sequences at once) on {}",
+                output.results.len(),
+                output.generated_tokens,
+                output.seconds,
+                output.generated_tokens as f64 / output.seconds.max(1e-9),
+                output.slots,
+                model.adapter()
+            );
+            if let Some(path) = json {
+                let lines: Vec<serde_json::Value> = prompts
+                    .iter()
+                    .zip(&output.results)
+                    .map(|((name, context), answer)| serde_json::json!({ "name": name, "context": context, "answer": answer }))
+                    .collect();
+                report::write_jsonl(&path, &lines)?;
+            }
+            Ok(())
         }
         Command::Bench { model, revision, ctx, batch, repeats, json, device } => {
             bench(&model, revision.as_deref(), perplex::bench::BenchOptions { ctx, batch, repeats }, json, &device)
