@@ -175,16 +175,7 @@ impl Prepared {
         if !request.until.is_empty() && request.until.iter().all(|u| u.is_empty()) {
             return Err(Error::bad_input("every `until` string is empty: give none (stop at end of text) or non-empty ones"));
         }
-        let mut context = tokenizer.encode(&request.context)?;
-        // The harness's HFLM adds BOS for Gemma models (its add_bos_token), else nothing.
-        if model.spec.model_type.starts_with("gemma") {
-            if let Some(bos) = tokenizer.bos {
-                context.insert(0, bos);
-            }
-        }
-        if context.is_empty() {
-            context.push(tokenizer.prefix_token()?);
-        }
+        let mut context = encode_context(model, &request.context)?;
         // Left truncation to max_length - max_gen_toks tokens.
         let room = max_length - max_gen_toks;
         let truncated = context.len() > room;
@@ -210,6 +201,23 @@ impl Prepared {
         }
         (generated.len() >= self.max_gen_toks).then_some(Stop::MaxTokens)
     }
+}
+
+/// The tokens of a generation request's context before truncation, as the harness's HFLM
+/// encodes them: no special tokens, except BOS for Gemma models (HFLM turns `add_bos_token` on
+/// for them); an empty context is the prefix token alone (BOS, else EOS).
+pub fn encode_context(model: &Model, context: &str) -> Result<Vec<u32>> {
+    let tokenizer = &model.tokenizer;
+    let mut tokens = tokenizer.encode(context)?;
+    if model.spec.model_type.starts_with("gemma") {
+        if let Some(bos) = tokenizer.bos {
+            tokens.insert(0, bos);
+        }
+    }
+    if tokens.is_empty() {
+        tokens.push(tokenizer.prefix_token()?);
+    }
+    Ok(tokens)
 }
 
 /// The earliest occurrence of any of `until` in `text`: (index into `until`, byte offset). Ties
