@@ -213,7 +213,7 @@ enum Command {
         model: String,
         #[arg(long)]
         revision: Option<String>,
-        /// Window length in tokens
+        /// Window length in tokens (with --generate: prompt length)
         #[arg(long, default_value_t = 512)]
         ctx: usize,
         /// Windows per pass, or auto: as many as the device takes
@@ -222,6 +222,13 @@ enum Command {
         /// Timed passes after one warm-up
         #[arg(long, default_value_t = 3)]
         repeats: usize,
+        /// Measure greedy generation instead: prefill and decode tokens/s with one sequence and
+        /// with as many as `perplex generate --batch auto` decodes together, and the KV cache
+        #[arg(long)]
+        generate: bool,
+        /// With --generate: tokens generated per sequence
+        #[arg(long, default_value_t = 64)]
+        new_tokens: usize,
         /// Write the report as JSON
         #[arg(long)]
         json: Option<PathBuf>,
@@ -448,7 +455,8 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Bench { model, revision, ctx, batch, repeats, json, device } => {
+        Command::Bench { model, revision, ctx, generate: true, new_tokens, json, device, .. } => bench_generation(&model, revision.as_deref(), ctx, new_tokens, json, &device),
+        Command::Bench { model, revision, ctx, batch, repeats, json, device, .. } => {
             bench(&model, revision.as_deref(), perplex::bench::BenchOptions { ctx, batch, repeats }, json, &device)
         }
         Command::Ppl { model, revision, text, json, per_token, resume, device } => {
@@ -660,6 +668,50 @@ fn bench(model: &str, revision: Option<&str>, options: perplex::bench::BenchOpti
     for note in &r.notes {
         println!("note: {note}");
     }
+    if let Some(path) = json {
+        report::write_json(&path, &serde_json::to_value(&r).map_err(|e| Error::internal(e.to_string()))?)?;
+    }
+    Ok(())
+}
+
+fn bench_generation(model: &str, revision: Option<&str>, prompt: usize, new_tokens: usize, json: Option<PathBuf>, device: &DeviceArgs) -> Result<()> {
+    let model = Model::open_revision(model, revision, device.open()?)?;
+    if new_tokens == 0 || prompt == 0 || prompt + new_tokens > model.spec.max_positions {
+        return Err(Error::bad_input(format!(
+            "--ctx {prompt} and --new-tokens {new_tokens} must be positive and fit in the model's {} positions together",
+            model.spec.max_positions
+        )));
+    }
+    let r = perplex::bench::generation(&model, prompt, new_tokens)?;
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
+    print!(
+        "{}",
+        report::key_values(&[
+            ("model", format!("{} ({}, {})", r.model, r.model_type, r.weight_dtype)),
+            ("adapter", format!("{} ({}, {}; driver {} {})", r.adapter.name, r.adapter.backend, r.adapter.device_type, r.adapter.driver, r.adapter.driver_info)),
+            ("reads", r.reads.clone()),
+            ("shape", format!("prompts of {} tokens, {} tokens generated each", r.prompt, r.new_tokens)),
+        ])
+    );
+    let rows: Vec<Vec<String>> = r
+        .rates
+        .iter()
+        .map(|g| {
+            vec![
+                g.sequences.to_string(),
+                format!("{:.1}", g.prefill_tokens_per_second),
+                format!("{:.1}", g.decode_tokens_per_second),
+                format!("{:.1} ms", g.seconds_per_step * 1e3),
+                mib(g.kv_cache_bytes),
+                match g.device_reserved_bytes {
+                    Some(bytes) => format!("{} ({:.2}x weights + KV)", mib(bytes), bytes as f64 / (r.weight_bytes + g.kv_cache_bytes) as f64),
+                    None => "not reported".into(),
+                },
+            ]
+        })
+        .collect();
+    println!();
+    print!("{}", report::table(&["sequences", "prefill tok/s", "decode tok/s", "per step", "KV cache (plan)", "device memory"], &rows));
     if let Some(path) = json {
         report::write_json(&path, &serde_json::to_value(&r).map_err(|e| Error::internal(e.to_string()))?)?;
     }

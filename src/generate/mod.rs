@@ -89,6 +89,24 @@ const AUTO_SLOTS: usize = 64;
 /// The KV cache `--batch auto` reserves at most (bytes).
 const AUTO_CACHE_BYTES: u64 = 2 << 30;
 
+/// Sequences decoded together under `batch` when each needs `slot_len` positions: under `Auto`
+/// up to [`AUTO_SLOTS`] within [`AUTO_CACHE_BYTES`] of KV cache; never more than one storage
+/// binding per layer holds.
+pub fn plan_slots(model: &Model, batch: Batch, slot_len: usize) -> usize {
+    let gpu_model = &model.gpu_model;
+    let wanted = match batch {
+        Batch::Auto => AUTO_SLOTS.min((AUTO_CACHE_BYTES / gpu_model.kv_cache_bytes(1, slot_len).max(1)) as usize),
+        Batch::Windows(n) => n,
+    };
+    wanted.min(gpu_model.max_kv_slots(slot_len)).max(1)
+}
+
+/// Prompts of `len` tokens one prefill pass takes (at least one, at most `free`).
+pub fn prompts_per_prefill(model: &Model, len: usize, free: usize) -> usize {
+    let len = len.max(1);
+    (crate::forward::AUTO_PASS_ROWS / len).min(model.gpu_model.max_rows_per_pass() / len).clamp(1, free.max(1))
+}
+
 /// Generates an answer to every request (see the module documentation).
 pub fn generate(model: &Model, requests: &[GenRequest], options: &GenOptions) -> Result<GenOutput> {
     let started = std::time::Instant::now();
@@ -108,14 +126,7 @@ pub fn generate(model: &Model, requests: &[GenRequest], options: &GenOptions) ->
         )));
     }
     let slot_len = prepared.iter().map(|p| p.context.len() + p.max_gen_toks).max().unwrap_or(1);
-    let wanted = match options.batch {
-        Batch::Auto => {
-            let affordable = (AUTO_CACHE_BYTES / gpu_model.kv_cache_bytes(1, slot_len).max(1)) as usize;
-            AUTO_SLOTS.min(affordable)
-        }
-        Batch::Windows(n) => n,
-    };
-    let mut slots = wanted.min(requests.len()).min(gpu_model.max_kv_slots(slot_len)).max(1);
+    let mut slots = plan_slots(model, options.batch, slot_len).min(requests.len()).max(1);
     let total_budget: u64 = prepared.iter().map(|p| p.max_gen_toks as u64).sum();
     let progress = crate::score::watcher(&options.progress);
     progress.start(total_budget);
@@ -276,8 +287,7 @@ impl Decoder<'_> {
             }
             // Fill the free slots: prompts of similar lengths share a prefill pass.
             while !free.is_empty() && !queue.is_empty() {
-                let longest = self.prepared[queue[0]].context.len();
-                let per_pass = (crate::forward::AUTO_PASS_ROWS / longest.max(1)).min(gpu_model.max_rows_per_pass() / longest.max(1)).clamp(1, free.len());
+                let per_pass = prompts_per_prefill(self.model, self.prepared[queue[0]].context.len(), free.len());
                 let taken: Vec<(usize, usize)> = (0..per_pass.min(queue.len())).map(|_| (queue.pop_front().unwrap(), free.pop().unwrap())).collect();
                 for &(request, slot) in &taken {
                     live.push(Live { request, slot, generated: Vec::new() });
