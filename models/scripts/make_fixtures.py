@@ -259,6 +259,19 @@ def sizes(hidden, intermediate, layers, heads, kv_heads):
     }
 
 
+def llama_like(hidden, intermediate, layers, heads, kv_heads, rms_norm_eps, rope_theta):
+    """The keys a Llama-like config.json (Qwen2, OLMo 2) begins with: the sizes, SiLU, 128
+    positions, the RMSNorm epsilon and RoPE without scaling."""
+    return {
+        **sizes(hidden, intermediate, layers, heads, kv_heads),
+        "hidden_act": "silu",
+        "max_position_embeddings": 128,
+        "rms_norm_eps": rms_norm_eps,
+        "rope_theta": rope_theta,
+        "rope_scaling": None,
+    }
+
+
 def gpt_neox_config(rotary_pct, use_parallel_residual):
     """The config.json keys of the two GPT-NeoX variants, which differ in the rotary share and the
     residual."""
@@ -318,12 +331,8 @@ VARIANTS += [
         name="qwen2-bf16", arch="Qwen2ForCausalLM", model_type="qwen2", seed=1008,
         extra_vocab=4, dtype="bfloat16", tie_word_embeddings=True,
         config={
-            **sizes(hidden=64, intermediate=90, layers=2, heads=4, kv_heads=2),
-            "hidden_act": "silu",
-            "max_position_embeddings": 128,
-            "rms_norm_eps": 1e-6,
-            "rope_theta": 1000000.0,
-            "rope_scaling": None,
+            **llama_like(hidden=64, intermediate=90, layers=2, heads=4, kv_heads=2,
+                         rms_norm_eps=1e-6, rope_theta=1000000.0),
             # As in the Qwen2.5 configs: a sliding_window value that is switched off.
             "use_sliding_window": False,
             "sliding_window": 16,
@@ -443,12 +452,8 @@ VARIANTS += [
         config={
             # Olmo2Config allows grouped-query attention (OLMo-2 32B uses it); k_norm is then
             # num_key_value_heads * head_dim wide, narrower than q_norm.
-            **sizes(hidden=48, intermediate=70, layers=2, heads=4, kv_heads=2),
-            "hidden_act": "silu",
-            "max_position_embeddings": 128,
-            "rms_norm_eps": 1e-6,
-            "rope_theta": 500000.0,
-            "rope_scaling": None,
+            **llama_like(hidden=48, intermediate=70, layers=2, heads=4, kv_heads=2,
+                         rms_norm_eps=1e-6, rope_theta=500000.0),
             "attention_bias": False,
             "attention_dropout": 0.0,
         },
