@@ -24,21 +24,11 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-// bindings 1 (input, read with `input_at`) and 2 (weights, read with `weights_at`): see the
-// generated prelude (src/gpu/kernels.rs).
-@group(0) @binding(5) var<storage, read> targets: array<u32>;
-@group(0) @binding(6) var<storage, read_write> partials: array<vec4<f32>>;
+// The other buffers, soft-capping and the valid columns: head_tiles.wgsl.
 
 const PAIRS: u32 = BLOCK_ROWS / 2u;
 
 var<workgroup> lane_stats: array<array<CompareStats, LANES>, PAIRS>;
-
-fn capped(logit: f32, softcap: f32) -> f32 {
-    if (softcap > 0.0) {
-        return softcap * tanh(clamp(logit / softcap, -15.0, 15.0));
-    }
-    return logit;
-}
 
 @compute @workgroup_size(LANES, 1, 1)
 fn compare_head(invocation: Invocation) {
@@ -46,25 +36,22 @@ fn compare_head(invocation: Invocation) {
     let pair0 = invocation.group.y * PAIRS;
     let compared = params.rows / 2u;
     let block = invocation_block(invocation);
+    let valid = vocab_columns(invocation);
     for (var p = 0u; p < PAIRS; p++) {
         let target_id = targets[min(pair0 + p, compared - 1u)];
         // This invocation's columns, in increasing order: maxima and argmaxes, then the sums.
         var base_logits: array<f32, BLOCK_COLS>;
         var model_logits: array<f32, BLOCK_COLS>;
-        var valid = 0u;
         var stats = EMPTY_COMPARE;
-        for (var c = 0u; c < BLOCK_COLS; c++) {
-            let col = block_col(invocation, c);
-            let vocab_index = params.col_offset + col;
-            if (col >= params.cols || vocab_index >= params.vocab) { break; }
+        for (var c = 0u; c < valid; c++) {
+            let index = vocab_index(invocation, c);
             let lb = capped(block[2u * p][c], params.softcap_base);
             let lm = capped(block[2u * p + 1u][c], params.softcap_model);
             base_logits[c] = lb;
             model_logits[c] = lm;
-            valid = c + 1u;
-            if (lb > stats.base.x) { stats.base.x = lb; stats.base.w = f32(vocab_index); }
-            if (lm > stats.model.x) { stats.model.x = lm; stats.model.w = f32(vocab_index); }
-            if (vocab_index == target_id) { stats.base.z = lb; stats.model.z = lm; }
+            if (lb > stats.base.x) { stats.base.x = lb; stats.base.w = f32(index); }
+            if (lm > stats.model.x) { stats.model.x = lm; stats.model.w = f32(index); }
+            if (index == target_id) { stats.base.z = lb; stats.model.z = lm; }
         }
         for (var c = 0u; c < valid; c++) {
             let shifted_base = base_logits[c] - stats.base.x;
@@ -86,7 +73,7 @@ fn compare_head(invocation: Invocation) {
             for (var l = 1u; l < LANES; l++) {
                 stats = combine_compare(stats, lane_stats[lane][l]);
             }
-            store_compare(row * params.tiles + params.tile_offset + invocation.group.x, stats);
+            store_compare(tile_slot(invocation, row), stats);
         }
     }
 }

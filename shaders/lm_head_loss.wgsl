@@ -15,10 +15,7 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
-// bindings 1 (input, read with `input_at`) and 2 (weights, read with `weights_at`): see the
-// generated prelude (src/gpu/kernels.rs).
-@group(0) @binding(5) var<storage, read> targets: array<u32>;
-@group(0) @binding(6) var<storage, read_write> partials: array<vec4<f32>>;
+// The other buffers, soft-capping and the valid columns: head_tiles.wgsl.
 
 var<workgroup> lane_stats: array<array<vec4<f32>, LANES>, BLOCK_ROWS>;
 
@@ -27,25 +24,19 @@ fn lm_head_loss(invocation: Invocation) {
     let lane = invocation.lid.x;
     let row0 = invocation.group.y * BLOCK_ROWS;
     let block = invocation_block(invocation);
+    let valid = vocab_columns(invocation);
     for (var r = 0u; r < BLOCK_ROWS; r++) {
         let row = min(row0 + r, params.rows - 1u);
         let target_id = targets[row];
         // This invocation's columns, in increasing order: max and argmax, then the sum of exp.
         var logits: array<f32, BLOCK_COLS>;
-        var valid = 0u;
         var stats = EMPTY_STATS;
-        for (var c = 0u; c < BLOCK_COLS; c++) {
-            let col = block_col(invocation, c);
-            let vocab_index = params.col_offset + col;
-            if (col >= params.cols || vocab_index >= params.vocab) { break; }
-            var logit = block[r][c];
-            if (params.softcap > 0.0) {
-                logit = params.softcap * tanh(clamp(logit / params.softcap, -15.0, 15.0));
-            }
+        for (var c = 0u; c < valid; c++) {
+            let index = vocab_index(invocation, c);
+            let logit = capped(block[r][c], params.softcap);
             logits[c] = logit;
-            valid = c + 1u;
-            if (logit > stats.x) { stats.x = logit; stats.w = f32(vocab_index); }
-            if (vocab_index == target_id) { stats.z = logit; }
+            if (logit > stats.x) { stats.x = logit; stats.w = f32(index); }
+            if (index == target_id) { stats.z = logit; }
         }
         for (var c = 0u; c < valid; c++) {
             stats.y += exp(logits[c] - stats.x);
@@ -61,7 +52,7 @@ fn lm_head_loss(invocation: Invocation) {
             for (var l = 1u; l < LANES; l++) {
                 stats = combine_stats(stats, lane_stats[lane][l]);
             }
-            partials[row * params.tiles + params.tile_offset + invocation.group.x] = stats;
+            partials[tile_slot(invocation, row)] = stats;
         }
     }
 }

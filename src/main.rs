@@ -81,6 +81,31 @@ impl TextArgs {
     }
 }
 
+/// The files `ppl` and `compare` write besides the table.
+#[derive(clap::Args)]
+struct OutputArgs {
+    /// Write the results as JSON (compare: every statistic)
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write every scored token as JSON Lines (ppl: its log-probability; compare: the KL, both
+    /// log-probabilities and both top tokens)
+    #[arg(long)]
+    per_token: Option<PathBuf>,
+}
+
+impl OutputArgs {
+    /// Writes the files asked for: `json()`, built only for --json, and the per-token records.
+    fn write<T: serde::Serialize>(&self, json: impl FnOnce() -> serde_json::Value, tokens: &[T]) -> Result<()> {
+        if let Some(path) = &self.json {
+            report::write_json(path, &json())?;
+        }
+        if let Some(path) = &self.per_token {
+            report::write_jsonl(path, tokens)?;
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Reads {
     /// Textures on CPU adapters, storage buffers on GPUs
@@ -133,12 +158,8 @@ enum Command {
         revision: Option<String>,
         #[command(flatten)]
         text: TextArgs,
-        /// Write results as JSON
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// Write every scored token's log-probability as JSON Lines
-        #[arg(long)]
-        per_token: Option<PathBuf>,
+        #[command(flatten)]
+        output: OutputArgs,
         /// Keep finished documents in this file as they complete; rerunning the same command
         /// continues a killed or interrupted run without rescoring them
         #[arg(long)]
@@ -158,12 +179,8 @@ enum Command {
         model: String,
         #[command(flatten)]
         text: TextArgs,
-        /// Write every statistic as JSON
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// Write every scored position (KL, both log-probabilities, both top tokens) as JSON Lines
-        #[arg(long)]
-        per_token: Option<PathBuf>,
+        #[command(flatten)]
+        output: OutputArgs,
         #[command(flatten)]
         device: DeviceArgs,
     },
@@ -459,13 +476,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench { model, revision, ctx, batch, repeats, json, device, .. } => {
             bench(&model, revision.as_deref(), perplex::bench::BenchOptions { ctx, batch, repeats }, json, &device)
         }
-        Command::Ppl { model, revision, text, json, per_token, resume, device } => {
+        Command::Ppl { model, revision, text, output, resume, device } => {
             let mode = text.mode()?;
             let documents = text.documents()?;
             let TextArgs { ctx, stride, batch, .. } = text;
             let gpu = device.open()?;
             let model = Model::open_revision(&model, revision.as_deref(), gpu)?;
-            let mut options = PplOptions { mode, ctx, batch, per_token: per_token.is_some(), progress: Some(Arc::new(report::ProgressBar::new())) };
+            let mut options = PplOptions { mode, ctx, batch, per_token: output.per_token.is_some(), progress: Some(Arc::new(report::ProgressBar::new())) };
             options.set_stride(&model, stride)?;
             let result = score::perplexity_resumable(&model, &documents, &options, resume.as_deref())?;
             print!("{}", report::ppl_table(&result, &model.name, &model.adapter()));
@@ -478,15 +495,9 @@ fn run(cli: Cli) -> Result<()> {
                      divide by the whole text, so compare them only with other chunks runs (use --window rolling)"
                 );
             }
-            if let Some(path) = json {
-                report::write_json(&path, &report::ppl_json(&result, &model.name, &model.adapter()))?;
-            }
-            if let Some(path) = per_token {
-                report::write_jsonl(&path, &result.tokens)?;
-            }
-            Ok(())
+            output.write(|| report::ppl_json(&result, &model.name, &model.adapter()), &result.tokens)
         }
-        Command::Compare { base, model, text, json, per_token, device } => {
+        Command::Compare { base, model, text, output, device } => {
             let mode = text.mode()?;
             let documents = text.documents()?;
             let TextArgs { ctx, stride, batch, .. } = text;
@@ -501,19 +512,13 @@ fn run(cli: Cli) -> Result<()> {
                 mode,
                 ctx,
                 batch,
-                per_token: per_token.is_some(),
+                per_token: output.per_token.is_some(),
                 progress: Some(Arc::new(report::ProgressBar::new())),
             };
             let result = perplex::compare::compare(&pair, &documents, &options)?;
             let adapter = pair.base.adapter();
             print!("{}", report::compare_table(&result, &pair.base.name, &pair.model.name, &adapter));
-            if let Some(path) = json {
-                report::write_json(&path, &report::compare_json(&result, &pair.base.name, &pair.model.name, &adapter))?;
-            }
-            if let Some(path) = per_token {
-                report::write_jsonl(&path, &result.tokens)?;
-            }
-            Ok(())
+            output.write(|| report::compare_json(&result, &pair.base.name, &pair.model.name, &adapter), &result.tokens)
         }
         Command::Sweep(args) => sweep(*args),
     }

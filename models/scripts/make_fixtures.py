@@ -223,18 +223,76 @@ SHORT_WINDOWS = [
     {"mode": "rolling", "ctx": 128},
 ]
 
-VARIANTS += [
-    dict(
-        name="gpt2-f32",
-        arch="GPT2LMHeadModel",
-        model_type="gpt2",
-        seed=1005,
-        extra_vocab=1,
+def family_variant(name, arch, model_type, seed, extra_vocab, dtype, tie_word_embeddings, config,
+                   add_bos_token=False, init=None, sensitive=None):
+    """A variant of another family: the family's own config.json keys (`config`, to which the
+    variant's tie_word_embeddings is added last) and what these variants share: 128 positions and
+    only the two rolling windows."""
+    v = dict(
+        name=name,
+        arch=arch,
+        model_type=model_type,
+        seed=seed,
+        extra_vocab=extra_vocab,
         max_position_embeddings=128,
-        tie_word_embeddings=True,
-        dtype="float32",
-        add_bos_token=False,
+        tie_word_embeddings=tie_word_embeddings,
+        dtype=dtype,
+        add_bos_token=add_bos_token,
         windows=SHORT_WINDOWS,
+    )
+    if init is not None:
+        v["init"] = init
+    v["config"] = {**config, "tie_word_embeddings": tie_word_embeddings}
+    if sensitive is not None:
+        v["sensitive"] = sensitive
+    return v
+
+
+def sizes(hidden, intermediate, layers, heads, kv_heads):
+    """The leading size keys of a Llama-style config.json (Qwen2, Phi-3, Gemma, OLMo 2)."""
+    return {
+        "hidden_size": hidden,
+        "intermediate_size": intermediate,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+    }
+
+
+def llama_like(hidden, intermediate, layers, heads, kv_heads, rms_norm_eps, rope_theta):
+    """The keys a Llama-like config.json (Qwen2, OLMo 2) begins with: the sizes, SiLU, 128
+    positions, the RMSNorm epsilon and RoPE without scaling."""
+    return {
+        **sizes(hidden, intermediate, layers, heads, kv_heads),
+        "hidden_act": "silu",
+        "max_position_embeddings": 128,
+        "rms_norm_eps": rms_norm_eps,
+        "rope_theta": rope_theta,
+        "rope_scaling": None,
+    }
+
+
+def gpt_neox_config(rotary_pct, use_parallel_residual):
+    """The config.json keys of the two GPT-NeoX variants, which differ in the rotary share and the
+    residual."""
+    return {
+        "hidden_size": 48,
+        "num_attention_heads": 4,
+        "num_hidden_layers": 2,
+        "intermediate_size": 100,
+        "hidden_act": "gelu",
+        "rotary_pct": rotary_pct,
+        "rotary_emb_base": 10000,
+        "use_parallel_residual": use_parallel_residual,
+        "max_position_embeddings": 128,
+        "layer_norm_eps": 1e-5,
+    }
+
+
+VARIANTS += [
+    family_variant(
+        name="gpt2-f32", arch="GPT2LMHeadModel", model_type="gpt2", seed=1005,
+        extra_vocab=1, dtype="float32", tie_word_embeddings=True,
         config={
             "activation_function": "gelu_new",
             "n_embd": 48,
@@ -250,94 +308,36 @@ VARIANTS += [
             "attn_pdrop": 0.1,
             "embd_pdrop": 0.1,
             "resid_pdrop": 0.1,
-            "tie_word_embeddings": True,
         },
         sensitive=[("exact-erf GELU instead of gelu_new", {"activation_function": "gelu_erf"}, 1e-3)],
     ),
-    dict(
-        name="gpt-neox-f16",
-        arch="GPTNeoXForCausalLM",
-        model_type="gpt_neox",
-        seed=1006,
-        extra_vocab=8,
-        max_position_embeddings=128,
-        tie_word_embeddings=False,
-        dtype="float16",
-        add_bos_token=False,
-        windows=SHORT_WINDOWS,
-        config={
-            "hidden_size": 48,
-            "num_attention_heads": 4,
-            "num_hidden_layers": 2,
-            "intermediate_size": 100,
-            "hidden_act": "gelu",
-            "rotary_pct": 0.5,
-            "rotary_emb_base": 10000,
-            "use_parallel_residual": True,
-            "max_position_embeddings": 128,
-            "layer_norm_eps": 1e-5,
-            "tie_word_embeddings": False,
-        },
+    family_variant(
+        name="gpt-neox-f16", arch="GPTNeoXForCausalLM", model_type="gpt_neox", seed=1006,
+        extra_vocab=8, dtype="float16", tie_word_embeddings=False,
+        config=gpt_neox_config(rotary_pct=0.5, use_parallel_residual=True),
         sensitive=[
             ("sequential residual", {"use_parallel_residual": False}, 1e-2),
             ("full rotary", {"rotary_pct": 1.0}, 1e-2),
             ("tanh GELU instead of exact", {"hidden_act": "gelu_new"}, 1e-3),
         ],
     ),
-    dict(
-        name="gpt-neox-seq-f32",
-        arch="GPTNeoXForCausalLM",
-        model_type="gpt_neox",
-        seed=1007,
-        extra_vocab=0,
-        max_position_embeddings=128,
-        tie_word_embeddings=False,
-        dtype="float32",
-        add_bos_token=False,
-        windows=SHORT_WINDOWS,
-        config={
-            "hidden_size": 48,
-            "num_attention_heads": 4,
-            "num_hidden_layers": 2,
-            "intermediate_size": 100,
-            "hidden_act": "gelu",
-            "rotary_pct": 1.0,
-            "rotary_emb_base": 10000,
-            "use_parallel_residual": False,
-            "max_position_embeddings": 128,
-            "layer_norm_eps": 1e-5,
-            "tie_word_embeddings": False,
-        },
+    family_variant(
+        name="gpt-neox-seq-f32", arch="GPTNeoXForCausalLM", model_type="gpt_neox", seed=1007,
+        extra_vocab=0, dtype="float32", tie_word_embeddings=False,
+        config=gpt_neox_config(rotary_pct=1.0, use_parallel_residual=False),
         sensitive=[("parallel residual", {"use_parallel_residual": True}, 1e-2)],
     ),
-    dict(
-        name="qwen2-bf16",
-        arch="Qwen2ForCausalLM",
-        model_type="qwen2",
-        seed=1008,
-        extra_vocab=4,
-        max_position_embeddings=128,
-        tie_word_embeddings=True,
-        dtype="bfloat16",
-        add_bos_token=False,
-        windows=SHORT_WINDOWS,
+    family_variant(
+        name="qwen2-bf16", arch="Qwen2ForCausalLM", model_type="qwen2", seed=1008,
+        extra_vocab=4, dtype="bfloat16", tie_word_embeddings=True,
         config={
-            "hidden_size": 64,
-            "intermediate_size": 90,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
-            "hidden_act": "silu",
-            "max_position_embeddings": 128,
-            "rms_norm_eps": 1e-6,
-            "rope_theta": 1000000.0,
-            "rope_scaling": None,
+            **llama_like(hidden=64, intermediate=90, layers=2, heads=4, kv_heads=2,
+                         rms_norm_eps=1e-6, rope_theta=1000000.0),
             # As in the Qwen2.5 configs: a sliding_window value that is switched off.
             "use_sliding_window": False,
             "sliding_window": 16,
             "max_window_layers": 1,
             "attention_dropout": 0.0,
-            "tie_word_embeddings": True,
         },
         sensitive=[
             (
@@ -347,23 +347,11 @@ VARIANTS += [
             ),
         ],
     ),
-    dict(
-        name="phi3-f32",
-        arch="Phi3ForCausalLM",
-        model_type="phi3",
-        seed=1009,
-        extra_vocab=2,
-        max_position_embeddings=128,
-        tie_word_embeddings=False,
-        dtype="float32",
-        add_bos_token=False,
-        windows=SHORT_WINDOWS,
+    family_variant(
+        name="phi3-f32", arch="Phi3ForCausalLM", model_type="phi3", seed=1009,
+        extra_vocab=2, dtype="float32", tie_word_embeddings=False,
         config={
-            "hidden_size": 48,
-            "intermediate_size": 70,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
+            **sizes(hidden=48, intermediate=70, layers=2, heads=4, kv_heads=2),
             "hidden_act": "silu",
             "max_position_embeddings": 128,
             "original_max_position_embeddings": 128,
@@ -378,27 +366,14 @@ VARIANTS += [
             "embd_pdrop": 0.0,
             "resid_pdrop": 0.0,
             "pad_token_id": 1,
-            "tie_word_embeddings": False,
         },
         sensitive=[("sliding window 127", {"sliding_window": 127}, 1e-2)],
     ),
-    dict(
-        name="gemma-f32",
-        arch="GemmaForCausalLM",
-        model_type="gemma",
-        seed=1010,
-        extra_vocab=0,
-        max_position_embeddings=128,
-        tie_word_embeddings=True,
-        dtype="float32",
-        add_bos_token=True,
-        windows=SHORT_WINDOWS,
+    family_variant(
+        name="gemma-f32", arch="GemmaForCausalLM", model_type="gemma", seed=1010,
+        extra_vocab=0, dtype="float32", tie_word_embeddings=True, add_bos_token=True,
         config={
-            "hidden_size": 64,
-            "intermediate_size": 90,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 1,
+            **sizes(hidden=64, intermediate=90, layers=2, heads=4, kv_heads=1),
             "head_dim": 16,
             # As in google/gemma-2b / gemma-7b: legacy "gelu", which means the tanh approximation.
             "hidden_act": "gelu",
@@ -409,30 +384,17 @@ VARIANTS += [
             "rope_scaling": None,
             "attention_bias": False,
             "attention_dropout": 0.0,
-            "tie_word_embeddings": True,
         },
         sensitive=[("exact-erf GELU", {"hidden_act": "gelu_erf"}, 1e-3)],
     ),
-    dict(
-        name="gemma2-f32",
-        arch="Gemma2ForCausalLM",
-        model_type="gemma2",
-        seed=1011,
-        extra_vocab=1,
-        max_position_embeddings=128,
-        tie_word_embeddings=True,
-        dtype="float32",
-        add_bos_token=True,
-        windows=SHORT_WINDOWS,
+    family_variant(
+        name="gemma2-f32", arch="Gemma2ForCausalLM", model_type="gemma2", seed=1011,
+        extra_vocab=1, dtype="float32", tie_word_embeddings=True, add_bos_token=True,
         # Larger attention scores and logits, so that both soft-caps bite (each moves the log-probs
         # by ~0.9 nats somewhere; see "sensitive").
         init={"std": {r"\.(q|k)_proj\.weight$": 0.4}, "norm_centre": {r"^model\.norm\.weight$": 0.5}},
         config={
-            "hidden_size": 48,
-            "intermediate_size": 70,
-            "num_hidden_layers": 3,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
+            **sizes(hidden=48, intermediate=70, layers=3, heads=4, kv_heads=2),
             "head_dim": 16,
             "hidden_act": "gelu_pytorch_tanh",
             "hidden_activation": "gelu_pytorch_tanh",
@@ -446,7 +408,6 @@ VARIANTS += [
             "cache_implementation": "hybrid",
             "attention_bias": False,
             "attention_dropout": 0.0,
-            "tie_word_embeddings": True,
         },
         sensitive=[
             ("no attention soft-cap", {"attn_logit_softcapping": None}, 0.1),
@@ -456,23 +417,11 @@ VARIANTS += [
             ("scale 1/sqrt(head_dim)", {"query_pre_attn_scalar": 16}, 1e-2),
         ],
     ),
-    dict(
-        name="gemma3-f32",
-        arch="Gemma3ForCausalLM",
-        model_type="gemma3_text",
-        seed=1012,
-        extra_vocab=3,
-        max_position_embeddings=128,
-        tie_word_embeddings=True,
-        dtype="float32",
-        add_bos_token=True,
-        windows=SHORT_WINDOWS,
+    family_variant(
+        name="gemma3-f32", arch="Gemma3ForCausalLM", model_type="gemma3_text", seed=1012,
+        extra_vocab=3, dtype="float32", tie_word_embeddings=True, add_bos_token=True,
         config={
-            "hidden_size": 48,
-            "intermediate_size": 70,
-            "num_hidden_layers": 3,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
+            **sizes(hidden=48, intermediate=70, layers=3, heads=4, kv_heads=2),
             "head_dim": 16,
             "hidden_activation": "gelu_pytorch_tanh",
             "max_position_embeddings": 128,
@@ -489,7 +438,6 @@ VARIANTS += [
             "cache_implementation": "hybrid",
             "attention_bias": False,
             "attention_dropout": 0.0,
-            "tie_word_embeddings": True,
         },
         sensitive=[
             ("no sliding window", {"sliding_window": None}, 1e-2),
@@ -498,33 +446,16 @@ VARIANTS += [
             ("all layers sliding", {"layer_types": ["sliding_attention"] * 3}, 1e-2),
         ],
     ),
-    dict(
-        name="olmo2-f32",
-        arch="Olmo2ForCausalLM",
-        model_type="olmo2",
-        seed=1013,
-        extra_vocab=2,
-        max_position_embeddings=128,
-        tie_word_embeddings=False,
-        dtype="float32",
-        add_bos_token=False,
-        windows=SHORT_WINDOWS,
+    family_variant(
+        name="olmo2-f32", arch="Olmo2ForCausalLM", model_type="olmo2", seed=1013,
+        extra_vocab=2, dtype="float32", tie_word_embeddings=False,
         config={
-            "hidden_size": 48,
-            "intermediate_size": 70,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
             # Olmo2Config allows grouped-query attention (OLMo-2 32B uses it); k_norm is then
             # num_key_value_heads * head_dim wide, narrower than q_norm.
-            "num_key_value_heads": 2,
-            "hidden_act": "silu",
-            "max_position_embeddings": 128,
-            "rms_norm_eps": 1e-6,
-            "rope_theta": 500000.0,
-            "rope_scaling": None,
+            **llama_like(hidden=48, intermediate=70, layers=2, heads=4, kv_heads=2,
+                         rms_norm_eps=1e-6, rope_theta=500000.0),
             "attention_bias": False,
             "attention_dropout": 0.0,
-            "tie_word_embeddings": False,
         },
     ),
 ]

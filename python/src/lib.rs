@@ -116,21 +116,27 @@ struct Model {
     batch: Batch,
 }
 
-impl Model {
-    /// Scores whole texts with `window`, as `perplex ppl` does.
-    fn score_texts(
-        &self,
-        py: Python<'_>,
-        texts: Vec<String>,
-        window: &str,
-        ctx: Option<usize>,
-        stride: Option<usize>,
-        per_token: bool,
-        progress: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<PplResult> {
+/// How texts are cut into windows: the `window`, `ctx` and `stride` arguments of the methods that
+/// score whole texts.
+struct Windows {
+    mode: WindowMode,
+    ctx: Option<usize>,
+    stride: Option<usize>,
+}
+
+impl Windows {
+    fn named(window: &str, ctx: Option<usize>, stride: Option<usize>) -> PyResult<Windows> {
         let mode = WindowMode::named(window).ok_or_else(|| {
             PyValueError::new_err(format!("window={window:?} is not a window mode: use \"rolling\", \"sliding\" or \"chunks\""))
         })?;
+        Ok(Windows { mode, ctx, stride })
+    }
+}
+
+impl Model {
+    /// Scores whole texts over `windows`, as `perplex ppl` does.
+    fn score_texts(&self, py: Python<'_>, texts: Vec<String>, windows: Windows, per_token: bool, progress: Option<&Bound<'_, PyAny>>) -> PyResult<PplResult> {
+        let Windows { mode, ctx, stride } = windows;
         // Documents are named by their place in the list.
         let documents: Vec<Document> = texts.into_iter().enumerate().map(|(i, text)| Document { name: i.to_string(), text }).collect();
         run_released(py, progress, |progress| {
@@ -196,7 +202,7 @@ impl Model {
     /// The total log-likelihood of each text over rolling windows (`perplex ppl --window rolling`).
     #[pyo3(signature = (texts, ctx=None, progress=None))]
     fn loglikelihood_rolling(&self, py: Python<'_>, texts: Vec<String>, ctx: Option<usize>, progress: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<f64>> {
-        let result = self.score_texts(py, texts, WindowMode::Rolling.name(), ctx, None, false, progress)?;
+        let result = self.score_texts(py, texts, Windows { mode: WindowMode::Rolling, ctx, stride: None }, false, progress)?;
         Ok(result.documents.iter().map(|d| -d.nll).collect())
     }
 
@@ -211,7 +217,7 @@ impl Model {
         stride: Option<usize>,
         progress: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<String> {
-        let result = self.score_texts(py, texts, window, ctx, stride, false, progress)?;
+        let result = self.score_texts(py, texts, Windows::named(window, ctx, stride)?, false, progress)?;
         let report = perplex::report::ppl_json(&result, &self.model.name, &self.model.adapter());
         serde_json::to_string(&report).map_err(|e| PyRuntimeError::new_err(e.to_string()))
     }
@@ -228,7 +234,7 @@ impl Model {
         stride: Option<usize>,
         progress: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<(Vec<usize>, Vec<u32>, Vec<f32>, Vec<bool>)> {
-        let result = self.score_texts(py, vec![text], window, ctx, stride, true, progress)?;
+        let result = self.score_texts(py, vec![text], Windows::named(window, ctx, stride)?, true, progress)?;
         let tokens = &result.tokens;
         Ok((
             tokens.iter().map(|t| t.pos).collect(),

@@ -339,6 +339,7 @@ impl ShaderVariant {
         const LOSS_STATS: &str = include_str!("../../shaders/loss_stats.wgsl");
         const COMPARE_STATS: &str = include_str!("../../shaders/compare_stats.wgsl");
         const FOLD_TILES: &str = include_str!("../../shaders/fold_tiles.wgsl");
+        const HEAD_TILES: &str = include_str!("../../shaders/head_tiles.wgsl");
         let ShaderVariant { kernel, textures, share } = self;
         let with_weights = |format: WeightFormat, step: DepthStep, inputs: bool, body: &str| {
             let prelude = binding_prelude(format, inputs, textures);
@@ -351,13 +352,13 @@ impl ShaderVariant {
         let body = match kernel {
             KernelId::Embedding(format) => with_weights(format, DepthStep::Masked, false, include_str!("../../shaders/embedding.wgsl")),
             KernelId::Matmul { format, step } => with_block(format, step, include_str!("../../shaders/matmul.wgsl")),
-            KernelId::LmHeadLoss { format, step } => with_block(format, step, &format!("{LOSS_STATS}\n{}", include_str!("../../shaders/lm_head_loss.wgsl"))),
+            KernelId::LmHeadLoss { format, step } => with_block(format, step, &format!("{LOSS_STATS}\n{HEAD_TILES}\n{}", include_str!("../../shaders/lm_head_loss.wgsl"))),
             KernelId::LossCombine => {
                 format!("const TILE_COLS: u32 = {TILE_COLS}u;\n{LOSS_STATS}\n{FOLD_TILES}\n{}", include_str!("../../shaders/loss_combine.wgsl"))
             }
             KernelId::StackRows => include_str!("../../shaders/stack_rows.wgsl").to_string(),
             KernelId::CompareHead { format, step } => {
-                with_block(format, step, &format!("{LOSS_STATS}\n{COMPARE_STATS}\n{}", include_str!("../../shaders/compare_head.wgsl")))
+                with_block(format, step, &format!("{LOSS_STATS}\n{COMPARE_STATS}\n{HEAD_TILES}\n{}", include_str!("../../shaders/compare_head.wgsl")))
             }
             KernelId::CompareCombine => format!(
                 "const TILE_COLS: u32 = {TILE_COLS}u;\n{LOSS_STATS}\n{COMPARE_STATS}\n{FOLD_TILES}\n{}",

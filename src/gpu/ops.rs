@@ -114,24 +114,40 @@ pub fn matmul(p: &mut ProgramBuilder, format: WeightFormat, params: Matmul, inpu
     p.dispatch(KernelId::matmul(format, params.depth as usize), params, &[input, weights, bias, output], grid);
 }
 
-kernel_params! {
+/// The parameters of a fused LM head kernel (lm_head_loss.wgsl, compare_head.wgsl): where this
+/// part of the vocabulary matrix sits (as [`VocabSpan`] has it, plus the tiles per row), then the
+/// kernel's own soft-capping fields, then the vocabulary size: the order of the shaders' Params.
+macro_rules! head_params {
+    ($(#[$meta:meta])* $name:ident { $($(#[$field_meta:meta])* $field:ident: $scalar:ident,)* }) => {
+        kernel_params! {
+            $(#[$meta])*
+            $name {
+                /// Input rows.
+                rows: u32,
+                /// Vocabulary rows in this part.
+                cols: u32,
+                /// The vocabulary matrix's row length: the input width.
+                depth: u32,
+                /// First vocabulary index of this part.
+                col_offset: u32,
+                /// Vocabulary tiles per row of `partials`, over all parts.
+                tiles: u32,
+                /// Index of this part's first tile.
+                tile_offset: u32,
+                $($(#[$field_meta])* $field: $scalar,)*
+                /// Logits at or beyond this index are not part of the distribution.
+                vocab: u32,
+            }
+        }
+    };
+}
+
+head_params! {
     /// lm_head_loss.wgsl: the logits of one part of the vocabulary, reduced per row and tile to
     /// (max, sum of exp, target logit, argmax) without being stored.
     LmHeadLoss {
-        rows: u32,
-        /// Vocabulary rows in this part.
-        cols: u32,
-        depth: u32,
-        /// First vocabulary index of this part.
-        col_offset: u32,
-        /// Vocabulary tiles per row of `partials`, over all parts.
-        tiles: u32,
-        /// Index of this part's first tile.
-        tile_offset: u32,
         /// Logit soft-capping value, 0 = off.
         softcap: f32,
-        /// Logits at or beyond this index are not part of the distribution.
-        vocab: u32,
     }
 }
 
@@ -247,26 +263,13 @@ pub fn stack_rows(p: &mut ProgramBuilder, params: StackRows, a: Binding, b: Bind
     p.dispatch(KernelId::StackRows, params, &[a, b, output], grid);
 }
 
-kernel_params! {
+head_params! {
     /// compare_head.wgsl: two models' logits of one part of the vocabulary, reduced per row and
-    /// tile to both loss summaries and the KL cross term without being stored.
+    /// tile to both loss summaries and the KL cross term without being stored. The input rows are
+    /// stacked pairs (twice the compared rows) and the depth is both hidden sizes together.
     CompareHead {
-        /// Stacked input rows: twice the compared rows.
-        rows: u32,
-        /// Vocabulary rows in this part.
-        cols: u32,
-        /// Both hidden sizes together.
-        depth: u32,
-        /// First vocabulary index of this part.
-        col_offset: u32,
-        /// Vocabulary tiles per row of `partials`, over all parts.
-        tiles: u32,
-        /// Index of this part's first tile.
-        tile_offset: u32,
         softcap_base: f32,
         softcap_model: f32,
-        /// Logits at or beyond this index are not part of the distribution.
-        vocab: u32,
     }
 }
 

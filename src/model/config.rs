@@ -87,12 +87,40 @@ struct Json<'a> {
     json: Value,
 }
 
+/// A type a config.json value is read as, and what an error says was expected instead.
+trait FromValue: Sized {
+    const EXPECTED: &'static str;
+    fn from_value(v: &Value) -> Option<Self>;
+}
+
+impl FromValue for usize {
+    const EXPECTED: &'static str = "a non-negative integer";
+    fn from_value(v: &Value) -> Option<usize> {
+        v.as_u64().map(|n| n as usize)
+    }
+}
+
+impl FromValue for f32 {
+    const EXPECTED: &'static str = "a number";
+    fn from_value(v: &Value) -> Option<f32> {
+        v.as_f64().map(|x| x as f32)
+    }
+}
+
+impl FromValue for bool {
+    const EXPECTED: &'static str = "true or false";
+    fn from_value(v: &Value) -> Option<bool> {
+        v.as_bool()
+    }
+}
+
 impl Json<'_> {
-    fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
+    /// An optional field: absent or null is `None`, a value of the wrong type an error.
+    fn opt<T: FromValue>(&self, key: &str) -> Result<Option<T>> {
         match self.json.get(key) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => v.as_u64().map(|n| Some(n as usize)).ok_or_else(|| {
-                Error::bad_input(format!("{}: \"{key}\" should be a non-negative integer, found {v}", self.path.display()))
+            Some(v) => T::from_value(v).map(Some).ok_or_else(|| {
+                Error::bad_input(format!("{}: \"{key}\" should be {}, found {v}", self.path.display(), T::EXPECTED))
             }),
         }
     }
@@ -100,30 +128,11 @@ impl Json<'_> {
     /// The first of `keys` present (families name the same thing differently).
     fn first_usize(&self, keys: &[&str]) -> Result<Option<usize>> {
         for key in keys {
-            if let Some(v) = self.opt_usize(key)? {
+            if let Some(v) = self.opt(key)? {
                 return Ok(Some(v));
             }
         }
         Ok(None)
-    }
-
-    fn opt_f32(&self, key: &str) -> Result<Option<f32>> {
-        match self.json.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => v.as_f64().map(|x| Some(x as f32)).ok_or_else(|| {
-                Error::bad_input(format!("{}: \"{key}\" should be a number, found {v}", self.path.display()))
-            }),
-        }
-    }
-
-    fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
-        match self.json.get(key) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v) => v
-                .as_bool()
-                .map(Some)
-                .ok_or_else(|| Error::bad_input(format!("{}: \"{key}\" should be true or false, found {v}", self.path.display()))),
-        }
     }
 
     /// A string field; a value of another type counts as absent.
@@ -153,59 +162,78 @@ impl Json<'_> {
         if let Some(theta) = self.rope_parameters().and_then(|p| p.get("rope_theta")).and_then(Value::as_f64) {
             return Ok(Some(theta as f32));
         }
-        Ok(match self.opt_f32("rope_theta")? {
+        Ok(match self.opt("rope_theta")? {
             Some(theta) => Some(theta),
-            None => self.opt_f32("rotary_emb_base")?,
+            None => self.opt("rotary_emb_base")?,
         })
     }
+}
+
+/// A [`Config`] literal in which a field named alone, `field,`, is read from the config.json key of
+/// its own name (the fields are named as transformers names them) with [`Json::opt`], and `field:
+/// value,` is given as usual. The fields are read in the order written, so an error names the first
+/// bad key, as a plain literal would.
+macro_rules! config_from_keys {
+    ($json:ident; $($fields:tt)*) => {
+        config_from_keys!(@read $json [] $($fields)*)
+    };
+    (@read $json:ident [$($done:tt)*] $field:ident, $($rest:tt)*) => {
+        config_from_keys!(@read $json [$($done)* $field: $json.opt(stringify!($field))?,] $($rest)*)
+    };
+    (@read $json:ident [$($done:tt)*] $field:ident: $value:expr, $($rest:tt)*) => {
+        config_from_keys!(@read $json [$($done)* $field: $value,] $($rest)*)
+    };
+    (@read $json:ident [$($done:tt)*]) => {
+        Config { $($done)* }
+    };
 }
 
 impl Config {
     /// config.json contents; `path` names them in errors.
     pub fn from_json(json: Value, path: &Path) -> Result<Config> {
         let json = Json { path, json };
-        let max_positions = json.opt_usize("max_position_embeddings")?;
-        let n_positions = json.opt_usize("n_positions")?;
-        let partial_rotary_factor = json.opt_f32("partial_rotary_factor")?;
-        let rotary_pct = json.opt_f32("rotary_pct")?;
-        Ok(Config {
+        let max_positions = json.opt("max_position_embeddings")?;
+        let n_positions = json.opt("n_positions")?;
+        let partial_rotary_factor = json.opt("partial_rotary_factor")?;
+        let rotary_pct = json.opt("rotary_pct")?;
+        Ok(config_from_keys!(json;
             source: path.to_path_buf(),
             model_type: json.str("model_type"),
             hidden_size: json.first_usize(&["hidden_size", "n_embd"])?,
             num_hidden_layers: json.first_usize(&["num_hidden_layers", "n_layer"])?,
             num_attention_heads: json.first_usize(&["num_attention_heads", "n_head"])?,
-            num_key_value_heads: json.opt_usize("num_key_value_heads")?,
-            head_dim: json.opt_usize("head_dim")?,
+            num_key_value_heads,
+            head_dim,
             max_position_embeddings: max_positions.or(n_positions),
-            intermediate_size: json.opt_usize("intermediate_size")?,
-            n_inner: json.opt_usize("n_inner")?,
-            vocab_size: json.opt_usize("vocab_size")?,
-            rms_norm_eps: json.opt_f32("rms_norm_eps")?,
-            layer_norm_eps: json.opt_f32("layer_norm_eps")?,
-            layer_norm_epsilon: json.opt_f32("layer_norm_epsilon")?,
+            intermediate_size,
+            n_inner,
+            vocab_size,
+            rms_norm_eps,
+            layer_norm_eps,
+            layer_norm_epsilon,
             hidden_act: json.str("hidden_act"),
             hidden_activation: json.str("hidden_activation"),
             activation_function: json.str("activation_function"),
             partial_rotary_factor: partial_rotary_factor.or(rotary_pct),
             rope_theta: json.rope_theta()?,
             rope_scaling: json.rope_scaling(),
-            rope_local_base_freq: json.opt_f32("rope_local_base_freq")?,
-            sliding_window: json.opt_usize("sliding_window")?,
-            use_sliding_window: json.opt_bool("use_sliding_window")?,
+            rope_local_base_freq,
+            sliding_window,
+            use_sliding_window,
             layer_types: json
                 .json
                 .get("layer_types")
                 .and_then(Value::as_array)
                 .map(|types| types.iter().map(|t| t.as_str() == Some("sliding_attention")).collect()),
-            sliding_window_pattern: json.opt_usize("sliding_window_pattern")?,
-            attention_bias: json.opt_bool("attention_bias")?,
-            mlp_bias: json.opt_bool("mlp_bias")?,
-            query_pre_attn_scalar: json.opt_f32("query_pre_attn_scalar")?,
-            attn_logit_softcapping: json.opt_f32("attn_logit_softcapping")?,
-            final_logit_softcapping: json.opt_f32("final_logit_softcapping")?,
-            use_parallel_residual: json.opt_bool("use_parallel_residual")?,
-            tie_word_embeddings: json.opt_bool("tie_word_embeddings")?,
-        })
+            sliding_window_pattern,
+            attention_bias,
+            mlp_bias,
+            query_pre_attn_scalar,
+            attn_logit_softcapping,
+            final_logit_softcapping,
+            use_parallel_residual,
+            tie_word_embeddings,
+        ))
     }
 
     /// A field the model cannot do without.
