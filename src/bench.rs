@@ -53,6 +53,21 @@ pub struct BenchReport {
     pub notes: Vec<String>,
 }
 
+/// Per-kernel totals of one profiled pass, largest first.
+fn kernel_times(times: Vec<(crate::gpu::KernelId, f64)>) -> Vec<KernelTime> {
+    let total: f64 = times.iter().map(|(_, s)| s).sum();
+    let mut by_kernel: BTreeMap<String, (usize, f64)> = BTreeMap::new();
+    for (id, s) in times {
+        let entry = by_kernel.entry(id.family().to_string()).or_default();
+        entry.0 += 1;
+        entry.1 += s;
+    }
+    let mut list: Vec<KernelTime> =
+        by_kernel.into_iter().map(|(kernel, (dispatches, s))| KernelTime { kernel, dispatches, seconds: s, share: s / total.max(1e-12) }).collect();
+    list.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+    list
+}
+
 /// FLOPs of one forward pass over `windows` windows of `len` tokens (multiply-adds count 2).
 pub fn forward_flops(model: &Model, windows: usize, len: usize) -> f64 {
     let s = &model.spec;
@@ -132,21 +147,7 @@ pub fn run(model: &Model, options: &BenchOptions) -> Result<BenchReport> {
 
     let mut notes = Vec::new();
     let kernels = match model.gpu_model.profile(windows, len, &tokens, &targets)? {
-        Some(times) => {
-            let total: f64 = times.iter().map(|(_, s)| s).sum();
-            let mut by_kernel: BTreeMap<String, (usize, f64)> = BTreeMap::new();
-            for (id, s) in times {
-                let entry = by_kernel.entry(id.family().to_string()).or_default();
-                entry.0 += 1;
-                entry.1 += s;
-            }
-            let mut list: Vec<KernelTime> = by_kernel
-                .into_iter()
-                .map(|(kernel, (dispatches, s))| KernelTime { kernel, dispatches, seconds: s, share: s / total.max(1e-12) })
-                .collect();
-            list.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
-            list
-        }
+        Some(times) => kernel_times(times),
         None => {
             notes.push("this adapter has no timestamp queries: no per-kernel breakdown".into());
             Vec::new()
@@ -192,6 +193,8 @@ pub struct GenerationRate {
     /// Device memory the driver's allocator holds while the cache is reserved, where the
     /// backend reports it.
     pub device_reserved_bytes: Option<u64>,
+    /// Per-kernel time of the last decoding step, largest first; empty without timestamp queries.
+    pub decode_kernels: Vec<KernelTime>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -246,7 +249,7 @@ fn generation_rate(model: &Model, sequences: usize, prompt: usize, new_tokens: u
     let prompts: Vec<Vec<u32>> =
         (0..sequences).map(|s| (0..prompt).map(|i| (((s * prompt + i) as u64 * 2654435761) % vocab) as u32).collect()).collect();
     gpu_model.reserve_kv_cache(sequences, prompt + new_tokens)?;
-    let run = || -> Result<(f64, f64)> {
+    let run = || -> Result<(f64, f64, Vec<KernelTime>)> {
         let start = Instant::now();
         let mut last = Vec::with_capacity(sequences);
         let per_pass = crate::generate::prompts_per_prefill(model, prompt, sequences);
@@ -260,13 +263,17 @@ fn generation_rate(model: &Model, sequences: usize, prompt: usize, new_tokens: u
             let rows: Vec<DecodeRow> = last.iter().enumerate().map(|(slot, &token)| DecodeRow { token, slot, position: prompt + step }).collect();
             last = gpu_model.decode(&rows)?.into_iter().map(|t| t.token).collect();
         }
-        Ok((prefill, start.elapsed().as_secs_f64()))
+        let decode = start.elapsed().as_secs_f64();
+        // One more step, timed kernel by kernel.
+        let rows: Vec<DecodeRow> = last.iter().enumerate().map(|(slot, &token)| DecodeRow { token, slot, position: prompt + new_tokens - 1 }).collect();
+        let kernels = gpu_model.profile_decode(&rows)?.map(kernel_times).unwrap_or_default();
+        Ok((prefill, decode, kernels))
     };
     let measured = run().and_then(|_| run());
     let device_reserved_bytes = model.gpu_model.gpu.device.generate_allocator_report().map(|r| r.total_reserved_bytes);
     let kv_cache_bytes = gpu_model.kv_cache_bytes(sequences, prompt + new_tokens);
     gpu_model.release_kv_cache();
-    let (prefill, decode) = measured?;
+    let (prefill, decode, decode_kernels) = measured?;
     let steps = new_tokens.saturating_sub(1).max(1);
     Ok(GenerationRate {
         sequences,
@@ -275,5 +282,6 @@ fn generation_rate(model: &Model, sequences: usize, prompt: usize, new_tokens: u
         seconds_per_step: decode / steps as f64,
         kv_cache_bytes,
         device_reserved_bytes,
+        decode_kernels,
     })
 }

@@ -407,8 +407,19 @@ impl GpuModel {
     /// seconds, or None without timestamp queries.
     pub fn profile(&self, windows: usize, len: usize, tokens: &[u32], targets: &[u32]) -> Result<Option<Vec<(KernelId, f64)>>> {
         self.score(windows, len, tokens, targets)?;
+        self.profile_program(ProgramKey { windows, len, packed: false, scored_rows: None, kind: PassKind::Score })
+    }
+
+    /// Runs one decoding step like [`GpuModel::decode`] with a timestamp around every dispatch
+    /// (see [`GpuModel::profile`]). It writes the rows' keys and values into the cache as a
+    /// step does.
+    pub fn profile_decode(&self, rows: &[DecodeRow]) -> Result<Option<Vec<(KernelId, f64)>>> {
+        self.decode(rows)?;
+        self.profile_program(ProgramKey { windows: rows.len(), len: 1, packed: false, scored_rows: None, kind: PassKind::Decode })
+    }
+
+    fn profile_program(&self, key: ProgramKey) -> Result<Option<Vec<(KernelId, f64)>>> {
         let _running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let key = ProgramKey { windows, len, packed: false, scored_rows: None, kind: PassKind::Score };
         let program = self.programs.lock().unwrap().get(&key).cloned();
         match program {
             Some(program) => program.profile(&self.gpu),

@@ -717,6 +717,15 @@ fn bench_generation(model: &str, revision: Option<&str>, prompt: usize, new_toke
         .collect();
     println!();
     print!("{}", report::table(&["sequences", "prefill tok/s", "decode tok/s", "per step", "KV cache (plan)", "device memory"], &rows));
+    for rate in r.rates.iter().filter(|g| !g.decode_kernels.is_empty()) {
+        let kernel_rows: Vec<Vec<String>> = rate
+            .decode_kernels
+            .iter()
+            .map(|k| vec![k.kernel.clone(), k.dispatches.to_string(), format!("{:.2} ms", k.seconds * 1e3), format!("{:.1}%", 100.0 * k.share)])
+            .collect();
+        println!("\none decoding step of {} sequences:", rate.sequences);
+        print!("{}", report::table(&["kernel", "dispatches", "time", "share"], &kernel_rows));
+    }
     if let Some(path) = json {
         report::write_json(&path, &serde_json::to_value(&r).map_err(|e| Error::internal(e.to_string()))?)?;
     }

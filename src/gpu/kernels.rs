@@ -368,7 +368,14 @@ impl ShaderVariant {
                 format!("const TILE_COLS: u32 = {TILE_COLS}u;\n{LOSS_STATS}\n{FOLD_TILES}\n{}", include_str!("../../shaders/greedy_combine.wgsl"))
             }
             KernelId::KvStore => include_str!("../../shaders/kv_store.wgsl").to_string(),
-            KernelId::DecodeAttention { head_dim } => format!("const HEAD_DIM: u32 = {head_dim}u;\n{}", include_str!("../../shaders/decode_attention.wgsl")),
+            KernelId::DecodeAttention { head_dim } => {
+                let word = if head_dim.is_multiple_of(4) {
+                    "alias Word = vec4<f32>;\nconst WORD_VALUES: u32 = 4u;\nfn word_dot(a: Word, b: Word) -> f32 { return dot(a, b); }"
+                } else {
+                    "alias Word = f32;\nconst WORD_VALUES: u32 = 1u;\nfn word_dot(a: Word, b: Word) -> f32 { return a * b; }"
+                };
+                format!("const HEAD_DIM: u32 = {head_dim}u;\n{word}\n{}", include_str!("../../shaders/decode_attention.wgsl"))
+            }
             KernelId::Norm => include_str!("../../shaders/norm.wgsl").to_string(),
             KernelId::Rope => include_str!("../../shaders/rope.wgsl").to_string(),
             KernelId::Activation(activation) => format!(
