@@ -1083,7 +1083,7 @@ fn load_mmlu(spec: &TaskSpec, subjects: &[(&str, &str)], suite: &mut Suite) -> R
                     &mut suite.notes,
                 )?
             }
-            Some(all) => subject_slice(all, subject)?,
+            Some(all) => subject_slice(all, "mmlu", subject)?,
         };
         let name = format!("mmlu_{subject}");
         let alias = if single { name.clone() } else { format!("  - {subject}") };
@@ -1132,7 +1132,13 @@ fn load_ceval(spec: &TaskSpec, subjects: &[(&str, &str)], suite: &mut Suite) -> 
                 let fewshot = spec.fewshot_data.as_ref().map(|p| p.join(subject));
                 resolve(&spec.data.join(subject), fewshot.as_deref(), &mut suite.notes)?
             }
-            Some(all) => subject_slice(all, subject)?,
+            // One subject's own file (no `subject` field) is that subject's data.
+            Some(all) if single && all.eval.records.first().is_some_and(|r| !r.contains_key("subject")) => super::Resolved {
+                eval: all.eval.clone(),
+                pool: all.pool.clone(),
+                exclude_eval_doc: all.exclude_eval_doc,
+            },
+            Some(all) => subject_slice(all, "ceval-valid", subject)?,
         };
         let name = format!("ceval-valid_{subject}");
         let alias = if single { name.clone() } else { format!(" - {name}") };
@@ -1146,13 +1152,13 @@ fn load_ceval(spec: &TaskSpec, subjects: &[(&str, &str)], suite: &mut Suite) -> 
 }
 
 /// One subject's documents out of a dataset of all subjects.
-fn subject_slice(all: &super::Resolved, subject: &str) -> Result<super::Resolved> {
+fn subject_slice(all: &super::Resolved, task: &str, subject: &str) -> Result<super::Resolved> {
     let pick = |split: &super::Split| -> Result<super::Split> {
         let (mut records, mut rows) = (Vec::new(), Vec::new());
         for (i, (record, &row)) in split.records.iter().zip(&split.rows).enumerate() {
             let value = string(record, "subject").map_err(|e| {
                 Error::bad_input(format!(
-                    "{}: document {i}: {e} (mmlu data without one directory per subject needs it)",
+                    "{}: document {i}: {e} ({task} data without one directory per subject needs it)",
                     split.origin.display()
                 ))
             })?;
@@ -1162,7 +1168,7 @@ fn subject_slice(all: &super::Resolved, subject: &str) -> Result<super::Resolved
             }
         }
         if records.is_empty() {
-            return Err(Error::bad_input(format!("{}: no documents of MMLU subject \"{subject}\"", split.origin.display())));
+            return Err(Error::bad_input(format!("{}: no documents of {task} subject \"{subject}\"", split.origin.display())));
         }
         Ok(super::Split { name: split.name.clone(), origin: split.origin.clone(), records, rows })
     };
