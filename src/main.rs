@@ -525,10 +525,12 @@ fn sweep(args: SweepArgs) -> Result<()> {
         match event {
             Event::Skipped { .. } => {}
             Event::Finished(record) => {
-                let shown: Vec<String> = ["loss", "bits_per_byte", "acc", "prob_correct"]
+                let mut shown: Vec<String> = ["loss", "bits_per_byte", "acc", "prob_correct"]
                     .iter()
                     .filter_map(|m| record.metrics.get(*m).map(|v| format!("{m} {:.4}", v.value)))
                     .collect();
+                // Generative tasks: exact match per filter.
+                shown.extend(record.metrics.iter().filter(|(k, _)| k.starts_with("exact_match,")).map(|(k, v)| format!("{k} {:.4}", v.value)));
                 eprintln!("[{done}/{total}] {} {}: {} ({:.1} s)", record.checkpoint, record.measurement, shown.join(", "), record.seconds);
             }
             Event::Failed { checkpoint, measurement, error } => eprintln!("[{done}/{total}] {checkpoint} {measurement}: failed: {error}"),

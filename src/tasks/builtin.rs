@@ -1014,12 +1014,20 @@ pub fn known_tasks() -> Vec<String> {
 /// Adds the task(s) of one `--task` to the suite.
 pub(crate) fn load_task(spec: &TaskSpec, suite: &mut Suite) -> Result<()> {
     if let Some(formulation) = SINGLE.iter().find(|f| f.name == spec.name) {
+        // Fixed few-shot examples (gsm8k_cot) come from the yaml, not from the data.
+        let fixed = formulation.fixed_fewshot.is_some();
+        if fixed && spec.fewshot_data.is_some() {
+            return Err(Error::bad_input(format!(
+                "{}: its few-shot examples are the fixed exemplars of its task yaml; --fewshot-data does not apply",
+                spec.name
+            )));
+        }
         let data = resolve_data(
             formulation.name,
             &formulation.splits,
             &spec.data,
             spec.fewshot_data.as_deref(),
-            spec.num_fewshot,
+            if fixed { 0 } else { spec.num_fewshot },
             &mut suite.notes,
         )?;
         suite.tasks.push(Task::new(spec.name.clone(), spec.name.clone(), formulation, String::new(), data, spec)?);
