@@ -2,8 +2,9 @@
 //! ceval-valid checked against lm-evaluation-harness 0.4.13 itself: tests/eval-data/gen/lm-eval.json
 //! is what models/scripts/make_gen_fixtures.py got from the harness's own code (prompts, `until`,
 //! filtered answers and exact_match of a stand-in model's answers; exact_match and RegexFilter on
-//! awkward strings). These need no GPU, except the end-to-end run at the end, which also needs
-//! the generation engine (issue 15): until it lands, `generate` returns an error and that test fails.
+//! awkward strings). These need no GPU, except the end-to-end runs at the end, which also need
+//! the generation engine (issue 15): until it lands, `generate` returns an error and those two tests
+//! (`eval_gsm8k_end_to_end_on_the_default_model`, `generated_answers_are_resumable`) fail.
 
 mod common;
 
@@ -293,5 +294,36 @@ fn eval_gsm8k_end_to_end_on_the_default_model() {
         assert!(line["tokens"].as_u64().unwrap() <= 16);
         assert_eq!(line["filters"].as_array().unwrap().len(), 2);
     }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `--resume` keeps generated answers in `FILE.gen`: a rerun generates nothing and reports the
+/// same. Needs the generation engine (issue 15), like the test above.
+#[test]
+fn generated_answers_are_resumable() {
+    let dir = std::env::temp_dir().join(format!("perplex-gen-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let resume = dir.join("run.resume");
+    let run = |json: &str| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_perplex"))
+            .args(["eval", "--model", repo().join("models/default").to_str().unwrap(), "--task", "gen", "--data"])
+            .arg(data("gen.jsonl"))
+            .arg("--resume")
+            .arg(&resume)
+            .arg("--json")
+            .arg(dir.join(json))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let results: Value = serde_json::from_str(&std::fs::read_to_string(dir.join(json)).unwrap()).unwrap();
+        results["results"]["gen"].clone()
+    };
+    let first = run("first.json");
+    let log = tasks::gen_log_path(&resume);
+    let lines = std::fs::read_to_string(&log).unwrap().lines().count();
+    assert_eq!(lines, 1 + 3, "a header and one line per document");
+    assert_eq!(run("second.json"), first);
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), lines, "nothing generated again");
     std::fs::remove_dir_all(&dir).unwrap();
 }

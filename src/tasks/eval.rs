@@ -115,7 +115,8 @@ pub fn evaluate(model: &Model, suite: &Suite, options: &EvalOptions) -> Result<E
 
 /// [`evaluate`] with an optional resume log (`--resume`): requests already in it are not scored
 /// again, and each is appended to it as soon as its pass finishes; the metrics are bit-identical
-/// to an uninterrupted run's (see `score::loglikelihood_resumable`).
+/// to an uninterrupted run's (see `score::loglikelihood_resumable`). Generated answers are kept in
+/// `<resume>.gen` the same way (see `gen_resume`).
 pub fn evaluate_resumable(model: &Model, suite: &Suite, options: &EvalOptions, resume: Option<&std::path::Path>) -> Result<EvalResult> {
     // All documents are checked before the (slow) scoring starts.
     let instances: Vec<Vec<Instance>> = suite.tasks.iter().map(Task::instances).collect::<Result<_>>()?;
@@ -137,22 +138,16 @@ pub fn evaluate_resumable(model: &Model, suite: &Suite, options: &EvalOptions, r
         (max_length, batch, seconds) = (output.max_length, output.batch, output.seconds);
         (output.results, output.truncated)
     };
-    // Generated answers are not kept in the resume log: a resumed run generates them again.
+    // Generated answers are kept in a log of their own beside the resume log (see gen_resume).
     let generated = if gen_requests.is_empty() {
         Vec::new()
     } else {
-        let output = crate::generate::generate(
+        let output = super::gen_resume::generate_resumable(
             model,
             &gen_requests,
             &GenOptions { max_length: options.max_length, batch: options.batch, progress: options.progress.clone() },
+            resume,
         )?;
-        if output.results.len() != gen_requests.len() {
-            return Err(Error::internal(format!(
-                "generation answered {} of {} requests",
-                output.results.len(),
-                gen_requests.len()
-            )));
-        }
         max_length = max_length.max(output.max_length);
         batch = batch.max(output.slots);
         seconds += output.seconds;

@@ -12,6 +12,7 @@
 mod builtin;
 mod eval;
 mod fewshot;
+mod gen_resume;
 mod generative;
 mod metrics;
 
@@ -19,6 +20,7 @@ pub use builtin::{known_tasks, MMLU_SUBJECTS};
 pub use builtin::{default_fewshot, gen_dump_record, CEVAL_SUBJECTS};
 pub use eval::{evaluate, evaluate_resumable, EvalOptions, EvalResult, GenSample, GroupResult, Sample, TaskResult};
 pub use generative::{apply_filters, ExactMatch, FilterPipeline, FilterStep, GenerationConfig, PyRegex, INVALID};
+pub use gen_resume::gen_log_path;
 pub use fewshot::{PyRandom, SamplerKind, HARNESS_SEED};
 pub use metrics::{MetricValue, Stderr};
 
