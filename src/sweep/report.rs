@@ -280,14 +280,16 @@ pub fn table(report: &Report, main_metric: &str) -> String {
     );
     let task_names: Vec<&String> = report.checkpoints.iter().flat_map(|r| r.tasks.keys()).collect::<BTreeSet<_>>().into_iter().collect();
     let mut header: Vec<String> = ["checkpoint", "params", "step", "loss", "bits/byte"].map(String::from).to_vec();
-    // Generative tasks have no `acc`: their exact match (strict-match where they have it) stands in.
+    // Generative tasks have no `acc`: their exact match (strict-match, else remove_whitespace, where
+    // they have it) stands in.
     let column_metric = |task: &str| -> String {
         let keys: BTreeSet<&String> = report.checkpoints.iter().filter_map(|r| r.tasks.get(task)).flat_map(|m| m.keys()).collect();
         if keys.iter().any(|k| *k == main_metric) {
             return main_metric.to_string();
         }
         let exact: Vec<&&String> = keys.iter().filter(|k| k.starts_with("exact_match")).collect();
-        match exact.iter().find(|k| k.ends_with(",strict-match")).or(exact.first()) {
+        let preferred = [",strict-match", ",remove_whitespace"].iter().find_map(|f| exact.iter().find(|k| k.ends_with(f)));
+        match preferred.or(exact.first()) {
             Some(k) => k.to_string(),
             None => main_metric.to_string(),
         }
