@@ -219,6 +219,37 @@ fn generation_request_dumps_are_read_as_their_documents() {
     assert_eq!(instances[0].generation.as_ref().unwrap().request.context, format!("Question: {question}\nAnswer:"));
 }
 
+#[test]
+fn lm_eval_logged_samples_are_read_as_generation_requests() {
+    // `lm_eval --log_samples` lines: {"doc_id", "doc", "arguments": [[context, gen_kwargs]], "target"}.
+    let dir = std::env::temp_dir().join(format!("perplex-gen-samples-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("samples_gsm8k.jsonl");
+    let line = |id: usize, filter: &str| {
+        serde_json::json!({
+            "doc_id": id,
+            "doc": {"question": format!("q{id}"), "answer": format!("a\n#### {id}")},
+            "target": format!("a\n#### {id}"),
+            "arguments": [[format!("Question: q{id}\nAnswer:"), {"until": ["Question:"], "do_sample": false}]],
+            "filter": filter,
+        })
+        .to_string()
+            + "\n"
+    };
+    // One line per filter and document: each document once.
+    std::fs::write(&file, [line(0, "strict-match"), line(0, "flexible-extract"), line(1, "strict-match")].concat()).unwrap();
+    let suite = tasks::load(&[TaskSpec { name: "gen".into(), data: file.clone(), fewshot_data: None, num_fewshot: 0, limit: None, max_gen_toks: None }])
+        .unwrap();
+    let instances = suite.tasks[0].instances().unwrap();
+    assert_eq!(instances.len(), 2);
+    let second = instances[1].generation.as_ref().unwrap();
+    assert_eq!(second.request.context, "Question: q1\nAnswer:");
+    assert_eq!(second.request.until, ["Question:"]);
+    assert_eq!(second.request.max_gen_toks, 256, "the harness's default where the kwargs have none");
+    assert_eq!(second.references, ["a\n#### 1"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// `perplex eval` on a bad `gen` file: exit code 2 and a message naming the file, line and problem
 /// (the documents are checked before any model or device is opened).
 fn rejects(contents: &str, expected: &[&str]) {
