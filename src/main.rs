@@ -450,6 +450,9 @@ fn sweep_units(
     options: &perplex::sweep::SweepOptions,
 ) -> Result<(Vec<perplex::sweep::CheckpointRef>, Vec<perplex::sweep::Measurement>)> {
     use perplex::sweep::{self, TaskArg};
+    if units.max_gen_toks == Some(0) {
+        return Err(Error::bad_input("--max-gen-toks 0: at least one token must be generated"));
+    }
     let tasks: Vec<TaskArg> = units.tasks.iter().map(|t| TaskArg::parse(t, units.fewshot, units.limit, units.max_gen_toks)).collect::<Result<_>>()?;
     let measurements = sweep::measurements(&units.data, &tasks, options)?;
     Ok((sweep::discover(&units.models, &units.revisions)?, measurements))

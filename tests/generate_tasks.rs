@@ -294,6 +294,26 @@ fn bad_gen_files_are_clear_errors() {
     rejects(&format!("{ok}{{\"id\":1,"), &["task.jsonl:2: invalid JSON"]);
 }
 
+#[test]
+fn max_gen_toks_zero_and_fewshot_data_for_fixed_exemplars_are_refused() {
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_perplex"))
+            .args(["eval", "--model", repo().join("models/default").to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let gen = data("gen.jsonl");
+    let stderr = run(&["--task", "gen", "--data", gen.to_str().unwrap(), "--max-gen-toks", "0"]);
+    assert!(stderr.contains("--max-gen-toks 0"), "{stderr}");
+    let test = data("gsm8k/test.jsonl");
+    let train = data("gsm8k/train.jsonl");
+    let stderr = run(&["--task", "gsm8k_cot", "--data", test.to_str().unwrap(), "--fewshot-data", train.to_str().unwrap()]);
+    assert!(stderr.contains("fixed exemplars"), "{stderr}");
+}
+
 /// End to end on the default model: needs the generation engine (issue 15). Until it is merged,
 /// `generate` returns "generation is not built yet" and this test fails.
 #[test]
