@@ -177,3 +177,103 @@ pub fn run(model: &Model, options: &BenchOptions) -> Result<BenchReport> {
         notes,
     })
 }
+
+/// What `perplex bench --generate` measures at one number of sequences decoded together.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GenerationRate {
+    pub sequences: usize,
+    /// Prompt tokens per second through the prefill (the KV cache filled, the first token chosen).
+    pub prefill_tokens_per_second: f64,
+    /// Generated tokens per second over the decoding steps, all sequences together.
+    pub decode_tokens_per_second: f64,
+    pub seconds_per_step: f64,
+    /// The KV cache as planned: keys and values of every layer for every sequence, in f32.
+    pub kv_cache_bytes: u64,
+    /// Device memory the driver's allocator holds while the cache is reserved, where the
+    /// backend reports it.
+    pub device_reserved_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GenerationReport {
+    pub model: String,
+    pub model_type: String,
+    pub weight_dtype: String,
+    pub adapter: crate::gpu::AdapterSummary,
+    pub reads: String,
+    /// Prompt tokens per sequence.
+    pub prompt: usize,
+    /// Tokens generated per sequence (the first by the prefill).
+    pub new_tokens: usize,
+    pub weight_bytes: u64,
+    /// At one sequence, and at what `--batch auto` plans.
+    pub rates: Vec<GenerationRate>,
+}
+
+/// `perplex bench --generate`: prefill and decode throughput at batch 1 and at the auto batch
+/// of `perplex generate`, with the KV cache against its plan.
+pub fn generation(model: &Model, prompt: usize, new_tokens: usize) -> Result<GenerationReport> {
+    let gpu = &model.gpu_model.gpu;
+    let slot_len = prompt + new_tokens;
+    let auto = crate::generate::plan_slots(model, crate::forward::Batch::Auto, slot_len);
+    let mut rates = Vec::new();
+    for sequences in [1, auto] {
+        if rates.iter().any(|r: &GenerationRate| r.sequences == sequences) {
+            continue;
+        }
+        rates.push(generation_rate(model, sequences, prompt, new_tokens)?);
+    }
+    Ok(GenerationReport {
+        model: model.name.clone(),
+        model_type: model.spec.model_type.clone(),
+        weight_dtype: format!("{:?}", model.gpu_model.weight_dtype),
+        adapter: gpu.adapter.clone(),
+        reads: gpu.describe_reads().to_string(),
+        prompt,
+        new_tokens,
+        weight_bytes: model.gpu_model.weight_bytes,
+        rates,
+    })
+}
+
+/// Greedy decoding of `sequences` prompts of `prompt` tokens for `new_tokens` tokens each, after
+/// a warm-up run of the same shapes (pipelines and programs recorded).
+fn generation_rate(model: &Model, sequences: usize, prompt: usize, new_tokens: usize) -> Result<GenerationRate> {
+    use crate::forward::{DecodeRow, Prompt};
+    let gpu_model = &model.gpu_model;
+    let vocab = model.spec.vocab_size as u64;
+    // Distinct prompts with token ids spread over the vocabulary (the values do not change the work).
+    let prompts: Vec<Vec<u32>> =
+        (0..sequences).map(|s| (0..prompt).map(|i| (((s * prompt + i) as u64 * 2654435761) % vocab) as u32).collect()).collect();
+    gpu_model.reserve_kv_cache(sequences, prompt + new_tokens)?;
+    let run = || -> Result<(f64, f64)> {
+        let start = Instant::now();
+        let mut last = Vec::with_capacity(sequences);
+        let per_pass = crate::generate::prompts_per_prefill(model, prompt, sequences);
+        for (chunk, group) in prompts.chunks(per_pass).enumerate() {
+            let batch: Vec<Prompt> = group.iter().enumerate().map(|(i, tokens)| Prompt { tokens, slot: chunk * per_pass + i }).collect();
+            last.extend(gpu_model.prefill(&batch)?.into_iter().map(|t| t.token));
+        }
+        let prefill = start.elapsed().as_secs_f64();
+        let start = Instant::now();
+        for step in 0..new_tokens.saturating_sub(1) {
+            let rows: Vec<DecodeRow> = last.iter().enumerate().map(|(slot, &token)| DecodeRow { token, slot, position: prompt + step }).collect();
+            last = gpu_model.decode(&rows)?.into_iter().map(|t| t.token).collect();
+        }
+        Ok((prefill, start.elapsed().as_secs_f64()))
+    };
+    let measured = run().and_then(|_| run());
+    let device_reserved_bytes = model.gpu_model.gpu.device.generate_allocator_report().map(|r| r.total_reserved_bytes);
+    let kv_cache_bytes = gpu_model.kv_cache_bytes(sequences, prompt + new_tokens);
+    gpu_model.release_kv_cache();
+    let (prefill, decode) = measured?;
+    let steps = new_tokens.saturating_sub(1).max(1);
+    Ok(GenerationRate {
+        sequences,
+        prefill_tokens_per_second: (sequences * prompt) as f64 / prefill,
+        decode_tokens_per_second: (sequences * steps) as f64 / decode.max(1e-12),
+        seconds_per_step: decode / steps as f64,
+        kv_cache_bytes,
+        device_reserved_bytes,
+    })
+}

@@ -6,7 +6,7 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::gpu::{ops, DType, Gpu, GpuMatrix, KernelId, PendingRead, Program, ProgramBuilder, ReadPath, WeightFormat};
-use crate::model::{load_weights, Checkpoint, ModelSpec, ModelWeights, NormKind, NormWeights, QkNorm};
+use crate::model::{load_weights, Checkpoint, LayerAttention, ModelSpec, ModelWeights, NormKind, NormWeights, QkNorm};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -19,6 +19,10 @@ pub const AUTO_PASS_ROWS: usize = 16384;
 /// share one recorded program.
 const SCORED_ROWS_STEP: usize = 64;
 
+/// A prefill pass's window length is a multiple of this, so prompts of similar lengths share one
+/// recorded program.
+const PREFILL_LEN_STEP: usize = 64;
+
 /// What a recorded pass depends on besides the workspace.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct ProgramKey {
@@ -27,9 +31,75 @@ struct ProgramKey {
     packed: bool,
     /// Rows gathered for the LM head; None: all `windows * len` rows in place.
     scored_rows: Option<usize>,
-    /// The pass ends with the LM head; without it, with the scored rows' final hidden states
-    /// (see [`GpuModel::submit_hidden`]).
-    head: bool,
+    kind: PassKind,
+}
+
+/// What a pass computes besides the transformer layers.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum PassKind {
+    /// The LM head fused with the loss: log p(target) per scored row.
+    Score,
+    /// No head: the scored rows' final hidden states (see [`GpuModel::submit_hidden`]).
+    Hidden,
+    /// Generation's prefill: windows of prompts whose keys and values go into the KV cache, and
+    /// the greedy token after each prompt.
+    Prefill,
+    /// Generation's step: one row per sequence, attending over its slot of the KV cache, and the
+    /// greedy next token.
+    Decode,
+}
+
+impl PassKind {
+    /// The pass writes to (and, decoding, reads from) the KV cache.
+    fn uses_cache(self) -> bool {
+        matches!(self, PassKind::Prefill | PassKind::Decode)
+    }
+}
+
+/// The keys and values of every layer for `slots` sequences of up to `slot_len` positions (see
+/// kv_store.wgsl): per layer one buffer of `slots * slot_len` rows of [k heads | v heads].
+struct KvCache {
+    slots: usize,
+    slot_len: usize,
+    layers: Vec<wgpu::Buffer>,
+}
+
+/// The greedy choice at one row: the argmax token (ties to the lowest id) and its log-probability.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GreedyToken {
+    pub token: u32,
+    pub logprob: f32,
+}
+
+/// One sequence's row of a decoding step: the token it feeds, its KV-cache slot and the token's
+/// position.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DecodeRow {
+    pub token: u32,
+    pub slot: usize,
+    pub position: usize,
+}
+
+/// A prompt of a prefill pass and the KV-cache slot it fills.
+#[derive(Debug, Clone, Copy)]
+pub struct Prompt<'a> {
+    pub tokens: &'a [u32],
+    pub slot: usize,
+}
+
+/// One pass as [`GpuModel::submit_pass`] takes it.
+struct PassRequest<'a> {
+    windows: usize,
+    len: usize,
+    tokens: &'a [u32],
+    targets: &'a [u32],
+    layout: &'a RowLayout,
+    /// Rows whose head output is wanted, increasing.
+    scored: &'a [u32],
+    kind: PassKind,
+    /// Per row, where its keys and values go in the KV cache ([`ops::NO_CACHE_ROW`]: nowhere);
+    /// empty for passes that do not use the cache.
+    cache_rows: &'a [u32],
 }
 
 /// Fault injection for tests: PERPLEX_FAIL_WINDOWS_ABOVE=N makes every pass of more than N
@@ -63,11 +133,16 @@ enum ScoredRows {
 impl PendingScores {
     /// Waits for the pass and returns the scores of its scored rows, in order.
     pub fn finish(self, gpu: &Gpu) -> Result<Vec<TokenScore>> {
-        let raw = self.raw.finish(gpu)?;
         let score = |[logprob, greedy]: [f32; 2]| TokenScore { logprob, greedy: greedy > 0.5 };
+        Ok(self.finish_raw(gpu)?.into_iter().map(score).collect())
+    }
+
+    /// The two floats the head's second pass wrote for each scored row, in order.
+    fn finish_raw(self, gpu: &Gpu) -> Result<Vec<[f32; 2]>> {
+        let raw = self.raw.finish(gpu)?;
         Ok(match self.rows {
-            ScoredRows::Gathered(count) => raw[..count].iter().map(|&r| score(r)).collect(),
-            ScoredRows::InPlace(rows) => rows.iter().map(|&r| score(raw[r as usize])).collect(),
+            ScoredRows::Gathered(count) => raw[..count].to_vec(),
+            ScoredRows::InPlace(rows) => rows.iter().map(|&r| raw[r as usize]).collect(),
         })
     }
 }
@@ -153,6 +228,8 @@ struct Workspace {
     h2: wgpu::Buffer,
     /// Which rows the LM head scores (see [`GpuModel::score_rows`]).
     scored: wgpu::Buffer,
+    /// Per row, its KV-cache row (generation passes).
+    cache_rows: wgpu::Buffer,
     qkv: wgpu::Buffer,
     attn: wgpu::Buffer,
     ff: wgpu::Buffer,
@@ -168,6 +245,8 @@ pub struct GpuModel {
     /// Bound where a kernel's optional input is absent.
     dummy: wgpu::Buffer,
     workspace: Mutex<Option<Arc<Workspace>>>,
+    /// Generation's KV cache, while one is reserved.
+    cache: Mutex<Option<Arc<KvCache>>>,
     /// Held while a batch runs: batches share the workspace buffers.
     running: Mutex<()>,
     programs: Mutex<HashMap<ProgramKey, Arc<Program>>>,
@@ -221,6 +300,7 @@ impl GpuModel {
             weights,
             spec,
             workspace: Mutex::new(None),
+            cache: Mutex::new(None),
             running: Mutex::new(()),
             programs: Mutex::new(HashMap::new()),
             rope_tables: Mutex::new(HashMap::new()),
@@ -269,8 +349,9 @@ impl GpuModel {
     /// of one weight part is added; the activation copies fit within the second copy of each
     /// activation buffer already counted.
     pub fn activation_bytes(&self, rows: usize) -> u64 {
-        // Activations (each buffer twice at most in flight), tokens, targets, positions, segments, scores.
-        let per_row: usize = self.row_bytes().iter().sum::<usize>() * 2 + 4 * 3 + 8 + 8;
+        // Activations (each buffer twice at most in flight), tokens, targets, positions, cache
+        // rows, segments, scores.
+        let per_row: usize = self.row_bytes().iter().sum::<usize>() * 2 + 4 * 4 + 8 + 8;
         let scratch = match self.gpu.read_path {
             ReadPath::Textures => self.largest_part_bytes,
             ReadPath::Buffers => 0,
@@ -299,6 +380,7 @@ impl GpuModel {
             h: gpu.storage("h", x),
             h2: gpu.storage("h2", x),
             scored: gpu.storage("scored rows", 4 * rows as u64),
+            cache_rows: gpu.storage("cache rows", 4 * rows as u64),
             qkv: gpu.storage("qkv", qkv),
             attn: gpu.storage("attn", attn),
             ff: gpu.storage("ff", ff),
@@ -326,7 +408,7 @@ impl GpuModel {
     pub fn profile(&self, windows: usize, len: usize, tokens: &[u32], targets: &[u32]) -> Result<Option<Vec<(KernelId, f64)>>> {
         self.score(windows, len, tokens, targets)?;
         let _running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let key = ProgramKey { windows, len, packed: false, scored_rows: None, head: true };
+        let key = ProgramKey { windows, len, packed: false, scored_rows: None, kind: PassKind::Score };
         let program = self.programs.lock().unwrap().get(&key).cloned();
         match program {
             Some(program) => program.profile(&self.gpu),
@@ -358,7 +440,8 @@ impl GpuModel {
         if windows * len == 0 {
             return Ok(PendingScores { raw: PendingRead::nothing(), rows: ScoredRows::Gathered(0) });
         }
-        let (_running, ws, head_rows, gathered) = self.submit_pass(windows, len, tokens, targets, layout, scored, true)?;
+        let pass = PassRequest { windows, len, tokens, targets, layout, scored, kind: PassKind::Score, cache_rows: &[] };
+        let (_running, ws, head_rows, gathered) = self.submit_pass(&pass)?;
         // Queued behind the pass before the workspace is released: a later pass overwrites
         // `scores` only after this copy.
         let raw = self.gpu.start_read(&ws.scores, head_rows);
@@ -371,8 +454,127 @@ impl GpuModel {
     /// kernel to read (perplex compare runs two models' heads together). `scored` must not be empty.
     pub fn submit_hidden(&self, windows: usize, len: usize, tokens: &[u32], targets: &[u32], layout: &RowLayout, scored: &[u32]) -> Result<FinalHidden<'_>> {
         assert!(!scored.is_empty());
-        let (running, ws, rows, _) = self.submit_pass(windows, len, tokens, targets, layout, scored, false)?;
+        let pass = PassRequest { windows, len, tokens, targets, layout, scored, kind: PassKind::Hidden, cache_rows: &[] };
+        let (running, ws, rows, _) = self.submit_pass(&pass)?;
         Ok(FinalHidden { _running: running, buffer: HiddenBuffer(ws), rows, width: self.spec.hidden })
+    }
+
+    /// Bytes of KV cache for `slots` sequences of up to `slot_len` positions: keys and values
+    /// of every layer in f32.
+    pub fn kv_cache_bytes(&self, slots: usize, slot_len: usize) -> u64 {
+        (self.spec.layers * slots * slot_len * self.kv_row_bytes()) as u64
+    }
+
+    /// Bytes of one position's keys and values in one layer.
+    fn kv_row_bytes(&self) -> usize {
+        2 * self.spec.kv_heads * self.spec.head_dim * 4
+    }
+
+    /// Most KV-cache slots of `slot_len` positions: each layer's cache is one storage binding.
+    pub fn max_kv_slots(&self, slot_len: usize) -> usize {
+        (self.gpu.max_binding as usize / (slot_len.max(1) * self.kv_row_bytes())).max(1)
+    }
+
+    /// Allocates the KV cache for `slots` sequences of up to `slot_len` positions, replacing any
+    /// earlier one. Running out of device memory is a [`ErrorKind::DeviceMemory`] error.
+    pub fn reserve_kv_cache(&self, slots: usize, slot_len: usize) -> Result<()> {
+        let per_layer = (slots * slot_len * self.kv_row_bytes()) as u64;
+        if per_layer > self.gpu.max_binding {
+            return Err(Error::bad_input(format!(
+                "a KV cache of {slots} sequences of {slot_len} positions needs {:.1} MiB per layer, more than one storage \
+                 binding of {} holds ({:.1} MiB): generate fewer sequences at once (--batch) or shorter ones",
+                per_layer as f64 / (1 << 20) as f64,
+                self.gpu.describe(),
+                self.gpu.max_binding as f64 / (1 << 20) as f64
+            )));
+        }
+        self.release_kv_cache();
+        let (layers, out_of_memory) = self.gpu.catching_out_of_memory(|| {
+            Ok((0..self.spec.layers).map(|_| self.gpu.storage("kv cache", per_layer)).collect::<Vec<_>>())
+        })?;
+        if let Some(error) = out_of_memory {
+            return Err(Error {
+                kind: ErrorKind::DeviceMemory,
+                message: format!(
+                    "a KV cache of {:.1} MiB ({slots} sequences of {slot_len} positions) does not fit beside the model in {}: {error}",
+                    self.kv_cache_bytes(slots, slot_len) as f64 / (1 << 20) as f64,
+                    self.gpu.describe()
+                ),
+            });
+        }
+        // Programs recorded over an earlier cache bind its buffers.
+        self.programs.lock().unwrap().retain(|key, _| !key.kind.uses_cache());
+        *self.cache.lock().unwrap() = Some(Arc::new(KvCache { slots, slot_len, layers }));
+        Ok(())
+    }
+
+    /// Frees the KV cache.
+    pub fn release_kv_cache(&self) {
+        self.programs.lock().unwrap().retain(|key, _| !key.kind.uses_cache());
+        *self.cache.lock().unwrap() = None;
+    }
+
+    /// The reserved KV cache's slots and positions per slot.
+    fn cache_shape(&self) -> Result<(usize, usize)> {
+        let cache = self.cache.lock().unwrap();
+        let cache = cache.as_ref().ok_or_else(|| Error::internal("generation pass without a KV cache".to_string()))?;
+        Ok((cache.slots, cache.slot_len))
+    }
+
+    /// Generation's prefill: runs each prompt as a window (padded to a common length), stores
+    /// its keys and values in its KV-cache slot, and returns the greedy token after each prompt.
+    /// A prompt's numbers do not depend on the others of the pass.
+    pub fn prefill(&self, prompts: &[Prompt]) -> Result<Vec<GreedyToken>> {
+        let (slots, slot_len) = self.cache_shape()?;
+        let longest = prompts.iter().map(|p| p.tokens.len()).max().unwrap_or(0);
+        assert!(prompts.iter().all(|p| !p.tokens.is_empty() && p.slot < slots && p.tokens.len() <= slot_len));
+        // Lengths rounded up, so prompts of similar lengths share one recorded program.
+        let len = longest.next_multiple_of(PREFILL_LEN_STEP);
+        let windows = prompts.len();
+        let mut tokens = vec![0u32; windows * len];
+        let mut cache_rows = vec![ops::NO_CACHE_ROW; windows * len];
+        let mut scored = Vec::with_capacity(windows);
+        for (w, prompt) in prompts.iter().enumerate() {
+            let n = prompt.tokens.len();
+            tokens[w * len..w * len + n].copy_from_slice(prompt.tokens);
+            for (i, row) in cache_rows[w * len..w * len + n].iter_mut().enumerate() {
+                *row = (prompt.slot * slot_len + i) as u32;
+            }
+            scored.push((w * len + n - 1) as u32);
+        }
+        let targets = vec![0u32; windows * len];
+        let layout = RowLayout::plain(windows, len);
+        let pass = PassRequest { windows, len, tokens: &tokens, targets: &targets, layout: &layout, scored: &scored, kind: PassKind::Prefill, cache_rows: &cache_rows };
+        self.run_greedy(&pass)
+    }
+
+    /// One decoding step: each row feeds its token at its position into its sequence's KV-cache
+    /// slot and gets the greedy next token. A row's numbers do not depend on the other rows.
+    pub fn decode(&self, rows: &[DecodeRow]) -> Result<Vec<GreedyToken>> {
+        let (slots, slot_len) = self.cache_shape()?;
+        assert!(rows.iter().all(|r| r.slot < slots && r.position < slot_len));
+        let tokens: Vec<u32> = rows.iter().map(|r| r.token).collect();
+        let cache_rows: Vec<u32> = rows.iter().map(|r| (r.slot * slot_len + r.position) as u32).collect();
+        let mut layout = RowLayout::plain(rows.len(), 1);
+        layout.positions = rows.iter().map(|r| r.position as u32).collect();
+        let targets = vec![0u32; rows.len()];
+        let scored: Vec<u32> = (0..rows.len() as u32).collect();
+        let pass = PassRequest { windows: rows.len(), len: 1, tokens: &tokens, targets: &targets, layout: &layout, scored: &scored, kind: PassKind::Decode, cache_rows: &cache_rows };
+        self.run_greedy(&pass)
+    }
+
+    /// Runs a generation pass and reads back the greedy token of each scored row.
+    fn run_greedy(&self, pass: &PassRequest) -> Result<Vec<GreedyToken>> {
+        if pass.scored.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pending = {
+            let (_running, ws, head_rows, gathered) = self.submit_pass(pass)?;
+            let raw = self.gpu.start_read(&ws.scores, head_rows);
+            let rows = if gathered { ScoredRows::Gathered(pass.scored.len()) } else { ScoredRows::InPlace(pass.scored.to_vec()) };
+            PendingScores { raw, rows }
+        };
+        Ok(pending.finish_raw(&self.gpu)?.into_iter().map(|[token, logprob]| GreedyToken { token: token as u32, logprob }).collect())
     }
 
     /// Rows the head reads after a pass of `rows` rows scoring `scored` of them (the scored rows
@@ -382,29 +584,21 @@ impl GpuModel {
         scored.next_multiple_of(SCORED_ROWS_STEP).min(rows)
     }
 
-    /// Queues one pass: the forward pass and, where `head`, the LM head. Returns the hold on the
+    /// Queues one pass: the forward pass and the head its kind asks for. Returns the hold on the
     /// workspace (queue what reads it before letting go), the workspace, the rows the head reads
     /// (or would read) and whether those are the scored rows gathered.
-    #[allow(clippy::too_many_arguments)]
-    fn submit_pass(
-        &self,
-        windows: usize,
-        len: usize,
-        tokens: &[u32],
-        targets: &[u32],
-        layout: &RowLayout,
-        scored: &[u32],
-        head: bool,
-    ) -> Result<(std::sync::MutexGuard<'_, ()>, Arc<Workspace>, usize, bool)> {
+    fn submit_pass(&self, pass: &PassRequest) -> Result<(std::sync::MutexGuard<'_, ()>, Arc<Workspace>, usize, bool)> {
+        let PassRequest { windows, len, tokens, targets, layout, scored, kind, cache_rows } = *pass;
         let rows = windows * len;
         assert_eq!(tokens.len(), rows);
         assert_eq!(targets.len(), rows);
         assert!(scored.windows(2).all(|w| w[0] < w[1]) && scored.last().is_none_or(|&r| (r as usize) < rows));
         assert_eq!(layout.positions.len(), rows);
         assert_eq!(layout.segments.len(), rows);
-        // RoPE tables cover `len` positions; a row's position never exceeds its row in the window.
+        assert_eq!(cache_rows.len(), if kind.uses_cache() { rows } else { 0 });
+        // RoPE tables cover the positions of a window, or of a KV-cache slot.
         let last_position = layout.positions.iter().max().map_or(0, |&p| p as usize);
-        assert!(last_position < len);
+        assert!(last_position < self.rope_len(len, kind));
         if last_position >= self.spec.max_positions && self.spec.learned_positions {
             return Err(Error::bad_input(format!(
                 "window of {} tokens exceeds the model's {} positions",
@@ -435,9 +629,12 @@ impl GpuModel {
         // Without the head the scored rows are always gathered: whoever reads them finds them
         // in order.
         let padded = scored.len().next_multiple_of(SCORED_ROWS_STEP);
-        let scored_rows = if head { (padded < rows).then_some(padded) } else { Some(Self::hidden_rows(rows, scored.len())) };
+        let scored_rows = match kind {
+            PassKind::Hidden => Some(Self::hidden_rows(rows, scored.len())),
+            _ => (padded < rows).then_some(padded),
+        };
         let program = {
-            let key = ProgramKey { windows, len, packed: layout.packed, scored_rows, head };
+            let key = ProgramKey { windows, len, packed: layout.packed, scored_rows, kind };
             let existing = self.programs.lock().unwrap().get(&key).cloned();
             match existing {
                 Some(p) => p,
@@ -451,6 +648,9 @@ impl GpuModel {
         self.gpu.queue.write_buffer(&ws.tokens, 0, bytemuck::cast_slice(tokens));
         self.gpu.queue.write_buffer(&ws.positions, 0, bytemuck::cast_slice(&layout.positions));
         self.gpu.queue.write_buffer(&ws.segments, 0, bytemuck::cast_slice(&layout.segments));
+        if kind.uses_cache() {
+            self.gpu.queue.write_buffer(&ws.cache_rows, 0, bytemuck::cast_slice(cache_rows));
+        }
         let head_rows = match scored_rows {
             Some(padded) => {
                 // Padding rows score row 0 again; their results are dropped.
@@ -473,7 +673,8 @@ impl GpuModel {
     /// Records the forward pass for `key.windows` x `key.len` rows (`packed`: see
     /// [`RowLayout`]), the LM head over all rows or over `scored_rows` gathered rows.
     fn record(&self, ws: &Workspace, key: ProgramKey) -> Program {
-        let ProgramKey { windows, len, packed, scored_rows, head } = key;
+        let ProgramKey { windows, len, packed, scored_rows, kind } = key;
+        let cache = kind.uses_cache().then(|| self.cache.lock().unwrap().clone().expect("a KV cache is reserved before generation passes"));
         let spec = &self.spec;
         let rows = windows * len;
         let d = spec.hidden;
@@ -486,8 +687,8 @@ impl GpuModel {
         }
         let qkv_width = spec.qkv_width();
         let up_width = spec.up_width();
-        let tables: Vec<_> = (0..spec.ropes.len()).map(|r| self.rope_table(r, len)).collect();
-        for (layer, attention) in w.layers.iter().zip(&spec.layer_attention) {
+        let tables: Vec<_> = (0..spec.ropes.len()).map(|r| self.rope_table(r, self.rope_len(len, kind))).collect();
+        for (index, (layer, attention)) in w.layers.iter().zip(&spec.layer_attention).enumerate() {
             // Attention block: [norm] -> fused QKV -> [QK-norm] -> RoPE -> attention -> output
             // projection -> [post-norm] -> residual.
             let attn_in = self.maybe_norm(&mut p, rows, &ws.x, &ws.h, layer.attn_norm.as_ref());
@@ -506,18 +707,31 @@ impl GpuModel {
                 };
                 ops::rope(&mut p, params, &ws.positions, table, &ws.qkv);
             }
-            let params = ops::Attention {
-                rows: rows as u32,
-                window_len: len as u32,
-                q_heads: spec.q_heads as u32,
-                kv_heads: spec.kv_heads as u32,
-                qkv_stride: qkv_width as u32,
-                scale: spec.attention_scale,
-                softcap: spec.attention_softcap,
-                sliding_window: attention.sliding_window.unwrap_or(0) as u32,
-                packed: packed.into(),
-            };
-            ops::attention(&mut p, spec.head_dim as u32, params, &ws.qkv, &ws.positions, &ws.segments, &ws.attn);
+            if let Some(cache) = &cache {
+                let params = ops::KvStore {
+                    rows: rows as u32,
+                    kv_width: (spec.kv_heads * spec.head_dim) as u32,
+                    qkv_stride: qkv_width as u32,
+                    k_offset: spec.q_width() as u32,
+                };
+                ops::kv_store(&mut p, params, &ws.qkv, &ws.cache_rows, &cache.layers[index]);
+            }
+            match (kind, &cache) {
+                (PassKind::Decode, Some(cache)) => {
+                    let params = ops::DecodeAttention {
+                        rows: rows as u32,
+                        q_heads: spec.q_heads as u32,
+                        kv_heads: spec.kv_heads as u32,
+                        qkv_stride: qkv_width as u32,
+                        slot_len: cache.slot_len as u32,
+                        scale: spec.attention_scale,
+                        softcap: spec.attention_softcap,
+                        sliding_window: attention.sliding_window.unwrap_or(0) as u32,
+                    };
+                    ops::decode_attention(&mut p, spec.head_dim as u32, params, &ws.qkv, &ws.cache_rows, &cache.layers[index], &ws.attn);
+                }
+                _ => self.window_attention(&mut p, ws, windows, len, packed, attention),
+            }
             let o = Linear { matrices: std::slice::from_ref(&layer.o), bias: layer.o_bias.as_ref() };
             self.project_into_residual(&mut p, rows, &ws.attn, o, layer.post_attn_norm.as_ref(), ws);
 
@@ -547,14 +761,42 @@ impl GpuModel {
             }
         };
         let rows = head_rows;
-        if !head {
+        if kind == PassKind::Hidden {
             return p.build();
         }
 
         let head = ops::LmHead { matrix: w.head(), vocab: spec.vocab_size, softcap: spec.final_softcap };
         ops::lm_head_loss(&mut p, rows, head, &ws.h, &ws.targets, &ws.partials);
-        ops::loss_combine(&mut p, rows, head.tiles(), &ws.targets, &ws.partials, &ws.scores);
+        match kind {
+            PassKind::Score => ops::loss_combine(&mut p, rows, head.tiles(), &ws.targets, &ws.partials, &ws.scores),
+            _ => ops::greedy_combine(&mut p, rows, head.tiles(), &ws.targets, &ws.partials, &ws.scores),
+        }
         p.build()
+    }
+
+    /// Causal attention within each of `windows` windows of `len` rows of the fused QKV rows.
+    fn window_attention(&self, p: &mut ProgramBuilder, ws: &Workspace, windows: usize, len: usize, packed: bool, attention: &LayerAttention) {
+        let spec = &self.spec;
+        let params = ops::Attention {
+            rows: (windows * len) as u32,
+            window_len: len as u32,
+            q_heads: spec.q_heads as u32,
+            kv_heads: spec.kv_heads as u32,
+            qkv_stride: spec.qkv_width() as u32,
+            scale: spec.attention_scale,
+            softcap: spec.attention_softcap,
+            sliding_window: attention.sliding_window.unwrap_or(0) as u32,
+            packed: packed.into(),
+        };
+        ops::attention(p, spec.head_dim as u32, params, &ws.qkv, &ws.positions, &ws.segments, &ws.attn);
+    }
+
+    /// Positions the RoPE tables of a pass cover: its window, or with the KV cache, a slot.
+    fn rope_len(&self, len: usize, kind: PassKind) -> usize {
+        match (kind.uses_cache(), self.cache.lock().unwrap().as_ref()) {
+            (true, Some(cache)) => cache.slot_len.max(len),
+            _ => len,
+        }
     }
 
     /// `input @ linear^T (+ bias)` into `output`'s columns, each matrix writing the next ones

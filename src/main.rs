@@ -167,6 +167,44 @@ enum Command {
         #[command(flatten)]
         device: DeviceArgs,
     },
+    /// Greedy continuations of prompts: what a checkpoint says (the way `perplex eval` generates
+    /// answers, lm-evaluation-harness's generate_until)
+    Generate {
+        /// Hugging Face model directory, .gguf file or hub id
+        #[arg(long)]
+        model: String,
+        #[arg(long)]
+        revision: Option<String>,
+        /// A prompt (repeat for several)
+        #[arg(long, required_unless_present = "data")]
+        prompt: Vec<String>,
+        /// Prompts from files: text files (one prompt each), or data files and directories as
+        /// `eval` reads them (one prompt per record, from --field)
+        #[arg(long, num_args = 1.., conflicts_with = "prompt")]
+        data: Vec<PathBuf>,
+        /// Record field holding the prompt
+        #[arg(long, default_value = "text")]
+        field: String,
+        /// Most tokens generated per prompt
+        #[arg(long, default_value_t = perplex::generate::DEFAULT_MAX_GEN_TOKS)]
+        max_tokens: usize,
+        /// Stop before this string (repeat for several); the end-of-text token always stops
+        #[arg(long)]
+        until: Vec<String>,
+        /// Longest model input, prompt and answer together; longer prompts lose tokens on the left
+        /// [default: model positions]
+        #[arg(long)]
+        max_length: Option<usize>,
+        /// Sequences generated together, or auto: as many as the device takes. The answers are
+        /// the same whatever the batch
+        #[arg(long, default_value = "auto")]
+        batch: Batch,
+        /// Write every answer (prompt, text, tokens, why it stopped) as JSON Lines
+        #[arg(long)]
+        json: Option<PathBuf>,
+        #[command(flatten)]
+        device: DeviceArgs,
+    },
     /// Scoring throughput, achieved FLOP rate against the adapter's matmul peak, memory and a
     /// per-kernel breakdown, for comparing devices and backends
     Bench {
@@ -175,7 +213,7 @@ enum Command {
         model: String,
         #[arg(long)]
         revision: Option<String>,
-        /// Window length in tokens
+        /// Window length in tokens (with --generate: prompt length)
         #[arg(long, default_value_t = 512)]
         ctx: usize,
         /// Windows per pass, or auto: as many as the device takes
@@ -184,6 +222,13 @@ enum Command {
         /// Timed passes after one warm-up
         #[arg(long, default_value_t = 3)]
         repeats: usize,
+        /// Measure greedy generation instead: prefill and decode tokens/s with one sequence and
+        /// with as many as `perplex generate --batch auto` decodes together, and the KV cache
+        #[arg(long)]
+        generate: bool,
+        /// With --generate: tokens generated per sequence
+        #[arg(long, default_value_t = 64)]
+        new_tokens: usize,
         /// Write the report as JSON
         #[arg(long)]
         json: Option<PathBuf>,
@@ -381,7 +426,44 @@ fn run(cli: Cli) -> Result<()> {
         Command::Eval { model, tasks, data, fewshot, max_gen_toks, fewshot_data, limit, ctx, batch, json, samples, resume, device } => {
             eval(model, tasks, data, fewshot, max_gen_toks, fewshot_data, limit, ctx, batch, json, samples, resume, device)
         }
-        Command::Bench { model, revision, ctx, batch, repeats, json, device } => {
+        Command::Generate { model, revision, prompt, data, field, max_tokens, until, max_length, batch, json, device } => {
+            let mut prompts: Vec<(String, String)> = prompt.into_iter().enumerate().map(|(i, p)| (format!("prompt {}", i + 1), p)).collect();
+            for path in &data {
+                prompts.extend(perplex::data::read_documents(path, &field)?.into_iter().map(|d| (d.name, d.text)));
+            }
+            let gpu = device.open()?;
+            let model = Model::open_revision(&model, revision.as_deref(), gpu)?;
+            let requests: Vec<perplex::generate::GenRequest> = prompts
+                .iter()
+                .map(|(_, context)| perplex::generate::GenRequest { context: context.clone(), until: until.clone(), max_gen_toks: max_tokens })
+                .collect();
+            let options = perplex::generate::GenOptions { max_length, batch, progress: Some(Arc::new(report::ProgressBar::new())) };
+            let output = perplex::generate::generate(&model, &requests, &options)?;
+            for ((name, _), answer) in prompts.iter().zip(&output.results) {
+                println!("== {name} ({} tokens, {})", answer.tokens.len(), report::stop_reason(answer.stop));
+                println!("{}", answer.text);
+            }
+            eprintln!(
+                "{} answers, {} tokens generated in {:.2} s ({:.1} tokens/s, {} sequences at once) on {}",
+                output.results.len(),
+                output.generated_tokens,
+                output.seconds,
+                output.generated_tokens as f64 / output.seconds.max(1e-9),
+                output.slots,
+                model.adapter()
+            );
+            if let Some(path) = json {
+                let lines: Vec<serde_json::Value> = prompts
+                    .iter()
+                    .zip(&output.results)
+                    .map(|((name, context), answer)| serde_json::json!({ "name": name, "context": context, "answer": answer }))
+                    .collect();
+                report::write_jsonl(&path, &lines)?;
+            }
+            Ok(())
+        }
+        Command::Bench { model, revision, ctx, generate: true, new_tokens, json, device, .. } => bench_generation(&model, revision.as_deref(), ctx, new_tokens, json, &device),
+        Command::Bench { model, revision, ctx, batch, repeats, json, device, .. } => {
             bench(&model, revision.as_deref(), perplex::bench::BenchOptions { ctx, batch, repeats }, json, &device)
         }
         Command::Ppl { model, revision, text, json, per_token, resume, device } => {
@@ -598,6 +680,50 @@ fn bench(model: &str, revision: Option<&str>, options: perplex::bench::BenchOpti
     for note in &r.notes {
         println!("note: {note}");
     }
+    if let Some(path) = json {
+        report::write_json(&path, &serde_json::to_value(&r).map_err(|e| Error::internal(e.to_string()))?)?;
+    }
+    Ok(())
+}
+
+fn bench_generation(model: &str, revision: Option<&str>, prompt: usize, new_tokens: usize, json: Option<PathBuf>, device: &DeviceArgs) -> Result<()> {
+    let model = Model::open_revision(model, revision, device.open()?)?;
+    if new_tokens == 0 || prompt == 0 || prompt + new_tokens > model.spec.max_positions {
+        return Err(Error::bad_input(format!(
+            "--ctx {prompt} and --new-tokens {new_tokens} must be positive and fit in the model's {} positions together",
+            model.spec.max_positions
+        )));
+    }
+    let r = perplex::bench::generation(&model, prompt, new_tokens)?;
+    let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
+    print!(
+        "{}",
+        report::key_values(&[
+            ("model", format!("{} ({}, {})", r.model, r.model_type, r.weight_dtype)),
+            ("adapter", format!("{} ({}, {}; driver {} {})", r.adapter.name, r.adapter.backend, r.adapter.device_type, r.adapter.driver, r.adapter.driver_info)),
+            ("reads", r.reads.clone()),
+            ("shape", format!("prompts of {} tokens, {} tokens generated each", r.prompt, r.new_tokens)),
+        ])
+    );
+    let rows: Vec<Vec<String>> = r
+        .rates
+        .iter()
+        .map(|g| {
+            vec![
+                g.sequences.to_string(),
+                format!("{:.1}", g.prefill_tokens_per_second),
+                format!("{:.1}", g.decode_tokens_per_second),
+                format!("{:.1} ms", g.seconds_per_step * 1e3),
+                mib(g.kv_cache_bytes),
+                match g.device_reserved_bytes {
+                    Some(bytes) => format!("{} ({:.2}x weights + KV)", mib(bytes), bytes as f64 / (r.weight_bytes + g.kv_cache_bytes) as f64),
+                    None => "not reported".into(),
+                },
+            ]
+        })
+        .collect();
+    println!();
+    print!("{}", report::table(&["sequences", "prefill tok/s", "decode tok/s", "per step", "KV cache (plan)", "device memory"], &rows));
     if let Some(path) = json {
         report::write_json(&path, &serde_json::to_value(&r).map_err(|e| Error::internal(e.to_string()))?)?;
     }

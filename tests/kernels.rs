@@ -629,3 +629,130 @@ fn compare_kernels_over_split_vocabulary() {
     run_compare(11, 700, (12, 8), DType::F32, true, (0.0, 0.0), Relation::Unrelated, &mut rng);
     run_compare(7, 600, (16, 32), DType::Int8Groups, true, (0.0, 0.0), Relation::Unrelated, &mut rng);
 }
+
+/// Generation's cache append: the key and value columns of the rows that have a cache row land
+/// there exactly, and nothing else changes.
+#[test]
+fn kv_store_writes_keys_and_values_to_their_cache_rows() {
+    let mut rng = Rng::new(seed());
+    // (rows, q heads, kv heads, head dim, cache rows)
+    for (rows, qh, kvh, hd, cache_len) in [(7, 6, 2, 12, 50), (65, 4, 4, 10, 130), (3, 2, 1, 80, 9)] {
+        let gpu = gpu();
+        let width = (qh + 2 * kvh) * hd;
+        let kv_width = kvh * hd;
+        let qkv = rng.vec(rows * width, 1.0);
+        let initial = rng.vec(cache_len * 2 * kv_width, 1.0);
+        // Distinct destinations in a shuffled order, every third row kept out.
+        let mut destinations: Vec<u32> = (0..cache_len as u32).collect();
+        for i in (1..destinations.len()).rev() {
+            destinations.swap(i, rng.below(i + 1));
+        }
+        let cache_rows: Vec<u32> = (0..rows).map(|r| if r % 3 == 2 { ops::NO_CACHE_ROW } else { destinations[r] }).collect();
+        let (qb, rb, cache) = (gpu.upload("qkv", &qkv), gpu.upload("cache rows", &cache_rows), gpu.upload("cache", &initial));
+        let mut p = Program::builder(&gpu);
+        let params = ops::KvStore { rows: rows as u32, kv_width: kv_width as u32, qkv_stride: width as u32, k_offset: (qh * hd) as u32 };
+        ops::kv_store(&mut p, params, &qb, &rb, &cache);
+        p.build().run(&gpu).unwrap();
+        let got: Vec<f32> = gpu.read(&cache, cache_len * 2 * kv_width).unwrap();
+        let mut want = initial.clone();
+        for (r, &dest) in cache_rows.iter().enumerate().filter(|(_, &d)| d != ops::NO_CACHE_ROW) {
+            want[dest as usize * 2 * kv_width..][..2 * kv_width].copy_from_slice(&qkv[r * width + qh * hd..][..2 * kv_width]);
+        }
+        assert!(got == want, "kv_store {rows} rows {qh}/{kvh} hd {hd}");
+    }
+}
+
+/// Generation's attention: each row's query over the keys of its slot of the KV cache up to its
+/// position (within the sliding window), against the reference's causal attention over the same
+/// keys, with GQA, soft-capping, head sizes under and over the 64 lanes, and positions that are
+/// not multiples of the key tile.
+#[test]
+fn decode_attention_matches_reference() {
+    let mut rng = Rng::new(seed());
+    // (q heads, kv heads, head dim, slots, slot length, sliding window, softcap)
+    let cases = [
+        (6, 2, 12, 3, 150, None, 0.0),
+        (4, 4, 64, 2, 70, Some(9), 0.0),
+        (2, 1, 10, 4, 129, Some(64), 0.0),
+        (8, 2, 80, 2, 33, None, 20.0),
+        (3, 1, 256, 1, 67, Some(3), 0.0),
+    ];
+    for (qh, kvh, hd, slots, slot_len, sliding, softcap) in cases {
+        let gpu = gpu();
+        let kv_width = kvh * hd;
+        let width = (qh + 2 * kvh) * hd;
+        let cache = rng.vec(slots * slot_len * 2 * kv_width, 1.5);
+        // Rows: every slot at an awkward position, one at its first and one at its last.
+        let mut rows: Vec<(usize, usize)> = (0..slots).map(|s| (s, rng.below(slot_len))).collect();
+        rows.extend([(0, 0), (slots - 1, slot_len - 1)]);
+        let qkv = rng.vec(rows.len() * width, 1.5);
+        let cache_rows: Vec<u32> = rows.iter().map(|&(s, p)| (s * slot_len + p) as u32).collect();
+        let (qb, rb, cb) = (gpu.upload("qkv", &qkv), gpu.upload("cache rows", &cache_rows), gpu.upload("cache", &cache));
+        let out = gpu.storage("out", (rows.len() * qh * hd * 4) as u64);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let params = ops::DecodeAttention {
+            rows: rows.len() as u32,
+            q_heads: qh as u32,
+            kv_heads: kvh as u32,
+            qkv_stride: width as u32,
+            slot_len: slot_len as u32,
+            scale,
+            softcap,
+            sliding_window: sliding.unwrap_or(0) as u32,
+        };
+        let mut p = Program::builder(&gpu);
+        ops::decode_attention(&mut p, hd as u32, params, &qb, &rb, &cb, &out);
+        p.build().run(&gpu).unwrap();
+        let got = gpu.read(&out, rows.len() * qh * hd).unwrap();
+        let mut want = Vec::new();
+        for (r, &(slot, position)) in rows.iter().enumerate() {
+            // The reference over positions 0..=position with this row's query at the last one.
+            let len = position + 1;
+            let cache_row = |t: usize| &cache[(slot * slot_len + t) * 2 * kv_width..][..2 * kv_width];
+            let mut q = vec![0.0; len * qh * hd];
+            q[position * qh * hd..].copy_from_slice(&qkv[r * width..][..qh * hd]);
+            let k: Vec<f32> = (0..len).flat_map(|t| cache_row(t)[..kv_width].to_vec()).collect();
+            let v: Vec<f32> = (0..len).flat_map(|t| cache_row(t)[kv_width..].to_vec()).collect();
+            let all = reference::attention_capped(&q, &k, &v, len, qh, kvh, hd, scale, sliding, softcap);
+            want.extend_from_slice(&all[position * qh * hd..]);
+        }
+        assert_close(&got, &want, KERNEL_F32, &format!("decode attention {qh}/{kvh} hd {hd} slot {slot_len} sliding {sliding:?} softcap {softcap}"));
+    }
+}
+
+/// Generation's head: the argmax of each row's logits (ties to the lowest id) and its
+/// log-probability, over a vocabulary split across parts.
+#[test]
+fn greedy_head_finds_the_argmax_and_its_logprob() {
+    let mut rng = Rng::new(seed());
+    for (rows, vocab, k, split) in [(5, 300, 24, false), (3, 1000, 33, true)] {
+        let gpu = gpu();
+        let input = rng.vec(rows * k, 1.0);
+        let mut weights = rng.vec(vocab * k, 0.5);
+        // Row 1 of the matrix repeated at 2 and vocab - 1: a tie if it wins, decided by the lower id.
+        let first: Vec<f32> = weights[k..2 * k].to_vec();
+        weights[2 * k..3 * k].copy_from_slice(&first);
+        weights[(vocab - 1) * k..].copy_from_slice(&first);
+        let gpu = if split { Gpu::new(&GpuOptions { max_binding_override: Some((vocab / 2 * k * 4) as u64), ..Default::default() }).unwrap() } else { gpu };
+        let matrix = GpuMatrix::upload(&gpu, "head", vocab, k, DType::F32, bytemuck::cast_slice(&weights)).unwrap();
+        assert_eq!(matrix.parts.len() > 1, split);
+        let head = ops::LmHead { matrix: &matrix, vocab, softcap: 0.0 };
+        let (ib, tb) = (gpu.upload("input", &input), gpu.upload("targets", &vec![0u32; rows]));
+        let partials = gpu.storage("partials", (rows * head.tiles() * 16) as u64);
+        let out = gpu.storage("out", (rows * 8) as u64);
+        let mut p = Program::builder(&gpu);
+        ops::lm_head_loss(&mut p, rows, head, &ib, &tb, &partials);
+        ops::greedy_combine(&mut p, rows, head.tiles(), &tb, &partials, &out);
+        p.build().run(&gpu).unwrap();
+        let got: Vec<f32> = gpu.read(&out, rows * 2).unwrap();
+        let host = HostMatrix { rows: vocab, cols: k, data: weights.clone() };
+        let logits = reference::matmul(&input, rows, &host, None);
+        for r in 0..rows {
+            let row = &logits[r * vocab..][..vocab];
+            let argmax = (0..vocab).fold(0, |best, i| if row[i] > row[best] { i } else { best });
+            let (logprob, _) = reference::log_softmax_target(row, argmax);
+            assert_eq!(got[2 * r] as usize, argmax, "row {r} of {rows}x{vocab}");
+            assert!((got[2 * r + 1] as f64 - logprob).abs() < 1e-4, "row {r}: log p {} vs {logprob}", got[2 * r + 1]);
+        }
+    }
+}

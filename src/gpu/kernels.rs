@@ -143,6 +143,12 @@ pub enum KernelId {
     Rope,
     Activation(Activation),
     Attention { head_dim: u32, key_tile: u32 },
+    /// Greedy generation: a pass's keys and values into the KV cache.
+    KvStore,
+    /// Greedy generation: each sequence's new query over its keys in the KV cache.
+    DecodeAttention { head_dim: u32 },
+    /// Greedy generation: the argmax of each row's logits from the LM head's tile summaries.
+    GreedyCombine,
 }
 
 /// How a texture holds a storage buffer's bytes when a kernel reads it through one: consecutive
@@ -233,6 +239,9 @@ impl KernelId {
             KernelId::Rope => "rope",
             KernelId::Activation(_) => "activation",
             KernelId::Attention { .. } => "attention",
+            KernelId::KvStore => "kv_store",
+            KernelId::DecodeAttention { .. } => "decode_attention",
+            KernelId::GreedyCombine => "greedy_combine",
         }
     }
 
@@ -243,7 +252,15 @@ impl KernelId {
             KernelId::LossCombine => "loss_combine",
             KernelId::CompareHead { .. } => "compare_head",
             KernelId::CompareCombine => "compare_combine",
-            KernelId::Embedding(_) | KernelId::StackRows | KernelId::Norm | KernelId::Rope | KernelId::Activation(_) | KernelId::Attention { .. } => "main",
+            KernelId::GreedyCombine => "greedy_combine",
+            KernelId::Embedding(_)
+            | KernelId::StackRows
+            | KernelId::Norm
+            | KernelId::Rope
+            | KernelId::Activation(_)
+            | KernelId::Attention { .. }
+            | KernelId::KvStore
+            | KernelId::DecodeAttention { .. } => "main",
         }
     }
 
@@ -267,8 +284,12 @@ impl KernelId {
             KernelId::Embedding(_) => EMBEDDING,
             KernelId::Matmul { .. } | KernelId::Norm => MATMUL,
             KernelId::LmHeadLoss { .. } | KernelId::CompareHead { .. } => LM_HEAD,
-            KernelId::LossCombine | KernelId::CompareCombine => COMBINE,
+            KernelId::LossCombine | KernelId::CompareCombine | KernelId::GreedyCombine => COMBINE,
             KernelId::Rope => ROPE,
+            // qkv, cache rows -> cache
+            KernelId::KvStore => EMBEDDING,
+            // qkv, cache rows, cache -> output
+            KernelId::DecodeAttention { .. } => ATTENTION,
             // a, b -> output
             KernelId::StackRows => EMBEDDING,
             KernelId::Attention { .. } => ATTENTION,
@@ -342,6 +363,11 @@ impl ShaderVariant {
                 "const TILE_COLS: u32 = {TILE_COLS}u;\n{LOSS_STATS}\n{COMPARE_STATS}\n{FOLD_TILES}\n{}",
                 include_str!("../../shaders/compare_combine.wgsl")
             ),
+            KernelId::GreedyCombine => {
+                format!("const TILE_COLS: u32 = {TILE_COLS}u;\n{LOSS_STATS}\n{FOLD_TILES}\n{}", include_str!("../../shaders/greedy_combine.wgsl"))
+            }
+            KernelId::KvStore => include_str!("../../shaders/kv_store.wgsl").to_string(),
+            KernelId::DecodeAttention { head_dim } => format!("const HEAD_DIM: u32 = {head_dim}u;\n{}", include_str!("../../shaders/decode_attention.wgsl")),
             KernelId::Norm => include_str!("../../shaders/norm.wgsl").to_string(),
             KernelId::Rope => include_str!("../../shaders/rope.wgsl").to_string(),
             KernelId::Activation(activation) => format!(
@@ -384,9 +410,14 @@ impl ShaderVariant {
             KernelId::Activation(activation) => format!("activation-{}", activation_function(activation)),
             KernelId::Attention { head_dim, key_tile: 0 } => format!("attention-head{head_dim}-untiled"),
             KernelId::Attention { head_dim, key_tile } => format!("attention-head{head_dim}-tile{key_tile}"),
-            KernelId::LossCombine | KernelId::StackRows | KernelId::CompareCombine | KernelId::Norm | KernelId::Rope => {
-                self.kernel.family().to_string()
-            }
+            KernelId::DecodeAttention { head_dim } => format!("decode_attention-head{head_dim}"),
+            KernelId::LossCombine
+            | KernelId::StackRows
+            | KernelId::CompareCombine
+            | KernelId::Norm
+            | KernelId::Rope
+            | KernelId::KvStore
+            | KernelId::GreedyCombine => self.kernel.family().to_string(),
         };
         let reads = match (self.textures, self.share) {
             (false, _) => "",
@@ -413,7 +444,15 @@ pub const LISTED_HEAD_DIMS: [u32; 6] = [10, 64, 80, 96, 128, 256];
 /// memory, or untiled), each on every read path with and without subgroup sharing where these
 /// change the source. No device needed.
 pub fn all_variants() -> Vec<ShaderVariant> {
-    let mut kernels = vec![KernelId::LossCombine, KernelId::StackRows, KernelId::CompareCombine, KernelId::Norm, KernelId::Rope];
+    let mut kernels = vec![
+        KernelId::LossCombine,
+        KernelId::StackRows,
+        KernelId::CompareCombine,
+        KernelId::Norm,
+        KernelId::Rope,
+        KernelId::KvStore,
+        KernelId::GreedyCombine,
+    ];
     kernels.extend(ACTIVATIONS.map(KernelId::Activation));
     for format in WeightFormat::ALL {
         kernels.push(KernelId::Embedding(format));
@@ -423,6 +462,7 @@ pub fn all_variants() -> Vec<ShaderVariant> {
     }
     let workgroup_storage = wgpu::Limits::default().max_compute_workgroup_storage_size;
     for head_dim in LISTED_HEAD_DIMS {
+        kernels.push(KernelId::DecodeAttention { head_dim });
         for path in [ReadPath::Buffers, ReadPath::Textures] {
             kernels.push(KernelId::attention_on(path, workgroup_storage, head_dim));
         }

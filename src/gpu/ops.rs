@@ -226,6 +226,12 @@ pub fn loss_combine(p: &mut ProgramBuilder, rows: usize, tiles: usize, targets: 
     fold_tiles(p, KernelId::LossCombine, rows, tiles, targets, partials, output);
 }
 
+/// targets, partials (`tiles` per row, from [`lm_head_loss`]) -> output: two floats per row,
+/// the argmax (ties to the lowest id) and its log-probability. `targets` is not read.
+pub fn greedy_combine(p: &mut ProgramBuilder, rows: usize, tiles: usize, targets: Binding, partials: Binding, output: Binding) {
+    fold_tiles(p, KernelId::GreedyCombine, rows, tiles, targets, partials, output);
+}
+
 kernel_params! {
     /// stack_rows.wgsl: rows of two models' hidden states as pairs of rows `[a, 0]`, `[0, b]`.
     StackRows {
@@ -383,6 +389,52 @@ pub fn attention(p: &mut ProgramBuilder, head_dim: u32, params: Attention, qkv: 
 }
 
 kernel_params! {
+    /// kv_store.wgsl: the keys and values of a pass's rows into one layer's KV cache.
+    KvStore {
+        rows: u32,
+        /// kv_heads * head_dim.
+        kv_width: u32,
+        qkv_stride: u32,
+        /// Column of the first key head in qkv; the values follow the keys.
+        k_offset: u32,
+    }
+}
+
+/// qkv, cache rows (per row its cache row, or [`NO_CACHE_ROW`]) -> cache.
+pub fn kv_store(p: &mut ProgramBuilder, params: KvStore, qkv: Binding, cache_rows: Binding, cache: Binding) {
+    let grid = row_grid((2 * params.kv_width).div_ceil(ROW_LANES), params.rows);
+    p.dispatch(KernelId::KvStore, params, &[qkv, cache_rows, cache], grid);
+}
+
+/// The cache row of a pass row whose keys and values are not kept (kv_store.wgsl's NO_ROW).
+pub const NO_CACHE_ROW: u32 = u32::MAX;
+
+kernel_params! {
+    /// decode_attention.wgsl: each row's query over the keys of its KV-cache slot.
+    DecodeAttention {
+        rows: u32,
+        q_heads: u32,
+        kv_heads: u32,
+        qkv_stride: u32,
+        /// Cache rows per sequence: a row's cache row is slot * slot_len + position.
+        slot_len: u32,
+        /// Multiplies q.k (1/sqrt(head_dim) or the config's scalar).
+        scale: f32,
+        /// Attention logit soft-capping, 0 = off.
+        softcap: f32,
+        /// Keys older than this many positions are masked, 0 = none.
+        sliding_window: u32,
+    }
+}
+
+/// qkv, cache rows, cache -> output, for heads of `head_dim` values: one workgroup per row and
+/// query head.
+pub fn decode_attention(p: &mut ProgramBuilder, head_dim: u32, params: DecodeAttention, qkv: Binding, cache_rows: Binding, cache: Binding, output: Binding) {
+    let grid = row_grid(params.q_heads, params.rows);
+    p.dispatch(KernelId::DecodeAttention { head_dim }, params, &[qkv, cache_rows, cache, output], grid);
+}
+
+kernel_params! {
     /// activation.wgsl: `output[m, i] = act(input[m, i])`, times `input[m, width + i]` where
     /// `gated` (the gate and up projections side by side).
     Activation {
@@ -405,7 +457,9 @@ impl KernelId {
             KernelId::Embedding(_) => Embedding::LAYOUT,
             KernelId::Matmul { .. } => Matmul::LAYOUT,
             KernelId::LmHeadLoss { .. } => LmHeadLoss::LAYOUT,
-            KernelId::LossCombine | KernelId::CompareCombine => FoldTiles::LAYOUT,
+            KernelId::LossCombine | KernelId::CompareCombine | KernelId::GreedyCombine => FoldTiles::LAYOUT,
+            KernelId::KvStore => KvStore::LAYOUT,
+            KernelId::DecodeAttention { .. } => DecodeAttention::LAYOUT,
             KernelId::StackRows => StackRows::LAYOUT,
             KernelId::CompareHead { .. } => CompareHead::LAYOUT,
             KernelId::Norm => Norm::LAYOUT,

@@ -116,6 +116,12 @@ impl TextTokenizer {
         self.inner.decode(ids, false).unwrap_or_default()
     }
 
+    /// The text of a run of tokens with special tokens left out: how the harness decodes a
+    /// generated answer (`skip_special_tokens=True`).
+    pub fn decode_text(&self, ids: &[u32]) -> String {
+        self.inner.decode(ids, true).unwrap_or_default()
+    }
+
     /// The vocabulary entry of `id` as stored (byte-level tokens unmapped), None past the vocabulary.
     pub fn token_text(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)

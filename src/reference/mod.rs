@@ -191,6 +191,15 @@ fn soft_cap(x: f64, cap: f32) -> f64 {
 
 /// The forward pass of one window on the CPU: per position, (log p(targets[t]), greedy).
 pub fn forward(spec: &ModelSpec, w: &HostWeights, tokens: &[u32], targets: &[u32]) -> Vec<(f64, bool)> {
+    let logits = logits(spec, w, tokens);
+    (0..tokens.len())
+        .map(|t| log_softmax_target(&logits[t * spec.vocab_size..(t + 1) * spec.vocab_size], targets[t] as usize))
+        .collect()
+}
+
+/// The logits of one window on the CPU: `vocab_size` per position, soft-capped where the model
+/// caps them.
+pub fn logits(spec: &ModelSpec, w: &HostWeights, tokens: &[u32]) -> Vec<f32> {
     let len = tokens.len();
     let d = spec.hidden;
     let (hd, qh, kvh) = (spec.head_dim, spec.q_heads, spec.kv_heads);
@@ -258,8 +267,5 @@ pub fn forward(spec: &ModelSpec, w: &HostWeights, tokens: &[u32], targets: &[u32
         add(&mut x, &down);
     }
     let h = apply_norm(&x, d, &w.final_norm);
-    let logits: Vec<f32> = matmul(&h, len, w.head(), None).into_iter().map(|l| soft_cap(l as f64, spec.final_softcap) as f32).collect();
-    (0..len)
-        .map(|t| log_softmax_target(&logits[t * spec.vocab_size..(t + 1) * spec.vocab_size], targets[t] as usize))
-        .collect()
+    matmul(&h, len, w.head(), None).into_iter().map(|l| soft_cap(l as f64, spec.final_softcap) as f32).collect()
 }

@@ -122,6 +122,15 @@ pub fn ppl_json(result: &PplResult, model: &str, adapter: &str) -> serde_json::V
     })
 }
 
+/// Why a generated answer ended, in words.
+pub fn stop_reason(stop: crate::generate::Stop) -> String {
+    match stop {
+        crate::generate::Stop::Until(i) => format!("stopped at --until string {}", i + 1),
+        crate::generate::Stop::EndOfText => "end of text".to_string(),
+        crate::generate::Stop::MaxTokens => "token limit".to_string(),
+    }
+}
+
 pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|e| Error::internal(e.to_string()))?;
     write_atomically(path, text.as_bytes())

@@ -49,7 +49,7 @@ impl Progress for Unwatched {
 }
 
 /// The progress a run reports to: the caller's, or nobody.
-fn watcher(progress: &Option<Arc<dyn Progress>>) -> &dyn Progress {
+pub fn watcher(progress: &Option<Arc<dyn Progress>>) -> &dyn Progress {
     progress.as_deref().unwrap_or(&Unwatched)
 }
 
