@@ -2,9 +2,8 @@
 //! ceval-valid checked against lm-evaluation-harness 0.4.13 itself: tests/eval-data/gen/lm-eval.json
 //! is what models/scripts/make_gen_fixtures.py got from the harness's own code (prompts, `until`,
 //! filtered answers and exact_match of a stand-in model's answers; exact_match and RegexFilter on
-//! awkward strings). These need no GPU, except the end-to-end runs at the end, which also need
-//! the generation engine (issue 15): until it lands, `generate` returns an error and those two tests
-//! (`eval_gsm8k_end_to_end_on_the_default_model`, `generated_answers_are_resumable`) fail.
+//! awkward strings). Only the end-to-end runs (gsm8k on models/default, `--resume` of generated
+//! answers) generate.
 
 mod common;
 
@@ -314,8 +313,7 @@ fn max_gen_toks_zero_and_fewshot_data_for_fixed_exemplars_are_refused() {
     assert!(stderr.contains("fixed exemplars"), "{stderr}");
 }
 
-/// End to end on the default model: needs the generation engine (issue 15). Until it is merged,
-/// `generate` returns "generation is not built yet" and this test fails.
+/// End to end on the default model: results keyed as the harness keys them, samples per document.
 #[test]
 fn eval_gsm8k_end_to_end_on_the_default_model() {
     let dir = std::env::temp_dir().join(format!("perplex-gen-e2e-{}", std::process::id()));
@@ -349,7 +347,7 @@ fn eval_gsm8k_end_to_end_on_the_default_model() {
 }
 
 /// `--resume` keeps generated answers in `FILE.gen`: a rerun generates nothing and reports the
-/// same. Needs the generation engine (issue 15), like the test above.
+/// same.
 #[test]
 fn generated_answers_are_resumable() {
     let dir = std::env::temp_dir().join(format!("perplex-gen-resume-{}", std::process::id()));
