@@ -376,3 +376,55 @@ fn generated_answers_are_resumable() {
     assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), lines, "nothing generated again");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// SmolLM2-135M (the asset cache's f32 HF dir) against lm-evaluation-harness's HFLM
+/// generate_until (float32, CPU, batch size 1, no BOS): models/reference/gen-smollm2.json, made by
+/// models/scripts/compare_gen.py (gsm8k 5-shot, gsm8k_cot 8-shot, triviaqa 0-shot, 4 documents
+/// each, max_gen_toks 128). Generating the long few-shot prompts takes minutes on a software
+/// adapter, so only TriviaQA (short prompts and answers) runs by default; PERPLEX_GEN_ALL=1 runs
+/// all three. Skipped, with a notice, without PERPLEX_ASSETS.
+#[test]
+fn smollm2_generates_what_lm_eval_generates() {
+    let Some(assets) = common::assets("smollm2_generates_what_lm_eval_generates") else { return };
+    let model_dir = assets.join("smollm2/hf-f32");
+    if !model_dir.is_dir() {
+        eprintln!("SKIPPED: {} is missing (run tests/assets/fetch smollm2)", model_dir.display());
+        return;
+    }
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join("models/reference/gen-smollm2.json")).unwrap()).unwrap();
+    let model = perplex::Model::open(model_dir.to_str().unwrap(), common::gpu()).unwrap();
+    let all = std::env::var("PERPLEX_GEN_ALL").is_ok_and(|v| v == "1");
+    for run in reference["runs"].as_array().unwrap() {
+        let task = run["task"].as_str().unwrap();
+        if task != "triviaqa" && !all {
+            continue;
+        }
+        let shots = run["num_fewshot"].as_u64().unwrap() as usize;
+        let mut spec = match task {
+            "gsm8k" => spec(task, "gsm8k/test.jsonl", Some("gsm8k/train.jsonl"), shots),
+            "gsm8k_cot" => spec(task, "gsm8k/test.jsonl", None, shots),
+            _ => spec(task, "triviaqa/validation.jsonl", Some("triviaqa/train.jsonl"), shots),
+        };
+        spec.max_gen_toks = Some(run["max_gen_toks"].as_u64().unwrap() as usize);
+        let suite = tasks::load(&[spec]).unwrap();
+        let options = tasks::EvalOptions { max_length: None, batch: perplex::forward::Batch::Auto, progress: None };
+        let result = tasks::evaluate(&model, &suite, &options).unwrap();
+        let docs = run["docs"].as_array().unwrap();
+        assert_eq!(result.generations.len(), docs.len(), "{task}");
+        for (sample, want) in result.generations.iter().zip(docs) {
+            let what = format!("{task} document {}", sample.doc_id);
+            assert_eq!(sample.prompt, want["prompt"].as_str().unwrap(), "{what}: prompt");
+            assert_eq!(sample.generation, want["generation"].as_str().unwrap(), "{what}: generated text");
+            for filtered in &sample.filters {
+                let lm_eval = &want["filters"][filtered.filter];
+                assert_eq!(filtered.answer, lm_eval["answer"].as_str().unwrap(), "{what}: {}", filtered.filter);
+                assert_eq!(filtered.exact_match, lm_eval["exact_match"].as_f64().unwrap(), "{what}: {}", filtered.filter);
+            }
+        }
+        for m in &result.tasks[0].metrics {
+            let key = format!("{},{}", m.name, m.filter);
+            assert_eq!(m.value, run["results"][&key].as_f64().unwrap(), "{task} {key}");
+        }
+    }
+}
