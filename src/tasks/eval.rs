@@ -203,12 +203,16 @@ pub fn evaluate_resumable(model: &Model, suite: &Suite, options: &EvalOptions, r
 /// and its documents for `--samples`.
 fn generative_result(task: &Task, instances: &[Instance], answers: &[&Generation]) -> Result<(TaskResult, Vec<GenSample>)> {
     let config = task.formulation.generation.as_ref().expect("a generative task has a generation config");
-    let mut per_filter: Vec<Vec<f64>> = vec![Vec::with_capacity(instances.len()); config.filters.len()];
+    // `gen` reports its regex filter only when some document has a regex.
+    let any_regex = instances.iter().any(|i| i.generation.as_ref().is_some_and(|g| g.regex.is_some()));
+    let pipelines: Vec<&super::FilterPipeline> =
+        config.filters.iter().filter(|p| any_regex || !p.steps.contains(&super::FilterStep::DocRegex)).collect();
+    let mut per_filter: Vec<Vec<f64>> = vec![Vec::with_capacity(instances.len()); pipelines.len()];
     let mut samples = Vec::with_capacity(instances.len());
     for (instance, answer) in instances.iter().zip(answers) {
         let doc = instance.generation.as_ref().expect("a generative document has a request");
-        let mut filters = Vec::with_capacity(config.filters.len());
-        for (pipeline, scores) in config.filters.iter().zip(&mut per_filter) {
+        let mut filters = Vec::with_capacity(pipelines.len());
+        for (pipeline, scores) in pipelines.iter().zip(&mut per_filter) {
             let fail = |e: String| Error::bad_input(format!("{}: filter {}: {e}", task.name, pipeline.name));
             let filtered = apply_filters(pipeline.steps, &answer.text, doc.regex.as_ref()).map_err(fail)?;
             let exact_match = config.metric.score(&filtered, &doc.references).map_err(fail)?;
@@ -229,13 +233,9 @@ fn generative_result(task: &Task, instances: &[Instance], answers: &[&Generation
             filters,
         });
     }
-    // `gen` reports its regex filter only when some document has a regex.
-    let any_regex = instances.iter().any(|i| i.generation.as_ref().is_some_and(|g| g.regex.is_some()));
-    let metrics = config
-        .filters
+    let metrics = pipelines
         .iter()
         .zip(&per_filter)
-        .filter(|(pipeline, _)| any_regex || !pipeline.steps.contains(&super::FilterStep::DocRegex))
         .map(|(pipeline, scores)| {
             let (value, stderr) = metrics::mean(scores);
             MetricValue { name: "exact_match", filter: pipeline.name, value, stderr, higher_is_better: true }
