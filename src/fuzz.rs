@@ -193,7 +193,7 @@ pub fn task_data(bytes: &[u8], format: TaskFormat) -> Result<()> {
     }
     let mut first_error = None;
     for name in TASKS {
-        let spec = crate::tasks::TaskSpec { name: name.to_string(), data: path.clone(), fewshot_data: None, num_fewshot: 2, limit: Some(64) };
+        let spec = crate::tasks::TaskSpec { name: name.to_string(), data: path.clone(), fewshot_data: None, num_fewshot: 2, limit: Some(64), max_gen_toks: None };
         if let Err(e) = crate::tasks::load(&[spec]).and_then(|suite| suite.check()) {
             first_error.get_or_insert(e);
         }

@@ -259,17 +259,21 @@ enum Command {
         #[arg(long)]
         model: String,
         /// hellaswag, arc_easy, arc_challenge, piqa, winogrande, lambada_openai, mmlu (or mmlu_stem,
-        /// mmlu_<subject>, ...), boolq, copa, openbookqa, sciq; mc or loglik for your own JSONL.
-        /// Repeat --task and --data for several tasks
+        /// mmlu_<subject>, ...), boolq, copa, openbookqa, sciq, race, ceval-valid (or
+        /// ceval-valid_<subject>); generated answers: gsm8k, gsm8k_cot, triviaqa; mc, loglik or gen
+        /// for your own JSONL. Repeat --task and --data for several tasks
         #[arg(long = "task", required = true)]
         tasks: Vec<String>,
         /// Each task's documents, in --task order: JSONL, JSON, Parquet, Arrow, or a
         /// `datasets.save_to_disk` directory (a split, or a dataset with splits)
         #[arg(long, required = true)]
         data: Vec<PathBuf>,
-        /// Few-shot examples per document
-        #[arg(long, default_value_t = 0)]
-        fewshot: usize,
+        /// Few-shot examples per document [default: the task's own (gsm8k 5, gsm8k_cot 8), else 0]
+        #[arg(long)]
+        fewshot: Option<usize>,
+        /// Most tokens generated per answer by generative tasks [default: the task's, else 256]
+        #[arg(long)]
+        max_gen_toks: Option<usize>,
         /// Where each task's few-shot examples come from, in --task order [default: the harness's
         /// few-shot split of --data when it has splits, else --data itself minus the evaluated document]
         #[arg(long)]
@@ -349,9 +353,12 @@ struct SweepUnits {
     /// Window length for text and longest input for tasks [default: each model's positions, at most 2048]
     #[arg(long)]
     ctx: Option<usize>,
-    /// Few-shot examples per task document
-    #[arg(long, default_value_t = 0)]
-    fewshot: usize,
+    /// Few-shot examples per task document [default: the task's own (gsm8k 5, gsm8k_cot 8), else 0]
+    #[arg(long)]
+    fewshot: Option<usize>,
+    /// Most tokens generated per answer by generative tasks [default: the task's, else 256]
+    #[arg(long)]
+    max_gen_toks: Option<usize>,
     /// Evaluate only the first N documents of each task
     #[arg(long)]
     limit: Option<usize>,
@@ -433,8 +440,8 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Devices { json, dump_shaders: None } => devices(json),
-        Command::Eval { model, tasks, data, fewshot, fewshot_data, limit, ctx, batch, json, samples, resume, device } => {
-            eval(model, tasks, data, fewshot, fewshot_data, limit, ctx, batch, json, samples, resume, device)
+        Command::Eval { model, tasks, data, fewshot, max_gen_toks, fewshot_data, limit, ctx, batch, json, samples, resume, device } => {
+            eval(model, tasks, data, fewshot, max_gen_toks, fewshot_data, limit, ctx, batch, json, samples, resume, device)
         }
         Command::Generate { model, revision, prompt, data, field, max_tokens, until, max_length, batch, json, device } => {
             let mut prompts: Vec<(String, String)> = prompt.into_iter().enumerate().map(|(i, p)| (format!("prompt {}", i + 1), p)).collect();
@@ -530,7 +537,10 @@ fn sweep_units(
     options: &perplex::sweep::SweepOptions,
 ) -> Result<(Vec<perplex::sweep::CheckpointRef>, Vec<perplex::sweep::Measurement>)> {
     use perplex::sweep::{self, TaskArg};
-    let tasks: Vec<TaskArg> = units.tasks.iter().map(|t| TaskArg::parse(t, units.fewshot, units.limit)).collect::<Result<_>>()?;
+    if units.max_gen_toks == Some(0) {
+        return Err(Error::bad_input("--max-gen-toks 0: at least one token must be generated"));
+    }
+    let tasks: Vec<TaskArg> = units.tasks.iter().map(|t| TaskArg::parse(t, units.fewshot, units.limit, units.max_gen_toks)).collect::<Result<_>>()?;
     let measurements = sweep::measurements(&units.data, &tasks, options)?;
     Ok((sweep::discover(&units.models, &units.revisions)?, measurements))
 }
@@ -605,10 +615,12 @@ fn sweep(args: SweepArgs) -> Result<()> {
         match event {
             Event::Skipped { .. } => {}
             Event::Finished(record) => {
-                let shown: Vec<String> = ["loss", "bits_per_byte", "acc", "prob_correct"]
+                let mut shown: Vec<String> = ["loss", "bits_per_byte", "acc", "prob_correct"]
                     .iter()
                     .filter_map(|m| record.metrics.get(*m).map(|v| format!("{m} {:.4}", v.value)))
                     .collect();
+                // Generative tasks: exact match per filter.
+                shown.extend(record.metrics.iter().filter(|(k, _)| k.starts_with("exact_match,")).map(|(k, v)| format!("{k} {:.4}", v.value)));
                 eprintln!("[{done}/{total}] {} {}: {} ({:.1} s)", record.checkpoint, record.measurement, shown.join(", "), record.seconds);
             }
             Event::Failed { checkpoint, measurement, error } => eprintln!("[{done}/{total}] {checkpoint} {measurement}: failed: {error}"),
@@ -737,7 +749,8 @@ fn eval(
     model: String,
     names: Vec<String>,
     data: Vec<PathBuf>,
-    fewshot: usize,
+    fewshot: Option<usize>,
+    max_gen_toks: Option<usize>,
     fewshot_data: Vec<PathBuf>,
     limit: Option<usize>,
     ctx: Option<usize>,
@@ -769,10 +782,14 @@ fn eval(
             name: name.clone(),
             data: data.clone(),
             fewshot_data: fewshot_data.get(i).cloned(),
-            num_fewshot: fewshot,
+            num_fewshot: fewshot.unwrap_or_else(|| tasks::default_fewshot(name)),
             limit,
+            max_gen_toks,
         })
         .collect();
+    if max_gen_toks == Some(0) {
+        return Err(Error::bad_input("--max-gen-toks 0: at least one token must be generated"));
+    }
     let suite = tasks::load(&specs)?;
     for note in &suite.notes {
         eprintln!("note: {note}");
@@ -794,7 +811,14 @@ fn eval(
         report::write_json(&path, &report::eval_json(&result, &suite, &model.name, &model.adapter(), limit, batch))?;
     }
     if let Some(path) = samples {
-        report::write_jsonl(&path, &result.samples)?;
+        let mut lines: Vec<serde_json::Value> = Vec::with_capacity(result.samples.len() + result.generations.len());
+        for sample in &result.samples {
+            lines.push(serde_json::to_value(sample).map_err(|e| Error::internal(e.to_string()))?);
+        }
+        for sample in &result.generations {
+            lines.push(serde_json::to_value(sample).map_err(|e| Error::internal(e.to_string()))?);
+        }
+        report::write_jsonl(&path, &lines)?;
     }
     Ok(())
 }

@@ -29,7 +29,7 @@ fn data(name: &str) -> PathBuf {
 }
 
 fn spec(name: &str, file: &str, num_fewshot: usize) -> TaskSpec {
-    TaskSpec { name: name.into(), data: data(file), fewshot_data: None, num_fewshot, limit: None }
+    TaskSpec { name: name.into(), data: data(file), fewshot_data: None, num_fewshot, limit: None, max_gen_toks: None }
 }
 
 fn run(suite: &Suite, batch: usize) -> EvalResult {

@@ -65,7 +65,7 @@ fn runs(reference: &Value, shots: u64) -> Vec<Value> {
 }
 
 fn spec(assets: &Path, task: &str, num_fewshot: usize, limit: usize) -> TaskSpec {
-    TaskSpec { name: task.into(), data: task_data(assets, task), fewshot_data: None, num_fewshot, limit: Some(limit) }
+    TaskSpec { name: task.into(), data: task_data(assets, task), fewshot_data: None, num_fewshot, limit: Some(limit), max_gen_toks: None }
 }
 
 #[test]
@@ -171,6 +171,7 @@ fn other_task_prompts_match_lm_evaluation_harness() {
         fewshot_data: None,
         num_fewshot: 0,
         limit: Some(expected("mmlu_anatomy", 0)["limit"].as_u64().unwrap() as usize),
+        max_gen_toks: None,
     }];
     for entry in prompts.iter().filter(|p| !(p["task"].as_str().unwrap().starts_with("mmlu_") && p["num_fewshot"] == 0)) {
         let task = entry["task"].as_str().unwrap();
@@ -180,6 +181,7 @@ fn other_task_prompts_match_lm_evaluation_harness() {
             fewshot_data: None,
             num_fewshot: entry["num_fewshot"].as_u64().unwrap() as usize,
             limit: Some(entry["limit"].as_u64().unwrap() as usize),
+            max_gen_toks: None,
         });
     }
     let mut compared = 0;

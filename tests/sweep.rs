@@ -95,7 +95,7 @@ fn changed_files_invalidate_only_their_own_units() {
     let sweep_once = || {
         let checkpoints = sweep::discover(&[format!("{}/run/step*", dir.display())], &[]).unwrap();
         assert_eq!(checkpoints.iter().map(|c| c.step).collect::<Vec<_>>(), [Some(30), Some(500)]);
-        let tasks = [TaskArg::parse(&agreement_task().display().to_string(), 0, Some(20)).unwrap()];
+        let tasks = [TaskArg::parse(&agreement_task().display().to_string(), Some(0), Some(20), None).unwrap()];
         let measurements = sweep::measurements(std::slice::from_ref(&data), &tasks, &options).unwrap();
         let mut results = ResultsFile::open(&results_path).unwrap();
         let summary = sweep::run(&checkpoints, &measurements, &options, Shard::WHOLE, &mut results, &mut || Ok(common::gpu()), &mut |_| {})

@@ -297,22 +297,35 @@ fn read_json(path: &Path, gzipped: bool) -> Result<Numbered> {
 }
 
 /// Request dumps hold one line per request; their documents are the `doc` of each `doc_id`, at
-/// the line of its first request.
+/// the line of its first request. A generation request (OLMES's `request_type`
+/// "generate_until...", or lm-eval's logged samples whose `arguments` hold generation kwargs)
+/// keeps its request in the document too, for `--task gen` (see [`crate::tasks::gen_dump_record`]).
 fn documents_of_request_dump(records: Numbered) -> Numbered {
     let is_dump = !records.is_empty()
-        && records
-            .iter()
-            .all(|(_, r)| r.get("doc").is_some_and(|d| d.is_object()) && r.contains_key("doc_id") && r.contains_key("request"));
+        && records.iter().all(|(_, r)| {
+            r.get("doc").is_some_and(|d| d.is_object())
+                && r.contains_key("doc_id")
+                && (r.contains_key("request") || r.contains_key("arguments"))
+        });
     if !is_dump {
         return records;
     }
+    let generative = |r: &Record| {
+        r.get("request_type").and_then(Value::as_str).is_some_and(|t| t.starts_with("generate_until"))
+            || r.get("arguments").and_then(|a| a.get(0)).and_then(|a| a.get(1)).is_some_and(Value::is_object)
+    };
     let mut seen = HashSet::new();
     records
         .into_iter()
         .filter(|(_, r)| seen.insert(r["doc_id"].to_string()))
-        .filter_map(|(row, mut r)| match r.remove("doc") {
-            Some(Value::Object(doc)) => Some((row, doc)),
-            _ => None,
+        .filter_map(|(row, mut r)| {
+            if generative(&r) {
+                return crate::tasks::gen_dump_record(&r).map(|doc| (row, doc));
+            }
+            match r.remove("doc") {
+                Some(Value::Object(doc)) => Some((row, doc)),
+                _ => None,
+            }
         })
         .collect()
 }

@@ -29,7 +29,7 @@ fn metric_rows(rows: &mut Vec<Vec<String>>, label: &str, shots: String, metrics:
         rows.push(vec![
             if first { label.to_string() } else { String::new() },
             if first { shots.clone() } else { String::new() },
-            m.name.to_string(),
+            m.key(),
             if m.higher_is_better { "↑" } else { "↓" }.to_string(),
             number(m.value),
             stderr_text(m.stderr),
@@ -68,13 +68,23 @@ pub fn eval_table(result: &EvalResult, model: &str, adapter: &str) -> String {
 
 fn metric_entries(entry: &mut Map<String, Value>, metrics: &[MetricValue]) {
     for m in metrics {
-        entry.insert(format!("{},none", m.name), json!(m.value));
+        entry.insert(format!("{},{}", m.name, m.filter), json!(m.value));
         let stderr = match m.stderr {
             Stderr::Value(s) => json!(s),
             Stderr::NotAvailable => json!("N/A"),
         };
-        entry.insert(format!("{}_stderr,none", m.name), stderr);
+        entry.insert(format!("{}_stderr,{}", m.name, m.filter), stderr);
     }
+}
+
+/// One entry per metric (a generative task's metric once, whatever its filters).
+fn metric_list(metrics: &[MetricValue]) -> Vec<Value> {
+    let mut seen = std::collections::BTreeSet::new();
+    metrics
+        .iter()
+        .filter(|m| seen.insert(m.name))
+        .map(|m| json!({"metric": m.name, "higher_is_better": m.higher_is_better}))
+        .collect()
 }
 
 fn higher_is_better(metrics: &[MetricValue]) -> Value {
@@ -116,6 +126,7 @@ pub fn eval_json(result: &EvalResult, suite: &Suite, model: &str, adapter: &str,
         let dataset_name = match f.dataset_name {
             Some(name) => json!(name),
             None if f.name == "mmlu" => json!(task.name.trim_start_matches("mmlu_")),
+            None if f.name == "ceval-valid" => json!(task.name.trim_start_matches("ceval-valid_")),
             None => Value::Null,
         };
         configs.insert(
@@ -131,7 +142,14 @@ pub fn eval_json(result: &EvalResult, suite: &Suite, model: &str, adapter: &str,
                 "fewshot_delimiter": f.fewshot_delimiter,
                 "num_fewshot": task.num_fewshot,
                 "fewshot_data": task.fewshot.as_ref().map(|p| p.origin.clone()),
-                "metric_list": result.metrics.iter().map(|m| json!({"metric": m.name, "higher_is_better": m.higher_is_better})).collect::<Vec<_>>(),
+                "metric_list": metric_list(&result.metrics),
+                "generation_kwargs": f.generation.map(|g| json!({
+                    "until": g.until,
+                    "max_gen_toks": task.max_gen_toks.or(g.max_gen_toks).unwrap_or(crate::generate::DEFAULT_MAX_GEN_TOKS),
+                    "do_sample": false,
+                    "temperature": 0.0,
+                })),
+                "filter_list": f.generation.map(|g| g.filters.iter().map(|p| json!({"name": p.name})).collect::<Vec<_>>()),
                 "metadata": {"version": f.version},
             }),
         );

@@ -59,7 +59,8 @@ pub struct TaskArg {
 }
 
 impl TaskArg {
-    pub fn parse(text: &str, num_fewshot: usize, limit: Option<usize>) -> Result<TaskArg> {
+    /// `num_fewshot` None = the task's own default (its yaml's `num_fewshot`).
+    pub fn parse(text: &str, num_fewshot: Option<usize>, limit: Option<usize>, max_gen_toks: Option<usize>) -> Result<TaskArg> {
         let (name, data) = match text.split_once('=') {
             Some((name, path)) => (name.to_string(), PathBuf::from(path)),
             None if text.ends_with(".jsonl") => ("mc".to_string(), PathBuf::from(text)),
@@ -69,12 +70,13 @@ impl TaskArg {
                 )))
             }
         };
-        let label = if name == "mc" || name == "loglik" {
+        let label = if name == "mc" || name == "loglik" || name == "gen" {
             data.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| name.clone())
         } else {
             name.clone()
         };
-        Ok(TaskArg { label, spec: TaskSpec { name, data, fewshot_data: None, num_fewshot, limit } })
+        let num_fewshot = num_fewshot.unwrap_or_else(|| tasks::default_fewshot(&name));
+        Ok(TaskArg { label, spec: TaskSpec { name, data, fewshot_data: None, num_fewshot, limit, max_gen_toks } })
     }
 }
 
@@ -113,6 +115,10 @@ impl Measurement {
             hash.field(&fingerprint::data_file(path)?);
         }
         hash.field(&spec.num_fewshot.to_string()).field(&format!("{:?}", spec.limit));
+        if suite.tasks.iter().any(|t| t.formulation.output == OutputType::GenerateUntil) {
+            // Only generative tasks depend on it: other tasks' fingerprints stay as they were.
+            hash.field(&format!("max_gen_toks {:?}", spec.max_gen_toks));
+        }
         hash.field(&options.ctx.map_or("default".into(), |c| c.to_string()));
         Ok(Measurement { key: format!("task:{}", task.label), hash: hash.hex(), kind: Kind::Task { spec: spec.clone(), suite, chance } })
     }
@@ -143,10 +149,10 @@ impl Measurement {
                         let metric = Metric {
                             value: m.value,
                             stderr: m.stderr.value(),
-                            chance: chance.get(m.name).copied(),
+                            chance: chance.get(&m.key()).copied(),
                             lower_is_better: !m.higher_is_better,
                         };
-                        (m.name.to_string(), metric)
+                        (m.key(), metric)
                     })
                     .collect();
                 Ok((metrics, None))
@@ -157,9 +163,10 @@ impl Measurement {
 
 /// The expected metrics of guessing uniformly at random, over every document of the suite:
 /// accuracy and probability of the correct choice 1/k, Brier score (k-1)/k for k choices;
-/// greedy accuracy of a cloze task 0.
+/// greedy accuracy of a cloze task 0, exact match of a generated answer 0.
 fn chance_levels(suite: &Suite) -> Result<BTreeMap<String, f64>> {
     let (mut pick, mut brier, mut docs, mut cloze) = (0.0, 0.0, 0usize, false);
+    let mut generated = Vec::new();
     for task in &suite.tasks {
         match task.formulation.output {
             OutputType::MultipleChoice => {
@@ -171,9 +178,16 @@ fn chance_levels(suite: &Suite) -> Result<BTreeMap<String, f64>> {
                 }
             }
             OutputType::Loglikelihood => cloze = true,
+            OutputType::GenerateUntil => {
+                let config = task.formulation.generation.as_ref().expect("a generative task has a generation config");
+                generated.extend(config.filters.iter().map(|f| format!("exact_match,{}", f.name)));
+            }
         }
     }
     let mut chance = BTreeMap::new();
+    for key in generated {
+        chance.insert(key, 0.0);
+    }
     if cloze {
         chance.insert("acc".to_string(), 0.0);
     } else if docs > 0 {

@@ -280,7 +280,22 @@ pub fn table(report: &Report, main_metric: &str) -> String {
     );
     let task_names: Vec<&String> = report.checkpoints.iter().flat_map(|r| r.tasks.keys()).collect::<BTreeSet<_>>().into_iter().collect();
     let mut header: Vec<String> = ["checkpoint", "params", "step", "loss", "bits/byte"].map(String::from).to_vec();
-    header.extend(task_names.iter().map(|t| format!("{t} {main_metric}")));
+    // Generative tasks have no `acc`: their exact match (strict-match, else remove_whitespace, where
+    // they have it) stands in.
+    let column_metric = |task: &str| -> String {
+        let keys: BTreeSet<&String> = report.checkpoints.iter().filter_map(|r| r.tasks.get(task)).flat_map(|m| m.keys()).collect();
+        if keys.iter().any(|k| *k == main_metric) {
+            return main_metric.to_string();
+        }
+        let exact: Vec<&&String> = keys.iter().filter(|k| k.starts_with("exact_match")).collect();
+        let preferred = [",strict-match", ",remove_whitespace"].iter().find_map(|f| exact.iter().find(|k| k.ends_with(f)));
+        match preferred.or(exact.first()) {
+            Some(k) => k.to_string(),
+            None => main_metric.to_string(),
+        }
+    };
+    let columns: Vec<String> = task_names.iter().map(|t| column_metric(t)).collect();
+    header.extend(task_names.iter().zip(&columns).map(|(t, m)| format!("{t} {m}")));
     let rows: Vec<Vec<String>> = report
         .checkpoints
         .iter()
@@ -292,7 +307,7 @@ pub fn table(report: &Report, main_metric: &str) -> String {
                 number(r.loss, 4),
                 number(r.bits_per_byte, 4),
             ];
-            row.extend(task_names.iter().map(|t| number(r.tasks.get(*t).and_then(|m| m.get(main_metric)).copied(), 3)));
+            row.extend(task_names.iter().zip(&columns).map(|(t, c)| number(r.tasks.get(*t).and_then(|m| m.get(c)).copied(), 3)));
             row
         })
         .collect();

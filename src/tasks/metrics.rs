@@ -12,6 +12,9 @@
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct MetricValue {
     pub name: &'static str,
+    /// The filter pipeline of a generative task's metric (`strict-match`); "none" otherwise, as
+    /// the harness keys its results (`exact_match,strict-match`, `acc,none`).
+    pub filter: &'static str,
     pub value: f64,
     pub stderr: Stderr,
     pub higher_is_better: bool,
@@ -38,6 +41,18 @@ impl Stderr {
 pub const MULTIPLE_CHOICE: [&str; 5] = ["acc", "acc_norm", "acc_bytes", "prob_correct", "brier_score"];
 /// The cloze metrics, in the order [`cloze`] returns them.
 pub const CLOZE: [&str; 2] = ["perplexity", "acc"];
+
+impl MetricValue {
+    /// The name with its filter where it has one (`exact_match,strict-match`): how tables and
+    /// sweeps tell a generative task's metrics apart.
+    pub fn key(&self) -> String {
+        if self.filter == "none" {
+            self.name.to_string()
+        } else {
+            format!("{},{}", self.name, self.filter)
+        }
+    }
+}
 
 pub fn higher_is_better(metric: &str) -> bool {
     !matches!(metric, "brier_score" | "perplexity")

@@ -12,10 +12,15 @@
 mod builtin;
 mod eval;
 mod fewshot;
+mod gen_resume;
+mod generative;
 mod metrics;
 
 pub use builtin::{known_tasks, MMLU_SUBJECTS};
-pub use eval::{evaluate, evaluate_resumable, EvalOptions, EvalResult, GroupResult, Sample, TaskResult};
+pub use builtin::{default_fewshot, gen_dump_record, CEVAL_SUBJECTS};
+pub use eval::{evaluate, evaluate_resumable, EvalOptions, EvalResult, GenSample, GroupResult, Sample, TaskResult};
+pub use generative::{apply_filters, ExactMatch, FilterPipeline, FilterStep, GenerationConfig, PyRegex, INVALID};
+pub use gen_resume::gen_log_path;
 pub use fewshot::{PyRandom, SamplerKind, HARNESS_SEED};
 pub use metrics::{MetricValue, Stderr};
 
@@ -33,6 +38,8 @@ pub enum OutputType {
     MultipleChoice,
     /// One log-likelihood per document: the target given the context (cloze tasks such as LAMBADA).
     Loglikelihood,
+    /// A greedily generated answer per document, filtered and compared with the reference(s).
+    GenerateUntil,
 }
 
 impl OutputType {
@@ -40,6 +47,7 @@ impl OutputType {
         match self {
             OutputType::MultipleChoice => "multiple_choice",
             OutputType::Loglikelihood => "loglikelihood",
+            OutputType::GenerateUntil => "generate_until",
         }
     }
 }
@@ -62,6 +70,20 @@ pub enum Target {
     /// The answer text: a cloze target, the shared continuation of partial scoring, or (multiple
     /// choice) the text of the right choice.
     Text(String),
+    /// Generative tasks with several right answers (TriviaQA's aliases): a generated answer is
+    /// right when it matches any; few-shot examples show the first.
+    Answers(Vec<String>),
+}
+
+/// A generative document's own settings (generic `gen` files and request dumps).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DocGeneration {
+    /// Overrides the task's `until`.
+    pub until: Option<Vec<String>>,
+    /// Overrides the task's `max_gen_toks`.
+    pub max_gen_toks: Option<usize>,
+    /// A Python-style regex that extracts the answer (its first group, else the whole match).
+    pub regex: Option<String>,
 }
 
 /// A document after the harness's `doc_to_text`, `doc_to_choice` and `doc_to_target`.
@@ -73,6 +95,8 @@ pub struct Doc {
     pub target: Target,
     /// Overrides the task's target delimiter (generic task files set it per line).
     pub target_delimiter: Option<String>,
+    /// Generative documents' own settings.
+    pub generation: Option<DocGeneration>,
 }
 
 /// Split names as the harness's task yaml gives them.
@@ -119,6 +143,12 @@ pub struct Formulation {
     pub dataset_name: Option<&'static str>,
     pub target_delimiter: &'static str,
     pub fewshot_delimiter: &'static str,
+    /// Generative tasks: until, max_gen_toks, filters and metric.
+    pub generation: Option<GenerationConfig>,
+    /// `num_fewshot` of the yaml: what `--fewshot` defaults to.
+    pub default_fewshot: usize,
+    /// Few-shot examples listed in the yaml (`fewshot_config.samples`), used instead of a split.
+    pub fixed_fewshot: Option<fn() -> Vec<Record>>,
 }
 
 /// The few-shot documents of a task.
@@ -140,12 +170,16 @@ pub struct Task {
     pub description: String,
     /// The documents evaluated (after `--limit`).
     pub docs: Vec<Record>,
+    /// Where each document is in its file, for messages (see [`Split::rows`]).
+    pub rows: Vec<usize>,
     /// How many documents the split has.
     pub original: usize,
     /// The evaluated data, for messages.
     pub origin: String,
     pub num_fewshot: usize,
     pub fewshot: Option<FewshotPool>,
+    /// `--max-gen-toks`: overrides every generative document's `max_gen_toks`.
+    pub max_gen_toks: Option<usize>,
 }
 
 /// Tasks whose metrics are aggregated (MMLU and its four categories), weighted by size.
@@ -175,6 +209,8 @@ pub struct TaskSpec {
     pub fewshot_data: Option<PathBuf>,
     pub num_fewshot: usize,
     pub limit: Option<usize>,
+    /// Overrides the generative tasks' `max_gen_toks` (`--max-gen-toks`).
+    pub max_gen_toks: Option<usize>,
 }
 
 /// One evaluated document's requests.
@@ -186,6 +222,18 @@ pub struct Instance {
     pub choices: Vec<String>,
     /// The right choice (multiple choice only).
     pub gold: Option<usize>,
+    /// Generative tasks: the request and what its answer is compared with.
+    pub generation: Option<GenInstance>,
+}
+
+/// One generative document's request and references.
+#[derive(Debug, Clone)]
+pub struct GenInstance {
+    pub request: crate::generate::GenRequest,
+    /// The right answers (the harness's `doc_to_target`; several for TriviaQA).
+    pub references: Vec<String>,
+    /// The document's own extraction regex (`gen` files).
+    pub regex: Option<PyRegex>,
 }
 
 impl Suite {
@@ -299,14 +347,36 @@ impl Task {
         let origin = describe_split(&eval);
         let original = eval.records.len();
         let mut docs = eval.records;
+        let mut rows = eval.rows;
         if let Some(limit) = spec.limit {
             docs.truncate(limit);
+            rows.truncate(limit);
         }
         if docs.is_empty() {
             return Err(Error::bad_input(format!("{origin}: no documents for {name}")));
         }
         let fewshot = pool.map(|pool| FewshotPool { origin: describe_split(&pool), records: pool.records, exclude_eval_doc });
-        Ok(Task { name, alias, formulation, description, docs, original, origin, num_fewshot: spec.num_fewshot, fewshot })
+        let fewshot = match formulation.fixed_fewshot {
+            Some(samples) if spec.num_fewshot > 0 => Some(FewshotPool {
+                records: samples(),
+                exclude_eval_doc: false,
+                origin: format!("the few-shot examples of {}'s task yaml", formulation.name),
+            }),
+            _ => fewshot,
+        };
+        Ok(Task {
+            name,
+            alias,
+            formulation,
+            description,
+            docs,
+            rows,
+            original,
+            origin,
+            num_fewshot: spec.num_fewshot,
+            fewshot,
+            max_gen_toks: spec.max_gen_toks,
+        })
     }
 
     /// The harness's requests for every evaluated document, with the few-shot draws in document
@@ -317,9 +387,12 @@ impl Task {
             self.fewshot.as_ref().map(|pool| Sampler::new(formulation.sampler, &pool.records, pool.exclude_eval_doc));
         let mut instances = Vec::with_capacity(self.docs.len());
         for (doc_id, record) in self.docs.iter().enumerate() {
-            let doc = (formulation.doc)(record)
-                .map_err(|e| Error::bad_input(format!("{}: document {doc_id}: {e} ({})", self.origin, self.name)))?;
-            let gold = self.check(&doc).map_err(|e| Error::bad_input(format!("{}: document {doc_id}: {e}", self.origin)))?;
+            let at = match self.rows.get(doc_id) {
+                Some(row) => format!("{}:{row}: document {doc_id}", self.origin),
+                None => format!("{}: document {doc_id}", self.origin),
+            };
+            let doc = (formulation.doc)(record).map_err(|e| Error::bad_input(format!("{at}: {e} ({})", self.name)))?;
+            let gold = self.check(&doc).map_err(|e| Error::bad_input(format!("{at}: {e}")))?;
             let mut prefix = self.description.clone();
             if let Some(sampler) = sampler.as_mut() {
                 let pool = &self.fewshot.as_ref().unwrap().origin;
@@ -333,6 +406,13 @@ impl Task {
                 }
             }
             let delimiter = self.target_delimiter(&doc);
+            if formulation.output == OutputType::GenerateUntil {
+                let generation = self
+                    .gen_instance(&doc, prefix)
+                    .map_err(|e| Error::bad_input(format!("{at}: {e} ({})", self.name)))?;
+                instances.push(Instance { doc_id, requests: Vec::new(), choices: Vec::new(), gold: None, generation: Some(generation) });
+                continue;
+            }
             let requests = match (&doc.text, &doc.target) {
                 (Text::Prompt(question), Target::Text(target)) if formulation.output == OutputType::Loglikelihood => {
                     vec![Request { context: prefix + question, continuation: target.clone() }]
@@ -355,9 +435,35 @@ impl Task {
                         .collect()
                 }
             };
-            instances.push(Instance { doc_id, requests, choices: doc.choices, gold });
+            instances.push(Instance { doc_id, requests, choices: doc.choices, gold, generation: None });
         }
         Ok(instances)
+    }
+
+    /// A generative document's request: the prompt is the description, the few-shot examples
+    /// and the question, with nothing after it (the harness's `generate_until` context).
+    fn gen_instance(&self, doc: &Doc, prefix: String) -> std::result::Result<GenInstance, String> {
+        let config = self.formulation.generation.as_ref().expect("a generative task has a generation config");
+        let Text::Prompt(question) = &doc.text else { return Err("a generative document needs a prompt".into()) };
+        let references = match &doc.target {
+            Target::Text(answer) => vec![answer.clone()],
+            Target::Answers(answers) if !answers.is_empty() => answers.clone(),
+            Target::Answers(_) => return Err("the list of answers is empty".into()),
+            Target::Index(_) => return Err("a generative document needs an answer text".into()),
+        };
+        let own = doc.generation.clone().unwrap_or_default();
+        let until = own.until.unwrap_or_else(|| config.until.iter().map(|s| s.to_string()).collect());
+        let max_gen_toks = self
+            .max_gen_toks
+            .or(own.max_gen_toks)
+            .or(config.max_gen_toks)
+            .unwrap_or(crate::generate::DEFAULT_MAX_GEN_TOKS);
+        let regex = own.regex.as_deref().map(PyRegex::new).transpose()?;
+        Ok(GenInstance {
+            request: crate::generate::GenRequest { context: prefix + question, until, max_gen_toks },
+            references,
+            regex,
+        })
     }
 
     fn target_delimiter<'a>(&'a self, doc: &'a Doc) -> &'a str {
@@ -367,6 +473,9 @@ impl Task {
     /// Checks a document and returns its gold index (None for cloze tasks): the harness would only
     /// warn about a bad gold index and score the document as wrong; here it is an error.
     fn check(&self, doc: &Doc) -> std::result::Result<Option<usize>, String> {
+        if self.formulation.output == OutputType::GenerateUntil {
+            return Ok(None);
+        }
         if self.formulation.output == OutputType::Loglikelihood {
             return match (&doc.text, &doc.target) {
                 (Text::Prompt(_), Target::Text(_)) => Ok(None),
@@ -380,6 +489,7 @@ impl Task {
         let gold = match (&doc.text, &doc.target) {
             (Text::Gold(gold), Target::Text(_)) => *gold,
             (Text::Gold(_), Target::Index(_)) => return Err("partial scoring needs a continuation text".into()),
+            (_, Target::Answers(_)) => return Err("a multiple-choice document needs one right answer".into()),
             (Text::Prompt(_), Target::Index(gold)) => *gold,
             (Text::Prompt(_), Target::Text(answer)) => doc
                 .choices
@@ -402,7 +512,9 @@ impl Task {
         let (question, answer) = match (&doc.text, &doc.target) {
             (Text::Prompt(question), Target::Index(i)) => (question.clone(), choice(*i)?),
             (Text::Prompt(question), Target::Text(answer)) => (question.clone(), answer.clone()),
+            (Text::Prompt(question), Target::Answers(answers)) => (question.clone(), answers.first().cloned().unwrap_or_default()),
             (Text::Gold(i), Target::Text(answer)) => (choice(*i)?, answer.clone()),
+            (Text::Gold(_), Target::Answers(_)) => return Err("partial scoring needs a continuation text".into()),
             (Text::Gold(_), Target::Index(_)) => return Err("partial scoring needs a continuation text".into()),
         };
         if answer.is_empty() {
