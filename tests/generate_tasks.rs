@@ -384,8 +384,8 @@ fn generated_answers_are_resumable() {
 /// adapter, so only TriviaQA (short prompts and answers) runs by default; PERPLEX_GEN_ALL=1 runs
 /// all three. Skipped, with a notice, without PERPLEX_ASSETS.
 #[test]
-fn smollm2_generates_what_lm_eval_generates() {
-    let Some(assets) = common::assets("smollm2_generates_what_lm_eval_generates") else { return };
+fn smollm2_eval_answers_match_lm_eval() {
+    let Some(assets) = common::assets("smollm2_eval_answers_match_lm_eval") else { return };
     let model_dir = assets.join("smollm2/hf-f32");
     if !model_dir.is_dir() {
         eprintln!("SKIPPED: {} is missing (run tests/assets/fetch smollm2)", model_dir.display());
