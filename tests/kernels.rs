@@ -38,6 +38,7 @@ fn to_bytes(values: &[f32], dtype: DType) -> (Vec<u8>, Vec<f32>) {
 }
 
 /// The matmul on every read path: each against the reference, and all bit-identical.
+#[allow(clippy::too_many_arguments)]
 fn run_matmul(rows: usize, n: usize, k: usize, dtype: DType, bias: bool, accumulate: bool, split_rows: Option<usize>, rng: &mut Rng) {
     let seed = rng.next_u64();
     same_bits_on_every_read_path(&format!("matmul {rows}x{n}x{k} {dtype:?}"), |path| {

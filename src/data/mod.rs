@@ -296,10 +296,30 @@ fn read_json(path: &Path, gzipped: bool) -> Result<Numbered> {
     Ok(documents_of_request_dump(records))
 }
 
+/// Where a generation request dump's request is kept in its document (see [`gen_dump_record`]).
+pub const DUMP_KEY: &str = "__generate_until_request";
+
+/// A line of a generation request dump (`request_type` "generate_until..."; OLMES writes
+/// {"doc", "request": {"context", "stop_sequences", "generation_kwargs": {"max_gen_toks"}},
+/// "label"}; lm-eval's own samples {"doc", "arguments": [[context, {"until", "max_gen_toks"}]],
+/// "target"}) as its document: the `doc` (so `--task gsm8k` reads it too), with the request
+/// kept for `--task gen`.
+pub fn gen_dump_record(line: &Record) -> Option<Record> {
+    let mut doc = line.get("doc")?.as_object()?.clone();
+    let mut request = serde_json::Map::new();
+    for key in ["request", "arguments", "label", "target", "request_type"] {
+        if let Some(v) = line.get(key) {
+            request.insert(key.into(), v.clone());
+        }
+    }
+    doc.insert(DUMP_KEY.into(), Value::Object(request));
+    Some(doc)
+}
+
 /// Request dumps hold one line per request; their documents are the `doc` of each `doc_id`, at
 /// the line of its first request. A generation request (OLMES's `request_type`
 /// "generate_until...", or lm-eval's logged samples whose `arguments` hold generation kwargs)
-/// keeps its request in the document too, for `--task gen` (see [`crate::tasks::gen_dump_record`]).
+/// keeps its request in the document too, for `--task gen` (see [`gen_dump_record`]).
 fn documents_of_request_dump(records: Numbered) -> Numbered {
     let is_dump = !records.is_empty()
         && records.iter().all(|(_, r)| {
@@ -320,7 +340,7 @@ fn documents_of_request_dump(records: Numbered) -> Numbered {
         .filter(|(_, r)| seen.insert(r["doc_id"].to_string()))
         .filter_map(|(row, mut r)| {
             if generative(&r) {
-                return crate::tasks::gen_dump_record(&r).map(|doc| (row, doc));
+                return gen_dump_record(&r).map(|doc| (row, doc));
             }
             match r.remove("doc") {
                 Some(Value::Object(doc)) => Some((row, doc)),

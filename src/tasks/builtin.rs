@@ -739,9 +739,9 @@ fn python_literal(text: &str) -> std::result::Result<Value, String> {
 
 /// `--task gen` lines: {"id", "context", "answers": [...], "until": [...], "max_gen_toks"} with
 /// an optional "regex" extracting the answer; or a generation request dumped by
-/// lm-evaluation-harness / OLMES (see [`gen_dump_record`]).
+/// lm-evaluation-harness / OLMES (see [`crate::data::gen_dump_record`]).
 fn generic_gen(r: &Record) -> DocResult {
-    if let Some(dump) = r.get(DUMP_KEY).and_then(Value::as_object) {
+    if let Some(dump) = r.get(crate::data::DUMP_KEY).and_then(Value::as_object) {
         return gen_dump(dump);
     }
     let context = string(r, "context")?.to_string();
@@ -773,26 +773,6 @@ fn positive(value: &Value, name: &str) -> std::result::Result<usize, String> {
         Some(n) => Ok(n as usize),
         None => Err(format!("field \"{name}\" is not a positive integer: {value}")),
     }
-}
-
-/// Where a generation request dump's request is kept in its document (see [`gen_dump_record`]).
-pub(crate) const DUMP_KEY: &str = "__generate_until_request";
-
-/// A line of a generation request dump (`request_type` "generate_until..."; OLMES writes
-/// {"doc", "request": {"context", "stop_sequences", "generation_kwargs": {"max_gen_toks"}},
-/// "label"}; lm-eval's own samples {"doc", "arguments": [[context, {"until", "max_gen_toks"}]],
-/// "target"}) as its document: the `doc` (so `--task gsm8k` reads it too), with the request
-/// kept for `--task gen`.
-pub fn gen_dump_record(line: &Record) -> Option<Record> {
-    let mut doc = line.get("doc")?.as_object()?.clone();
-    let mut request = serde_json::Map::new();
-    for key in ["request", "arguments", "label", "target", "request_type"] {
-        if let Some(v) = line.get(key) {
-            request.insert(key.into(), v.clone());
-        }
-    }
-    doc.insert(DUMP_KEY.into(), Value::Object(request));
-    Some(doc)
 }
 
 fn gen_dump(dump: &Record) -> DocResult {

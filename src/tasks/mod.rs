@@ -17,7 +17,7 @@ mod generative;
 mod metrics;
 
 pub use builtin::{known_tasks, MMLU_SUBJECTS};
-pub use builtin::{default_fewshot, gen_dump_record, CEVAL_SUBJECTS};
+pub use builtin::{default_fewshot, CEVAL_SUBJECTS};
 pub use eval::{evaluate, evaluate_resumable, EvalOptions, EvalResult, GenSample, GroupResult, Sample, TaskResult};
 pub use generative::{apply_filters, ExactMatch, FilterPipeline, FilterStep, GenerationConfig, PyRegex, INVALID};
 pub use gen_resume::gen_log_path;
