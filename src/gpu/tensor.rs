@@ -1,8 +1,11 @@
 //! GPU buffers: activations (f32), and weight matrices kept in their checkpoint width and split
 //! into row ranges whenever one would exceed the device's storage-binding limit.
 
-use super::{Gpu, WeightFormat};
+use super::program::Operand;
+use super::{Gpu, ReadPath, WeightFormat, TEXEL_BYTES, TEXEL_FORMAT, TEXTURE_WIDTH};
 use crate::error::{Error, Result};
+pub use crate::model::MatrixUse;
+use std::borrow::Cow;
 
 // The weight-format types live below both the GPU and the model readers (crate::dtype); the GPU
 // side re-exports them for its callers and adds the kernel format each one is read with.
@@ -28,11 +31,44 @@ fn padded(bytes: u64) -> u64 {
     bytes.max(16).div_ceil(16) * 16
 }
 
-/// One contiguous range of rows of a weight matrix, in its own buffer.
+/// One contiguous range of rows of a weight matrix, in its own buffer or texture (or both).
 pub struct MatrixPart {
-    pub buffer: wgpu::Buffer,
+    /// The part's words in a storage buffer: every matrix on the buffer read path, and on the
+    /// texture path those gathered by rows.
+    buffer: Option<wgpu::Buffer>,
+    /// The same words in rows of [`TEXTURE_WIDTH`] texels: on the texture path, every matrix the
+    /// product kernels read.
+    texture: Option<wgpu::Texture>,
     pub first_row: usize,
     pub rows: usize,
+}
+
+impl MatrixPart {
+    /// The part as a kernel operand for the product kernels: its resident texture where it has
+    /// one, else its buffer.
+    pub fn product_operand(&self) -> Operand {
+        match (&self.texture, &self.buffer) {
+            (Some(texture), _) => Operand::Texture(texture.clone()),
+            (None, Some(buffer)) => Operand::Buffer(buffer.clone()),
+            (None, None) => unreachable!("a matrix part holds a buffer or a texture"),
+        }
+    }
+
+    /// The part's storage buffer, for the embedding gather.
+    pub fn rows_buffer(&self) -> &wgpu::Buffer {
+        self.buffer.as_ref().expect(
+            "a matrix gathered by rows was uploaded with MatrixUse::Rows or RowsAndProducts",
+        )
+    }
+
+    /// Device bytes the part holds (buffer and texture).
+    pub fn device_bytes(&self) -> u64 {
+        let texture = self
+            .texture
+            .as_ref()
+            .map_or(0, |t| t.width() as u64 * t.height() as u64 * TEXEL_BYTES);
+        self.buffer.as_ref().map_or(0, |b| b.size()) + texture
+    }
 }
 
 /// A `[rows, cols]` row-major weight matrix (a PyTorch Linear weight or an embedding table).
@@ -44,15 +80,28 @@ pub struct GpuMatrix {
 }
 
 impl GpuMatrix {
-    /// Uploads raw little-endian bytes of a `[rows, cols]` matrix, splitting it so that no part
-    /// exceeds `gpu.max_binding`.
-    pub fn upload(gpu: &Gpu, name: &str, rows: usize, cols: usize, dtype: DType, bytes: &[u8]) -> Result<GpuMatrix> {
+    /// Uploads raw little-endian bytes of a `[rows, cols]` matrix, read as `usage` says, splitting
+    /// it so that no part exceeds `gpu.max_binding`.
+    pub fn upload(
+        gpu: &Gpu,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        dtype: DType,
+        bytes: &[u8],
+        usage: MatrixUse,
+    ) -> Result<GpuMatrix> {
         if dtype == DType::Int8Groups && !cols.is_multiple_of(GROUP) {
-            return Err(Error::internal(format!("{name}: {cols} columns are not whole groups of {GROUP}")));
+            return Err(Error::internal(format!(
+                "{name}: {cols} columns are not whole groups of {GROUP}"
+            )));
         }
         let row_bytes = dtype.row_bytes(cols);
         if bytes.len() != rows * row_bytes {
-            return Err(Error::internal(format!("{name}: {} bytes for a {rows}x{cols} {dtype:?} matrix", bytes.len())));
+            return Err(Error::internal(format!(
+                "{name}: {} bytes for a {rows}x{cols} {dtype:?} matrix",
+                bytes.len()
+            )));
         }
         // Bytes of a part on the GPU: quantized groups go in pairs (`group_pairs`).
         let part_bytes = |part_rows: usize| match dtype {
@@ -72,14 +121,29 @@ impl GpuMatrix {
             let part_rows = rows_per_part.min(rows - first_row);
             let slice = &bytes[first_row * row_bytes..(first_row + part_rows) * row_bytes];
             let label = format!("{name}[{first_row}..]");
-            let buffer = match dtype {
-                DType::Int8Groups => upload_padded(gpu, &label, &group_pairs(slice)),
-                _ => upload_padded(gpu, &label, slice),
+            let words = match dtype {
+                DType::Int8Groups => Cow::Owned(group_pairs(slice)),
+                _ => Cow::Borrowed(slice),
             };
-            parts.push(MatrixPart { buffer, first_row, rows: part_rows });
+            let textures = gpu.read_path == ReadPath::Textures;
+            let buffer = (!textures || usage != MatrixUse::Products)
+                .then(|| upload_padded(gpu, &label, &words));
+            let texture =
+                (textures && usage != MatrixUse::Rows).then(|| upload_texture(gpu, &label, &words));
+            parts.push(MatrixPart {
+                buffer,
+                texture,
+                first_row,
+                rows: part_rows,
+            });
             first_row += part_rows;
         }
-        Ok(GpuMatrix { rows, cols, dtype, parts })
+        Ok(GpuMatrix {
+            rows,
+            cols,
+            dtype,
+            parts,
+        })
     }
 
     pub fn bytes(&self) -> u64 {
@@ -95,7 +159,11 @@ fn group_pairs(groups: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(groups.len() + Group::BYTES);
     for pair in groups.chunks(2 * Group::BYTES) {
         let (first, second) = pair.split_at(Group::BYTES);
-        let second = if second.is_empty() { &[0u8; Group::BYTES][..] } else { second };
+        let second = if second.is_empty() {
+            &[0u8; Group::BYTES][..]
+        } else {
+            second
+        };
         out.extend_from_slice(&first[..8]);
         out.extend_from_slice(&second[..8]);
         out.extend_from_slice(&first[8..]);
@@ -106,12 +174,80 @@ fn group_pairs(groups: &[u8]) -> Vec<u8> {
 
 /// Rows per part: all of them if the matrix fits in one binding, else the most that fit in a
 /// multiple of ROW_ALIGN. None if even ROW_ALIGN rows do not fit.
-fn max_rows_per_part(max_binding: u64, rows: usize, part_bytes: impl Fn(usize) -> u64) -> Option<usize> {
+fn max_rows_per_part(
+    max_binding: u64,
+    rows: usize,
+    part_bytes: impl Fn(usize) -> u64,
+) -> Option<usize> {
     let fits = |part_rows: usize| padded(part_bytes(part_rows)) <= max_binding;
     if fits(rows) {
         return Some(rows.max(1));
     }
-    (1..).map(|n| n * ROW_ALIGN).take_while(|&part_rows| part_rows < rows && fits(part_rows)).last()
+    (1..)
+        .map(|n| n * ROW_ALIGN)
+        .take_while(|&part_rows| part_rows < rows && fits(part_rows))
+        .last()
+}
+
+/// A texture of [`TEXTURE_WIDTH`]-texel rows holding `bytes`, zero-padded to whole texels, laid
+/// out as the texture path's kernels index it (word i at texel i / 4 of the row-major texel grid).
+fn upload_texture(gpu: &Gpu, label: &str, bytes: &[u8]) -> wgpu::Texture {
+    let texels = padded(bytes.len() as u64) / TEXEL_BYTES;
+    let width = TEXTURE_WIDTH as u64;
+    let texture = gpu.device.create_texture(&wgpu::TextureDescriptor {
+        label: Some(label),
+        size: wgpu::Extent3d {
+            width: TEXTURE_WIDTH,
+            height: texels.div_ceil(width) as u32,
+            depth_or_array_layers: 1,
+        },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: TEXEL_FORMAT,
+        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+        view_formats: &[],
+    });
+    let mut words = Cow::Borrowed(bytes);
+    if words.len() as u64 != texels * TEXEL_BYTES {
+        words.to_mut().resize((texels * TEXEL_BYTES) as usize, 0);
+    }
+    let row_bytes = width * TEXEL_BYTES;
+    let (full_rows, rest) = (texels / width, texels % width);
+    let write = |y: u64, texels: u64, rows: u64| {
+        let offset = (y * row_bytes) as usize;
+        let end = offset + (texels * TEXEL_BYTES * rows) as usize;
+        gpu.queue.write_texture(
+            wgpu::TexelCopyTextureInfo {
+                texture: &texture,
+                mip_level: 0,
+                origin: wgpu::Origin3d {
+                    x: 0,
+                    y: y as u32,
+                    z: 0,
+                },
+                aspect: wgpu::TextureAspect::All,
+            },
+            &words[offset..end],
+            wgpu::TexelCopyBufferLayout {
+                offset: 0,
+                bytes_per_row: Some((texels * TEXEL_BYTES) as u32),
+                rows_per_image: None,
+            },
+            wgpu::Extent3d {
+                width: texels as u32,
+                height: rows as u32,
+                depth_or_array_layers: 1,
+            },
+        );
+    };
+    if full_rows > 0 {
+        write(0, width, full_rows);
+    }
+    if rest > 0 {
+        write(full_rows, rest, 1);
+    }
+    texture
 }
 
 /// A storage buffer holding `bytes`, zero-padded to a multiple of 16 bytes.
@@ -119,11 +255,16 @@ pub fn upload_padded(gpu: &Gpu, label: &str, bytes: &[u8]) -> wgpu::Buffer {
     let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
         size: padded(bytes.len() as u64),
-        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_DST
+            | wgpu::BufferUsages::COPY_SRC,
         mapped_at_creation: true,
     });
     {
-        let mut view = buffer.slice(..).get_mapped_range_mut().expect("a buffer mapped at creation");
+        let mut view = buffer
+            .slice(..)
+            .get_mapped_range_mut()
+            .expect("a buffer mapped at creation");
         view.slice(..bytes.len()).copy_from_slice(bytes);
     }
     buffer.unmap();
@@ -141,7 +282,9 @@ impl Gpu {
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: padded(bytes),
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         })
     }
@@ -154,7 +297,11 @@ impl Gpu {
     /// Queues a copy of the first `count` values of a buffer behind the work already submitted and
     /// returns at once; [`PendingRead::finish`] waits for that copy alone, so work submitted after
     /// this call keeps the device busy while the host collects the values.
-    pub fn start_read<T: bytemuck::Pod>(&self, buffer: &wgpu::Buffer, count: usize) -> PendingRead<T> {
+    pub fn start_read<T: bytemuck::Pod>(
+        &self,
+        buffer: &wgpu::Buffer,
+        count: usize,
+    ) -> PendingRead<T> {
         let bytes = (count * std::mem::size_of::<T>()) as u64;
         if bytes == 0 {
             return PendingRead::nothing();
@@ -172,7 +319,15 @@ impl Gpu {
         staging.map_async(wgpu::MapMode::Read, .., move |result| {
             let _ = sender.send(result);
         });
-        PendingRead { copy: Some(PendingCopy { staging, submission, mapped }), bytes, values: std::marker::PhantomData }
+        PendingRead {
+            copy: Some(PendingCopy {
+                staging,
+                submission,
+                mapped,
+            }),
+            bytes,
+            values: std::marker::PhantomData,
+        }
     }
 }
 
@@ -192,12 +347,18 @@ struct PendingCopy {
 impl<T: bytemuck::Pod> PendingRead<T> {
     /// A read of no values: finishes at once.
     pub fn nothing() -> PendingRead<T> {
-        PendingRead { copy: None, bytes: 0, values: std::marker::PhantomData }
+        PendingRead {
+            copy: None,
+            bytes: 0,
+            values: std::marker::PhantomData,
+        }
     }
 
     /// Waits until the copy (and everything submitted before it) is done and returns the values.
     pub fn finish(self, gpu: &Gpu) -> Result<Vec<T>> {
-        let Some(copy) = self.copy else { return Ok(Vec::new()) };
+        let Some(copy) = self.copy else {
+            return Ok(Vec::new());
+        };
         gpu.wait_for(copy.submission)?;
         copy.mapped
             .recv()

@@ -23,17 +23,20 @@ pub mod status;
 
 pub use checkpoints::{discover, CheckpointRef};
 pub use report::{analyse, Report, ReportOptions};
-pub use results::{merge, read_all_units, read_results, read_units, Metric, ResultsFile, TextCounts, UnitFailure, UnitRecord, Units};
+pub use results::{
+    merge, read_all_units, read_results, read_units, Metric, ResultsFile, TextCounts, UnitFailure,
+    UnitRecord, Units,
+};
 pub use shard::Shard;
 
+use crate::data::{self, Document};
 use crate::error::{Error, ErrorKind, Result};
+use crate::fingerprint::{self, Hasher};
 use crate::gpu::Gpu;
 use crate::model::hub;
-use crate::data::{self, Document};
 use crate::score::{self, PplOptions, WindowMode};
 use crate::tasks::{self, EvalOptions, OutputType, Suite, TaskSpec};
 use crate::Model;
-use crate::fingerprint::{self, Hasher};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -60,7 +63,12 @@ pub struct TaskArg {
 
 impl TaskArg {
     /// `num_fewshot` None = the task's own default (its yaml's `num_fewshot`).
-    pub fn parse(text: &str, num_fewshot: Option<usize>, limit: Option<usize>, max_gen_toks: Option<usize>) -> Result<TaskArg> {
+    pub fn parse(
+        text: &str,
+        num_fewshot: Option<usize>,
+        limit: Option<usize>,
+        max_gen_toks: Option<usize>,
+    ) -> Result<TaskArg> {
         let (name, data) = match text.split_once('=') {
             Some((name, path)) => (name.to_string(), PathBuf::from(path)),
             None if text.ends_with(".jsonl") => ("mc".to_string(), PathBuf::from(text)),
@@ -71,18 +79,34 @@ impl TaskArg {
             }
         };
         let label = if name == "mc" || name == "loglik" || name == "gen" {
-            data.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| name.clone())
+            data.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| name.clone())
         } else {
             name.clone()
         };
         let num_fewshot = num_fewshot.unwrap_or_else(|| tasks::default_fewshot(&name));
-        Ok(TaskArg { label, spec: TaskSpec { name, data, fewshot_data: None, num_fewshot, limit, max_gen_toks } })
+        Ok(TaskArg {
+            label,
+            spec: TaskSpec {
+                name,
+                data,
+                fewshot_data: None,
+                num_fewshot,
+                limit,
+                max_gen_toks,
+            },
+        })
     }
 }
 
 enum Kind {
     Text(Vec<Document>),
-    Task { spec: TaskSpec, suite: Suite, chance: BTreeMap<String, f64> },
+    Task {
+        spec: TaskSpec,
+        suite: Suite,
+        chance: BTreeMap<String, f64>,
+    },
 }
 
 /// One measurement taken on every checkpoint.
@@ -99,9 +123,16 @@ impl Measurement {
     pub fn text(path: &Path, options: &SweepOptions) -> Result<Measurement> {
         let documents = data::read_documents(path, &options.field)?;
         let mut hash = Hasher::default();
-        hash.field("text").field(&fingerprint::data_file(path)?).field(&options.field).field(WindowMode::Rolling.name());
+        hash.field("text")
+            .field(&fingerprint::data_file(path)?)
+            .field(&options.field)
+            .field(WindowMode::Rolling.name());
         hash.field(&options.ctx.map_or("default".into(), |c| c.to_string()));
-        Ok(Measurement { key: format!("text:{}", path.display()), hash: hash.hex(), kind: Kind::Text(documents) })
+        Ok(Measurement {
+            key: format!("text:{}", path.display()),
+            hash: hash.hex(),
+            kind: Kind::Text(documents),
+        })
     }
 
     /// A task's metrics, with the chance level of each (from the number of choices).
@@ -110,34 +141,80 @@ impl Measurement {
         let suite = tasks::load(std::slice::from_ref(spec))?;
         let chance = chance_levels(&suite)?;
         let mut hash = Hasher::default();
-        hash.field("task").field(&spec.name).field(&fingerprint::data_file(&spec.data)?);
+        hash.field("task")
+            .field(&spec.name)
+            .field(&fingerprint::data_file(&spec.data)?);
         if let Some(path) = &spec.fewshot_data {
             hash.field(&fingerprint::data_file(path)?);
         }
-        hash.field(&spec.num_fewshot.to_string()).field(&format!("{:?}", spec.limit));
-        if suite.tasks.iter().any(|t| t.formulation.output == OutputType::GenerateUntil) {
+        hash.field(&spec.num_fewshot.to_string())
+            .field(&format!("{:?}", spec.limit));
+        if suite
+            .tasks
+            .iter()
+            .any(|t| t.formulation.output == OutputType::GenerateUntil)
+        {
             // Only generative tasks depend on it: other tasks' fingerprints stay as they were.
             hash.field(&format!("max_gen_toks {:?}", spec.max_gen_toks));
         }
         hash.field(&options.ctx.map_or("default".into(), |c| c.to_string()));
-        Ok(Measurement { key: format!("task:{}", task.label), hash: hash.hex(), kind: Kind::Task { spec: spec.clone(), suite, chance } })
+        Ok(Measurement {
+            key: format!("task:{}", task.label),
+            hash: hash.hex(),
+            kind: Kind::Task {
+                spec: spec.clone(),
+                suite,
+                chance,
+            },
+        })
     }
 
-    fn measure(&self, model: &Model, options: &SweepOptions) -> Result<(BTreeMap<String, Metric>, Option<TextCounts>)> {
-        let metric = |value: f64| Metric { value, stderr: None, chance: None, lower_is_better: true };
+    fn measure(
+        &self,
+        model: &Model,
+        options: &SweepOptions,
+    ) -> Result<(BTreeMap<String, Metric>, Option<TextCounts>)> {
+        let metric = |value: f64| Metric {
+            value,
+            stderr: None,
+            chance: None,
+            lower_is_better: true,
+        };
         match &self.kind {
             Kind::Text(documents) => {
-                let ppl = PplOptions { mode: WindowMode::Rolling, ctx: options.ctx, batch: options.batch, per_token: false, progress: None };
+                let ppl = PplOptions {
+                    mode: WindowMode::Rolling,
+                    ctx: options.ctx,
+                    batch: options.batch,
+                    per_token: false,
+                    progress: None,
+                };
                 let t = score::perplexity(model, documents, &ppl)?.total;
                 let metrics = [
                     ("loss".to_string(), metric(t.nll / t.tokens as f64)),
                     ("bits_per_byte".to_string(), metric(t.bits_per_byte)),
                     ("token_perplexity".to_string(), metric(t.token_perplexity)),
                 ];
-                Ok((metrics.into(), Some(TextCounts { nll: t.nll, tokens: t.tokens, bytes: t.bytes, words: t.words })))
+                Ok((
+                    metrics.into(),
+                    Some(TextCounts {
+                        nll: t.nll,
+                        tokens: t.tokens,
+                        bytes: t.bytes,
+                        words: t.words,
+                    }),
+                ))
             }
-            Kind::Task { spec, suite, chance } => {
-                let eval = EvalOptions { max_length: options.ctx, batch: options.batch, progress: None };
+            Kind::Task {
+                spec,
+                suite,
+                chance,
+            } => {
+                let eval = EvalOptions {
+                    max_length: options.ctx,
+                    batch: options.batch,
+                    progress: None,
+                };
                 let result = tasks::evaluate(model, suite, &eval)?;
                 let values = match result.groups.iter().find(|g| g.name == spec.name) {
                     Some(group) => &group.metrics,
@@ -179,8 +256,17 @@ fn chance_levels(suite: &Suite) -> Result<BTreeMap<String, f64>> {
             }
             OutputType::Loglikelihood => cloze = true,
             OutputType::GenerateUntil => {
-                let config = task.formulation.generation.as_ref().expect("a generative task has a generation config");
-                generated.extend(config.filters.iter().map(|f| format!("exact_match,{}", f.name)));
+                let config = task
+                    .formulation
+                    .generation
+                    .as_ref()
+                    .expect("a generative task has a generation config");
+                generated.extend(
+                    config
+                        .filters
+                        .iter()
+                        .map(|f| format!("exact_match,{}", f.name)),
+                );
             }
         }
     }
@@ -202,9 +288,16 @@ fn chance_levels(suite: &Suite) -> Result<BTreeMap<String, f64>> {
 /// What happened to a unit, for progress output.
 pub enum Event<'a> {
     /// Already in the results with matching fingerprints.
-    Skipped { checkpoint: &'a str, measurement: &'a str },
+    Skipped {
+        checkpoint: &'a str,
+        measurement: &'a str,
+    },
     Finished(&'a UnitRecord),
-    Failed { checkpoint: &'a str, measurement: &'a str, error: &'a Error },
+    Failed {
+        checkpoint: &'a str,
+        measurement: &'a str,
+        error: &'a Error,
+    },
 }
 
 /// A sweep's outcome.
@@ -225,7 +318,11 @@ fn checkpoint_path(checkpoint: &CheckpointRef) -> Result<PathBuf> {
     if path.exists() {
         return Ok(path);
     }
-    hub::resolve_in(&hub::cache_dir(), &checkpoint.model, checkpoint.revision.as_deref())
+    hub::resolve_in(
+        &hub::cache_dir(),
+        &checkpoint.model,
+        checkpoint.revision.as_deref(),
+    )
 }
 
 /// The fingerprint of a checkpoint's files, wherever they are.
@@ -245,8 +342,14 @@ fn record_failures(
     on_event: &mut dyn FnMut(Event),
 ) -> Result<()> {
     for m in measurements {
-        on_event(Event::Failed { checkpoint: &checkpoint.id, measurement: &m.key, error });
-        summary.failed.push((checkpoint.id.clone(), m.key.clone(), error.to_string()));
+        on_event(Event::Failed {
+            checkpoint: &checkpoint.id,
+            measurement: &m.key,
+            error,
+        });
+        summary
+            .failed
+            .push((checkpoint.id.clone(), m.key.clone(), error.to_string()));
         results.append_failure(UnitFailure {
             checkpoint: checkpoint.id.clone(),
             measurement: m.key.clone(),
@@ -270,14 +373,30 @@ pub fn run(
     open_gpu: &mut dyn FnMut() -> Result<Arc<Gpu>>,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Summary> {
-    let mut summary = Summary { all_checkpoints: checkpoints.len(), ..Summary::default() };
+    let mut summary = Summary {
+        all_checkpoints: checkpoints.len(),
+        ..Summary::default()
+    };
     let mut gpu: Option<Arc<Gpu>> = None;
-    for checkpoint in checkpoints.iter().enumerate().filter(|(i, _)| shard.takes(*i)).map(|(_, c)| c) {
+    for checkpoint in checkpoints
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| shard.takes(*i))
+        .map(|(_, c)| c)
+    {
         summary.checkpoints += 1;
         let model_hash = match checkpoint_hash(checkpoint) {
             Ok(hash) => hash,
             Err(error) => {
-                record_failures(checkpoint, None, &measurements.iter().collect::<Vec<_>>(), &error, &mut summary, results, on_event)?;
+                record_failures(
+                    checkpoint,
+                    None,
+                    &measurements.iter().collect::<Vec<_>>(),
+                    &error,
+                    &mut summary,
+                    results,
+                    on_event,
+                )?;
                 continue;
             }
         };
@@ -286,7 +405,10 @@ pub fn run(
             match results.get(&checkpoint.id, &m.key) {
                 Some(record) if record.matches(&model_hash, &m.hash) => {
                     summary.skipped += 1;
-                    on_event(Event::Skipped { checkpoint: &checkpoint.id, measurement: &m.key });
+                    on_event(Event::Skipped {
+                        checkpoint: &checkpoint.id,
+                        measurement: &m.key,
+                    });
                 }
                 _ => pending.push(m),
             }
@@ -298,13 +420,22 @@ pub fn run(
             Some(gpu) => gpu.clone(),
             None => gpu.insert(open_gpu()?).clone(),
         };
-        let model = match Model::open_revision(&checkpoint.model, checkpoint.revision.as_deref(), gpu) {
-            Ok(model) => model,
-            Err(error) => {
-                record_failures(checkpoint, Some(&model_hash), &pending, &error, &mut summary, results, on_event)?;
-                continue;
-            }
-        };
+        let model =
+            match Model::open_revision(&checkpoint.model, checkpoint.revision.as_deref(), gpu) {
+                Ok(model) => model,
+                Err(error) => {
+                    record_failures(
+                        checkpoint,
+                        Some(&model_hash),
+                        &pending,
+                        &error,
+                        &mut summary,
+                        results,
+                        on_event,
+                    )?;
+                    continue;
+                }
+            };
         let parameters = model.spec.parameter_count() as u64;
         for m in pending {
             if score::stop_requested() {
@@ -330,8 +461,18 @@ pub fn run(
                     summary.finished += 1;
                     on_event(Event::Finished(&record));
                 }
-                Err(error) if error.kind == ErrorKind::Interrupted => return Err(interrupted(&summary, results)),
-                Err(error) => record_failures(checkpoint, Some(&model_hash), &[m], &error, &mut summary, results, on_event)?,
+                Err(error) if error.kind == ErrorKind::Interrupted => {
+                    return Err(interrupted(&summary, results))
+                }
+                Err(error) => record_failures(
+                    checkpoint,
+                    Some(&model_hash),
+                    &[m],
+                    &error,
+                    &mut summary,
+                    results,
+                    on_event,
+                )?,
             }
         }
     }
@@ -347,7 +488,11 @@ fn interrupted(summary: &Summary, results: &ResultsFile) -> Error {
 }
 
 /// The measurements of a sweep: one per text file, then one per task; names must be distinct.
-pub fn measurements(data: &[PathBuf], tasks: &[TaskArg], options: &SweepOptions) -> Result<Vec<Measurement>> {
+pub fn measurements(
+    data: &[PathBuf],
+    tasks: &[TaskArg],
+    options: &SweepOptions,
+) -> Result<Vec<Measurement>> {
     let mut all = Vec::new();
     for path in data {
         all.push(Measurement::text(path, options)?);
@@ -364,7 +509,9 @@ pub fn measurements(data: &[PathBuf], tasks: &[TaskArg], options: &SweepOptions)
         )));
     }
     if all.is_empty() {
-        return Err(Error::bad_input("nothing to measure: give --data text files and/or --task tasks"));
+        return Err(Error::bad_input(
+            "nothing to measure: give --data text files and/or --task tasks",
+        ));
     }
     Ok(all)
 }
