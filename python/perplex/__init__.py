@@ -157,9 +157,10 @@ class Model:
         Args:
             requests: ``(context, gen_kwargs)`` pairs, ``gen_kwargs`` as lm-eval task YAMLs
                 give them: ``until`` (a string or a list of strings), ``max_gen_toks`` (default
-                256); ``do_sample`` and ``temperature`` may only ask for greedy decoding
-                (``False``, ``0``); ``top_p``, ``top_k`` and the like are unused, as HF
-                ``generate`` ignores them when greedy.
+                256); ``do_sample`` and ``temperature`` must ask for greedy decoding as HFLM
+                reads them (``do_sample=False``, or no ``do_sample`` and ``temperature`` 0);
+                ``top_p``, ``top_k`` and the like are unused, as HF ``generate`` ignores them
+                when greedy.
             ctx: the longest model input, context and answer together; None: the model's
                 ``ctx``, else its positions.
             progress: ``True`` shows a progress bar; a callable is called with (tokens done,
@@ -282,8 +283,10 @@ def _generation_request(index: int, request: Any) -> Tuple[str, List[str], int]:
     max_gen_toks = kwargs.pop("max_gen_toks", DEFAULT_MAX_GEN_TOKS)
     if isinstance(max_gen_toks, bool) or not isinstance(max_gen_toks, int) or max_gen_toks < 1:
         raise ValueError(f"requests[{index}]: max_gen_toks={max_gen_toks!r}: give a positive number of tokens")
-    do_sample, temperature = kwargs.pop("do_sample", False), kwargs.pop("temperature", 0.0)
-    if do_sample or (temperature or 0.0) > 0.0:
+    # HFLM decodes greedily where do_sample is False, or unset with temperature 0 (its default);
+    # otherwise it samples, which perplex does not do.
+    do_sample, temperature = kwargs.pop("do_sample", None), kwargs.pop("temperature", 0.0)
+    if do_sample or (do_sample is None and (temperature or 0.0) > 0.0):
         raise ValueError(
             f"requests[{index}] asks for sampling (do_sample={do_sample!r}, temperature={temperature!r}); "
             "perplex generates greedily only: use do_sample=False and temperature=0"

@@ -170,9 +170,11 @@ pub enum KernelId {
     },
     /// Greedy generation: a pass's keys and values into the KV cache.
     KvStore,
-    /// Greedy generation: each sequence's new query over its keys in the KV cache.
+    /// Greedy generation: each sequence's new query over its keys in the KV cache, `group`
+    /// query heads (sharing one key/value head) per workgroup.
     DecodeAttention {
         head_dim: u32,
+        group: u32,
     },
     /// Greedy generation: the argmax of each row's logits from the LM head's tile summaries.
     GreedyCombine,
@@ -434,13 +436,16 @@ impl ShaderVariant {
                 include_str!("../../shaders/compare_combine.wgsl")
             ),
             KernelId::KvStore => include_str!("../../shaders/kv_store.wgsl").to_string(),
-            KernelId::DecodeAttention { head_dim } => {
+            KernelId::DecodeAttention { head_dim, group } => {
                 let word = if head_dim.is_multiple_of(4) {
                     "alias Word = vec4<f32>;\nconst WORD_VALUES: u32 = 4u;\nfn word_dot(a: Word, b: Word) -> f32 { return dot(a, b); }"
                 } else {
                     "alias Word = f32;\nconst WORD_VALUES: u32 = 1u;\nfn word_dot(a: Word, b: Word) -> f32 { return a * b; }"
                 };
-                format!("const HEAD_DIM: u32 = {head_dim}u;\n{word}\n{}", include_str!("../../shaders/decode_attention.wgsl"))
+                format!(
+                    "const HEAD_DIM: u32 = {head_dim}u;\nconst GROUP: u32 = {group}u;\n{word}\n{}",
+                    include_str!("../../shaders/decode_attention.wgsl")
+                )
             }
             KernelId::Norm => include_str!("../../shaders/norm.wgsl").to_string(),
             KernelId::Rope => include_str!("../../shaders/rope.wgsl").to_string(),
@@ -497,7 +502,9 @@ impl ShaderVariant {
             KernelId::Attention { head_dim, key_tile } => {
                 format!("attention-head{head_dim}-tile{key_tile}")
             }
-            KernelId::DecodeAttention { head_dim } => format!("decode_attention-head{head_dim}"),
+            KernelId::DecodeAttention { head_dim, group } => {
+                format!("decode_attention-head{head_dim}-group{group}")
+            }
             KernelId::LossCombine
             | KernelId::StackRows
             | KernelId::CompareCombine
@@ -524,6 +531,20 @@ impl ShaderVariant {
 
 /// Head sizes whose attention modules [`all_variants`] lists (a model's shape, not a device's
 /// choice): those of common checkpoints, and one not a multiple of four.
+/// Most query heads one decode_attention workgroup serves (see [`decode_group`]).
+pub const DECODE_GROUP_MAX: u32 = 8;
+
+/// Query heads per decode_attention workgroup for `q_heads` query heads over `kv_heads`
+/// key/value heads: as many heads of one key/value head as divide its share evenly, up to
+/// [`DECODE_GROUP_MAX`] (each adds its query and accumulators to every invocation's registers).
+pub fn decode_group(q_heads: u32, kv_heads: u32) -> u32 {
+    let per_kv_head = (q_heads / kv_heads.max(1)).max(1);
+    (1..=per_kv_head.min(DECODE_GROUP_MAX))
+        .rev()
+        .find(|g| per_kv_head.is_multiple_of(*g))
+        .unwrap_or(1)
+}
+
 pub const LISTED_HEAD_DIMS: [u32; 6] = [10, 64, 80, 96, 128, 256];
 
 /// Every module the engine can build: each kernel in every weight format and depth step, each
@@ -553,7 +574,9 @@ pub fn all_variants() -> Vec<ShaderVariant> {
     }
     let workgroup_storage = wgpu::Limits::default().max_compute_workgroup_storage_size;
     for head_dim in LISTED_HEAD_DIMS {
-        kernels.push(KernelId::DecodeAttention { head_dim });
+        for group in [1, 3, DECODE_GROUP_MAX] {
+            kernels.push(KernelId::DecodeAttention { head_dim, group });
+        }
         for path in [ReadPath::Buffers, ReadPath::Textures] {
             kernels.push(KernelId::attention_on(path, workgroup_storage, head_dim));
         }

@@ -6,7 +6,7 @@
 //! Flags travel as `u32` (0 or 1: `bool` is not `Pod`); buffers are passed in the kernel's slot
 //! order (see [`KernelId::slots`]).
 
-use super::kernels::{KernelId, WeightFormat, BLOCK_ROWS, TILE_COLS};
+use super::kernels::{decode_group, KernelId, WeightFormat, BLOCK_ROWS, TILE_COLS};
 use super::program::{Binding, Operand, ProgramBuilder};
 use super::tensor::{GpuMatrix, MatrixPart};
 use crate::model;
@@ -611,7 +611,7 @@ kernel_params! {
 }
 
 /// qkv, cache rows, cache -> output, for heads of `head_dim` values: one workgroup per row and
-/// query head.
+/// group of query heads sharing a key/value head (see [`decode_group`]).
 pub fn decode_attention(
     p: &mut ProgramBuilder,
     head_dim: u32,
@@ -621,13 +621,10 @@ pub fn decode_attention(
     cache: Binding,
     output: Binding,
 ) {
-    let grid = row_grid(params.q_heads, params.rows);
-    p.dispatch(
-        KernelId::DecodeAttention { head_dim },
-        params,
-        &[qkv, cache_rows, cache, output],
-        grid,
-    );
+    let group = decode_group(params.q_heads, params.kv_heads);
+    let grid = row_grid(params.q_heads / group, params.rows);
+    let kernel = KernelId::DecodeAttention { head_dim, group };
+    p.dispatch(kernel, params, &[qkv, cache_rows, cache, output], grid);
 }
 
 kernel_params! {
