@@ -272,13 +272,23 @@ impl HeadRows {
 impl Pair {
     /// Opens both models on `gpu`; their tokenizers must agree and their vocabularies match.
     pub fn open(base: &str, model: &str, gpu: Arc<Gpu>) -> Result<Pair> {
+        Pair::open_revision(base, model, None, gpu)
+    }
+
+    /// [`Pair::open`] with a revision of the model where it is a hub id.
+    pub fn open_revision(
+        base: &str,
+        model: &str,
+        revision: Option<&str>,
+        gpu: Arc<Gpu>,
+    ) -> Result<Pair> {
         let (base, base_head) =
             Model::open_with(base, None, gpu.clone(), read_head).map_err(|e| Error {
                 message: format!("the base model {base}: {}", e.message),
                 ..e
             })?;
-        let (model, model_head) =
-            Model::open_with(model, None, gpu.clone(), read_head).map_err(|e| {
+        let (model, model_head) = Model::open_with(model, revision, gpu.clone(), read_head)
+            .map_err(|e| {
                 let message = if e.kind == ErrorKind::DeviceMemory {
                     format!(
                     "{model} does not fit on the device beside the base model {} ({:.1} MiB): {}",

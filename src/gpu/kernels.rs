@@ -196,8 +196,10 @@ pub const TEXTURE_WIDTH: u32 = 4096;
 /// texture fetches are much cheaper: on lavapipe (Mesa's CPU Vulkan driver) every storage-buffer
 /// load is a scalar loop over the SIMD lanes, about 10x the cost of a texel fetch (measured:
 /// 15-18 ns vs 2 ns per vec4 on 2 cores; workgroup memory is as slow), so there the matrix
-/// kernels read texture copies of their input and weights, and attention of qkv and positions,
-/// made by buffer-to-texture copies just before the dispatch (see [`KernelId::texture_slots`]).
+/// kernels read their weights from textures they were uploaded into at load (see
+/// [`super::MatrixUse`]) and texture copies of their input, and attention texture copies of qkv
+/// and positions, made by buffer-to-texture copies just before the dispatch (see
+/// [`KernelId::texture_slots`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReadPath {
     Buffers,

@@ -393,7 +393,7 @@ pub fn table(report: &Report, main_metric: &str) -> String {
         .map(String::from)
         .to_vec();
     // Generative tasks have no `acc`: their exact match (strict-match, else remove_whitespace, where
-    // they have it) stands in.
+    // they have it) stands in; comparisons with a base model (sweep --base) show their KL divergence.
     let column_metric = |task: &str| -> String {
         let keys: BTreeSet<&String> = report
             .checkpoints
@@ -413,6 +413,7 @@ pub fn table(report: &Report, main_metric: &str) -> String {
             .find_map(|f| exact.iter().find(|k| k.ends_with(f)));
         match preferred.or(exact.first()) {
             Some(k) => k.to_string(),
+            None if keys.iter().any(|k| *k == "kld") => "kld".to_string(),
             None => main_metric.to_string(),
         }
     };
