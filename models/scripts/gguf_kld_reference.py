@@ -2,14 +2,13 @@
 arithmetic `perplex compare --window chunks` and `llama-perplexity --kl-divergence` both estimate.
 
 transformers dequantizes both files (its GGUF loader: F16, Q8_0, K-quants and more) into the same
-model; both run in float64 on the CPU. The text is tokenized with the base's tokenizer.json-style
-tokenizer from transformers (no special tokens), cut into chunks of --ctx tokens whose first token
-becomes BOS, and positions ctx/2 .. ctx-2 of each chunk are scored (predicting the next token), as
-llama-perplexity does. Prints the statistics as JSON, and with --per-token compares the positions
-and token ids with `perplex compare --per-token`'s.
+model; both run in float64 on the CPU. The text is tokenized as llama-perplexity does it (the GGUF's
+tokenizer, BOS first where the GGUF adds one, no other special tokens) and cut into chunks of --ctx
+tokens whose first token becomes BOS (where it adds one); positions ctx/2 .. ctx-2 of each chunk
+are scored (predicting the next token).
+Prints the statistics as JSON.
 
     python models/scripts/gguf_kld_reference.py BASE.gguf MODEL.gguf TEXT [--ctx 512]
-        [--per-token perplex-per-token.jsonl]
 
 Needs torch, transformers and gguf (the PyPI package); not used by the tests.
 """
@@ -20,6 +19,7 @@ import os
 
 import numpy as np
 import torch
+from gguf import GGUFReader
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
@@ -35,23 +35,29 @@ def main():
     parser.add_argument("model")
     parser.add_argument("text")
     parser.add_argument("--ctx", type=int, default=512)
-    parser.add_argument("--per-token", help="perplex compare --per-token output to check positions against")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
 
     directory, name = os.path.split(os.path.abspath(args.base))
     tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name)
     text = open(args.text, encoding="utf-8").read()
-    tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
+    # llama-perplexity tokenizes the whole text, BOS first where the GGUF says to add one
+    # (tokenizer.ggml.add_bos_token; absent: SentencePiece vocabularies do, BPE ones do not), and
+    # then replaces each chunk's first token with BOS.
+    reader = GGUFReader(args.base)
+    field = reader.fields.get("tokenizer.ggml.add_bos_token")
+    add_bos = field.contents() if field is not None else reader.fields["tokenizer.ggml.model"].contents() == "llama"
+    bos = [tokenizer.bos_token_id] if add_bos else []
+    tokens = bos + tokenizer(text, add_special_tokens=False)["input_ids"]
     ctx, first = args.ctx, args.ctx // 2
     chunks = len(tokens) // ctx
     base, model = load(args.base), load(args.model)
 
-    kld, lp_base, lp_model, same_top, positions = [], [], [], [], []
+    kld, lp_base, lp_model, same_top = [], [], [], []
     with torch.no_grad():
         for c in range(chunks):
             window = list(tokens[c * ctx:(c + 1) * ctx])
-            window[0] = tokenizer.bos_token_id
+            window[:1] = bos or window[:1]
             ids = torch.tensor([window])
             lb = torch.log_softmax(base(ids).logits[0].double(), -1)[first:ctx - 1]
             lm = torch.log_softmax(model(ids).logits[0].double(), -1)[first:ctx - 1]
@@ -60,7 +66,6 @@ def main():
             lp_base += lb.gather(1, targets[:, None])[:, 0].tolist()
             lp_model += lm.gather(1, targets[:, None])[:, 0].tolist()
             same_top += (lb.argmax(-1) == lm.argmax(-1)).tolist()
-            positions += [(c * ctx + j + 1, window[j + 1]) for j in range(first, ctx - 1)]
 
     kld, lp_base, lp_model = np.array(kld), np.array(lp_base), np.array(lp_model)
     dp = np.exp(lp_model) - np.exp(lp_base)
@@ -79,12 +84,6 @@ def main():
         "delta_p_mean": dp.mean(),
         "delta_p_rms": math.sqrt((dp ** 2).mean()),
     }
-    if args.per_token:
-        theirs = [json.loads(line) for line in open(args.per_token)]
-        result["per_token_positions_match"] = len(theirs) == n and all(
-            (t.get("token_id"), t.get("pos")) in ((tok, pos), (tok, pos - 1)) or t.get("token_id") == tok
-            for t, (pos, tok) in zip(theirs, positions)
-        )
     print(json.dumps(result, indent=1))
 
 
