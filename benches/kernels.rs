@@ -23,35 +23,19 @@ fn bench_matmul(gpu: &Gpu, rows: usize, n: usize, k: usize, dtype: DType) {
 
 fn bench_lm_head(gpu: &Gpu, rows: usize, vocab: usize, k: usize) {
     let dtype = DType::F32;
-    let weight =
-        GpuMatrix::upload(gpu, "head", vocab, k, dtype, &vec![0u8; vocab * k * 4]).unwrap();
+    let weight = GpuMatrix::upload(gpu, "head", vocab, k, dtype, &vec![0u8; vocab * k * 4]).unwrap();
     let input = gpu.storage("in", (rows * k * 4) as u64);
     let targets = gpu.storage("targets", (rows * 4) as u64);
-    let head = ops::LmHead {
-        matrix: &weight,
-        vocab,
-        softcap: 0.0,
-    };
+    let head = ops::LmHead { matrix: &weight, vocab, softcap: 0.0 };
     let partials = gpu.storage("partials", (rows * head.tiles() * 16) as u64);
     let mut p = Program::builder(gpu);
     ops::lm_head_loss(&mut p, rows, head, &input, &targets, &partials);
     let seconds = time_program(gpu, &p.build(), 2);
     let flops = 2.0 * (rows * vocab * k) as f64;
-    println!(
-        "lm head loss {rows:>5} x {vocab:>6} x {k:>5}: {:8.2} ms  {:7.2} GFLOP/s",
-        seconds * 1e3,
-        flops / seconds / 1e9
-    );
+    println!("lm head loss {rows:>5} x {vocab:>6} x {k:>5}: {:8.2} ms  {:7.2} GFLOP/s", seconds * 1e3, flops / seconds / 1e9);
 }
 
-fn bench_attention(
-    gpu: &Gpu,
-    windows: usize,
-    len: usize,
-    q_heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
-) {
+fn bench_attention(gpu: &Gpu, windows: usize, len: usize, q_heads: usize, kv_heads: usize, head_dim: usize) {
     let rows = windows * len;
     let width = (q_heads + 2 * kv_heads) * head_dim;
     let qkv = gpu.storage("qkv", (rows * width * 4) as u64);
@@ -71,15 +55,7 @@ fn bench_attention(
         sliding_window: 0,
         packed: 0,
     };
-    ops::attention(
-        &mut p,
-        head_dim as u32,
-        params,
-        &qkv,
-        &positions,
-        &segments,
-        &out,
-    );
+    ops::attention(&mut p, head_dim as u32, params, &qkv, &positions, &segments, &out);
     let seconds = time_program(gpu, &p.build(), 2);
     // q.k and p.v over the causal half
     let flops = 2.0 * 2.0 * (windows * q_heads * head_dim) as f64 * (len * (len + 1) / 2) as f64;

@@ -47,34 +47,16 @@ fn body(read: &str, i: u32) -> String {
 /// (what each body reads, the read, bodies per loop iteration).
 fn variants() -> Vec<(&'static str, String, u32)> {
     let m = format!("{}u", SPAN - 1);
-    let texel = |index: &str| {
-        format!("textureLoad(texels, vec2<u32>(({index}) & 63u, (({index}) >> 6u) & 63u), 0)")
-    };
+    let texel = |index: &str| format!("textureLoad(texels, vec2<u32>(({index}) & 63u, (({index}) >> 6u) & 63u), 0)");
     let registers = "vec4<f32>(f32(i) * 1e-9)".to_string();
     vec![
         ("nothing (registers only)", registers.clone(), 1),
         ("nothing, 4 bodies per loop iteration", registers, 4),
-        (
-            "storage buffer, same address on every lane",
-            format!("words[i & {m}]"),
-            1,
-        ),
-        (
-            "storage buffer, a different address per lane",
-            format!("words[(i + lane * 7u) & {m}]"),
-            1,
-        ),
-        (
-            "workgroup memory",
-            "shared_words[(i + local) & 255u]".to_string(),
-            1,
-        ),
+        ("storage buffer, same address on every lane", format!("words[i & {m}]"), 1),
+        ("storage buffer, a different address per lane", format!("words[(i + lane * 7u) & {m}]"), 1),
+        ("workgroup memory", "shared_words[(i + local) & 255u]".to_string(), 1),
         ("texel fetch, same texel on every lane", texel("i"), 1),
-        (
-            "texel fetch, a different texel per lane",
-            texel("i + lane * 7u"),
-            1,
-        ),
+        ("texel fetch, a different texel per lane", texel("i + lane * 7u"), 1),
     ]
 }
 
@@ -86,11 +68,7 @@ fn main() {
     let out = gpu.storage("out", (WORKGROUP * WORKGROUPS * 16) as u64);
     let texture = device.create_texture(&wgpu::TextureDescriptor {
         label: Some("texels"),
-        size: wgpu::Extent3d {
-            width: 64,
-            height: SPAN / 64,
-            depth_or_array_layers: 1,
-        },
+        size: wgpu::Extent3d { width: 64, height: SPAN / 64, depth_or_array_layers: 1 },
         mip_level_count: 1,
         sample_count: 1,
         dimension: wgpu::TextureDimension::D2,
@@ -100,10 +78,7 @@ fn main() {
     });
     let view = texture.create_view(&Default::default());
     let bodies_run = (WORKGROUP * WORKGROUPS) as f64 * ITERATIONS as f64;
-    println!(
-        "{:<48} {:>8} {:>10}",
-        "each body reads", "ns/body", "GFLOP/s"
-    );
+    println!("{:<48} {:>8} {:>10}", "each body reads", "ns/body", "GFLOP/s");
     for (name, read, unroll) in variants() {
         let bodies: String = (0..unroll).map(|i| body(&read, i)).collect();
         let source = KERNEL
@@ -111,10 +86,7 @@ fn main() {
             .replace("ITERATIONSu", &format!("{ITERATIONS}u"))
             .replace("UNROLLu", &format!("{unroll}u"))
             .replace("BODY", &bodies);
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some(name),
-            source: wgpu::ShaderSource::Wgsl(source.as_str().into()),
-        });
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(name), source: wgpu::ShaderSource::Wgsl(source.as_str().into()) });
         let pipeline = device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(name),
             layout: None,
@@ -127,26 +99,13 @@ fn main() {
         // Bindings the variant does not use are absent from its derived layout.
         let mut entries = Vec::new();
         if read.starts_with("words[") {
-            entries.push(wgpu::BindGroupEntry {
-                binding: 0,
-                resource: words.as_entire_binding(),
-            });
+            entries.push(wgpu::BindGroupEntry { binding: 0, resource: words.as_entire_binding() });
         }
         if read.contains("textureLoad") {
-            entries.push(wgpu::BindGroupEntry {
-                binding: 1,
-                resource: wgpu::BindingResource::TextureView(&view),
-            });
+            entries.push(wgpu::BindGroupEntry { binding: 1, resource: wgpu::BindingResource::TextureView(&view) });
         }
-        entries.push(wgpu::BindGroupEntry {
-            binding: 2,
-            resource: out.as_entire_binding(),
-        });
-        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &layout,
-            entries: &entries,
-        });
+        entries.push(wgpu::BindGroupEntry { binding: 2, resource: out.as_entire_binding() });
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout: &layout, entries: &entries });
         let run = || {
             let mut encoder = device.create_command_encoder(&Default::default());
             {
@@ -166,10 +125,6 @@ fn main() {
         }
         let seconds = start.elapsed().as_secs_f64() / repeats as f64;
         // 8 vec4 FMAs = 64 flops per body.
-        println!(
-            "{name:<48} {:>8.2} {:>10.2}",
-            seconds / bodies_run * 1e9,
-            64.0 * bodies_run / seconds / 1e9
-        );
+        println!("{name:<48} {:>8.2} {:>10.2}", seconds / bodies_run * 1e9, 64.0 * bodies_run / seconds / 1e9);
     }
 }

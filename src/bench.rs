@@ -62,15 +62,8 @@ fn kernel_times(times: Vec<(crate::gpu::KernelId, f64)>) -> Vec<KernelTime> {
         entry.0 += 1;
         entry.1 += s;
     }
-    let mut list: Vec<KernelTime> = by_kernel
-        .into_iter()
-        .map(|(kernel, (dispatches, s))| KernelTime {
-            kernel,
-            dispatches,
-            seconds: s,
-            share: s / total.max(1e-12),
-        })
-        .collect();
+    let mut list: Vec<KernelTime> =
+        by_kernel.into_iter().map(|(kernel, (dispatches, s))| KernelTime { kernel, dispatches, seconds: s, share: s / total.max(1e-12) }).collect();
     list.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
     list
 }
@@ -78,21 +71,13 @@ fn kernel_times(times: Vec<(crate::gpu::KernelId, f64)>) -> Vec<KernelTime> {
 /// FLOPs of one forward pass over `windows` windows of `len` tokens (multiply-adds count 2).
 pub fn forward_flops(model: &Model, windows: usize, len: usize) -> f64 {
     let s = &model.spec;
-    let per_token_matmul = s.layers
-        * (s.hidden * s.qkv_width()
-            + s.q_width() * s.hidden
-            + s.hidden * s.up_width()
-            + s.intermediate * s.hidden)
+    let per_token_matmul = s.layers * (s.hidden * s.qkv_width() + s.q_width() * s.hidden + s.hidden * s.up_width() + s.intermediate * s.hidden)
         + s.hidden * s.vocab_size;
     // Causal attention: q.k and p.v over the keys each query sees.
     let keys_seen: usize = s
         .layer_attention
         .iter()
-        .map(|a| {
-            (0..len)
-                .map(|t| a.sliding_window.map_or(t + 1, |w| (t + 1).min(w)))
-                .sum::<usize>()
-        })
+        .map(|a| (0..len).map(|t| a.sliding_window.map_or(t + 1, |w| (t + 1).min(w))).sum::<usize>())
         .sum();
     let attention = 2 * s.q_heads * s.head_dim * keys_seen;
     2.0 * (windows * (len * per_token_matmul + attention)) as f64
@@ -101,36 +86,19 @@ pub fn forward_flops(model: &Model, windows: usize, len: usize) -> f64 {
 /// The products (rows x n x k) the practical peak is the best of: a large square-ish one, and a
 /// wide and a deep one, because no single shape is the fastest on every adapter (on lavapipe a
 /// depth of 2048 runs slower than the depths of small models' projections).
-pub const PEAK_SHAPES: [(usize, usize, usize); 3] =
-    [(1024, 2048, 2048), (1024, 2048, 512), (1024, 512, 2048)];
+pub const PEAK_SHAPES: [(usize, usize, usize); 3] = [(1024, 2048, 2048), (1024, 2048, 512), (1024, 512, 2048)];
 
 /// The adapter's practical matmul peak for weights in `dtype` (each format has its own: f16 and
 /// quantized weights take fewer fetches than f32): the engine's matmul kernel at its best over
 /// [`PEAK_SHAPES`], in GFLOP/s.
 pub fn peak_matmul_gflops(gpu: &crate::gpu::Gpu, dtype: DType) -> Result<f64> {
-    PEAK_SHAPES.iter().try_fold(0.0f64, |best, &(rows, n, k)| {
-        Ok(best.max(matmul_gflops(gpu, rows, n, k, dtype)?))
-    })
+    PEAK_SHAPES.iter().try_fold(0.0f64, |best, &(rows, n, k)| Ok(best.max(matmul_gflops(gpu, rows, n, k, dtype)?)))
 }
 
 /// GFLOP/s of the engine's matmul kernel on a `rows x n x k` product with `dtype` weights:
 /// the best of two timed runs after a warm-up.
-pub fn matmul_gflops(
-    gpu: &crate::gpu::Gpu,
-    rows: usize,
-    n: usize,
-    k: usize,
-    dtype: DType,
-) -> Result<f64> {
-    let weight = GpuMatrix::upload(
-        gpu,
-        "bench weight",
-        n,
-        k,
-        dtype,
-        &vec![0u8; n * dtype.row_bytes(k)],
-        MatrixUse::Products,
-    )?;
+pub fn matmul_gflops(gpu: &crate::gpu::Gpu, rows: usize, n: usize, k: usize, dtype: DType) -> Result<f64> {
+    let weight = GpuMatrix::upload(gpu, "bench weight", n, k, dtype, &vec![0u8; n * dtype.row_bytes(k)], MatrixUse::Products)?;
     let input = gpu.storage("bench input", (rows * k * 4) as u64);
     let output = gpu.storage("bench output", (rows * n * 4) as u64);
     let bias = gpu.storage("bench bias", 16);
@@ -160,15 +128,10 @@ pub fn matmul_gflops(
 
 pub fn run(model: &Model, options: &BenchOptions) -> Result<BenchReport> {
     let gpu = &model.gpu_model.gpu;
-    let (len, windows) = (
-        options.ctx,
-        model.gpu_model.windows_per_pass(options.ctx, options.batch),
-    );
+    let (len, windows) = (options.ctx, model.gpu_model.windows_per_pass(options.ctx, options.batch));
     let rows = len * windows;
     // Token ids spread over the vocabulary (the values do not change the work).
-    let tokens: Vec<u32> = (0..rows)
-        .map(|i| ((i as u64 * 2654435761) % model.spec.vocab_size as u64) as u32)
-        .collect();
+    let tokens: Vec<u32> = (0..rows).map(|i| ((i as u64 * 2654435761) % model.spec.vocab_size as u64) as u32).collect();
     let mut targets = tokens[1..].to_vec();
     targets.push(0);
     model.gpu_model.score(windows, len, &tokens, &targets)?; // warm-up: pipelines, buffers, program
@@ -178,10 +141,7 @@ pub fn run(model: &Model, options: &BenchOptions) -> Result<BenchReport> {
     }
     let seconds = start.elapsed().as_secs_f64() / options.repeats.max(1) as f64;
     // Before the peak measurement allocates its own buffers.
-    let device_reserved_bytes = gpu
-        .device
-        .generate_allocator_report()
-        .map(|r| r.total_reserved_bytes);
+    let device_reserved_bytes = gpu.device.generate_allocator_report().map(|r| r.total_reserved_bytes);
     let flops = forward_flops(model, windows, len);
     let peak = peak_matmul_gflops(gpu, model.gpu_model.weight_dtype)?;
 
@@ -194,8 +154,7 @@ pub fn run(model: &Model, options: &BenchOptions) -> Result<BenchReport> {
         }
     };
     if device_reserved_bytes.is_none() {
-        notes
-            .push("this backend does not report its allocations: no measured device memory".into());
+        notes.push("this backend does not report its allocations: no measured device memory".into());
     }
     Ok(BenchReport {
         model: model.name.clone(),
@@ -262,10 +221,7 @@ pub fn generation(model: &Model, prompt: usize, new_tokens: usize) -> Result<Gen
     let auto = crate::generate::plan_slots(model, crate::forward::Batch::Auto, slot_len);
     let mut rates = Vec::new();
     for sequences in [1, auto] {
-        if rates
-            .iter()
-            .any(|r: &GenerationRate| r.sequences == sequences)
-        {
+        if rates.iter().any(|r: &GenerationRate| r.sequences == sequences) {
             continue;
         }
         rates.push(generation_rate(model, sequences, prompt, new_tokens)?);
@@ -285,81 +241,36 @@ pub fn generation(model: &Model, prompt: usize, new_tokens: usize) -> Result<Gen
 
 /// Greedy decoding of `sequences` prompts of `prompt` tokens for `new_tokens` tokens each, after
 /// a warm-up run of the same shapes (pipelines and programs recorded).
-fn generation_rate(
-    model: &Model,
-    sequences: usize,
-    prompt: usize,
-    new_tokens: usize,
-) -> Result<GenerationRate> {
+fn generation_rate(model: &Model, sequences: usize, prompt: usize, new_tokens: usize) -> Result<GenerationRate> {
     use crate::forward::{DecodeRow, Prompt};
     let gpu_model = &model.gpu_model;
     let vocab = model.spec.vocab_size as u64;
     // Distinct prompts with token ids spread over the vocabulary (the values do not change the work).
-    let prompts: Vec<Vec<u32>> = (0..sequences)
-        .map(|s| {
-            (0..prompt)
-                .map(|i| (((s * prompt + i) as u64 * 2654435761) % vocab) as u32)
-                .collect()
-        })
-        .collect();
+    let prompts: Vec<Vec<u32>> =
+        (0..sequences).map(|s| (0..prompt).map(|i| (((s * prompt + i) as u64 * 2654435761) % vocab) as u32).collect()).collect();
     gpu_model.reserve_kv_cache(sequences, prompt + new_tokens)?;
     let run = || -> Result<(f64, f64, Vec<KernelTime>)> {
         let start = Instant::now();
         let mut last = Vec::with_capacity(sequences);
         let per_pass = crate::generate::prompts_per_prefill(model, prompt, sequences);
         for (chunk, group) in prompts.chunks(per_pass).enumerate() {
-            let batch: Vec<Prompt> = group
-                .iter()
-                .enumerate()
-                .map(|(i, tokens)| Prompt {
-                    tokens,
-                    slot: chunk * per_pass + i,
-                })
-                .collect();
+            let batch: Vec<Prompt> = group.iter().enumerate().map(|(i, tokens)| Prompt { tokens, slot: chunk * per_pass + i }).collect();
             last.extend(gpu_model.prefill(&batch)?.into_iter().map(|t| t.token));
         }
         let prefill = start.elapsed().as_secs_f64();
         let start = Instant::now();
         for step in 0..new_tokens.saturating_sub(1) {
-            let rows: Vec<DecodeRow> = last
-                .iter()
-                .enumerate()
-                .map(|(slot, &token)| DecodeRow {
-                    token,
-                    slot,
-                    position: prompt + step,
-                })
-                .collect();
-            last = gpu_model
-                .decode(&rows)?
-                .into_iter()
-                .map(|t| t.token)
-                .collect();
+            let rows: Vec<DecodeRow> = last.iter().enumerate().map(|(slot, &token)| DecodeRow { token, slot, position: prompt + step }).collect();
+            last = gpu_model.decode(&rows)?.into_iter().map(|t| t.token).collect();
         }
         let decode = start.elapsed().as_secs_f64();
         // One more step, timed kernel by kernel.
-        let rows: Vec<DecodeRow> = last
-            .iter()
-            .enumerate()
-            .map(|(slot, &token)| DecodeRow {
-                token,
-                slot,
-                position: prompt + new_tokens - 1,
-            })
-            .collect();
-        let kernels = gpu_model
-            .profile_decode(&rows)?
-            .map(kernel_times)
-            .unwrap_or_default();
+        let rows: Vec<DecodeRow> = last.iter().enumerate().map(|(slot, &token)| DecodeRow { token, slot, position: prompt + new_tokens - 1 }).collect();
+        let kernels = gpu_model.profile_decode(&rows)?.map(kernel_times).unwrap_or_default();
         Ok((prefill, decode, kernels))
     };
     let measured = run().and_then(|_| run());
-    let device_reserved_bytes = model
-        .gpu_model
-        .gpu
-        .device
-        .generate_allocator_report()
-        .map(|r| r.total_reserved_bytes);
+    let device_reserved_bytes = model.gpu_model.gpu.device.generate_allocator_report().map(|r| r.total_reserved_bytes);
     let kv_cache_bytes = gpu_model.kv_cache_bytes(sequences, prompt + new_tokens);
     gpu_model.release_kv_cache();
     let (prefill, decode, decode_kernels) = measured?;

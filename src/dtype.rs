@@ -55,13 +55,7 @@ impl Group {
     }
 
     pub fn read(bytes: &[u8]) -> Group {
-        let f = |at: usize| {
-            f32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
-        };
-        Group {
-            scale: f(0),
-            offset: f(4),
-            q: std::array::from_fn(|j| bytes[8 + j] as i8),
-        }
+        let f = |at: usize| f32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        Group { scale: f(0), offset: f(4), q: std::array::from_fn(|j| bytes[8 + j] as i8) }
     }
 }

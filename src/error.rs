@@ -27,24 +27,15 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn bad_input(message: impl Into<String>) -> Self {
-        Error {
-            kind: ErrorKind::BadInput,
-            message: message.into(),
-        }
+        Error { kind: ErrorKind::BadInput, message: message.into() }
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Error {
-            kind: ErrorKind::Internal,
-            message: message.into(),
-        }
+        Error { kind: ErrorKind::Internal, message: message.into() }
     }
 
     pub fn interrupted(message: impl Into<String>) -> Self {
-        Error {
-            kind: ErrorKind::Interrupted,
-            message: message.into(),
-        }
+        Error { kind: ErrorKind::Interrupted, message: message.into() }
     }
 
     pub fn exit_code(&self) -> i32 {

@@ -56,10 +56,7 @@ fn files_below(dir: &Path) -> Result<Vec<PathBuf>> {
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).map_err(|e| io_error(&dir, e))? {
             let path = entry.map_err(|e| io_error(&dir, e))?.path();
-            if path
-                .file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            {
+            if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
                 continue;
             }
             if path.is_dir() {
@@ -75,10 +72,7 @@ fn files_below(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Whether the engine reads this file of a checkpoint directory.
 fn is_model_file(name: &str) -> bool {
-    name.ends_with(".json")
-        || name.ends_with(".safetensors")
-        || name.ends_with(".gguf")
-        || name == "tokenizer.model"
+    name.ends_with(".json") || name.ends_with(".safetensors") || name.ends_with(".gguf") || name == "tokenizer.model"
 }
 
 /// A checkpoint's fingerprint: a directory's model files, or a single file (GGUF).
@@ -87,10 +81,7 @@ pub fn checkpoint(path: &Path) -> Result<String> {
     if path.is_dir() {
         for entry in std::fs::read_dir(path).map_err(|e| io_error(path, e))? {
             let file = entry.map_err(|e| io_error(path, e))?.path();
-            let name = file
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             // Hub snapshots hold symbolic links to blobs: `is_file` follows them.
             if is_model_file(&name) && file.is_file() {
                 files.push(file);
@@ -108,10 +99,7 @@ pub fn checkpoint(path: &Path) -> Result<String> {
         if metadata.len() <= FULL_HASH_LIMIT {
             hash_contents(file, &mut hasher)?;
         } else {
-            let modified = metadata
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+            let modified = metadata.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
             hasher.field(&modified.map_or(0, |d| d.as_nanos()).to_string());
             let mut head = vec![0u8; HEAD_BYTES];
             let mut reader = std::fs::File::open(file).map_err(|e| io_error(file, e))?;
@@ -130,10 +118,7 @@ mod tests {
     fn fnv1a_matches_its_published_test_vectors() {
         assert_eq!(Hasher::default().hex(), "cbf29ce484222325");
         assert_eq!(Hasher::default().update(b"a").hex(), "af63dc4c8601ec8c");
-        assert_eq!(
-            Hasher::default().update(b"foobar").hex(),
-            "85944171f73967e8"
-        );
+        assert_eq!(Hasher::default().update(b"foobar").hex(), "85944171f73967e8");
     }
 
     #[test]
@@ -144,11 +129,7 @@ mod tests {
         std::fs::write(dir.join("model.safetensors"), [1u8, 2, 3]).unwrap();
         let first = checkpoint(&dir).unwrap();
         std::fs::write(dir.join("README.md"), "notes").unwrap();
-        assert_eq!(
-            checkpoint(&dir).unwrap(),
-            first,
-            "a README is not a model file"
-        );
+        assert_eq!(checkpoint(&dir).unwrap(), first, "a README is not a model file");
         std::fs::write(dir.join("model.safetensors"), [1u8, 2, 4]).unwrap();
         assert_ne!(checkpoint(&dir).unwrap(), first, "changed weights");
         std::fs::remove_dir_all(&dir).unwrap();

@@ -5,13 +5,8 @@
 //! log p(target) and whether the target was the argmax. Logits never leave the kernel.
 
 use crate::error::{Error, Result};
-use crate::gpu::{
-    ops, DType, Gpu, GpuMatrix, KernelId, PendingRead, Program, ProgramBuilder, WeightFormat,
-};
-use crate::model::{
-    load_weights, Checkpoint, LayerAttention, ModelSpec, ModelWeights, NormKind, NormWeights,
-    QkNorm,
-};
+use crate::gpu::{ops, DType, Gpu, GpuMatrix, KernelId, PendingRead, Program, ProgramBuilder, WeightFormat};
+use crate::model::{load_weights, Checkpoint, LayerAttention, ModelSpec, ModelWeights, NormKind, NormWeights, QkNorm};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -110,9 +105,7 @@ struct PassRequest<'a> {
 /// Fault injection for tests: PERPLEX_FAIL_WINDOWS_ABOVE=N makes every pass of more than N
 /// windows fail as if the device had run out of memory while running it.
 fn injected_memory_limit() -> Option<usize> {
-    std::env::var("PERPLEX_FAIL_WINDOWS_ABOVE")
-        .ok()
-        .and_then(|v| v.parse().ok())
+    std::env::var("PERPLEX_FAIL_WINDOWS_ABOVE").ok().and_then(|v| v.parse().ok())
 }
 
 /// Per-position result of scoring a window.
@@ -140,10 +133,7 @@ enum ScoredRows {
 impl PendingScores {
     /// Waits for the pass and returns the scores of its scored rows, in order.
     pub fn finish(self, gpu: &Gpu) -> Result<Vec<TokenScore>> {
-        let score = |[logprob, greedy]: [f32; 2]| TokenScore {
-            logprob,
-            greedy: greedy > 0.5,
-        };
+        let score = |[logprob, greedy]: [f32; 2]| TokenScore { logprob, greedy: greedy > 0.5 };
         Ok(self.finish_raw(gpu)?.into_iter().map(score).collect())
     }
 
@@ -220,10 +210,7 @@ impl RowLayout {
             }
             start += rows;
         }
-        assert!(
-            start <= len,
-            "segments of {start} rows overflow a window of {len}"
-        );
+        assert!(start <= len, "segments of {start} rows overflow a window of {len}");
     }
 }
 
@@ -275,22 +262,22 @@ impl GpuModel {
         let mut dtype = None;
         let weights = gpu.allocate(
             || {
-            load_weights(
-                &spec,
-                checkpoint,
-                |tensor, usage| {
-                    let matrix = GpuMatrix::upload(&gpu, &tensor.name, tensor.shape[0], tensor.shape[1], tensor.dtype, &tensor.bytes, usage)?;
-                    // Each upload goes through a staging buffer that lives until the queue moves on;
-                    // flushing here frees it before the next one, so staging never doubles the
-                    // footprint nor leaves holes between weights.
-                    gpu.queue.submit([]);
-                    gpu.wait()?;
-                    weight_bytes.set(weight_bytes.get() + matrix.bytes());
-                    dtype.get_or_insert(tensor.dtype);
-                    Ok(matrix)
-                },
-                |name, values| Ok(gpu.upload(name, &values)),
-            )
+                load_weights(
+                    &spec,
+                    checkpoint,
+                    |tensor, usage| {
+                        let matrix = GpuMatrix::upload(&gpu, &tensor.name, tensor.shape[0], tensor.shape[1], tensor.dtype, &tensor.bytes, usage)?;
+                        // Each upload goes through a staging buffer that lives until the queue moves on;
+                        // flushing here frees it before the next one, so staging never doubles the
+                        // footprint nor leaves holes between weights.
+                        gpu.queue.submit([]);
+                        gpu.wait()?;
+                        weight_bytes.set(weight_bytes.get() + matrix.bytes());
+                        dtype.get_or_insert(tensor.dtype);
+                        Ok(matrix)
+                    },
+                    |name, values| Ok(gpu.upload(name, &values)),
+                )
             },
             |device, error| {
                 format!(
@@ -400,31 +387,16 @@ impl GpuModel {
             .entry((rope, len))
             .or_insert_with(|| {
                 let table = self.spec.rope_table(rope, len);
-                Arc::new(self.gpu.upload(
-                    "rope cos/sin",
-                    bytemuck::cast_slice::<[f32; 2], f32>(&table),
-                ))
+                Arc::new(self.gpu.upload("rope cos/sin", bytemuck::cast_slice::<[f32; 2], f32>(&table)))
             })
             .clone()
     }
 
     /// Runs one pass like [`GpuModel::score`] with a timestamp around every dispatch: per-kernel
     /// seconds, or None without timestamp queries.
-    pub fn profile(
-        &self,
-        windows: usize,
-        len: usize,
-        tokens: &[u32],
-        targets: &[u32],
-    ) -> Result<Option<Vec<(KernelId, f64)>>> {
+    pub fn profile(&self, windows: usize, len: usize, tokens: &[u32], targets: &[u32]) -> Result<Option<Vec<(KernelId, f64)>>> {
         self.score(windows, len, tokens, targets)?;
-        self.profile_program(ProgramKey {
-            windows,
-            len,
-            packed: false,
-            scored_rows: None,
-            kind: PassKind::Score,
-        })
+        self.profile_program(ProgramKey { windows, len, packed: false, scored_rows: None, kind: PassKind::Score })
     }
 
     /// Runs one decoding step like [`GpuModel::decode`] with a timestamp around every dispatch
@@ -432,20 +404,11 @@ impl GpuModel {
     /// step does.
     pub fn profile_decode(&self, rows: &[DecodeRow]) -> Result<Option<Vec<(KernelId, f64)>>> {
         self.decode(rows)?;
-        self.profile_program(ProgramKey {
-            windows: rows.len(),
-            len: 1,
-            packed: false,
-            scored_rows: None,
-            kind: PassKind::Decode,
-        })
+        self.profile_program(ProgramKey { windows: rows.len(), len: 1, packed: false, scored_rows: None, kind: PassKind::Decode })
     }
 
     fn profile_program(&self, key: ProgramKey) -> Result<Option<Vec<(KernelId, f64)>>> {
-        let _running = self
-            .running
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let program = self.programs.lock().unwrap().get(&key).cloned();
         match program {
             Some(program) => program.profile(&self.gpu),
@@ -456,112 +419,44 @@ impl GpuModel {
     /// Scores `windows` plain windows of `len` positions each: `tokens[w * len + t]` is the input
     /// at position t of window w and `targets[...]` the token it should predict. Returns one score
     /// per position. A window's scores do not depend on the other windows or on `len` padding.
-    pub fn score(
-        &self,
-        windows: usize,
-        len: usize,
-        tokens: &[u32],
-        targets: &[u32],
-    ) -> Result<Vec<TokenScore>> {
+    pub fn score(&self, windows: usize, len: usize, tokens: &[u32], targets: &[u32]) -> Result<Vec<TokenScore>> {
         let all: Vec<u32> = (0..(windows * len) as u32).collect();
-        self.score_rows(
-            windows,
-            len,
-            tokens,
-            targets,
-            &RowLayout::plain(windows, len),
-            &all,
-        )
+        self.score_rows(windows, len, tokens, targets, &RowLayout::plain(windows, len), &all)
     }
 
     /// [`GpuModel::score`] with rows laid out by `layout` (packed windows among them), scoring
     /// only the rows listed in `scored` (increasing row indices): returns their scores in that
     /// order. The LM head, the costliest matrix of small models, then skips context rows,
     /// padding and overlaps; a row's score is the same bits either way.
-    pub fn score_rows(
-        &self,
-        windows: usize,
-        len: usize,
-        tokens: &[u32],
-        targets: &[u32],
-        layout: &RowLayout,
-        scored: &[u32],
-    ) -> Result<Vec<TokenScore>> {
-        self.submit_rows(windows, len, tokens, targets, layout, scored)?
-            .finish(&self.gpu)
+    pub fn score_rows(&self, windows: usize, len: usize, tokens: &[u32], targets: &[u32], layout: &RowLayout, scored: &[u32]) -> Result<Vec<TokenScore>> {
+        self.submit_rows(windows, len, tokens, targets, layout, scored)?.finish(&self.gpu)
     }
 
     /// [`GpuModel::score_rows`] without waiting: queues the pass and the readback of its scores
     /// and returns. Passes run in the order submitted; collecting one with
     /// [`PendingScores::finish`] while the next is queued keeps the device busy while the host
     /// reads back and prepares the pass after it.
-    pub fn submit_rows(
-        &self,
-        windows: usize,
-        len: usize,
-        tokens: &[u32],
-        targets: &[u32],
-        layout: &RowLayout,
-        scored: &[u32],
-    ) -> Result<PendingScores> {
+    pub fn submit_rows(&self, windows: usize, len: usize, tokens: &[u32], targets: &[u32], layout: &RowLayout, scored: &[u32]) -> Result<PendingScores> {
         if windows * len == 0 {
-            return Ok(PendingScores {
-                raw: PendingRead::nothing(),
-                rows: ScoredRows::Gathered(0),
-            });
+            return Ok(PendingScores { raw: PendingRead::nothing(), rows: ScoredRows::Gathered(0) });
         }
-        let pass = PassRequest {
-            windows,
-            len,
-            tokens,
-            targets,
-            layout,
-            scored,
-            kind: PassKind::Score,
-            cache_rows: &[],
-        };
+        let pass = PassRequest { windows, len, tokens, targets, layout, scored, kind: PassKind::Score, cache_rows: &[] };
         let (_running, ws, head_rows, gathered) = self.submit_pass(&pass)?;
         // Queued behind the pass before the workspace is released: a later pass overwrites
         // `scores` only after this copy.
         let raw = self.gpu.start_read(&ws.scores, head_rows);
-        let rows = if gathered {
-            ScoredRows::Gathered(scored.len())
-        } else {
-            ScoredRows::InPlace(scored.to_vec())
-        };
+        let rows = if gathered { ScoredRows::Gathered(scored.len()) } else { ScoredRows::InPlace(scored.to_vec()) };
         Ok(PendingScores { raw, rows })
     }
 
     /// The forward pass of [`GpuModel::submit_rows`] without the LM head: leaves the final
     /// hidden states of the scored rows, normalised and gathered in order, on the GPU for another
     /// kernel to read (perplex compare runs two models' heads together). `scored` must not be empty.
-    pub fn submit_hidden(
-        &self,
-        windows: usize,
-        len: usize,
-        tokens: &[u32],
-        targets: &[u32],
-        layout: &RowLayout,
-        scored: &[u32],
-    ) -> Result<FinalHidden<'_>> {
+    pub fn submit_hidden(&self, windows: usize, len: usize, tokens: &[u32], targets: &[u32], layout: &RowLayout, scored: &[u32]) -> Result<FinalHidden<'_>> {
         assert!(!scored.is_empty());
-        let pass = PassRequest {
-            windows,
-            len,
-            tokens,
-            targets,
-            layout,
-            scored,
-            kind: PassKind::Hidden,
-            cache_rows: &[],
-        };
+        let pass = PassRequest { windows, len, tokens, targets, layout, scored, kind: PassKind::Hidden, cache_rows: &[] };
         let (running, ws, rows, _) = self.submit_pass(&pass)?;
-        Ok(FinalHidden {
-            _running: running,
-            buffer: HiddenBuffer(ws),
-            rows,
-            width: self.spec.hidden,
-        })
+        Ok(FinalHidden { _running: running, buffer: HiddenBuffer(ws), rows, width: self.spec.hidden })
     }
 
     /// Bytes of KV cache for `slots` sequences of up to `slot_len` positions: keys and values
@@ -604,33 +499,21 @@ impl GpuModel {
             },
         )?;
         // Programs recorded over an earlier cache bind its buffers.
-        self.programs
-            .lock()
-            .unwrap()
-            .retain(|key, _| !key.kind.uses_cache());
-        *self.cache.lock().unwrap() = Some(Arc::new(KvCache {
-            slots,
-            slot_len,
-            layers,
-        }));
+        self.programs.lock().unwrap().retain(|key, _| !key.kind.uses_cache());
+        *self.cache.lock().unwrap() = Some(Arc::new(KvCache { slots, slot_len, layers }));
         Ok(())
     }
 
     /// Frees the KV cache.
     pub fn release_kv_cache(&self) {
-        self.programs
-            .lock()
-            .unwrap()
-            .retain(|key, _| !key.kind.uses_cache());
+        self.programs.lock().unwrap().retain(|key, _| !key.kind.uses_cache());
         *self.cache.lock().unwrap() = None;
     }
 
     /// The reserved KV cache's slots and positions per slot.
     fn cache_shape(&self) -> Result<(usize, usize)> {
         let cache = self.cache.lock().unwrap();
-        let cache = cache
-            .as_ref()
-            .ok_or_else(|| Error::internal("generation pass without a KV cache".to_string()))?;
+        let cache = cache.as_ref().ok_or_else(|| Error::internal("generation pass without a KV cache".to_string()))?;
         Ok((cache.slots, cache.slot_len))
     }
 
@@ -640,9 +523,7 @@ impl GpuModel {
     pub fn prefill(&self, prompts: &[Prompt]) -> Result<Vec<GreedyToken>> {
         let (slots, slot_len) = self.cache_shape()?;
         let longest = prompts.iter().map(|p| p.tokens.len()).max().unwrap_or(0);
-        assert!(prompts
-            .iter()
-            .all(|p| !p.tokens.is_empty() && p.slot < slots && p.tokens.len() <= slot_len));
+        assert!(prompts.iter().all(|p| !p.tokens.is_empty() && p.slot < slots && p.tokens.len() <= slot_len));
         // Lengths rounded up, so prompts of similar lengths share one recorded program.
         let len = longest.next_multiple_of(PREFILL_LEN_STEP);
         let windows = prompts.len();
@@ -659,16 +540,7 @@ impl GpuModel {
         }
         let targets = vec![0u32; windows * len];
         let layout = RowLayout::plain(windows, len);
-        let pass = PassRequest {
-            windows,
-            len,
-            tokens: &tokens,
-            targets: &targets,
-            layout: &layout,
-            scored: &scored,
-            kind: PassKind::Prefill,
-            cache_rows: &cache_rows,
-        };
+        let pass = PassRequest { windows, len, tokens: &tokens, targets: &targets, layout: &layout, scored: &scored, kind: PassKind::Prefill, cache_rows: &cache_rows };
         self.run_greedy(&pass)
     }
 
@@ -678,24 +550,12 @@ impl GpuModel {
         let (slots, slot_len) = self.cache_shape()?;
         assert!(rows.iter().all(|r| r.slot < slots && r.position < slot_len));
         let tokens: Vec<u32> = rows.iter().map(|r| r.token).collect();
-        let cache_rows: Vec<u32> = rows
-            .iter()
-            .map(|r| (r.slot * slot_len + r.position) as u32)
-            .collect();
+        let cache_rows: Vec<u32> = rows.iter().map(|r| (r.slot * slot_len + r.position) as u32).collect();
         let mut layout = RowLayout::plain(rows.len(), 1);
         layout.positions = rows.iter().map(|r| r.position as u32).collect();
         let targets = vec![0u32; rows.len()];
         let scored: Vec<u32> = (0..rows.len() as u32).collect();
-        let pass = PassRequest {
-            windows: rows.len(),
-            len: 1,
-            tokens: &tokens,
-            targets: &targets,
-            layout: &layout,
-            scored: &scored,
-            kind: PassKind::Decode,
-            cache_rows: &cache_rows,
-        };
+        let pass = PassRequest { windows: rows.len(), len: 1, tokens: &tokens, targets: &targets, layout: &layout, scored: &scored, kind: PassKind::Decode, cache_rows: &cache_rows };
         self.run_greedy(&pass)
     }
 
@@ -707,21 +567,10 @@ impl GpuModel {
         let pending = {
             let (_running, ws, head_rows, gathered) = self.submit_pass(pass)?;
             let raw = self.gpu.start_read(&ws.scores, head_rows);
-            let rows = if gathered {
-                ScoredRows::Gathered(pass.scored.len())
-            } else {
-                ScoredRows::InPlace(pass.scored.to_vec())
-            };
+            let rows = if gathered { ScoredRows::Gathered(pass.scored.len()) } else { ScoredRows::InPlace(pass.scored.to_vec()) };
             PendingScores { raw, rows }
         };
-        Ok(pending
-            .finish_raw(&self.gpu)?
-            .into_iter()
-            .map(|[token, logprob]| GreedyToken {
-                token: token as u32,
-                logprob,
-            })
-            .collect())
+        Ok(pending.finish_raw(&self.gpu)?.into_iter().map(|[token, logprob]| GreedyToken { token: token as u32, logprob }).collect())
     }
 
     /// Rows the head reads after a pass of `rows` rows scoring `scored` of them (the scored rows
@@ -734,27 +583,12 @@ impl GpuModel {
     /// Queues one pass: the forward pass and the head its kind asks for. Returns the hold on the
     /// workspace (queue what reads it before letting go), the workspace, the rows the head reads
     /// (or would read) and whether those are the scored rows gathered.
-    fn submit_pass(
-        &self,
-        pass: &PassRequest,
-    ) -> Result<(std::sync::MutexGuard<'_, ()>, Arc<Workspace>, usize, bool)> {
-        let PassRequest {
-            windows,
-            len,
-            tokens,
-            targets,
-            layout,
-            scored,
-            kind,
-            cache_rows,
-        } = *pass;
+    fn submit_pass(&self, pass: &PassRequest) -> Result<(std::sync::MutexGuard<'_, ()>, Arc<Workspace>, usize, bool)> {
+        let PassRequest { windows, len, tokens, targets, layout, scored, kind, cache_rows } = *pass;
         let rows = windows * len;
         assert_eq!(tokens.len(), rows);
         assert_eq!(targets.len(), rows);
-        assert!(
-            scored.windows(2).all(|w| w[0] < w[1])
-                && scored.last().is_none_or(|&r| (r as usize) < rows)
-        );
+        assert!(scored.windows(2).all(|w| w[0] < w[1]) && scored.last().is_none_or(|&r| (r as usize) < rows));
         assert_eq!(layout.positions.len(), rows);
         assert_eq!(layout.segments.len(), rows);
         assert_eq!(cache_rows.len(), if kind.uses_cache() { rows } else { 0 });
@@ -769,32 +603,20 @@ impl GpuModel {
             )));
         }
         if rows > self.max_rows_per_pass() {
-            return Err(Error::internal(format!(
-                "{rows} rows exceed the per-pass maximum {}",
-                self.max_rows_per_pass()
-            )));
+            return Err(Error::internal(format!("{rows} rows exceed the per-pass maximum {}", self.max_rows_per_pass())));
         }
-        if let Some(&bad) = tokens
-            .iter()
-            .chain(targets)
-            .find(|&&t| t as usize >= self.spec.vocab_size)
-        {
+        if let Some(&bad) = tokens.iter().chain(targets).find(|&&t| t as usize >= self.spec.vocab_size) {
             return Err(Error::bad_input(format!(
                 "token id {bad} is outside the model's vocabulary of {}: the tokenizer does not match the model",
                 self.spec.vocab_size
             )));
         }
-        let running = self
-            .running
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(limit) = injected_memory_limit() {
             if windows > limit {
                 // Reported when the pass is collected, like a real device's failure, so the
                 // pass queued behind it is in flight by then.
-                self.gpu.report_failure(&format!(
-                    "out of memory (injected: more than {limit} windows per pass)"
-                ));
+                self.gpu.report_failure(&format!("out of memory (injected: more than {limit} windows per pass)"));
             }
         }
         let ws = self.workspace(rows);
@@ -808,13 +630,7 @@ impl GpuModel {
             _ => (padded < rows).then_some(padded),
         };
         let program = {
-            let key = ProgramKey {
-                windows,
-                len,
-                packed: layout.packed,
-                scored_rows,
-                kind,
-            };
+            let key = ProgramKey { windows, len, packed: layout.packed, scored_rows, kind };
             let existing = self.programs.lock().unwrap().get(&key).cloned();
             match existing {
                 Some(p) => p,
@@ -825,19 +641,11 @@ impl GpuModel {
                 }
             }
         };
-        self.gpu
-            .queue
-            .write_buffer(&ws.tokens, 0, bytemuck::cast_slice(tokens));
-        self.gpu
-            .queue
-            .write_buffer(&ws.positions, 0, bytemuck::cast_slice(&layout.positions));
-        self.gpu
-            .queue
-            .write_buffer(&ws.segments, 0, bytemuck::cast_slice(&layout.segments));
+        self.gpu.queue.write_buffer(&ws.tokens, 0, bytemuck::cast_slice(tokens));
+        self.gpu.queue.write_buffer(&ws.positions, 0, bytemuck::cast_slice(&layout.positions));
+        self.gpu.queue.write_buffer(&ws.segments, 0, bytemuck::cast_slice(&layout.segments));
         if kind.uses_cache() {
-            self.gpu
-                .queue
-                .write_buffer(&ws.cache_rows, 0, bytemuck::cast_slice(cache_rows));
+            self.gpu.queue.write_buffer(&ws.cache_rows, 0, bytemuck::cast_slice(cache_rows));
         }
         let head_rows = match scored_rows {
             Some(padded) => {
@@ -845,18 +653,12 @@ impl GpuModel {
                 let mut index = scored.to_vec();
                 index.resize(padded, 0);
                 let head_targets: Vec<u32> = index.iter().map(|&r| targets[r as usize]).collect();
-                self.gpu
-                    .queue
-                    .write_buffer(&ws.scored, 0, bytemuck::cast_slice(&index));
-                self.gpu
-                    .queue
-                    .write_buffer(&ws.targets, 0, bytemuck::cast_slice(&head_targets));
+                self.gpu.queue.write_buffer(&ws.scored, 0, bytemuck::cast_slice(&index));
+                self.gpu.queue.write_buffer(&ws.targets, 0, bytemuck::cast_slice(&head_targets));
                 padded
             }
             None => {
-                self.gpu
-                    .queue
-                    .write_buffer(&ws.targets, 0, bytemuck::cast_slice(targets));
+                self.gpu.queue.write_buffer(&ws.targets, 0, bytemuck::cast_slice(targets));
                 rows
             }
         };
@@ -867,63 +669,30 @@ impl GpuModel {
     /// Records the forward pass for `key.windows` x `key.len` rows (`packed`: see
     /// [`RowLayout`]), the LM head over all rows or over `scored_rows` gathered rows.
     fn record(&self, ws: &Workspace, key: ProgramKey) -> Program {
-        let ProgramKey {
-            windows,
-            len,
-            packed,
-            scored_rows,
-            kind,
-        } = key;
-        let cache = kind.uses_cache().then(|| {
-            self.cache
-                .lock()
-                .unwrap()
-                .clone()
-                .expect("a KV cache is reserved before generation passes")
-        });
+        let ProgramKey { windows, len, packed, scored_rows, kind } = key;
+        let cache = kind.uses_cache().then(|| self.cache.lock().unwrap().clone().expect("a KV cache is reserved before generation passes"));
         let spec = &self.spec;
         let rows = windows * len;
         let d = spec.hidden;
         let w = &self.weights;
         let mut p = Program::builder(&self.gpu);
 
-        gather(
-            &mut p,
-            &w.embedding,
-            &ws.tokens,
-            &ws.x,
-            rows,
-            spec.embedding_scale,
-            false,
-        );
+        gather(&mut p, &w.embedding, &ws.tokens, &ws.x, rows, spec.embedding_scale, false);
         if let Some(positions) = &w.positions {
             gather(&mut p, positions, &ws.positions, &ws.x, rows, 1.0, true);
         }
         let qkv_width = spec.qkv_width();
         let up_width = spec.up_width();
-        let tables: Vec<_> = (0..spec.ropes.len())
-            .map(|r| self.rope_table(r, self.rope_len(len, kind)))
-            .collect();
+        let tables: Vec<_> = (0..spec.ropes.len()).map(|r| self.rope_table(r, self.rope_len(len, kind))).collect();
         for (index, (layer, attention)) in w.layers.iter().zip(&spec.layer_attention).enumerate() {
             // Attention block: [norm] -> fused QKV -> [QK-norm] -> RoPE -> attention -> output
             // projection -> [post-norm] -> residual.
             let attn_in = self.maybe_norm(&mut p, rows, &ws.x, &ws.h, layer.attn_norm.as_ref());
             // A parallel block's MLP reads the block input, so normalise it before x changes.
-            let parallel_mlp_in = spec
-                .parallel_residual
-                .then(|| self.maybe_norm(&mut p, rows, &ws.x, &ws.h2, layer.ffn_norm.as_ref()));
-            let qkv = Linear {
-                matrices: &layer.qkv,
-                bias: layer.qkv_bias.as_ref(),
-            };
+            let parallel_mlp_in = spec.parallel_residual.then(|| self.maybe_norm(&mut p, rows, &ws.x, &ws.h2, layer.ffn_norm.as_ref()));
+            let qkv = Linear { matrices: &layer.qkv, bias: layer.qkv_bias.as_ref() };
             self.linear(&mut p, rows, attn_in, qkv, Columns::all(&ws.qkv, qkv_width));
-            self.qk_norm(
-                &mut p,
-                rows,
-                &ws.qkv,
-                layer.q_norm.as_ref(),
-                layer.k_norm.as_ref(),
-            );
+            self.qk_norm(&mut p, rows, &ws.qkv, layer.q_norm.as_ref(), layer.k_norm.as_ref());
             if let Some(table) = tables.get(attention.rope) {
                 let params = ops::Rope {
                     rows: rows as u32,
@@ -941,13 +710,7 @@ impl GpuModel {
                     qkv_stride: qkv_width as u32,
                     k_offset: spec.q_width() as u32,
                 };
-                ops::kv_store(
-                    &mut p,
-                    params,
-                    &ws.qkv,
-                    &ws.cache_rows,
-                    &cache.layers[index],
-                );
+                ops::kv_store(&mut p, params, &ws.qkv, &ws.cache_rows, &cache.layers[index]);
             }
             match (kind, &cache) {
                 (PassKind::Decode, Some(cache)) => {
@@ -961,71 +724,29 @@ impl GpuModel {
                         softcap: spec.attention_softcap,
                         sliding_window: attention.sliding_window.unwrap_or(0) as u32,
                     };
-                    ops::decode_attention(
-                        &mut p,
-                        spec.head_dim as u32,
-                        params,
-                        &ws.qkv,
-                        &ws.cache_rows,
-                        &cache.layers[index],
-                        &ws.attn,
-                    );
+                    ops::decode_attention(&mut p, spec.head_dim as u32, params, &ws.qkv, &ws.cache_rows, &cache.layers[index], &ws.attn);
                 }
                 _ => self.window_attention(&mut p, ws, windows, len, packed, attention),
             }
-            let o = Linear {
-                matrices: std::slice::from_ref(&layer.o),
-                bias: layer.o_bias.as_ref(),
-            };
-            self.project_into_residual(
-                &mut p,
-                rows,
-                &ws.attn,
-                o,
-                layer.post_attn_norm.as_ref(),
-                ws,
-            );
+            let o = Linear { matrices: std::slice::from_ref(&layer.o), bias: layer.o_bias.as_ref() };
+            self.project_into_residual(&mut p, rows, &ws.attn, o, layer.post_attn_norm.as_ref(), ws);
 
             // MLP block: [norm] -> up (gate | up) -> activation -> down -> [post-norm] -> residual.
             let mlp_in = match parallel_mlp_in {
                 Some(input) => input,
                 None => self.maybe_norm(&mut p, rows, &ws.x, &ws.h, layer.ffn_norm.as_ref()),
             };
-            let up = Linear {
-                matrices: &layer.up,
-                bias: layer.up_bias.as_ref(),
-            };
+            let up = Linear { matrices: &layer.up, bias: layer.up_bias.as_ref() };
             self.linear(&mut p, rows, mlp_in, up, Columns::all(&ws.ff, up_width));
-            let params = ops::Activation {
-                rows: rows as u32,
-                width: spec.intermediate as u32,
-                gated: spec.gated_mlp.into(),
-            };
+            let params = ops::Activation { rows: rows as u32, width: spec.intermediate as u32, gated: spec.gated_mlp.into() };
             ops::activation(&mut p, spec.activation, params, &ws.ff, &ws.act);
-            let down = Linear {
-                matrices: std::slice::from_ref(&layer.down),
-                bias: layer.down_bias.as_ref(),
-            };
-            self.project_into_residual(
-                &mut p,
-                rows,
-                &ws.act,
-                down,
-                layer.post_ffn_norm.as_ref(),
-                ws,
-            );
+            let down = Linear { matrices: std::slice::from_ref(&layer.down), bias: layer.down_bias.as_ref() };
+            self.project_into_residual(&mut p, rows, &ws.act, down, layer.post_ffn_norm.as_ref(), ws);
         }
         let head_rows = match scored_rows {
             Some(scored_rows) => {
                 // The scored rows of x, gathered as rows of an f32 table.
-                let params = ops::Embedding {
-                    rows: scored_rows as u32,
-                    width: d as u32,
-                    first_row: 0,
-                    part_rows: rows as u32,
-                    scale: 1.0,
-                    accumulate: 0,
-                };
+                let params = ops::Embedding { rows: scored_rows as u32, width: d as u32, first_row: 0, part_rows: rows as u32, scale: 1.0, accumulate: 0 };
                 ops::embedding(&mut p, WeightFormat::F32, params, &ws.scored, &ws.x, &ws.h2);
                 self.norm(&mut p, scored_rows, &ws.h2, &ws.h, &w.final_norm);
                 scored_rows
@@ -1040,43 +761,17 @@ impl GpuModel {
             return p.build();
         }
 
-        let head = ops::LmHead {
-            matrix: w.head(),
-            vocab: spec.vocab_size,
-            softcap: spec.final_softcap,
-        };
+        let head = ops::LmHead { matrix: w.head(), vocab: spec.vocab_size, softcap: spec.final_softcap };
         ops::lm_head_loss(&mut p, rows, head, &ws.h, &ws.targets, &ws.partials);
         match kind {
-            PassKind::Score => ops::loss_combine(
-                &mut p,
-                rows,
-                head.tiles(),
-                &ws.targets,
-                &ws.partials,
-                &ws.scores,
-            ),
-            _ => ops::greedy_combine(
-                &mut p,
-                rows,
-                head.tiles(),
-                &ws.targets,
-                &ws.partials,
-                &ws.scores,
-            ),
+            PassKind::Score => ops::loss_combine(&mut p, rows, head.tiles(), &ws.targets, &ws.partials, &ws.scores),
+            _ => ops::greedy_combine(&mut p, rows, head.tiles(), &ws.targets, &ws.partials, &ws.scores),
         }
         p.build()
     }
 
     /// Causal attention within each of `windows` windows of `len` rows of the fused QKV rows.
-    fn window_attention(
-        &self,
-        p: &mut ProgramBuilder,
-        ws: &Workspace,
-        windows: usize,
-        len: usize,
-        packed: bool,
-        attention: &LayerAttention,
-    ) {
+    fn window_attention(&self, p: &mut ProgramBuilder, ws: &Workspace, windows: usize, len: usize, packed: bool, attention: &LayerAttention) {
         let spec = &self.spec;
         let params = ops::Attention {
             rows: (windows * len) as u32,
@@ -1089,15 +784,7 @@ impl GpuModel {
             sliding_window: attention.sliding_window.unwrap_or(0) as u32,
             packed: packed.into(),
         };
-        ops::attention(
-            p,
-            spec.head_dim as u32,
-            params,
-            &ws.qkv,
-            &ws.positions,
-            &ws.segments,
-            &ws.attn,
-        );
+        ops::attention(p, spec.head_dim as u32, params, &ws.qkv, &ws.positions, &ws.segments, &ws.attn);
     }
 
     /// Positions the RoPE tables of a pass cover: its window, or with the KV cache, a slot.
@@ -1110,14 +797,7 @@ impl GpuModel {
 
     /// `input @ linear^T (+ bias)` into `output`'s columns, each matrix writing the next ones
     /// (fused QKV and gate/up from separate or fused weights alike), one dispatch per part.
-    fn linear(
-        &self,
-        p: &mut ProgramBuilder,
-        rows: usize,
-        input: &wgpu::Buffer,
-        linear: Linear,
-        output: Columns,
-    ) {
+    fn linear(&self, p: &mut ProgramBuilder, rows: usize, input: &wgpu::Buffer, linear: Linear, output: Columns) {
         let mut col_offset = output.offset;
         for matrix in linear.matrices {
             for part in &matrix.parts {
@@ -1131,42 +811,17 @@ impl GpuModel {
                     accumulate: output.accumulate.into(),
                 };
                 let bias = linear.bias.unwrap_or(&self.dummy);
-                ops::matmul(
-                    p,
-                    matrix.dtype.format(),
-                    params,
-                    input,
-                    part,
-                    bias,
-                    output.buffer,
-                );
+                ops::matmul(p, matrix.dtype.format(), params, input, part, bias, output.buffer);
             }
             col_offset += matrix.rows;
         }
     }
 
     /// x += input @ linear^T (+ bias), through a post-norm when the block has one.
-    fn project_into_residual(
-        &self,
-        p: &mut ProgramBuilder,
-        rows: usize,
-        input: &wgpu::Buffer,
-        linear: Linear,
-        post_norm: Option<&NormWeights<wgpu::Buffer>>,
-        ws: &Workspace,
-    ) {
+    fn project_into_residual(&self, p: &mut ProgramBuilder, rows: usize, input: &wgpu::Buffer, linear: Linear, post_norm: Option<&NormWeights<wgpu::Buffer>>, ws: &Workspace) {
         let d = self.spec.hidden;
         match post_norm {
-            None => self.linear(
-                p,
-                rows,
-                input,
-                linear,
-                Columns {
-                    accumulate: true,
-                    ..Columns::all(&ws.x, d)
-                },
-            ),
+            None => self.linear(p, rows, input, linear, Columns { accumulate: true, ..Columns::all(&ws.x, d) }),
             Some(norm) => {
                 self.linear(p, rows, input, linear, Columns::all(&ws.h, d));
                 self.norm_segments(p, &ws.h, &ws.x, norm, Segments::rows(rows, d), true);
@@ -1175,14 +830,7 @@ impl GpuModel {
     }
 
     /// The normalised `input` in `output`, or `input` itself when the block has no such norm.
-    fn maybe_norm<'b>(
-        &self,
-        p: &mut ProgramBuilder,
-        rows: usize,
-        input: &'b wgpu::Buffer,
-        output: &'b wgpu::Buffer,
-        norm: Option<&NormWeights<wgpu::Buffer>>,
-    ) -> &'b wgpu::Buffer {
+    fn maybe_norm<'b>(&self, p: &mut ProgramBuilder, rows: usize, input: &'b wgpu::Buffer, output: &'b wgpu::Buffer, norm: Option<&NormWeights<wgpu::Buffer>>) -> &'b wgpu::Buffer {
         match norm {
             Some(norm) => {
                 self.norm(p, rows, input, output, norm);
@@ -1193,14 +841,7 @@ impl GpuModel {
     }
 
     /// QK-norm in place on the q and k columns of the fused QKV activation.
-    fn qk_norm(
-        &self,
-        p: &mut ProgramBuilder,
-        rows: usize,
-        qkv: &wgpu::Buffer,
-        q: Option<&wgpu::Buffer>,
-        k: Option<&wgpu::Buffer>,
-    ) {
+    fn qk_norm(&self, p: &mut ProgramBuilder, rows: usize, qkv: &wgpu::Buffer, q: Option<&wgpu::Buffer>, k: Option<&wgpu::Buffer>) {
         let s = &self.spec;
         let (Some(q), Some(k)) = (q, k) else { return };
         for (weight, heads, offset) in [(q, s.q_heads, 0), (k, s.kv_heads, s.q_width())] {
@@ -1208,58 +849,21 @@ impl GpuModel {
                 QkNorm::PerHead => (s.head_dim, heads),
                 _ => (heads * s.head_dim, 1),
             };
-            let norm = NormWeights {
-                weight: weight.clone(),
-                bias: None,
-            };
-            let segments = Segments {
-                rows,
-                width,
-                per_row,
-                stride: s.qkv_width(),
-                offset,
-            };
+            let norm = NormWeights { weight: weight.clone(), bias: None };
+            let segments = Segments { rows, width, per_row, stride: s.qkv_width(), offset };
             self.norm_segments(p, &self.dummy, qkv, &norm, segments, false);
         }
     }
 
-    fn norm(
-        &self,
-        p: &mut ProgramBuilder,
-        rows: usize,
-        input: &wgpu::Buffer,
-        output: &wgpu::Buffer,
-        norm: &NormWeights<wgpu::Buffer>,
-    ) {
-        self.norm_segments(
-            p,
-            input,
-            output,
-            norm,
-            Segments::rows(rows, self.spec.hidden),
-            false,
-        );
+    fn norm(&self, p: &mut ProgramBuilder, rows: usize, input: &wgpu::Buffer, output: &wgpu::Buffer, norm: &NormWeights<wgpu::Buffer>) {
+        self.norm_segments(p, input, output, norm, Segments::rows(rows, self.spec.hidden), false);
     }
 
     /// The norm kernel over `segments` (see norm.wgsl). Reading from the dummy buffer means in
     /// place on `output`.
-    fn norm_segments(
-        &self,
-        p: &mut ProgramBuilder,
-        input: &wgpu::Buffer,
-        output: &wgpu::Buffer,
-        norm: &NormWeights<wgpu::Buffer>,
-        segments: Segments,
-        accumulate: bool,
-    ) {
+    fn norm_segments(&self, p: &mut ProgramBuilder, input: &wgpu::Buffer, output: &wgpu::Buffer, norm: &NormWeights<wgpu::Buffer>, segments: Segments, accumulate: bool) {
         let s = &self.spec;
-        let Segments {
-            rows,
-            width,
-            per_row,
-            stride,
-            offset,
-        } = segments;
+        let Segments { rows, width, per_row, stride, offset } = segments;
         let params = ops::Norm {
             segments_total: (rows * per_row) as u32,
             width: width as u32,
@@ -1273,28 +877,13 @@ impl GpuModel {
             eps: s.norm_eps,
             weight_offset: s.norm_weight_offset,
         };
-        ops::norm(
-            p,
-            params,
-            input,
-            &norm.weight,
-            norm.bias.as_ref().unwrap_or(&self.dummy),
-            output,
-        );
+        ops::norm(p, params, input, &norm.weight, norm.bias.as_ref().unwrap_or(&self.dummy), output);
     }
 }
 
 /// Embedding-table gather of `indices` (token ids, or positions for learned position
 /// embeddings) from every part of `table`, added to `output` when `accumulate`.
-fn gather(
-    p: &mut ProgramBuilder,
-    table: &GpuMatrix,
-    indices: &wgpu::Buffer,
-    output: &wgpu::Buffer,
-    rows: usize,
-    scale: f32,
-    accumulate: bool,
-) {
+fn gather(p: &mut ProgramBuilder, table: &GpuMatrix, indices: &wgpu::Buffer, output: &wgpu::Buffer, rows: usize, scale: f32, accumulate: bool) {
     for part in &table.parts {
         let params = ops::Embedding {
             rows: rows as u32,
@@ -1304,14 +893,7 @@ fn gather(
             scale,
             accumulate: accumulate.into(),
         };
-        ops::embedding(
-            p,
-            table.dtype.format(),
-            params,
-            indices,
-            part.rows_buffer(),
-            output,
-        );
+        ops::embedding(p, table.dtype.format(), params, indices, part.rows_buffer(), output);
     }
 }
 
@@ -1335,12 +917,7 @@ struct Columns<'a> {
 impl<'a> Columns<'a> {
     /// Every column of rows `stride` wide, overwritten.
     fn all(buffer: &'a wgpu::Buffer, stride: usize) -> Columns<'a> {
-        Columns {
-            buffer,
-            offset: 0,
-            stride,
-            accumulate: false,
-        }
+        Columns { buffer, offset: 0, stride, accumulate: false }
     }
 }
 
@@ -1358,13 +935,7 @@ struct Segments {
 impl Segments {
     /// Whole rows of `width` values.
     fn rows(rows: usize, width: usize) -> Segments {
-        Segments {
-            rows,
-            width,
-            per_row: 1,
-            stride: width,
-            offset: 0,
-        }
+        Segments { rows, width, per_row: 1, stride: width, offset: 0 }
     }
 }
 
@@ -1391,9 +962,7 @@ impl std::str::FromStr for Batch {
             "auto" => Ok(Batch::Auto),
             _ => match s.parse::<usize>() {
                 Ok(n) if n > 0 => Ok(Batch::Windows(n)),
-                _ => Err(format!(
-                    "'{s}' is not a batch size: give a positive number of windows or 'auto'"
-                )),
+                _ => Err(format!("'{s}' is not a batch size: give a positive number of windows or 'auto'")),
             },
         }
     }

@@ -23,11 +23,7 @@ pub fn scratch_dir() -> &'static Path {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
         let shm = Path::new("/dev/shm");
-        let base = if shm.is_dir() {
-            shm.to_path_buf()
-        } else {
-            std::env::temp_dir()
-        };
+        let base = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
         let dir = base.join(format!("perplex-fuzz-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         dir
@@ -36,10 +32,7 @@ pub fn scratch_dir() -> &'static Path {
 
 /// A fresh scratch subdirectory `name` (emptied of what an earlier input left), per thread.
 fn scratch(name: &str) -> PathBuf {
-    let thread = format!("{:?}", std::thread::current().id())
-        .chars()
-        .filter(char::is_ascii_digit)
-        .collect::<String>();
+    let thread = format!("{:?}", std::thread::current().id()).chars().filter(char::is_ascii_digit).collect::<String>();
     let dir = scratch_dir().join(format!("{name}-{thread}"));
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::create_dir_all(&dir);
@@ -67,9 +60,7 @@ pub fn gguf(bytes: &[u8]) -> Result<()> {
     names.sort();
     let mut first_error = None;
     for name in names {
-        let Some(shape) = file.shape(&name) else {
-            continue;
-        };
+        let Some(shape) = file.shape(&name) else { continue };
         let elements = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
         if elements.is_none_or(|n| n > MAX_TENSOR_READ) {
             continue;
@@ -100,15 +91,11 @@ pub fn safetensors(bytes: &[u8]) -> Result<()> {
 
 fn read_checkpoint(dir: &Path) -> Result<()> {
     let checkpoint = Checkpoint::open(dir)?;
-    let Checkpoint::Safetensors(st) = &checkpoint else {
-        return Ok(());
-    };
+    let Checkpoint::Safetensors(st) = &checkpoint else { return Ok(()) };
     let mut names: Vec<String> = st.names().map(str::to_string).collect();
     names.sort();
     for name in names {
-        let Some(shape) = st.shape(&name) else {
-            continue;
-        };
+        let Some(shape) = st.shape(&name) else { continue };
         let data = checkpoint.get(&name, &shape)?;
         if data.bytes.len() <= MAX_TENSOR_READ {
             let _ = data.to_f32();
@@ -169,12 +156,7 @@ pub fn tokenizer_json(bytes: &[u8]) -> Result<()> {
     let dir = scratch("tokenizer");
     write(&dir.join("tokenizer.json"), bytes);
     let tokenizer = TextTokenizer::load(&dir)?;
-    for text in [
-        "Hello world",
-        "  spaces\tand\nnewlines 1234567",
-        "ünïcödé 日本語 🙂",
-        "",
-    ] {
+    for text in ["Hello world", "  spaces\tand\nnewlines 1234567", "ünïcödé 日本語 🙂", ""] {
         if let Ok(ids) = tokenizer.encode(text) {
             for id in ids.into_iter().take(8) {
                 let _ = tokenizer.decode_token(id);
@@ -211,14 +193,7 @@ pub fn task_data(bytes: &[u8], format: TaskFormat) -> Result<()> {
     }
     let mut first_error = None;
     for name in TASKS {
-        let spec = crate::tasks::TaskSpec {
-            name: name.to_string(),
-            data: path.clone(),
-            fewshot_data: None,
-            num_fewshot: 2,
-            limit: Some(64),
-            max_gen_toks: None,
-        };
+        let spec = crate::tasks::TaskSpec { name: name.to_string(), data: path.clone(), fewshot_data: None, num_fewshot: 2, limit: Some(64), max_gen_toks: None };
         if let Err(e) = crate::tasks::load(&[spec]).and_then(|suite| suite.check()) {
             first_error.get_or_insert(e);
         }
@@ -228,19 +203,8 @@ pub fn task_data(bytes: &[u8], format: TaskFormat) -> Result<()> {
 
 /// One task per formulation (an MMLU subject stands for MMLU).
 const TASKS: [&str; 13] = [
-    "hellaswag",
-    "arc_easy",
-    "arc_challenge",
-    "piqa",
-    "winogrande",
-    "lambada_openai",
-    "boolq",
-    "copa",
-    "openbookqa",
-    "sciq",
-    "mc",
-    "loglik",
-    "mmlu_anatomy",
+    "hellaswag", "arc_easy", "arc_challenge", "piqa", "winogrande", "lambada_openai", "boolq", "copa", "openbookqa", "sciq",
+    "mc", "loglik", "mmlu_anatomy",
 ];
 
 /// The file formats `--data` of `perplex eval` reads.

@@ -10,10 +10,10 @@ pub mod dtype;
 pub mod error;
 pub mod fingerprint;
 pub mod forward;
-pub mod fuzz;
 pub mod generate;
-pub mod gpu;
+pub mod fuzz;
 pub mod hash;
+pub mod gpu;
 pub mod model;
 pub mod reference;
 pub mod report;
@@ -61,12 +61,7 @@ impl Model {
             let file = model::gguf::GgufFile::open(std::path::Path::new(name))?;
             let spec = file.spec()?;
             let tokenizer = file.tokenizer()?;
-            (
-                spec,
-                tokenizer,
-                Checkpoint::Gguf(file),
-                std::path::PathBuf::from(name),
-            )
+            (spec, tokenizer, Checkpoint::Gguf(file), std::path::PathBuf::from(name))
         } else {
             let files = ModelFiles::locate(name, revision)?;
             let spec = model::load_spec(&files.dir)?;
@@ -85,15 +80,7 @@ impl Model {
         }
         let gpu_model = GpuModel::load(gpu, spec.clone(), &checkpoint)?;
         let extra = read(&spec, &checkpoint)?;
-        Ok((
-            Model {
-                name: name.to_string(),
-                spec,
-                tokenizer,
-                gpu_model,
-            },
-            extra,
-        ))
+        Ok((Model { name: name.to_string(), spec, tokenizer, gpu_model }, extra))
     }
 
     pub fn adapter(&self) -> String {

@@ -1,8 +1,8 @@
 //! The `perplex` command line: argument parsing and printing only; the work is in the library.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use perplex::forward::Batch;
 use perplex::gpu::{self, Gpu, GpuOptions};
+use perplex::forward::Batch;
 use perplex::report;
 use perplex::score::{self, PplOptions, WindowMode};
 use perplex::tasks::{self, EvalOptions, TaskSpec};
@@ -11,11 +11,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(
-    name = "perplex",
-    version,
-    about = "Score language-model checkpoints on any GPU: perplexity, bits per byte, log-likelihoods"
-)]
+#[command(name = "perplex", version, about = "Score language-model checkpoints on any GPU: perplexity, bits per byte, log-likelihoods")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -70,9 +66,7 @@ impl TextArgs {
             Window::Sliding => WindowMode::Sliding { stride: 0 },
         };
         if self.stride.is_some() && !matches!(mode, WindowMode::Sliding { .. }) {
-            return Err(Error::bad_input(
-                "--stride applies to --window sliding only",
-            ));
+            return Err(Error::bad_input("--stride applies to --window sliding only"));
         }
         Ok(mode)
     }
@@ -101,11 +95,7 @@ struct OutputArgs {
 
 impl OutputArgs {
     /// Writes the files asked for: `json()`, built only for --json, and the per-token records.
-    fn write<T: serde::Serialize>(
-        &self,
-        json: impl FnOnce() -> serde_json::Value,
-        tokens: &[T],
-    ) -> Result<()> {
+    fn write<T: serde::Serialize>(&self, json: impl FnOnce() -> serde_json::Value, tokens: &[T]) -> Result<()> {
         if let Some(path) = &self.json {
             report::write_json(path, &json())?;
         }
@@ -131,12 +121,7 @@ impl DeviceArgs {
             Reads::Buffers => Some(gpu::ReadPath::Buffers),
             Reads::Textures => Some(gpu::ReadPath::Textures),
         };
-        Gpu::new(&GpuOptions {
-            device: self.device.clone(),
-            max_binding_override: self.max_binding_mib.map(|m| m << 20),
-            reads,
-            share_rows: None,
-        })
+        Gpu::new(&GpuOptions { device: self.device.clone(), max_binding_override: self.max_binding_mib.map(|m| m << 20), reads, share_rows: None })
     }
 }
 
@@ -455,97 +440,29 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Devices {
-            dump_shaders: Some(dir),
-            ..
-        } => {
-            println!(
-                "wrote {} shader variants to {}",
-                gpu::dump_shaders(&dir)?,
-                dir.display()
-            );
+        Command::Devices { dump_shaders: Some(dir), .. } => {
+            println!("wrote {} shader variants to {}", gpu::dump_shaders(&dir)?, dir.display());
             Ok(())
         }
-        Command::Devices {
-            json,
-            dump_shaders: None,
-        } => devices(json),
-        Command::Eval {
-            model,
-            tasks,
-            data,
-            fewshot,
-            max_gen_toks,
-            fewshot_data,
-            limit,
-            ctx,
-            batch,
-            json,
-            samples,
-            resume,
-            device,
-        } => eval(
-            model,
-            tasks,
-            data,
-            fewshot,
-            max_gen_toks,
-            fewshot_data,
-            limit,
-            ctx,
-            batch,
-            json,
-            samples,
-            resume,
-            device,
-        ),
-        Command::Generate {
-            model,
-            revision,
-            prompt,
-            data,
-            field,
-            max_tokens,
-            until,
-            max_length,
-            batch,
-            json,
-            device,
-        } => {
-            let mut prompts: Vec<(String, String)> = prompt
-                .into_iter()
-                .enumerate()
-                .map(|(i, p)| (format!("prompt {}", i + 1), p))
-                .collect();
+        Command::Devices { json, dump_shaders: None } => devices(json),
+        Command::Eval { model, tasks, data, fewshot, max_gen_toks, fewshot_data, limit, ctx, batch, json, samples, resume, device } => {
+            eval(model, tasks, data, fewshot, max_gen_toks, fewshot_data, limit, ctx, batch, json, samples, resume, device)
+        }
+        Command::Generate { model, revision, prompt, data, field, max_tokens, until, max_length, batch, json, device } => {
+            let mut prompts: Vec<(String, String)> = prompt.into_iter().enumerate().map(|(i, p)| (format!("prompt {}", i + 1), p)).collect();
             for path in &data {
-                prompts.extend(
-                    perplex::data::read_documents(path, &field)?
-                        .into_iter()
-                        .map(|d| (d.name, d.text)),
-                );
+                prompts.extend(perplex::data::read_documents(path, &field)?.into_iter().map(|d| (d.name, d.text)));
             }
             let gpu = device.open()?;
             let model = Model::open_revision(&model, revision.as_deref(), gpu)?;
             let requests: Vec<perplex::generate::GenRequest> = prompts
                 .iter()
-                .map(|(_, context)| perplex::generate::GenRequest {
-                    context: context.clone(),
-                    until: until.clone(),
-                    max_gen_toks: max_tokens,
-                })
+                .map(|(_, context)| perplex::generate::GenRequest { context: context.clone(), until: until.clone(), max_gen_toks: max_tokens })
                 .collect();
-            let options = perplex::generate::GenOptions {
-                max_length,
-                batch,
-                progress: Some(Arc::new(report::ProgressBar::new())),
-            };
+            let options = perplex::generate::GenOptions { max_length, batch, progress: Some(Arc::new(report::ProgressBar::new())) };
             let output = perplex::generate::generate(&model, &requests, &options)?;
             for ((name, _), answer) in prompts.iter().zip(&output.results) {
-                println!(
-                    "== {name} ({} tokens, {})",
-                    answer.tokens.len(),
-                    report::stop_reason(answer.stop)
-                );
+                println!("== {name} ({} tokens, {})", answer.tokens.len(), report::stop_reason(answer.stop));
                 println!("{}", answer.text);
             }
             eprintln!(
@@ -567,70 +484,22 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Bench {
-            model,
-            revision,
-            ctx,
-            generate: true,
-            new_tokens,
-            json,
-            device,
-            ..
-        } => bench_generation(&model, revision.as_deref(), ctx, new_tokens, json, &device),
-        Command::Bench {
-            model,
-            revision,
-            ctx,
-            batch,
-            repeats,
-            json,
-            device,
-            ..
-        } => bench(
-            &model,
-            revision.as_deref(),
-            perplex::bench::BenchOptions {
-                ctx,
-                batch,
-                repeats,
-            },
-            json,
-            &device,
-        ),
-        Command::Ppl {
-            model,
-            revision,
-            text,
-            output,
-            resume,
-            device,
-        } => {
+        Command::Bench { model, revision, ctx, generate: true, new_tokens, json, device, .. } => bench_generation(&model, revision.as_deref(), ctx, new_tokens, json, &device),
+        Command::Bench { model, revision, ctx, batch, repeats, json, device, .. } => {
+            bench(&model, revision.as_deref(), perplex::bench::BenchOptions { ctx, batch, repeats }, json, &device)
+        }
+        Command::Ppl { model, revision, text, output, resume, device } => {
             let mode = text.mode()?;
             let documents = text.documents()?;
-            let TextArgs {
-                ctx, stride, batch, ..
-            } = text;
+            let TextArgs { ctx, stride, batch, .. } = text;
             let gpu = device.open()?;
             let model = Model::open_revision(&model, revision.as_deref(), gpu)?;
-            let mut options = PplOptions {
-                mode,
-                ctx,
-                batch,
-                per_token: output.per_token.is_some(),
-                progress: Some(Arc::new(report::ProgressBar::new())),
-            };
+            let mut options = PplOptions { mode, ctx, batch, per_token: output.per_token.is_some(), progress: Some(Arc::new(report::ProgressBar::new())) };
             options.set_stride(&model, stride)?;
-            let result =
-                score::perplexity_resumable(&model, &documents, &options, resume.as_deref())?;
-            print!(
-                "{}",
-                report::ppl_table(&result, &model.name, &model.adapter())
-            );
+            let result = score::perplexity_resumable(&model, &documents, &options, resume.as_deref())?;
+            print!("{}", report::ppl_table(&result, &model.name, &model.adapter()));
             for doc in result.documents.iter().filter(|d| d.tokens == 0) {
-                eprintln!(
-                    "warning: {}: no token scored (shorter than one --ctx {} chunk)",
-                    doc.name, result.ctx
-                );
+                eprintln!("warning: {}: no token scored (shorter than one --ctx {} chunk)", doc.name, result.ctx);
             }
             if mode == WindowMode::Chunks {
                 eprintln!(
@@ -638,30 +507,17 @@ fn run(cli: Cli) -> Result<()> {
                      divide by the whole text, so compare them only with other chunks runs (use --window rolling)"
                 );
             }
-            output.write(
-                || report::ppl_json(&result, &model.name, &model.adapter()),
-                &result.tokens,
-            )
+            output.write(|| report::ppl_json(&result, &model.name, &model.adapter()), &result.tokens)
         }
-        Command::Compare {
-            base,
-            model,
-            text,
-            output,
-            device,
-        } => {
+        Command::Compare { base, model, text, output, device } => {
             let mode = text.mode()?;
             let documents = text.documents()?;
-            let TextArgs {
-                ctx, stride, batch, ..
-            } = text;
+            let TextArgs { ctx, stride, batch, .. } = text;
             let gpu = device.open()?;
             let pair = perplex::compare::Pair::open(&base, &model, gpu)?;
             // A sliding stride of 0 asks for the default, half the window.
             let mode = match mode {
-                WindowMode::Sliding { .. } => WindowMode::Sliding {
-                    stride: stride.unwrap_or(0),
-                },
+                WindowMode::Sliding { .. } => WindowMode::Sliding { stride: stride.unwrap_or(0) },
                 other => other,
             };
             let options = perplex::compare::CompareOptions {
@@ -673,14 +529,8 @@ fn run(cli: Cli) -> Result<()> {
             };
             let result = perplex::compare::compare(&pair, &documents, &options)?;
             let adapter = pair.base.adapter();
-            print!(
-                "{}",
-                report::compare_table(&result, &pair.base.name, &pair.model.name, &adapter)
-            );
-            output.write(
-                || report::compare_json(&result, &pair.base.name, &pair.model.name, &adapter),
-                &result.tokens,
-            )
+            print!("{}", report::compare_table(&result, &pair.base.name, &pair.model.name, &adapter));
+            output.write(|| report::compare_json(&result, &pair.base.name, &pair.model.name, &adapter), &result.tokens)
         }
         Command::Sweep(args) => sweep(*args),
     }
@@ -690,26 +540,14 @@ fn run(cli: Cli) -> Result<()> {
 fn sweep_units(
     units: &SweepUnits,
     options: &perplex::sweep::SweepOptions,
-) -> Result<(
-    Vec<perplex::sweep::CheckpointRef>,
-    Vec<perplex::sweep::Measurement>,
-)> {
+) -> Result<(Vec<perplex::sweep::CheckpointRef>, Vec<perplex::sweep::Measurement>)> {
     use perplex::sweep::{self, TaskArg};
     if units.max_gen_toks == Some(0) {
-        return Err(Error::bad_input(
-            "--max-gen-toks 0: at least one token must be generated",
-        ));
+        return Err(Error::bad_input("--max-gen-toks 0: at least one token must be generated"));
     }
-    let tasks: Vec<TaskArg> = units
-        .tasks
-        .iter()
-        .map(|t| TaskArg::parse(t, units.fewshot, units.limit, units.max_gen_toks))
-        .collect::<Result<_>>()?;
+    let tasks: Vec<TaskArg> = units.tasks.iter().map(|t| TaskArg::parse(t, units.fewshot, units.limit, units.max_gen_toks)).collect::<Result<_>>()?;
     let measurements = sweep::measurements(&units.data, &tasks, units.base.as_deref(), options)?;
-    Ok((
-        sweep::discover(&units.models, &units.revisions)?,
-        measurements,
-    ))
+    Ok((sweep::discover(&units.models, &units.revisions)?, measurements))
 }
 
 fn sweep(args: SweepArgs) -> Result<()> {
@@ -717,43 +555,19 @@ fn sweep(args: SweepArgs) -> Result<()> {
     match args.action {
         Some(SweepAction::Merge { out, shards }) => {
             let merged = sweep::merge(&out, &shards)?;
-            println!(
-                "{}: {} units from {} files ({} found in more than one)",
-                out.display(),
-                merged.records,
-                shards.len(),
-                merged.duplicates
-            );
+            println!("{}: {} units from {} files ({} found in more than one)", out.display(), merged.records, shards.len(), merged.duplicates);
             return Ok(());
         }
-        Some(SweepAction::Report {
-            results,
-            json,
-            plots,
-            plot_metrics,
-            against,
-            resamples,
-            seed,
-        }) => {
+        Some(SweepAction::Report { results, json, plots, plot_metrics, against, resamples, seed }) => {
             let axis = match against {
                 LossAxisArg::Loss => sweep::report::LossAxis::Loss,
                 LossAxisArg::BitsPerByte => sweep::report::LossAxis::BitsPerByte,
             };
             let records = sweep::read_results(&results)?;
-            let report = sweep::analyse(
-                &records,
-                &sweep::ReportOptions {
-                    axis,
-                    resamples,
-                    seed,
-                },
-            )?;
+            let report = sweep::analyse(&records, &sweep::ReportOptions { axis, resamples, seed })?;
             print!("{}", sweep::report::table(&report, &plot_metrics[0]));
             if let Some(path) = json {
-                report::write_json(
-                    &path,
-                    &serde_json::to_value(&report).map_err(|e| Error::internal(e.to_string()))?,
-                )?;
+                report::write_json(&path, &serde_json::to_value(&report).map_err(|e| Error::internal(e.to_string()))?)?;
             }
             if let Some(dir) = plots {
                 for file in sweep::plot::write_plots(&report, &plot_metrics, &dir)? {
@@ -762,20 +576,12 @@ fn sweep(args: SweepArgs) -> Result<()> {
             }
             return Ok(());
         }
-        Some(SweepAction::Status {
-            results,
-            units,
-            shard_count,
-        }) => {
+        Some(SweepAction::Status { results, units, shard_count }) => {
             if shard_count == 0 {
                 return Err(Error::bad_input("--shard-count must be at least 1"));
             }
             // Batch sizes do not change numbers, so they are no part of a fingerprint.
-            let options = SweepOptions {
-                ctx: units.ctx,
-                batch: Batch::Auto,
-                field: units.field.clone(),
-            };
+            let options = SweepOptions { ctx: units.ctx, batch: Batch::Auto, field: units.field.clone() };
             let (checkpoints, measurements) = sweep_units(&units, &options)?;
             let all = sweep::read_all_units(&results)?;
             let units = sweep::status::status(&checkpoints, &measurements, &all, shard_count);
@@ -793,91 +599,38 @@ fn sweep(args: SweepArgs) -> Result<()> {
     }
     let shard = match &args.shard {
         Some(text) => Shard::parse(text, args.shard_count, |name| std::env::var(name).ok())?,
-        None if args.shard_count.is_some() => {
-            return Err(Error::bad_input(
-                "--shard-count applies to --shard auto only",
-            ))
-        }
+        None if args.shard_count.is_some() => return Err(Error::bad_input("--shard-count applies to --shard auto only")),
         None => Shard::WHOLE,
     };
     let out = args.out.expect("clap requires --out");
-    let options = SweepOptions {
-        ctx: args.units.ctx,
-        batch: args.batch,
-        field: args.units.field.clone(),
-    };
+    let options = SweepOptions { ctx: args.units.ctx, batch: args.batch, field: args.units.field.clone() };
     let (checkpoints, measurements) = sweep_units(&args.units, &options)?;
     let mut results = ResultsFile::open(&out)?;
-    let total = checkpoints
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| shard.takes(*i))
-        .count()
-        * measurements.len();
+    let total = checkpoints.iter().enumerate().filter(|(i, _)| shard.takes(*i)).count() * measurements.len();
     eprintln!(
         "{} checkpoints x {} measurements{}: {total} units; results in {}",
         checkpoints.len(),
         measurements.len(),
-        if shard == Shard::WHOLE {
-            String::new()
-        } else {
-            format!(", shard {shard} of the checkpoints")
-        },
+        if shard == Shard::WHOLE { String::new() } else { format!(", shard {shard} of the checkpoints") },
         out.display()
     );
     let mut done = 0;
-    let summary = sweep::run(
-        &checkpoints,
-        &measurements,
-        &options,
-        shard,
-        &mut results,
-        &mut || args.device.open(),
-        &mut |event| {
-            done += 1;
-            match event {
-                Event::Skipped { .. } => {}
-                Event::Finished(record) => {
-                    let mut shown: Vec<String> = [
-                        "loss",
-                        "bits_per_byte",
-                        "acc",
-                        "prob_correct",
-                        "kld",
-                        "same_top",
-                    ]
+    let summary = sweep::run(&checkpoints, &measurements, &options, shard, &mut results, &mut || args.device.open(), &mut |event| {
+        done += 1;
+        match event {
+            Event::Skipped { .. } => {}
+            Event::Finished(record) => {
+                let mut shown: Vec<String> = ["loss", "bits_per_byte", "acc", "prob_correct", "kld", "same_top"]
                     .iter()
-                    .filter_map(|m| {
-                        record
-                            .metrics
-                            .get(*m)
-                            .map(|v| format!("{m} {:.4}", v.value))
-                    })
+                    .filter_map(|m| record.metrics.get(*m).map(|v| format!("{m} {:.4}", v.value)))
                     .collect();
-                    // Generative tasks: exact match per filter.
-                    shown.extend(
-                        record
-                            .metrics
-                            .iter()
-                            .filter(|(k, _)| k.starts_with("exact_match,"))
-                            .map(|(k, v)| format!("{k} {:.4}", v.value)),
-                    );
-                    eprintln!(
-                        "[{done}/{total}] {} {}: {} ({:.1} s)",
-                        record.checkpoint,
-                        record.measurement,
-                        shown.join(", "),
-                        record.seconds
-                    );
-                }
-                Event::Failed {
-                    checkpoint,
-                    measurement,
-                    error,
-                } => eprintln!("[{done}/{total}] {checkpoint} {measurement}: failed: {error}"),
+                // Generative tasks: exact match per filter.
+                shown.extend(record.metrics.iter().filter(|(k, _)| k.starts_with("exact_match,")).map(|(k, v)| format!("{k} {:.4}", v.value)));
+                eprintln!("[{done}/{total}] {} {}: {} ({:.1} s)", record.checkpoint, record.measurement, shown.join(", "), record.seconds);
             }
-        },
-    )?;
+            Event::Failed { checkpoint, measurement, error } => eprintln!("[{done}/{total}] {checkpoint} {measurement}: failed: {error}"),
+        }
+    })?;
     results.compact()?;
     println!(
         "{} units measured, {} already in {}, {} failed",
@@ -896,88 +649,30 @@ fn sweep(args: SweepArgs) -> Result<()> {
     Ok(())
 }
 
-fn bench(
-    model: &str,
-    revision: Option<&str>,
-    options: perplex::bench::BenchOptions,
-    json: Option<PathBuf>,
-    device: &DeviceArgs,
-) -> Result<()> {
+fn bench(model: &str, revision: Option<&str>, options: perplex::bench::BenchOptions, json: Option<PathBuf>, device: &DeviceArgs) -> Result<()> {
     let model = Model::open_revision(model, revision, device.open()?)?;
     if options.ctx > model.spec.max_positions {
-        return Err(Error::bad_input(format!(
-            "--ctx {} is longer than the model's {} positions",
-            options.ctx, model.spec.max_positions
-        )));
+        return Err(Error::bad_input(format!("--ctx {} is longer than the model's {} positions", options.ctx, model.spec.max_positions)));
     }
     let r = perplex::bench::run(&model, &options)?;
     let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1 << 20) as f64);
     print!(
         "{}",
         report::key_values(&[
-            (
-                "model",
-                format!(
-                    "{} ({}, {:.1}M parameters, {})",
-                    r.model,
-                    r.model_type,
-                    r.parameters as f64 / 1e6,
-                    r.weight_dtype
-                )
-            ),
-            (
-                "adapter",
-                format!(
-                    "{} ({}, {}; driver {} {})",
-                    r.adapter.name,
-                    r.adapter.backend,
-                    r.adapter.device_type,
-                    r.adapter.driver,
-                    r.adapter.driver_info
-                )
-            ),
+            ("model", format!("{} ({}, {:.1}M parameters, {})", r.model, r.model_type, r.parameters as f64 / 1e6, r.weight_dtype)),
+            ("adapter", format!("{} ({}, {}; driver {} {})", r.adapter.name, r.adapter.backend, r.adapter.device_type, r.adapter.driver, r.adapter.driver_info)),
             ("reads", r.reads.clone()),
             ("shape", format!("{} x {} tokens", r.batch, r.ctx)),
             ("time per pass", format!("{:.3} s", r.seconds_per_pass)),
             ("tokens/s", format!("{:.1}", r.tokens_per_second)),
-            (
-                "achieved",
-                format!(
-                    "{:.2} GFLOP/s ({:.2} GFLOP per pass)",
-                    r.achieved_gflops, r.gflop_per_pass
-                )
-            ),
-            (
-                "matmul peak",
-                format!(
-                    "{:.2} GFLOP/s (best {} product of {}, same adapter)",
-                    r.peak_matmul_gflops,
-                    r.weight_dtype,
-                    perplex::bench::PEAK_SHAPES
-                        .map(|(m, n, k)| format!("{m}x{n}x{k}"))
-                        .join(", ")
-                )
-            ),
-            (
-                "fraction of peak",
-                format!("{:.0}%", 100.0 * r.fraction_of_peak)
-            ),
-            (
-                "memory",
-                format!(
-                    "{} weights + {} activations (planned)",
-                    mib(r.weight_bytes),
-                    mib(r.activation_bytes)
-                )
-            ),
+            ("achieved", format!("{:.2} GFLOP/s ({:.2} GFLOP per pass)", r.achieved_gflops, r.gflop_per_pass)),
+            ("matmul peak", format!("{:.2} GFLOP/s (best {} product of {}, same adapter)", r.peak_matmul_gflops, r.weight_dtype, perplex::bench::PEAK_SHAPES.map(|(m, n, k)| format!("{m}x{n}x{k}")).join(", "))),
+            ("fraction of peak", format!("{:.0}%", 100.0 * r.fraction_of_peak)),
+            ("memory", format!("{} weights + {} activations (planned)", mib(r.weight_bytes), mib(r.activation_bytes))),
             (
                 "device memory",
                 match r.device_reserved_bytes {
-                    Some(bytes) => format!(
-                        "{} reserved ({:.2}x planned)",
-                        mib(bytes),
-                        bytes as f64 / (r.weight_bytes + r.activation_bytes) as f64
-                    ),
+                    Some(bytes) => format!("{} reserved ({:.2}x planned)", mib(bytes), bytes as f64 / (r.weight_bytes + r.activation_bytes) as f64),
                     None => "not reported by this backend".into(),
                 },
             ),
@@ -987,41 +682,21 @@ fn bench(
         let kernel_rows: Vec<Vec<String>> = r
             .kernels
             .iter()
-            .map(|k| {
-                vec![
-                    k.kernel.clone(),
-                    k.dispatches.to_string(),
-                    format!("{:.2} ms", k.seconds * 1e3),
-                    format!("{:.1}%", 100.0 * k.share),
-                ]
-            })
+            .map(|k| vec![k.kernel.clone(), k.dispatches.to_string(), format!("{:.2} ms", k.seconds * 1e3), format!("{:.1}%", 100.0 * k.share)])
             .collect();
         println!();
-        print!(
-            "{}",
-            report::table(&["kernel", "dispatches", "time", "share"], &kernel_rows)
-        );
+        print!("{}", report::table(&["kernel", "dispatches", "time", "share"], &kernel_rows));
     }
     for note in &r.notes {
         println!("note: {note}");
     }
     if let Some(path) = json {
-        report::write_json(
-            &path,
-            &serde_json::to_value(&r).map_err(|e| Error::internal(e.to_string()))?,
-        )?;
+        report::write_json(&path, &serde_json::to_value(&r).map_err(|e| Error::internal(e.to_string()))?)?;
     }
     Ok(())
 }
 
-fn bench_generation(
-    model: &str,
-    revision: Option<&str>,
-    prompt: usize,
-    new_tokens: usize,
-    json: Option<PathBuf>,
-    device: &DeviceArgs,
-) -> Result<()> {
+fn bench_generation(model: &str, revision: Option<&str>, prompt: usize, new_tokens: usize, json: Option<PathBuf>, device: &DeviceArgs) -> Result<()> {
     let model = Model::open_revision(model, revision, device.open()?)?;
     if new_tokens == 0 || prompt == 0 || prompt + new_tokens > model.spec.max_positions {
         return Err(Error::bad_input(format!(
@@ -1034,29 +709,10 @@ fn bench_generation(
     print!(
         "{}",
         report::key_values(&[
-            (
-                "model",
-                format!("{} ({}, {})", r.model, r.model_type, r.weight_dtype)
-            ),
-            (
-                "adapter",
-                format!(
-                    "{} ({}, {}; driver {} {})",
-                    r.adapter.name,
-                    r.adapter.backend,
-                    r.adapter.device_type,
-                    r.adapter.driver,
-                    r.adapter.driver_info
-                )
-            ),
+            ("model", format!("{} ({}, {})", r.model, r.model_type, r.weight_dtype)),
+            ("adapter", format!("{} ({}, {}; driver {} {})", r.adapter.name, r.adapter.backend, r.adapter.device_type, r.adapter.driver, r.adapter.driver_info)),
             ("reads", r.reads.clone()),
-            (
-                "shape",
-                format!(
-                    "prompts of {} tokens, {} tokens generated each",
-                    r.prompt, r.new_tokens
-                )
-            ),
+            ("shape", format!("prompts of {} tokens, {} tokens generated each", r.prompt, r.new_tokens)),
         ])
     );
     let rows: Vec<Vec<String>> = r
@@ -1070,55 +726,25 @@ fn bench_generation(
                 format!("{:.1} ms", g.seconds_per_step * 1e3),
                 mib(g.kv_cache_bytes),
                 match g.device_reserved_bytes {
-                    Some(bytes) => format!(
-                        "{} ({:.2}x weights + KV)",
-                        mib(bytes),
-                        bytes as f64 / (r.weight_bytes + g.kv_cache_bytes) as f64
-                    ),
+                    Some(bytes) => format!("{} ({:.2}x weights + KV)", mib(bytes), bytes as f64 / (r.weight_bytes + g.kv_cache_bytes) as f64),
                     None => "not reported".into(),
                 },
             ]
         })
         .collect();
     println!();
-    print!(
-        "{}",
-        report::table(
-            &[
-                "sequences",
-                "prefill tok/s",
-                "decode tok/s",
-                "per step",
-                "KV cache (plan)",
-                "device memory"
-            ],
-            &rows
-        )
-    );
+    print!("{}", report::table(&["sequences", "prefill tok/s", "decode tok/s", "per step", "KV cache (plan)", "device memory"], &rows));
     for rate in r.rates.iter().filter(|g| !g.decode_kernels.is_empty()) {
         let kernel_rows: Vec<Vec<String>> = rate
             .decode_kernels
             .iter()
-            .map(|k| {
-                vec![
-                    k.kernel.clone(),
-                    k.dispatches.to_string(),
-                    format!("{:.2} ms", k.seconds * 1e3),
-                    format!("{:.1}%", 100.0 * k.share),
-                ]
-            })
+            .map(|k| vec![k.kernel.clone(), k.dispatches.to_string(), format!("{:.2} ms", k.seconds * 1e3), format!("{:.1}%", 100.0 * k.share)])
             .collect();
         println!("\none decoding step of {} sequences:", rate.sequences);
-        print!(
-            "{}",
-            report::table(&["kernel", "dispatches", "time", "share"], &kernel_rows)
-        );
+        print!("{}", report::table(&["kernel", "dispatches", "time", "share"], &kernel_rows));
     }
     if let Some(path) = json {
-        report::write_json(
-            &path,
-            &serde_json::to_value(&r).map_err(|e| Error::internal(e.to_string()))?,
-        )?;
+        report::write_json(&path, &serde_json::to_value(&r).map_err(|e| Error::internal(e.to_string()))?)?;
     }
     Ok(())
 }
@@ -1167,9 +793,7 @@ fn eval(
         })
         .collect();
     if max_gen_toks == Some(0) {
-        return Err(Error::bad_input(
-            "--max-gen-toks 0: at least one token must be generated",
-        ));
+        return Err(Error::bad_input("--max-gen-toks 0: at least one token must be generated"));
     }
     let suite = tasks::load(&specs)?;
     for note in &suite.notes {
@@ -1178,16 +802,9 @@ fn eval(
     suite.check()?;
     let gpu = device.open()?;
     let model = Model::open(&model, gpu)?;
-    let options = EvalOptions {
-        max_length: ctx,
-        batch,
-        progress: Some(Arc::new(report::ProgressBar::new())),
-    };
+    let options = EvalOptions { max_length: ctx, batch, progress: Some(Arc::new(report::ProgressBar::new())) };
     let result = tasks::evaluate_resumable(&model, &suite, &options, resume.as_deref())?;
-    print!(
-        "{}",
-        report::eval_table(&result, &model.name, &model.adapter())
-    );
+    print!("{}", report::eval_table(&result, &model.name, &model.adapter()));
     if result.truncated > 0 {
         eprintln!(
             "warning: {} of {} requests were longer than {} tokens and lost context on the left (as lm-evaluation-harness \
@@ -1196,14 +813,10 @@ fn eval(
         );
     }
     if let Some(path) = json {
-        report::write_json(
-            &path,
-            &report::eval_json(&result, &suite, &model.name, &model.adapter(), limit, batch),
-        )?;
+        report::write_json(&path, &report::eval_json(&result, &suite, &model.name, &model.adapter(), limit, batch))?;
     }
     if let Some(path) = samples {
-        let mut lines: Vec<serde_json::Value> =
-            Vec::with_capacity(result.samples.len() + result.generations.len());
+        let mut lines: Vec<serde_json::Value> = Vec::with_capacity(result.samples.len() + result.generations.len());
         for sample in &result.samples {
             lines.push(serde_json::to_value(sample).map_err(|e| Error::internal(e.to_string()))?);
         }
@@ -1239,20 +852,14 @@ fn devices(json: Option<PathBuf>) -> Result<()> {
             yes(a.timestamp_query)
         );
         if !a.cooperative_matrix.is_empty() {
-            println!(
-                "   cooperative matrices: {}",
-                a.cooperative_matrix.join(", ")
-            );
+            println!("   cooperative matrices: {}", a.cooperative_matrix.join(", "));
         }
         for note in &a.notes {
             println!("   note: {note}");
         }
     }
     if let Some(path) = json {
-        report::write_json(
-            &path,
-            &serde_json::to_value(&adapters).map_err(|e| Error::internal(e.to_string()))?,
-        )?;
+        report::write_json(&path, &serde_json::to_value(&adapters).map_err(|e| Error::internal(e.to_string()))?)?;
     }
     Ok(())
 }

@@ -17,16 +17,8 @@ fn repo() -> PathBuf {
 }
 
 fn perplex(args: &[&str]) -> std::process::Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_perplex"))
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .expect("run perplex");
-    assert!(
-        output.status.success(),
-        "perplex {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = Command::new(env!("CARGO_BIN_EXE_perplex")).args(args).current_dir(repo()).output().expect("run perplex");
+    assert!(output.status.success(), "perplex {args:?}: {}", String::from_utf8_lossy(&output.stderr));
     output
 }
 
@@ -40,24 +32,15 @@ struct Adapter {
 fn adapters(scratch: &Path) -> Vec<Adapter> {
     let json = scratch.join("devices.json");
     perplex(&["devices", "--json", json.to_str().unwrap()]);
-    let list: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    let list: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
     list.as_array()
         .unwrap()
         .iter()
         .map(|a| Adapter {
             index: a["index"].as_u64().unwrap(),
-            label: format!(
-                "{} ({})",
-                a["name"].as_str().unwrap(),
-                a["backend"].as_str().unwrap()
-            ),
+            label: format!("{} ({})", a["name"].as_str().unwrap(), a["backend"].as_str().unwrap()),
             backend: a["backend"].as_str().unwrap().to_string(),
-            driver: format!(
-                "{} {}",
-                a["driver"].as_str().unwrap(),
-                a["driver_info"].as_str().unwrap()
-            ),
+            driver: format!("{} {}", a["driver"].as_str().unwrap(), a["driver_info"].as_str().unwrap()),
         })
         .collect()
 }
@@ -90,15 +73,10 @@ fn score_on(adapter: &Adapter, scratch: &Path) -> (Vec<Token>, f64) {
         .lines()
         .map(|line| {
             let t: serde_json::Value = serde_json::from_str(line).unwrap();
-            Token {
-                id: t["token_id"].as_u64().unwrap(),
-                logprob: t["logprob"].as_f64().unwrap(),
-                greedy: t["greedy"].as_bool().unwrap(),
-            }
+            Token { id: t["token_id"].as_u64().unwrap(), logprob: t["logprob"].as_f64().unwrap(), greedy: t["greedy"].as_bool().unwrap() }
         })
         .collect();
-    let result: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    let result: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
     (tokens, result["total"]["nll"].as_f64().unwrap())
 }
 
@@ -115,53 +93,21 @@ fn every_adapter_scores_like_the_first() {
     let (want, want_nll) = score_on(first, &scratch);
     for other in &adapters[1..] {
         let (got, got_nll) = score_on(other, &scratch);
-        assert_eq!(
-            got.len(),
-            want.len(),
-            "{} and {}: scored token counts",
-            other.label,
-            first.label
-        );
+        assert_eq!(got.len(), want.len(), "{} and {}: scored token counts", other.label, first.label);
         let same_arithmetic = other.backend == first.backend && other.driver == first.driver;
         let mut worst = 0.0f64;
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            assert_eq!(
-                g.id, w.id,
-                "token {i}: {} and {} tokenized differently",
-                other.label, first.label
-            );
-            assert_eq!(
-                g.greedy, w.greedy,
-                "token {i}: greedy flag differs between {} and {}",
-                other.label, first.label
-            );
+            assert_eq!(g.id, w.id, "token {i}: {} and {} tokenized differently", other.label, first.label);
+            assert_eq!(g.greedy, w.greedy, "token {i}: greedy flag differs between {} and {}", other.label, first.label);
             let diff = (g.logprob - w.logprob).abs();
             if same_arithmetic {
-                assert_eq!(
-                    g.logprob.to_bits(),
-                    w.logprob.to_bits(),
-                    "token {i}: {} and {} share a driver but differ",
-                    other.label,
-                    first.label
-                );
+                assert_eq!(g.logprob.to_bits(), w.logprob.to_bits(), "token {i}: {} and {} share a driver but differ", other.label, first.label);
             }
-            assert!(
-                diff <= 2e-5,
-                "token {i}: {} gives {} and {} gives {}",
-                other.label,
-                g.logprob,
-                first.label,
-                w.logprob
-            );
+            assert!(diff <= 2e-5, "token {i}: {} gives {} and {} gives {}", other.label, g.logprob, first.label, w.logprob);
             worst = worst.max(diff);
         }
         let relative = (got_nll - want_nll).abs() / want_nll.abs();
-        assert!(
-            relative <= 1e-6,
-            "document nll {got_nll} on {} against {want_nll} on {} ({relative:.1e} relative)",
-            other.label,
-            first.label
-        );
+        assert!(relative <= 1e-6, "document nll {got_nll} on {} against {want_nll} on {} ({relative:.1e} relative)", other.label, first.label);
         eprintln!(
             "{} against {}: {} tokens, largest per-token difference {worst:.1e}, document nll {relative:.1e} relative",
             other.label,

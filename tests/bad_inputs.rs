@@ -11,9 +11,7 @@
 
 mod common;
 
-use common::cli::{
-    assert_bad_input, assert_success, edit_config, eval, perplex_command, ppl, tiny_model, Scratch,
-};
+use common::cli::{assert_bad_input, assert_success, edit_config, eval, perplex_command, ppl, tiny_model, Scratch};
 use common::repo;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -40,9 +38,7 @@ use gguf_builder::{Builder, LlamaShape};
 
 /// Small f32 values that vary, for the weights of the test files.
 fn pattern(dims: &[u64]) -> Vec<f32> {
-    (0..dims.iter().product::<u64>())
-        .map(|i| ((i % 7) as f32 - 3.0) * 0.05)
-        .collect()
+    (0..dims.iter().product::<u64>()).map(|i| ((i % 7) as f32 - 3.0) * 0.05).collect()
 }
 
 const TOKENS: [&str; 8] = ["<s>", "</s>", "a", "b", "Ġ", "Ġa", "Ġb", "\n"];
@@ -51,14 +47,7 @@ const TOKENS: [&str; 8] = ["<s>", "</s>", "a", "b", "Ġ", "Ġa", "Ġb", "\n"];
 /// `perplex ppl` scores; `edit` breaks one thing before the tensors are written.
 fn tiny_gguf(edit: impl FnOnce(&mut Builder, &mut Vec<(&'static str, u32)>)) -> Vec<u8> {
     let (hidden, ff, vocab) = (8u64, 16u64, TOKENS.len() as u64);
-    let mut g = Builder::llama(LlamaShape {
-        layers: 2,
-        context: 64,
-        hidden: hidden as u32,
-        ff: ff as u32,
-        heads: 2,
-        kv_heads: 2,
-    });
+    let mut g = Builder::llama(LlamaShape { layers: 2, context: 64, hidden: hidden as u32, ff: ff as u32, heads: 2, kv_heads: 2 });
     g.string("tokenizer.ggml.model", "gpt2")
         .string("tokenizer.ggml.pre", "default")
         .strings("tokenizer.ggml.tokens", &TOKENS)
@@ -68,12 +57,7 @@ fn tiny_gguf(edit: impl FnOnce(&mut Builder, &mut Vec<(&'static str, u32)>)) -> 
     // (name, type id) of the tensors whose storage a test changes.
     let mut types: Vec<(&'static str, u32)> = Vec::new();
     edit(&mut g, &mut types);
-    let type_of = |name: &str| {
-        types
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map_or(0, |&(_, t)| t)
-    };
+    let type_of = |name: &str| types.iter().find(|(n, _)| *n == name).map_or(0, |&(_, t)| t);
     let tensor = |g: &mut Builder, name: &str, dims: &[u64]| {
         let t = type_of(name);
         if t == 0 {
@@ -116,10 +100,7 @@ fn the_tiny_gguf_of_these_tests_scores() {
 fn gguf_that_is_not_gguf() {
     let scratch = Scratch::new("gguf-not");
     let model = scratch.write("model.gguf", "{\"this is\": \"json\"}");
-    assert_bad_input(
-        &ppl(&model, ab_text(&scratch), &[]),
-        &["model.gguf", "not a GGUF file"],
-    );
+    assert_bad_input(&ppl(&model, ab_text(&scratch), &[]), &["model.gguf", "not a GGUF file"]);
 }
 
 #[test]
@@ -127,15 +108,9 @@ fn gguf_truncated_in_its_metadata_and_in_its_tensor_data() {
     let scratch = Scratch::new("gguf-truncated");
     let bytes = tiny_gguf(no_edit);
     let head = scratch.write("head.gguf", &bytes[..200]);
-    assert_bad_input(
-        &ppl(&head, ab_text(&scratch), &[]),
-        &["head.gguf", "tensor count is 20", "truncated"],
-    );
+    assert_bad_input(&ppl(&head, ab_text(&scratch), &[]), &["head.gguf", "tensor count is 20", "truncated"]);
     let tail = scratch.write("tail.gguf", &bytes[..bytes.len() - 100]);
-    assert_bad_input(
-        &ppl(&tail, ab_text(&scratch), &[]),
-        &["tail.gguf", "beyond the end", "truncated"],
-    );
+    assert_bad_input(&ppl(&tail, ab_text(&scratch), &[]), &["tail.gguf", "beyond the end", "truncated"]);
 }
 
 #[test]
@@ -144,10 +119,7 @@ fn gguf_of_an_unsupported_version_or_byte_order() {
     let mut bytes = tiny_gguf(no_edit);
     bytes[4..8].copy_from_slice(&1u32.to_le_bytes());
     let v1 = scratch.write("v1.gguf", &bytes);
-    assert_bad_input(
-        &ppl(&v1, ab_text(&scratch), &[]),
-        &["GGUF version 1 is not supported"],
-    );
+    assert_bad_input(&ppl(&v1, ab_text(&scratch), &[]), &["GGUF version 1 is not supported"]);
     bytes[4..8].copy_from_slice(&3u32.to_be_bytes());
     let big = scratch.write("big.gguf", &bytes);
     assert_bad_input(&ppl(&big, ab_text(&scratch), &[]), &["big-endian"]);
@@ -162,37 +134,22 @@ fn gguf_of_an_unknown_architecture() {
     let mut renamed = bytes.clone();
     renamed[at..at + 5].copy_from_slice(b"mamba");
     let model = scratch.write("mamba.gguf", &renamed);
-    assert_bad_input(
-        &ppl(&model, ab_text(&scratch), &[]),
-        &["unknown architecture 'mamba'", "llama, qwen2"],
-    );
+    assert_bad_input(&ppl(&model, ab_text(&scratch), &[]), &["unknown architecture 'mamba'", "llama, qwen2"]);
 }
 
 #[test]
 fn gguf_with_an_unknown_quantization_type() {
     let scratch = Scratch::new("gguf-unknown-type");
-    let model = scratch.write(
-        "t.gguf",
-        tiny_gguf(|_, types| types.push(("output_norm.weight", 99))),
-    );
-    assert_bad_input(
-        &ppl(&model, ab_text(&scratch), &[]),
-        &["output_norm.weight", "unknown quantization type id 99"],
-    );
+    let model = scratch.write("t.gguf", tiny_gguf(|_, types| types.push(("output_norm.weight", 99))));
+    assert_bad_input(&ppl(&model, ab_text(&scratch), &[]), &["output_norm.weight", "unknown quantization type id 99"]);
 }
 
 #[test]
 fn gguf_with_a_quantization_type_perplex_does_not_read() {
     let scratch = Scratch::new("gguf-unsupported-type");
     // I32 (26) takes 4 bytes per value, as F32 does.
-    let model = scratch.write(
-        "t.gguf",
-        tiny_gguf(|_, types| types.push(("blk.1.ffn_up.weight", 26))),
-    );
-    assert_bad_input(
-        &ppl(&model, ab_text(&scratch), &[]),
-        &["blk.1.ffn_up.weight", "stored as I32", "does not read"],
-    );
+    let model = scratch.write("t.gguf", tiny_gguf(|_, types| types.push(("blk.1.ffn_up.weight", 26))));
+    assert_bad_input(&ppl(&model, ab_text(&scratch), &[]), &["blk.1.ffn_up.weight", "stored as I32", "does not read"]);
 }
 
 #[test]
@@ -203,10 +160,7 @@ fn gguf_with_an_unsupported_tokenizer() {
     let mut renamed = bytes.clone();
     renamed[at..at + 4].copy_from_slice(b"bert");
     let model = scratch.write("t.gguf", &renamed);
-    assert_bad_input(
-        &ppl(&model, ab_text(&scratch), &[]),
-        &["tokenizer model 'bert' is not supported"],
-    );
+    assert_bad_input(&ppl(&model, ab_text(&scratch), &[]), &["tokenizer model 'bert' is not supported"]);
 }
 
 #[test]
@@ -218,35 +172,23 @@ fn gguf_claiming_more_layers_than_any_model() {
     let mut patched = bytes.clone();
     patched[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
     let model = scratch.write("t.gguf", &patched);
-    assert_bad_input(
-        &ppl(&model, ab_text(&scratch), &[]),
-        &["'llama.block_count' is 4294967295", "at most 65536"],
-    );
+    assert_bad_input(&ppl(&model, ab_text(&scratch), &[]), &["'llama.block_count' is 4294967295", "at most 65536"]);
 }
 
 #[test]
 fn gguf_context_shorter_than_ctx() {
     let scratch = Scratch::new("gguf-ctx");
     let model = scratch.write("t.gguf", tiny_gguf(no_edit));
-    assert_bad_input(
-        &ppl(&model, ab_text(&scratch), &["--ctx", "65"]),
-        &["--ctx 65", "64 positions"],
-    );
+    assert_bad_input(&ppl(&model, ab_text(&scratch), &["--ctx", "65"]), &["--ctx 65", "64 positions"]);
 }
 
 #[test]
 fn gguf_with_llama3_rope_factors() {
     let scratch = Scratch::new("gguf-rope-freqs");
-    let model = scratch.write(
-        "t.gguf",
-        tiny_gguf(|g, _| {
-            g.f32_tensor("rope_freqs.weight", &[4], &pattern(&[4]));
-        }),
-    );
-    assert_bad_input(
-        &ppl(&model, ab_text(&scratch), &[]),
-        &["rope_freqs.weight", "cannot reproduce"],
-    );
+    let model = scratch.write("t.gguf", tiny_gguf(|g, _| {
+        g.f32_tensor("rope_freqs.weight", &[4], &pattern(&[4]));
+    }));
+    assert_bad_input(&ppl(&model, ab_text(&scratch), &[]), &["rope_freqs.weight", "cannot reproduce"]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -259,11 +201,7 @@ fn edit_safetensors_header(dir: &Path, edit: impl FnOnce(&str) -> String) {
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let header = std::str::from_utf8(&bytes[8..8 + n]).unwrap();
     let edited = edit(header);
-    assert_eq!(
-        edited.len(),
-        header.len(),
-        "the edit must keep the header's length"
-    );
+    assert_eq!(edited.len(), header.len(), "the edit must keep the header's length");
     let mut out = bytes[..8].to_vec();
     out.extend_from_slice(edited.as_bytes());
     out.extend_from_slice(&bytes[8 + n..]);
@@ -275,23 +213,15 @@ fn safetensors_of_an_unsupported_dtype() {
     let scratch = Scratch::new("st-dtype");
     let model = scratch.tiny_copy("model");
     edit_safetensors_header(&model, |h| h.replacen("\"F32\"", "\"I32\"", 1));
-    assert_bad_input(
-        &ppl(&model, ab_text(&scratch), &[]),
-        &["model.safetensors", "dtype I32", "f32, f16 and bf16"],
-    );
+    assert_bad_input(&ppl(&model, ab_text(&scratch), &[]), &["model.safetensors", "dtype I32", "f32, f16 and bf16"]);
 }
 
 #[test]
 fn safetensors_without_a_tensor_the_config_needs() {
     let scratch = Scratch::new("st-missing");
     let model = scratch.tiny_copy("model");
-    edit_safetensors_header(&model, |h| {
-        h.replacen("model.norm.weight", "model.norm.weighX", 1)
-    });
-    assert_bad_input(
-        &ppl(&model, ab_text(&scratch), &[]),
-        &["has no tensor 'model.norm.weight'"],
-    );
+    edit_safetensors_header(&model, |h| h.replacen("model.norm.weight", "model.norm.weighX", 1));
+    assert_bad_input(&ppl(&model, ab_text(&scratch), &[]), &["has no tensor 'model.norm.weight'"]);
 }
 
 #[test]
@@ -301,10 +231,7 @@ fn config_with_partial_rotary_embeddings_in_a_llama() {
     edit_config(&model, |c| {
         c.insert("partial_rotary_factor".into(), 0.5.into());
     });
-    assert_bad_input(
-        &ppl(&model, ab_text(&scratch), &[]),
-        &["config.json", "partial_rotary_factor 0.5", "refuses"],
-    );
+    assert_bad_input(&ppl(&model, ab_text(&scratch), &[]), &["config.json", "partial_rotary_factor 0.5", "refuses"]);
 }
 
 #[test]
@@ -314,10 +241,7 @@ fn config_with_an_unsupported_activation() {
     edit_config(&model, |c| {
         c.insert("hidden_act".into(), "relu2".into());
     });
-    assert_bad_input(
-        &ppl(&model, ab_text(&scratch), &[]),
-        &["activation \"relu2\"", "supported: silu"],
-    );
+    assert_bad_input(&ppl(&model, ab_text(&scratch), &[]), &["activation \"relu2\"", "supported: silu"]);
 }
 
 #[test]
@@ -327,10 +251,7 @@ fn config_with_more_layers_than_any_model() {
     edit_config(&model, |c| {
         c.insert("num_hidden_layers".into(), 1_000_000_000_000u64.into());
     });
-    assert_bad_input(
-        &ppl(&model, ab_text(&scratch), &[]),
-        &["1000000000000 layers", "at most 65536"],
-    );
+    assert_bad_input(&ppl(&model, ab_text(&scratch), &[]), &["1000000000000 layers", "at most 65536"]);
 }
 
 #[test]
@@ -340,10 +261,7 @@ fn config_with_dimensions_whose_weights_cannot_exist() {
     edit_config(&model, |c| {
         c.insert("vocab_size".into(), (1u64 << 62).into());
     });
-    assert_bad_input(
-        &ppl(&model, ab_text(&scratch), &[]),
-        &["would not fit in memory"],
-    );
+    assert_bad_input(&ppl(&model, ab_text(&scratch), &[]), &["would not fit in memory"]);
 }
 
 #[test]
@@ -354,10 +272,7 @@ fn config_with_a_zero_sliding_window_pattern() {
         c.insert("model_type".into(), "gemma3_text".into());
         c.insert("sliding_window_pattern".into(), 0.into());
     });
-    assert_bad_input(
-        &ppl(&model, ab_text(&scratch), &[]),
-        &["sliding_window_pattern 0"],
-    );
+    assert_bad_input(&ppl(&model, ab_text(&scratch), &[]), &["sliding_window_pattern 0"]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -373,12 +288,7 @@ fn hub_cache(scratch: &Scratch) -> PathBuf {
     fs::write(repo.join("refs/main"), COMMIT).unwrap();
     let snapshot = repo.join("snapshots").join(COMMIT);
     fs::create_dir_all(&snapshot).unwrap();
-    for name in [
-        "config.json",
-        "model.safetensors",
-        "tokenizer.json",
-        "tokenizer_config.json",
-    ] {
+    for name in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
         fs::copy(tiny_model().join(name), snapshot.join(name)).unwrap();
     }
     cache
@@ -389,11 +299,7 @@ fn ppl_hub(cache: &Path, data: &Path, model: &str, revision: Option<&str>) -> Ou
     if let Some(revision) = revision {
         args.extend(["--revision", revision]);
     }
-    perplex_command()
-        .args(args)
-        .env("HF_HUB_CACHE", cache)
-        .output()
-        .expect("run the perplex binary")
+    perplex_command().args(args).env("HF_HUB_CACHE", cache).output().expect("run the perplex binary")
 }
 
 #[test]
@@ -401,36 +307,16 @@ fn hub_revision_not_in_the_cache() {
     let scratch = Scratch::new("hub-revision");
     let cache = hub_cache(&scratch);
     let out = ppl_hub(&cache, &ab_text(&scratch), "org/tiny", Some("step1000"));
-    assert_bad_input(
-        &out,
-        &[
-            "--model org/tiny",
-            "revision 'step1000' is not in the cache",
-            "has: main",
-            "download it first",
-            "--revision step1000",
-        ],
-    );
+    assert_bad_input(&out, &["--model org/tiny", "revision 'step1000' is not in the cache", "has: main", "download it first", "--revision step1000"]);
 }
 
 #[test]
 fn hub_revision_whose_snapshot_is_missing() {
     let scratch = Scratch::new("hub-snapshot");
     let cache = hub_cache(&scratch);
-    fs::write(
-        cache.join("models--org--tiny/refs/step1"),
-        "fedcba9876543210fedcba9876543210fedcba98\n",
-    )
-    .unwrap();
+    fs::write(cache.join("models--org--tiny/refs/step1"), "fedcba9876543210fedcba9876543210fedcba98\n").unwrap();
     let out = ppl_hub(&cache, &ab_text(&scratch), "org/tiny", Some("step1"));
-    assert_bad_input(
-        &out,
-        &[
-            "revision 'step1'",
-            "fedcba9876543210fedcba9876543210fedcba98",
-            "snapshot is missing",
-        ],
-    );
+    assert_bad_input(&out, &["revision 'step1'", "fedcba9876543210fedcba9876543210fedcba98", "snapshot is missing"]);
 }
 
 #[test]
@@ -438,27 +324,14 @@ fn hub_id_not_in_the_cache() {
     let scratch = Scratch::new("hub-id");
     let cache = hub_cache(&scratch);
     let out = ppl_hub(&cache, &ab_text(&scratch), "org/other", None);
-    assert_bad_input(
-        &out,
-        &[
-            "--model org/other",
-            "not in the Hugging Face cache",
-            "models--org--other",
-            "HF_HUB_CACHE",
-        ],
-    );
+    assert_bad_input(&out, &["--model org/other", "not in the Hugging Face cache", "models--org--other", "HF_HUB_CACHE"]);
 }
 
 #[test]
 fn hub_id_in_the_cache_scores() {
     let scratch = Scratch::new("hub-ok");
     let cache = hub_cache(&scratch);
-    assert_success(&ppl_hub(
-        &cache,
-        &ab_text(&scratch),
-        "org/tiny",
-        Some(COMMIT),
-    ));
+    assert_success(&ppl_hub(&cache, &ab_text(&scratch), "org/tiny", Some(COMMIT)));
 }
 
 #[test]
@@ -479,83 +352,45 @@ fn fuzz_input(path: &str) -> PathBuf {
 fn task_data_of_an_unknown_format() {
     let scratch = Scratch::new("task-format");
     let data = scratch.write("task.csv", "context,choices,gold\n");
-    assert_bad_input(
-        &eval("mc", &data, &[]),
-        &["task.csv", "unknown data format", ".jsonl"],
-    );
+    assert_bad_input(&eval("mc", &data, &[]), &["task.csv", "unknown data format", ".jsonl"]);
 }
 
 #[test]
 fn task_data_arrow_that_makes_arrow_ipc_panic() {
     // An input fuzzing found: arrow-ipc slices a buffer by a length from the file and panics.
     let scratch = Scratch::new("task-arrow-panic");
-    let data = scratch.write(
-        "data.arrow",
-        fs::read(fuzz_input(
-            "regressions/arrow/buffer-offset-beyond-body-ba7d12b1",
-        ))
-        .unwrap(),
-    );
-    assert_bad_input(
-        &eval("mc", &data, &[]),
-        &["data.arrow", "cannot read Arrow data", "corrupt"],
-    );
+    let data = scratch.write("data.arrow", fs::read(fuzz_input("regressions/arrow/buffer-offset-beyond-body-ba7d12b1")).unwrap());
+    assert_bad_input(&eval("mc", &data, &[]), &["data.arrow", "cannot read Arrow data", "corrupt"]);
 }
 
 #[test]
 fn task_data_arrow_file_with_a_footer_longer_than_the_file() {
     let scratch = Scratch::new("task-arrow-footer");
-    let data = scratch.write(
-        "data.arrow",
-        fs::read(fuzz_input("regressions/arrow/file-footer-length-2gb.arrow")).unwrap(),
-    );
-    assert_bad_input(
-        &eval("mc", &data, &[]),
-        &[
-            "data.arrow",
-            "cannot read Arrow data",
-            "footer claims 2147483632 bytes",
-        ],
-    );
+    let data = scratch.write("data.arrow", fs::read(fuzz_input("regressions/arrow/file-footer-length-2gb.arrow")).unwrap());
+    assert_bad_input(&eval("mc", &data, &[]), &["data.arrow", "cannot read Arrow data", "footer claims 2147483632 bytes"]);
 }
 
 #[test]
 fn task_data_truncated_arrow_and_parquet() {
     let scratch = Scratch::new("task-truncated");
-    let arrow =
-        fs::read(repo().join("tests/eval-data/mc-dataset/data-00000-of-00001.arrow")).unwrap();
+    let arrow = fs::read(repo().join("tests/eval-data/mc-dataset/data-00000-of-00001.arrow")).unwrap();
     let data = scratch.write("cut.arrow", &arrow[..arrow.len() / 2]);
-    assert_bad_input(
-        &eval("mc", &data, &[]),
-        &["cut.arrow", "cannot read Arrow data"],
-    );
+    assert_bad_input(&eval("mc", &data, &[]), &["cut.arrow", "cannot read Arrow data"]);
     let parquet = fs::read(repo().join("tests/eval-data/mc.parquet")).unwrap();
     let data = scratch.write("cut.parquet", &parquet[..parquet.len() / 2]);
-    assert_bad_input(
-        &eval("mc", &data, &[]),
-        &["cut.parquet", "cannot read Parquet data"],
-    );
+    assert_bad_input(&eval("mc", &data, &[]), &["cut.parquet", "cannot read Parquet data"]);
     let mut bad_footer = parquet.clone();
     let n = bad_footer.len();
     bad_footer[n - 8..n - 4].copy_from_slice(&i32::MAX.to_le_bytes());
     let data = scratch.write("footer.parquet", &bad_footer);
-    assert_bad_input(
-        &eval("mc", &data, &[]),
-        &["footer.parquet", "cannot read Parquet data"],
-    );
+    assert_bad_input(&eval("mc", &data, &[]), &["footer.parquet", "cannot read Parquet data"]);
 }
 
 #[test]
 fn task_data_json_array_with_a_non_object() {
     let scratch = Scratch::new("task-json-array");
-    let data = scratch.write(
-        "task.json",
-        r#"[{"context": "a", "choices": ["b"], "gold": 0}, 3]"#,
-    );
-    assert_bad_input(
-        &eval("mc", &data, &[]),
-        &["task.json", "element 1 is not a JSON object"],
-    );
+    let data = scratch.write("task.json", r#"[{"context": "a", "choices": ["b"], "gold": 0}, 3]"#);
+    assert_bad_input(&eval("mc", &data, &[]), &["task.json", "element 1 is not a JSON object"]);
 }
 
 #[test]
@@ -569,63 +404,33 @@ fn task_data_gz_that_is_not_gzip() {
 fn task_dataset_directory_without_arrow_files() {
     let scratch = Scratch::new("task-dataset-empty");
     let dir = scratch.join("validation");
-    scratch.write(
-        "validation/state.json",
-        r#"{"_data_files": [], "_split": "validation"}"#,
-    );
-    assert_bad_input(
-        &eval("mc", &dir, &[]),
-        &["validation", "no data-*.arrow files"],
-    );
+    scratch.write("validation/state.json", r#"{"_data_files": [], "_split": "validation"}"#);
+    assert_bad_input(&eval("mc", &dir, &[]), &["validation", "no data-*.arrow files"]);
 }
 
 #[test]
 fn task_dataset_dict_without_the_split_the_task_evaluates() {
     let scratch = Scratch::new("task-dataset-split");
     let dir = scratch.join("dict");
-    let arrow =
-        fs::read(repo().join("tests/eval-data/mc-dataset/data-00000-of-00001.arrow")).unwrap();
+    let arrow = fs::read(repo().join("tests/eval-data/mc-dataset/data-00000-of-00001.arrow")).unwrap();
     scratch.write("dict/train/data-00000-of-00001.arrow", &arrow);
     scratch.write("dict/dataset_dict.json", r#"{"splits": ["train"]}"#);
-    assert_bad_input(
-        &eval("arc_easy", &dir, &[]),
-        &[
-            "arc_easy evaluates one of the splits",
-            "\"test\"",
-            "\"validation\"",
-            "\"train\"",
-        ],
-    );
+    assert_bad_input(&eval("arc_easy", &dir, &[]), &["arc_easy evaluates one of the splits", "\"test\"", "\"validation\"", "\"train\""]);
 }
 
 #[test]
 fn task_data_with_fewer_documents_than_few_shot_examples() {
     let scratch = Scratch::new("task-fewshot");
-    let data = scratch.write(
-        "task.jsonl",
-        "{\"context\": \"a\", \"choices\": [\"b\", \"c\"], \"gold\": 0}\n",
-    );
+    let data = scratch.write("task.jsonl", "{\"context\": \"a\", \"choices\": [\"b\", \"c\"], \"gold\": 0}\n");
     let out = eval("mc", &data, &["--fewshot", "3"]);
-    assert_bad_input(
-        &out,
-        &[
-            "task.jsonl",
-            "--fewshot 3 needs more few-shot documents than the 0 available",
-        ],
-    );
+    assert_bad_input(&out, &["task.jsonl", "--fewshot 3 needs more few-shot documents than the 0 available"]);
 }
 
 #[test]
 fn task_data_limited_to_no_documents() {
     let scratch = Scratch::new("task-limit");
-    let data = scratch.write(
-        "task.jsonl",
-        "{\"context\": \"a\", \"choices\": [\"b\", \"c\"], \"gold\": 0}\n",
-    );
-    assert_bad_input(
-        &eval("mc", &data, &["--limit", "0"]),
-        &["no documents for mc"],
-    );
+    let data = scratch.write("task.jsonl", "{\"context\": \"a\", \"choices\": [\"b\", \"c\"], \"gold\": 0}\n");
+    assert_bad_input(&eval("mc", &data, &["--limit", "0"]), &["no documents for mc"]);
 }
 
 #[test]
@@ -633,24 +438,14 @@ fn task_data_answer_key_not_among_the_labels() {
     let scratch = Scratch::new("task-answer-key");
     let line = r#"{"id": "q1", "question": "Q?", "choices": {"text": ["x", "y"], "label": ["A", "B"]}, "answerKey": "E"}"#;
     let data = scratch.write("arc.jsonl", format!("{line}\n"));
-    assert_bad_input(
-        &eval("arc_easy", &data, &[]),
-        &[
-            "arc.jsonl",
-            "document 0",
-            "answerKey \"E\" is not one of the labels",
-        ],
-    );
+    assert_bad_input(&eval("arc_easy", &data, &[]), &["arc.jsonl", "document 0", "answerKey \"E\" is not one of the labels"]);
 }
 
 #[test]
 fn mmlu_subject_that_does_not_exist() {
     let scratch = Scratch::new("task-mmlu");
     let data = scratch.write("mmlu.jsonl", "{}\n");
-    assert_bad_input(
-        &eval("mmlu_astrology", &data, &[]),
-        &["unknown task \"mmlu_astrology\"", "abstract_algebra"],
-    );
+    assert_bad_input(&eval("mmlu_astrology", &data, &[]), &["unknown task \"mmlu_astrology\"", "abstract_algebra"]);
 }
 
 #[test]
@@ -665,18 +460,7 @@ fn tokenizer_that_cannot_encode_the_text() {
             "model":{"type":"WordLevel","vocab":{"a":0,"b":1,"<s>":2},"unk_token":"<unk>"}}"#,
     )
     .unwrap();
-    fs::write(
-        model.join("tokenizer_config.json"),
-        r#"{"bos_token": "<s>"}"#,
-    )
-    .unwrap();
+    fs::write(model.join("tokenizer_config.json"), r#"{"bos_token": "<s>"}"#).unwrap();
     let data = scratch.write("words.txt", "a b zzz a\n");
-    assert_bad_input(
-        &ppl(&model, data, &[]),
-        &[
-            "tokenizer cannot encode the text",
-            "Missing [UNK] token",
-            "tokenizer.json",
-        ],
-    );
+    assert_bad_input(&ppl(&model, data, &[]), &["tokenizer cannot encode the text", "Missing [UNK] token", "tokenizer.json"]);
 }

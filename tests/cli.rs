@@ -7,10 +7,7 @@
 
 mod common;
 
-use common::cli::{
-    assert_bad_input, assert_success, clean_stderr, edit_config, edit_json, perplex, ppl,
-    tiny_model, Scratch,
-};
+use common::cli::{assert_bad_input, assert_success, clean_stderr, edit_config, edit_json, perplex, ppl, tiny_model, Scratch};
 use common::repo;
 use std::ffi::OsStr;
 use std::fs;
@@ -34,10 +31,7 @@ fn model_path_is_a_file() {
     let data = s.text("doc.txt");
     let file = s.write("weights.safetensors", b"not a directory");
     let out = ppl(&file, &data, &[]);
-    assert_bad_input(
-        &out,
-        &["weights.safetensors", "is a file", "model directory"],
-    );
+    assert_bad_input(&out, &["weights.safetensors", "is a file", "model directory"]);
 }
 
 #[test]
@@ -79,15 +73,7 @@ fn truncated_safetensors() {
     let bytes = fs::read(&path).unwrap();
     fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
     let out = ppl(&model, &data, &[]);
-    assert_bad_input(
-        &out,
-        &[
-            "model.safetensors",
-            "not a valid safetensors file",
-            "truncated",
-            "download it again",
-        ],
-    );
+    assert_bad_input(&out, &["model.safetensors", "not a valid safetensors file", "truncated", "download it again"]);
 }
 
 #[test]
@@ -108,11 +94,7 @@ fn sharded_index_names_a_missing_shard() {
     let s = Scratch::new("sharded_index_names_a_missing_shard");
     let data = s.text("doc.txt");
     let model = s.tiny_copy("model");
-    fs::rename(
-        model.join("model.safetensors"),
-        model.join("model-00001-of-00002.safetensors"),
-    )
-    .unwrap();
+    fs::rename(model.join("model.safetensors"), model.join("model-00001-of-00002.safetensors")).unwrap();
     let index = serde_json::json!({
         "metadata": {"total_size": 0},
         "weight_map": {
@@ -120,21 +102,9 @@ fn sharded_index_names_a_missing_shard() {
             "lm_head.weight": "model-00002-of-00002.safetensors",
         }
     });
-    fs::write(
-        model.join("model.safetensors.index.json"),
-        index.to_string(),
-    )
-    .unwrap();
+    fs::write(model.join("model.safetensors.index.json"), index.to_string()).unwrap();
     let out = ppl(&model, &data, &[]);
-    assert_bad_input(
-        &out,
-        &[
-            "model.safetensors.index.json",
-            "model-00002-of-00002.safetensors",
-            "missing",
-            "download the complete checkpoint",
-        ],
-    );
+    assert_bad_input(&out, &["model.safetensors.index.json", "model-00002-of-00002.safetensors", "missing", "download the complete checkpoint"]);
 }
 
 #[test]
@@ -142,18 +112,10 @@ fn sharded_index_with_a_shard_outside_the_directory() {
     let s = Scratch::new("sharded_index_with_a_shard_outside_the_directory");
     let data = s.text("doc.txt");
     let model = s.tiny_copy("model");
-    let index =
-        serde_json::json!({"weight_map": {"model.embed_tokens.weight": "../model.safetensors"}});
-    fs::write(
-        model.join("model.safetensors.index.json"),
-        index.to_string(),
-    )
-    .unwrap();
+    let index = serde_json::json!({"weight_map": {"model.embed_tokens.weight": "../model.safetensors"}});
+    fs::write(model.join("model.safetensors.index.json"), index.to_string()).unwrap();
     let out = ppl(&model, &data, &[]);
-    assert_bad_input(
-        &out,
-        &["model.safetensors.index.json", "leaves the model directory"],
-    );
+    assert_bad_input(&out, &["model.safetensors.index.json", "leaves the model directory"]);
 }
 
 #[test]
@@ -161,11 +123,7 @@ fn sharded_index_that_is_not_json() {
     let s = Scratch::new("sharded_index_that_is_not_json");
     let data = s.text("doc.txt");
     let model = s.tiny_copy("model");
-    fs::write(
-        model.join("model.safetensors.index.json"),
-        "{\"weight_map\": ",
-    )
-    .unwrap();
+    fs::write(model.join("model.safetensors.index.json"), "{\"weight_map\": ").unwrap();
     let out = ppl(&model, &data, &[]);
     assert_bad_input(&out, &["model.safetensors.index.json", "invalid JSON"]);
 }
@@ -182,15 +140,7 @@ fn config_hidden_size_disagrees_with_tensors() {
         c.insert("hidden_size".into(), 96.into());
     });
     let out = ppl(&model, &data, &[]);
-    assert_bad_input(
-        &out,
-        &[
-            "model.safetensors",
-            "has shape",
-            "config.json implies",
-            "do not belong together",
-        ],
-    );
+    assert_bad_input(&out, &["model.safetensors", "has shape", "config.json implies", "do not belong together"]);
 }
 
 #[test]
@@ -202,10 +152,7 @@ fn config_unknown_model_type() {
         c.insert("model_type".into(), "gpt_bigcode".into());
     });
     let out = ppl(&model, &data, &[]);
-    assert_bad_input(
-        &out,
-        &["config.json", "gpt_bigcode", "not supported", "llama"],
-    );
+    assert_bad_input(&out, &["config.json", "gpt_bigcode", "not supported", "llama"]);
 }
 
 #[test]
@@ -241,13 +188,7 @@ fn config_key_of_the_wrong_type() {
         c.insert("hidden_size".into(), "72".into());
     });
     let out = ppl(&model, &data, &[]);
-    assert_bad_input(
-        &out,
-        &[
-            "config.json",
-            "\"hidden_size\" should be a non-negative integer",
-        ],
-    );
+    assert_bad_input(&out, &["config.json", "\"hidden_size\" should be a non-negative integer"]);
 }
 
 #[test]
@@ -256,20 +197,10 @@ fn config_unsupported_rope_scaling() {
     let data = s.text("doc.txt");
     let model = s.tiny_copy("model");
     edit_config(&model, |c| {
-        c.insert(
-            "rope_scaling".into(),
-            serde_json::json!({"rope_type": "dynamic", "factor": 2.0}),
-        );
+        c.insert("rope_scaling".into(), serde_json::json!({"rope_type": "dynamic", "factor": 2.0}));
     });
     let out = ppl(&model, &data, &[]);
-    assert_bad_input(
-        &out,
-        &[
-            "config.json",
-            "rope_scaling type \"dynamic\"",
-            "supported: linear, llama3",
-        ],
-    );
+    assert_bad_input(&out, &["config.json", "rope_scaling type \"dynamic\"", "supported: linear, llama3"]);
 }
 
 #[test]
@@ -278,10 +209,7 @@ fn config_rope_scaling_without_its_parameters() {
     let data = s.text("doc.txt");
     let model = s.tiny_copy("model");
     edit_config(&model, |c| {
-        c.insert(
-            "rope_scaling".into(),
-            serde_json::json!({"rope_type": "llama3", "factor": 8.0}),
-        );
+        c.insert("rope_scaling".into(), serde_json::json!({"rope_type": "llama3", "factor": 8.0}));
     });
     let out = ppl(&model, &data, &[]);
     assert_bad_input(&out, &["config.json", "rope_scaling \"llama3\" needs"]);
@@ -304,11 +232,7 @@ fn config_not_json() {
     let s = Scratch::new("config_not_json");
     let data = s.text("doc.txt");
     let model = s.tiny_copy("model");
-    fs::write(
-        model.join("config.json"),
-        "{\"model_type\": \"llama\", hidden_size: 72",
-    )
-    .unwrap();
+    fs::write(model.join("config.json"), "{\"model_type\": \"llama\", hidden_size: 72").unwrap();
     let out = ppl(&model, &data, &[]);
     assert_bad_input(&out, &["config.json", "invalid JSON"]);
 }
@@ -316,11 +240,7 @@ fn config_not_json() {
 // ---------------------------------------------------------------------------------------------
 // tokenizer
 
-const TOKENIZER_MISMATCH: &[&str] = &[
-    "tokenizer has",
-    "embedding has only",
-    "tokenizer.json does not belong to this model",
-];
+const TOKENIZER_MISMATCH: &[&str] = &["tokenizer has", "embedding has only", "tokenizer.json does not belong to this model"];
 
 #[test]
 fn tokenizer_larger_than_the_embedding() {
@@ -346,11 +266,7 @@ fn tokenizer_larger_than_the_embedding() {
     });
     let out = ppl(&model, &data, &[]);
     assert_bad_input(&out, TOKENIZER_MISMATCH);
-    assert!(
-        clean_stderr(&out).contains("only 363 rows"),
-        "{}",
-        clean_stderr(&out)
-    );
+    assert!(clean_stderr(&out).contains("only 363 rows"), "{}", clean_stderr(&out));
 }
 
 #[test]
@@ -379,11 +295,7 @@ fn config_vocab_smaller_than_the_tokenizer() {
     });
     let out = ppl(&model, &data, &[]);
     assert_bad_input(&out, TOKENIZER_MISMATCH);
-    assert!(
-        clean_stderr(&out).contains("only 300 rows"),
-        "{}",
-        clean_stderr(&out)
-    );
+    assert!(clean_stderr(&out).contains("only 300 rows"), "{}", clean_stderr(&out));
 }
 
 #[test]
@@ -418,15 +330,9 @@ fn data_file_not_utf8() {
 #[test]
 fn data_jsonl_line_without_the_field() {
     let s = Scratch::new("data_jsonl_line_without_the_field");
-    let data = s.write(
-        "docs.jsonl",
-        "{\"text\": \"first document\"}\n{\"content\": \"second document\"}\n",
-    );
+    let data = s.write("docs.jsonl", "{\"text\": \"first document\"}\n{\"content\": \"second document\"}\n");
     let out = ppl(tiny_model(), &data, &[]);
-    assert_bad_input(
-        &out,
-        &["docs.jsonl:2", "no string field \"text\"", "--field"],
-    );
+    assert_bad_input(&out, &["docs.jsonl:2", "no string field \"text\"", "--field"]);
 }
 
 #[test]
@@ -488,25 +394,14 @@ fn second_data_file_bad() {
 fn data_dataset_with_several_splits() {
     let data = repo().join("tests/eval-data/arc-dict");
     let out = ppl(tiny_model(), &data, &["--field", "question"]);
-    assert_bad_input(
-        &out,
-        &[
-            "arc-dict",
-            "the splits",
-            "\"test\"",
-            "give the directory of the one to score",
-        ],
-    );
+    assert_bad_input(&out, &["arc-dict", "the splits", "\"test\"", "give the directory of the one to score"]);
 }
 
 #[test]
 fn data_record_without_the_field() {
     let data = repo().join("tests/eval-data/mc.parquet");
     let out = ppl(tiny_model(), &data, &[]);
-    assert_bad_input(
-        &out,
-        &["mc.parquet:1", "no string field \"text\"", "--field"],
-    );
+    assert_bad_input(&out, &["mc.parquet:1", "no string field \"text\"", "--field"]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -517,15 +412,7 @@ fn ctx_longer_than_the_model() {
     let s = Scratch::new("ctx_longer_than_the_model");
     let data = s.text("doc.txt");
     let out = ppl(tiny_model(), &data, &["--ctx", "129"]);
-    assert_bad_input(
-        &out,
-        &[
-            "--ctx 129",
-            "128 positions",
-            "max_position_embeddings",
-            "--ctx 128 or less",
-        ],
-    );
+    assert_bad_input(&out, &["--ctx 129", "128 positions", "max_position_embeddings", "--ctx 128 or less"]);
 }
 
 #[test]
@@ -540,11 +427,7 @@ fn ctx_too_short() {
 fn stride_with_rolling_windows() {
     let s = Scratch::new("stride_with_rolling_windows");
     let data = s.text("doc.txt");
-    let out = ppl(
-        tiny_model(),
-        &data,
-        &["--window", "rolling", "--stride", "16"],
-    );
+    let out = ppl(tiny_model(), &data, &["--window", "rolling", "--stride", "16"]);
     assert_bad_input(&out, &["--stride", "--window sliding"]);
 }
 
@@ -552,11 +435,7 @@ fn stride_with_rolling_windows() {
 fn stride_with_chunks() {
     let s = Scratch::new("stride_with_chunks");
     let data = s.text("doc.txt");
-    let out = ppl(
-        tiny_model(),
-        &data,
-        &["--window", "chunks", "--stride", "16"],
-    );
+    let out = ppl(tiny_model(), &data, &["--window", "chunks", "--stride", "16"]);
     assert_bad_input(&out, &["--stride", "--window sliding"]);
 }
 
@@ -564,11 +443,7 @@ fn stride_with_chunks() {
 fn stride_zero_with_sliding_windows() {
     let s = Scratch::new("stride_zero_with_sliding_windows");
     let data = s.text("doc.txt");
-    let out = ppl(
-        tiny_model(),
-        &data,
-        &["--window", "sliding", "--stride", "0"],
-    );
+    let out = ppl(tiny_model(), &data, &["--window", "sliding", "--stride", "0"]);
     assert_bad_input(&out, &["--stride 0", "between 1 and --ctx"]);
 }
 
@@ -576,11 +451,7 @@ fn stride_zero_with_sliding_windows() {
 fn stride_longer_than_ctx() {
     let s = Scratch::new("stride_longer_than_ctx");
     let data = s.text("doc.txt");
-    let out = ppl(
-        tiny_model(),
-        &data,
-        &["--window", "sliding", "--ctx", "32", "--stride", "33"],
-    );
+    let out = ppl(tiny_model(), &data, &["--window", "sliding", "--ctx", "32", "--stride", "33"]);
     assert_bad_input(&out, &["--stride 33", "between 1 and --ctx (32)"]);
 }
 
@@ -609,14 +480,7 @@ fn device_name_matches_nothing() {
     let s = Scratch::new("device_name_matches_nothing");
     let data = s.text("doc.txt");
     let out = ppl(tiny_model(), &data, &["--device", "no-such-gpu-name"]);
-    assert_bad_input(
-        &out,
-        &[
-            "--device 'no-such-gpu-name'",
-            "matches no adapter",
-            "adapters:",
-        ],
-    );
+    assert_bad_input(&out, &["--device 'no-such-gpu-name'", "matches no adapter", "adapters:"]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -631,52 +495,27 @@ fn ppl_writes_json_and_per_token_records() {
     let out = ppl(
         tiny_model(),
         &data,
-        &[
-            "--json",
-            json_path.to_str().unwrap(),
-            "--per-token",
-            tok_path.to_str().unwrap(),
-        ],
+        &["--json", json_path.to_str().unwrap(), "--per-token", tok_path.to_str().unwrap()],
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("token perplexity"), "{stdout}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 
-    let report: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(&json_path).unwrap()).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&fs::read_to_string(&json_path).unwrap()).unwrap();
     assert!(report["model"].is_string(), "{report}");
     assert_eq!(report["window"], "rolling", "{report}");
     assert_eq!(report["ctx"], 128, "{report}");
     let doc = &report["documents"][0];
-    assert!(
-        doc["name"].as_str().unwrap().ends_with("doc.txt"),
-        "{report}"
-    );
+    assert!(doc["name"].as_str().unwrap().ends_with("doc.txt"), "{report}");
     for key in ["nll", "tokens", "words", "bytes"] {
         assert!(doc[key].is_number(), "documents[0].{key} missing: {report}");
     }
     assert!(doc["nll"].as_f64().unwrap() > 0.0);
-    assert_eq!(
-        doc["bytes"].as_u64().unwrap() as usize,
-        fs::read(&data).unwrap().len()
-    );
+    assert_eq!(doc["bytes"].as_u64().unwrap() as usize, fs::read(&data).unwrap().len());
     let total = &report["total"];
-    for key in [
-        "nll",
-        "tokens",
-        "words",
-        "bytes",
-        "token_perplexity",
-        "word_perplexity",
-        "byte_perplexity",
-        "bits_per_byte",
-    ] {
+    for key in ["nll", "tokens", "words", "bytes", "token_perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte"] {
         assert!(total[key].is_number(), "total.{key} missing: {report}");
     }
     let tokens = total["tokens"].as_u64().unwrap() as usize;
@@ -684,21 +523,13 @@ fn ppl_writes_json_and_per_token_records() {
     assert_eq!(total["tokens"], doc["tokens"]);
     let ppl = total["token_perplexity"].as_f64().unwrap();
     let expected = (total["nll"].as_f64().unwrap() / tokens as f64).exp();
-    assert!(
-        (ppl - expected).abs() <= 1e-6 * expected,
-        "token_perplexity {ppl} != exp(nll / tokens) {expected}"
-    );
+    assert!((ppl - expected).abs() <= 1e-6 * expected, "token_perplexity {ppl} != exp(nll / tokens) {expected}");
 
-    let lines: Vec<String> = fs::read_to_string(&tok_path)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let lines: Vec<String> = fs::read_to_string(&tok_path).unwrap().lines().map(str::to_string).collect();
     assert_eq!(lines.len(), tokens, "one per-token line per scored token");
     let mut logprob_sum = 0.0f64;
     for (i, line) in lines.iter().enumerate() {
-        let record: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|e| panic!("line {}: {e}: {line}", i + 1));
+        let record: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("line {}: {e}: {line}", i + 1));
         assert!(record["doc"].is_string(), "{line}");
         assert!(record["pos"].is_u64(), "{line}");
         assert!(record["token_id"].as_u64().unwrap() < 363, "{line}");
@@ -708,37 +539,16 @@ fn ppl_writes_json_and_per_token_records() {
         logprob_sum += logprob;
     }
     let nll = total["nll"].as_f64().unwrap();
-    assert!(
-        (nll + logprob_sum).abs() <= 1e-3 * nll.max(1.0),
-        "total nll {nll} != -sum(logprob) {}",
-        -logprob_sum
-    );
+    assert!((nll + logprob_sum).abs() <= 1e-3 * nll.max(1.0), "total nll {nll} != -sum(logprob) {}", -logprob_sum);
 }
 
 /// The totals and per-document nll bits of `perplex ppl --field context` on `data`.
 fn context_totals(s: &Scratch, data: &Path) -> (serde_json::Value, Vec<u64>) {
     let json_path = s.join("out.json");
-    let out = ppl(
-        tiny_model(),
-        data,
-        &[
-            "--field",
-            "context",
-            "--ctx",
-            "32",
-            "--json",
-            json_path.to_str().unwrap(),
-        ],
-    );
+    let out = ppl(tiny_model(), data, &["--field", "context", "--ctx", "32", "--json", json_path.to_str().unwrap()]);
     assert_success(&out);
-    let mut report: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(&json_path).unwrap()).unwrap();
-    let nll_bits = report["documents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["nll"].as_f64().unwrap().to_bits())
-        .collect();
+    let mut report: serde_json::Value = serde_json::from_str(&fs::read_to_string(&json_path).unwrap()).unwrap();
+    let nll_bits = report["documents"].as_array().unwrap().iter().map(|d| d["nll"].as_f64().unwrap().to_bits()).collect();
     (report["total"].take(), nll_bits)
 }
 
@@ -754,25 +564,13 @@ fn ppl_reads_every_format_eval_reads() {
     let gzipped = s.write("mc.jsonl.gz", gzip.finish().unwrap());
 
     let (total, documents) = context_totals(&s, &jsonl);
-    assert_eq!(
-        documents.len(),
-        fs::read_to_string(&jsonl).unwrap().lines().count()
-    );
+    assert_eq!(documents.len(), fs::read_to_string(&jsonl).unwrap().lines().count());
     assert!(total["tokens"].as_u64().unwrap() > 0, "{total}");
     for other in [gzipped, data.join("mc.parquet"), data.join("mc-dataset")] {
-        assert_eq!(
-            context_totals(&s, &other),
-            (total.clone(), documents.clone()),
-            "{}",
-            other.display()
-        );
+        assert_eq!(context_totals(&s, &other), (total.clone(), documents.clone()), "{}", other.display());
     }
     // A split of a DatasetDict directory is a dataset directory too.
-    assert_success(&ppl(
-        tiny_model(),
-        data.join("arc-dict/validation"),
-        &["--field", "question"],
-    ));
+    assert_success(&ppl(tiny_model(), data.join("arc-dict/validation"), &["--field", "question"]));
 }
 
 #[test]
@@ -781,22 +579,10 @@ fn ppl_sliding_without_stride() {
     let s = Scratch::new("ppl_sliding_without_stride");
     let data = s.text("doc.txt");
     let json_path = s.join("out.json");
-    let out = ppl(
-        tiny_model(),
-        &data,
-        &[
-            "--window",
-            "sliding",
-            "--ctx",
-            "16",
-            "--json",
-            json_path.to_str().unwrap(),
-        ],
-    );
+    let out = ppl(tiny_model(), &data, &["--window", "sliding", "--ctx", "16", "--json", json_path.to_str().unwrap()]);
     let stderr = clean_stderr(&out);
     assert_eq!(out.status.code(), Some(0), "stderr:\n{stderr}");
-    let report: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(&json_path).unwrap()).unwrap();
+    let report: serde_json::Value = serde_json::from_str(&fs::read_to_string(&json_path).unwrap()).unwrap();
     assert_eq!(report["window"], "sliding", "{report}");
     assert_eq!(report["stride"], 8, "{report}");
 }
@@ -806,11 +592,7 @@ fn json_output_in_a_missing_directory() {
     let s = Scratch::new("json_output_in_a_missing_directory");
     let data = s.text("doc.txt");
     let json_path = s.join("no-such-dir/out.json");
-    let out = ppl(
-        tiny_model(),
-        &data,
-        &["--json", json_path.to_str().unwrap()],
-    );
+    let out = ppl(tiny_model(), &data, &["--json", json_path.to_str().unwrap()]);
     assert_bad_input(&out, &["no-such-dir/out.json", "cannot write"]);
 }
 
@@ -818,21 +600,11 @@ fn json_output_in_a_missing_directory() {
 fn devices_lists_adapters() {
     let s = Scratch::new("devices_lists_adapters");
     let json_path = s.join("devices.json");
-    let out = perplex([
-        OsStr::new("devices"),
-        OsStr::new("--json"),
-        json_path.as_os_str(),
-    ]);
+    let out = perplex([OsStr::new("devices"), OsStr::new("--json"), json_path.as_os_str()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{}",
-        clean_stderr(&out)
-    );
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{}", clean_stderr(&out));
     assert!(stdout.starts_with("0: "), "{stdout}");
     assert!(stdout.contains("max buffer"), "{stdout}");
-    let list: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(&json_path).unwrap()).unwrap();
+    let list: serde_json::Value = serde_json::from_str(&fs::read_to_string(&json_path).unwrap()).unwrap();
     assert!(!list.as_array().unwrap().is_empty(), "{list}");
 }

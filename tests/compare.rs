@@ -17,26 +17,13 @@ fn read_json(path: &Path) -> Value {
 }
 
 fn read_lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 /// `perplex compare` of two checkpoints (paths under the repository) with `extra` options,
 /// writing its JSON and per-token files into `scratch` under `tag`.
-fn compare(
-    scratch: &Scratch,
-    tag: &str,
-    base: &str,
-    model: &str,
-    extra: &[&str],
-) -> (Value, Vec<Value>, String) {
-    let (json, tokens) = (
-        scratch.join(&format!("{tag}.json")),
-        scratch.join(&format!("{tag}.jsonl")),
-    );
+fn compare(scratch: &Scratch, tag: &str, base: &str, model: &str, extra: &[&str]) -> (Value, Vec<Value>, String) {
+    let (json, tokens) = (scratch.join(&format!("{tag}.json")), scratch.join(&format!("{tag}.jsonl")));
     let (base, model, data) = (repo().join(base), repo().join(model), repo().join(DATA));
     let mut args: Vec<&std::ffi::OsStr> = vec![
         "compare".as_ref(),
@@ -54,11 +41,7 @@ fn compare(
     args.extend(extra.iter().map(std::ffi::OsStr::new));
     let output = perplex(args);
     assert_success(&output);
-    (
-        read_json(&json),
-        read_lines(&tokens),
-        std::fs::read_to_string(&tokens).unwrap(),
-    )
+    (read_json(&json), read_lines(&tokens), std::fs::read_to_string(&tokens).unwrap())
 }
 
 fn close(got: f64, want: f64, rel: f64, abs: f64) -> bool {
@@ -70,18 +53,11 @@ fn compare_matches_float64_reference_on_the_family() {
     let reference = read_json(&repo().join("models/reference/compare-family.json"));
     let scratch = Scratch::new("compare-reference");
     for (i, pair) in reference["pairs"].as_array().unwrap().iter().enumerate() {
-        let (base, model) = (
-            pair["base"].as_str().unwrap(),
-            pair["model"].as_str().unwrap(),
-        );
+        let (base, model) = (pair["base"].as_str().unwrap(), pair["model"].as_str().unwrap());
         let (json, tokens, _) = compare(&scratch, &format!("pair{i}"), base, model, &[]);
         let stats = &json["statistics"];
         let n = pair["tokens"].as_u64().unwrap();
-        assert_eq!(
-            stats["count"].as_u64().unwrap(),
-            n,
-            "{base} vs {model}: scored positions"
-        );
+        assert_eq!(stats["count"].as_u64().unwrap(), n, "{base} vs {model}: scored positions");
         let f = |v: &Value| v.as_f64().unwrap();
         let (kld, want_kld) = (f(&stats["kld_mean"]["value"]), f(&pair["mean_kld"]));
         let (same, want_same) = (f(&stats["same_top"]["value"]), f(&pair["same_top"]));
@@ -94,67 +70,27 @@ fn compare_matches_float64_reference_on_the_family() {
             (dp - want_dp).abs()
         );
         // The tolerance: 1e-5 relative, 1e-7 absolute near zero.
-        assert!(
-            close(kld, want_kld, 1e-5, 1e-7),
-            "{base} vs {model}: mean KLD {kld} want {want_kld}"
-        );
-        assert!(
-            close(same, want_same, 1e-5, 1e-7),
-            "{base} vs {model}: same-top rate {same} want {want_same}"
-        );
-        assert!(
-            close(dp, want_dp, 1e-5, 1e-7),
-            "{base} vs {model}: mean Δp {dp} want {want_dp}"
-        );
-        assert!(
-            close(rms, want_rms, 1e-5, 1e-7),
-            "{base} vs {model}: RMS Δp {rms} want {want_rms}"
-        );
+        assert!(close(kld, want_kld, 1e-5, 1e-7), "{base} vs {model}: mean KLD {kld} want {want_kld}");
+        assert!(close(same, want_same, 1e-5, 1e-7), "{base} vs {model}: same-top rate {same} want {want_same}");
+        assert!(close(dp, want_dp, 1e-5, 1e-7), "{base} vs {model}: mean Δp {dp} want {want_dp}");
+        assert!(close(rms, want_rms, 1e-5, 1e-7), "{base} vs {model}: RMS Δp {rms} want {want_rms}");
         // Position by position (documents in order, as the reference lists them).
         let mut worst = 0.0f64;
         for (j, t) in tokens.iter().enumerate() {
             let want = f(&pair["kld"][j]);
             let got = f(&t["kld"]);
             worst = worst.max((got - want).abs());
-            assert!(
-                close(got, want, 1e-4, 1e-6),
-                "{base} vs {model} position {j}: KL {got} want {want}"
-            );
-            assert!(
-                close(
-                    f(&t["logprob_base"]),
-                    f(&pair["logprob_base"][j]),
-                    1e-4,
-                    1e-5
-                ),
-                "position {j}: log p_base"
-            );
-            assert!(
-                close(
-                    f(&t["logprob_model"]),
-                    f(&pair["logprob_model"][j]),
-                    1e-4,
-                    1e-5
-                ),
-                "position {j}: log p_model"
-            );
+            assert!(close(got, want, 1e-4, 1e-6), "{base} vs {model} position {j}: KL {got} want {want}");
+            assert!(close(f(&t["logprob_base"]), f(&pair["logprob_base"][j]), 1e-4, 1e-5), "position {j}: log p_base");
+            assert!(close(f(&t["logprob_model"]), f(&pair["logprob_model"][j]), 1e-4, 1e-5), "position {j}: log p_model");
         }
         eprintln!("  largest per-position |KL error| {worst:.2e}");
         // The statistics are those of the per-position values written out (f32, printed in
         // their shortest form: read back through f32).
-        let mean: f64 = tokens
-            .iter()
-            .map(|t| f(&t["kld"]) as f32 as f64)
-            .sum::<f64>()
-            / n as f64;
+        let mean: f64 = tokens.iter().map(|t| f(&t["kld"]) as f32 as f64).sum::<f64>() / n as f64;
         assert_eq!(mean, kld, "mean KLD of the per-position values");
         // The disagreements listed are the largest KL values, in order.
-        let worst_listed: Vec<f32> = json["worst"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|w| f(&w["kld"]) as f32)
-            .collect();
+        let worst_listed: Vec<f32> = json["worst"].as_array().unwrap().iter().map(|w| f(&w["kld"]) as f32).collect();
         let mut sorted: Vec<f32> = tokens.iter().map(|t| f(&t["kld"]) as f32).collect();
         sorted.sort_by(|a, b| b.total_cmp(a));
         assert_eq!(worst_listed, sorted[..10].to_vec());
@@ -168,10 +104,7 @@ fn compare_is_bit_identical_across_batch_sizes() {
     let (_, _, auto) = compare(&scratch, "auto", base, model, &["--batch", "auto"]);
     for batch in ["1", "3"] {
         let (_, _, text) = compare(&scratch, batch, base, model, &["--batch", batch]);
-        assert!(
-            text == auto,
-            "--batch {batch} gives other per-token results than --batch auto"
-        );
+        assert!(text == auto, "--batch {batch} gives other per-token results than --batch auto");
     }
 }
 
@@ -180,28 +113,16 @@ fn compare_base_logprobs_are_ppl_logprobs_and_a_model_against_itself_loses_nothi
     let scratch = Scratch::new("compare-self");
     let model = "models/family/0.2M/step500";
     let (json, tokens, _) = compare(&scratch, "self", model, model, &[]);
-    assert!(
-        tokens.iter().all(|t| t["kld"].as_f64() == Some(0.0)),
-        "KL of a model against itself must be 0"
-    );
-    assert!(tokens
-        .iter()
-        .all(|t| t["same_top"] == Value::Bool(true) && t["logprob_base"] == t["logprob_model"]));
+    assert!(tokens.iter().all(|t| t["kld"].as_f64() == Some(0.0)), "KL of a model against itself must be 0");
+    assert!(tokens.iter().all(|t| t["same_top"] == Value::Bool(true) && t["logprob_base"] == t["logprob_model"]));
     assert_eq!(json["statistics"]["ppl_ratio"]["value"].as_f64(), Some(1.0));
     // `ppl` of the same model on the same data: the same log-probability at every position.
     let per_token = scratch.join("ppl.jsonl");
-    assert_success(&ppl(
-        repo().join(model),
-        repo().join(DATA),
-        &["--per-token", per_token.to_str().unwrap()],
-    ));
+    assert_success(&ppl(repo().join(model), repo().join(DATA), &["--per-token", per_token.to_str().unwrap()]));
     let from_ppl = read_lines(&per_token);
     assert_eq!(from_ppl.len(), tokens.len());
     for (a, b) in from_ppl.iter().zip(&tokens) {
-        assert_eq!(
-            (&a["pos"], &a["token_id"], &a["logprob"]),
-            (&b["pos"], &b["token_id"], &b["logprob_base"])
-        );
+        assert_eq!((&a["pos"], &a["token_id"], &a["logprob"]), (&b["pos"], &b["token_id"], &b["logprob_base"]));
     }
 }
 
@@ -218,44 +139,20 @@ fn compare_refuses_a_tokenizer_mismatch_and_a_missing_base() {
     }
     common::cli::edit_json(&model.join("tokenizer.json"), |json| {
         let vocab = json["model"]["vocab"].as_object_mut().unwrap();
-        let name = |id: u64| {
-            vocab
-                .iter()
-                .find(|(_, v)| v.as_u64() == Some(id))
-                .unwrap()
-                .0
-                .clone()
-        };
+        let name = |id: u64| vocab.iter().find(|(_, v)| v.as_u64() == Some(id)).unwrap().0.clone();
         let (a, b) = (name(700), name(900));
         vocab.insert(a, 900.into());
         vocab.insert(b, 700.into());
     });
     let data = repo().join(DATA);
     let run = |base: &Path, model: &Path| {
-        perplex([
-            "compare".as_ref(),
-            "--base".as_ref(),
-            base.as_os_str(),
-            "--model".as_ref(),
-            model.as_os_str(),
-            "--data".as_ref(),
-            data.as_os_str(),
-        ])
+        perplex(["compare".as_ref(), "--base".as_ref(), base.as_os_str(), "--model".as_ref(), model.as_os_str(), "--data".as_ref(), data.as_os_str()])
     };
-    assert_bad_input(
-        &run(&base, &model),
-        &["do not share a tokenizer", "token 700 is"],
-    );
+    assert_bad_input(&run(&base, &model), &["do not share a tokenizer", "token 700 is"]);
     // A tokenizer of another size.
-    assert_bad_input(
-        &run(&base, &common::cli::tiny_model()),
-        &["do not share a tokenizer", "tokens"],
-    );
+    assert_bad_input(&run(&base, &common::cli::tiny_model()), &["do not share a tokenizer", "tokens"]);
     // No base model.
-    assert_bad_input(
-        &run(&scratch.join("no-such-model"), &base),
-        &["the base model", "no-such-model"],
-    );
+    assert_bad_input(&run(&scratch.join("no-such-model"), &base), &["the base model", "no-such-model"]);
 }
 
 /// SmolLM2-135M in f32 against its f16 export (needs PERPLEX_ASSETS): against the float64
@@ -265,24 +162,12 @@ fn compare_refuses_a_tokenizer_mismatch_and_a_missing_base() {
 /// the mean KLD, 2.2e-7 on mean Δp, 1e-3 relative on RMS Δp; tolerances 1e-3, 1e-6 and 5e-3.
 #[test]
 fn compare_smollm2_f16_against_f32_matches_float64_reference() {
-    let Some(assets) = common::assets("compare_smollm2_f16_against_f32_matches_float64_reference")
-    else {
-        return;
-    };
+    let Some(assets) = common::assets("compare_smollm2_f16_against_f32_matches_float64_reference") else { return };
     let reference = read_json(&repo().join("models/reference/compare-smollm2.json"));
     let pair = &reference["pairs"][0];
     let scratch = Scratch::new("compare-smollm2");
-    let (base, model) = (
-        assets.join(pair["base"].as_str().unwrap()),
-        assets.join(pair["model"].as_str().unwrap()),
-    );
-    let (json, tokens, _) = compare(
-        &scratch,
-        "smollm2",
-        base.to_str().unwrap(),
-        model.to_str().unwrap(),
-        &[],
-    );
+    let (base, model) = (assets.join(pair["base"].as_str().unwrap()), assets.join(pair["model"].as_str().unwrap()));
+    let (json, tokens, _) = compare(&scratch, "smollm2", base.to_str().unwrap(), model.to_str().unwrap(), &[]);
     let stats = &json["statistics"];
     let f = |v: &Value| v.as_f64().unwrap();
     assert_eq!(tokens.len() as u64, pair["tokens"].as_u64().unwrap());
@@ -290,20 +175,10 @@ fn compare_smollm2_f16_against_f32_matches_float64_reference() {
     let (dp, want_dp) = (f(&stats["delta_p_mean"]["value"]), f(&pair["mean_delta_p"]));
     let (rms, want_rms) = (f(&stats["delta_p_rms"]["value"]), f(&pair["rms_delta_p"]));
     eprintln!("SmolLM2 f16 vs f32: mean KLD {kld:.6e} ({want_kld:.6e}), mean Δp {dp:.6e} ({want_dp:.6e}), RMS Δp {rms:.6e} ({want_rms:.6e})");
-    assert!(
-        close(kld, want_kld, 1e-3, 0.0),
-        "mean KLD {kld} want {want_kld}"
-    );
+    assert!(close(kld, want_kld, 1e-3, 0.0), "mean KLD {kld} want {want_kld}");
     assert!(close(dp, want_dp, 0.0, 1e-6), "mean Δp {dp} want {want_dp}");
-    assert!(
-        close(rms, want_rms, 5e-3, 0.0),
-        "RMS Δp {rms} want {want_rms}"
-    );
-    assert_eq!(
-        f(&stats["same_top"]["value"]),
-        f(&pair["same_top"]),
-        "same-top rate"
-    );
+    assert!(close(rms, want_rms, 5e-3, 0.0), "RMS Δp {rms} want {want_rms}");
+    assert_eq!(f(&stats["same_top"]["value"]), f(&pair["same_top"]), "same-top rate");
 }
 
 #[test]
@@ -311,50 +186,18 @@ fn compare_takes_the_window_modes_of_ppl() {
     let scratch = Scratch::new("compare-windows");
     let (base, model) = ("models/family/0.9M/step500", "models/family/0.9M/step250");
     // A sliding window without --stride advances by half the window.
-    let (default, _, text) = compare(
-        &scratch,
-        "sliding",
-        base,
-        model,
-        &["--window", "sliding", "--ctx", "64"],
-    );
-    let (_, _, half) = compare(
-        &scratch,
-        "half",
-        base,
-        model,
-        &["--window", "sliding", "--ctx", "64", "--stride", "32"],
-    );
+    let (default, _, text) = compare(&scratch, "sliding", base, model, &["--window", "sliding", "--ctx", "64"]);
+    let (_, _, half) = compare(&scratch, "half", base, model, &["--window", "sliding", "--ctx", "64", "--stride", "32"]);
     assert!(text == half, "--window sliding --ctx 64 must stride by 32");
     assert_eq!(default["window"], "sliding");
     // Chunks: the same positions as `ppl --window chunks` scores.
-    let (_, tokens, _) = compare(
-        &scratch,
-        "chunks",
-        base,
-        model,
-        &["--window", "chunks", "--ctx", "32"],
-    );
+    let (_, tokens, _) = compare(&scratch, "chunks", base, model, &["--window", "chunks", "--ctx", "32"]);
     let per_token = scratch.join("ppl-chunks.jsonl");
-    assert_success(&ppl(
-        repo().join(base),
-        repo().join(DATA),
-        &[
-            "--window",
-            "chunks",
-            "--ctx",
-            "32",
-            "--per-token",
-            per_token.to_str().unwrap(),
-        ],
-    ));
+    assert_success(&ppl(repo().join(base), repo().join(DATA), &["--window", "chunks", "--ctx", "32", "--per-token", per_token.to_str().unwrap()]));
     let from_ppl = read_lines(&per_token);
     assert!(!tokens.is_empty());
     assert_eq!(from_ppl.len(), tokens.len());
     for (a, b) in from_ppl.iter().zip(&tokens) {
-        assert_eq!(
-            (&a["doc"], &a["pos"], &a["logprob"]),
-            (&b["doc"], &b["pos"], &b["logprob_base"])
-        );
+        assert_eq!((&a["doc"], &a["pos"], &a["logprob"]), (&b["doc"], &b["pos"], &b["logprob_base"]));
     }
 }

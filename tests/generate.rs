@@ -28,28 +28,11 @@ fn prompts() -> Vec<String> {
 }
 
 fn requests(max_gen_toks: usize, until: &[&str]) -> Vec<GenRequest> {
-    prompts()
-        .into_iter()
-        .map(|context| GenRequest {
-            context,
-            until: until.iter().map(|s| s.to_string()).collect(),
-            max_gen_toks,
-        })
-        .collect()
+    prompts().into_iter().map(|context| GenRequest { context, until: until.iter().map(|s| s.to_string()).collect(), max_gen_toks }).collect()
 }
 
 fn run(model: &Model, requests: &[GenRequest], batch: Batch) -> Vec<Generation> {
-    generate(
-        model,
-        requests,
-        &GenOptions {
-            max_length: None,
-            batch,
-            progress: None,
-        },
-    )
-    .unwrap()
-    .results
+    generate(model, requests, &GenOptions { max_length: None, batch, progress: None }).unwrap().results
 }
 
 /// Logit margins below this count as ties that f32 rounding may break either way.
@@ -91,18 +74,11 @@ fn assert_reference_argmax(dir: &std::path::Path, max_gen_toks: usize) {
                 row[order[0]] - row[order[1]]
             );
         }
-        assert!(
-            answer.tokens.len() == max_gen_toks || answer.stop == Stop::EndOfText,
-            "{answer:?}"
-        );
+        assert!(answer.tokens.len() == max_gen_toks || answer.stop == Stop::EndOfText, "{answer:?}");
         generated_total += answer.tokens.len();
     }
     // Near ties are rare: almost every step is checked.
-    assert!(
-        compared * 10 >= generated_total * 9,
-        "{}: only {compared} of {generated_total} steps compared",
-        dir.display()
-    );
+    assert!(compared * 10 >= generated_total * 9, "{}: only {compared} of {generated_total} steps compared", dir.display());
 }
 
 #[test]
@@ -122,20 +98,12 @@ fn answers_do_not_depend_on_batch_or_order() {
     let model = Model::open(repo().join("models/default").to_str().unwrap(), gpu()).unwrap();
     let requests = requests(48, &["\n\n", "KING"]);
     let one = run(&model, &requests, Batch::Windows(1));
-    assert!(
-        one.iter().any(|a| matches!(a.stop, Stop::Until(_)))
-            && one.iter().any(|a| a.stop == Stop::MaxTokens),
-        "{one:?}"
-    );
+    assert!(one.iter().any(|a| matches!(a.stop, Stop::Until(_))) && one.iter().any(|a| a.stop == Stop::MaxTokens), "{one:?}");
     for batch in [Batch::Windows(3), Batch::Windows(8), Batch::Auto] {
         assert_eq!(run(&model, &requests, batch), one, "batch {batch:?}");
     }
     // Reversed and interleaved.
-    let order: Vec<usize> = (0..requests.len())
-        .rev()
-        .step_by(2)
-        .chain((0..requests.len()).rev().skip(1).step_by(2))
-        .collect();
+    let order: Vec<usize> = (0..requests.len()).rev().step_by(2).chain((0..requests.len()).rev().skip(1).step_by(2)).collect();
     let shuffled: Vec<GenRequest> = order.iter().map(|&i| requests[i].clone()).collect();
     let answers = run(&model, &shuffled, Batch::Windows(3));
     for (&i, answer) in order.iter().zip(&answers) {
@@ -152,10 +120,7 @@ fn answers_are_cut_before_the_first_stop_string() {
     for (free, cut) in free.iter().zip(&cut) {
         let full = model.tokenizer.decode_text(&free.tokens);
         let want = perplex::generate::cut_at_stops(&full, &stops.map(String::from));
-        assert!(
-            full.starts_with(&cut.text) && cut.text == want,
-            "{free:?} vs {cut:?}"
-        );
+        assert!(full.starts_with(&cut.text) && cut.text == want, "{free:?} vs {cut:?}");
         assert!(stops.iter().all(|s| !cut.text.contains(s)));
         // Generation stops at the token that completes the stop string.
         assert!(free.tokens.starts_with(&cut.tokens));
@@ -169,19 +134,9 @@ fn out_of_memory_halves_the_slots_and_keeps_the_answers() {
     let scratch = Scratch::new("generate-oom");
     let model = repo().join("models/default");
     let args = |json: &std::path::Path| {
-        let mut args: Vec<String> = [
-            "generate",
-            "--model",
-            model.to_str().unwrap(),
-            "--max-tokens",
-            "20",
-            "--batch",
-            "8",
-            "--json",
-            json.to_str().unwrap(),
-        ]
-        .map(String::from)
-        .to_vec();
+        let mut args: Vec<String> = ["generate", "--model", model.to_str().unwrap(), "--max-tokens", "20", "--batch", "8", "--json", json.to_str().unwrap()]
+            .map(String::from)
+            .to_vec();
         for prompt in prompts() {
             args.extend(["--prompt".to_string(), prompt]);
         }
@@ -189,21 +144,11 @@ fn out_of_memory_halves_the_slots_and_keeps_the_answers() {
     };
     let (plain, limited) = (scratch.join("plain.jsonl"), scratch.join("limited.jsonl"));
     assert_success(&perplex(args(&plain)));
-    let output = perplex_command()
-        .args(args(&limited))
-        .env("PERPLEX_FAIL_WINDOWS_ABOVE", "2")
-        .output()
-        .unwrap();
+    let output = perplex_command().args(args(&limited)).env("PERPLEX_FAIL_WINDOWS_ABOVE", "2").output().unwrap();
     assert_success(&output);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("ran out of memory") && stderr.contains("generating 3 sequences at once"),
-        "{stderr}"
-    );
-    assert_eq!(
-        std::fs::read_to_string(plain).unwrap(),
-        std::fs::read_to_string(limited).unwrap()
-    );
+    assert!(stderr.contains("ran out of memory") && stderr.contains("generating 3 sequences at once"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(plain).unwrap(), std::fs::read_to_string(limited).unwrap());
 }
 
 #[test]
@@ -216,14 +161,8 @@ fn bad_generation_requests_are_clear_errors() {
         perplex(args)
     };
     assert_bad_input(&generate(&["--max-tokens", "0"]), &["max_gen_toks is 0"]);
-    assert_bad_input(
-        &generate(&["--max-tokens", "5000"]),
-        &["max_gen_toks 5000", "no room"],
-    );
-    assert_bad_input(
-        &generate(&["--max-tokens", "20", "--max-length", "20"]),
-        &["no room"],
-    );
+    assert_bad_input(&generate(&["--max-tokens", "5000"]), &["max_gen_toks 5000", "no room"]);
+    assert_bad_input(&generate(&["--max-tokens", "20", "--max-length", "20"]), &["no room"]);
     assert_bad_input(&generate(&["--until", ""]), &["empty"]);
     assert_bad_input(
         &generate(&["--max-length", "1024"]),

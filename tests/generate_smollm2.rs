@@ -24,13 +24,8 @@ const TRIVIAQA_DEFAULT: u64 = 20;
 
 #[test]
 fn smollm2_generates_what_lm_eval_generates() {
-    let Some(assets) = assets("smollm2_generates_what_lm_eval_generates") else {
-        return;
-    };
-    let reference: Value = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("models/reference/generation-smollm2.json")).unwrap(),
-    )
-    .unwrap();
+    let Some(assets) = assets("smollm2_generates_what_lm_eval_generates") else { return };
+    let reference: Value = serde_json::from_str(&std::fs::read_to_string(repo().join("models/reference/generation-smollm2.json")).unwrap()).unwrap();
     let all = std::env::var("PERPLEX_GENERATION_ALL").is_ok_and(|v| v == "1");
     let chosen: Vec<&Value> = reference["requests"]
         .as_array()
@@ -44,13 +39,7 @@ fn smollm2_generates_what_lm_eval_generates() {
             }
         })
         .collect();
-    let strings = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s.as_str().unwrap().to_string())
-            .collect()
-    };
+    let strings = |v: &Value| -> Vec<String> { v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect() };
     let requests: Vec<GenRequest> = chosen
         .iter()
         .map(|r| GenRequest {
@@ -63,20 +52,8 @@ fn smollm2_generates_what_lm_eval_generates() {
     let (mut identical, mut near_ties, mut tokens, mut seconds) = (0, Vec::new(), 0, 0.0);
     // In chunks, each reported as it finishes (the answers do not depend on the chunking).
     for (requests, chosen) in requests.chunks(CHUNK).zip(chosen.chunks(CHUNK)) {
-        let output = generate(
-            &model,
-            requests,
-            &GenOptions {
-                max_length: None,
-                batch: Batch::Auto,
-                progress: None,
-            },
-        )
-        .unwrap();
-        assert_eq!(
-            output.max_length,
-            reference["max_length"].as_u64().unwrap() as usize
-        );
+        let output = generate(&model, requests, &GenOptions { max_length: None, batch: Batch::Auto, progress: None }).unwrap();
+        assert_eq!(output.max_length, reference["max_length"].as_u64().unwrap() as usize);
         compare_chunk(chosen, &output.results, &mut identical, &mut near_ties);
         (tokens, seconds) = (tokens + output.generated_tokens, seconds + output.seconds);
         eprintln!("{identical} answers identical to lm-eval's so far; diverging after a near tie: {near_ties:?} ({tokens} tokens in {seconds:.1} s)");
@@ -89,41 +66,20 @@ const CHUNK: usize = 25;
 
 /// Checks each answer against lm-eval's: the same tokens and text, or a first difference where
 /// lm-eval's margin was a near tie (listed in `near_ties`).
-fn compare_chunk(
-    chosen: &[&Value],
-    answers: &[perplex::generate::Generation],
-    identical: &mut usize,
-    near_ties: &mut Vec<String>,
-) {
+fn compare_chunk(chosen: &[&Value], answers: &[perplex::generate::Generation], identical: &mut usize, near_ties: &mut Vec<String>) {
     for (r, answer) in chosen.iter().zip(answers) {
-        let want: Vec<u32> = r["tokens"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t.as_u64().unwrap() as u32)
-            .collect();
+        let want: Vec<u32> = r["tokens"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect();
         let name = format!("{} doc {}", r["task"].as_str().unwrap(), r["doc"]);
         match answer.tokens.iter().zip(&want).position(|(a, b)| a != b) {
             None => {
-                assert_eq!(
-                    answer.tokens, want,
-                    "{name}: one answer stops before the other"
-                );
-                assert_eq!(
-                    answer.text,
-                    r["text"].as_str().unwrap(),
-                    "{name}: same tokens, different text"
-                );
+                assert_eq!(answer.tokens, want, "{name}: one answer stops before the other");
+                assert_eq!(answer.text, r["text"].as_str().unwrap(), "{name}: same tokens, different text");
                 *identical += 1;
             }
             Some(step) => {
-                let margin = r["near_ties"][step.to_string()]
-                    .as_f64()
-                    .unwrap_or(f64::INFINITY);
+                let margin = r["near_ties"][step.to_string()].as_f64().unwrap_or(f64::INFINITY);
                 assert!(margin < NEAR_TIE_NATS, "{name}: first differs at step {step}, where lm-eval's top-two margin is {margin} nats");
-                near_ties.push(format!(
-                    "{name}: step {step}, lm-eval margin {margin:.2e} nats"
-                ));
+                near_ties.push(format!("{name}: step {step}, lm-eval margin {margin:.2e} nats"));
             }
         }
     }

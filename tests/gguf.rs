@@ -49,31 +49,12 @@ fn bits(values: &[f32]) -> Vec<u32> {
 #[test]
 fn every_type_dequantizes_like_gguf_py() {
     let gguf = GgufFile::open(&fixture()).unwrap();
-    let kinds = [
-        "f32",
-        "f16",
-        "bf16",
-        "q4_0",
-        "q4_1",
-        "q5_0",
-        "q5_1",
-        "q8_0",
-        "q2_k",
-        "q3_k",
-        "q4_k",
-        "q5_k",
-        "q6_k",
-        "q8_0_exact",
-    ];
+    let kinds = ["f32", "f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_0_exact"];
     for kind in kinds {
         let got = gguf.stored(kind).unwrap();
         let want = gguf.stored(&format!("{kind}.expected")).unwrap();
         assert_eq!(got.shape, vec![2, 256], "{kind}: shape in PyTorch order");
-        assert_eq!(
-            bits(&got.to_f32()),
-            bits(&want.to_f32()),
-            "{kind}: values differ from gguf-py's dequantize"
-        );
+        assert_eq!(bits(&got.to_f32()), bits(&want.to_f32()), "{kind}: values differ from gguf-py's dequantize");
         // Float tensors are handed out as stored; quantized ones as groups of 8-bit integers.
         let expected_dtype = match kind {
             "f32" => DType::F32,
@@ -82,11 +63,7 @@ fn every_type_dequantizes_like_gguf_py() {
             _ => DType::Int8Groups,
         };
         assert_eq!(got.dtype, expected_dtype, "{kind}: storage type");
-        assert_eq!(
-            matches!(got.bytes, Cow::Borrowed(_)),
-            ["f32", "f16", "bf16"].contains(&kind),
-            "{kind}: borrowed from the map"
-        );
+        assert_eq!(matches!(got.bytes, Cow::Borrowed(_)), ["f32", "f16", "bf16"].contains(&kind), "{kind}: borrowed from the map");
     }
 }
 
@@ -94,11 +71,7 @@ fn every_type_dequantizes_like_gguf_py() {
 fn metadata_of_every_value_type() {
     let gguf = GgufFile::open(&fixture()).unwrap();
     assert_eq!(gguf.version(), 3);
-    let get = |key: &str| {
-        gguf.metadata(key)
-            .unwrap_or_else(|| panic!("{key}"))
-            .clone()
-    };
+    let get = |key: &str| gguf.metadata(key).unwrap_or_else(|| panic!("{key}")).clone();
     assert_eq!(get("test.u8"), Value::U8(200));
     assert_eq!(get("test.i8"), Value::I8(-100));
     assert_eq!(get("test.u16"), Value::U16(60000));
@@ -112,17 +85,8 @@ fn metadata_of_every_value_type() {
     assert_eq!(get("test.bool"), Value::Bool(true));
     assert_eq!(get("test.string"), Value::String("héllo".into()));
     assert_eq!(get("test.ints"), Value::Array(Array::I32(vec![1, -2, 3])));
-    assert_eq!(
-        get("test.strings"),
-        Value::Array(Array::String(vec!["a".into(), "".into(), "ü".into()]))
-    );
-    assert_eq!(
-        get("test.nested"),
-        Value::Array(Array::Array(vec![
-            Array::I32(vec![1, 2]),
-            Array::I32(vec![3])
-        ]))
-    );
+    assert_eq!(get("test.strings"), Value::Array(Array::String(vec!["a".into(), "".into(), "ü".into()])));
+    assert_eq!(get("test.nested"), Value::Array(Array::Array(vec![Array::I32(vec![1, 2]), Array::I32(vec![3])])));
     assert_eq!(get("general.architecture").as_str(), Some("llama"));
     assert_eq!(gguf.metadata("no.such.key"), None);
 }
@@ -192,189 +156,39 @@ fn corrupt_files_are_refused_without_panics_or_big_allocations() {
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("empty", vec![], "not a GGUF file"),
         ("magic only", b"GGUF".to_vec(), "truncated"),
-        (
-            "bad magic",
-            b"GGML\x03\x00\x00\x00".to_vec(),
-            "not a GGUF file",
-        ),
+        ("bad magic", b"GGML\x03\x00\x00\x00".to_vec(), "not a GGUF file"),
         ("version 1", header(1, 0, 0, &[]), "version 1"),
         ("version 4", header(4, 0, 0, &[]), "version 4"),
-        (
-            "big endian",
-            header(3u32.swap_bytes(), 0, 0, &[]),
-            "big-endian",
-        ),
-        (
-            "header cut",
-            header(3, 0, 0, &[])[..20].to_vec(),
-            "truncated",
-        ),
+        ("big endian", header(3u32.swap_bytes(), 0, 0, &[]), "big-endian"),
+        ("header cut", header(3, 0, 0, &[])[..20].to_vec(), "truncated"),
         ("2^60 tensors", header(3, huge, 0, &[]), "tensor count"),
         ("2^60 keys", header(3, 0, huge, &[]), "metadata count"),
-        (
-            "2^40-byte key",
-            header(3, 0, 1, &(1u64 << 40).to_le_bytes()),
-            "truncated",
-        ),
-        (
-            "2^40-byte string",
-            header(3, 0, 1, &kv("k", 8, &(1u64 << 40).to_le_bytes())),
-            "truncated",
-        ),
-        (
-            "2^64-1-byte string",
-            header(3, 0, 1, &kv("k", 8, &u64::MAX.to_le_bytes())),
-            "truncated",
-        ),
-        (
-            "2^60 bytes",
-            header(3, 0, 1, &kv("k", 9, &array_header(0, huge))),
-            "length of metadata array",
-        ),
-        (
-            "2^60 strings",
-            header(3, 0, 1, &kv("k", 9, &array_header(8, huge))),
-            "length of metadata array",
-        ),
-        (
-            "2^60 arrays",
-            header(3, 0, 1, &kv("k", 9, &array_header(9, huge))),
-            "length of metadata array",
-        ),
-        (
-            "array of type 99",
-            header(3, 0, 1, &kv("k", 9, &array_header(99, 1))),
-            "unknown type 99",
-        ),
-        (
-            "value type 99",
-            header(3, 0, 1, &kv("k", 99, &[0; 8])),
-            "unknown value type 99",
-        ),
-        (
-            "deep nesting",
-            header(3, 0, 1, &kv("k", 9, &nested)),
-            "nests arrays",
-        ),
-        (
-            "invalid UTF-8 key",
-            header(
-                3,
-                0,
-                1,
-                &[2, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFE, 4, 0, 0, 0, 1, 0, 0, 0],
-            ),
-            "UTF-8",
-        ),
-        (
-            "duplicate key",
-            header(3, 0, 2, &[arch_kv(), arch_kv()].concat()),
-            "appears twice",
-        ),
-        (
-            "alignment 0",
-            header(
-                3,
-                0,
-                2,
-                &[arch_kv(), kv("general.alignment", 4, &0u32.to_le_bytes())].concat(),
-            ),
-            "alignment",
-        ),
-        (
-            "alignment 48",
-            header(
-                3,
-                0,
-                2,
-                &[arch_kv(), kv("general.alignment", 4, &48u32.to_le_bytes())].concat(),
-            ),
-            "alignment",
-        ),
-        (
-            "alignment as u64",
-            header(
-                3,
-                0,
-                2,
-                &[arch_kv(), kv("general.alignment", 10, &32u64.to_le_bytes())].concat(),
-            ),
-            "alignment",
-        ),
-        (
-            "5 dimensions",
-            with_tensor(&tensor_info("t", &[1, 1, 1, 1, 1], F32, 0)),
-            "5 dimensions",
-        ),
-        (
-            "element overflow",
-            with_tensor(&tensor_info("t", &[1 << 32, 1 << 32, 1 << 32], F32, 0)),
-            "too many elements",
-        ),
-        (
-            "byte overflow",
-            with_tensor(&tensor_info("t", &[1 << 62, 2], F32, 0)),
-            "too many bytes",
-        ),
-        (
-            "type id 99",
-            with_tensor(&tensor_info("t", &[8], 99, 0)),
-            "unknown quantization type id 99",
-        ),
-        (
-            "data past the end",
-            with_tensor(&tensor_info("t", &[32], F32, 0)),
-            "beyond the end",
-        ),
-        (
-            "offset past the end",
-            with_tensor(&tensor_info("t", &[1], F32, 1 << 40)),
-            "beyond the end",
-        ),
-        (
-            "offset overflow",
-            with_tensor(&tensor_info("t", &[1], F32, u64::MAX - 31)),
-            "beyond the end",
-        ),
-        (
-            "unaligned offset",
-            with_tensor(&tensor_info("t", &[1], F32, 4)),
-            "not a multiple of the alignment",
-        ),
-        (
-            "partial block",
-            with_tensor(&tensor_info("t", &[16], Q4_0, 0)),
-            "block size 32",
-        ),
-        (
-            "tensor entry cut",
-            header(
-                3,
-                1,
-                1,
-                &[arch_kv(), tensor_info("t", &[4], F32, 0)[..20].to_vec()].concat(),
-            ),
-            "truncated",
-        ),
-        (
-            "no architecture",
-            header(3, 0, 0, &[]),
-            "general.architecture",
-        ),
-        (
-            "unknown architecture",
-            header(
-                3,
-                0,
-                1,
-                &kv(
-                    "general.architecture",
-                    8,
-                    &[&5u64.to_le_bytes()[..], b"mamba"].concat(),
-                ),
-            ),
-            "'mamba'",
-        ),
+        ("2^40-byte key", header(3, 0, 1, &(1u64 << 40).to_le_bytes()), "truncated"),
+        ("2^40-byte string", header(3, 0, 1, &kv("k", 8, &(1u64 << 40).to_le_bytes())), "truncated"),
+        ("2^64-1-byte string", header(3, 0, 1, &kv("k", 8, &u64::MAX.to_le_bytes())), "truncated"),
+        ("2^60 bytes", header(3, 0, 1, &kv("k", 9, &array_header(0, huge))), "length of metadata array"),
+        ("2^60 strings", header(3, 0, 1, &kv("k", 9, &array_header(8, huge))), "length of metadata array"),
+        ("2^60 arrays", header(3, 0, 1, &kv("k", 9, &array_header(9, huge))), "length of metadata array"),
+        ("array of type 99", header(3, 0, 1, &kv("k", 9, &array_header(99, 1))), "unknown type 99"),
+        ("value type 99", header(3, 0, 1, &kv("k", 99, &[0; 8])), "unknown value type 99"),
+        ("deep nesting", header(3, 0, 1, &kv("k", 9, &nested)), "nests arrays"),
+        ("invalid UTF-8 key", header(3, 0, 1, &[2, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFE, 4, 0, 0, 0, 1, 0, 0, 0]), "UTF-8"),
+        ("duplicate key", header(3, 0, 2, &[arch_kv(), arch_kv()].concat()), "appears twice"),
+        ("alignment 0", header(3, 0, 2, &[arch_kv(), kv("general.alignment", 4, &0u32.to_le_bytes())].concat()), "alignment"),
+        ("alignment 48", header(3, 0, 2, &[arch_kv(), kv("general.alignment", 4, &48u32.to_le_bytes())].concat()), "alignment"),
+        ("alignment as u64", header(3, 0, 2, &[arch_kv(), kv("general.alignment", 10, &32u64.to_le_bytes())].concat()), "alignment"),
+        ("5 dimensions", with_tensor(&tensor_info("t", &[1, 1, 1, 1, 1], F32, 0)), "5 dimensions"),
+        ("element overflow", with_tensor(&tensor_info("t", &[1 << 32, 1 << 32, 1 << 32], F32, 0)), "too many elements"),
+        ("byte overflow", with_tensor(&tensor_info("t", &[1 << 62, 2], F32, 0)), "too many bytes"),
+        ("type id 99", with_tensor(&tensor_info("t", &[8], 99, 0)), "unknown quantization type id 99"),
+        ("data past the end", with_tensor(&tensor_info("t", &[32], F32, 0)), "beyond the end"),
+        ("offset past the end", with_tensor(&tensor_info("t", &[1], F32, 1 << 40)), "beyond the end"),
+        ("offset overflow", with_tensor(&tensor_info("t", &[1], F32, u64::MAX - 31)), "beyond the end"),
+        ("unaligned offset", with_tensor(&tensor_info("t", &[1], F32, 4)), "not a multiple of the alignment"),
+        ("partial block", with_tensor(&tensor_info("t", &[16], Q4_0, 0)), "block size 32"),
+        ("tensor entry cut", header(3, 1, 1, &[arch_kv(), tensor_info("t", &[4], F32, 0)[..20].to_vec()].concat()), "truncated"),
+        ("no architecture", header(3, 0, 0, &[]), "general.architecture"),
+        ("unknown architecture", header(3, 0, 1, &kv("general.architecture", 8, &[&5u64.to_le_bytes()[..], b"mamba"].concat())), "'mamba'"),
     ];
     for (name, bytes, expected) in cases {
         let path = write_temp(name, &bytes);
@@ -384,20 +198,9 @@ fn corrupt_files_are_refused_without_panics_or_big_allocations() {
             Err(e) => e,
         };
         assert_eq!(error.kind, perplex::ErrorKind::BadInput, "{name}");
-        assert!(
-            error.message.contains(&path.display().to_string()),
-            "{name}: error does not name the file: {}",
-            error.message
-        );
-        assert!(
-            error.message.contains(expected),
-            "{name}: error '{}' does not mention '{expected}'",
-            error.message
-        );
-        assert!(
-            largest < 64 * 1024,
-            "{name}: allocated {largest} bytes at once"
-        );
+        assert!(error.message.contains(&path.display().to_string()), "{name}: error does not name the file: {}", error.message);
+        assert!(error.message.contains(expected), "{name}: error '{}' does not mention '{expected}'", error.message);
+        assert!(largest < 64 * 1024, "{name}: allocated {largest} bytes at once");
     }
 }
 
@@ -411,15 +214,8 @@ fn truncated_copies_of_a_valid_file_are_refused() {
     for cut in cuts {
         std::fs::write(&path, &bytes[..cut]).unwrap();
         let (result, largest) = largest_allocation(|| GgufFile::open(&path));
-        assert!(
-            result.is_err(),
-            "opened the file cut at byte {cut} of {}",
-            bytes.len()
-        );
-        assert!(
-            largest < 64 * 1024,
-            "cut at {cut}: allocated {largest} bytes at once"
-        );
+        assert!(result.is_err(), "opened the file cut at byte {cut} of {}", bytes.len());
+        assert!(largest < 64 * 1024, "cut at {cut}: allocated {largest} bytes at once");
     }
     std::fs::write(&path, &bytes).unwrap();
     GgufFile::open(&path).unwrap();
@@ -434,12 +230,7 @@ fn unsupported_types_are_named_when_read() {
     let error = gguf.stored("blk.0.attn_norm.weight").err().unwrap();
     assert!(error.message.contains("Q8_1"), "{}", error.message);
     assert!(gguf.stored("missing").is_err());
-    assert!(gguf
-        .tensor("model.layers.0.input_layernorm.weight", &[33])
-        .err()
-        .unwrap()
-        .message
-        .contains("shape"));
+    assert!(gguf.tensor("model.layers.0.input_layernorm.weight", &[33]).err().unwrap().message.contains("shape"));
 }
 
 // ---- Hugging Face layout and the config ----------------------------------------------------------
@@ -466,14 +257,7 @@ fn ramp(n: usize, scale: f32) -> Vec<f32> {
 /// A two-layer llama file: hidden 8, 4 query heads and 2 key/value heads of 2, 16-wide MLP.
 fn tiny_llama() -> (Builder, Vec<f32>, Vec<f32>, Vec<f32>) {
     let (hidden, q_rows, kv_rows, ff, vocab) = (8usize, 8usize, 4usize, 16usize, 10usize);
-    let mut b = Builder::llama(LlamaShape {
-        layers: 2,
-        context: 128,
-        hidden: hidden as u32,
-        ff: ff as u32,
-        heads: 4,
-        kv_heads: 2,
-    });
+    let mut b = Builder::llama(LlamaShape { layers: 2, context: 128, hidden: hidden as u32, ff: ff as u32, heads: 4, kv_heads: 2 });
     b.f32("llama.rope.freq_base", 500000.0)
         .u32("llama.rope.dimension_count", 2)
         .u32("tokenizer.ggml.bos_token_id", 1)
@@ -481,64 +265,20 @@ fn tiny_llama() -> (Builder, Vec<f32>, Vec<f32>, Vec<f32>) {
     let q = ramp(q_rows * hidden, 1.0);
     let k = ramp(kv_rows * hidden, 2.0);
     let q_bias = ramp(q_rows, 3.0);
-    b.f32_tensor(
-        "token_embd.weight",
-        &[hidden as u64, vocab as u64],
-        &ramp(vocab * hidden, 0.5),
-    );
+    b.f32_tensor("token_embd.weight", &[hidden as u64, vocab as u64], &ramp(vocab * hidden, 0.5));
     b.f32_tensor("output_norm.weight", &[hidden as u64], &ramp(hidden, 1.0));
     for layer in 0..2 {
         let p = format!("blk.{layer}");
-        b.f32_tensor(
-            &format!("{p}.attn_norm.weight"),
-            &[hidden as u64],
-            &ramp(hidden, 1.0),
-        );
-        b.f32_tensor(
-            &format!("{p}.ffn_norm.weight"),
-            &[hidden as u64],
-            &ramp(hidden, 1.0),
-        );
-        b.f32_tensor(
-            &format!("{p}.attn_q.weight"),
-            &[hidden as u64, q_rows as u64],
-            &permute(&q, q_rows, hidden, 4),
-        );
-        b.f32_tensor(
-            &format!("{p}.attn_q.bias"),
-            &[q_rows as u64],
-            &permute(&q_bias, q_rows, 1, 4),
-        );
-        b.f32_tensor(
-            &format!("{p}.attn_k.weight"),
-            &[hidden as u64, kv_rows as u64],
-            &permute(&k, kv_rows, hidden, 2),
-        );
-        b.f32_tensor(
-            &format!("{p}.attn_v.weight"),
-            &[hidden as u64, kv_rows as u64],
-            &ramp(kv_rows * hidden, 1.0),
-        );
-        b.f32_tensor(
-            &format!("{p}.attn_output.weight"),
-            &[q_rows as u64, hidden as u64],
-            &ramp(q_rows * hidden, 1.0),
-        );
-        b.f32_tensor(
-            &format!("{p}.ffn_gate.weight"),
-            &[hidden as u64, ff as u64],
-            &ramp(ff * hidden, 1.0),
-        );
-        b.f32_tensor(
-            &format!("{p}.ffn_up.weight"),
-            &[hidden as u64, ff as u64],
-            &ramp(ff * hidden, 1.0),
-        );
-        b.f32_tensor(
-            &format!("{p}.ffn_down.weight"),
-            &[ff as u64, hidden as u64],
-            &ramp(ff * hidden, 1.0),
-        );
+        b.f32_tensor(&format!("{p}.attn_norm.weight"), &[hidden as u64], &ramp(hidden, 1.0));
+        b.f32_tensor(&format!("{p}.ffn_norm.weight"), &[hidden as u64], &ramp(hidden, 1.0));
+        b.f32_tensor(&format!("{p}.attn_q.weight"), &[hidden as u64, q_rows as u64], &permute(&q, q_rows, hidden, 4));
+        b.f32_tensor(&format!("{p}.attn_q.bias"), &[q_rows as u64], &permute(&q_bias, q_rows, 1, 4));
+        b.f32_tensor(&format!("{p}.attn_k.weight"), &[hidden as u64, kv_rows as u64], &permute(&k, kv_rows, hidden, 2));
+        b.f32_tensor(&format!("{p}.attn_v.weight"), &[hidden as u64, kv_rows as u64], &ramp(kv_rows * hidden, 1.0));
+        b.f32_tensor(&format!("{p}.attn_output.weight"), &[q_rows as u64, hidden as u64], &ramp(q_rows * hidden, 1.0));
+        b.f32_tensor(&format!("{p}.ffn_gate.weight"), &[hidden as u64, ff as u64], &ramp(ff * hidden, 1.0));
+        b.f32_tensor(&format!("{p}.ffn_up.weight"), &[hidden as u64, ff as u64], &ramp(ff * hidden, 1.0));
+        b.f32_tensor(&format!("{p}.ffn_down.weight"), &[ff as u64, hidden as u64], &ramp(ff * hidden, 1.0));
     }
     (b, q, k, q_bias)
 }
@@ -547,42 +287,15 @@ fn tiny_llama() -> (Builder, Vec<f32>, Vec<f32>, Vec<f32>) {
 fn llama_q_and_k_rows_are_unpermuted() {
     let (b, q, k, q_bias) = tiny_llama();
     let gguf = open_bytes("tiny-llama", &b.bytes()).unwrap();
-    let q_got = gguf
-        .tensor("model.layers.1.self_attn.q_proj.weight", &[8, 8])
-        .unwrap();
+    let q_got = gguf.tensor("model.layers.1.self_attn.q_proj.weight", &[8, 8]).unwrap();
     assert_eq!(q_got.shape, vec![8, 8]);
     assert_eq!(q_got.to_f32(), q);
-    assert_eq!(
-        gguf.tensor("model.layers.0.self_attn.k_proj.weight", &[4, 8])
-            .unwrap()
-            .to_f32(),
-        k
-    );
-    assert_eq!(
-        gguf.tensor("model.layers.0.self_attn.q_proj.bias", &[8])
-            .unwrap()
-            .to_f32(),
-        q_bias
-    );
+    assert_eq!(gguf.tensor("model.layers.0.self_attn.k_proj.weight", &[4, 8]).unwrap().to_f32(), k);
+    assert_eq!(gguf.tensor("model.layers.0.self_attn.q_proj.bias", &[8]).unwrap().to_f32(), q_bias);
     // v and o are stored as they are.
-    assert_eq!(
-        gguf.tensor("model.layers.0.self_attn.v_proj.weight", &[4, 8])
-            .unwrap()
-            .to_f32(),
-        ramp(32, 1.0)
-    );
-    assert!(matches!(
-        gguf.tensor("model.layers.0.mlp.down_proj.weight", &[8, 16])
-            .unwrap()
-            .bytes,
-        Cow::Borrowed(_)
-    ));
-    assert_eq!(
-        gguf.tensor("model.layers.0.post_attention_layernorm.weight", &[8])
-            .unwrap()
-            .to_f32(),
-        ramp(8, 1.0)
-    );
+    assert_eq!(gguf.tensor("model.layers.0.self_attn.v_proj.weight", &[4, 8]).unwrap().to_f32(), ramp(32, 1.0));
+    assert!(matches!(gguf.tensor("model.layers.0.mlp.down_proj.weight", &[8, 16]).unwrap().bytes, Cow::Borrowed(_)));
+    assert_eq!(gguf.tensor("model.layers.0.post_attention_layernorm.weight", &[8]).unwrap().to_f32(), ramp(8, 1.0));
     assert!(gguf.contains("model.norm.weight") && gguf.contains("model.embed_tokens.weight"));
     assert!(!gguf.contains("lm_head.weight"));
     assert_eq!(gguf.names().count(), 2 + 2 * 10);
@@ -593,20 +306,8 @@ fn llama_q_and_k_rows_are_unpermuted() {
     assert_eq!(config.vocab_size, Some(10));
     assert_eq!(config.attention_bias, Some(true));
     let spec = gguf.spec().unwrap();
-    assert_eq!(
-        (
-            spec.hidden,
-            spec.layers,
-            spec.q_heads,
-            spec.kv_heads,
-            spec.head_dim
-        ),
-        (8, 2, 4, 2, 2)
-    );
-    assert_eq!(
-        (spec.intermediate, spec.vocab_size, spec.max_positions),
-        (16, 10, 128)
-    );
+    assert_eq!((spec.hidden, spec.layers, spec.q_heads, spec.kv_heads, spec.head_dim), (8, 2, 4, 2, 2));
+    assert_eq!((spec.intermediate, spec.vocab_size, spec.max_positions), (16, 10, 128));
     assert_eq!((spec.norm_eps, spec.ropes[0].theta), (1e-5, 500000.0));
     assert!(spec.tied_head && spec.qkv_bias);
 }
@@ -638,77 +339,30 @@ fn gemma3_norms_lose_the_stored_one_and_config_follows_llama_cpp() {
     b.f32_tensor("blk.0.attn_q.weight", &[8, 8], &ramp(64, 1.0));
     let gguf = open_bytes("tiny-gemma3", &b.bytes()).unwrap();
     let minus_one: Vec<f32> = stored.iter().map(|w| w - 1.0).collect();
-    let norms = [
-        "pre_feedforward_layernorm",
-        "post_attention_layernorm",
-        "post_feedforward_layernorm",
-    ]
-    .map(|n| format!("model.layers.0.{n}"));
+    let norms = ["pre_feedforward_layernorm", "post_attention_layernorm", "post_feedforward_layernorm"].map(|n| format!("model.layers.0.{n}"));
     for name in norms.iter().map(String::as_str).chain(["model.norm"]) {
         let t = gguf.tensor(&format!("{name}.weight"), &[8]).unwrap();
-        assert_eq!(
-            (t.dtype, t.to_f32()),
-            (DType::F32, minus_one.clone()),
-            "{name}"
-        );
+        assert_eq!((t.dtype, t.to_f32()), (DType::F32, minus_one.clone()), "{name}");
     }
-    assert_eq!(
-        gguf.tensor("model.layers.0.self_attn.q_norm.weight", &[4])
-            .unwrap()
-            .to_f32(),
-        minus_one[..4]
-    );
+    assert_eq!(gguf.tensor("model.layers.0.self_attn.q_norm.weight", &[4]).unwrap().to_f32(), minus_one[..4]);
     // Gemma files are not permuted.
-    assert_eq!(
-        gguf.tensor("model.layers.0.self_attn.q_proj.weight", &[8, 8])
-            .unwrap()
-            .to_f32(),
-        ramp(64, 1.0)
-    );
+    assert_eq!(gguf.tensor("model.layers.0.self_attn.q_proj.weight", &[8, 8]).unwrap().to_f32(), ramp(64, 1.0));
 
     let config = gguf.config().unwrap();
     assert_eq!(config.model_type.as_deref(), Some("gemma3_text"));
     assert_eq!(config.query_pre_attn_scalar, Some(4.0));
     assert_eq!(config.rope_local_base_freq, Some(10000.0));
-    let linear = RopeScalingConfig {
-        rope_type: Some("linear".into()),
-        factor: Some(8.0),
-        ..Default::default()
-    };
+    let linear = RopeScalingConfig { rope_type: Some("linear".into()), factor: Some(8.0), ..Default::default() };
     assert_eq!(config.rope_scaling, Some(linear));
     let sliding: Vec<bool> = (0..7).map(|i| i != 5).collect();
     assert_eq!(config.layer_types, Some(sliding), "every 6th layer global");
     let spec = gguf.spec().unwrap();
-    assert_eq!(
-        (spec.head_dim, spec.kv_heads, spec.norm_weight_offset),
-        (4, 1, 1.0)
-    );
+    assert_eq!((spec.head_dim, spec.kv_heads, spec.norm_weight_offset), (4, 1, 1.0));
     assert_eq!(spec.attention_scale, 0.5);
-    let windows: Vec<Option<usize>> = spec
-        .layer_attention
-        .iter()
-        .map(|l| l.sliding_window)
-        .collect();
-    assert_eq!(
-        windows,
-        [
-            Some(512),
-            Some(512),
-            Some(512),
-            Some(512),
-            Some(512),
-            None,
-            Some(512)
-        ]
-    );
-    assert_eq!(
-        (spec.ropes[0].theta, spec.ropes[1].theta),
-        (1_000_000.0, 10000.0)
-    );
-    assert_eq!(
-        spec.ropes[0].scaling,
-        perplex::model::RopeScaling::Linear { factor: 8.0 }
-    );
+    let windows: Vec<Option<usize>> = spec.layer_attention.iter().map(|l| l.sliding_window).collect();
+    assert_eq!(windows, [Some(512), Some(512), Some(512), Some(512), Some(512), None, Some(512)]);
+    assert_eq!((spec.ropes[0].theta, spec.ropes[1].theta), (1_000_000.0, 10000.0));
+    assert_eq!(spec.ropes[0].scaling, perplex::model::RopeScaling::Linear { factor: 8.0 });
     assert!(spec.tied_head);
 }
 
@@ -726,24 +380,11 @@ fn gemma2_config_takes_llama_cpp_defaults() {
     b.f32_tensor("token_embd.weight", &[8, 6], &ramp(48, 1.0));
     b.f32_tensor("blk.0.ffn_norm.weight", &[8], &[2.0; 8]);
     let gguf = open_bytes("tiny-gemma2", &b.bytes()).unwrap();
-    assert_eq!(
-        gguf.tensor("model.layers.0.pre_feedforward_layernorm.weight", &[8])
-            .unwrap()
-            .to_f32(),
-        [1.0; 8]
-    );
+    assert_eq!(gguf.tensor("model.layers.0.pre_feedforward_layernorm.weight", &[8]).unwrap().to_f32(), [1.0; 8]);
     let spec = gguf.spec().unwrap();
     assert_eq!((spec.attention_softcap, spec.final_softcap), (50.0, 30.0));
-    let windows: Vec<Option<usize>> = spec
-        .layer_attention
-        .iter()
-        .map(|l| l.sliding_window)
-        .collect();
-    assert_eq!(
-        windows,
-        [Some(4096), None, Some(4096), None],
-        "even layers local"
-    );
+    let windows: Vec<Option<usize>> = spec.layer_attention.iter().map(|l| l.sliding_window).collect();
+    assert_eq!(windows, [Some(4096), None, Some(4096), None], "even layers local");
     assert_eq!(spec.attention_scale, 0.5);
 }
 
@@ -771,18 +412,7 @@ fn sentencepiece_file(add_space_prefix: bool) -> GgufFile {
         scores.push(0.0);
         types.push(6);
     }
-    let pieces = [
-        ("▁", -1.0),
-        ("a", -2.0),
-        ("b", -3.0),
-        ("c", -4.0),
-        ("ab", -5.0),
-        ("▁a", -6.0),
-        ("bc", -0.5),
-        ("▁ab", -7.0),
-        ("abc", -8.0),
-        ("▁b", -9.0),
-    ];
+    let pieces = [("▁", -1.0), ("a", -2.0), ("b", -3.0), ("c", -4.0), ("ab", -5.0), ("▁a", -6.0), ("bc", -0.5), ("▁ab", -7.0), ("abc", -8.0), ("▁b", -9.0)];
     for (piece, score) in pieces {
         tokens.push(piece.into());
         scores.push(score);
@@ -795,12 +425,8 @@ fn sentencepiece_file(add_space_prefix: bool) -> GgufFile {
     let mut b = Builder::arch("llama");
     b.string("tokenizer.ggml.model", "llama")
         .strings("tokenizer.ggml.tokens", &refs)
-        .numbers("tokenizer.ggml.scores", 6, &scores, |s: f32| {
-            s.to_le_bytes().to_vec()
-        })
-        .numbers("tokenizer.ggml.token_type", 5, &types, |t: i32| {
-            t.to_le_bytes().to_vec()
-        })
+        .numbers("tokenizer.ggml.scores", 6, &scores, |s: f32| s.to_le_bytes().to_vec())
+        .numbers("tokenizer.ggml.token_type", 5, &types, |t: i32| t.to_le_bytes().to_vec())
         .u32("tokenizer.ggml.bos_token_id", 1)
         .u32("tokenizer.ggml.eos_token_id", 2)
         .u32("tokenizer.ggml.unknown_token_id", 0)
@@ -821,14 +447,8 @@ fn sentencepiece_vocabularies_merge_by_score() {
     // Characters outside the vocabulary fall back to their UTF-8 bytes.
     assert_eq!(ids(t, "é"), [id("▁"), id("<0xC3>"), id("<0xA9>")]);
     // Special and user-defined tokens are matched whole; the text after them gets the space prefix.
-    assert_eq!(
-        ids(t, "a</s>b<tag>c"),
-        [id("▁a"), 2, id("▁b"), id("<tag>"), id("▁"), id("c")]
-    );
-    assert_eq!(
-        (parts.bos, parts.eos, parts.adds_bos),
-        (Some(1), Some(2), true)
-    );
+    assert_eq!(ids(t, "a</s>b<tag>c"), [id("▁a"), 2, id("▁b"), id("<tag>"), id("▁"), id("c")]);
+    assert_eq!((parts.bos, parts.eos, parts.adds_bos), (Some(1), Some(2), true));
     assert_eq!(t.decode(&ids(t, "ab é"), false).unwrap(), "ab é");
 
     let plain = sentencepiece_file(false).tokenizer_parts().unwrap();
@@ -838,27 +458,17 @@ fn sentencepiece_vocabularies_merge_by_score() {
 #[test]
 fn byte_level_vocabularies_use_the_stored_merges_and_pre_tokenizer() {
     // Byte-level spellings: "Ġ" is the space byte.
-    let tokens = [
-        "<|end|>", "a", "b", "1", "2", "Ġ", "ab", "Ġa", "Ġab", "12", "<x>",
-    ];
+    let tokens = ["<|end|>", "a", "b", "1", "2", "Ġ", "ab", "Ġa", "Ġab", "12", "<x>"];
     let types = [3i32, 1, 1, 1, 1, 1, 1, 1, 1, 1, 4];
     let build = |pre: &str| {
         let mut b = Builder::arch("qwen2");
         b.string("tokenizer.ggml.model", "gpt2")
             .string("tokenizer.ggml.pre", pre)
             .strings("tokenizer.ggml.tokens", &tokens)
-            .numbers("tokenizer.ggml.token_type", 5, &types, |t: i32| {
-                t.to_le_bytes().to_vec()
-            })
-            .strings(
-                "tokenizer.ggml.merges",
-                &["a b", "Ġ a", "Ġa b", "Ġ ab", "1 2"],
-            )
+            .numbers("tokenizer.ggml.token_type", 5, &types, |t: i32| t.to_le_bytes().to_vec())
+            .strings("tokenizer.ggml.merges", &["a b", "Ġ a", "Ġa b", "Ġ ab", "1 2"])
             .u32("tokenizer.ggml.eos_token_id", 0);
-        open_bytes(&format!("bpe-{pre}"), &b.bytes())
-            .unwrap()
-            .tokenizer_parts()
-            .unwrap()
+        open_bytes(&format!("bpe-{pre}"), &b.bytes()).unwrap().tokenizer_parts().unwrap()
     };
     let gpt2 = build("gpt-2");
     assert_eq!(ids(&gpt2.tokenizer, "ab ab<|end|>12<x>"), [6, 8, 0, 9, 10]);
@@ -868,15 +478,9 @@ fn byte_level_vocabularies_use_the_stored_merges_and_pre_tokenizer() {
     assert_eq!(ids(&build("qwen2").tokenizer, "12 ab"), [3, 4, 8]);
     assert_eq!(ids(&build("llama-bpe").tokenizer, "12"), [9]);
     let mut b = Builder::arch("qwen2");
-    b.string("tokenizer.ggml.model", "gpt2")
-        .string("tokenizer.ggml.pre", "no-such-style");
-    b.strings("tokenizer.ggml.tokens", &tokens)
-        .strings("tokenizer.ggml.merges", &[]);
-    let error = open_bytes("bpe-unknown", &b.bytes())
-        .unwrap()
-        .tokenizer_parts()
-        .err()
-        .unwrap();
+    b.string("tokenizer.ggml.model", "gpt2").string("tokenizer.ggml.pre", "no-such-style");
+    b.strings("tokenizer.ggml.tokens", &tokens).strings("tokenizer.ggml.merges", &[]);
+    let error = open_bytes("bpe-unknown", &b.bytes()).unwrap().tokenizer_parts().err().unwrap();
     assert!(error.message.contains("no-such-style"), "{}", error.message);
 }
 
@@ -899,10 +503,7 @@ fn real_model(model: &str) -> Option<(PathBuf, GgufFile)> {
     let root = assets(&format!("{model} gguf"))?;
     let path = root.join(reference()["models"][model]["file"].as_str().unwrap());
     if !path.exists() {
-        eprintln!(
-            "SKIPPED {model} gguf: {} is missing (run tests/assets/fetch {model})",
-            path.display()
-        );
+        eprintln!("SKIPPED {model} gguf: {} is missing (run tests/assets/fetch {model})", path.display());
         return None;
     }
     Some((root, GgufFile::open(&path).unwrap()))
@@ -914,81 +515,35 @@ fn check_tensors(gguf: &GgufFile, model: &str) {
     let tensors = reference["models"][model]["tensors"].as_object().unwrap();
     let mut names: Vec<&str> = gguf.names().collect();
     names.sort();
-    assert_eq!(
-        names,
-        tensors.keys().map(String::as_str).collect::<Vec<_>>(),
-        "{model}: tensor names"
-    );
+    assert_eq!(names, tensors.keys().map(String::as_str).collect::<Vec<_>>(), "{model}: tensor names");
     for (name, want) in tensors {
-        let shape: Vec<usize> = want["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_u64().unwrap() as usize)
-            .collect();
+        let shape: Vec<usize> = want["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
         let got = gguf.tensor(name, &shape).unwrap();
-        assert_eq!(
-            Some(crc32(&got.to_f32())),
-            want["crc32"].as_u64(),
-            "{model}: {name} differs from gguf-py"
-        );
+        assert_eq!(Some(crc32(&got.to_f32())), want["crc32"].as_u64(), "{model}: {name} differs from gguf-py");
     }
-    eprintln!(
-        "{model}: {} tensors equal to gguf-py's dequantization (bit for bit)",
-        tensors.len()
-    );
+    eprintln!("{model}: {} tensors equal to gguf-py's dequantization (bit for bit)", tensors.len());
 }
 
 /// Token ids against llama.cpp's (llama-tokenize, in reference.json).
 fn check_llama_cpp_ids(tokenizer: &tokenizers::Tokenizer, model: &str) {
     let reference = reference();
     let texts = reference["texts"].as_array().unwrap();
-    let expected = reference["models"][model]["llama_cpp_ids"]
-        .as_array()
-        .unwrap();
+    let expected = reference["models"][model]["llama_cpp_ids"].as_array().unwrap();
     for (text, want) in texts.iter().zip(expected) {
         let text = text.as_str().unwrap();
-        let want: Vec<u32> = want
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i.as_u64().unwrap() as u32)
-            .collect();
-        assert_eq!(
-            ids(tokenizer, text),
-            want,
-            "{model}: {text:?} tokenized unlike llama.cpp"
-        );
+        let want: Vec<u32> = want.as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as u32).collect();
+        assert_eq!(ids(tokenizer, text), want, "{model}: {text:?} tokenized unlike llama.cpp");
     }
     eprintln!("{model}: {} texts tokenized as llama.cpp does", texts.len());
 }
 
 /// Token ids against a Hugging Face tokenizer.json on the reference texts, a few more, and the
 /// first 20,000 characters of the King James Bible.
-fn check_tokenizer_json(
-    tokenizer: &tokenizers::Tokenizer,
-    tokenizer_json: &Path,
-    root: &Path,
-    model: &str,
-) {
+fn check_tokenizer_json(tokenizer: &tokenizers::Tokenizer, tokenizer_json: &Path, root: &Path, model: &str) {
     let hf = tokenizers::Tokenizer::from_file(tokenizer_json).unwrap();
     let reference = reference();
-    let mut texts: Vec<String> = reference["texts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t.as_str().unwrap().to_string())
-        .collect();
-    texts.extend(
-        [
-            "<|im_start|>user\nhi<|im_end|>",
-            "x",
-            "",
-            "  two leading",
-            "trailing  ",
-        ]
-        .map(String::from),
-    );
+    let mut texts: Vec<String> = reference["texts"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
+    texts.extend(["<|im_start|>user\nhi<|im_end|>", "x", "", "  two leading", "trailing  "].map(String::from));
     if let Ok(kjv) = std::fs::read_to_string(root.join("texts/kjv.txt")) {
         texts.push(kjv.chars().take(20_000).collect());
     }
@@ -996,30 +551,19 @@ fn check_tokenizer_json(
         let shown: String = text.chars().take(60).collect();
         assert_eq!(ids(tokenizer, text), ids(&hf, text), "{model}: {shown:?}");
     }
-    eprintln!(
-        "{model}: {} texts tokenized as {} does",
-        texts.len(),
-        tokenizer_json.display()
-    );
+    eprintln!("{model}: {} texts tokenized as {} does", texts.len(), tokenizer_json.display());
 }
 
 /// The spec the engine derives from the GGUF metadata equals the one from the HF dir's config.json.
 fn check_spec(gguf: &GgufFile, hf_dir: &Path, model: &str) {
     let ours = gguf.spec().unwrap();
     let theirs = perplex::model::load_spec(hf_dir).unwrap();
-    assert_eq!(
-        format!("{ours:?}"),
-        format!("{theirs:?}"),
-        "{model}: ModelSpec from GGUF metadata vs {}",
-        hf_dir.display()
-    );
+    assert_eq!(format!("{ours:?}"), format!("{theirs:?}"), "{model}: ModelSpec from GGUF metadata vs {}", hf_dir.display());
 }
 
 #[test]
 fn smollm2_gguf_equals_its_dequantized_hf_dir() {
-    let Some((root, gguf)) = real_model("smollm2") else {
-        return;
-    };
+    let Some((root, gguf)) = real_model("smollm2") else { return };
     check_tensors(&gguf, "smollm2");
     // hf-f32 holds the same tensors, dequantized by gguf-py and un-permuted by the asset script.
     let hf_dir = root.join("smollm2/hf-f32");
@@ -1028,92 +572,43 @@ fn smollm2_gguf_equals_its_dequantized_hf_dir() {
     for name in &names {
         let shape = gguf.shape(name).unwrap();
         let got = gguf.tensor(name, &shape).unwrap();
-        assert_eq!(
-            bits(&got.to_f32()),
-            bits(&hf.get(name, &shape).unwrap().to_f32()),
-            "{name}"
-        );
+        assert_eq!(bits(&got.to_f32()), bits(&hf.get(name, &shape).unwrap().to_f32()), "{name}");
     }
-    eprintln!(
-        "smollm2: all {} tensors equal hf-f32/model.safetensors bit for bit",
-        names.len()
-    );
+    eprintln!("smollm2: all {} tensors equal hf-f32/model.safetensors bit for bit", names.len());
     let parts = gguf.tokenizer_parts().unwrap();
-    assert_eq!(
-        (parts.bos, parts.eos, parts.adds_bos),
-        (Some(1), Some(2), false)
-    );
+    assert_eq!((parts.bos, parts.eos, parts.adds_bos), (Some(1), Some(2), false));
     check_llama_cpp_ids(&parts.tokenizer, "smollm2");
-    check_tokenizer_json(
-        &parts.tokenizer,
-        &hf_dir.join("tokenizer.json"),
-        &root,
-        "smollm2",
-    );
+    check_tokenizer_json(&parts.tokenizer, &hf_dir.join("tokenizer.json"), &root, "smollm2");
     check_spec(&gguf, &hf_dir, "smollm2");
 }
 
 #[test]
 fn qwen2_gguf_matches_gguf_py_llama_cpp_and_its_hf_dir() {
-    let Some((root, gguf)) = real_model("qwen2.5") else {
-        return;
-    };
+    let Some((root, gguf)) = real_model("qwen2.5") else { return };
     check_tensors(&gguf, "qwen2.5");
     let parts = gguf.tokenizer_parts().unwrap();
-    assert_eq!(
-        (parts.bos, parts.eos, parts.adds_bos),
-        (Some(151643), Some(151645), false)
-    );
+    assert_eq!((parts.bos, parts.eos, parts.adds_bos), (Some(151643), Some(151645), false));
     check_llama_cpp_ids(&parts.tokenizer, "qwen2.5");
     let hf_dir = root.join("qwen2.5/hf-f16");
-    check_tokenizer_json(
-        &parts.tokenizer,
-        &hf_dir.join("tokenizer.json"),
-        &root,
-        "qwen2.5",
-    );
+    check_tokenizer_json(&parts.tokenizer, &hf_dir.join("tokenizer.json"), &root, "qwen2.5");
     check_spec(&gguf, &hf_dir, "qwen2.5");
 }
 
 #[test]
 fn gemma3_gguf_matches_gguf_py_and_llama_cpp() {
-    let Some((_, gguf)) = real_model("gemma3") else {
-        return;
-    };
+    let Some((_, gguf)) = real_model("gemma3") else { return };
     check_tensors(&gguf, "gemma3");
     let spec = gguf.spec().unwrap();
-    let dims = (
-        spec.layers,
-        spec.hidden,
-        spec.q_heads,
-        spec.kv_heads,
-        spec.head_dim,
-        spec.vocab_size,
-    );
+    let dims = (spec.layers, spec.hidden, spec.q_heads, spec.kv_heads, spec.head_dim, spec.vocab_size);
     assert_eq!(dims, (18, 640, 4, 1, 256, 262144));
-    assert_eq!(
-        (spec.attention_scale, spec.norm_weight_offset),
-        (1.0 / 16.0, 1.0)
-    );
-    let global: Vec<usize> = (0..spec.layers)
-        .filter(|&i| spec.layer_attention[i].sliding_window.is_none())
-        .collect();
+    assert_eq!((spec.attention_scale, spec.norm_weight_offset), (1.0 / 16.0, 1.0));
+    let global: Vec<usize> = (0..spec.layers).filter(|&i| spec.layer_attention[i].sliding_window.is_none()).collect();
     assert_eq!(global, [5, 11, 17]);
     let parts = gguf.tokenizer_parts().unwrap();
-    assert_eq!(
-        (parts.bos, parts.eos, parts.adds_bos),
-        (Some(2), Some(1), true)
-    );
+    assert_eq!((parts.bos, parts.eos, parts.adds_bos), (Some(2), Some(1), true));
     check_llama_cpp_ids(&parts.tokenizer, "gemma3");
     for text in reference()["texts"].as_array().unwrap() {
         let text = text.as_str().unwrap();
-        assert_eq!(
-            parts
-                .tokenizer
-                .decode(&ids(&parts.tokenizer, text), false)
-                .unwrap(),
-            text,
-            "gemma3: round trip"
-        );
+        assert_eq!(parts.tokenizer.decode(&ids(&parts.tokenizer, text), false).unwrap(), text, "gemma3: round trip");
     }
 }

@@ -3,17 +3,12 @@
 
 mod common;
 
-use common::{
-    assert_close, gpu, gpu_reading, read_path_options, same_bits_on_every_read_path, seed, Rng,
-    Tolerance, KERNEL_F32,
-};
-use perplex::forward::RowLayout;
-use perplex::gpu::{
-    ops, DType, GpuMatrix, GpuOptions, Group, MatrixUse, Program, GROUP, TILE_COLS,
-};
+use common::{assert_close, gpu, gpu_reading, read_path_options, same_bits_on_every_read_path, seed, Rng, Tolerance, KERNEL_F32};
 use perplex::gpu::{Gpu, ReadPath};
-use perplex::reference::{self, HostMatrix};
 use std::sync::Arc;
+use perplex::forward::RowLayout;
+use perplex::gpu::{ops, DType, GpuMatrix, GpuOptions, Group, MatrixUse, Program, GROUP, TILE_COLS};
+use perplex::reference::{self, HostMatrix};
 
 fn to_bytes(values: &[f32], dtype: DType) -> (Vec<u8>, Vec<f32>) {
     // Returns the stored bytes and the values as the GPU will see them after widening.
@@ -21,33 +16,19 @@ fn to_bytes(values: &[f32], dtype: DType) -> (Vec<u8>, Vec<f32>) {
         DType::F32 => (bytemuck::cast_slice(values).to_vec(), values.to_vec()),
         DType::F16 => {
             let h: Vec<half::f16> = values.iter().map(|&v| half::f16::from_f32(v)).collect();
-            (
-                bytemuck::cast_slice(&h).to_vec(),
-                h.iter().map(|v| v.to_f32()).collect(),
-            )
+            (bytemuck::cast_slice(&h).to_vec(), h.iter().map(|v| v.to_f32()).collect())
         }
         DType::BF16 => {
             let h: Vec<half::bf16> = values.iter().map(|&v| half::bf16::from_f32(v)).collect();
-            (
-                bytemuck::cast_slice(&h).to_vec(),
-                h.iter().map(|v| v.to_f32()).collect(),
-            )
+            (bytemuck::cast_slice(&h).to_vec(), h.iter().map(|v| v.to_f32()).collect())
         }
         DType::Int8Groups => {
             // Each group of 16 quantized around its mean (the offset), as ggml's offset kinds are.
             let (mut bytes, mut seen) = (Vec::new(), Vec::new());
             for chunk in values.chunks(GROUP) {
                 let offset = chunk.iter().sum::<f32>() / GROUP as f32;
-                let scale = chunk
-                    .iter()
-                    .map(|v| (v - offset).abs())
-                    .fold(1e-6, f32::max)
-                    / 127.0;
-                let group = Group {
-                    scale,
-                    offset,
-                    q: std::array::from_fn(|j| ((chunk[j] - offset) / scale).round() as i8),
-                };
+                let scale = chunk.iter().map(|v| (v - offset).abs()).fold(1e-6, f32::max) / 127.0;
+                let group = Group { scale, offset, q: std::array::from_fn(|j| ((chunk[j] - offset) / scale).round() as i8) };
                 group.write(&mut bytes);
                 seen.extend((0..GROUP).map(|j| group.value(j)));
             }
@@ -58,46 +39,15 @@ fn to_bytes(values: &[f32], dtype: DType) -> (Vec<u8>, Vec<f32>) {
 
 /// The matmul on every read path: each against the reference, and all bit-identical.
 #[allow(clippy::too_many_arguments)]
-fn run_matmul(
-    rows: usize,
-    n: usize,
-    k: usize,
-    dtype: DType,
-    bias: bool,
-    accumulate: bool,
-    split_rows: Option<usize>,
-    rng: &mut Rng,
-) {
+fn run_matmul(rows: usize, n: usize, k: usize, dtype: DType, bias: bool, accumulate: bool, split_rows: Option<usize>, rng: &mut Rng) {
     let seed = rng.next_u64();
     same_bits_on_every_read_path(&format!("matmul {rows}x{n}x{k} {dtype:?}"), |path| {
-        run_matmul_on(
-            gpu_reading(path),
-            path,
-            rows,
-            n,
-            k,
-            dtype,
-            bias,
-            accumulate,
-            split_rows,
-            &mut Rng::new(seed),
-        )
+        run_matmul_on(gpu_reading(path), path, rows, n, k, dtype, bias, accumulate, split_rows, &mut Rng::new(seed))
     });
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_matmul_on(
-    gpu: Arc<Gpu>,
-    path: (ReadPath, bool),
-    rows: usize,
-    n: usize,
-    k: usize,
-    dtype: DType,
-    bias: bool,
-    accumulate: bool,
-    split_rows: Option<usize>,
-    rng: &mut Rng,
-) -> Vec<f32> {
+fn run_matmul_on(gpu: Arc<Gpu>, path: (ReadPath, bool), rows: usize, n: usize, k: usize, dtype: DType, bias: bool, accumulate: bool, split_rows: Option<usize>, rng: &mut Rng) -> Vec<f32> {
     let input = rng.vec(rows * k, 1.0);
     let (bytes, w) = to_bytes(&rng.vec(n * k, 0.5), dtype);
     let bias_values = rng.vec(n + 7, 1.0);
@@ -106,20 +56,12 @@ fn run_matmul_on(
         Some(rows_per_part) => {
             // Force parts of `rows_per_part` rows by shrinking the binding limit.
             let limit = (rows_per_part * dtype.row_bytes(k) + 4) as u64;
-            let limited = Gpu::new(&GpuOptions {
-                max_binding_override: Some(limit),
-                ..read_path_options(path)
-            })
-            .unwrap();
-            let m =
-                GpuMatrix::upload(&limited, "w", n, k, dtype, &bytes, MatrixUse::Products).unwrap();
+            let limited = Gpu::new(&GpuOptions { max_binding_override: Some(limit), ..read_path_options(path) }).unwrap();
+            let m = GpuMatrix::upload(&limited, "w", n, k, dtype, &bytes, MatrixUse::Products).unwrap();
             assert!(m.parts.len() > 1, "expected a split matrix");
             (m, Some(limited))
         }
-        None => (
-            GpuMatrix::upload(&gpu, "w", n, k, dtype, &bytes, MatrixUse::Products).unwrap(),
-            None,
-        ),
+        None => (GpuMatrix::upload(&gpu, "w", n, k, dtype, &bytes, MatrixUse::Products).unwrap(), None),
     };
     let gpu = weight.1.clone().unwrap_or(gpu);
     let weight = weight.0;
@@ -139,28 +81,11 @@ fn run_matmul_on(
             has_bias: bias.into(),
             accumulate: accumulate.into(),
         };
-        ops::matmul(
-            &mut p,
-            dtype.format(),
-            params,
-            &input_buf,
-            part,
-            &bias_buf,
-            &out,
-        );
+        ops::matmul(&mut p, dtype.format(), params, &input_buf, part, &bias_buf, &out);
     }
     p.build().run(&gpu).unwrap();
     let got: Vec<f32> = gpu.read(&out, rows * stride).unwrap();
-    let product = reference::matmul(
-        &input,
-        rows,
-        &HostMatrix {
-            rows: n,
-            cols: k,
-            data: w,
-        },
-        None,
-    );
+    let product = reference::matmul(&input, rows, &HostMatrix { rows: n, cols: k, data: w }, None);
     let mut want = initial.clone();
     for r in 0..rows {
         for c in 0..n {
@@ -174,12 +99,7 @@ fn run_matmul_on(
             want[r * stride + offset + c] = v;
         }
     }
-    assert_close(
-        &got,
-        &want,
-        KERNEL_F32,
-        &format!("matmul {rows}x{n}x{k} {dtype:?} {path:?}"),
-    );
+    assert_close(&got, &want, KERNEL_F32, &format!("matmul {rows}x{n}x{k} {dtype:?} {path:?}"));
     got
 }
 
@@ -212,26 +132,8 @@ fn matmul_over_a_split_weight_matches_reference() {
         run_matmul(33, 1100, 45, dtype, true, false, Some(512), &mut rng);
         run_matmul(33, 1100, 40, dtype, true, false, Some(512), &mut rng);
     }
-    run_matmul(
-        33,
-        1100,
-        48,
-        DType::Int8Groups,
-        true,
-        false,
-        Some(512),
-        &mut rng,
-    );
-    run_matmul(
-        33,
-        1100,
-        64,
-        DType::Int8Groups,
-        true,
-        false,
-        Some(512),
-        &mut rng,
-    );
+    run_matmul(33, 1100, 48, DType::Int8Groups, true, false, Some(512), &mut rng);
+    run_matmul(33, 1100, 64, DType::Int8Groups, true, false, Some(512), &mut rng);
 }
 
 #[test]
@@ -256,18 +158,7 @@ fn matmul_masked_depth_reads_only_the_matrix() {
         same_bits_on_every_read_path(&format!("matmul after NaNs {dtype:?}"), |path| {
             let gpu = Gpu::new(&read_path_options(path)).unwrap();
             leave_nans_in_scratch(&gpu, 400, 301, dtype);
-            run_matmul_on(
-                gpu,
-                path,
-                5,
-                200,
-                301,
-                dtype,
-                true,
-                false,
-                None,
-                &mut Rng::new(seed),
-            )
+            run_matmul_on(gpu, path, 5, 200, 301, dtype, true, false, None, &mut Rng::new(seed))
         });
     }
 }
@@ -275,102 +166,38 @@ fn matmul_masked_depth_reads_only_the_matrix() {
 /// Runs a matmul with all-NaN weights of `n` x `k` on `gpu`: on the texture path their copy stays
 /// in the scratch texture that later matmuls copy their weights into.
 fn leave_nans_in_scratch(gpu: &Gpu, n: usize, k: usize, dtype: DType) {
-    let weight = GpuMatrix::upload(
-        gpu,
-        "NaN",
-        n,
-        k,
-        dtype,
-        &vec![0xff; n * dtype.row_bytes(k)],
-        MatrixUse::Products,
-    )
-    .unwrap();
-    let (input, bias, output) = (
-        gpu.storage("in", (k * 4) as u64),
-        gpu.storage("bias", 16),
-        gpu.storage("out", (n * 4) as u64),
-    );
+    let weight = GpuMatrix::upload(gpu, "NaN", n, k, dtype, &vec![0xff; n * dtype.row_bytes(k)], MatrixUse::Products).unwrap();
+    let (input, bias, output) = (gpu.storage("in", (k * 4) as u64), gpu.storage("bias", 16), gpu.storage("out", (n * 4) as u64));
     let mut p = Program::builder(gpu);
-    let params = ops::Matmul {
-        rows: 1,
-        cols: n as u32,
-        depth: k as u32,
-        col_offset: 0,
-        out_stride: n as u32,
-        has_bias: 0,
-        accumulate: 0,
-    };
-    ops::matmul(
-        &mut p,
-        dtype.format(),
-        params,
-        &input,
-        &weight.parts[0],
-        &bias,
-        &output,
-    );
+    let params = ops::Matmul { rows: 1, cols: n as u32, depth: k as u32, col_offset: 0, out_stride: n as u32, has_bias: 0, accumulate: 0 };
+    ops::matmul(&mut p, dtype.format(), params, &input, &weight.parts[0], &bias, &output);
     p.build().run(gpu).unwrap();
 }
 
 /// The LM head on every read path: each against the reference, and all bit-identical.
-fn run_lm_head(
-    rows: usize,
-    vocab: usize,
-    k: usize,
-    dtype: DType,
-    split: bool,
-    softcap: f32,
-    rng: &mut Rng,
-) {
+fn run_lm_head(rows: usize, vocab: usize, k: usize, dtype: DType, split: bool, softcap: f32, rng: &mut Rng) {
     let seed = rng.next_u64();
     same_bits_on_every_read_path(&format!("LM head {rows}x{vocab}x{k} {dtype:?}"), |path| {
-        run_lm_head_on(
-            path,
-            rows,
-            vocab,
-            k,
-            dtype,
-            split,
-            softcap,
-            &mut Rng::new(seed),
-        )
+        run_lm_head_on(path, rows, vocab, k, dtype, split, softcap, &mut Rng::new(seed))
     });
 }
 
 /// The fused LM head (+ soft-capping) against log-softmax of the reference logits, over a
 /// vocabulary split into parts when `split`.
 #[allow(clippy::too_many_arguments)]
-fn run_lm_head_on(
-    path: (ReadPath, bool),
-    rows: usize,
-    vocab: usize,
-    k: usize,
-    dtype: DType,
-    split: bool,
-    softcap: f32,
-    rng: &mut Rng,
-) -> Vec<[f32; 2]> {
+fn run_lm_head_on(path: (ReadPath, bool), rows: usize, vocab: usize, k: usize, dtype: DType, split: bool, softcap: f32, rng: &mut Rng) -> Vec<[f32; 2]> {
     let gpu = if split {
         let limit = (TILE_COLS * dtype.row_bytes(k) + 16) as u64;
-        Gpu::new(&GpuOptions {
-            max_binding_override: Some(limit),
-            ..read_path_options(path)
-        })
-        .unwrap()
+        Gpu::new(&GpuOptions { max_binding_override: Some(limit), ..read_path_options(path) }).unwrap()
     } else {
         gpu_reading(path)
     };
     let hidden = rng.vec(rows * k, 1.0);
     let (bytes, w) = to_bytes(&rng.vec(vocab * k, 1.0), dtype);
-    let head =
-        GpuMatrix::upload(&gpu, "head", vocab, k, dtype, &bytes, MatrixUse::Products).unwrap();
+    let head = GpuMatrix::upload(&gpu, "head", vocab, k, dtype, &bytes, MatrixUse::Products).unwrap();
     assert_eq!(head.parts.len() > 1, split);
     let targets: Vec<u32> = (0..rows).map(|_| rng.below(vocab) as u32).collect();
-    let head = ops::LmHead {
-        matrix: &head,
-        vocab,
-        softcap,
-    };
+    let head = ops::LmHead { matrix: &head, vocab, softcap };
     let hidden_buf = gpu.upload("hidden", &hidden);
     let target_buf = gpu.upload("targets", &targets);
     let partials = gpu.storage("partials", (rows * head.tiles() * 16) as u64);
@@ -380,30 +207,14 @@ fn run_lm_head_on(
     ops::loss_combine(&mut p, rows, head.tiles(), &target_buf, &partials, &scores);
     p.build().run(&gpu).unwrap();
     let got: Vec<[f32; 2]> = gpu.read(&scores, rows).unwrap();
-    let mut logits = reference::matmul(
-        &hidden,
-        rows,
-        &HostMatrix {
-            rows: vocab,
-            cols: k,
-            data: w,
-        },
-        None,
-    );
+    let mut logits = reference::matmul(&hidden, rows, &HostMatrix { rows: vocab, cols: k, data: w }, None);
     if softcap > 0.0 {
-        logits
-            .iter_mut()
-            .for_each(|l| *l = softcap * (*l / softcap).tanh());
+        logits.iter_mut().for_each(|l| *l = softcap * (*l / softcap).tanh());
     }
     for r in 0..rows {
-        let (want, greedy) =
-            reference::log_softmax_target(&logits[r * vocab..(r + 1) * vocab], targets[r] as usize);
+        let (want, greedy) = reference::log_softmax_target(&logits[r * vocab..(r + 1) * vocab], targets[r] as usize);
         let err = (got[r][0] as f64 - want).abs();
-        assert!(
-            err < 2e-4 * want.abs().max(1.0),
-            "row {r}: log p {} want {want}",
-            got[r][0]
-        );
+        assert!(err < 2e-4 * want.abs().max(1.0), "row {r}: log p {} want {want}", got[r][0]);
         assert_eq!(got[r][1] > 0.5, greedy, "row {r}: greedy flag");
     }
     got
@@ -434,37 +245,15 @@ fn lm_head_greedy_flag_when_target_is_argmax() {
     let mut rng = Rng::new(seed());
     let hidden = rng.vec(rows * k, 1.0);
     let w = rng.vec(vocab * k, 1.0);
-    let logits = reference::matmul(
-        &hidden,
-        rows,
-        &HostMatrix {
-            rows: vocab,
-            cols: k,
-            data: w.clone(),
-        },
-        None,
-    );
+    let logits = reference::matmul(&hidden, rows, &HostMatrix { rows: vocab, cols: k, data: w.clone() }, None);
     let targets: Vec<u32> = (0..rows)
         .map(|r| {
             let row = &logits[r * vocab..(r + 1) * vocab];
             (0..vocab).fold(0, |b, i| if row[i] > row[b] { i } else { b }) as u32
         })
         .collect();
-    let head = GpuMatrix::upload(
-        &gpu,
-        "head",
-        vocab,
-        k,
-        DType::F32,
-        bytemuck::cast_slice(&w),
-        MatrixUse::Products,
-    )
-    .unwrap();
-    let head = ops::LmHead {
-        matrix: &head,
-        vocab,
-        softcap: 0.0,
-    };
+    let head = GpuMatrix::upload(&gpu, "head", vocab, k, DType::F32, bytemuck::cast_slice(&w), MatrixUse::Products).unwrap();
+    let head = ops::LmHead { matrix: &head, vocab, softcap: 0.0 };
     let (hb, tb) = (gpu.upload("h", &hidden), gpu.upload("t", &targets));
     let partials = gpu.storage("partials", (rows * head.tiles() * 16) as u64);
     let scores = gpu.storage("scores", (rows * 8) as u64);
@@ -480,22 +269,12 @@ fn lm_head_greedy_flag_when_target_is_argmax() {
 fn norm_matches_reference() {
     let gpu = gpu();
     let mut rng = Rng::new(seed());
-    for (rows, width, layer, offset, accumulate) in [
-        (7, 72, false, 0.0, false),
-        (5, 301, true, 0.0, false),
-        (3, 130, false, 1.0, true),
-        (1, 5, true, 0.0, true),
-    ] {
+    for (rows, width, layer, offset, accumulate) in [(7, 72, false, 0.0, false), (5, 301, true, 0.0, false), (3, 130, false, 1.0, true), (1, 5, true, 0.0, true)] {
         let x = rng.vec(rows * width, 2.0);
         let weight = rng.vec(width, 1.0);
         let bias = rng.vec(width, 1.0);
         let initial = rng.vec(rows * width, 1.0);
-        let (xb, wb, bb, out) = (
-            gpu.upload("x", &x),
-            gpu.upload("w", &weight),
-            gpu.upload("b", &bias),
-            gpu.upload("o", &initial),
-        );
+        let (xb, wb, bb, out) = (gpu.upload("x", &x), gpu.upload("w", &weight), gpu.upload("b", &bias), gpu.upload("o", &initial));
         let mut p = Program::builder(&gpu);
         let params = ops::Norm {
             segments_total: rows as u32,
@@ -513,29 +292,12 @@ fn norm_matches_reference() {
         ops::norm(&mut p, params, &xb, &wb, &bb, &out);
         p.build().run(&gpu).unwrap();
         let got: Vec<f32> = gpu.read(&out, rows * width).unwrap();
-        let kind = if layer {
-            perplex::model::NormKind::Layer
-        } else {
-            perplex::model::NormKind::Rms
-        };
-        let mut want = reference::norm(
-            &x,
-            width,
-            &weight,
-            layer.then_some(&bias[..]),
-            kind,
-            1e-5,
-            offset,
-        );
+        let kind = if layer { perplex::model::NormKind::Layer } else { perplex::model::NormKind::Rms };
+        let mut want = reference::norm(&x, width, &weight, layer.then_some(&bias[..]), kind, 1e-5, offset);
         if accumulate {
             want.iter_mut().zip(&initial).for_each(|(w, i)| *w += i);
         }
-        assert_close(
-            &got,
-            &want,
-            KERNEL_F32,
-            &format!("norm rows {rows} width {width} layer {layer}"),
-        );
+        assert_close(&got, &want, KERNEL_F32, &format!("norm rows {rows} width {width} layer {layer}"));
     }
 }
 
@@ -549,33 +311,17 @@ fn rope_matches_reference_including_partial_rotary() {
         layout.push_window(len, 5, &[3, 1, len - 10]);
         layout
     };
-    for (windows, len, heads, head_dim, half, layout) in [
-        (2, 13, 5, 12, 6, RowLayout::plain(2, 13)),
-        (1, 40, 3, 16, 4, RowLayout::plain(1, 40)),
-        (1, 23, 3, 16, 5, packed(23)),
-    ] {
+    for (windows, len, heads, head_dim, half, layout) in
+        [(2, 13, 5, 12, 6, RowLayout::plain(2, 13)), (1, 40, 3, 16, 4, RowLayout::plain(1, 40)), (1, 23, 3, 16, 5, packed(23))]
+    {
         let rows = windows * len;
         let stride = heads * head_dim + 7; // v heads and padding after the rotated heads
         let x = rng.vec(rows * stride, 1.0);
-        let table: Vec<[f32; 2]> = (0..len * half)
-            .map(|i| {
-                let a = i as f64 * 0.37;
-                [a.cos() as f32, a.sin() as f32]
-            })
-            .collect();
-        let (tb, xb) = (
-            gpu.upload("table", bytemuck::cast_slice::<[f32; 2], f32>(&table)),
-            gpu.upload("x", &x),
-        );
+        let table: Vec<[f32; 2]> = (0..len * half).map(|i| { let a = i as f64 * 0.37; [a.cos() as f32, a.sin() as f32] }).collect();
+        let (tb, xb) = (gpu.upload("table", bytemuck::cast_slice::<[f32; 2], f32>(&table)), gpu.upload("x", &x));
         let pb = gpu.upload("positions", &layout.positions);
         let mut p = Program::builder(&gpu);
-        let params = ops::Rope {
-            rows: rows as u32,
-            heads: heads as u32,
-            head_dim: head_dim as u32,
-            rotary_half: half as u32,
-            stride: stride as u32,
-        };
+        let params = ops::Rope { rows: rows as u32, heads: heads as u32, head_dim: head_dim as u32, rotary_half: half as u32, stride: stride as u32 };
         ops::rope(&mut p, params, &pb, &tb, &xb);
         p.build().run(&gpu).unwrap();
         let got: Vec<f32> = gpu.read(&xb, rows * stride).unwrap();
@@ -590,96 +336,38 @@ fn rope_matches_reference_including_partial_rotary() {
 fn attention_matches_reference() {
     let mut rng = Rng::new(seed());
     // (windows, len, q heads, kv heads, head dim, sliding window)
-    for (windows, len, qh, kvh, hd, sliding) in [
-        (2, 37, 6, 2, 12, None),
-        (1, 70, 4, 4, 16, None),
-        (3, 33, 2, 1, 10, Some(9)),
-        (1, 5, 1, 1, 64, None),
-    ] {
+    for (windows, len, qh, kvh, hd, sliding) in [(2, 37, 6, 2, 12, None), (1, 70, 4, 4, 16, None), (3, 33, 2, 1, 10, Some(9)), (1, 5, 1, 1, 64, None)] {
         let qkv = rng.vec(windows * len * (qh + 2 * kvh) * hd, 1.5);
-        let got = run_attention(
-            &qkv,
-            windows,
-            len,
-            qh,
-            kvh,
-            hd,
-            sliding,
-            &RowLayout::plain(windows, len),
-        );
+        let got = run_attention(&qkv, windows, len, qh, kvh, hd, sliding, &RowLayout::plain(windows, len));
         let width = (qh + 2 * kvh) * hd;
         let mut want = Vec::new();
         for w in 0..windows {
             let slice = |from: usize, n: usize| -> Vec<f32> {
-                (0..len)
-                    .flat_map(|t| qkv[(w * len + t) * width + from..][..n].to_vec())
-                    .collect()
+                (0..len).flat_map(|t| qkv[(w * len + t) * width + from..][..n].to_vec()).collect()
             };
-            let (q, k, v) = (
-                slice(0, qh * hd),
-                slice(qh * hd, kvh * hd),
-                slice((qh + kvh) * hd, kvh * hd),
-            );
-            want.extend(reference::attention(
-                &q,
-                &k,
-                &v,
-                len,
-                qh,
-                kvh,
-                hd,
-                1.0 / (hd as f32).sqrt(),
-                sliding,
-            ));
+            let (q, k, v) = (slice(0, qh * hd), slice(qh * hd, kvh * hd), slice((qh + kvh) * hd, kvh * hd));
+            want.extend(reference::attention(&q, &k, &v, len, qh, kvh, hd, 1.0 / (hd as f32).sqrt(), sliding));
         }
-        assert_close(
-            &got,
-            &want,
-            KERNEL_F32,
-            &format!("attention {windows}x{len} {qh}/{kvh} hd {hd} sliding {sliding:?}"),
-        );
+        assert_close(&got, &want, KERNEL_F32, &format!("attention {windows}x{len} {qh}/{kvh} hd {hd} sliding {sliding:?}"));
     }
 }
 
 /// The attention kernel's output for `windows` windows of `len` rows laid out by `layout`, the same
 /// bits on every read path (tiled through workgroup memory, or keys read from a texture).
 #[allow(clippy::too_many_arguments)]
-fn run_attention(
-    qkv: &[f32],
-    windows: usize,
-    len: usize,
-    qh: usize,
-    kvh: usize,
-    hd: usize,
-    sliding: Option<usize>,
-    layout: &RowLayout,
-) -> Vec<f32> {
+fn run_attention(qkv: &[f32], windows: usize, len: usize, qh: usize, kvh: usize, hd: usize, sliding: Option<usize>, layout: &RowLayout) -> Vec<f32> {
     same_bits_on_every_read_path(&format!("attention {windows}x{len} hd {hd}"), |path| {
         run_attention_on(path, qkv, windows, len, qh, kvh, hd, sliding, layout)
     })
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_attention_on(
-    path: (ReadPath, bool),
-    qkv: &[f32],
-    windows: usize,
-    len: usize,
-    qh: usize,
-    kvh: usize,
-    hd: usize,
-    sliding: Option<usize>,
-    layout: &RowLayout,
-) -> Vec<f32> {
+fn run_attention_on(path: (ReadPath, bool), qkv: &[f32], windows: usize, len: usize, qh: usize, kvh: usize, hd: usize, sliding: Option<usize>, layout: &RowLayout) -> Vec<f32> {
     let gpu = gpu_reading(path);
     let rows = windows * len;
     let width = (qh + 2 * kvh) * hd;
     let scale = 1.0 / (hd as f32).sqrt();
-    let (qb, pb, sb) = (
-        gpu.upload("qkv", qkv),
-        gpu.upload("positions", &layout.positions),
-        gpu.upload("segments", &layout.segments),
-    );
+    let (qb, pb, sb) = (gpu.upload("qkv", qkv), gpu.upload("positions", &layout.positions), gpu.upload("segments", &layout.segments));
     let out = gpu.storage("out", (rows * qh * hd * 4) as u64);
     let mut p = Program::builder(&gpu);
     let params = ops::Attention {
@@ -706,31 +394,10 @@ fn packed_attention_matches_reference() {
     let mut rng = Rng::new(seed());
     // (len, [(shared rows, segment rows)] per window, q heads, kv heads, head dim, sliding window)
     let cases = [
-        (
-            45,
-            vec![(7, vec![3, 1, 12, 5]), (0, vec![]), (20, vec![1, 1])],
-            6,
-            2,
-            12,
-            None,
-        ),
+        (45, vec![(7, vec![3, 1, 12, 5]), (0, vec![]), (20, vec![1, 1])], 6, 2, 12, None),
         (70, vec![(33, vec![30, 2, 5])], 4, 4, 16, None),
-        (
-            37,
-            vec![(9, vec![4, 13, 6]), (1, vec![36])],
-            2,
-            1,
-            10,
-            Some(11),
-        ),
-        (
-            33,
-            vec![(31, vec![1, 1]), (3, vec![2, 2, 2])],
-            3,
-            1,
-            64,
-            Some(4),
-        ),
+        (37, vec![(9, vec![4, 13, 6]), (1, vec![36])], 2, 1, 10, Some(11)),
+        (33, vec![(31, vec![1, 1]), (3, vec![2, 2, 2])], 3, 1, 64, Some(4)),
     ];
     for (len, windows, qh, kvh, hd, sliding) in cases {
         let mut layout = RowLayout::default();
@@ -743,8 +410,7 @@ fn packed_attention_matches_reference() {
         let mut want = Vec::new();
         for (w, (shared, segments)) in windows.iter().enumerate() {
             // Per row of the window: its position and the first row of its segment (0 outside).
-            let (mut position, mut start): (Vec<usize>, Vec<usize>) =
-                ((0..len).collect(), vec![0; len]);
+            let (mut position, mut start): (Vec<usize>, Vec<usize>) = ((0..len).collect(), vec![0; len]);
             let mut row = *shared;
             for &n in segments {
                 for i in 0..n {
@@ -755,41 +421,15 @@ fn packed_attention_matches_reference() {
             }
             let shared_end = if segments.is_empty() { len } else { *shared };
             let visible = |t: usize, s: usize| {
-                s <= t
-                    && (s < shared_end || s >= start[t])
-                    && sliding.is_none_or(|sw| position[t] - position[s] < sw)
+                s <= t && (s < shared_end || s >= start[t]) && sliding.is_none_or(|sw| position[t] - position[s] < sw)
             };
             let slice = |from: usize, n: usize| -> Vec<f32> {
-                (0..len)
-                    .flat_map(|t| qkv[(w * len + t) * width + from..][..n].to_vec())
-                    .collect()
+                (0..len).flat_map(|t| qkv[(w * len + t) * width + from..][..n].to_vec()).collect()
             };
-            let (q, k, v) = (
-                slice(0, qh * hd),
-                slice(qh * hd, kvh * hd),
-                slice((qh + kvh) * hd, kvh * hd),
-            );
-            want.extend(reference::attention_masked(
-                &q,
-                &k,
-                &v,
-                len,
-                qh,
-                kvh,
-                hd,
-                1.0 / (hd as f32).sqrt(),
-                0.0,
-                visible,
-            ));
+            let (q, k, v) = (slice(0, qh * hd), slice(qh * hd, kvh * hd), slice((qh + kvh) * hd, kvh * hd));
+            want.extend(reference::attention_masked(&q, &k, &v, len, qh, kvh, hd, 1.0 / (hd as f32).sqrt(), 0.0, visible));
         }
-        assert_close(
-            &got,
-            &want,
-            KERNEL_F32,
-            &format!(
-                "packed attention len {len} {windows:?} {qh}/{kvh} hd {hd} sliding {sliding:?}"
-            ),
-        );
+        assert_close(&got, &want, KERNEL_F32, &format!("packed attention len {len} {windows:?} {qh}/{kvh} hd {hd} sliding {sliding:?}"));
     }
 }
 
@@ -798,30 +438,12 @@ fn activations_match_reference() {
     let gpu = gpu();
     let mut rng = Rng::new(seed());
     use perplex::model::Activation;
-    for (kind, gated) in [
-        (Activation::Silu, true),
-        (Activation::GeluTanh, true),
-        (Activation::GeluErf, false),
-        (Activation::Silu, false),
-    ] {
+    for (kind, gated) in [(Activation::Silu, true), (Activation::GeluTanh, true), (Activation::GeluErf, false), (Activation::Silu, false)] {
         let (rows, width) = (6, 77);
         let input = rng.vec(rows * width * if gated { 2 } else { 1 }, 6.0);
-        let (ib, out) = (
-            gpu.upload("in", &input),
-            gpu.storage("out", (rows * width * 4) as u64),
-        );
+        let (ib, out) = (gpu.upload("in", &input), gpu.storage("out", (rows * width * 4) as u64));
         let mut p = Program::builder(&gpu);
-        ops::activation(
-            &mut p,
-            kind,
-            ops::Activation {
-                rows: rows as u32,
-                width: width as u32,
-                gated: gated.into(),
-            },
-            &ib,
-            &out,
-        );
+        ops::activation(&mut p, kind, ops::Activation { rows: rows as u32, width: width as u32, gated: gated.into() }, &ib, &out);
         p.build().run(&gpu).unwrap();
         let got: Vec<f32> = gpu.read(&out, rows * width).unwrap();
         let stride = if gated { 2 * width } else { width };
@@ -829,11 +451,7 @@ fn activations_match_reference() {
             .map(|i| {
                 let (r, c) = (i / width, i % width);
                 let y = reference::activate(kind, input[r * stride + c]);
-                if gated {
-                    y * input[r * stride + width + c]
-                } else {
-                    y
-                }
+                if gated { y * input[r * stride + width + c] } else { y }
             })
             .collect();
         assert_close(&got, &want, KERNEL_F32, &format!("{kind:?} gated {gated}"));
@@ -846,20 +464,12 @@ fn embedding_gather_over_split_table_matches_reference() {
     for dtype in [DType::F32, DType::F16, DType::BF16, DType::Int8Groups] {
         let (vocab, width, rows) = (600, if dtype == DType::Int8Groups { 32 } else { 10 }, 23);
         let limit = (TILE_COLS * dtype.row_bytes(width) + 16) as u64;
-        let gpu = Gpu::new(&GpuOptions {
-            max_binding_override: Some(limit),
-            ..Default::default()
-        })
-        .unwrap();
+        let gpu = Gpu::new(&GpuOptions { max_binding_override: Some(limit), ..Default::default() }).unwrap();
         let (bytes, table) = to_bytes(&rng.vec(vocab * width, 1.0), dtype);
-        let matrix =
-            GpuMatrix::upload(&gpu, "embed", vocab, width, dtype, &bytes, MatrixUse::Rows).unwrap();
+        let matrix = GpuMatrix::upload(&gpu, "embed", vocab, width, dtype, &bytes, MatrixUse::Rows).unwrap();
         assert!(matrix.parts.len() >= 4);
         let tokens: Vec<u32> = (0..rows).map(|_| rng.below(vocab) as u32).collect();
-        let (tb, out) = (
-            gpu.upload("tokens", &tokens),
-            gpu.storage("x", (rows * width * 4) as u64),
-        );
+        let (tb, out) = (gpu.upload("tokens", &tokens), gpu.storage("x", (rows * width * 4) as u64));
         let mut p = Program::builder(&gpu);
         for part in &matrix.parts {
             let params = ops::Embedding {
@@ -870,30 +480,12 @@ fn embedding_gather_over_split_table_matches_reference() {
                 scale: 1.5,
                 accumulate: 0,
             };
-            ops::embedding(
-                &mut p,
-                dtype.format(),
-                params,
-                &tb,
-                part.rows_buffer(),
-                &out,
-            );
+            ops::embedding(&mut p, dtype.format(), params, &tb, part.rows_buffer(), &out);
         }
         p.build().run(&gpu).unwrap();
         let got: Vec<f32> = gpu.read(&out, rows * width).unwrap();
-        let want: Vec<f32> = tokens
-            .iter()
-            .flat_map(|&t| table[t as usize * width..][..width].iter().map(|v| v * 1.5))
-            .collect();
-        assert_close(
-            &got,
-            &want,
-            Tolerance {
-                abs: 0.0,
-                rel: 1e-6,
-            },
-            &format!("embedding {dtype:?}"),
-        );
+        let want: Vec<f32> = tokens.iter().flat_map(|&t| table[t as usize * width..][..width].iter().map(|v| v * 1.5)).collect();
+        assert_close(&got, &want, Tolerance { abs: 0.0, rel: 1e-6 }, &format!("embedding {dtype:?}"));
     }
 }
 
@@ -911,55 +503,19 @@ enum Relation {
 /// perplex compare's kernels (stack_rows, compare_head, compare_combine) on every read path, each
 /// against [`reference::compare_logits`] in f64 on the reference logits, all bit-identical.
 #[allow(clippy::too_many_arguments)]
-fn run_compare(
-    rows: usize,
-    vocab: usize,
-    depths: (usize, usize),
-    dtype: DType,
-    split: bool,
-    softcaps: (f32, f32),
-    relation: Relation,
-    rng: &mut Rng,
-) {
+fn run_compare(rows: usize, vocab: usize, depths: (usize, usize), dtype: DType, split: bool, softcaps: (f32, f32), relation: Relation, rng: &mut Rng) {
     let seed = rng.next_u64();
-    same_bits_on_every_read_path(
-        &format!("compare {rows}x{vocab}x{depths:?} {dtype:?} {relation:?}"),
-        |path| {
-            run_compare_on(
-                path,
-                rows,
-                vocab,
-                depths,
-                dtype,
-                split,
-                softcaps,
-                relation,
-                &mut Rng::new(seed),
-            )
-        },
-    );
+    same_bits_on_every_read_path(&format!("compare {rows}x{vocab}x{depths:?} {dtype:?} {relation:?}"), |path| {
+        run_compare_on(path, rows, vocab, depths, dtype, split, softcaps, relation, &mut Rng::new(seed))
+    });
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_compare_on(
-    path: (ReadPath, bool),
-    rows: usize,
-    vocab: usize,
-    (da, db): (usize, usize),
-    dtype: DType,
-    split: bool,
-    (cap_a, cap_b): (f32, f32),
-    relation: Relation,
-    rng: &mut Rng,
-) -> Vec<[f32; 5]> {
+fn run_compare_on(path: (ReadPath, bool), rows: usize, vocab: usize, (da, db): (usize, usize), dtype: DType, split: bool, (cap_a, cap_b): (f32, f32), relation: Relation, rng: &mut Rng) -> Vec<[f32; 5]> {
     let k = da + db;
     let gpu = if split {
         let limit = (TILE_COLS * dtype.row_bytes(k) + 16) as u64;
-        Gpu::new(&GpuOptions {
-            max_binding_override: Some(limit),
-            ..read_path_options(path)
-        })
-        .unwrap()
+        Gpu::new(&GpuOptions { max_binding_override: Some(limit), ..read_path_options(path) }).unwrap()
     } else {
         gpu_reading(path)
     };
@@ -967,65 +523,29 @@ fn run_compare_on(
     let hidden_b = match relation {
         Relation::Unrelated => rng.vec(rows * db, 1.0),
         Relation::Same => hidden_a.clone(),
-        Relation::Close => hidden_a
-            .iter()
-            .zip(rng.vec(rows * db, 1e-3))
-            .map(|(a, e)| a + e)
-            .collect(),
+        Relation::Close => hidden_a.iter().zip(rng.vec(rows * db, 1e-3)).map(|(a, e)| a + e).collect(),
     };
     // Both heads side by side, row v = [head_a row v | head_b row v], in `dtype` (quantized rows
     // are whole groups of each head, so each half quantizes as the head alone would).
     let head_a = rng.vec(vocab * da, 1.0);
-    let head_b = if relation == Relation::Unrelated {
-        rng.vec(vocab * db, 1.0)
-    } else {
-        head_a.clone()
-    };
+    let head_b = if relation == Relation::Unrelated { rng.vec(vocab * db, 1.0) } else { head_a.clone() };
     let mut values = Vec::with_capacity(vocab * k);
     for v in 0..vocab {
         values.extend_from_slice(&head_a[v * da..(v + 1) * da]);
         values.extend_from_slice(&head_b[v * db..(v + 1) * db]);
     }
     let (bytes, seen) = to_bytes(&values, dtype);
-    let head = GpuMatrix::upload(
-        &gpu,
-        "paired head",
-        vocab,
-        k,
-        dtype,
-        &bytes,
-        MatrixUse::Products,
-    )
-    .unwrap();
+    let head = GpuMatrix::upload(&gpu, "paired head", vocab, k, dtype, &bytes, MatrixUse::Products).unwrap();
     assert_eq!(head.parts.len() > 1, split);
     let targets: Vec<u32> = (0..rows).map(|_| rng.below(vocab) as u32).collect();
-    let (a_buf, b_buf, target_buf) = (
-        gpu.upload("a", &hidden_a),
-        gpu.upload("b", &hidden_b),
-        gpu.upload("targets", &targets),
-    );
+    let (a_buf, b_buf, target_buf) = (gpu.upload("a", &hidden_a), gpu.upload("b", &hidden_b), gpu.upload("targets", &targets));
     let stacked = gpu.storage("stacked", (2 * rows * k * 4) as u64);
     let tiles = ops::vocab_tiles(vocab);
     let partials = gpu.storage("partials", (rows * tiles * 48) as u64);
     let output = gpu.storage("output", (rows * 20) as u64);
     let mut p = Program::builder(&gpu);
-    ops::stack_rows(
-        &mut p,
-        ops::StackRows {
-            rows: rows as u32,
-            width_a: da as u32,
-            width_b: db as u32,
-        },
-        &a_buf,
-        &b_buf,
-        &stacked,
-    );
-    let paired = ops::PairedHead {
-        matrix: &head,
-        vocab,
-        softcap_base: cap_a,
-        softcap_model: cap_b,
-    };
+    ops::stack_rows(&mut p, ops::StackRows { rows: rows as u32, width_a: da as u32, width_b: db as u32 }, &a_buf, &b_buf, &stacked);
+    let paired = ops::PairedHead { matrix: &head, vocab, softcap_base: cap_a, softcap_model: cap_b };
     ops::compare_head(&mut p, rows, paired, &stacked, &target_buf, &partials);
     ops::compare_combine(&mut p, rows, tiles, &target_buf, &partials, &output);
     p.build().run(&gpu).unwrap();
@@ -1036,21 +556,11 @@ fn run_compare_on(
         let mut want = vec![0.0; 2 * k];
         want[..da].copy_from_slice(&hidden_a[m * da..(m + 1) * da]);
         want[k + da..].copy_from_slice(&hidden_b[m * db..(m + 1) * db]);
-        assert_eq!(
-            &got_stacked[2 * m * k..2 * (m + 1) * k],
-            &want[..],
-            "stacked rows of {m}"
-        );
+        assert_eq!(&got_stacked[2 * m * k..2 * (m + 1) * k], &want[..], "stacked rows of {m}");
     }
 
     let got: Vec<[f32; 5]> = gpu.read(&output, rows).unwrap();
-    let half = |first: usize, width: usize| HostMatrix {
-        rows: vocab,
-        cols: width,
-        data: (0..vocab)
-            .flat_map(|v| seen[v * k + first..v * k + first + width].to_vec())
-            .collect(),
-    };
+    let half = |first: usize, width: usize| HostMatrix { rows: vocab, cols: width, data: (0..vocab).flat_map(|v| seen[v * k + first..v * k + first + width].to_vec()).collect() };
     let cap = |logits: &mut Vec<f32>, c: f32| {
         if c > 0.0 {
             logits.iter_mut().for_each(|l| *l = c * (*l / c).tanh());
@@ -1063,63 +573,29 @@ fn run_compare_on(
     let mut worst_kl = (0.0f64, 0.0f64);
     for r in 0..rows {
         let row = |l: &[f32]| l[r * vocab..(r + 1) * vocab].to_vec();
-        let (kl, lp_a, lp_b, top_a, top_b) =
-            reference::compare_logits(&row(&logits_a), &row(&logits_b), targets[r] as usize);
+        let (kl, lp_a, lp_b, top_a, top_b) = reference::compare_logits(&row(&logits_a), &row(&logits_b), targets[r] as usize);
         let [g_kl, g_a, g_b, g_top_a, g_top_b] = got[r];
         let what = format!("row {r} {relation:?} {dtype:?} {path:?}");
         // Log-probabilities as for the LM head; the KL to 1e-4 relative plus 1e-9 absolute, also
         // where the models nearly agree (KL of order 1e-6, a difference of terms of order 1e-3).
-        assert!(
-            (g_a as f64 - lp_a).abs() < 2e-4 * lp_a.abs().max(1.0),
-            "{what}: log p_base {g_a} want {lp_a}"
-        );
-        assert!(
-            (g_b as f64 - lp_b).abs() < 2e-4 * lp_b.abs().max(1.0),
-            "{what}: log p_model {g_b} want {lp_b}"
-        );
-        assert!(
-            (g_kl as f64 - kl).abs() <= 1e-4 * kl + 1e-9,
-            "{what}: KL {g_kl} want {kl}"
-        );
+        assert!((g_a as f64 - lp_a).abs() < 2e-4 * lp_a.abs().max(1.0), "{what}: log p_base {g_a} want {lp_a}");
+        assert!((g_b as f64 - lp_b).abs() < 2e-4 * lp_b.abs().max(1.0), "{what}: log p_model {g_b} want {lp_b}");
+        assert!((g_kl as f64 - kl).abs() <= 1e-4 * kl + 1e-9, "{what}: KL {g_kl} want {kl}");
         if (g_kl as f64 - kl).abs() >= worst_kl.0 {
             worst_kl = ((g_kl as f64 - kl).abs(), kl);
         }
-        assert_eq!(
-            (g_top_a as usize, g_top_b as usize),
-            (top_a, top_b),
-            "{what}: top tokens"
-        );
+        assert_eq!((g_top_a as usize, g_top_b as usize), (top_a, top_b), "{what}: top tokens");
         if relation == Relation::Same {
             assert_eq!(g_kl, 0.0, "{what}: a model against itself");
-            assert_eq!(
-                g_a.to_bits(),
-                g_b.to_bits(),
-                "{what}: the same log-probability"
-            );
+            assert_eq!(g_a.to_bits(), g_b.to_bits(), "{what}: the same log-probability");
         }
     }
-    eprintln!(
-        "compare {relation:?} {dtype:?} {path:?}: largest |KL error| {:.1e} (at KL {:.1e})",
-        worst_kl.0, worst_kl.1
-    );
+    eprintln!("compare {relation:?} {dtype:?} {path:?}: largest |KL error| {:.1e} (at KL {:.1e})", worst_kl.0, worst_kl.1);
     // The base's log-probabilities are the LM head's, bit for bit: `compare` and `ppl` agree.
     {
         let (bytes_a, _) = to_bytes(&head_a, dtype);
-        let alone = GpuMatrix::upload(
-            &gpu,
-            "base head",
-            vocab,
-            da,
-            dtype,
-            &bytes_a,
-            MatrixUse::Products,
-        )
-        .unwrap();
-        let lm = ops::LmHead {
-            matrix: &alone,
-            vocab,
-            softcap: cap_a,
-        };
+        let alone = GpuMatrix::upload(&gpu, "base head", vocab, da, dtype, &bytes_a, MatrixUse::Products).unwrap();
+        let lm = ops::LmHead { matrix: &alone, vocab, softcap: cap_a };
         let partials = gpu.storage("partials", (rows * lm.tiles() * 16) as u64);
         let scores = gpu.storage("scores", (rows * 8) as u64);
         let mut p = Program::builder(&gpu);
@@ -1128,11 +604,7 @@ fn run_compare_on(
         p.build().run(&gpu).unwrap();
         let scores: Vec<[f32; 2]> = gpu.read(&scores, rows).unwrap();
         for r in 0..rows {
-            assert_eq!(
-                scores[r][0].to_bits(),
-                got[r][1].to_bits(),
-                "row {r} {path:?}: compare's log p_base is not the LM head's"
-            );
+            assert_eq!(scores[r][0].to_bits(), got[r][1].to_bits(), "row {r} {path:?}: compare's log p_base is not the LM head's");
         }
     }
     got
@@ -1143,92 +615,20 @@ fn compare_kernels_match_reference() {
     let mut rng = Rng::new(seed());
     // Unrelated models of different widths, depths not multiples of 4 (masked steps straddling
     // the two halves), vocabularies not multiples of the tile, rows not of the block.
-    run_compare(
-        13,
-        1000,
-        (36, 20),
-        DType::F32,
-        false,
-        (0.0, 0.0),
-        Relation::Unrelated,
-        &mut rng,
-    );
-    run_compare(
-        21,
-        777,
-        (10, 13),
-        DType::F16,
-        false,
-        (0.0, 0.0),
-        Relation::Unrelated,
-        &mut rng,
-    );
-    run_compare(
-        9,
-        300,
-        (40, 24),
-        DType::BF16,
-        false,
-        (5.0, 0.0),
-        Relation::Unrelated,
-        &mut rng,
-    );
-    run_compare(
-        10,
-        555,
-        (48, 16),
-        DType::Int8Groups,
-        false,
-        (0.0, 0.0),
-        Relation::Unrelated,
-        &mut rng,
-    );
+    run_compare(13, 1000, (36, 20), DType::F32, false, (0.0, 0.0), Relation::Unrelated, &mut rng);
+    run_compare(21, 777, (10, 13), DType::F16, false, (0.0, 0.0), Relation::Unrelated, &mut rng);
+    run_compare(9, 300, (40, 24), DType::BF16, false, (5.0, 0.0), Relation::Unrelated, &mut rng);
+    run_compare(10, 555, (48, 16), DType::Int8Groups, false, (0.0, 0.0), Relation::Unrelated, &mut rng);
     // Near and at equality, where the KL is a small difference of larger terms.
-    run_compare(
-        17,
-        900,
-        (24, 24),
-        DType::F32,
-        false,
-        (0.0, 0.0),
-        Relation::Close,
-        &mut rng,
-    );
-    run_compare(
-        11,
-        400,
-        (32, 32),
-        DType::F16,
-        false,
-        (0.0, 0.0),
-        Relation::Same,
-        &mut rng,
-    );
+    run_compare(17, 900, (24, 24), DType::F32, false, (0.0, 0.0), Relation::Close, &mut rng);
+    run_compare(11, 400, (32, 32), DType::F16, false, (0.0, 0.0), Relation::Same, &mut rng);
 }
 
 #[test]
 fn compare_kernels_over_split_vocabulary() {
     let mut rng = Rng::new(seed());
-    run_compare(
-        11,
-        700,
-        (12, 8),
-        DType::F32,
-        true,
-        (0.0, 0.0),
-        Relation::Unrelated,
-        &mut rng,
-    );
-    run_compare(
-        7,
-        600,
-        (16, 32),
-        DType::Int8Groups,
-        true,
-        (0.0, 0.0),
-        Relation::Unrelated,
-        &mut rng,
-    );
+    run_compare(11, 700, (12, 8), DType::F32, true, (0.0, 0.0), Relation::Unrelated, &mut rng);
+    run_compare(7, 600, (16, 32), DType::Int8Groups, true, (0.0, 0.0), Relation::Unrelated, &mut rng);
 }
 
 /// Generation's cache append: the key and value columns of the rows that have a cache row land
@@ -1237,8 +637,7 @@ fn compare_kernels_over_split_vocabulary() {
 fn kv_store_writes_keys_and_values_to_their_cache_rows() {
     let mut rng = Rng::new(seed());
     // (rows, q heads, kv heads, head dim, cache rows)
-    for (rows, qh, kvh, hd, cache_len) in [(7, 6, 2, 12, 50), (65, 4, 4, 10, 130), (3, 2, 1, 80, 9)]
-    {
+    for (rows, qh, kvh, hd, cache_len) in [(7, 6, 2, 12, 50), (65, 4, 4, 10, 130), (3, 2, 1, 80, 9)] {
         let gpu = gpu();
         let width = (qh + 2 * kvh) * hd;
         let kv_width = kvh * hd;
@@ -1249,38 +648,16 @@ fn kv_store_writes_keys_and_values_to_their_cache_rows() {
         for i in (1..destinations.len()).rev() {
             destinations.swap(i, rng.below(i + 1));
         }
-        let cache_rows: Vec<u32> = (0..rows)
-            .map(|r| {
-                if r % 3 == 2 {
-                    ops::NO_CACHE_ROW
-                } else {
-                    destinations[r]
-                }
-            })
-            .collect();
-        let (qb, rb, cache) = (
-            gpu.upload("qkv", &qkv),
-            gpu.upload("cache rows", &cache_rows),
-            gpu.upload("cache", &initial),
-        );
+        let cache_rows: Vec<u32> = (0..rows).map(|r| if r % 3 == 2 { ops::NO_CACHE_ROW } else { destinations[r] }).collect();
+        let (qb, rb, cache) = (gpu.upload("qkv", &qkv), gpu.upload("cache rows", &cache_rows), gpu.upload("cache", &initial));
         let mut p = Program::builder(&gpu);
-        let params = ops::KvStore {
-            rows: rows as u32,
-            kv_width: kv_width as u32,
-            qkv_stride: width as u32,
-            k_offset: (qh * hd) as u32,
-        };
+        let params = ops::KvStore { rows: rows as u32, kv_width: kv_width as u32, qkv_stride: width as u32, k_offset: (qh * hd) as u32 };
         ops::kv_store(&mut p, params, &qb, &rb, &cache);
         p.build().run(&gpu).unwrap();
         let got: Vec<f32> = gpu.read(&cache, cache_len * 2 * kv_width).unwrap();
         let mut want = initial.clone();
-        for (r, &dest) in cache_rows
-            .iter()
-            .enumerate()
-            .filter(|(_, &d)| d != ops::NO_CACHE_ROW)
-        {
-            want[dest as usize * 2 * kv_width..][..2 * kv_width]
-                .copy_from_slice(&qkv[r * width + qh * hd..][..2 * kv_width]);
+        for (r, &dest) in cache_rows.iter().enumerate().filter(|(_, &d)| d != ops::NO_CACHE_ROW) {
+            want[dest as usize * 2 * kv_width..][..2 * kv_width].copy_from_slice(&qkv[r * width + qh * hd..][..2 * kv_width]);
         }
         assert!(got == want, "kv_store {rows} rows {qh}/{kvh} hd {hd}");
     }
@@ -1310,15 +687,8 @@ fn decode_attention_matches_reference() {
         let mut rows: Vec<(usize, usize)> = (0..slots).map(|s| (s, rng.below(slot_len))).collect();
         rows.extend([(0, 0), (slots - 1, slot_len - 1)]);
         let qkv = rng.vec(rows.len() * width, 1.5);
-        let cache_rows: Vec<u32> = rows
-            .iter()
-            .map(|&(s, p)| (s * slot_len + p) as u32)
-            .collect();
-        let (qb, rb, cb) = (
-            gpu.upload("qkv", &qkv),
-            gpu.upload("cache rows", &cache_rows),
-            gpu.upload("cache", &cache),
-        );
+        let cache_rows: Vec<u32> = rows.iter().map(|&(s, p)| (s * slot_len + p) as u32).collect();
+        let (qb, rb, cb) = (gpu.upload("qkv", &qkv), gpu.upload("cache rows", &cache_rows), gpu.upload("cache", &cache));
         let out = gpu.storage("out", (rows.len() * qh * hd * 4) as u64);
         let scale = 1.0 / (hd as f32).sqrt();
         let params = ops::DecodeAttention {
@@ -1339,18 +709,12 @@ fn decode_attention_matches_reference() {
         for (r, &(slot, position)) in rows.iter().enumerate() {
             // The reference over positions 0..=position with this row's query at the last one.
             let len = position + 1;
-            let cache_row =
-                |t: usize| &cache[(slot * slot_len + t) * 2 * kv_width..][..2 * kv_width];
+            let cache_row = |t: usize| &cache[(slot * slot_len + t) * 2 * kv_width..][..2 * kv_width];
             let mut q = vec![0.0; len * qh * hd];
             q[position * qh * hd..].copy_from_slice(&qkv[r * width..][..qh * hd]);
-            let k: Vec<f32> = (0..len)
-                .flat_map(|t| cache_row(t)[..kv_width].to_vec())
-                .collect();
-            let v: Vec<f32> = (0..len)
-                .flat_map(|t| cache_row(t)[kv_width..].to_vec())
-                .collect();
-            let all =
-                reference::attention_capped(&q, &k, &v, len, qh, kvh, hd, scale, sliding, softcap);
+            let k: Vec<f32> = (0..len).flat_map(|t| cache_row(t)[..kv_width].to_vec()).collect();
+            let v: Vec<f32> = (0..len).flat_map(|t| cache_row(t)[kv_width..].to_vec()).collect();
+            let all = reference::attention_capped(&q, &k, &v, len, qh, kvh, hd, scale, sliding, softcap);
             want.extend_from_slice(&all[position * qh * hd..]);
         }
         assert_close(&got, &want, KERNEL_F32, &format!("decode attention {qh}/{kvh} hd {hd} slot {slot_len} sliding {sliding:?} softcap {softcap}"));
@@ -1370,35 +734,11 @@ fn greedy_head_finds_the_argmax_and_its_logprob() {
         let first: Vec<f32> = weights[k..2 * k].to_vec();
         weights[2 * k..3 * k].copy_from_slice(&first);
         weights[(vocab - 1) * k..].copy_from_slice(&first);
-        let gpu = if split {
-            Gpu::new(&GpuOptions {
-                max_binding_override: Some((vocab / 2 * k * 4) as u64),
-                ..Default::default()
-            })
-            .unwrap()
-        } else {
-            gpu
-        };
-        let matrix = GpuMatrix::upload(
-            &gpu,
-            "head",
-            vocab,
-            k,
-            DType::F32,
-            bytemuck::cast_slice(&weights),
-            MatrixUse::Products,
-        )
-        .unwrap();
+        let gpu = if split { Gpu::new(&GpuOptions { max_binding_override: Some((vocab / 2 * k * 4) as u64), ..Default::default() }).unwrap() } else { gpu };
+        let matrix = GpuMatrix::upload(&gpu, "head", vocab, k, DType::F32, bytemuck::cast_slice(&weights), MatrixUse::Products).unwrap();
         assert_eq!(matrix.parts.len() > 1, split);
-        let head = ops::LmHead {
-            matrix: &matrix,
-            vocab,
-            softcap: 0.0,
-        };
-        let (ib, tb) = (
-            gpu.upload("input", &input),
-            gpu.upload("targets", &vec![0u32; rows]),
-        );
+        let head = ops::LmHead { matrix: &matrix, vocab, softcap: 0.0 };
+        let (ib, tb) = (gpu.upload("input", &input), gpu.upload("targets", &vec![0u32; rows]));
         let partials = gpu.storage("partials", (rows * head.tiles() * 16) as u64);
         let out = gpu.storage("out", (rows * 8) as u64);
         let mut p = Program::builder(&gpu);
@@ -1406,22 +746,14 @@ fn greedy_head_finds_the_argmax_and_its_logprob() {
         ops::greedy_combine(&mut p, rows, head.tiles(), &tb, &partials, &out);
         p.build().run(&gpu).unwrap();
         let got: Vec<f32> = gpu.read(&out, rows * 2).unwrap();
-        let host = HostMatrix {
-            rows: vocab,
-            cols: k,
-            data: weights.clone(),
-        };
+        let host = HostMatrix { rows: vocab, cols: k, data: weights.clone() };
         let logits = reference::matmul(&input, rows, &host, None);
         for r in 0..rows {
             let row = &logits[r * vocab..][..vocab];
             let argmax = (0..vocab).fold(0, |best, i| if row[i] > row[best] { i } else { best });
             let (logprob, _) = reference::log_softmax_target(row, argmax);
             assert_eq!(got[2 * r] as usize, argmax, "row {r} of {rows}x{vocab}");
-            assert!(
-                (got[2 * r + 1] as f64 - logprob).abs() < 1e-4,
-                "row {r}: log p {} vs {logprob}",
-                got[2 * r + 1]
-            );
+            assert!((got[2 * r + 1] as f64 - logprob).abs() < 1e-4, "row {r}: log p {} vs {logprob}", got[2 * r + 1]);
         }
     }
 }

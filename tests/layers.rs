@@ -67,9 +67,7 @@ fn top_level_modules() -> BTreeSet<String> {
         .filter_map(|line| {
             let line = line.trim();
             let line = line.strip_prefix("pub ").unwrap_or(line);
-            line.strip_prefix("mod ")?
-                .strip_suffix(';')
-                .map(|name| name.trim().to_string())
+            line.strip_prefix("mod ")?.strip_suffix(';').map(|name| name.trim().to_string())
         })
         .collect()
 }
@@ -77,10 +75,7 @@ fn top_level_modules() -> BTreeSet<String> {
 /// The module path of a file under src/: src/a.rs and src/a/mod.rs are [a], src/a/b.rs is [a, b].
 fn module_path(file: &Path) -> Vec<String> {
     let relative = file.strip_prefix(src()).unwrap().with_extension("");
-    let mut path: Vec<String> = relative
-        .iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
+    let mut path: Vec<String> = relative.iter().map(|p| p.to_string_lossy().into_owned()).collect();
     if path.last().is_some_and(|last| last == "mod") {
         path.pop();
     }
@@ -96,11 +91,7 @@ fn is_ident_char(c: char) -> bool {
 fn first_segments<'a>(code: &'a str, prefix: &str) -> Vec<&'a str> {
     let mut found = Vec::new();
     for (at, _) in code.match_indices(prefix) {
-        if code[..at]
-            .chars()
-            .next_back()
-            .is_some_and(|c| is_ident_char(c) || c == ':')
-        {
+        if code[..at].chars().next_back().is_some_and(|c| is_ident_char(c) || c == ':') {
             continue; // part of a longer identifier or path
         }
         let rest = &code[at + prefix.len()..];
@@ -114,9 +105,7 @@ fn first_segments<'a>(code: &'a str, prefix: &str) -> Vec<&'a str> {
                     '}' => depth -= 1,
                     ',' if depth == 0 => item_start = true,
                     c if item_start && is_ident_char(c) => {
-                        let end = group[i..]
-                            .find(|c: char| !is_ident_char(c))
-                            .map_or(group.len(), |n| i + n);
+                        let end = group[i..].find(|c: char| !is_ident_char(c)).map_or(group.len(), |n| i + n);
                         found.push(&group[i..end]);
                         item_start = false;
                     }
@@ -138,15 +127,10 @@ fn dependencies() -> BTreeMap<String, BTreeSet<String>> {
     let modules = top_level_modules();
     let mut files = Vec::new();
     rust_files(&src(), &mut files);
-    let mut graph: BTreeMap<String, BTreeSet<String>> = modules
-        .iter()
-        .map(|m| (m.clone(), BTreeSet::new()))
-        .collect();
+    let mut graph: BTreeMap<String, BTreeSet<String>> = modules.iter().map(|m| (m.clone(), BTreeSet::new())).collect();
     for file in files {
         let path = module_path(&file);
-        let Some(top) = path.first().filter(|m| modules.contains(*m)) else {
-            continue;
-        };
+        let Some(top) = path.first().filter(|m| modules.contains(*m)) else { continue };
         let code = code(&std::fs::read_to_string(&file).unwrap());
         let mut named: Vec<&str> = first_segments(&code, "crate::");
         // `super::` from a file directly under src/ reaches the crate root; deeper files climb
@@ -176,18 +160,13 @@ fn cycles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
         }
         seen
     };
-    let reach: BTreeMap<&String, BTreeSet<String>> =
-        graph.keys().map(|m| (m, reaches(m))).collect();
+    let reach: BTreeMap<&String, BTreeSet<String>> = graph.keys().map(|m| (m, reaches(m))).collect();
     let mut components: Vec<Vec<String>> = Vec::new();
     for m in graph.keys() {
         if components.iter().any(|c| c.contains(m)) {
             continue;
         }
-        let component: Vec<String> = graph
-            .keys()
-            .filter(|o| *o == m || (reach[m].contains(*o) && reach[*o].contains(m)))
-            .cloned()
-            .collect();
+        let component: Vec<String> = graph.keys().filter(|o| *o == m || (reach[m].contains(*o) && reach[*o].contains(m))).cloned().collect();
         if component.len() > 1 {
             components.push(component);
         }
@@ -198,42 +177,21 @@ fn cycles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
 #[test]
 fn no_import_cycle_between_top_level_modules() {
     let graph = dependencies();
-    assert!(
-        graph.contains_key("model") && graph.contains_key("gpu"),
-        "lib.rs was not read: {graph:?}"
-    );
+    assert!(graph.contains_key("model") && graph.contains_key("gpu"), "lib.rs was not read: {graph:?}");
     let found = cycles(&graph);
     // Each cycle as its modules and, for each, the modules of the cycle it uses.
     let show = |cycle: &Vec<String>| -> String {
-        let uses = |m: &String| {
-            graph[m]
-                .iter()
-                .filter(|d| cycle.contains(d))
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        cycle
-            .iter()
-            .map(|m| format!("{m} -> {{{}}}", uses(m)))
-            .collect::<Vec<_>>()
-            .join("; ")
+        let uses = |m: &String| graph[m].iter().filter(|d| cycle.contains(d)).cloned().collect::<Vec<_>>().join(", ");
+        cycle.iter().map(|m| format!("{m} -> {{{}}}", uses(m))).collect::<Vec<_>>().join("; ")
     };
     let shown: Vec<String> = found.iter().map(show).collect();
-    assert!(
-        found.is_empty(),
-        "import cycles between src/ modules: {}",
-        shown.join(" | ")
-    );
+    assert!(found.is_empty(), "import cycles between src/ modules: {}", shown.join(" | "));
 }
 
 #[test]
 fn reading_a_checkpoint_does_not_depend_on_the_gpu() {
     let graph = dependencies();
-    assert!(
-        !graph["model"].contains("gpu"),
-        "src/model/ uses crate::gpu"
-    );
+    assert!(!graph["model"].contains("gpu"), "src/model/ uses crate::gpu");
     // Also by name, whatever path reaches it (`super::super::gpu`, a `use` of a re-export).
     let mut files = Vec::new();
     rust_files(&src().join("model"), &mut files);
@@ -241,13 +199,7 @@ fn reading_a_checkpoint_does_not_depend_on_the_gpu() {
     for file in files {
         let code = code(&std::fs::read_to_string(&file).unwrap());
         for (n, line) in code.lines().enumerate() {
-            assert!(
-                !line.contains("gpu::"),
-                "{}:{}: model code uses the GPU module: {}",
-                file.display(),
-                n + 1,
-                line.trim()
-            );
+            assert!(!line.contains("gpu::"), "{}:{}: model code uses the GPU module: {}", file.display(), n + 1, line.trim());
         }
     }
 }
@@ -258,17 +210,9 @@ fn the_cycle_check_finds_cycles() {
     let code = code("use crate::{a::x, b}; // crate::c\nlet s = \"// not a comment\"; super::d::f(); /* crate::e */");
     assert_eq!(first_segments(&code, "crate::"), ["a", "b"]);
     assert_eq!(first_segments(&code, "super::"), ["d"]);
-    let graph: BTreeMap<String, BTreeSet<String>> = [
-        ("a", vec!["b"]),
-        ("b", vec!["c"]),
-        ("c", vec!["a"]),
-        ("d", vec!["a"]),
-    ]
-    .into_iter()
-    .map(|(m, deps)| (m.to_string(), deps.into_iter().map(String::from).collect()))
-    .collect();
-    assert_eq!(
-        cycles(&graph),
-        [vec!["a".to_string(), "b".into(), "c".into()]]
-    );
+    let graph: BTreeMap<String, BTreeSet<String>> = [("a", vec!["b"]), ("b", vec!["c"]), ("c", vec!["a"]), ("d", vec!["a"])]
+        .into_iter()
+        .map(|(m, deps)| (m.to_string(), deps.into_iter().map(String::from).collect()))
+        .collect();
+    assert_eq!(cycles(&graph), [vec!["a".to_string(), "b".into(), "c".into()]]);
 }

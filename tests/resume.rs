@@ -11,13 +11,7 @@ use std::process::Command;
 /// `perplex ppl` on the default model with windows of `ctx` tokens.
 fn ppl_default(ctx: &str) -> Command {
     let mut command = perplex_command();
-    command.args([
-        "ppl",
-        "--model",
-        repo().join("models/default").to_str().unwrap(),
-        "--ctx",
-        ctx,
-    ]);
+    command.args(["ppl", "--model", repo().join("models/default").to_str().unwrap(), "--ctx", ctx]);
     command
 }
 
@@ -26,10 +20,7 @@ fn write_documents(dir: &Path, count: usize) -> PathBuf {
     let text = std::fs::read_to_string(repo().join("models/default/heldout.txt")).unwrap();
     let lines: Vec<&str> = text.lines().filter(|l| l.len() > 20).take(count).collect();
     let path = dir.join("docs.jsonl");
-    let body: String = lines
-        .iter()
-        .map(|l| serde_json::json!({ "text": l }).to_string() + "\n")
-        .collect();
+    let body: String = lines.iter().map(|l| serde_json::json!({ "text": l }).to_string() + "\n").collect();
     std::fs::write(&path, body).unwrap();
     path
 }
@@ -47,19 +38,8 @@ fn ppl(data: &Path, resume: &Path, json: &Path) -> std::process::Output {
 }
 
 fn totals(json: &Path) -> (String, Vec<(String, u64)>) {
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
-    let docs = v["documents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            (
-                d["name"].as_str().unwrap().to_string(),
-                d["nll"].as_f64().unwrap().to_bits(),
-            )
-        })
-        .collect();
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    let docs = v["documents"].as_array().unwrap().iter().map(|d| (d["name"].as_str().unwrap().to_string(), d["nll"].as_f64().unwrap().to_bits())).collect();
     (v["total"]["nll"].to_string(), docs)
 }
 
@@ -76,26 +56,14 @@ fn a_crashed_run_resumes_without_rescoring_or_duplicates() {
 
     // A crash after five documents, in the middle of writing the sixth.
     let crashed = dir.join("crashed.resume");
-    let partial = format!(
-        "{}\n{}",
-        lines[..6].join("\n"),
-        &lines[6][..lines[6].len() / 2]
-    );
+    let partial = format!("{}\n{}", lines[..6].join("\n"), &lines[6][..lines[6].len() / 2]);
     std::fs::write(&crashed, partial).unwrap();
     let resumed_json = dir.join("resumed.json");
     let out = ppl(&data, &crashed, &resumed_json);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(totals(&resumed_json), totals(&full_json));
     let resumed = std::fs::read_to_string(&crashed).unwrap();
-    assert_eq!(
-        resumed.lines().count(),
-        13,
-        "no duplicate and no partial line:\n{resumed}"
-    );
+    assert_eq!(resumed.lines().count(), 13, "no duplicate and no partial line:\n{resumed}");
 }
 
 #[test]
@@ -132,9 +100,7 @@ fn ctrl_c_keeps_finished_documents_and_the_rerun_completes() {
         .unwrap();
     // Interrupt once a few documents are logged.
     let start = std::time::Instant::now();
-    while std::fs::read_to_string(&log).map_or(0, |l| l.lines().count()) < 4
-        && start.elapsed().as_secs() < 120
-    {
+    while std::fs::read_to_string(&log).map_or(0, |l| l.lines().count()) < 4 && start.elapsed().as_secs() < 120 {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     send_interrupt(child.id());
@@ -154,9 +120,7 @@ fn ctrl_c_keeps_finished_documents_and_the_rerun_completes() {
 
 /// SIGINT via the `kill` command (no libc dependency for one test).
 fn send_interrupt(pid: u32) {
-    let _ = Command::new("kill")
-        .args(["-INT", &pid.to_string()])
-        .status();
+    let _ = Command::new("kill").args(["-INT", &pid.to_string()]).status();
 }
 
 #[test]
@@ -173,19 +137,12 @@ fn an_out_of_memory_batch_is_retried_smaller_with_identical_results() {
         }
         command.output().unwrap()
     };
-    let (plain, retried, failing) = (
-        dir.join("plain.json"),
-        dir.join("retried.json"),
-        dir.join("failing.json"),
-    );
+    let (plain, retried, failing) = (dir.join("plain.json"), dir.join("retried.json"), dir.join("failing.json"));
     assert!(run(None, &plain).status.success());
     let out = run(Some("2"), &retried);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("retrying with 4 windows") && stderr.contains("retrying with 2 windows"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("retrying with 4 windows") && stderr.contains("retrying with 2 windows"), "{stderr}");
     assert_eq!(totals(&retried), totals(&plain));
     // Even one window does not fit: a clear error, exit code 2.
     let out = run(Some("0"), &failing);

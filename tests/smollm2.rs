@@ -15,8 +15,7 @@ use std::sync::OnceLock;
 fn reference() -> &'static Value {
     static REFERENCE: OnceLock<Value> = OnceLock::new();
     REFERENCE.get_or_init(|| {
-        let text =
-            std::fs::read_to_string(repo().join("models/reference/smollm2-135m.json")).unwrap();
+        let text = std::fs::read_to_string(repo().join("models/reference/smollm2-135m.json")).unwrap();
         serde_json::from_str(&text).unwrap()
     })
 }
@@ -27,10 +26,7 @@ fn documents() -> Vec<Document> {
         .unwrap()
         .iter()
         .enumerate()
-        .map(|(i, t)| Document {
-            name: format!("doc{i}"),
-            text: t.as_str().unwrap().to_string(),
-        })
+        .map(|(i, t)| Document { name: format!("doc{i}"), text: t.as_str().unwrap().to_string() })
         .collect()
 }
 
@@ -46,80 +42,29 @@ fn model(width: &str) -> Option<&'static Model> {
     }))
 }
 
-fn check_totals(
-    model: &Model,
-    mode: WindowMode,
-    entry: &Value,
-    rel: f64,
-    per_token: Option<&Value>,
-) {
+fn check_totals(model: &Model, mode: WindowMode, entry: &Value, rel: f64, per_token: Option<&Value>) {
     let ctx = entry["ctx"].as_u64().unwrap() as usize;
-    let options = PplOptions {
-        mode,
-        ctx: Some(ctx),
-        batch: 4.into(),
-        per_token: per_token.is_some(),
-        progress: None,
-    };
+    let options = PplOptions { mode, ctx: Some(ctx), batch: 4.into(), per_token: per_token.is_some(), progress: None };
     let result = score::perplexity(model, &documents(), &options).unwrap();
-    for (got, want) in result
-        .documents
-        .iter()
-        .zip(entry["docs"].as_array().unwrap())
-    {
-        let (nll, tokens) = (
-            want["nll"].as_f64().unwrap(),
-            want["tokens"].as_u64().unwrap() as usize,
-        );
-        assert_eq!(
-            got.tokens, tokens,
-            "{mode:?} ctx {ctx} {}: tokens",
-            got.name
-        );
+    for (got, want) in result.documents.iter().zip(entry["docs"].as_array().unwrap()) {
+        let (nll, tokens) = (want["nll"].as_f64().unwrap(), want["tokens"].as_u64().unwrap() as usize);
+        assert_eq!(got.tokens, tokens, "{mode:?} ctx {ctx} {}: tokens", got.name);
         let err = (got.nll - nll).abs() / nll.abs().max(1e-9);
-        eprintln!(
-            "{mode:?} ctx {ctx} {}: nll {:.6} reference {nll:.6} relative error {err:.2e}",
-            got.name, got.nll
-        );
-        assert!(
-            got.nll == nll || err <= rel,
-            "{mode:?} ctx {ctx} {}: relative error {err:.2e} > {rel:.0e}",
-            got.name
-        );
+        eprintln!("{mode:?} ctx {ctx} {}: nll {:.6} reference {nll:.6} relative error {err:.2e}", got.name, got.nll);
+        assert!(got.nll == nll || err <= rel, "{mode:?} ctx {ctx} {}: relative error {err:.2e} > {rel:.0e}", got.name);
     }
     if let Some(reference) = per_token {
         // Per-token log-probabilities of document 0 within 2e-3 absolute; greedy flags agree except
         // at near-ties.
-        let want: Vec<f64> = reference["logprobs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
-        let greedy: Vec<bool> = reference["greedy"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_bool().unwrap())
-            .collect();
+        let want: Vec<f64> = reference["logprobs"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let greedy: Vec<bool> = reference["greedy"].as_array().unwrap().iter().map(|v| v.as_bool().unwrap()).collect();
         let got: Vec<_> = result.tokens.iter().filter(|t| t.doc == "doc0").collect();
         assert_eq!(got.len(), want.len());
-        let worst = got
-            .iter()
-            .zip(&want)
-            .map(|(g, w)| (g.logprob as f64 - w).abs())
-            .fold(0.0, f64::max);
+        let worst = got.iter().zip(&want).map(|(g, w)| (g.logprob as f64 - w).abs()).fold(0.0, f64::max);
         eprintln!("per-token max |error| {worst:.2e}");
         assert!(worst < 2e-3, "per-token max |error| {worst}");
-        let disagree = got
-            .iter()
-            .zip(&greedy)
-            .filter(|(g, w)| g.greedy != **w)
-            .count();
-        assert!(
-            disagree <= got.len() / 100,
-            "greedy flags disagree at {disagree} positions"
-        );
+        let disagree = got.iter().zip(&greedy).filter(|(g, w)| g.greedy != **w).count();
+        assert!(disagree <= got.len() / 100, "greedy flags disagree at {disagree} positions");
     }
 }
 
@@ -150,11 +95,5 @@ fn f32_sliding_and_chunks_match_their_references() {
 fn f16_weights_match_within_1e3() {
     let Some(model) = model("f16") else { return };
     let f16 = &reference()["f16"];
-    check_totals(
-        model,
-        WindowMode::Rolling,
-        &f16["rolling"][0],
-        1e-3,
-        Some(&f16["per_token"]),
-    );
+    check_totals(model, WindowMode::Rolling, &f16["rolling"][0], 1e-3, Some(&f16["per_token"]));
 }

@@ -7,12 +7,8 @@ mod common;
 
 use common::cli::{assert_success, perplex_command, Scratch};
 use common::repo;
-use common::sweep::{
-    agreement_task, assert_each_unit_once, comparable, four_checkpoints, line_units, small_text,
-};
-use perplex::sweep::{
-    self, analysis, report, ResultsFile, Shard, SweepOptions, TaskArg, UnitRecord,
-};
+use common::sweep::{agreement_task, assert_each_unit_once, comparable, four_checkpoints, line_units, small_text};
+use perplex::sweep::{self, analysis, report, ResultsFile, Shard, SweepOptions, TaskArg, UnitRecord};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -39,76 +35,42 @@ fn a_killed_sweep_resumes_to_identical_results_without_duplicates() {
     let units = four_checkpoints().len() * 2;
     let full = dir.join("full.jsonl");
     let out = stdout(&succeed(&mut sweep_command(&full)));
-    assert!(
-        out.contains(&format!("{units} units measured, 0 already")),
-        "{out}"
-    );
+    assert!(out.contains(&format!("{units} units measured, 0 already")), "{out}");
     let reference = comparable(&sweep::read_results(&full).unwrap());
     assert_eq!(reference.len(), units);
 
     // 1. Killed for real (SIGKILL) once two units are on disk, mid-way through the third.
     let killed = dir.join("killed.jsonl");
-    let mut child = sweep_command(&killed)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = sweep_command(&killed).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let start = std::time::Instant::now();
-    while std::fs::read_to_string(&killed).map_or(0, |t| t.lines().count()) < 2
-        && start.elapsed().as_secs() < 120
-    {
+    while std::fs::read_to_string(&killed).map_or(0, |t| t.lines().count()) < 2 && start.elapsed().as_secs() < 120 {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
     child.kill().unwrap();
     child.wait().unwrap();
     let kept = line_units(&killed).len();
-    assert!(
-        kept >= 2,
-        "the sweep wrote {kept} units before it was killed"
-    );
+    assert!(kept >= 2, "the sweep wrote {kept} units before it was killed");
     // 2. And a line cut short, as a crash in the middle of a write leaves it.
     let mut cut = std::fs::read(&killed).unwrap();
     cut.extend_from_slice(br#"{"checkpoint":"models/family/0.9M/step500","revision":nu"#);
     std::fs::write(&killed, cut).unwrap();
     let out = stdout(&succeed(&mut sweep_command(&killed)));
-    assert!(
-        out.contains(&format!("{} units measured, {kept} already", units - kept)),
-        "{out}"
-    );
+    assert!(out.contains(&format!("{} units measured, {kept} already", units - kept)), "{out}");
     assert_each_unit_once(&killed, units);
-    assert_eq!(
-        comparable(&sweep::read_results(&killed).unwrap()),
-        reference
-    );
+    assert_eq!(comparable(&sweep::read_results(&killed).unwrap()), reference);
 
     // 3. A results file pre-populated with the first three units of the full run.
     let partial = dir.join("partial.jsonl");
     let text = std::fs::read_to_string(&full).unwrap();
-    std::fs::write(
-        &partial,
-        text.lines()
-            .take(3)
-            .map(|l| format!("{l}\n"))
-            .collect::<String>(),
-    )
-    .unwrap();
+    std::fs::write(&partial, text.lines().take(3).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
     let out = stdout(&succeed(&mut sweep_command(&partial)));
-    assert!(
-        out.contains(&format!("{} units measured, 3 already", units - 3)),
-        "{out}"
-    );
+    assert!(out.contains(&format!("{} units measured, 3 already", units - 3)), "{out}");
     assert_each_unit_once(&partial, units);
-    assert_eq!(
-        comparable(&sweep::read_results(&partial).unwrap()),
-        reference
-    );
+    assert_eq!(comparable(&sweep::read_results(&partial).unwrap()), reference);
 
     // A finished sweep run again measures nothing.
     let out = stdout(&succeed(&mut sweep_command(&full)));
-    assert!(
-        out.contains(&format!("0 units measured, {units} already")),
-        "{out}"
-    );
+    assert!(out.contains(&format!("0 units measured, {units} already")), "{out}");
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -124,45 +86,20 @@ fn changed_files_invalidate_only_their_own_units() {
     let scratch = Scratch::new("sweep-invalidate");
     let dir = &scratch.path;
     for step in ["step30", "step500"] {
-        copy_dir(
-            &repo().join("models/family/0.2M").join(step),
-            &dir.join("run").join(step),
-        );
+        copy_dir(&repo().join("models/family/0.2M").join(step), &dir.join("run").join(step));
     }
     let data = dir.join("valid.txt");
     std::fs::copy(small_text(), &data).unwrap();
-    let options = SweepOptions {
-        ctx: Some(64),
-        batch: 8.into(),
-        field: "text".into(),
-    };
+    let options = SweepOptions { ctx: Some(64), batch: 8.into(), field: "text".into() };
     let results_path = dir.join("results.jsonl");
     let sweep_once = || {
         let checkpoints = sweep::discover(&[format!("{}/run/step*", dir.display())], &[]).unwrap();
-        assert_eq!(
-            checkpoints.iter().map(|c| c.step).collect::<Vec<_>>(),
-            [Some(30), Some(500)]
-        );
-        let tasks = [TaskArg::parse(
-            &agreement_task().display().to_string(),
-            Some(0),
-            Some(20),
-            None,
-        )
-        .unwrap()];
-        let measurements =
-            sweep::measurements(std::slice::from_ref(&data), &tasks, None, &options).unwrap();
+        assert_eq!(checkpoints.iter().map(|c| c.step).collect::<Vec<_>>(), [Some(30), Some(500)]);
+        let tasks = [TaskArg::parse(&agreement_task().display().to_string(), Some(0), Some(20), None).unwrap()];
+        let measurements = sweep::measurements(std::slice::from_ref(&data), &tasks, None, &options).unwrap();
         let mut results = ResultsFile::open(&results_path).unwrap();
-        let summary = sweep::run(
-            &checkpoints,
-            &measurements,
-            &options,
-            Shard::WHOLE,
-            &mut results,
-            &mut || Ok(common::gpu()),
-            &mut |_| {},
-        )
-        .unwrap();
+        let summary = sweep::run(&checkpoints, &measurements, &options, Shard::WHOLE, &mut results, &mut || Ok(common::gpu()), &mut |_| {})
+            .unwrap();
         results.compact().unwrap();
         assert!(summary.failed.is_empty(), "{:?}", summary.failed);
         (summary.finished, summary.skipped)
@@ -170,10 +107,7 @@ fn changed_files_invalidate_only_their_own_units() {
     assert_eq!(sweep_once(), (4, 0));
     let first = sweep::read_results(&results_path).unwrap();
     // ModelSpec::parameter_count: embedding 2048 x 64 + 2 layers x (attention 4 x 64 x 64 + MLP 3 x 64 x 192).
-    assert!(
-        first.iter().all(|r| r.parameters == 237_568),
-        "size from the model's spec"
-    );
+    assert!(first.iter().all(|r| r.parameters == 237_568), "size from the model's spec");
     assert_eq!(sweep_once(), (0, 4), "nothing changed");
 
     // New validation text: the two text units only.
@@ -184,8 +118,7 @@ fn changed_files_invalidate_only_their_own_units() {
 
     // A changed file of one checkpoint: that checkpoint's two units only.
     let config = dir.join("run/step30/tokenizer_config.json");
-    let mut value: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    let mut value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
     value["model_max_length"] = 64.into();
     std::fs::write(&config, value.to_string()).unwrap();
     assert_eq!(sweep_once(), (2, 2));
@@ -194,25 +127,12 @@ fn changed_files_invalidate_only_their_own_units() {
     assert_each_unit_once(&results_path, 4);
     let last = sweep::read_results(&results_path).unwrap();
     let hash = |records: &[UnitRecord], checkpoint: &str, measurement: &str| {
-        let r = records
-            .iter()
-            .find(|r| r.checkpoint.ends_with(checkpoint) && r.measurement.starts_with(measurement))
-            .unwrap();
+        let r = records.iter().find(|r| r.checkpoint.ends_with(checkpoint) && r.measurement.starts_with(measurement)).unwrap();
         (r.model_hash.clone(), r.measurement_hash.clone())
     };
-    assert_eq!(
-        hash(&first, "step500", "task:"),
-        hash(&last, "step500", "task:"),
-        "untouched unit kept"
-    );
-    assert_ne!(
-        hash(&first, "step500", "text:").1,
-        hash(&last, "step500", "text:").1
-    );
-    assert_ne!(
-        hash(&first, "step30", "task:").0,
-        hash(&last, "step30", "task:").0
-    );
+    assert_eq!(hash(&first, "step500", "task:"), hash(&last, "step500", "task:"), "untouched unit kept");
+    assert_ne!(hash(&first, "step500", "text:").1, hash(&last, "step500", "text:").1);
+    assert_ne!(hash(&first, "step30", "task:").0, hash(&last, "step30", "task:").0);
 }
 
 #[test]
@@ -225,72 +145,26 @@ fn shards_merged_equal_an_unsharded_sweep_and_report() {
     let shard0 = dir.join("shard-0.jsonl");
     succeed(sweep_command(&shard0).args(["--shard", "0/2"]));
     let shard1 = dir.join("shard-1.jsonl");
-    let out = succeed(
-        sweep_command(&shard1)
-            .args(["--shard", "auto"])
-            .env("JOB_COMPLETION_INDEX", "1")
-            .env("PERPLEX_SHARD_COUNT", "2"),
-    );
-    assert!(
-        stdout(&out).contains("4 units measured"),
-        "{}",
-        stdout(&out)
-    );
-    let (a, b) = (
-        sweep::read_results(&shard0).unwrap(),
-        sweep::read_results(&shard1).unwrap(),
-    );
+    let out = succeed(sweep_command(&shard1).args(["--shard", "auto"]).env("JOB_COMPLETION_INDEX", "1").env("PERPLEX_SHARD_COUNT", "2"));
+    assert!(stdout(&out).contains("4 units measured"), "{}", stdout(&out));
+    let (a, b) = (sweep::read_results(&shard0).unwrap(), sweep::read_results(&shard1).unwrap());
     assert_eq!(a.len() + b.len(), four_checkpoints().len() * 2);
-    assert!(
-        a.iter()
-            .all(|r| b.iter().all(|s| s.checkpoint != r.checkpoint)),
-        "shards share no checkpoint"
-    );
+    assert!(a.iter().all(|r| b.iter().all(|s| s.checkpoint != r.checkpoint)), "shards share no checkpoint");
 
     let merged = dir.join("merged.jsonl");
-    let out = succeed(
-        perplex_command()
-            .args(["sweep", "merge"])
-            .args([&merged, &shard1, &shard0, &shard0]),
-    );
-    assert!(
-        stdout(&out).contains("8 units from 3 files (4 found in more than one)"),
-        "{}",
-        stdout(&out)
-    );
+    let out = succeed(perplex_command().args(["sweep", "merge"]).args([&merged, &shard1, &shard0, &shard0]));
+    assert!(stdout(&out).contains("8 units from 3 files (4 found in more than one)"), "{}", stdout(&out));
     assert_each_unit_once(&merged, 8);
-    assert_eq!(
-        comparable(&sweep::read_results(&merged).unwrap()),
-        comparable(&sweep::read_results(&whole).unwrap())
-    );
+    assert_eq!(comparable(&sweep::read_results(&merged).unwrap()), comparable(&sweep::read_results(&whole).unwrap()));
 
     // The report of the merged results: table, JSON and plots.
     let plots = dir.join("plots");
     let json = dir.join("report.json");
-    let out = succeed(
-        perplex_command()
-            .args(["sweep", "report"])
-            .arg(&merged)
-            .arg("--json")
-            .arg(&json)
-            .arg("--plots")
-            .arg(&plots),
-    );
+    let out = succeed(perplex_command().args(["sweep", "report"]).arg(&merged).arg("--json").arg(&json).arg("--plots").arg(&plots));
     let table = stdout(&out);
-    assert!(
-        table.contains("4 checkpoints, 2 sizes (238K, 901K)")
-            && table.contains("agreement")
-            && table.contains("prob_correct"),
-        "{table}"
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let acc = report["metrics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["task"] == "agreement" && m["metric"] == "acc")
-        .unwrap();
+    assert!(table.contains("4 checkpoints, 2 sizes (238K, 901K)") && table.contains("agreement") && table.contains("prob_correct"), "{table}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let acc = report["metrics"].as_array().unwrap().iter().find(|m| m["task"] == "agreement" && m["metric"] == "acc").unwrap();
     assert_eq!(acc["points"].as_array().unwrap().len(), 4);
     assert!(acc["chance"].as_f64().unwrap() > 0.25 && acc["chance"].as_f64().unwrap() < 0.5);
     for name in ["loss.svg", "loss.png", "step.svg", "step.png"] {
@@ -300,10 +174,7 @@ fn shards_merged_equal_an_unsharded_sweep_and_report() {
             assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
         } else {
             let svg = String::from_utf8(bytes).unwrap();
-            assert!(
-                svg.contains("agreement: acc") && svg.contains("model size"),
-                "{name}"
-            );
+            assert!(svg.contains("agreement: acc") && svg.contains("model size"), "{name}");
         }
     }
 }
@@ -318,39 +189,24 @@ fn synthetic(n: usize, threshold: f64, slope: f64, noise: f64, seed: u64) -> Vec
         let loss = 2.0 + 3.0 * rng.unit();
         let normalised = slope * (threshold - loss).max(0.0) + noise * rng.normal();
         let size = [1_000_000u64, 4_000_000, 16_000_000][i % 3];
-        let record =
-            |measurement: &str, metrics: BTreeMap<String, sweep::Metric>, text| UnitRecord {
-                checkpoint: format!("run{}/step{}", i % 3, i),
-                revision: None,
-                run: format!("run{}", i % 3),
-                step: Some(i as u64 * 100),
-                parameters: size,
-                measurement: measurement.into(),
-                model_hash: "m".into(),
-                measurement_hash: "d".into(),
-                metrics,
-                text,
-                seconds: 0.0,
-            };
+        let record = |measurement: &str, metrics: BTreeMap<String, sweep::Metric>, text| UnitRecord {
+            checkpoint: format!("run{}/step{}", i % 3, i),
+            revision: None,
+            run: format!("run{}", i % 3),
+            step: Some(i as u64 * 100),
+            parameters: size,
+            measurement: measurement.into(),
+            model_hash: "m".into(),
+            measurement_hash: "d".into(),
+            metrics,
+            text,
+            seconds: 0.0,
+        };
         let tokens = 10_000;
-        let counts = sweep::TextCounts {
-            nll: loss * tokens as f64,
-            tokens,
-            bytes: 4 * tokens,
-            words: tokens / 4,
-        };
+        let counts = sweep::TextCounts { nll: loss * tokens as f64, tokens, bytes: 4 * tokens, words: tokens / 4 };
         records.push(record("text:valid.txt", BTreeMap::new(), Some(counts)));
-        let acc = sweep::Metric {
-            value: chance + (1.0 - chance) * normalised,
-            stderr: None,
-            chance: Some(chance),
-            lower_is_better: false,
-        };
-        records.push(record(
-            "task:synthetic",
-            [("acc".to_string(), acc)].into(),
-            None,
-        ));
+        let acc = sweep::Metric { value: chance + (1.0 - chance) * normalised, stderr: None, chance: Some(chance), lower_is_better: false };
+        records.push(record("task:synthetic", [("acc".to_string(), acc)].into(), None));
     }
     records
 }
@@ -363,15 +219,9 @@ fn the_emergence_threshold_is_recovered_from_synthetic_data() {
     let acc = &report.metrics[0];
     let t = acc.threshold.as_ref().unwrap();
     let (loss, [lo, hi]) = (t.loss.unwrap(), t.ci.unwrap());
-    eprintln!(
-        "threshold {loss:.3} [{lo:.3}, {hi:.3}], p {}, support {}",
-        t.p_value, t.support
-    );
+    eprintln!("threshold {loss:.3} [{lo:.3}, {hi:.3}], p {}, support {}", t.p_value, t.support);
     assert!((loss - known).abs() < 0.1, "estimate {loss}");
-    assert!(
-        lo <= known && known <= hi && hi - lo < 0.5,
-        "interval [{lo}, {hi}]"
-    );
+    assert!(lo <= known && known <= hi && hi - lo < 0.5, "interval [{lo}, {hi}]");
     assert!(t.p_value < 0.01 && !t.censored);
     assert!(acc.spearman_loss.unwrap() < -0.7);
     // The same seed gives the same interval.

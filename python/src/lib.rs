@@ -67,10 +67,7 @@ fn run_released<T: Send>(
     let reporter = progress.map(|_| counts.clone() as Arc<dyn Progress>);
     let report = |py_error: &mut Option<PyErr>| {
         if let (Some(callback), None) = (progress, &py_error) {
-            let (done, total) = (
-                counts.done.load(Ordering::Relaxed),
-                counts.total.load(Ordering::Relaxed),
-            );
+            let (done, total) = (counts.done.load(Ordering::Relaxed), counts.total.load(Ordering::Relaxed));
             if let Err(error) = callback.call1((done, total)) {
                 *py_error = Some(error);
             }
@@ -99,9 +96,7 @@ fn run_released<T: Send>(
                 }
             }
         }
-        let result = worker
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        let result = worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         if py_error.is_some() {
             score::STOP_REQUESTED.store(false, Ordering::SeqCst);
         } else {
@@ -142,32 +137,12 @@ impl Windows {
 
 impl Model {
     /// Scores whole texts over `windows`, as `perplex ppl` does.
-    fn score_texts(
-        &self,
-        py: Python<'_>,
-        texts: Vec<String>,
-        windows: Windows,
-        per_token: bool,
-        progress: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<PplResult> {
+    fn score_texts(&self, py: Python<'_>, texts: Vec<String>, windows: Windows, per_token: bool, progress: Option<&Bound<'_, PyAny>>) -> PyResult<PplResult> {
         let Windows { mode, ctx, stride } = windows;
         // Documents are named by their place in the list.
-        let documents: Vec<Document> = texts
-            .into_iter()
-            .enumerate()
-            .map(|(i, text)| Document {
-                name: i.to_string(),
-                text,
-            })
-            .collect();
+        let documents: Vec<Document> = texts.into_iter().enumerate().map(|(i, text)| Document { name: i.to_string(), text }).collect();
         run_released(py, progress, |progress| {
-            let mut options = PplOptions {
-                mode,
-                ctx: ctx.or(self.ctx),
-                batch: self.batch,
-                per_token,
-                progress,
-            };
+            let mut options = PplOptions { mode, ctx: ctx.or(self.ctx), batch: self.batch, per_token, progress };
             options.set_stride(&self.model, stride)?;
             score::perplexity(&self.model, &documents, &options)
         })
@@ -178,20 +153,10 @@ impl Model {
 impl Model {
     #[new]
     #[pyo3(signature = (path_or_hub_id, revision=None, device=None, ctx=None, batch="auto"))]
-    fn new(
-        py: Python<'_>,
-        path_or_hub_id: &str,
-        revision: Option<&str>,
-        device: Option<String>,
-        ctx: Option<usize>,
-        batch: &str,
-    ) -> PyResult<Model> {
+    fn new(py: Python<'_>, path_or_hub_id: &str, revision: Option<&str>, device: Option<String>, ctx: Option<usize>, batch: &str) -> PyResult<Model> {
         let batch: Batch = batch.parse().map_err(PyValueError::new_err)?;
         let model = run_released(py, None, |_| {
-            let gpu = Gpu::new(&GpuOptions {
-                device,
-                ..GpuOptions::default()
-            })?;
+            let gpu = Gpu::new(&GpuOptions { device, ..GpuOptions::default() })?;
             perplex::Model::open_revision(path_or_hub_id, revision, gpu)
         })?;
         Ok(Model { model, ctx, batch })
@@ -229,47 +194,17 @@ impl Model {
         ctx: Option<usize>,
         progress: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Vec<(f64, bool)>> {
-        let requests: Vec<Request> = requests
-            .into_iter()
-            .map(|(context, continuation)| Request {
-                context,
-                continuation,
-            })
-            .collect();
+        let requests: Vec<Request> = requests.into_iter().map(|(context, continuation)| Request { context, continuation }).collect();
         let output = run_released(py, progress, |progress| {
-            score::loglikelihood(
-                &self.model,
-                &requests,
-                &LoglikOptions {
-                    max_length: ctx.or(self.ctx),
-                    batch: self.batch,
-                    progress,
-                },
-            )
+            score::loglikelihood(&self.model, &requests, &LoglikOptions { max_length: ctx.or(self.ctx), batch: self.batch, progress })
         })?;
         Ok(output.results.iter().map(|r| (r.ll, r.is_greedy)).collect())
     }
 
     /// The total log-likelihood of each text over rolling windows (`perplex ppl --window rolling`).
     #[pyo3(signature = (texts, ctx=None, progress=None))]
-    fn loglikelihood_rolling(
-        &self,
-        py: Python<'_>,
-        texts: Vec<String>,
-        ctx: Option<usize>,
-        progress: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Vec<f64>> {
-        let result = self.score_texts(
-            py,
-            texts,
-            Windows {
-                mode: WindowMode::Rolling,
-                ctx,
-                stride: None,
-            },
-            false,
-            progress,
-        )?;
+    fn loglikelihood_rolling(&self, py: Python<'_>, texts: Vec<String>, ctx: Option<usize>, progress: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<f64>> {
+        let result = self.score_texts(py, texts, Windows { mode: WindowMode::Rolling, ctx, stride: None }, false, progress)?;
         Ok(result.documents.iter().map(|d| -d.nll).collect())
     }
 
@@ -284,13 +219,7 @@ impl Model {
         stride: Option<usize>,
         progress: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<String> {
-        let result = self.score_texts(
-            py,
-            texts,
-            Windows::named(window, ctx, stride)?,
-            false,
-            progress,
-        )?;
+        let result = self.score_texts(py, texts, Windows::named(window, ctx, stride)?, false, progress)?;
         let report = perplex::report::ppl_json(&result, &self.model.name, &self.model.adapter());
         serde_json::to_string(&report).map_err(|e| PyRuntimeError::new_err(e.to_string()))
     }
@@ -307,13 +236,7 @@ impl Model {
         stride: Option<usize>,
         progress: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<(Vec<usize>, Vec<u32>, Vec<f32>, Vec<bool>)> {
-        let result = self.score_texts(
-            py,
-            vec![text],
-            Windows::named(window, ctx, stride)?,
-            true,
-            progress,
-        )?;
+        let result = self.score_texts(py, vec![text], Windows::named(window, ctx, stride)?, true, progress)?;
         let tokens = &result.tokens;
         Ok((
             tokens.iter().map(|t| t.pos).collect(),

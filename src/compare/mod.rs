@@ -13,9 +13,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::forward::{Batch, FinalHidden, HiddenBuffer};
 use crate::gpu::{ops, DType, Gpu, GpuMatrix, MatrixUse, PendingRead, Program};
 use crate::model::{load_head, Checkpoint, ModelSpec, TextTokenizer};
-use crate::score::{
-    make_windows, run_passes, DocumentResult, PassInput, PplOptions, Progress, Totals, WindowMode,
-};
+use crate::score::{make_windows, run_passes, DocumentResult, PassInput, PplOptions, Progress, Totals, WindowMode};
 use crate::Model;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -135,49 +133,24 @@ pub struct CompareResult {
 /// when they agree.
 pub fn tokenizer_difference(base: &TextTokenizer, model: &TextTokenizer) -> Option<String> {
     if base.vocab_size != model.vocab_size {
-        return Some(format!(
-            "the base tokenizer has {} tokens and the model's {}",
-            base.vocab_size, model.vocab_size
-        ));
+        return Some(format!("the base tokenizer has {} tokens and the model's {}", base.vocab_size, model.vocab_size));
     }
     for id in 0..base.vocab_size as u32 {
         let (a, b) = (base.token_text(id), model.token_text(id));
         if a != b {
             let show = |t: Option<String>| t.map_or("no token".to_string(), |t| format!("{t:?}"));
-            return Some(format!(
-                "token {id} is {} in the base tokenizer and {} in the model's",
-                show(a),
-                show(b)
-            ));
+            return Some(format!("token {id} is {} in the base tokenizer and {} in the model's", show(a), show(b)));
         }
     }
     let special = |t: &TextTokenizer| (t.bos, t.eos, t.adds_bos);
     if special(base) != special(model) {
-        let show = |t: &TextTokenizer| {
-            format!("BOS {:?}, EOS {:?}, adds BOS {}", t.bos, t.eos, t.adds_bos)
-        };
-        return Some(format!(
-            "the special tokens differ: base {}, model {}",
-            show(base),
-            show(model)
-        ));
+        let show = |t: &TextTokenizer| format!("BOS {:?}, EOS {:?}, adds BOS {}", t.bos, t.eos, t.adds_bos);
+        return Some(format!("the special tokens differ: base {}, model {}", show(base), show(model)));
     }
     let (a, b) = (base.special_tokens(), model.special_tokens());
-    if let Some(&id) = a
-        .iter()
-        .filter(|id| !b.contains(id))
-        .chain(b.iter().filter(|id| !a.contains(id)))
-        .min()
-    {
-        let owner = if a.contains(&id) {
-            "the base"
-        } else {
-            "the model's"
-        };
-        return Some(format!(
-            "token {id} ({:?}) is special in {owner} tokenizer only",
-            base.token_text(id).unwrap_or_default()
-        ));
+    if let Some(&id) = a.iter().filter(|id| !b.contains(id)).chain(b.iter().filter(|id| !a.contains(id))).min() {
+        let owner = if a.contains(&id) { "the base" } else { "the model's" };
+        return Some(format!("token {id} ({:?}) is special in {owner} tokenizer only", base.token_text(id).unwrap_or_default()));
     }
     None
 }
@@ -222,15 +195,13 @@ impl PendingCompare {
         let raw = self.raw.finish(gpu)?;
         Ok(raw[..self.scored]
             .iter()
-            .map(
-                |&[kld, logprob_base, logprob_model, top_base, top_model]| PositionScore {
-                    kld,
-                    logprob_base,
-                    logprob_model,
-                    top_base: top_base as u32,
-                    top_model: top_model as u32,
-                },
-            )
+            .map(|&[kld, logprob_base, logprob_model, top_base, top_model]| PositionScore {
+                kld,
+                logprob_base,
+                logprob_model,
+                top_base: top_base as u32,
+                top_model: top_model as u32,
+            })
             .collect())
     }
 }
@@ -244,11 +215,7 @@ struct HeadRows {
 
 fn read_head(spec: &ModelSpec, checkpoint: &Checkpoint) -> Result<HeadRows> {
     let head = load_head(spec, checkpoint)?;
-    Ok(HeadRows {
-        dtype: head.dtype,
-        cols: spec.hidden,
-        bytes: head.bytes.into_owned(),
-    })
+    Ok(HeadRows { dtype: head.dtype, cols: spec.hidden, bytes: head.bytes.into_owned() })
 }
 
 impl HeadRows {
@@ -259,12 +226,7 @@ impl HeadRows {
         if dtype == self.dtype {
             return bytes.to_vec();
         }
-        let row = crate::model::TensorData {
-            name: String::new(),
-            dtype: self.dtype,
-            shape: vec![1, self.cols],
-            bytes: bytes.into(),
-        };
+        let row = crate::model::TensorData { name: String::new(), dtype: self.dtype, shape: vec![1, self.cols], bytes: bytes.into() };
         bytemuck::cast_slice(&row.to_f32()).to_vec()
     }
 }
@@ -276,31 +238,22 @@ impl Pair {
     }
 
     /// [`Pair::open`] with a revision of the model where it is a hub id.
-    pub fn open_revision(
-        base: &str,
-        model: &str,
-        revision: Option<&str>,
-        gpu: Arc<Gpu>,
-    ) -> Result<Pair> {
-        let (base, base_head) =
-            Model::open_with(base, None, gpu.clone(), read_head).map_err(|e| Error {
-                message: format!("the base model {base}: {}", e.message),
-                ..e
-            })?;
-        let (model, model_head) = Model::open_with(model, revision, gpu.clone(), read_head)
-            .map_err(|e| {
-                let message = if e.kind == ErrorKind::DeviceMemory {
-                    format!(
+    pub fn open_revision(base: &str, model: &str, revision: Option<&str>, gpu: Arc<Gpu>) -> Result<Pair> {
+        let (base, base_head) = Model::open_with(base, None, gpu.clone(), read_head)
+            .map_err(|e| Error { message: format!("the base model {base}: {}", e.message), ..e })?;
+        let (model, model_head) = Model::open_with(model, revision, gpu.clone(), read_head).map_err(|e| {
+            let message = if e.kind == ErrorKind::DeviceMemory {
+                format!(
                     "{model} does not fit on the device beside the base model {} ({:.1} MiB): {}",
                     base.name,
                     base.gpu_model.weight_bytes as f64 / (1 << 20) as f64,
                     e.message
                 )
-                } else {
-                    format!("the model {model}: {}", e.message)
-                };
-                Error { message, ..e }
-            })?;
+            } else {
+                format!("the model {model}: {}", e.message)
+            };
+            Error { message, ..e }
+        })?;
         if let Some(difference) = tokenizer_difference(&base.tokenizer, &model.tokenizer) {
             return Err(Error::bad_input(format!(
                 "{} and {} do not share a tokenizer ({difference}); KL divergence compares distributions over the same tokens",
@@ -313,11 +266,7 @@ impl Pair {
                 base.name, base.spec.vocab_size, model.name, model.spec.vocab_size
             )));
         }
-        let dtype = if base_head.dtype == model_head.dtype {
-            base_head.dtype
-        } else {
-            DType::F32
-        };
+        let dtype = if base_head.dtype == model_head.dtype { base_head.dtype } else { DType::F32 };
         let vocab = base.spec.vocab_size;
         let cols = base.spec.hidden + model.spec.hidden;
         let mut bytes = Vec::with_capacity(vocab * dtype.row_bytes(cols));
@@ -337,13 +286,7 @@ impl Pair {
                 format!("both models fit on {device} but not their heads side by side ({:.1} MiB) as well: {error}", bytes.len() as f64 / (1 << 20) as f64)
             },
         )?;
-        Ok(Pair {
-            base,
-            model,
-            head,
-            buffers: Mutex::new(None),
-            programs: Mutex::new(HashMap::new()),
-        })
+        Ok(Pair { base, model, head, buffers: Mutex::new(None), programs: Mutex::new(HashMap::new()) })
     }
 
     pub fn gpu(&self) -> &Arc<Gpu> {
@@ -353,10 +296,7 @@ impl Pair {
     /// Bytes per compared row of each compare buffer: stacked pair of rows, tile summaries.
     fn row_bytes(&self) -> [usize; 2] {
         let width = self.base.spec.hidden + self.model.spec.hidden;
-        [
-            2 * width * 4,
-            ops::vocab_tiles(self.base.spec.vocab_size) * 48,
-        ]
+        [2 * width * 4, ops::vocab_tiles(self.base.spec.vocab_size) * 48]
     }
 
     /// Most compared rows one pass may hold: every compare buffer fits in one storage binding.
@@ -368,11 +308,7 @@ impl Pair {
     /// Windows of `len` positions per pass: what both models take, and no more rows than the
     /// compare buffers hold.
     pub fn windows_per_pass(&self, len: usize, batch: Batch) -> usize {
-        let each = self
-            .base
-            .gpu_model
-            .windows_per_pass(len, batch)
-            .min(self.model.gpu_model.windows_per_pass(len, batch));
+        let each = self.base.gpu_model.windows_per_pass(len, batch).min(self.model.gpu_model.windows_per_pass(len, batch));
         each.min(self.max_rows() / len.max(1)).max(1)
     }
 
@@ -406,112 +342,45 @@ impl Pair {
     /// Queues one pass of both models over `pass` and the comparison of their heads.
     fn submit(&self, pass: &PassInput) -> Result<PendingCompare> {
         if pass.scored.is_empty() {
-            return Ok(PendingCompare {
-                raw: PendingRead::nothing(),
-                scored: 0,
-            });
+            return Ok(PendingCompare { raw: PendingRead::nothing(), scored: 0 });
         }
-        let base = self.base.gpu_model.submit_hidden(
-            pass.windows,
-            pass.len,
-            &pass.tokens,
-            &pass.targets,
-            &pass.layout,
-            &pass.scored,
-        )?;
-        let model = self.model.gpu_model.submit_hidden(
-            pass.windows,
-            pass.len,
-            &pass.tokens,
-            &pass.targets,
-            &pass.layout,
-            &pass.scored,
-        )?;
+        let base = self.base.gpu_model.submit_hidden(pass.windows, pass.len, &pass.tokens, &pass.targets, &pass.layout, &pass.scored)?;
+        let model = self.model.gpu_model.submit_hidden(pass.windows, pass.len, &pass.tokens, &pass.targets, &pass.layout, &pass.scored)?;
         let rows = base.rows;
         assert_eq!(rows, model.rows);
         let buffers = self.buffers(rows)?;
         let program = {
             let mut programs = self.programs.lock().unwrap();
             match programs.get(&rows) {
-                Some(recorded)
-                    if recorded.base.same(&base.buffer) && recorded.model.same(&model.buffer) =>
-                {
-                    recorded.program.clone()
-                }
+                Some(recorded) if recorded.base.same(&base.buffer) && recorded.model.same(&model.buffer) => recorded.program.clone(),
                 _ => {
                     let program = Arc::new(self.record(rows, &base, &model, &buffers));
-                    programs.insert(
-                        rows,
-                        Recorded {
-                            base: base.buffer.clone(),
-                            model: model.buffer.clone(),
-                            program: program.clone(),
-                        },
-                    );
+                    programs.insert(rows, Recorded { base: base.buffer.clone(), model: model.buffer.clone(), program: program.clone() });
                     program
                 }
             }
         };
         // Padding rows (copies of row 0) compare row 0 again; their results are dropped.
-        let mut targets: Vec<u32> = pass
-            .scored
-            .iter()
-            .map(|&r| pass.targets[r as usize])
-            .collect();
+        let mut targets: Vec<u32> = pass.scored.iter().map(|&r| pass.targets[r as usize]).collect();
         targets.resize(rows, targets[0]);
-        self.gpu()
-            .queue
-            .write_buffer(&buffers.targets, 0, bytemuck::cast_slice(&targets));
+        self.gpu().queue.write_buffer(&buffers.targets, 0, bytemuck::cast_slice(&targets));
         program.submit(self.gpu());
         // Both models' next passes wait for `base` and `model` to be let go, after this.
-        Ok(PendingCompare {
-            raw: self.gpu().start_read(&buffers.output, rows),
-            scored: pass.scored.len(),
-        })
+        Ok(PendingCompare { raw: self.gpu().start_read(&buffers.output, rows), scored: pass.scored.len() })
     }
 
-    fn record(
-        &self,
-        rows: usize,
-        base: &FinalHidden,
-        model: &FinalHidden,
-        buffers: &Buffers,
-    ) -> Program {
+    fn record(&self, rows: usize, base: &FinalHidden, model: &FinalHidden, buffers: &Buffers) -> Program {
         let mut p = Program::builder(self.gpu());
-        let stack = ops::StackRows {
-            rows: rows as u32,
-            width_a: base.width as u32,
-            width_b: model.width as u32,
-        };
-        ops::stack_rows(
-            &mut p,
-            stack,
-            base.buffer.buffer(),
-            model.buffer.buffer(),
-            &buffers.stacked,
-        );
+        let stack = ops::StackRows { rows: rows as u32, width_a: base.width as u32, width_b: model.width as u32 };
+        ops::stack_rows(&mut p, stack, base.buffer.buffer(), model.buffer.buffer(), &buffers.stacked);
         let head = ops::PairedHead {
             matrix: &self.head,
             vocab: self.base.spec.vocab_size,
             softcap_base: self.base.spec.final_softcap,
             softcap_model: self.model.spec.final_softcap,
         };
-        ops::compare_head(
-            &mut p,
-            rows,
-            head,
-            &buffers.stacked,
-            &buffers.targets,
-            &buffers.partials,
-        );
-        ops::compare_combine(
-            &mut p,
-            rows,
-            ops::vocab_tiles(head.vocab),
-            &buffers.targets,
-            &buffers.partials,
-            &buffers.output,
-        );
+        ops::compare_head(&mut p, rows, head, &buffers.stacked, &buffers.targets, &buffers.partials);
+        ops::compare_combine(&mut p, rows, ops::vocab_tiles(head.vocab), &buffers.targets, &buffers.partials, &buffers.output);
         p.build()
     }
 }
@@ -530,25 +399,11 @@ pub struct CompareOptions {
 
 /// `perplex compare`: both models over every document's windows, the statistics and the
 /// positions of greatest disagreement.
-pub fn compare(
-    pair: &Pair,
-    documents: &[Document],
-    options: &CompareOptions,
-) -> Result<CompareResult> {
+pub fn compare(pair: &Pair, documents: &[Document], options: &CompareOptions) -> Result<CompareResult> {
     let start = std::time::Instant::now();
-    let mut ppl = PplOptions {
-        mode: options.mode,
-        ctx: options.ctx,
-        batch: options.batch,
-        per_token: false,
-        progress: None,
-    };
+    let mut ppl = PplOptions { mode: options.mode, ctx: options.ctx, batch: options.batch, per_token: false, progress: None };
     // The window must suit both models: the shorter context decides.
-    let shorter = if pair.model.spec.max_positions < pair.base.spec.max_positions {
-        &pair.model
-    } else {
-        &pair.base
-    };
+    let shorter = if pair.model.spec.max_positions < pair.base.spec.max_positions { &pair.model } else { &pair.base };
     // A sliding stride of 0 is the default, half the window, which set_stride works out.
     let stride = match options.mode {
         WindowMode::Sliding { stride } if stride > 0 => Some(stride),
@@ -557,17 +412,11 @@ pub fn compare(
     ppl.set_stride(shorter, stride)?;
     let ctx = ppl.resolve_ctx(shorter)?;
     let mode = ppl.mode;
-    let tokenized: Vec<Vec<u32>> = documents
-        .iter()
-        .map(|d| pair.base.tokenizer.encode(&d.text))
-        .collect::<Result<_>>()?;
+    let tokenized: Vec<Vec<u32>> = documents.iter().map(|d| pair.base.tokenizer.encode(&d.text)).collect::<Result<_>>()?;
     let windows = make_windows(&pair.base, &tokenized, mode, ctx)?;
     let total: usize = windows.iter().map(|w| w.scored.len()).sum();
     if total == 0 {
-        return Err(Error::bad_input(format!(
-            "no token to score: {} with --ctx {ctx} scores none of the text",
-            mode.name()
-        )));
+        return Err(Error::bad_input(format!("no token to score: {} with --ctx {ctx} scores none of the text", mode.name())));
     }
     if let Some(progress) = &options.progress {
         progress.start(total as u64);
@@ -579,9 +428,7 @@ pub fn compare(
         |pass| {
             // Ctrl-C: statistics over part of the text would mislead, so nothing is reported.
             if crate::score::stop_requested() {
-                return Err(Error::interrupted(
-                    "interrupted: no statistics over part of the text; nothing written",
-                ));
+                return Err(Error::interrupted("interrupted: no statistics over part of the text; nothing written"));
             }
             pair.submit(pass)
         },
@@ -605,12 +452,7 @@ pub fn compare(
             base[window.doc].tokens += 1;
             model[window.doc].nll -= score.logprob_model as f64;
             model[window.doc].tokens += 1;
-            scored.push(Scored {
-                doc: window.doc,
-                pos: window.first_target + j,
-                token_id: window.targets[j],
-                score: *score,
-            });
+            scored.push(Scored { doc: window.doc, pos: window.first_target + j, token_id: window.targets[j], score: *score });
         }
     }
     let scores: Vec<PositionScore> = scored.iter().map(|s| s.score).collect();
@@ -625,11 +467,7 @@ pub fn compare(
         model,
         stats,
         worst,
-        tokens: if options.per_token {
-            scored.iter().map(|s| s.comparison(documents)).collect()
-        } else {
-            Vec::new()
-        },
+        tokens: if options.per_token { scored.iter().map(|s| s.comparison(documents)).collect() } else { Vec::new() },
         seconds: start.elapsed().as_secs_f64(),
         batch,
     })
@@ -637,20 +475,9 @@ pub fn compare(
 
 /// The [`WORST`] positions of largest KL divergence (ties: the earlier position), with the text
 /// before each.
-fn worst_positions(
-    scored: &[Scored],
-    documents: &[Document],
-    tokenized: &[Vec<u32>],
-    tokenizer: &TextTokenizer,
-) -> Vec<Disagreement> {
+fn worst_positions(scored: &[Scored], documents: &[Document], tokenized: &[Vec<u32>], tokenizer: &TextTokenizer) -> Vec<Disagreement> {
     let mut order: Vec<usize> = (0..scored.len()).collect();
-    order.sort_by(|&a, &b| {
-        scored[b]
-            .score
-            .kld
-            .total_cmp(&scored[a].score.kld)
-            .then(a.cmp(&b))
-    });
+    order.sort_by(|&a, &b| scored[b].score.kld.total_cmp(&scored[a].score.kld).then(a.cmp(&b)));
     order
         .into_iter()
         .take(WORST)

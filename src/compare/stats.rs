@@ -51,31 +51,19 @@ pub struct CompareStats {
 pub const KLD_PERCENTILES: [f64; 9] = [99.9, 99.0, 95.0, 90.0, 50.0, 10.0, 5.0, 1.0, 0.1];
 
 /// The percentiles llama.cpp prints for Δp (the quartiles as well).
-pub const DELTA_P_PERCENTILES: [f64; 11] = [
-    99.9, 99.0, 95.0, 90.0, 75.0, 50.0, 25.0, 10.0, 5.0, 1.0, 0.1,
-];
+pub const DELTA_P_PERCENTILES: [f64; 11] = [99.9, 99.0, 95.0, 90.0, 75.0, 50.0, 25.0, 10.0, 5.0, 1.0, 0.1];
 
 /// Mean and its standard error from a sum and a sum of squares, as llama.cpp's
 /// `mean_and_uncertainty`: no uncertainty at ten values or fewer.
 fn mean_and_uncertainty(sum: f64, sum2: f64, count: usize) -> Estimate {
     if count == 0 {
-        return Estimate {
-            value: 0.0,
-            uncertainty: 0.0,
-        };
+        return Estimate { value: 0.0, uncertainty: 0.0 };
     }
     let n = count as f64;
     let mean = sum / n;
     let variance = sum2 / n - mean * mean;
-    let uncertainty = if variance > 0.0 && count > 10 {
-        (variance / (n - 1.0)).sqrt()
-    } else {
-        0.0
-    };
-    Estimate {
-        value: mean,
-        uncertainty,
-    }
+    let uncertainty = if variance > 0.0 && count > 10 { (variance / (n - 1.0)).sqrt() } else { 0.0 };
+    Estimate { value: mean, uncertainty }
 }
 
 /// The covariance of the two means, as llama.cpp's `covariance` (zero under ten values).
@@ -107,10 +95,7 @@ impl Distribution {
         values.sort_by(f64::total_cmp);
         Distribution {
             max: values[values.len() - 1],
-            percentiles: percents
-                .iter()
-                .map(|&p| (p, percentile(&values, p)))
-                .collect(),
+            percentiles: percents.iter().map(|&p| (p, percentile(&values, p))).collect(),
             median: percentile(&values, 50.0),
             min: values[0],
         }
@@ -122,8 +107,7 @@ impl CompareStats {
     pub fn of(tokens: &[PositionScore]) -> CompareStats {
         assert!(!tokens.is_empty());
         let count = tokens.len();
-        let (mut nll, mut nll2, mut nll_base, mut nll_base2, mut nll_cross) =
-            (0.0, 0.0, 0.0, 0.0, 0.0);
+        let (mut nll, mut nll2, mut nll_base, mut nll_base2, mut nll_cross) = (0.0, 0.0, 0.0, 0.0, 0.0);
         let (mut kld, mut kld2, mut dp, mut dp2, mut dp4) = (0.0, 0.0, 0.0, 0.0, 0.0);
         let mut same_top = 0usize;
         for t in tokens {
@@ -145,33 +129,15 @@ impl CompareStats {
         let log_ppl = mean_and_uncertainty(nll, nll2, count);
         let log_ppl_base = mean_and_uncertainty(nll_base, nll_base2, count);
         let cov = covariance(nll, nll_base, nll_cross, count);
-        let ppl_model = Estimate {
-            value: log_ppl.value.exp(),
-            uncertainty: log_ppl.value.exp() * log_ppl.uncertainty,
-        };
-        let ppl_base = Estimate {
-            value: log_ppl_base.value.exp(),
-            uncertainty: log_ppl_base.value.exp() * log_ppl_base.uncertainty,
-        };
-        let ratio_uncertainty = (log_ppl.uncertainty.powi(2) + log_ppl_base.uncertainty.powi(2)
-            - 2.0 * cov)
-            .max(0.0)
-            .sqrt();
-        let ln_ppl_ratio = Estimate {
-            value: log_ppl.value - log_ppl_base.value,
-            uncertainty: ratio_uncertainty,
-        };
-        let ppl_ratio = Estimate {
-            value: ln_ppl_ratio.value.exp(),
-            uncertainty: ln_ppl_ratio.value.exp() * ratio_uncertainty,
-        };
+        let ppl_model = Estimate { value: log_ppl.value.exp(), uncertainty: log_ppl.value.exp() * log_ppl.uncertainty };
+        let ppl_base = Estimate { value: log_ppl_base.value.exp(), uncertainty: log_ppl_base.value.exp() * log_ppl_base.uncertainty };
+        let ratio_uncertainty = (log_ppl.uncertainty.powi(2) + log_ppl_base.uncertainty.powi(2) - 2.0 * cov).max(0.0).sqrt();
+        let ln_ppl_ratio = Estimate { value: log_ppl.value - log_ppl_base.value, uncertainty: ratio_uncertainty };
+        let ppl_ratio = Estimate { value: ln_ppl_ratio.value.exp(), uncertainty: ln_ppl_ratio.value.exp() * ratio_uncertainty };
         let ppl_cov = ppl_model.value * ppl_base.value * cov;
         let ppl_difference = Estimate {
             value: ppl_model.value - ppl_base.value,
-            uncertainty: (ppl_model.uncertainty.powi(2) + ppl_base.uncertainty.powi(2)
-                - 2.0 * ppl_cov)
-                .max(0.0)
-                .sqrt(),
+            uncertainty: (ppl_model.uncertainty.powi(2) + ppl_base.uncertainty.powi(2) - 2.0 * ppl_cov).max(0.0).sqrt(),
         };
         let mse = mean_and_uncertainty(dp2, dp4, count);
         let rms = mse.value.sqrt();
@@ -185,30 +151,13 @@ impl CompareStats {
             ppl_ratio,
             ppl_difference,
             kld_mean: mean_and_uncertainty(kld, kld2, count),
-            kld: Distribution::of(
-                tokens.iter().map(|t| t.kld as f64).collect(),
-                &KLD_PERCENTILES,
-            ),
+            kld: Distribution::of(tokens.iter().map(|t| t.kld as f64).collect(), &KLD_PERCENTILES),
             delta_p_mean: mean_and_uncertainty(dp, dp2, count),
-            delta_p_rms: Estimate {
-                value: rms,
-                uncertainty: if rms > 0.0 {
-                    0.5 / rms * mse.uncertainty
-                } else {
-                    0.0
-                },
-            },
-            delta_p: Distribution::of(
-                tokens.iter().map(|t| t.p_model() - t.p_base()).collect(),
-                &DELTA_P_PERCENTILES,
-            ),
+            delta_p_rms: Estimate { value: rms, uncertainty: if rms > 0.0 { 0.5 / rms * mse.uncertainty } else { 0.0 } },
+            delta_p: Distribution::of(tokens.iter().map(|t| t.p_model() - t.p_base()).collect(), &DELTA_P_PERCENTILES),
             same_top: Estimate {
                 value: same,
-                uncertainty: if count > 1 {
-                    (same * (1.0 - same) / (count - 1) as f64).sqrt()
-                } else {
-                    0.0
-                },
+                uncertainty: if count > 1 { (same * (1.0 - same) / (count - 1) as f64).sqrt() } else { 0.0 },
             },
         }
     }

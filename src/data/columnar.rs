@@ -24,10 +24,7 @@ fn guarded<T>(path: &Path, format: &str, decode: impl FnOnce() -> Result<T>) -> 
             .map(|s| s.to_string())
             .or_else(|| panic.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "the decoder failed".into());
-        Err(Error::bad_input(format!(
-            "{}: cannot read {format} data: the file is corrupt ({reason})",
-            path.display()
-        )))
+        Err(Error::bad_input(format!("{}: cannot read {format} data: the file is corrupt ({reason})", path.display())))
     })
 }
 
@@ -36,9 +33,7 @@ pub(super) fn read_arrow(path: &Path) -> Result<Vec<Record>> {
 }
 
 fn read_arrow_unguarded(path: &Path) -> Result<Vec<Record>> {
-    let fail = |e: &dyn std::fmt::Display| {
-        Error::bad_input(format!("{}: cannot read Arrow data: {e}", path.display()))
-    };
+    let fail = |e: &dyn std::fmt::Display| Error::bad_input(format!("{}: cannot read Arrow data: {e}", path.display()));
     let file = std::fs::File::open(path).map_err(|e| fail(&e))?;
     let mut reader = std::io::BufReader::new(file);
     // The IPC file format starts with the magic "ARROW1"; `save_to_disk` writes the stream format.
@@ -51,8 +46,7 @@ fn read_arrow_unguarded(path: &Path) -> Result<Vec<Record>> {
         let reader = arrow_ipc::reader::FileReader::try_new(file, None).map_err(|e| fail(&e))?;
         collect_batches(reader, limit).map_err(|e| fail(&e))?
     } else {
-        let reader = arrow_ipc::reader::StreamReader::try_new(std::io::BufReader::new(file), None)
-            .map_err(|e| fail(&e))?;
+        let reader = arrow_ipc::reader::StreamReader::try_new(std::io::BufReader::new(file), None).map_err(|e| fail(&e))?;
         collect_batches(reader, limit).map_err(|e| fail(&e))?
     };
     batches_to_records(&batches).map_err(|e| fail(&e))
@@ -63,16 +57,11 @@ fn read_arrow_unguarded(path: &Path) -> Result<Vec<Record>> {
 /// file could claim billions of rows. Any column with data takes at least a bit per row.
 fn row_limit(file: &std::fs::File) -> std::result::Result<usize, String> {
     let len = file.metadata().map_err(|e| e.to_string())?.len();
-    Ok(usize::try_from(len)
-        .unwrap_or(usize::MAX)
-        .saturating_mul(8)
-        .saturating_add(4096))
+    Ok(usize::try_from(len).unwrap_or(usize::MAX).saturating_mul(8).saturating_add(4096))
 }
 
 fn too_many_rows(rows: impl std::fmt::Display, limit: usize) -> String {
-    format!(
-        "the file claims {rows} rows, more than its size can hold (at most {limit}); it is corrupt"
-    )
+    format!("the file claims {rows} rows, more than its size can hold (at most {limit}); it is corrupt")
 }
 
 /// Record batches, refused as soon as they hold more rows than `limit`.
@@ -103,11 +92,7 @@ fn check_ipc_file_layout(file: &std::fs::File) -> std::result::Result<(), String
     let len = file.metadata().map_err(|e| e.to_string())?.len();
     let mut reader = file;
     let mut tail = [0u8; 10];
-    if len < 16
-        || reader.seek(SeekFrom::End(-10)).is_err()
-        || reader.read_exact(&mut tail).is_err()
-        || &tail[4..] != b"ARROW1"
-    {
+    if len < 16 || reader.seek(SeekFrom::End(-10)).is_err() || reader.read_exact(&mut tail).is_err() || &tail[4..] != b"ARROW1" {
         return Err("not a complete Arrow IPC file (no footer)".into());
     }
     let footer_len = i32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
@@ -115,16 +100,10 @@ fn check_ipc_file_layout(file: &std::fs::File) -> std::result::Result<(), String
         format!("the footer claims {footer_len} bytes, but the file has {len} (the file is truncated or corrupt)")
     })?;
     let mut footer = vec![0u8; footer_len as usize];
-    reader
-        .seek(SeekFrom::End(-10 - footer_len as i64))
-        .map_err(|e| e.to_string())?;
+    reader.seek(SeekFrom::End(-10 - footer_len as i64)).map_err(|e| e.to_string())?;
     reader.read_exact(&mut footer).map_err(|e| e.to_string())?;
     let footer = arrow_ipc::root_as_footer(&footer).map_err(|e| format!("corrupt footer: {e}"))?;
-    let blocks = footer
-        .recordBatches()
-        .into_iter()
-        .chain(footer.dictionaries())
-        .flatten();
+    let blocks = footer.recordBatches().into_iter().chain(footer.dictionaries()).flatten();
     for block in blocks {
         let end = u64::try_from(block.offset()).ok().and_then(|offset| {
             let meta = u64::try_from(block.metaDataLength()).ok()?;
@@ -149,21 +128,12 @@ pub(super) fn read_parquet(path: &Path) -> Result<Vec<Record>> {
 }
 
 fn read_parquet_unguarded(path: &Path) -> Result<Vec<Record>> {
-    let fail = |e: &dyn std::fmt::Display| {
-        Error::bad_input(format!("{}: cannot read Parquet data: {e}", path.display()))
-    };
+    let fail = |e: &dyn std::fmt::Display| Error::bad_input(format!("{}: cannot read Parquet data: {e}", path.display()));
     let file = std::fs::File::open(path).map_err(|e| fail(&e))?;
-    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| fail(&e))?;
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| fail(&e))?;
     check_parquet_pages(path, builder.metadata()).map_err(|e| fail(&e))?;
-    let limit =
-        row_limit(&std::fs::File::open(path).map_err(|e| fail(&e))?).map_err(|e| fail(&e))?;
-    let claimed: i128 = builder
-        .metadata()
-        .row_groups()
-        .iter()
-        .map(|g| i128::from(g.num_rows()))
-        .sum();
+    let limit = row_limit(&std::fs::File::open(path).map_err(|e| fail(&e))?).map_err(|e| fail(&e))?;
+    let claimed: i128 = builder.metadata().row_groups().iter().map(|g| i128::from(g.num_rows())).sum();
     if claimed < 0 || claimed > limit as i128 {
         return Err(fail(&too_many_rows(claimed, limit)));
     }
@@ -178,26 +148,16 @@ fn read_parquet_unguarded(path: &Path) -> Result<Vec<Record>> {
 /// and a compressed page may claim at most what its codec can expand it to: Snappy, the one codec
 /// perplex reads, expands by at most 64 bytes per 3-byte copy (about 21x). The parquet metadata
 /// itself is checked against the file's size by the parquet reader.
-fn check_parquet_pages(
-    path: &Path,
-    metadata: &parquet::file::metadata::ParquetMetaData,
-) -> std::result::Result<(), String> {
+fn check_parquet_pages(path: &Path, metadata: &parquet::file::metadata::ParquetMetaData) -> std::result::Result<(), String> {
     use std::io::{Seek, SeekFrom};
     let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let file_len = file.metadata().map_err(|e| e.to_string())?.len();
     for (g, group) in metadata.row_groups().iter().enumerate() {
         for (c, column) in group.columns().iter().enumerate() {
             let snappy = column.compression() == parquet::basic::Compression::SNAPPY;
-            let start = column
-                .dictionary_page_offset()
-                .unwrap_or(column.data_page_offset());
-            let (Ok(start), Ok(len)) = (
-                u64::try_from(start),
-                u64::try_from(column.compressed_size()),
-            ) else {
-                return Err(format!(
-                    "row group {g}, column {c}: negative offset or size"
-                ));
+            let start = column.dictionary_page_offset().unwrap_or(column.data_page_offset());
+            let (Ok(start), Ok(len)) = (u64::try_from(start), u64::try_from(column.compressed_size())) else {
+                return Err(format!("row group {g}, column {c}: negative offset or size"));
             };
             if start.checked_add(len).is_none_or(|end| end > file_len) {
                 return Err(format!(
@@ -207,31 +167,19 @@ fn check_parquet_pages(
             if !snappy {
                 continue;
             }
-            file.seek(SeekFrom::Start(start))
-                .map_err(|e| e.to_string())?;
+            file.seek(SeekFrom::Start(start)).map_err(|e| e.to_string())?;
             let mut chunk = vec![0u8; len as usize];
             file.read_exact(&mut chunk).map_err(|e| e.to_string())?;
             let mut pos = 0usize;
             while pos < chunk.len() {
-                let mut header = Thrift {
-                    bytes: &chunk[pos..],
-                    pos: 0,
-                };
+                let mut header = Thrift { bytes: &chunk[pos..], pos: 0 };
                 // A header that a strict reading cannot parse is refused rather than left to the
                 // reader's own (more lenient) parser.
                 let Some((uncompressed, compressed)) = header.page_sizes() else {
-                    return Err(format!(
-                        "row group {g}, column {c}: corrupt page header at byte {}",
-                        start + pos as u64
-                    ));
+                    return Err(format!("row group {g}, column {c}: corrupt page header at byte {}", start + pos as u64));
                 };
-                let page_end = pos
-                    .checked_add(header.pos)
-                    .and_then(|p| p.checked_add(usize::try_from(compressed).ok()?));
-                if uncompressed < 0
-                    || compressed < 0
-                    || (uncompressed as u64) > 22 * compressed as u64 + 1024
-                {
+                let page_end = pos.checked_add(header.pos).and_then(|p| p.checked_add(usize::try_from(compressed).ok()?));
+                if uncompressed < 0 || compressed < 0 || (uncompressed as u64) > 22 * compressed as u64 + 1024 {
                     return Err(format!(
                         "row group {g}, column {c}: a Snappy page of {compressed} bytes claims {uncompressed} bytes \
                          uncompressed (the file is corrupt)"
@@ -280,10 +228,7 @@ impl Thrift<'_> {
     }
 
     fn skip(&mut self, n: u64) -> Option<()> {
-        self.pos = self
-            .pos
-            .checked_add(usize::try_from(n).ok()?)
-            .filter(|&p| p <= self.bytes.len())?;
+        self.pos = self.pos.checked_add(usize::try_from(n).ok()?).filter(|&p| p <= self.bytes.len())?;
         Some(())
     }
 
@@ -303,11 +248,7 @@ impl Thrift<'_> {
             }
             9 | 10 => {
                 let head = self.byte()?;
-                let n = if head >> 4 == 15 {
-                    self.varint()?
-                } else {
-                    u64::from(head >> 4)
-                };
+                let n = if head >> 4 == 15 { self.varint()? } else { u64::from(head >> 4) };
                 let element = head & 0x0f;
                 for _ in 0..n {
                     if element == 1 || element == 2 {
@@ -336,11 +277,7 @@ impl Thrift<'_> {
 
     /// Reads a struct's fields, handing each (id, kind) to `field` first: it returns Some(())
     /// when it consumed the value itself.
-    fn skip_struct(
-        &mut self,
-        depth: usize,
-        mut field: impl FnMut(&mut Self, i16, u8) -> Option<()>,
-    ) -> Option<()> {
+    fn skip_struct(&mut self, depth: usize, mut field: impl FnMut(&mut Self, i16, u8) -> Option<()>) -> Option<()> {
         let mut id = 0i16;
         loop {
             let head = self.byte()?;
@@ -370,11 +307,7 @@ impl Thrift<'_> {
                 3 => &mut compressed,
                 _ => return None,
             };
-            let value = if kind == 5 {
-                t.zigzag().filter(|v| i32::try_from(*v).is_ok())
-            } else {
-                None
-            };
+            let value = if kind == 5 { t.zigzag().filter(|v| i32::try_from(*v).is_ok()) } else { None };
             match value {
                 Some(v) if slot.is_none() => *slot = Some(v),
                 _ => malformed = true,
@@ -414,9 +347,7 @@ fn arrow_value(array: &dyn Array, row: usize) -> std::result::Result<Value, Stri
         return Ok(Value::Null);
     }
     fn number(x: f64) -> Value {
-        serde_json::Number::from_f64(x)
-            .map(Value::Number)
-            .unwrap_or(Value::Null)
+        serde_json::Number::from_f64(x).map(Value::Number).unwrap_or(Value::Null)
     }
     Ok(match array.data_type() {
         DataType::Null => Value::Null,
@@ -437,9 +368,7 @@ fn arrow_value(array: &dyn Array, row: usize) -> std::result::Result<Value, Stri
         DataType::Utf8View => Value::String(array.as_string_view().value(row).to_string()),
         DataType::List(_) => list_value(array.as_list::<i32>().value(row).as_ref())?,
         DataType::LargeList(_) => list_value(array.as_list::<i64>().value(row).as_ref())?,
-        DataType::FixedSizeList(_, _) => {
-            list_value(array.as_fixed_size_list().value(row).as_ref())?
-        }
+        DataType::FixedSizeList(_, _) => list_value(array.as_fixed_size_list().value(row).as_ref())?,
         DataType::Struct(fields) => {
             let array = array.as_struct();
             let mut map = Map::new();
@@ -448,17 +377,10 @@ fn arrow_value(array: &dyn Array, row: usize) -> std::result::Result<Value, Stri
             }
             Value::Object(map)
         }
-        other => {
-            return Err(format!(
-                "column type {other} is not supported (convert the column to strings or numbers)"
-            ))
-        }
+        other => return Err(format!("column type {other} is not supported (convert the column to strings or numbers)")),
     })
 }
 
 fn list_value(values: &dyn Array) -> std::result::Result<Value, String> {
-    (0..values.len())
-        .map(|i| arrow_value(values, i))
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map(Value::Array)
+    (0..values.len()).map(|i| arrow_value(values, i)).collect::<std::result::Result<Vec<_>, _>>().map(Value::Array)
 }

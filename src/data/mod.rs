@@ -46,10 +46,7 @@ pub enum Source {
 impl Source {
     pub fn open(path: &Path) -> Result<Source> {
         if !path.exists() {
-            return Err(Error::bad_input(format!(
-                "{}: cannot read: no such file or directory",
-                path.display()
-            )));
+            return Err(Error::bad_input(format!("{}: cannot read: no such file or directory", path.display())));
         }
         if path.is_dir() {
             if is_dataset_dir(path) {
@@ -101,21 +98,11 @@ pub fn read_documents(path: &Path, field: &str) -> Result<Vec<Document>> {
     let documents = if path.is_dir() || Format::of(path).is_some() {
         record_documents(path, field)?
     } else {
-        vec![Document {
-            name: path.display().to_string(),
-            text: read_text(path, std::fs::File::open(path))?,
-        }]
+        vec![Document { name: path.display().to_string(), text: read_text(path, std::fs::File::open(path))? }]
     };
     if documents.iter().all(|d| d.text.is_empty()) {
-        let what = if path.is_dir() {
-            "no document has any"
-        } else {
-            "the file is empty"
-        };
-        return Err(Error::bad_input(format!(
-            "{}: no text to score ({what})",
-            path.display()
-        )));
+        let what = if path.is_dir() { "no document has any" } else { "the file is empty" };
+        return Err(Error::bad_input(format!("{}: no text to score ({what})", path.display())));
     }
     Ok(documents)
 }
@@ -124,9 +111,7 @@ pub fn read_documents(path: &Path, field: &str) -> Result<Vec<Document>> {
 fn record_documents(path: &Path, field: &str) -> Result<Vec<Document>> {
     let split = match Source::open(path)? {
         Source::Split(split) => split,
-        Source::Splits(splits) if splits.len() == 1 => {
-            read_split(&splits, splits.keys().next().expect("one split"))?
-        }
+        Source::Splits(splits) if splits.len() == 1 => read_split(&splits, splits.keys().next().expect("one split"))?,
         Source::Splits(splits) => {
             let names: Vec<&String> = splits.keys().collect();
             return Err(Error::bad_input(format!(
@@ -139,14 +124,9 @@ fn record_documents(path: &Path, field: &str) -> Result<Vec<Document>> {
     let origin = split.origin.display();
     let documents = split.records.iter().zip(&split.rows).map(|(record, row)| {
         let text = record.get(field).and_then(|v| v.as_str()).ok_or_else(|| {
-            Error::bad_input(format!(
-                "{origin}:{row}: no string field \"{field}\" (choose the field with --field)"
-            ))
+            Error::bad_input(format!("{origin}:{row}: no string field \"{field}\" (choose the field with --field)"))
         })?;
-        Ok(Document {
-            name: format!("{origin}:{row}"),
-            text: text.to_string(),
-        })
+        Ok(Document { name: format!("{origin}:{row}"), text: text.to_string() })
     });
     documents.collect()
 }
@@ -155,19 +135,14 @@ fn record_documents(path: &Path, field: &str) -> Result<Vec<Document>> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
     /// JSON Lines or a JSON array, perhaps gzipped.
-    Json {
-        gzipped: bool,
-    },
+    Json { gzipped: bool },
     Parquet,
     Arrow,
 }
 
 impl Format {
     fn of(path: &Path) -> Option<Format> {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_lowercase())
-            .unwrap_or_default();
+        let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
         let json = [".jsonl", ".json"];
         if json.iter().any(|e| name.ends_with(e)) {
             Some(Format::Json { gzipped: false })
@@ -175,10 +150,7 @@ impl Format {
             Some(Format::Json { gzipped: true })
         } else if name.ends_with(".parquet") {
             Some(Format::Parquet)
-        } else if [".arrow", ".feather", ".ipc"]
-            .iter()
-            .any(|e| name.ends_with(e))
-        {
+        } else if [".arrow", ".feather", ".ipc"].iter().any(|e| name.ends_with(e)) {
             Some(Format::Arrow)
         } else {
             None
@@ -190,12 +162,7 @@ impl Split {
     /// A split of records numbered by `rows` (JSON Lines) or by their place.
     fn of(name: Option<String>, origin: &Path, records: Numbered) -> Split {
         let (rows, records) = records.into_iter().unzip();
-        Split {
-            name,
-            origin: origin.to_path_buf(),
-            records,
-            rows,
-        }
+        Split { name, origin: origin.to_path_buf(), records, rows }
     }
 }
 
@@ -203,11 +170,7 @@ impl Split {
 type Numbered = Vec<(usize, Record)>;
 
 fn numbered(records: Vec<Record>) -> Numbered {
-    records
-        .into_iter()
-        .enumerate()
-        .map(|(i, record)| (i + 1, record))
-        .collect()
+    records.into_iter().enumerate().map(|(i, record)| (i + 1, record)).collect()
 }
 
 fn read_records(path: &Path, format: Format) -> Result<Numbered> {
@@ -250,9 +213,8 @@ fn dataset_dict_splits(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
             }
         }
         None => {
-            let entries = std::fs::read_dir(dir).map_err(|e| {
-                Error::bad_input(format!("{}: cannot read directory: {e}", dir.display()))
-            })?;
+            let entries =
+                std::fs::read_dir(dir).map_err(|e| Error::bad_input(format!("{}: cannot read directory: {e}", dir.display())))?;
             for entry in entries.filter_map(|e| e.ok()) {
                 let path = entry.path();
                 if path.is_dir() && is_dataset_dir(&path) {
@@ -266,50 +228,30 @@ fn dataset_dict_splits(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
 
 /// A `save_to_disk` Dataset: the Arrow files named by state.json (else every *.arrow file, sorted).
 fn read_dataset_dir(dir: &Path) -> Result<Split> {
-    let state: Option<Value> = std::fs::read_to_string(dir.join("state.json"))
-        .ok()
-        .and_then(|text| serde_json::from_str(&text).ok());
+    let state: Option<Value> =
+        std::fs::read_to_string(dir.join("state.json")).ok().and_then(|text| serde_json::from_str(&text).ok());
     let listed: Option<Vec<PathBuf>> = state
         .as_ref()
         .and_then(|s| s.get("_data_files"))
         .and_then(|f| f.as_array())
-        .map(|files| {
-            files
-                .iter()
-                .filter_map(|f| f.get("filename").and_then(|n| n.as_str()))
-                .map(|n| dir.join(n))
-                .collect()
-        });
-    let files = listed
-        .filter(|f| !f.is_empty())
-        .unwrap_or_else(|| arrow_files(dir));
+        .map(|files| files.iter().filter_map(|f| f.get("filename").and_then(|n| n.as_str())).map(|n| dir.join(n)).collect());
+    let files = listed.filter(|f| !f.is_empty()).unwrap_or_else(|| arrow_files(dir));
     if files.is_empty() {
-        return Err(Error::bad_input(format!(
-            "{}: no data-*.arrow files in this dataset directory",
-            dir.display()
-        )));
+        return Err(Error::bad_input(format!("{}: no data-*.arrow files in this dataset directory", dir.display())));
     }
     let mut records = Vec::new();
     for file in &files {
         records.extend(read_arrow(file)?);
     }
-    let name = state
-        .as_ref()
-        .and_then(|s| s.get("_split"))
-        .and_then(|s| s.as_str())
-        .map(str::to_string);
+    let name = state.as_ref().and_then(|s| s.get("_split")).and_then(|s| s.as_str()).map(str::to_string);
     Ok(Split::of(name, dir, numbered(records)))
 }
 
 /// The whole of `reader` (the file at `path`, perhaps through a decoder) as UTF-8 text.
 fn read_text(path: &Path, reader: std::io::Result<impl Read>) -> Result<String> {
-    let fail =
-        |e: std::io::Error| Error::bad_input(format!("{}: cannot read: {e}", path.display()));
+    let fail = |e: std::io::Error| Error::bad_input(format!("{}: cannot read: {e}", path.display()));
     let mut bytes = Vec::new();
-    reader
-        .map_err(fail)?
-        .read_to_end(&mut bytes)
-        .map_err(fail)?;
+    reader.map_err(fail)?.read_to_end(&mut bytes).map_err(fail)?;
     String::from_utf8(bytes).map_err(|e| {
         Error::bad_input(format!(
             "{}: not UTF-8 text (invalid byte at offset {}); convert it, e.g. `iconv -f latin1 -t utf-8`",
@@ -329,16 +271,14 @@ fn read_json(path: &Path, gzipped: bool) -> Result<Numbered> {
     let name = path.display();
     // A JSON array of objects, or (as `Dataset.to_json` writes even for .json) one object per line.
     if text.trim_start().starts_with('[') {
-        let values: Vec<Value> = serde_json::from_str(&text)
-            .map_err(|e| Error::bad_input(format!("{name}: invalid JSON: {e}")))?;
+        let values: Vec<Value> =
+            serde_json::from_str(&text).map_err(|e| Error::bad_input(format!("{name}: invalid JSON: {e}")))?;
         return values
             .into_iter()
             .enumerate()
             .map(|(i, v)| match v {
                 Value::Object(map) => Ok((i + 1, map)),
-                _ => Err(Error::bad_input(format!(
-                    "{name}: element {i} is not a JSON object"
-                ))),
+                _ => Err(Error::bad_input(format!("{name}: element {i} is not a JSON object"))),
             })
             .collect();
     }
@@ -349,18 +289,8 @@ fn read_json(path: &Path, gzipped: bool) -> Result<Numbered> {
         }
         match serde_json::from_str::<Value>(line) {
             Ok(Value::Object(map)) => records.push((i + 1, map)),
-            Ok(_) => {
-                return Err(Error::bad_input(format!(
-                    "{name}:{}: not a JSON object",
-                    i + 1
-                )))
-            }
-            Err(e) => {
-                return Err(Error::bad_input(format!(
-                    "{name}:{}: invalid JSON: {e}",
-                    i + 1
-                )))
-            }
+            Ok(_) => return Err(Error::bad_input(format!("{name}:{}: not a JSON object", i + 1))),
+            Err(e) => return Err(Error::bad_input(format!("{name}:{}: invalid JSON: {e}", i + 1))),
         }
     }
     Ok(documents_of_request_dump(records))
@@ -401,13 +331,8 @@ fn documents_of_request_dump(records: Numbered) -> Numbered {
         return records;
     }
     let generative = |r: &Record| {
-        r.get("request_type")
-            .and_then(Value::as_str)
-            .is_some_and(|t| t.starts_with("generate_until"))
-            || r.get("arguments")
-                .and_then(|a| a.get(0))
-                .and_then(|a| a.get(1))
-                .is_some_and(Value::is_object)
+        r.get("request_type").and_then(Value::as_str).is_some_and(|t| t.starts_with("generate_until"))
+            || r.get("arguments").and_then(|a| a.get(0)).and_then(|a| a.get(1)).is_some_and(Value::is_object)
     };
     let mut seen = HashSet::new();
     records
@@ -441,10 +366,7 @@ mod tests {
 
     fn names_and_texts(documents: &[Document], path: &Path) -> Vec<(String, String)> {
         let prefix = format!("{}", path.display());
-        documents
-            .iter()
-            .map(|d| (d.name.replace(&prefix, "P"), d.text.clone()))
-            .collect()
+        documents.iter().map(|d| (d.name.replace(&prefix, "P"), d.text.clone())).collect()
     }
 
     #[test]
@@ -462,51 +384,26 @@ mod tests {
 
     #[test]
     fn jsonl_documents_are_named_by_their_line() {
-        let path = file(
-            "jsonl",
-            "docs.jsonl",
-            "{\"text\": \"one\"}\n\n{\"text\": \"two\", \"other\": 1}\n",
-        );
+        let path = file("jsonl", "docs.jsonl", "{\"text\": \"one\"}\n\n{\"text\": \"two\", \"other\": 1}\n");
         let documents = read_documents(&path, "text").unwrap();
-        assert_eq!(
-            names_and_texts(&documents, &path),
-            [("P:1".into(), "one".into()), ("P:3".into(), "two".into())]
-        );
+        assert_eq!(names_and_texts(&documents, &path), [("P:1".into(), "one".into()), ("P:3".into(), "two".into())]);
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
     #[test]
     fn json_array_documents_are_named_by_their_place() {
-        let path = file(
-            "array",
-            "docs.json",
-            "[{\"body\": \"one\"}, {\"body\": \"two\"}]",
-        );
+        let path = file("array", "docs.json", "[{\"body\": \"one\"}, {\"body\": \"two\"}]");
         let documents = read_documents(&path, "body").unwrap();
-        assert_eq!(
-            names_and_texts(&documents, &path),
-            [("P:1".into(), "one".into()), ("P:2".into(), "two".into())]
-        );
+        assert_eq!(names_and_texts(&documents, &path), [("P:1".into(), "one".into()), ("P:2".into(), "two".into())]);
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
     #[test]
     fn a_request_dump_is_read_as_its_documents_at_their_first_request() {
-        let line = |doc_id: usize, text: &str| {
-            format!(
-                "{{\"doc_id\": {doc_id}, \"request\": {{}}, \"doc\": {{\"text\": \"{text}\"}}}}\n"
-            )
-        };
-        let path = file(
-            "dump",
-            "dump.jsonl",
-            &[line(0, "a"), line(0, "a"), line(1, "b")].concat(),
-        );
+        let line = |doc_id: usize, text: &str| format!("{{\"doc_id\": {doc_id}, \"request\": {{}}, \"doc\": {{\"text\": \"{text}\"}}}}\n");
+        let path = file("dump", "dump.jsonl", &[line(0, "a"), line(0, "a"), line(1, "b")].concat());
         let documents = read_documents(&path, "text").unwrap();
-        assert_eq!(
-            names_and_texts(&documents, &path),
-            [("P:1".into(), "a".into()), ("P:3".into(), "b".into())]
-        );
+        assert_eq!(names_and_texts(&documents, &path), [("P:1".into(), "a".into()), ("P:3".into(), "b".into())]);
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
@@ -514,10 +411,7 @@ mod tests {
     fn any_other_file_is_one_document() {
         let path = file("text", "notes.md", "{\"text\": \"not parsed\"}\n");
         let documents = read_documents(&path, "text").unwrap();
-        assert_eq!(
-            names_and_texts(&documents, &path),
-            [("P".into(), "{\"text\": \"not parsed\"}\n".into())]
-        );
+        assert_eq!(names_and_texts(&documents, &path), [("P".into(), "{\"text\": \"not parsed\"}\n".into())]);
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 }

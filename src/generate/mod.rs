@@ -95,8 +95,7 @@ const AUTO_CACHE_BYTES: u64 = 2 << 30;
 pub fn plan_slots(model: &Model, batch: Batch, slot_len: usize) -> usize {
     let gpu_model = &model.gpu_model;
     let wanted = match batch {
-        Batch::Auto => AUTO_SLOTS
-            .min((AUTO_CACHE_BYTES / gpu_model.kv_cache_bytes(1, slot_len).max(1)) as usize),
+        Batch::Auto => AUTO_SLOTS.min((AUTO_CACHE_BYTES / gpu_model.kv_cache_bytes(1, slot_len).max(1)) as usize),
         Batch::Windows(n) => n,
     };
     wanted.min(gpu_model.max_kv_slots(slot_len)).max(1)
@@ -105,9 +104,7 @@ pub fn plan_slots(model: &Model, batch: Batch, slot_len: usize) -> usize {
 /// Prompts of `len` tokens one prefill pass takes (at least one, at most `free`).
 pub fn prompts_per_prefill(model: &Model, len: usize, free: usize) -> usize {
     let len = len.max(1);
-    (crate::forward::AUTO_PASS_ROWS / len)
-        .min(model.gpu_model.max_rows_per_pass() / len)
-        .clamp(1, free.max(1))
+    (crate::forward::AUTO_PASS_ROWS / len).min(model.gpu_model.max_rows_per_pass() / len).clamp(1, free.max(1))
 }
 
 /// Generates an answer to every request (see the module documentation).
@@ -125,12 +122,7 @@ pub fn generate(model: &Model, requests: &[GenRequest], options: &GenOptions) ->
     let prepared = requests
         .iter()
         .enumerate()
-        .map(|(i, request)| {
-            Prepared::new(model, request, max_length).map_err(|e| Error {
-                message: format!("generation request {}: {}", i + 1, e.message),
-                ..e
-            })
-        })
+        .map(|(i, request)| Prepared::new(model, request, max_length).map_err(|e| Error { message: format!("generation request {}: {}", i + 1, e.message), ..e }))
         .collect::<Result<Vec<_>>>()?;
     let pass_rows = gpu_model.max_rows_per_pass();
     if let Some(long) = prepared.iter().find(|p| p.context.len() > pass_rows) {
@@ -140,42 +132,24 @@ pub fn generate(model: &Model, requests: &[GenRequest], options: &GenOptions) ->
             gpu_model.gpu.describe()
         )));
     }
-    let slot_len = prepared
-        .iter()
-        .map(|p| p.context.len() + p.max_gen_toks)
-        .max()
-        .unwrap_or(1);
-    let mut slots = plan_slots(model, options.batch, slot_len)
-        .min(requests.len())
-        .max(1);
+    let slot_len = prepared.iter().map(|p| p.context.len() + p.max_gen_toks).max().unwrap_or(1);
+    let mut slots = plan_slots(model, options.batch, slot_len).min(requests.len()).max(1);
     let total_budget: u64 = prepared.iter().map(|p| p.max_gen_toks as u64).sum();
     let progress = crate::score::watcher(&options.progress);
     progress.start(total_budget);
 
-    let mut decoder = Decoder {
-        model,
-        prepared: &prepared,
-        results: vec![None; requests.len()],
-        progress,
-        prefill_tokens: 0,
-        generated_tokens: 0,
-    };
+    let mut decoder = Decoder { model, prepared: &prepared, results: vec![None; requests.len()], progress, prefill_tokens: 0, generated_tokens: 0 };
     // Longest contexts first: prompts of similar lengths share prefill passes.
     let mut order: Vec<usize> = (0..requests.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(prepared[i].context.len()));
     let mut queue: std::collections::VecDeque<usize> = order.into();
     let outcome = loop {
         // A device that runs out of memory gets fewer slots; the sequences in flight start again.
-        let run = gpu_model
-            .reserve_kv_cache(slots, slot_len)
-            .and_then(|()| decoder.run(&mut queue, slots, slot_len));
+        let run = gpu_model.reserve_kv_cache(slots, slot_len).and_then(|()| decoder.run(&mut queue, slots, slot_len));
         match run {
             Err(error) if error.kind == ErrorKind::DeviceMemory && slots > 1 => {
                 slots /= 2;
-                eprintln!(
-                    "warning: {}; generating {slots} sequences at once",
-                    error.message
-                );
+                eprintln!("warning: {}; generating {slots} sequences at once", error.message);
                 gpu_model.gpu.clear_error();
             }
             other => break other,
@@ -185,11 +159,7 @@ pub fn generate(model: &Model, requests: &[GenRequest], options: &GenOptions) ->
     progress.finish();
     outcome?;
     Ok(GenOutput {
-        results: decoder
-            .results
-            .into_iter()
-            .map(|r| r.expect("every request answered"))
-            .collect(),
+        results: decoder.results.into_iter().map(|r| r.expect("every request answered")).collect(),
         max_length,
         slots,
         prefill_tokens: decoder.prefill_tokens,
@@ -212,9 +182,7 @@ impl Prepared {
         let tokenizer = &model.tokenizer;
         let max_gen_toks = request.max_gen_toks;
         if max_gen_toks == 0 {
-            return Err(Error::bad_input(
-                "max_gen_toks is 0: nothing would be generated",
-            ));
+            return Err(Error::bad_input("max_gen_toks is 0: nothing would be generated"));
         }
         if max_gen_toks >= max_length {
             return Err(Error::bad_input(format!(
@@ -223,9 +191,7 @@ impl Prepared {
             )));
         }
         if !request.until.is_empty() && request.until.iter().all(|u| u.is_empty()) {
-            return Err(Error::bad_input(
-                "every `until` string is empty: give none (stop at end of text) or non-empty ones",
-            ));
+            return Err(Error::bad_input("every `until` string is empty: give none (stop at end of text) or non-empty ones"));
         }
         let mut context = encode_context(model, &request.context)?;
         // Left truncation to max_length - max_gen_toks tokens.
@@ -234,40 +200,24 @@ impl Prepared {
         if truncated {
             context.drain(..context.len() - room);
         }
-        let mut until: Vec<String> = request
-            .until
-            .iter()
-            .filter(|u| !u.is_empty())
-            .cloned()
-            .collect();
+        let mut until: Vec<String> = request.until.iter().filter(|u| !u.is_empty()).cloned().collect();
         if let Some(eos) = tokenizer.eos {
             until.push(tokenizer.decode_token(eos));
         }
-        Ok(Prepared {
-            context,
-            truncated,
-            until,
-            max_gen_toks,
-        })
+        Ok(Prepared { context, truncated, until, max_gen_toks })
     }
 
     /// Whether `generated` (the continuation so far) ends the sequence: how, and the answer (the
     /// decoded continuation cut before the first stop string). The whole continuation is decoded
     /// each step (the harness checks a tail of it): linear in its length, and small beside the
     /// step itself at any max_gen_toks the harness uses.
-    fn finish(
-        &self,
-        tokenizer: &crate::model::TextTokenizer,
-        generated: &[u32],
-    ) -> Option<(Stop, String)> {
+    fn finish(&self, tokenizer: &crate::model::TextTokenizer, generated: &[u32]) -> Option<(Stop, String)> {
         let text = tokenizer.decode_text(generated);
         let stop = match first_stop(&text, &self.until) {
             _ if generated.last().is_some_and(|&t| Some(t) == tokenizer.eos) => Stop::EndOfText,
             // The end-of-text token's text, which the harness adds to `until`, is not one of the
             // request's strings.
-            Some((index, _)) if index < self.until.len() - usize::from(tokenizer.eos.is_some()) => {
-                Stop::Until(index)
-            }
+            Some((index, _)) if index < self.until.len() - usize::from(tokenizer.eos.is_some()) => Stop::Until(index),
             Some(_) => Stop::EndOfText,
             None if generated.len() >= self.max_gen_toks => Stop::MaxTokens,
             None => return None,
@@ -296,11 +246,7 @@ pub fn encode_context(model: &Model, context: &str) -> Result<Vec<u32>> {
 /// The earliest occurrence of any of `until` in `text`: (index into `until`, byte offset). Ties
 /// at one offset go to the earlier string.
 fn first_stop(text: &str, until: &[String]) -> Option<(usize, usize)> {
-    until
-        .iter()
-        .enumerate()
-        .filter_map(|(i, u)| text.find(u.as_str()).map(|at| (i, at)))
-        .min_by_key(|&(i, at)| (at, i))
+    until.iter().enumerate().filter_map(|(i, u)| text.find(u.as_str()).map(|at| (i, at))).min_by_key(|&(i, at)| (at, i))
 }
 
 /// `text` cut before the first occurrence of any of `until`: the harness's
@@ -333,12 +279,7 @@ struct Decoder<'a> {
 impl Decoder<'_> {
     /// Answers the requests in `queue` with `slots` sequences at a time. On an error the
     /// sequences in flight go back to the front of the queue.
-    fn run(
-        &mut self,
-        queue: &mut std::collections::VecDeque<usize>,
-        slots: usize,
-        slot_len: usize,
-    ) -> Result<()> {
+    fn run(&mut self, queue: &mut std::collections::VecDeque<usize>, slots: usize, slot_len: usize) -> Result<()> {
         let mut live: Vec<Live> = Vec::new();
         let outcome = self.decode_all(queue, &mut live, slots, slot_len);
         if outcome.is_err() {
@@ -349,13 +290,7 @@ impl Decoder<'_> {
         outcome
     }
 
-    fn decode_all(
-        &mut self,
-        queue: &mut std::collections::VecDeque<usize>,
-        live: &mut Vec<Live>,
-        slots: usize,
-        slot_len: usize,
-    ) -> Result<()> {
+    fn decode_all(&mut self, queue: &mut std::collections::VecDeque<usize>, live: &mut Vec<Live>, slots: usize, slot_len: usize) -> Result<()> {
         let gpu_model = &self.model.gpu_model;
         let mut free: Vec<usize> = (0..slots).rev().collect();
         while !queue.is_empty() || !live.is_empty() {
@@ -364,28 +299,12 @@ impl Decoder<'_> {
             }
             // Fill the free slots: prompts of similar lengths share a prefill pass.
             while !free.is_empty() && !queue.is_empty() {
-                let per_pass = prompts_per_prefill(
-                    self.model,
-                    self.prepared[queue[0]].context.len(),
-                    free.len(),
-                );
-                let taken: Vec<(usize, usize)> = (0..per_pass.min(queue.len()))
-                    .map(|_| (queue.pop_front().unwrap(), free.pop().unwrap()))
-                    .collect();
+                let per_pass = prompts_per_prefill(self.model, self.prepared[queue[0]].context.len(), free.len());
+                let taken: Vec<(usize, usize)> = (0..per_pass.min(queue.len())).map(|_| (queue.pop_front().unwrap(), free.pop().unwrap())).collect();
                 for &(request, slot) in &taken {
-                    live.push(Live {
-                        request,
-                        slot,
-                        generated: Vec::new(),
-                    });
+                    live.push(Live { request, slot, generated: Vec::new() });
                 }
-                let prompts: Vec<Prompt> = taken
-                    .iter()
-                    .map(|&(request, slot)| Prompt {
-                        tokens: &self.prepared[request].context,
-                        slot,
-                    })
-                    .collect();
+                let prompts: Vec<Prompt> = taken.iter().map(|&(request, slot)| Prompt { tokens: &self.prepared[request].context, slot }).collect();
                 let first = gpu_model.prefill(&prompts)?;
                 self.prefill_tokens += prompts.iter().map(|p| p.tokens.len()).sum::<usize>();
                 let fresh = live.len() - taken.len();
@@ -399,11 +318,7 @@ impl Decoder<'_> {
             }
             let rows: Vec<DecodeRow> = live
                 .iter()
-                .map(|s| DecodeRow {
-                    token: *s.generated.last().unwrap(),
-                    slot: s.slot,
-                    position: self.prepared[s.request].context.len() + s.generated.len() - 1,
-                })
+                .map(|s| DecodeRow { token: *s.generated.last().unwrap(), slot: s.slot, position: self.prepared[s.request].context.len() + s.generated.len() - 1 })
                 .collect();
             debug_assert!(rows.iter().all(|r| r.position < slot_len));
             let next = gpu_model.decode(&rows)?;

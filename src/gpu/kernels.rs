@@ -27,12 +27,7 @@ pub enum WeightFormat {
 }
 
 impl WeightFormat {
-    pub const ALL: [WeightFormat; 4] = [
-        WeightFormat::F32,
-        WeightFormat::F16,
-        WeightFormat::BF16,
-        WeightFormat::Int8Groups,
-    ];
+    pub const ALL: [WeightFormat; 4] = [WeightFormat::F32, WeightFormat::F16, WeightFormat::BF16, WeightFormat::Int8Groups];
 
     /// The format in shader file names.
     fn name(self) -> &'static str {
@@ -57,14 +52,8 @@ impl WeightFormat {
     fn snippet(self) -> &'static str {
         match self {
             WeightFormat::F32 => include_str!("../../shaders/weights_f32.wgsl"),
-            WeightFormat::F16 => concat!(
-                include_str!("../../shaders/weights_f16.wgsl"),
-                include_str!("../../shaders/weights_halves.wgsl")
-            ),
-            WeightFormat::BF16 => concat!(
-                include_str!("../../shaders/weights_bf16.wgsl"),
-                include_str!("../../shaders/weights_halves.wgsl")
-            ),
+            WeightFormat::F16 => concat!(include_str!("../../shaders/weights_f16.wgsl"), include_str!("../../shaders/weights_halves.wgsl")),
+            WeightFormat::BF16 => concat!(include_str!("../../shaders/weights_bf16.wgsl"), include_str!("../../shaders/weights_halves.wgsl")),
             WeightFormat::Int8Groups => include_str!("../../shaders/weights_int8_groups.wgsl"),
         }
     }
@@ -106,9 +95,7 @@ impl DepthStep {
     /// Every step [`DepthStep::of`] gives rows in `format` (quantized rows are whole groups).
     pub fn all(format: WeightFormat) -> Vec<DepthStep> {
         let mut steps = Vec::new();
-        for depth in (1..=2 * DepthStep::ThirtyTwo.values())
-            .filter(|d| format != WeightFormat::Int8Groups || d.is_multiple_of(GROUP))
-        {
+        for depth in (1..=2 * DepthStep::ThirtyTwo.values()).filter(|d| format != WeightFormat::Int8Groups || d.is_multiple_of(GROUP)) {
             let step = DepthStep::of(format, depth);
             if !steps.contains(&step) {
                 steps.push(step);
@@ -143,39 +130,24 @@ impl DepthStep {
 pub enum KernelId {
     Embedding(WeightFormat),
     /// The product of input rows with weight rows of some depth (see [`KernelId::matmul`]).
-    Matmul {
-        format: WeightFormat,
-        step: DepthStep,
-    },
-    LmHeadLoss {
-        format: WeightFormat,
-        step: DepthStep,
-    },
+    Matmul { format: WeightFormat, step: DepthStep },
+    LmHeadLoss { format: WeightFormat, step: DepthStep },
     LossCombine,
     /// Two models' final hidden rows as pairs of rows for [`KernelId::CompareHead`].
     StackRows,
     /// Both models' LM heads side by side (one matrix in `format`), reduced per row and tile to
     /// what the KL divergence and both losses need (perplex compare).
-    CompareHead {
-        format: WeightFormat,
-        step: DepthStep,
-    },
+    CompareHead { format: WeightFormat, step: DepthStep },
     CompareCombine,
     Norm,
     Rope,
     Activation(Activation),
-    Attention {
-        head_dim: u32,
-        key_tile: u32,
-    },
+    Attention { head_dim: u32, key_tile: u32 },
     /// Greedy generation: a pass's keys and values into the KV cache.
     KvStore,
     /// Greedy generation: each sequence's new query over its keys in the KV cache, `group`
     /// query heads (sharing one key/value head) per workgroup.
-    DecodeAttention {
-        head_dim: u32,
-        group: u32,
-    },
+    DecodeAttention { head_dim: u32, group: u32 },
     /// Greedy generation: the argmax of each row's logits from the LM head's tile summaries.
     GreedyCombine,
 }
@@ -214,16 +186,10 @@ pub struct Slot {
 }
 
 const fn read(binding: u32) -> Slot {
-    Slot {
-        binding,
-        writable: false,
-    }
+    Slot { binding, writable: false }
 }
 const fn write(binding: u32) -> Slot {
-    Slot {
-        binding,
-        writable: true,
-    }
+    Slot { binding, writable: true }
 }
 
 pub const PARAMS_SIZE: u64 = 64;
@@ -231,26 +197,17 @@ pub const PARAMS_SIZE: u64 = 64;
 impl KernelId {
     /// The matrix product against weight rows of `depth` values in `format`.
     pub fn matmul(format: WeightFormat, depth: usize) -> KernelId {
-        KernelId::Matmul {
-            format,
-            step: DepthStep::of(format, depth),
-        }
+        KernelId::Matmul { format, step: DepthStep::of(format, depth) }
     }
 
     /// The fused LM head and loss against vocabulary rows of `depth` values in `format`.
     pub fn lm_head_loss(format: WeightFormat, depth: usize) -> KernelId {
-        KernelId::LmHeadLoss {
-            format,
-            step: DepthStep::of(format, depth),
-        }
+        KernelId::LmHeadLoss { format, step: DepthStep::of(format, depth) }
     }
 
     /// Both heads side by side against rows of `depth` values (both hidden sizes) in `format`.
     pub fn compare_head(format: WeightFormat, depth: usize) -> KernelId {
-        KernelId::CompareHead {
-            format,
-            step: DepthStep::of(format, depth),
-        }
+        KernelId::CompareHead { format, step: DepthStep::of(format, depth) }
     }
 
     /// The attention kernel for `head_dim`, with as many keys per tile (up to 32) as fit in the
@@ -265,16 +222,10 @@ impl KernelId {
     /// of workgroup memory.
     pub fn attention_on(path: ReadPath, workgroup_storage: u32, head_dim: u32) -> KernelId {
         if path == ReadPath::Textures && head_dim.is_multiple_of(4) {
-            return KernelId::Attention {
-                head_dim,
-                key_tile: 0,
-            };
+            return KernelId::Attention { head_dim, key_tile: 0 };
         }
         let per_key = 2 * head_dim.div_ceil(4) * 16 + 4;
-        KernelId::Attention {
-            head_dim,
-            key_tile: (workgroup_storage / per_key).clamp(1, 32),
-        }
+        KernelId::Attention { head_dim, key_tile: (workgroup_storage / per_key).clamp(1, 32) }
     }
 
     /// The kernel's name without its specialisation, for reports.
@@ -354,12 +305,7 @@ impl KernelId {
     pub fn texture_slots(self, path: ReadPath) -> Vec<usize> {
         match (self, path) {
             // Input rows and weights.
-            (
-                KernelId::Matmul { .. }
-                | KernelId::LmHeadLoss { .. }
-                | KernelId::CompareHead { .. },
-                ReadPath::Textures,
-            ) => vec![0, 1],
+            (KernelId::Matmul { .. } | KernelId::LmHeadLoss { .. } | KernelId::CompareHead { .. }, ReadPath::Textures) => vec![0, 1],
             // qkv and positions
             (KernelId::Attention { key_tile: 0, .. }, _) => vec![0, 1],
             _ => Vec::new(),
@@ -387,11 +333,7 @@ impl ShaderVariant {
     /// subgroups where `share_rows`.
     pub fn of(kernel: KernelId, path: ReadPath, share_rows: bool) -> ShaderVariant {
         let textures = !kernel.texture_slots(path).is_empty();
-        ShaderVariant {
-            kernel,
-            textures,
-            share: share_rows && textures,
-        }
+        ShaderVariant { kernel, textures, share: share_rows && textures }
     }
 
     /// The module's WGSL, headed by a comment naming the variant.
@@ -401,26 +343,14 @@ impl ShaderVariant {
         const COMPARE_STATS: &str = include_str!("../../shaders/compare_stats.wgsl");
         const FOLD_TILES: &str = include_str!("../../shaders/fold_tiles.wgsl");
         const HEAD_TILES: &str = include_str!("../../shaders/head_tiles.wgsl");
-        let ShaderVariant {
-            kernel,
-            textures,
-            share,
-        } = self;
+        let ShaderVariant { kernel, textures, share } = self;
         let with_weights = |format: WeightFormat, step: DepthStep, inputs: bool, body: &str| {
             let prelude = binding_prelude(format, inputs, textures);
             let aligned = step != DepthStep::Masked;
-            format!(
-                "const ALIGNED: bool = {aligned};\n{prelude}{}\n{body}",
-                format.snippet()
-            )
+            format!("const ALIGNED: bool = {aligned};\n{prelude}{}\n{body}", format.snippet())
         };
         let with_block = |format: WeightFormat, step: DepthStep, entry: &str| {
-            with_weights(
-                format,
-                step,
-                true,
-                &format!("{}{MATMUL_BLOCK}\n{entry}", block_product(share, step)),
-            )
+            with_weights(format, step, true, &format!("{}{MATMUL_BLOCK}\n{entry}", block_product(share, step)))
         };
         let body = match kernel {
             KernelId::Embedding(format) => with_weights(format, DepthStep::Masked, false, include_str!("../../shaders/embedding.wgsl")),
@@ -444,10 +374,7 @@ impl ShaderVariant {
                 } else {
                     "alias Word = f32;\nconst WORD_VALUES: u32 = 1u;\nfn word_dot(a: Word, b: Word) -> f32 { return a * b; }"
                 };
-                format!(
-                    "const HEAD_DIM: u32 = {head_dim}u;\nconst GROUP: u32 = {group}u;\n{word}\n{}",
-                    include_str!("../../shaders/decode_attention.wgsl")
-                )
+                format!("const HEAD_DIM: u32 = {head_dim}u;\nconst GROUP: u32 = {group}u;\n{word}\n{}", include_str!("../../shaders/decode_attention.wgsl"))
             }
             KernelId::Norm => include_str!("../../shaders/norm.wgsl").to_string(),
             KernelId::Rope => include_str!("../../shaders/rope.wgsl").to_string(),
@@ -485,28 +412,13 @@ impl ShaderVariant {
     pub fn file_name(self) -> String {
         let kernel = match self.kernel {
             KernelId::Embedding(format) => format!("embedding-{}", format.name()),
-            KernelId::Matmul { format, step } => {
-                format!("matmul-{}-{}", format.name(), step.name())
-            }
-            KernelId::LmHeadLoss { format, step } => {
-                format!("lm_head_loss-{}-{}", format.name(), step.name())
-            }
-            KernelId::CompareHead { format, step } => {
-                format!("compare_head-{}-{}", format.name(), step.name())
-            }
-            KernelId::Activation(activation) => {
-                format!("activation-{}", activation_function(activation))
-            }
-            KernelId::Attention {
-                head_dim,
-                key_tile: 0,
-            } => format!("attention-head{head_dim}-untiled"),
-            KernelId::Attention { head_dim, key_tile } => {
-                format!("attention-head{head_dim}-tile{key_tile}")
-            }
-            KernelId::DecodeAttention { head_dim, group } => {
-                format!("decode_attention-head{head_dim}-group{group}")
-            }
+            KernelId::Matmul { format, step } => format!("matmul-{}-{}", format.name(), step.name()),
+            KernelId::LmHeadLoss { format, step } => format!("lm_head_loss-{}-{}", format.name(), step.name()),
+            KernelId::CompareHead { format, step } => format!("compare_head-{}-{}", format.name(), step.name()),
+            KernelId::Activation(activation) => format!("activation-{}", activation_function(activation)),
+            KernelId::Attention { head_dim, key_tile: 0 } => format!("attention-head{head_dim}-untiled"),
+            KernelId::Attention { head_dim, key_tile } => format!("attention-head{head_dim}-tile{key_tile}"),
+            KernelId::DecodeAttention { head_dim, group } => format!("decode_attention-head{head_dim}-group{group}"),
             KernelId::LossCombine
             | KernelId::StackRows
             | KernelId::CompareCombine
@@ -531,8 +443,6 @@ impl ShaderVariant {
     }
 }
 
-/// Head sizes whose attention modules [`all_variants`] lists (a model's shape, not a device's
-/// choice): those of common checkpoints, and one not a multiple of four.
 /// Most query heads one decode_attention workgroup serves (see [`decode_group`]).
 pub const DECODE_GROUP_MAX: u32 = 8;
 
@@ -541,12 +451,11 @@ pub const DECODE_GROUP_MAX: u32 = 8;
 /// [`DECODE_GROUP_MAX`] (each adds its query and accumulators to every invocation's registers).
 pub fn decode_group(q_heads: u32, kv_heads: u32) -> u32 {
     let per_kv_head = (q_heads / kv_heads.max(1)).max(1);
-    (1..=per_kv_head.min(DECODE_GROUP_MAX))
-        .rev()
-        .find(|g| per_kv_head.is_multiple_of(*g))
-        .unwrap_or(1)
+    (1..=per_kv_head.min(DECODE_GROUP_MAX)).rev().find(|g| per_kv_head.is_multiple_of(*g)).unwrap_or(1)
 }
 
+/// Head sizes whose attention modules [`all_variants`] lists (a model's shape, not a device's
+/// choice): those of common checkpoints, and one not a multiple of four.
 pub const LISTED_HEAD_DIMS: [u32; 6] = [10, 64, 80, 96, 128, 256];
 
 /// Every module the engine can build: each kernel in every weight format and depth step, each
@@ -567,11 +476,7 @@ pub fn all_variants() -> Vec<ShaderVariant> {
     for format in WeightFormat::ALL {
         kernels.push(KernelId::Embedding(format));
         for step in DepthStep::all(format) {
-            kernels.extend([
-                KernelId::Matmul { format, step },
-                KernelId::LmHeadLoss { format, step },
-                KernelId::CompareHead { format, step },
-            ]);
+            kernels.extend([KernelId::Matmul { format, step }, KernelId::LmHeadLoss { format, step }, KernelId::CompareHead { format, step }]);
         }
     }
     let workgroup_storage = wgpu::Limits::default().max_compute_workgroup_storage_size;
@@ -585,11 +490,7 @@ pub fn all_variants() -> Vec<ShaderVariant> {
     }
     let mut variants = Vec::new();
     for kernel in kernels {
-        for (path, share_rows) in [
-            (ReadPath::Buffers, false),
-            (ReadPath::Textures, false),
-            (ReadPath::Textures, true),
-        ] {
+        for (path, share_rows) in [(ReadPath::Buffers, false), (ReadPath::Textures, false), (ReadPath::Textures, true)] {
             let variant = ShaderVariant::of(kernel, path, share_rows);
             if !variants.contains(&variant) {
                 variants.push(variant);
@@ -624,11 +525,7 @@ fn activation_function(activation: Activation) -> &'static str {
 /// kernels, their input (binding 1, `input_at(word)`, vec4<f32> words), on the kernel's read path.
 fn binding_prelude(format: WeightFormat, input: bool, textures: bool) -> String {
     let word = format.word();
-    let mut s = if textures {
-        texel_coords()
-    } else {
-        String::new()
-    };
+    let mut s = if textures { texel_coords() } else { String::new() };
     if input {
         s += &word_binding(1, "input", "input_at", "vec4<f32>", textures);
     }
@@ -641,17 +538,10 @@ fn binding_prelude(format: WeightFormat, input: bool, textures: bool) -> String 
 fn word_binding(binding: u32, name: &str, reader: &str, word: &str, textures: bool) -> String {
     let (declaration, value) = if textures {
         let fetched = format!("textureLoad({name}, texel_coords(word), 0)");
-        let value = if word.ends_with("<u32>") {
-            fetched
-        } else {
-            format!("bitcast<{word}>({fetched})")
-        };
+        let value = if word.ends_with("<u32>") { fetched } else { format!("bitcast<{word}>({fetched})") };
         (format!("var {name}: texture_2d<u32>"), value)
     } else {
-        (
-            format!("var<storage, read> {name}: array<{word}>"),
-            format!("{name}[word]"),
-        )
+        (format!("var<storage, read> {name}: array<{word}>"), format!("{name}[word]"))
     };
     format!("@group(0) @binding({binding}) {declaration};\nfn {reader}(word: u32) -> {word} {{ return {value}; }}\n")
 }
@@ -669,21 +559,9 @@ fn texel_coords() -> String {
 /// positions (binding 2, `position_at(row)`): the bindings, and the readers the read path derives
 /// from them (attention_reads_*.wgsl).
 fn attention_prelude(textures: bool) -> String {
-    let (qkv_word, qkv_reader) = if textures {
-        ("vec4<f32>", "qkv4_at")
-    } else {
-        ("f32", "qkv_at")
-    };
-    let (position_word, position_reader) = if textures {
-        ("vec4<u32>", "position4_at")
-    } else {
-        ("u32", "position_at")
-    };
-    let mut s = if textures {
-        texel_coords()
-    } else {
-        String::new()
-    };
+    let (qkv_word, qkv_reader) = if textures { ("vec4<f32>", "qkv4_at") } else { ("f32", "qkv_at") };
+    let (position_word, position_reader) = if textures { ("vec4<u32>", "position4_at") } else { ("u32", "position_at") };
+    let mut s = if textures { texel_coords() } else { String::new() };
     s += &word_binding(1, "qkv", qkv_reader, qkv_word, textures);
     s += &word_binding(2, "positions", position_reader, position_word, textures);
     s + if textures {
@@ -708,56 +586,23 @@ fn head_vector_helpers(head_dim: usize, share_keys: bool) -> String {
     let n = head_dim.div_ceil(4);
     let all = |f: &dyn Fn(usize) -> String, sep: &str| (0..n).map(f).collect::<Vec<_>>().join(sep);
     // Element e of the head at flat index `base`, zero past HEAD_DIM.
-    let element = |e: usize| {
-        if e < head_dim {
-            format!("qkv_at(base + {e}u)")
-        } else {
-            "0.0".to_string()
-        }
-    };
+    let element = |e: usize| if e < head_dim { format!("qkv_at(base + {e}u)") } else { "0.0".to_string() };
     let mut s = format!("const HEAD_DIM: u32 = {head_dim}u;\nconst HEAD_VEC4S: u32 = {n}u;\n");
-    s += &format!(
-        "struct HeadVec {{ {} }}\n",
-        all(&|i| format!("v{i}: vec4<f32>"), ", ")
-    );
+    s += &format!("struct HeadVec {{ {} }}\n", all(&|i| format!("v{i}: vec4<f32>"), ", "));
     s += &format!(
         "fn load_head(base: u32) -> HeadVec {{ return HeadVec({}); }}\n",
-        all(
-            &|i| format!(
-                "vec4<f32>({}, {}, {}, {})",
-                element(4 * i),
-                element(4 * i + 1),
-                element(4 * i + 2),
-                element(4 * i + 3)
-            ),
-            ", "
-        )
+        all(&|i| format!("vec4<f32>({}, {}, {}, {})", element(4 * i), element(4 * i + 1), element(4 * i + 2), element(4 * i + 3)), ", ")
     );
-    s += &format!(
-        "fn dot_key(q: HeadVec, j: u32) -> f32 {{ return {}; }}\n",
-        all(&|i| format!("dot(q.v{i}, tile_k[j][{i}])"), " + ")
-    );
+    s += &format!("fn dot_key(q: HeadVec, j: u32) -> f32 {{ return {}; }}\n", all(&|i| format!("dot(q.v{i}, tile_k[j][{i}])"), " + "));
     s += &format!(
         "fn add_value(acc: HeadVec, p: f32, j: u32) -> HeadVec {{ return HeadVec({}); }}\n",
-        all(
-            &|i| format!("fma(vec4<f32>(p), tile_v[j][{i}], acc.v{i})"),
-            ", "
-        )
+        all(&|i| format!("fma(vec4<f32>(p), tile_v[j][{i}], acc.v{i})"), ", ")
     );
     // The same operations on a key and value held in registers (the texture path's), and what
     // brings them there.
-    s += &format!(
-        "fn load_head_words(word: u32) -> HeadVec {{ return HeadVec({}); }}\n",
-        all(&|i| format!("qkv4_at(word + {i}u)"), ", ")
-    );
-    s += &format!(
-        "fn dot_head(q: HeadVec, k: HeadVec) -> f32 {{ return {}; }}\n",
-        all(&|i| format!("dot(q.v{i}, k.v{i})"), " + ")
-    );
-    s += &format!(
-        "fn add_head(acc: HeadVec, p: f32, v: HeadVec) -> HeadVec {{ return HeadVec({}); }}\n",
-        all(&|i| format!("fma(vec4<f32>(p), v.v{i}, acc.v{i})"), ", ")
-    );
+    s += &format!("fn load_head_words(word: u32) -> HeadVec {{ return HeadVec({}); }}\n", all(&|i| format!("qkv4_at(word + {i}u)"), ", "));
+    s += &format!("fn dot_head(q: HeadVec, k: HeadVec) -> f32 {{ return {}; }}\n", all(&|i| format!("dot(q.v{i}, k.v{i})"), " + "));
+    s += &format!("fn add_head(acc: HeadVec, p: f32, v: HeadVec) -> HeadVec {{ return HeadVec({}); }}\n", all(&|i| format!("fma(vec4<f32>(p), v.v{i}, acc.v{i})"), ", "));
     // One step of keys: fold each into `running` where the query sees it.
     let step = if share_keys { KEY_STEP_SHARED } else { 1 };
     s += &format!(
@@ -767,22 +612,12 @@ fn head_vector_helpers(head_dim: usize, share_keys: bool) -> String {
     for j in 0..step {
         let (k, v, position) = if share_keys {
             (
-                format!(
-                    "HeadVec({})",
-                    all(&|i| format!("subgroupBroadcast(own_k.v{i}, {j}u)"), ", ")
-                ),
-                format!(
-                    "HeadVec({})",
-                    all(&|i| format!("subgroupBroadcast(own_v.v{i}, {j}u)"), ", ")
-                ),
+                format!("HeadVec({})", all(&|i| format!("subgroupBroadcast(own_k.v{i}, {j}u)"), ", ")),
+                format!("HeadVec({})", all(&|i| format!("subgroupBroadcast(own_v.v{i}, {j}u)"), ", ")),
                 format!("subgroupBroadcast(own_position, {j}u)"),
             )
         } else {
-            (
-                "own_k".to_string(),
-                "own_v".to_string(),
-                "own_position".to_string(),
-            )
+            ("own_k".to_string(), "own_v".to_string(), "own_position".to_string())
         };
         s += &format!(
             "    {{\n        let k = {k};\n        let v = {v};\n        let position = {position};\n\
@@ -792,10 +627,7 @@ fn head_vector_helpers(head_dim: usize, share_keys: bool) -> String {
         );
     }
     s += "}\n";
-    s += &format!(
-        "fn scale_head(x: HeadVec, f: f32) -> HeadVec {{ return HeadVec({}); }}\n",
-        all(&|i| format!("x.v{i} * f"), ", ")
-    );
+    s += &format!("fn scale_head(x: HeadVec, f: f32) -> HeadVec {{ return HeadVec({}); }}\n", all(&|i| format!("x.v{i} * f"), ", "));
     s += "fn store_head(x: HeadVec, base: u32) {\n";
     for e in 0..head_dim {
         s += &format!("    output[base + {e}u] = x.v{}[{}];\n", e / 4, e % 4);
@@ -847,55 +679,33 @@ fn block_product(share_rows: bool, step: DepthStep) -> String {
         invocation(share_rows),
     );
     if share_rows {
-        s +=
-            &format!("    let own_row = min(row0 + (lane % {rows}u), params.rows - 1u) * depth;\n");
+        s += &format!("    let own_row = min(row0 + (lane % {rows}u), params.rows - 1u) * depth;\n");
     } else {
         for r in 0..rows {
             s += &format!("    let a{r} = min(row0 + {r}u, params.rows - 1u) * depth;\n");
         }
     }
     for c in 0..cols {
-        s += &format!(
-            "    let w{c} = min(col0 + {}u, params.cols - 1u) * depth;\n",
-            LANES * c
-        );
+        s += &format!("    let w{c} = min(col0 + {}u, params.cols - 1u) * depth;\n", LANES * c);
     }
     for r in 0..rows {
         for c in 0..cols {
             s += &format!("    var acc{r}_{c} = 0.0;\n");
         }
     }
-    s += &format!(
-        "    for (var k = 0u; k < depth; k += {}u) {{\n",
-        step.values()
-    );
+    s += &format!("    for (var k = 0u; k < depth; k += {}u) {{\n", step.values());
     // How a step brings column c's weights: one load per column (`wl{c}`), then quarter q as a
     // vec4 taken from it: the vec4 itself, a column of load_weight8's mat2x4, or a quarter of a
     // quantized group, dequantized just before the quarter's multiply-adds.
     type Load = fn(usize) -> String;
     type Quarter = fn(usize, usize) -> String;
     let (load, quarter): (Load, Quarter) = match step {
-        DepthStep::Masked | DepthStep::Four => (
-            |c| format!("load_row_weight4(w{c}, k)"),
-            |c, _| format!("wl{c}"),
-        ),
-        DepthStep::Eight => (
-            |c| format!("load_weight8(w{c} + k)"),
-            |c, q| format!("wl{c}[{q}]"),
-        ),
-        DepthStep::Sixteen => (
-            |c| format!("load_group16(w{c} + k)"),
-            |c, q| format!("group16_quarter(wl{c}, {q}u)"),
-        ),
+        DepthStep::Masked | DepthStep::Four => (|c| format!("load_row_weight4(w{c}, k)"), |c, _| format!("wl{c}")),
+        DepthStep::Eight => (|c| format!("load_weight8(w{c} + k)"), |c, q| format!("wl{c}[{q}]")),
+        DepthStep::Sixteen => (|c| format!("load_group16(w{c} + k)"), |c, q| format!("group16_quarter(wl{c}, {q}u)")),
         DepthStep::ThirtyTwo => (
             |c| format!("load_group_pair32(w{c} + k)"),
-            |c, q| {
-                format!(
-                    "group16_quarter(wl{c}.{}, {}u)",
-                    if q < 4 { "first" } else { "second" },
-                    q % 4
-                )
-            },
+            |c, q| format!("group16_quarter(wl{c}.{}, {}u)", if q < 4 { "first" } else { "second" }, q % 4),
         ),
     };
     for c in 0..cols {
@@ -903,19 +713,13 @@ fn block_product(share_rows: bool, step: DepthStep) -> String {
     }
     for q in 0..quarters {
         if share_rows {
-            s += &format!(
-                "        let own{q} = load_input4(own_row, k + {}u);\n",
-                4 * q
-            );
+            s += &format!("        let own{q} = load_input4(own_row, k + {}u);\n", 4 * q);
         }
         for r in 0..rows {
             if share_rows {
                 s += &format!("        let av{r}_{q} = subgroupBroadcast(own{q}, {r}u);\n");
             } else {
-                s += &format!(
-                    "        let av{r}_{q} = load_input4(a{r}, k + {}u);\n",
-                    4 * q
-                );
+                s += &format!("        let av{r}_{q} = load_input4(a{r}, k + {}u);\n", 4 * q);
             }
         }
     }
@@ -927,9 +731,7 @@ fn block_product(share_rows: bool, step: DepthStep) -> String {
         for r in 0..rows {
             for c in 0..cols {
                 for e in ["x", "y", "z", "w"] {
-                    s += &format!(
-                        "        acc{r}_{c} = fma(av{r}_{q}.{e}, wv{c}_{q}.{e}, acc{r}_{c});\n"
-                    );
+                    s += &format!("        acc{r}_{c} = fma(av{r}_{q}.{e}, wv{c}_{q}.{e}, acc{r}_{c});\n");
                 }
             }
         }
@@ -971,12 +773,10 @@ impl Gpu {
                 eprintln!("warning: {DUMP_SHADERS_ENV}: {}", e.message);
             }
         }
-        let module = self
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(&label),
-                source: wgpu::ShaderSource::Wgsl(variant.source().into()),
-            });
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(&label),
+            source: wgpu::ShaderSource::Wgsl(variant.source().into()),
+        });
         let mut entries = vec![wgpu::BindGroupLayoutEntry {
             binding: 0,
             visibility: wgpu::ShaderStages::COMPUTE,
@@ -996,52 +796,34 @@ impl Gpu {
                 }
             } else {
                 wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Storage {
-                        read_only: !slot.writable,
-                    },
+                    ty: wgpu::BufferBindingType::Storage { read_only: !slot.writable },
                     has_dynamic_offset: false,
                     min_binding_size: None,
                 }
             };
-            entries.push(wgpu::BindGroupLayoutEntry {
-                binding: slot.binding,
-                visibility: wgpu::ShaderStages::COMPUTE,
-                ty,
-                count: None,
-            });
+            entries.push(wgpu::BindGroupLayoutEntry { binding: slot.binding, visibility: wgpu::ShaderStages::COMPUTE, ty, count: None });
         }
-        let layout = self
-            .device
-            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some(&label),
-                entries: &entries,
-            });
-        let pipeline_layout = self
-            .device
-            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some(&label),
-                bind_group_layouts: &[Some(&layout)],
-                immediate_size: 0,
-            });
-        let pipeline = self
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(&label),
-                layout: Some(&pipeline_layout),
-                module: &module,
-                entry_point: Some(id.entry()),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: &[],
-                    // Every kernel writes its workgroup memory before reading it.
-                    zero_initialize_workgroup_memory: false,
-                },
-                cache: None,
-            });
-        Kernel {
-            id,
-            pipeline,
-            layout,
-            texture_slots,
-        }
+        let layout = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(&label),
+            entries: &entries,
+        });
+        let pipeline_layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(&label),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&label),
+            layout: Some(&pipeline_layout),
+            module: &module,
+            entry_point: Some(id.entry()),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &[],
+                // Every kernel writes its workgroup memory before reading it.
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
+        Kernel { id, pipeline, layout, texture_slots }
     }
 }

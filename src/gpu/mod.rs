@@ -8,9 +8,8 @@ mod program;
 mod tensor;
 
 pub use kernels::{
-    all_variants, dump_shaders, DepthStep, Kernel, KernelId, ReadPath, ShaderVariant, WeightFormat,
-    BLOCK_COLS, BLOCK_ROWS, DUMP_SHADERS_ENV, LISTED_HEAD_DIMS, TEXEL_BYTES, TEXEL_FORMAT,
-    TEXTURE_WIDTH, TILE_COLS,
+    all_variants, dump_shaders, DepthStep, Kernel, KernelId, ReadPath, ShaderVariant, WeightFormat, BLOCK_COLS, BLOCK_ROWS, DUMP_SHADERS_ENV,
+    LISTED_HEAD_DIMS, TEXEL_BYTES, TEXEL_FORMAT, TEXTURE_WIDTH, TILE_COLS,
 };
 pub use program::{Binding, Operand, Program, ProgramBuilder};
 pub use tensor::upload_padded;
@@ -48,10 +47,7 @@ fn instance() -> wgpu::Instance {
     // Where the driver reports a memory budget (Vulkan's VK_EXT_memory_budget, D3D12), creating a
     // buffer past 95% of it fails with out-of-memory, which perplex answers by halving the batch,
     // instead of the device being lost mid-run.
-    descriptor.memory_budget_thresholds = wgpu::MemoryBudgetThresholds {
-        for_resource_creation: Some(95),
-        for_device_loss: None,
-    };
+    descriptor.memory_budget_thresholds = wgpu::MemoryBudgetThresholds { for_resource_creation: Some(95), for_device_loss: None };
     wgpu::Instance::new(descriptor)
 }
 
@@ -95,12 +91,7 @@ fn summarize(index: usize, adapter: &wgpu::Adapter) -> AdapterSummary {
             adapter
                 .cooperative_matrix_properties()
                 .iter()
-                .map(|p| {
-                    format!(
-                        "{}x{}x{} {:?} -> {:?}",
-                        p.m_size, p.n_size, p.k_size, p.ab_type, p.cr_type
-                    )
-                })
+                .map(|p| format!("{}x{}x{} {:?} -> {:?}", p.m_size, p.n_size, p.k_size, p.ab_type, p.cr_type))
                 .collect()
         } else {
             Vec::new()
@@ -117,11 +108,7 @@ fn mesa_major_version(driver_info: &str) -> Option<u32> {
 
 /// Every adapter wgpu can see, in enumeration order (the index `--device N` refers to).
 pub fn list_adapters() -> Vec<AdapterSummary> {
-    all_adapters()
-        .iter()
-        .enumerate()
-        .map(|(i, a)| summarize(i, a))
-        .collect()
+    all_adapters().iter().enumerate().map(|(i, a)| summarize(i, a)).collect()
 }
 
 pub const NO_ADAPTER_HELP: &str = "no GPU adapter found. perplex needs a Vulkan, Metal or DX12 driver. \
@@ -178,19 +165,14 @@ impl Gpu {
         let mut limits = wgpu::Limits::defaults();
         limits.max_buffer_size = adapter_limits.max_buffer_size;
         limits.max_storage_buffer_binding_size = adapter_limits.max_storage_buffer_binding_size;
-        limits.max_storage_buffers_per_shader_stage =
-            adapter_limits.max_storage_buffers_per_shader_stage.min(16);
-        limits.max_compute_workgroup_storage_size =
-            adapter_limits.max_compute_workgroup_storage_size;
-        limits.max_compute_invocations_per_workgroup =
-            adapter_limits.max_compute_invocations_per_workgroup;
-        limits.max_compute_workgroups_per_dimension =
-            adapter_limits.max_compute_workgroups_per_dimension;
+        limits.max_storage_buffers_per_shader_stage = adapter_limits.max_storage_buffers_per_shader_stage.min(16);
+        limits.max_compute_workgroup_storage_size = adapter_limits.max_compute_workgroup_storage_size;
+        limits.max_compute_invocations_per_workgroup = adapter_limits.max_compute_invocations_per_workgroup;
+        limits.max_compute_workgroups_per_dimension = adapter_limits.max_compute_workgroups_per_dimension;
         limits.max_compute_workgroup_size_x = adapter_limits.max_compute_workgroup_size_x;
         limits.max_compute_workgroup_size_y = adapter_limits.max_compute_workgroup_size_y;
         limits.max_texture_dimension_2d = adapter_limits.max_texture_dimension_2d;
-        let wanted =
-            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
+        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
         let features = adapter.features() & wanted;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("perplex"),
@@ -219,22 +201,17 @@ impl Gpu {
             }
         }));
 
-        let mut max_binding = limits
-            .max_storage_buffer_binding_size
-            .min(limits.max_buffer_size);
+        let mut max_binding = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
         if let Some(forced) = options.max_binding_override {
             max_binding = max_binding.min(forced);
         }
-        let read_path = options
-            .reads
-            .unwrap_or(match adapter.get_info().device_type {
-                wgpu::DeviceType::Cpu => ReadPath::Textures,
-                _ => ReadPath::Buffers,
-            });
+        let read_path = options.reads.unwrap_or(match adapter.get_info().device_type {
+            wgpu::DeviceType::Cpu => ReadPath::Textures,
+            _ => ReadPath::Buffers,
+        });
         if read_path == ReadPath::Textures {
             // Every matrix part must fit in one texture.
-            let texture_bytes =
-                TEXTURE_WIDTH as u64 * limits.max_texture_dimension_2d as u64 * TEXEL_BYTES;
+            let texture_bytes = TEXTURE_WIDTH as u64 * limits.max_texture_dimension_2d as u64 * TEXEL_BYTES;
             max_binding = max_binding.min(texture_bytes);
         }
         let share_rows = options.share_rows.unwrap_or(true)
@@ -270,17 +247,10 @@ impl Gpu {
             }
         }
         let rows = texels.div_ceil(TEXTURE_WIDTH as u64).max(1);
-        assert!(
-            rows <= self.max_texture_dimension as u64,
-            "a copy of {texels} texels exceeds the texture limit"
-        );
+        assert!(rows <= self.max_texture_dimension as u64, "a copy of {texels} texels exceeds the texture limit");
         let texture = Arc::new(self.device.create_texture(&wgpu::TextureDescriptor {
             label: Some("kernel operands"),
-            size: wgpu::Extent3d {
-                width: TEXTURE_WIDTH,
-                height: rows as u32,
-                depth_or_array_layers: 1,
-            },
+            size: wgpu::Extent3d { width: TEXTURE_WIDTH, height: rows as u32, depth_or_array_layers: 1 },
             mip_level_count: 1,
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
@@ -296,19 +266,14 @@ impl Gpu {
     pub fn describe_reads(&self) -> &'static str {
         match (self.read_path, self.share_rows) {
             (ReadPath::Buffers, _) => "storage buffers",
-            (ReadPath::Textures, true) => {
-                "texture copies, input rows and attention keys shared across subgroups"
-            }
+            (ReadPath::Textures, true) => "texture copies, input rows and attention keys shared across subgroups",
             (ReadPath::Textures, false) => "texture copies",
         }
     }
 
     /// A one-line description for reports: "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)".
     pub fn describe(&self) -> String {
-        format!(
-            "{} ({}, {})",
-            self.adapter.name, self.adapter.backend, self.adapter.device_type
-        )
+        format!("{} ({}, {})", self.adapter.name, self.adapter.backend, self.adapter.device_type)
     }
 
     /// Fails if the device was lost or a GPU command failed since the last check.
@@ -352,20 +317,13 @@ impl Gpu {
     /// (wgpu reports an allocation that failed this way, not as a return value), a
     /// [`ErrorKind::DeviceMemory`] error: `does_not_fit(device, error)` says what did not fit and
     /// what to do. The error scope is closed whether or not `upload` succeeds.
-    pub fn allocate<T>(
-        &self,
-        upload: impl FnOnce() -> Result<T>,
-        does_not_fit: impl FnOnce(&str, &wgpu::Error) -> String,
-    ) -> Result<T> {
+    pub fn allocate<T>(&self, upload: impl FnOnce() -> Result<T>, does_not_fit: impl FnOnce(&str, &wgpu::Error) -> String) -> Result<T> {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let made = upload();
         let error = pollster::block_on(scope.pop());
         let made = made?;
         match error {
-            Some(error) => Err(Error {
-                kind: ErrorKind::DeviceMemory,
-                message: does_not_fit(&self.describe(), &error),
-            }),
+            Some(error) => Err(Error { kind: ErrorKind::DeviceMemory, message: does_not_fit(&self.describe(), &error) }),
             None => Ok(made),
         }
     }
@@ -377,16 +335,11 @@ impl Gpu {
 
     /// Blocks until one submission (and those before it) is done; later ones may still run.
     pub fn wait_for(&self, submission: wgpu::SubmissionIndex) -> Result<()> {
-        self.poll(wgpu::PollType::Wait {
-            submission_index: Some(submission),
-            timeout: None,
-        })
+        self.poll(wgpu::PollType::Wait { submission_index: Some(submission), timeout: None })
     }
 
     fn poll(&self, until: wgpu::PollType) -> Result<()> {
-        self.device
-            .poll(until)
-            .map_err(|e| Error::internal(format!("waiting for the GPU failed: {e}")))?;
+        self.device.poll(until).map_err(|e| Error::internal(format!("waiting for the GPU failed: {e}")))?;
         self.check_healthy()
     }
 }
@@ -414,10 +367,7 @@ fn select_adapter(adapters: &[wgpu::Adapter], wanted: Option<&str>) -> Result<us
                 .iter()
                 .position(|a| a.get_info().name.to_lowercase().contains(&needle))
                 .ok_or_else(|| {
-                    Error::bad_input(format!(
-                        "--device '{text}' matches no adapter name; adapters:\n{}",
-                        names.join("\n")
-                    ))
+                    Error::bad_input(format!("--device '{text}' matches no adapter name; adapters:\n{}", names.join("\n")))
                 })
         }
         None => {
@@ -429,9 +379,7 @@ fn select_adapter(adapters: &[wgpu::Adapter], wanted: Option<&str>) -> Result<us
                 wgpu::DeviceType::Other => 3,
                 wgpu::DeviceType::Cpu => 4,
             };
-            Ok((0..adapters.len())
-                .min_by_key(|&i| (rank(&adapters[i]), i))
-                .unwrap())
+            Ok((0..adapters.len()).min_by_key(|&i| (rank(&adapters[i]), i)).unwrap())
         }
     }
 }
@@ -443,14 +391,8 @@ mod tests {
     #[test]
     fn mesa_versions_are_read_from_driver_descriptions() {
         assert_eq!(mesa_major_version("Mesa 22.3.6 (LLVM 15.0.6)"), Some(22));
-        assert_eq!(
-            mesa_major_version("Mesa 25.0.7-2~bpo12+1 (LLVM 15.0.6)"),
-            Some(25)
-        );
-        assert_eq!(
-            mesa_major_version("4.5 (Core Profile) Mesa 22.3.6"),
-            Some(22)
-        );
+        assert_eq!(mesa_major_version("Mesa 25.0.7-2~bpo12+1 (LLVM 15.0.6)"), Some(25));
+        assert_eq!(mesa_major_version("4.5 (Core Profile) Mesa 22.3.6"), Some(22));
         assert_eq!(mesa_major_version("NVIDIA 550.54"), None);
         assert_eq!(mesa_major_version("Mesa"), None);
     }

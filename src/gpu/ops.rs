@@ -67,11 +67,7 @@ fn row_grid(x: u32, count: u32) -> [u32; 3] {
 
 /// One workgroup per BLOCK_ROWS rows and TILE_COLS columns: the matrix kernels' grid.
 fn block_grid(rows: u32, cols: u32) -> [u32; 3] {
-    [
-        cols.div_ceil(TILE_COLS as u32),
-        rows.div_ceil(BLOCK_ROWS as u32),
-        1,
-    ]
+    [cols.div_ceil(TILE_COLS as u32), rows.div_ceil(BLOCK_ROWS as u32), 1]
 }
 
 kernel_params! {
@@ -89,21 +85,9 @@ kernel_params! {
 }
 
 /// Gathers rows of one part of a `format` table: indices -> output.
-pub fn embedding(
-    p: &mut ProgramBuilder,
-    format: WeightFormat,
-    params: Embedding,
-    indices: Binding,
-    table: Binding,
-    output: Binding,
-) {
+pub fn embedding(p: &mut ProgramBuilder, format: WeightFormat, params: Embedding, indices: Binding, table: Binding, output: Binding) {
     let grid = row_grid(params.width.div_ceil(ROW_LANES), params.rows);
-    p.dispatch(
-        KernelId::Embedding(format),
-        params,
-        &[indices, table, output],
-        grid,
-    );
+    p.dispatch(KernelId::Embedding(format), params, &[indices, table, output], grid);
 }
 
 kernel_params! {
@@ -125,28 +109,10 @@ kernel_params! {
 
 /// The product of `input` rows with one part of a `format` weight matrix; `bias` is read (at
 /// the output column) only where `has_bias`.
-pub fn matmul(
-    p: &mut ProgramBuilder,
-    format: WeightFormat,
-    params: Matmul,
-    input: Binding,
-    weights: &MatrixPart,
-    bias: Binding,
-    output: Binding,
-) {
+pub fn matmul(p: &mut ProgramBuilder, format: WeightFormat, params: Matmul, input: Binding, weights: &MatrixPart, bias: Binding, output: Binding) {
     let grid = block_grid(params.rows, params.cols);
-    let operands = vec![
-        Operand::Buffer(input.clone()),
-        weights.product_operand(),
-        Operand::Buffer(bias.clone()),
-        Operand::Buffer(output.clone()),
-    ];
-    p.dispatch_operands(
-        KernelId::matmul(format, params.depth as usize),
-        params,
-        operands,
-        grid,
-    );
+    let operands = vec![Operand::Buffer(input.clone()), weights.product_operand(), Operand::Buffer(bias.clone()), Operand::Buffer(output.clone())];
+    p.dispatch_operands(KernelId::matmul(format, params.depth as usize), params, operands, grid);
 }
 
 /// The parameters of a fused LM head kernel (lm_head_loss.wgsl, compare_head.wgsl): where this
@@ -210,14 +176,7 @@ pub fn vocab_tiles(vocab: usize) -> usize {
 /// The fused LM head over every part of `head`'s matrix, one dispatch per part: input (`rows`
 /// rows), targets -> partials (one summary per row and tile, [`LmHead::tiles`] per row). Parts
 /// start at whole tiles (tensor.rs's ROW_ALIGN), so each writes its own tiles.
-pub fn lm_head_loss(
-    p: &mut ProgramBuilder,
-    rows: usize,
-    head: LmHead,
-    input: Binding,
-    targets: Binding,
-    partials: Binding,
-) {
+pub fn lm_head_loss(p: &mut ProgramBuilder, rows: usize, head: LmHead, input: Binding, targets: Binding, partials: Binding) {
     let matrix = head.matrix;
     let kernel = KernelId::lm_head_loss(matrix.dtype.format(), matrix.cols);
     for_each_vocab_part(matrix, rows, |part, span| {
@@ -231,29 +190,14 @@ pub fn lm_head_loss(
             softcap: head.softcap,
             vocab: head.vocab as u32,
         };
-        p.dispatch_operands(
-            kernel,
-            params,
-            head_operands(input, part, targets, partials),
-            span.grid,
-        );
+        p.dispatch_operands(kernel, params, head_operands(input, part, targets, partials), span.grid);
     });
 }
 
 /// The operands of a head kernel: input rows, one part of the vocabulary matrix, targets and
 /// the partial summaries it writes.
-fn head_operands(
-    input: Binding,
-    part: &MatrixPart,
-    targets: Binding,
-    partials: Binding,
-) -> Vec<Operand> {
-    vec![
-        Operand::Buffer(input.clone()),
-        part.product_operand(),
-        Operand::Buffer(targets.clone()),
-        Operand::Buffer(partials.clone()),
-    ]
+fn head_operands(input: Binding, part: &MatrixPart, targets: Binding, partials: Binding) -> Vec<Operand> {
+    vec![Operand::Buffer(input.clone()), part.product_operand(), Operand::Buffer(targets.clone()), Operand::Buffer(partials.clone())]
 }
 
 /// Where one part of a vocabulary matrix sits, as the head kernels' parameters say it.
@@ -268,11 +212,7 @@ struct VocabSpan {
 
 /// Calls `record` for every part of a vocabulary matrix against `rows` input rows. Parts start
 /// at whole tiles (tensor.rs's ROW_ALIGN), so each part's dispatch writes its own tiles.
-fn for_each_vocab_part(
-    matrix: &GpuMatrix,
-    rows: usize,
-    mut record: impl FnMut(&MatrixPart, VocabSpan),
-) {
+fn for_each_vocab_part(matrix: &GpuMatrix, rows: usize, mut record: impl FnMut(&MatrixPart, VocabSpan)) {
     for part in &matrix.parts {
         let (rows, cols) = (rows as u32, part.rows as u32);
         let span = VocabSpan {
@@ -298,67 +238,21 @@ kernel_params! {
 }
 
 /// One invocation per row of a fold over `tiles` summaries per row.
-fn fold_tiles(
-    p: &mut ProgramBuilder,
-    kernel: KernelId,
-    rows: usize,
-    tiles: usize,
-    targets: Binding,
-    partials: Binding,
-    output: Binding,
-) {
-    let params = FoldTiles {
-        rows: rows as u32,
-        tiles: tiles as u32,
-    };
-    p.dispatch(
-        kernel,
-        params,
-        &[targets, partials, output],
-        [params.rows.div_ceil(ROW_LANES), 1, 1],
-    );
+fn fold_tiles(p: &mut ProgramBuilder, kernel: KernelId, rows: usize, tiles: usize, targets: Binding, partials: Binding, output: Binding) {
+    let params = FoldTiles { rows: rows as u32, tiles: tiles as u32 };
+    p.dispatch(kernel, params, &[targets, partials, output], [params.rows.div_ceil(ROW_LANES), 1, 1]);
 }
 
 /// targets, partials (`tiles` per row, from [`lm_head_loss`]) -> output: two floats per row,
 /// log p(target) and whether the target is the argmax.
-pub fn loss_combine(
-    p: &mut ProgramBuilder,
-    rows: usize,
-    tiles: usize,
-    targets: Binding,
-    partials: Binding,
-    output: Binding,
-) {
-    fold_tiles(
-        p,
-        KernelId::LossCombine,
-        rows,
-        tiles,
-        targets,
-        partials,
-        output,
-    );
+pub fn loss_combine(p: &mut ProgramBuilder, rows: usize, tiles: usize, targets: Binding, partials: Binding, output: Binding) {
+    fold_tiles(p, KernelId::LossCombine, rows, tiles, targets, partials, output);
 }
 
 /// targets, partials (`tiles` per row, from [`lm_head_loss`]) -> output: two floats per row,
 /// the argmax (ties to the lowest id) and its log-probability. `targets` is not read.
-pub fn greedy_combine(
-    p: &mut ProgramBuilder,
-    rows: usize,
-    tiles: usize,
-    targets: Binding,
-    partials: Binding,
-    output: Binding,
-) {
-    fold_tiles(
-        p,
-        KernelId::GreedyCombine,
-        rows,
-        tiles,
-        targets,
-        partials,
-        output,
-    );
+pub fn greedy_combine(p: &mut ProgramBuilder, rows: usize, tiles: usize, targets: Binding, partials: Binding, output: Binding) {
+    fold_tiles(p, KernelId::GreedyCombine, rows, tiles, targets, partials, output);
 }
 
 kernel_params! {
@@ -371,13 +265,7 @@ kernel_params! {
 }
 
 /// a, b -> output (`2 * rows` rows of `width_a + width_b`).
-pub fn stack_rows(
-    p: &mut ProgramBuilder,
-    params: StackRows,
-    a: Binding,
-    b: Binding,
-    output: Binding,
-) {
+pub fn stack_rows(p: &mut ProgramBuilder, params: StackRows, a: Binding, b: Binding, output: Binding) {
     let grid = row_grid(1, 2 * params.rows);
     p.dispatch(KernelId::StackRows, params, &[a, b, output], grid);
 }
@@ -405,14 +293,7 @@ pub struct PairedHead<'a> {
 /// The paired head over every part of its matrix, one dispatch per part: stacked input (`2 *
 /// rows` rows), targets (`rows`) -> partials (three vec4 summaries per row and tile). Parts start
 /// at whole tiles, so each writes its own tiles.
-pub fn compare_head(
-    p: &mut ProgramBuilder,
-    rows: usize,
-    head: PairedHead,
-    input: Binding,
-    targets: Binding,
-    partials: Binding,
-) {
+pub fn compare_head(p: &mut ProgramBuilder, rows: usize, head: PairedHead, input: Binding, targets: Binding, partials: Binding) {
     let matrix = head.matrix;
     let kernel = KernelId::compare_head(matrix.dtype.format(), matrix.cols);
     let tiles = vocab_tiles(head.vocab) as u32;
@@ -428,34 +309,14 @@ pub fn compare_head(
             softcap_model: head.softcap_model,
             vocab: head.vocab as u32,
         };
-        p.dispatch_operands(
-            kernel,
-            params,
-            head_operands(input, part, targets, partials),
-            span.grid,
-        );
+        p.dispatch_operands(kernel, params, head_operands(input, part, targets, partials), span.grid);
     });
 }
 
 /// targets, partials (`tiles` per row, from [`compare_head`]) -> output: five floats per row,
 /// KL(base || model), log p_base(target), log p_model(target), argmax of base, argmax of model.
-pub fn compare_combine(
-    p: &mut ProgramBuilder,
-    rows: usize,
-    tiles: usize,
-    targets: Binding,
-    partials: Binding,
-    output: Binding,
-) {
-    fold_tiles(
-        p,
-        KernelId::CompareCombine,
-        rows,
-        tiles,
-        targets,
-        partials,
-        output,
-    );
+pub fn compare_combine(p: &mut ProgramBuilder, rows: usize, tiles: usize, targets: Binding, partials: Binding, output: Binding) {
+    fold_tiles(p, KernelId::CompareCombine, rows, tiles, targets, partials, output);
 }
 
 kernel_params! {
@@ -485,14 +346,7 @@ kernel_params! {
 
 /// input, weight, bias -> output (`bias` read only where `has_bias`, `input` only where not
 /// `in_place`).
-pub fn norm(
-    p: &mut ProgramBuilder,
-    params: Norm,
-    input: Binding,
-    weight: Binding,
-    bias: Binding,
-    output: Binding,
-) {
+pub fn norm(p: &mut ProgramBuilder, params: Norm, input: Binding, weight: Binding, bias: Binding, output: Binding) {
     let grid = row_grid(1, params.segments_total);
     p.dispatch(KernelId::Norm, params, &[input, weight, bias, output], grid);
 }
@@ -510,17 +364,8 @@ kernel_params! {
 }
 
 /// positions, cos/sin table -> qkv (in place).
-pub fn rope(
-    p: &mut ProgramBuilder,
-    params: Rope,
-    positions: Binding,
-    table: Binding,
-    qkv: Binding,
-) {
-    let grid = row_grid(
-        params.rotary_half.div_ceil(ROW_LANES),
-        params.rows * params.heads,
-    );
+pub fn rope(p: &mut ProgramBuilder, params: Rope, positions: Binding, table: Binding, qkv: Binding) {
+    let grid = row_grid(params.rotary_half.div_ceil(ROW_LANES), params.rows * params.heads);
     p.dispatch(KernelId::Rope, params, &[positions, table, qkv], grid);
 }
 
@@ -546,21 +391,9 @@ kernel_params! {
 
 /// qkv, positions, segments -> output, for heads of `head_dim` values (a constant of the
 /// shader, see [`KernelId::attention`]).
-pub fn attention(
-    p: &mut ProgramBuilder,
-    head_dim: u32,
-    params: Attention,
-    qkv: Binding,
-    positions: Binding,
-    segments: Binding,
-    output: Binding,
-) {
+pub fn attention(p: &mut ProgramBuilder, head_dim: u32, params: Attention, qkv: Binding, positions: Binding, segments: Binding, output: Binding) {
     let windows = params.rows.checked_div(params.window_len).unwrap_or(0);
-    let grid = [
-        params.window_len.div_ceil(QUERY_TILE),
-        params.q_heads,
-        windows,
-    ];
+    let grid = [params.window_len.div_ceil(QUERY_TILE), params.q_heads, windows];
     let id = KernelId::attention(p.gpu(), head_dim);
     p.dispatch(id, params, &[qkv, positions, segments, output], grid);
 }
@@ -578,13 +411,7 @@ kernel_params! {
 }
 
 /// qkv, cache rows (per row its cache row, or [`NO_CACHE_ROW`]) -> cache.
-pub fn kv_store(
-    p: &mut ProgramBuilder,
-    params: KvStore,
-    qkv: Binding,
-    cache_rows: Binding,
-    cache: Binding,
-) {
+pub fn kv_store(p: &mut ProgramBuilder, params: KvStore, qkv: Binding, cache_rows: Binding, cache: Binding) {
     let grid = row_grid((2 * params.kv_width).div_ceil(ROW_LANES), params.rows);
     p.dispatch(KernelId::KvStore, params, &[qkv, cache_rows, cache], grid);
 }
@@ -612,15 +439,7 @@ kernel_params! {
 
 /// qkv, cache rows, cache -> output, for heads of `head_dim` values: one workgroup per row and
 /// group of query heads sharing a key/value head (see [`decode_group`]).
-pub fn decode_attention(
-    p: &mut ProgramBuilder,
-    head_dim: u32,
-    params: DecodeAttention,
-    qkv: Binding,
-    cache_rows: Binding,
-    cache: Binding,
-    output: Binding,
-) {
+pub fn decode_attention(p: &mut ProgramBuilder, head_dim: u32, params: DecodeAttention, qkv: Binding, cache_rows: Binding, cache: Binding, output: Binding) {
     let group = decode_group(params.q_heads, params.kv_heads);
     let grid = row_grid(params.q_heads / group, params.rows);
     let kernel = KernelId::DecodeAttention { head_dim, group };
@@ -638,20 +457,9 @@ kernel_params! {
 }
 
 /// input -> output through `activation` (a constant of the shader).
-pub fn activation(
-    p: &mut ProgramBuilder,
-    activation: model::Activation,
-    params: Activation,
-    input: Binding,
-    output: Binding,
-) {
+pub fn activation(p: &mut ProgramBuilder, activation: model::Activation, params: Activation, input: Binding, output: Binding) {
     let grid = row_grid(params.width.div_ceil(ROW_LANES), params.rows);
-    p.dispatch(
-        KernelId::Activation(activation),
-        params,
-        &[input, output],
-        grid,
-    );
+    p.dispatch(KernelId::Activation(activation), params, &[input, output], grid);
 }
 
 impl KernelId {
@@ -661,9 +469,7 @@ impl KernelId {
             KernelId::Embedding(_) => Embedding::LAYOUT,
             KernelId::Matmul { .. } => Matmul::LAYOUT,
             KernelId::LmHeadLoss { .. } => LmHeadLoss::LAYOUT,
-            KernelId::LossCombine | KernelId::CompareCombine | KernelId::GreedyCombine => {
-                FoldTiles::LAYOUT
-            }
+            KernelId::LossCombine | KernelId::CompareCombine | KernelId::GreedyCombine => FoldTiles::LAYOUT,
             KernelId::KvStore => KvStore::LAYOUT,
             KernelId::DecodeAttention { .. } => DecodeAttention::LAYOUT,
             KernelId::StackRows => StackRows::LAYOUT,

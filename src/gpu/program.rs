@@ -48,27 +48,10 @@ impl TextureCopy {
             encoder.copy_buffer_to_texture(
                 wgpu::TexelCopyBufferInfo {
                     buffer: &self.buffer,
-                    layout: wgpu::TexelCopyBufferLayout {
-                        offset,
-                        bytes_per_row: Some(row_bytes as u32),
-                        rows_per_image: None,
-                    },
+                    layout: wgpu::TexelCopyBufferLayout { offset, bytes_per_row: Some(row_bytes as u32), rows_per_image: None },
                 },
-                wgpu::TexelCopyTextureInfo {
-                    texture,
-                    mip_level: 0,
-                    origin: wgpu::Origin3d {
-                        x: 0,
-                        y: y as u32,
-                        z: 0,
-                    },
-                    aspect: wgpu::TextureAspect::All,
-                },
-                wgpu::Extent3d {
-                    width: texels as u32,
-                    height: rows as u32,
-                    depth_or_array_layers: 1,
-                },
+                wgpu::TexelCopyTextureInfo { texture, mip_level: 0, origin: wgpu::Origin3d { x: 0, y: y as u32, z: 0 }, aspect: wgpu::TextureAspect::All },
+                wgpu::Extent3d { width: texels as u32, height: rows as u32, depth_or_array_layers: 1 },
             );
         };
         if full_rows > 0 {
@@ -94,12 +77,7 @@ impl Scratch {
         let textures = slots
             .into_iter()
             .map(|slot| {
-                let texels = copies
-                    .iter()
-                    .filter(|c| c.slot == slot)
-                    .map(|c| c.texels)
-                    .max()
-                    .unwrap_or(1);
+                let texels = copies.iter().filter(|c| c.slot == slot).map(|c| c.texels).max().unwrap_or(1);
                 (slot, gpu.scratch_texture(slot, texels))
             })
             .collect();
@@ -107,12 +85,7 @@ impl Scratch {
     }
 
     fn texture(&self, slot: usize) -> &wgpu::Texture {
-        &self
-            .textures
-            .iter()
-            .find(|(key, _)| *key == slot)
-            .expect("a scratch texture for every copy")
-            .1
+        &self.textures.iter().find(|(key, _)| *key == slot).expect("a scratch texture for every copy").1
     }
 }
 
@@ -140,34 +113,20 @@ pub struct ProgramBuilder<'g> {
 impl Program {
     pub fn builder(gpu: &Gpu) -> ProgramBuilder<'_> {
         let alignment = gpu.device.limits().min_uniform_buffer_offset_alignment as usize;
-        ProgramBuilder {
-            gpu,
-            pending: Vec::new(),
-            params: Vec::new(),
-            alignment: alignment.max(PARAMS_SIZE as usize),
-        }
+        ProgramBuilder { gpu, pending: Vec::new(), params: Vec::new(), alignment: alignment.max(PARAMS_SIZE as usize) }
     }
 
     /// Records every step and submits it (does not wait): consecutive steps share a compute pass,
     /// which ends only where a step needs texture copies first.
     pub fn submit(&self, gpu: &Gpu) {
-        let mut encoder = gpu
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("program"),
-            });
+        let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("program") });
         let mut start = 0;
         while start < self.steps.len() {
-            let end = (start + 1..self.steps.len())
-                .find(|&i| !self.steps[i].copies.is_empty())
-                .unwrap_or(self.steps.len());
+            let end = (start + 1..self.steps.len()).find(|&i| !self.steps[i].copies.is_empty()).unwrap_or(self.steps.len());
             for copy in &self.steps[start].copies {
                 copy.encode(&mut encoder, &self.scratch);
             }
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: None,
-                timestamp_writes: None,
-            });
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
             for step in &self.steps[start..end] {
                 step.record(&mut pass);
             }
@@ -187,31 +146,18 @@ impl Program {
     /// pass, which only needs TIMESTAMP_QUERY) and returns (kernel, seconds) per dispatch.
     /// None when the adapter has no timestamp queries.
     pub fn profile(&self, gpu: &Gpu) -> Result<Option<Vec<(KernelId, f64)>>> {
-        if !gpu
-            .device
-            .features()
-            .contains(wgpu::Features::TIMESTAMP_QUERY)
-            || self.steps.is_empty()
-        {
+        if !gpu.device.features().contains(wgpu::Features::TIMESTAMP_QUERY) || self.steps.is_empty() {
             return Ok(None);
         }
         let count = 2 * self.steps.len() as u32;
-        let queries = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
-            label: Some("profile"),
-            ty: wgpu::QueryType::Timestamp,
-            count,
-        });
+        let queries = gpu.device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("profile"), ty: wgpu::QueryType::Timestamp, count });
         let resolved = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("profile timestamps"),
             size: count as u64 * 8,
             usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        let mut encoder = gpu
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("profile"),
-            });
+        let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("profile") });
         for (i, step) in self.steps.iter().enumerate() {
             for copy in &step.copies {
                 copy.encode(&mut encoder, &self.scratch);
@@ -234,12 +180,7 @@ impl Program {
             self.steps
                 .iter()
                 .enumerate()
-                .map(|(i, step)| {
-                    (
-                        step.kernel.id,
-                        ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period,
-                    )
-                })
+                .map(|(i, step)| (step.kernel.id, ticks[2 * i + 1].saturating_sub(ticks[2 * i]) as f64 * period))
                 .collect(),
         ))
     }
@@ -264,40 +205,16 @@ impl Step {
 impl<'g> ProgramBuilder<'g> {
     /// Adds one dispatch of `id` with its parameter block (see [`super::ops`], whose typed calls
     /// are the only callers); `buffers` fill the kernel's storage slots in order.
-    pub(super) fn dispatch<P: KernelParams>(
-        &mut self,
-        id: KernelId,
-        params: P,
-        buffers: &[Binding],
-        groups: [u32; 3],
-    ) {
-        let operands = buffers
-            .iter()
-            .map(|b| Operand::Buffer((*b).clone()))
-            .collect();
+    pub(super) fn dispatch<P: KernelParams>(&mut self, id: KernelId, params: P, buffers: &[Binding], groups: [u32; 3]) {
+        let operands = buffers.iter().map(|b| Operand::Buffer((*b).clone())).collect();
         self.dispatch_operands(id, params, operands, groups);
     }
 
     /// [`ProgramBuilder::dispatch`] where some operands may be resident textures.
-    pub(super) fn dispatch_operands<P: KernelParams>(
-        &mut self,
-        id: KernelId,
-        params: P,
-        operands: Vec<Operand>,
-        groups: [u32; 3],
-    ) {
+    pub(super) fn dispatch_operands<P: KernelParams>(&mut self, id: KernelId, params: P, operands: Vec<Operand>, groups: [u32; 3]) {
         let kernel = self.gpu.kernel(id);
-        assert_eq!(
-            operands.len(),
-            id.slots().len(),
-            "{id:?} takes {} operands",
-            id.slots().len()
-        );
-        assert_eq!(
-            P::LAYOUT,
-            id.params_layout(),
-            "{id:?} takes another parameter block"
-        );
+        assert_eq!(operands.len(), id.slots().len(), "{id:?} takes {} operands", id.slots().len());
+        assert_eq!(P::LAYOUT, id.params_layout(), "{id:?} takes another parameter block");
         let bytes = bytemuck::bytes_of(&params);
         assert!(bytes.len() <= PARAMS_SIZE as usize);
         let offset = self.params.len();
@@ -309,10 +226,7 @@ impl<'g> ProgramBuilder<'g> {
         }
         for (index, operand) in operands.iter().enumerate() {
             let through_texture = kernel.texture_slots.contains(&index);
-            assert!(
-                through_texture || matches!(operand, Operand::Buffer(_)),
-                "{id:?} reads slot {index} from a buffer, not a texture"
-            );
+            assert!(through_texture || matches!(operand, Operand::Buffer(_)), "{id:?} reads slot {index} from a buffer, not a texture");
         }
         self.pending.push(PendingStep {
             kernel,
@@ -335,12 +249,8 @@ impl<'g> ProgramBuilder<'g> {
             mapped_at_creation: true,
         });
         {
-            let mut view = params
-                .slice(..)
-                .get_mapped_range_mut()
-                .expect("a buffer mapped at creation");
-            view.slice(..self.params.len())
-                .copy_from_slice(&self.params);
+            let mut view = params.slice(..).get_mapped_range_mut().expect("a buffer mapped at creation");
+            view.slice(..self.params.len()).copy_from_slice(&self.params);
         }
         params.unmap();
         // Buffers read through textures are copied into scratch before their dispatch.
@@ -352,22 +262,14 @@ impl<'g> ProgramBuilder<'g> {
                     .texture_slots
                     .iter()
                     .filter_map(|&slot| match &step.operands[slot] {
-                        Operand::Buffer(buffer) => Some(TextureCopy {
-                            buffer: buffer.clone(),
-                            slot,
-                            texels: buffer.size() / TEXEL_BYTES,
-                        }),
+                        Operand::Buffer(buffer) => Some(TextureCopy { buffer: buffer.clone(), slot, texels: buffer.size() / TEXEL_BYTES }),
                         Operand::Texture(_) => None,
                     })
                     .collect()
             })
             .collect();
         let scratch = Scratch::new(gpu, &copies.iter().flatten().collect::<Vec<_>>());
-        let views: Vec<(usize, wgpu::TextureView)> = scratch
-            .textures
-            .iter()
-            .map(|(slot, t)| (*slot, t.create_view(&Default::default())))
-            .collect();
+        let views: Vec<(usize, wgpu::TextureView)> = scratch.textures.iter().map(|(slot, t)| (*slot, t.create_view(&Default::default()))).collect();
         let steps = self
             .pending
             .into_iter()
@@ -381,6 +283,8 @@ impl<'g> ProgramBuilder<'g> {
                         size: wgpu::BufferSize::new(PARAMS_SIZE),
                     }),
                 }];
+                // Resident textures are bound as they are; other texture slots read their scratch
+                // copy; the rest are storage buffers.
                 let resident: Vec<Option<wgpu::TextureView>> = step
                     .operands
                     .iter()
@@ -389,49 +293,25 @@ impl<'g> ProgramBuilder<'g> {
                         Operand::Buffer(_) => None,
                     })
                     .collect();
-                for (index, (slot, operand)) in step
-                    .kernel
-                    .id
-                    .slots()
-                    .iter()
-                    .zip(&step.operands)
-                    .enumerate()
-                {
+                for (index, (slot, operand)) in step.kernel.id.slots().iter().zip(&step.operands).enumerate() {
                     let resource = match (operand, &resident[index]) {
                         (_, Some(view)) => wgpu::BindingResource::TextureView(view),
-                        (Operand::Buffer(_), None)
-                            if step.kernel.texture_slots.contains(&index) =>
-                        {
-                            wgpu::BindingResource::TextureView(
-                                &views.iter().find(|(k, _)| *k == index).unwrap().1,
-                            )
+                        (_, None) if step.kernel.texture_slots.contains(&index) => {
+                            wgpu::BindingResource::TextureView(&views.iter().find(|(k, _)| *k == index).unwrap().1)
                         }
                         (Operand::Buffer(buffer), None) => buffer.as_entire_binding(),
                         (Operand::Texture(_), None) => unreachable!("a texture operand has a view"),
                     };
-                    entries.push(wgpu::BindGroupEntry {
-                        binding: slot.binding,
-                        resource,
-                    });
+                    entries.push(wgpu::BindGroupEntry { binding: slot.binding, resource });
                 }
                 let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: None,
                     layout: &step.kernel.layout,
                     entries: &entries,
                 });
-                Step {
-                    kernel: step.kernel,
-                    bind_group,
-                    params_offset: step.params_offset,
-                    groups: step.groups,
-                    copies,
-                }
+                Step { kernel: step.kernel, bind_group, params_offset: step.params_offset, groups: step.groups, copies }
             })
             .collect();
-        Program {
-            steps,
-            scratch,
-            _params: params,
-        }
+        Program { steps, scratch, _params: params }
     }
 }

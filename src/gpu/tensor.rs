@@ -56,18 +56,7 @@ impl MatrixPart {
 
     /// The part's storage buffer, for the embedding gather.
     pub fn rows_buffer(&self) -> &wgpu::Buffer {
-        self.buffer.as_ref().expect(
-            "a matrix gathered by rows was uploaded with MatrixUse::Rows or RowsAndProducts",
-        )
-    }
-
-    /// Device bytes the part holds (buffer and texture).
-    pub fn device_bytes(&self) -> u64 {
-        let texture = self
-            .texture
-            .as_ref()
-            .map_or(0, |t| t.width() as u64 * t.height() as u64 * TEXEL_BYTES);
-        self.buffer.as_ref().map_or(0, |b| b.size()) + texture
+        self.buffer.as_ref().expect("a matrix gathered by rows was uploaded with MatrixUse::Rows or RowsAndProducts")
     }
 }
 
@@ -82,26 +71,13 @@ pub struct GpuMatrix {
 impl GpuMatrix {
     /// Uploads raw little-endian bytes of a `[rows, cols]` matrix, read as `usage` says, splitting
     /// it so that no part exceeds `gpu.max_binding`.
-    pub fn upload(
-        gpu: &Gpu,
-        name: &str,
-        rows: usize,
-        cols: usize,
-        dtype: DType,
-        bytes: &[u8],
-        usage: MatrixUse,
-    ) -> Result<GpuMatrix> {
+    pub fn upload(gpu: &Gpu, name: &str, rows: usize, cols: usize, dtype: DType, bytes: &[u8], usage: MatrixUse) -> Result<GpuMatrix> {
         if dtype == DType::Int8Groups && !cols.is_multiple_of(GROUP) {
-            return Err(Error::internal(format!(
-                "{name}: {cols} columns are not whole groups of {GROUP}"
-            )));
+            return Err(Error::internal(format!("{name}: {cols} columns are not whole groups of {GROUP}")));
         }
         let row_bytes = dtype.row_bytes(cols);
         if bytes.len() != rows * row_bytes {
-            return Err(Error::internal(format!(
-                "{name}: {} bytes for a {rows}x{cols} {dtype:?} matrix",
-                bytes.len()
-            )));
+            return Err(Error::internal(format!("{name}: {} bytes for a {rows}x{cols} {dtype:?} matrix", bytes.len())));
         }
         // Bytes of a part on the GPU: quantized groups go in pairs (`group_pairs`).
         let part_bytes = |part_rows: usize| match dtype {
@@ -126,24 +102,12 @@ impl GpuMatrix {
                 _ => Cow::Borrowed(slice),
             };
             let textures = gpu.read_path == ReadPath::Textures;
-            let buffer = (!textures || usage != MatrixUse::Products)
-                .then(|| upload_padded(gpu, &label, &words));
-            let texture =
-                (textures && usage != MatrixUse::Rows).then(|| upload_texture(gpu, &label, &words));
-            parts.push(MatrixPart {
-                buffer,
-                texture,
-                first_row,
-                rows: part_rows,
-            });
+            let buffer = (!textures || usage != MatrixUse::Products).then(|| upload_padded(gpu, &label, &words));
+            let texture = (textures && usage != MatrixUse::Rows).then(|| upload_texture(gpu, &label, &words));
+            parts.push(MatrixPart { buffer, texture, first_row, rows: part_rows });
             first_row += part_rows;
         }
-        Ok(GpuMatrix {
-            rows,
-            cols,
-            dtype,
-            parts,
-        })
+        Ok(GpuMatrix { rows, cols, dtype, parts })
     }
 
     pub fn bytes(&self) -> u64 {
@@ -159,11 +123,7 @@ fn group_pairs(groups: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(groups.len() + Group::BYTES);
     for pair in groups.chunks(2 * Group::BYTES) {
         let (first, second) = pair.split_at(Group::BYTES);
-        let second = if second.is_empty() {
-            &[0u8; Group::BYTES][..]
-        } else {
-            second
-        };
+        let second = if second.is_empty() { &[0u8; Group::BYTES][..] } else { second };
         out.extend_from_slice(&first[..8]);
         out.extend_from_slice(&second[..8]);
         out.extend_from_slice(&first[8..]);
@@ -174,19 +134,12 @@ fn group_pairs(groups: &[u8]) -> Vec<u8> {
 
 /// Rows per part: all of them if the matrix fits in one binding, else the most that fit in a
 /// multiple of ROW_ALIGN. None if even ROW_ALIGN rows do not fit.
-fn max_rows_per_part(
-    max_binding: u64,
-    rows: usize,
-    part_bytes: impl Fn(usize) -> u64,
-) -> Option<usize> {
+fn max_rows_per_part(max_binding: u64, rows: usize, part_bytes: impl Fn(usize) -> u64) -> Option<usize> {
     let fits = |part_rows: usize| padded(part_bytes(part_rows)) <= max_binding;
     if fits(rows) {
         return Some(rows.max(1));
     }
-    (1..)
-        .map(|n| n * ROW_ALIGN)
-        .take_while(|&part_rows| part_rows < rows && fits(part_rows))
-        .last()
+    (1..).map(|n| n * ROW_ALIGN).take_while(|&part_rows| part_rows < rows && fits(part_rows)).last()
 }
 
 /// A texture of [`TEXTURE_WIDTH`]-texel rows holding `bytes`, zero-padded to whole texels, laid
@@ -196,11 +149,7 @@ fn upload_texture(gpu: &Gpu, label: &str, bytes: &[u8]) -> wgpu::Texture {
     let width = TEXTURE_WIDTH as u64;
     let texture = gpu.device.create_texture(&wgpu::TextureDescriptor {
         label: Some(label),
-        size: wgpu::Extent3d {
-            width: TEXTURE_WIDTH,
-            height: texels.div_ceil(width) as u32,
-            depth_or_array_layers: 1,
-        },
+        size: wgpu::Extent3d { width: TEXTURE_WIDTH, height: texels.div_ceil(width) as u32, depth_or_array_layers: 1 },
         mip_level_count: 1,
         sample_count: 1,
         dimension: wgpu::TextureDimension::D2,
@@ -218,27 +167,10 @@ fn upload_texture(gpu: &Gpu, label: &str, bytes: &[u8]) -> wgpu::Texture {
         let offset = (y * row_bytes) as usize;
         let end = offset + (texels * TEXEL_BYTES * rows) as usize;
         gpu.queue.write_texture(
-            wgpu::TexelCopyTextureInfo {
-                texture: &texture,
-                mip_level: 0,
-                origin: wgpu::Origin3d {
-                    x: 0,
-                    y: y as u32,
-                    z: 0,
-                },
-                aspect: wgpu::TextureAspect::All,
-            },
+            wgpu::TexelCopyTextureInfo { texture: &texture, mip_level: 0, origin: wgpu::Origin3d { x: 0, y: y as u32, z: 0 }, aspect: wgpu::TextureAspect::All },
             &words[offset..end],
-            wgpu::TexelCopyBufferLayout {
-                offset: 0,
-                bytes_per_row: Some((texels * TEXEL_BYTES) as u32),
-                rows_per_image: None,
-            },
-            wgpu::Extent3d {
-                width: texels as u32,
-                height: rows as u32,
-                depth_or_array_layers: 1,
-            },
+            wgpu::TexelCopyBufferLayout { offset: 0, bytes_per_row: Some((texels * TEXEL_BYTES) as u32), rows_per_image: None },
+            wgpu::Extent3d { width: texels as u32, height: rows as u32, depth_or_array_layers: 1 },
         );
     };
     if full_rows > 0 {
@@ -255,16 +187,11 @@ pub fn upload_padded(gpu: &Gpu, label: &str, bytes: &[u8]) -> wgpu::Buffer {
     let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some(label),
         size: padded(bytes.len() as u64),
-        usage: wgpu::BufferUsages::STORAGE
-            | wgpu::BufferUsages::COPY_DST
-            | wgpu::BufferUsages::COPY_SRC,
+        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
         mapped_at_creation: true,
     });
     {
-        let mut view = buffer
-            .slice(..)
-            .get_mapped_range_mut()
-            .expect("a buffer mapped at creation");
+        let mut view = buffer.slice(..).get_mapped_range_mut().expect("a buffer mapped at creation");
         view.slice(..bytes.len()).copy_from_slice(bytes);
     }
     buffer.unmap();
@@ -282,9 +209,7 @@ impl Gpu {
         self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size: padded(bytes),
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_DST
-                | wgpu::BufferUsages::COPY_SRC,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         })
     }
@@ -297,11 +222,7 @@ impl Gpu {
     /// Queues a copy of the first `count` values of a buffer behind the work already submitted and
     /// returns at once; [`PendingRead::finish`] waits for that copy alone, so work submitted after
     /// this call keeps the device busy while the host collects the values.
-    pub fn start_read<T: bytemuck::Pod>(
-        &self,
-        buffer: &wgpu::Buffer,
-        count: usize,
-    ) -> PendingRead<T> {
+    pub fn start_read<T: bytemuck::Pod>(&self, buffer: &wgpu::Buffer, count: usize) -> PendingRead<T> {
         let bytes = (count * std::mem::size_of::<T>()) as u64;
         if bytes == 0 {
             return PendingRead::nothing();
@@ -319,15 +240,7 @@ impl Gpu {
         staging.map_async(wgpu::MapMode::Read, .., move |result| {
             let _ = sender.send(result);
         });
-        PendingRead {
-            copy: Some(PendingCopy {
-                staging,
-                submission,
-                mapped,
-            }),
-            bytes,
-            values: std::marker::PhantomData,
-        }
+        PendingRead { copy: Some(PendingCopy { staging, submission, mapped }), bytes, values: std::marker::PhantomData }
     }
 }
 
@@ -347,18 +260,12 @@ struct PendingCopy {
 impl<T: bytemuck::Pod> PendingRead<T> {
     /// A read of no values: finishes at once.
     pub fn nothing() -> PendingRead<T> {
-        PendingRead {
-            copy: None,
-            bytes: 0,
-            values: std::marker::PhantomData,
-        }
+        PendingRead { copy: None, bytes: 0, values: std::marker::PhantomData }
     }
 
     /// Waits until the copy (and everything submitted before it) is done and returns the values.
     pub fn finish(self, gpu: &Gpu) -> Result<Vec<T>> {
-        let Some(copy) = self.copy else {
-            return Ok(Vec::new());
-        };
+        let Some(copy) = self.copy else { return Ok(Vec::new()) };
         gpu.wait_for(copy.submission)?;
         copy.mapped
             .recv()

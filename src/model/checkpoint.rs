@@ -2,8 +2,8 @@
 //! `model.safetensors.index.json`, memory-mapped; tensors are looked up by name and handed out
 //! as raw little-endian bytes in their stored width.
 
-use crate::dtype::{DType, Group, GROUP};
 use crate::error::{Error, Result};
+use crate::dtype::{DType, Group, GROUP};
 use memmap2::Mmap;
 use std::collections::HashMap;
 use std::fs::File;
@@ -101,11 +101,7 @@ impl Safetensors {
                 dir.display()
             )));
         };
-        let mut checkpoint = Safetensors {
-            paths: Vec::new(),
-            maps: Vec::new(),
-            tensors: HashMap::new(),
-        };
+        let mut checkpoint = Safetensors { paths: Vec::new(), maps: Vec::new(), tensors: HashMap::new() };
         for path in files {
             checkpoint.add_file(&path)?;
         }
@@ -113,8 +109,7 @@ impl Safetensors {
     }
 
     fn add_file(&mut self, path: &Path) -> Result<()> {
-        let file = File::open(path)
-            .map_err(|e| Error::bad_input(format!("{}: cannot open: {e}", path.display())))?;
+        let file = File::open(path).map_err(|e| Error::bad_input(format!("{}: cannot open: {e}", path.display())))?;
         // SAFETY: the map is read-only; a checkpoint modified while we read it is the user's problem
         // and at worst gives wrong numbers for this run, never memory unsafety in safe code we call.
         let map = unsafe { Mmap::map(&file) }
@@ -144,13 +139,7 @@ impl Safetensors {
             let (start, end) = info.data_offsets;
             self.tensors.insert(
                 name.clone(),
-                TensorEntry {
-                    file: index,
-                    dtype,
-                    shape: info.shape.clone(),
-                    start: data_start + start,
-                    end: data_start + end,
-                },
+                TensorEntry { file: index, dtype, shape: info.shape.clone(), start: data_start + start, end: data_start + end },
             );
         }
         self.paths.push(path.to_path_buf());
@@ -202,11 +191,7 @@ impl Safetensors {
         for entry in self.tensors.values() {
             *bytes.entry(entry.dtype).or_default() += entry.end - entry.start;
         }
-        bytes
-            .into_iter()
-            .max_by_key(|(_, n)| *n)
-            .map(|(d, _)| d)
-            .unwrap_or(DType::F32)
+        bytes.into_iter().max_by_key(|(_, n)| *n).map(|(d, _)| d).unwrap_or(DType::F32)
     }
 
     fn describe(&self) -> String {
@@ -222,26 +207,17 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
         .map_err(|e| Error::bad_input(format!("{}: cannot read: {e}", index.display())))?;
     let json: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| Error::bad_input(format!("{}: invalid JSON: {e}", index.display())))?;
-    let map = json
-        .get("weight_map")
-        .and_then(|m| m.as_object())
-        .ok_or_else(|| {
-            Error::bad_input(format!("{}: no \"weight_map\" object", index.display()))
-        })?;
+    let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| {
+        Error::bad_input(format!("{}: no \"weight_map\" object", index.display()))
+    })?;
     let dir = index.parent().unwrap_or(Path::new("."));
     let mut files: Vec<PathBuf> = Vec::new();
     for value in map.values() {
-        let name = value.as_str().ok_or_else(|| {
-            Error::bad_input(format!(
-                "{}: weight_map values must be file names",
-                index.display()
-            ))
-        })?;
+        let name = value
+            .as_str()
+            .ok_or_else(|| Error::bad_input(format!("{}: weight_map values must be file names", index.display())))?;
         if name.contains('/') || name.contains('\\') || name.starts_with('.') {
-            return Err(Error::bad_input(format!(
-                "{}: shard name '{name}' leaves the model directory",
-                index.display()
-            )));
+            return Err(Error::bad_input(format!("{}: shard name '{name}' leaves the model directory", index.display())));
         }
         let path = dir.join(name);
         if !files.contains(&path) {

@@ -77,10 +77,8 @@ pub struct RopeScalingConfig {
 }
 
 pub fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::bad_input(format!("{}: cannot read: {e}", path.display())))?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::bad_input(format!("{}: invalid JSON: {e}", path.display())))
+    let text = std::fs::read_to_string(path).map_err(|e| Error::bad_input(format!("{}: cannot read: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| Error::bad_input(format!("{}: invalid JSON: {e}", path.display())))
 }
 
 /// Reads config.json fields with errors that name the file and the key.
@@ -122,11 +120,7 @@ impl Json<'_> {
         match self.json.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(v) => T::from_value(v).map(Some).ok_or_else(|| {
-                Error::bad_input(format!(
-                    "{}: \"{key}\" should be {}, found {v}",
-                    self.path.display(),
-                    T::EXPECTED
-                ))
+                Error::bad_input(format!("{}: \"{key}\" should be {}, found {v}", self.path.display(), T::EXPECTED))
             }),
         }
     }
@@ -143,26 +137,16 @@ impl Json<'_> {
 
     /// A string field; a value of another type counts as absent.
     fn str(&self, key: &str) -> Option<String> {
-        self.json
-            .get(key)
-            .and_then(|v| v.as_str())
-            .map(str::to_string)
+        self.json.get(key).and_then(|v| v.as_str()).map(str::to_string)
     }
 
     /// transformers 5's `rope_parameters` (an object) or the classic `rope_scaling`; a scaling
     /// that is not an object has no type, which means "default".
     fn rope_scaling(&self) -> Option<RopeScalingConfig> {
-        let scaling = self
-            .rope_parameters()
-            .or_else(|| self.json.get("rope_scaling"))
-            .filter(|s| !s.is_null())?;
+        let scaling = self.rope_parameters().or_else(|| self.json.get("rope_scaling")).filter(|s| !s.is_null())?;
         let number = |key: &str| scaling.get(key).and_then(Value::as_f64).map(|x| x as f32);
         Some(RopeScalingConfig {
-            rope_type: scaling
-                .get("rope_type")
-                .or_else(|| scaling.get("type"))
-                .and_then(Value::as_str)
-                .map(str::to_string),
+            rope_type: scaling.get("rope_type").or_else(|| scaling.get("type")).and_then(Value::as_str).map(str::to_string),
             factor: number("factor"),
             low_freq_factor: number("low_freq_factor"),
             high_freq_factor: number("high_freq_factor"),
@@ -175,11 +159,7 @@ impl Json<'_> {
     }
 
     fn rope_theta(&self) -> Result<Option<f32>> {
-        if let Some(theta) = self
-            .rope_parameters()
-            .and_then(|p| p.get("rope_theta"))
-            .and_then(Value::as_f64)
-        {
+        if let Some(theta) = self.rope_parameters().and_then(|p| p.get("rope_theta")).and_then(Value::as_f64) {
             return Ok(Some(theta as f32));
         }
         Ok(match self.opt("rope_theta")? {
@@ -258,9 +238,7 @@ impl Config {
 
     /// A field the model cannot do without.
     pub fn require<T>(&self, value: Option<T>, key: &str) -> Result<T> {
-        value.ok_or_else(|| {
-            Error::bad_input(format!("{}: missing \"{key}\"", self.source.display()))
-        })
+        value.ok_or_else(|| Error::bad_input(format!("{}: missing \"{key}\"", self.source.display())))
     }
 
     /// A setting perplex does not implement: refused rather than ignored.
@@ -274,9 +252,6 @@ impl Config {
 
     /// A value no model has.
     pub fn implausible(&self, what: String) -> Error {
-        Error::bad_input(format!(
-            "{}: {what}; the file is corrupt or not a model's config.json",
-            self.source.display()
-        ))
+        Error::bad_input(format!("{}: {what}; the file is corrupt or not a model's config.json", self.source.display()))
     }
 }

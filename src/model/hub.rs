@@ -13,27 +13,21 @@ pub fn cache_dir() -> PathBuf {
     if let Some(home) = std::env::var_os("HF_HOME") {
         return PathBuf::from(home).join("hub");
     }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
     home.join(".cache").join("huggingface").join("hub")
 }
 
 /// Whether `model` has the shape of a hub id rather than a path.
 pub fn looks_like_hub_id(model: &str) -> bool {
     let parts: Vec<&str> = model.split('/').collect();
-    parts.len() == 2
-        && parts.iter().all(|p| !p.is_empty() && !p.starts_with('.'))
-        && !model.contains('\\')
+    parts.len() == 2 && parts.iter().all(|p| !p.is_empty() && !p.starts_with('.')) && !model.contains('\\')
 }
 
 /// The snapshot directory of `repo` at `revision` (a branch or tag under refs/, or a commit hash;
 /// default "main") in `cache`.
 pub fn resolve_in(cache: &Path, repo: &str, revision: Option<&str>) -> Result<PathBuf> {
     let repo_dir = repo_dir(cache, repo);
-    let fetch_hint = |rev: &str| {
-        format!("download it first, e.g. `huggingface-cli download {repo} --revision {rev}`")
-    };
+    let fetch_hint = |rev: &str| format!("download it first, e.g. `huggingface-cli download {repo} --revision {rev}`");
     let revision = revision.unwrap_or("main");
     if !repo_dir.is_dir() {
         return Err(Error::bad_input(format!(
@@ -53,9 +47,7 @@ pub fn resolve_in(cache: &Path, repo: &str, revision: Option<&str>) -> Result<Pa
                 return Err(Error::bad_input(format!(
                     "--model {repo}: revision '{revision}' is not in the cache ({} has: {}); {}",
                     repo_dir.display(),
-                    cached_refs(cache, repo)
-                        .filter(|names| !names.is_empty())
-                        .map_or("no revisions".into(), |names| names.join(", ")),
+                    cached_refs(cache, repo).filter(|names| !names.is_empty()).map_or("no revisions".into(), |names| names.join(", ")),
                     fetch_hint(revision)
                 )))
             }
@@ -103,28 +95,12 @@ mod tests {
         std::fs::create_dir_all(repo.join("snapshots").join(commit)).unwrap();
         std::fs::write(repo.join("refs").join("step1000"), format!("{commit}\n")).unwrap();
         let snapshot = repo.join("snapshots").join(commit);
-        assert_eq!(
-            resolve_in(&cache, "EleutherAI/pythia-14m", Some("step1000")).unwrap(),
-            snapshot
-        );
-        assert_eq!(
-            resolve_in(&cache, "EleutherAI/pythia-14m", Some(commit)).unwrap(),
-            snapshot
-        );
-        let missing = resolve_in(&cache, "EleutherAI/pythia-14m", Some("step2000"))
-            .unwrap_err()
-            .message;
-        assert!(
-            missing.contains("step2000") && missing.contains("step1000"),
-            "{missing}"
-        );
-        let absent = resolve_in(&cache, "EleutherAI/pythia-70m", None)
-            .unwrap_err()
-            .message;
-        assert!(
-            absent.contains("models--EleutherAI--pythia-70m") && absent.contains("never downloads"),
-            "{absent}"
-        );
+        assert_eq!(resolve_in(&cache, "EleutherAI/pythia-14m", Some("step1000")).unwrap(), snapshot);
+        assert_eq!(resolve_in(&cache, "EleutherAI/pythia-14m", Some(commit)).unwrap(), snapshot);
+        let missing = resolve_in(&cache, "EleutherAI/pythia-14m", Some("step2000")).unwrap_err().message;
+        assert!(missing.contains("step2000") && missing.contains("step1000"), "{missing}");
+        let absent = resolve_in(&cache, "EleutherAI/pythia-70m", None).unwrap_err().message;
+        assert!(absent.contains("models--EleutherAI--pythia-70m") && absent.contains("never downloads"), "{absent}");
         assert!(looks_like_hub_id("EleutherAI/pythia-160m"));
         assert!(!looks_like_hub_id("models/default/x") && !looks_like_hub_id("./x"));
         std::fs::remove_dir_all(cache).unwrap();

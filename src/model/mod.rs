@@ -51,15 +51,8 @@ impl Activation {
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub enum RopeScaling {
     None,
-    Linear {
-        factor: f32,
-    },
-    Llama3 {
-        factor: f32,
-        low_freq_factor: f32,
-        high_freq_factor: f32,
-        original_max_positions: f32,
-    },
+    Linear { factor: f32 },
+    Llama3 { factor: f32, low_freq_factor: f32, high_freq_factor: f32, original_max_positions: f32 },
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -162,49 +155,27 @@ impl ModelSpec {
     pub fn parameter_count(&self) -> usize {
         let attn = self.hidden * self.qkv_width() + self.q_width() * self.hidden;
         let mlp = self.hidden * (self.up_width() + self.intermediate);
-        let head = if self.tied_head {
-            0
-        } else {
-            self.vocab_size * self.hidden
-        };
-        let positions = if self.learned_positions {
-            self.max_positions * self.hidden
-        } else {
-            0
-        };
+        let head = if self.tied_head { 0 } else { self.vocab_size * self.hidden };
+        let positions = if self.learned_positions { self.max_positions * self.hidden } else { 0 };
         self.vocab_size * self.hidden + positions + self.layers * (attn + mlp) + head
     }
 
     /// Rotary inverse frequencies of table `rope`, computed in f32 exactly as transformers does.
     pub fn inv_freq(&self, rope: usize) -> Vec<f32> {
-        let Some(rope) = self.ropes.get(rope) else {
-            return Vec::new();
-        };
+        let Some(rope) = self.ropes.get(rope) else { return Vec::new() };
         let dim = rope.rotary_dim as f32;
-        let base: Vec<f32> = (0..rope.rotary_dim / 2)
-            .map(|i| 1.0f32 / rope.theta.powf((2 * i) as f32 / dim))
-            .collect();
+        let base: Vec<f32> = (0..rope.rotary_dim / 2).map(|i| 1.0f32 / rope.theta.powf((2 * i) as f32 / dim)).collect();
         match rope.scaling {
             RopeScaling::None => base,
             RopeScaling::Linear { factor } => base.iter().map(|f| f / factor).collect(),
-            RopeScaling::Llama3 {
-                factor,
-                low_freq_factor,
-                high_freq_factor,
-                original_max_positions,
-            } => {
+            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_positions } => {
                 let low_freq_wavelen = original_max_positions / low_freq_factor;
                 let high_freq_wavelen = original_max_positions / high_freq_factor;
                 base.iter()
                     .map(|&f| {
                         let wavelen = 2.0 * std::f32::consts::PI / f;
-                        let scaled = if wavelen > low_freq_wavelen {
-                            f / factor
-                        } else {
-                            f
-                        };
-                        let smooth = (original_max_positions / wavelen - low_freq_factor)
-                            / (high_freq_factor - low_freq_factor);
+                        let scaled = if wavelen > low_freq_wavelen { f / factor } else { f };
+                        let smooth = (original_max_positions / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
                         let smoothed = (1.0 - smooth) * scaled / factor + smooth * scaled;
                         let medium = wavelen >= high_freq_wavelen && wavelen <= low_freq_wavelen;
                         if medium {
@@ -255,10 +226,7 @@ pub struct ModelFiles {
 /// Whether --model names a GGUF file.
 pub fn is_gguf(model: &str) -> bool {
     let path = std::path::Path::new(model);
-    path.is_file()
-        && path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
 }
 
 impl ModelFiles {
@@ -282,9 +250,7 @@ impl ModelFiles {
         } else if hub::looks_like_hub_id(model) {
             hub::resolve_in(&hub::cache_dir(), model, revision)?
         } else {
-            return Err(Error::bad_input(format!(
-                "--model {model}: no such directory, and not a hub id (org/name)"
-            )));
+            return Err(Error::bad_input(format!("--model {model}: no such directory, and not a hub id (org/name)")));
         };
         if !dir.join("config.json").exists() {
             return Err(Error::bad_input(format!(

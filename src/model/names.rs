@@ -21,10 +21,7 @@ pub enum FusedQkv {
 /// How a checkpoint stores the MLP's first projection(s).
 #[derive(Debug, Clone, Copy)]
 pub enum UpNames<S = String> {
-    Gated {
-        gate: S,
-        up: S,
-    },
+    Gated { gate: S, up: S },
     /// One matrix with rows [gate | up] (Phi-3).
     FusedGateUp(S),
     Plain(S),
@@ -95,12 +92,7 @@ impl TensorNames {
             embedding: self.embedding.into(),
             positions: self.positions.map(String::from),
             final_norm: self.final_norm.into(),
-            head: if spec.tied_head {
-                self.embedding
-            } else {
-                self.head
-            }
-            .into(),
+            head: if spec.tied_head { self.embedding } else { self.head }.into(),
             conv1d: self.conv1d,
         }
     }
@@ -115,24 +107,14 @@ impl TensorNames {
             ffn_norm: spec.norms.pre.then(|| p(self.ffn_norm)),
             post_ffn_norm: post(self.post_ffn_norm),
             qkv: match self.qkv {
-                QkvNames::Separate { q, k, v } => QkvNames::Separate {
-                    q: p(q),
-                    k: p(k),
-                    v: p(v),
-                },
-                QkvNames::Fused { name, layout } => QkvNames::Fused {
-                    name: p(name),
-                    layout,
-                },
+                QkvNames::Separate { q, k, v } => QkvNames::Separate { q: p(q), k: p(k), v: p(v) },
+                QkvNames::Fused { name, layout } => QkvNames::Fused { name: p(name), layout },
             },
             q_norm: qk(self.q_norm),
             k_norm: qk(self.k_norm),
             o: p(self.o),
             up: match self.up {
-                UpNames::Gated { gate, up } => UpNames::Gated {
-                    gate: p(gate),
-                    up: p(up),
-                },
+                UpNames::Gated { gate, up } => UpNames::Gated { gate: p(gate), up: p(up) },
                 UpNames::FusedGateUp(name) => UpNames::FusedGateUp(p(name)),
                 UpNames::Plain(name) => UpNames::Plain(p(name)),
             },

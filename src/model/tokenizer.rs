@@ -18,10 +18,7 @@ pub struct TextTokenizer {
 fn special_token_text(value: Option<&Value>) -> Option<String> {
     match value? {
         Value::String(s) => Some(s.clone()),
-        Value::Object(map) => map
-            .get("content")
-            .and_then(|c| c.as_str())
-            .map(str::to_string),
+        Value::Object(map) => map.get("content").and_then(|c| c.as_str()).map(str::to_string),
         _ => None,
     }
 }
@@ -36,20 +33,15 @@ impl TextTokenizer {
                 path.display()
             )));
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            Error::bad_input(format!("{}: cannot load tokenizer: {e}", path.display()))
-        })?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| Error::bad_input(format!("{}: cannot load tokenizer: {e}", path.display())))?;
         // tokenizers panics, rather than returning an error, on a JSON syntax error inside the
         // "decoder" object (found by fuzzing): a file that is not JSON is refused here first.
-        serde_json::from_str::<serde::de::IgnoredAny>(&text).map_err(|e| {
-            Error::bad_input(format!(
-                "{}: cannot load tokenizer: invalid JSON: {e}",
-                path.display()
-            ))
-        })?;
-        let inner: tokenizers::Tokenizer = text.parse().map_err(|e| {
-            Error::bad_input(format!("{}: cannot load tokenizer: {e}", path.display()))
-        })?;
+        serde_json::from_str::<serde::de::IgnoredAny>(&text)
+            .map_err(|e| Error::bad_input(format!("{}: cannot load tokenizer: invalid JSON: {e}", path.display())))?;
+        let inner: tokenizers::Tokenizer = text
+            .parse()
+            .map_err(|e| Error::bad_input(format!("{}: cannot load tokenizer: {e}", path.display())))?;
         let read = |name: &str| -> Value {
             std::fs::read_to_string(dir.join(name))
                 .ok()
@@ -63,58 +55,31 @@ impl TextTokenizer {
         let config = read("config.json");
         let has_token_files = !tokenizer_config.is_null() || !special_map.is_null();
         let resolve = |key: &str, id_key: &str| -> Option<u32> {
-            let text = special_token_text(tokenizer_config.get(key))
-                .or_else(|| special_token_text(special_map.get(key)));
+            let text = special_token_text(tokenizer_config.get(key)).or_else(|| special_token_text(special_map.get(key)));
             match text {
                 Some(text) => inner.token_to_id(&text),
                 None if has_token_files => None,
-                None => config
-                    .get(id_key)
-                    .and_then(|v| v.as_u64())
-                    .map(|v| v as u32),
+                None => config.get(id_key).and_then(|v| v.as_u64()).map(|v| v as u32),
             }
         };
         let bos = resolve("bos_token", "bos_token_id");
         let eos = resolve("eos_token", "eos_token_id");
-        let adds_bos = match tokenizer_config
-            .get("add_bos_token")
-            .and_then(|v| v.as_bool())
-        {
+        let adds_bos = match tokenizer_config.get("add_bos_token").and_then(|v| v.as_bool()) {
             Some(flag) => flag && bos.is_some(),
             None => {
                 // Ask the tokenizer's post-processor what it does with special tokens.
-                let probe = inner
-                    .encode("a", true)
-                    .map(|e| e.get_ids().to_vec())
-                    .unwrap_or_default();
+                let probe = inner.encode("a", true).map(|e| e.get_ids().to_vec()).unwrap_or_default();
                 bos.is_some() && probe.first() == bos.as_ref()
             }
         };
         let vocab_size = inner.get_vocab_size(true);
-        Ok(TextTokenizer {
-            inner,
-            bos,
-            eos,
-            adds_bos,
-            vocab_size,
-        })
+        Ok(TextTokenizer { inner, bos, eos, adds_bos, vocab_size })
     }
 
     /// A tokenizer built elsewhere (a GGUF file's vocabulary), with its special tokens.
-    pub fn from_parts(
-        inner: tokenizers::Tokenizer,
-        bos: Option<u32>,
-        eos: Option<u32>,
-        adds_bos: bool,
-    ) -> TextTokenizer {
+    pub fn from_parts(inner: tokenizers::Tokenizer, bos: Option<u32>, eos: Option<u32>, adds_bos: bool) -> TextTokenizer {
         let vocab_size = inner.get_vocab_size(true);
-        TextTokenizer {
-            inner,
-            bos,
-            eos,
-            adds_bos: adds_bos && bos.is_some(),
-            vocab_size,
-        }
+        TextTokenizer { inner, bos, eos, adds_bos: adds_bos && bos.is_some(), vocab_size }
     }
 
     /// Token ids of `text` without special tokens (what lm-evaluation-harness scores).
@@ -164,13 +129,7 @@ impl TextTokenizer {
 
     /// The ids of the added tokens marked special (never produced from ordinary text), increasing.
     pub fn special_tokens(&self) -> Vec<u32> {
-        let mut ids: Vec<u32> = self
-            .inner
-            .get_added_tokens_decoder()
-            .into_iter()
-            .filter(|(_, token)| token.special)
-            .map(|(id, _)| id)
-            .collect();
+        let mut ids: Vec<u32> = self.inner.get_added_tokens_decoder().into_iter().filter(|(_, token)| token.special).map(|(id, _)| id).collect();
         ids.sort();
         ids
     }

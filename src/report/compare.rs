@@ -36,70 +36,35 @@ pub fn compare_table(result: &CompareResult, base: &str, model: &str, adapter: &
         ("base".into(), base.into()),
         ("model".into(), model.into()),
         ("adapter".into(), adapter.into()),
-        (
-            "window".into(),
-            format!("{} (ctx {})", result.mode.name(), result.ctx),
-        ),
+        ("window".into(), format!("{} (ctx {})", result.mode.name(), result.ctx)),
         ("tokens".into(), s.count.to_string()),
         ("residency".into(), "both models on the device".into()),
         ("".into(), "".into()),
         ("Mean PPL(Q)".into(), estimate(s.ppl_model, 6)),
         ("Mean PPL(base)".into(), estimate(s.ppl_base, 6)),
-        (
-            "Cor(ln(PPL(Q)), ln(PPL(base)))".into(),
-            format!("{:.2}%", 100.0 * s.logprob_correlation),
-        ),
-        (
-            "Mean ln(PPL(Q)/PPL(base))".into(),
-            estimate(s.ln_ppl_ratio, 6),
-        ),
+        ("Cor(ln(PPL(Q)), ln(PPL(base)))".into(), format!("{:.2}%", 100.0 * s.logprob_correlation)),
+        ("Mean ln(PPL(Q)/PPL(base))".into(), estimate(s.ln_ppl_ratio, 6)),
         ("Mean PPL(Q)/PPL(base)".into(), estimate(s.ppl_ratio, 6)),
-        (
-            "Mean PPL(Q)-PPL(base)".into(),
-            estimate(s.ppl_difference, 6),
-        ),
-        (
-            "bits per byte (Q)".into(),
-            format!("{:.6}", tm.bits_per_byte),
-        ),
-        (
-            "bits per byte (base)".into(),
-            format!("{:.6}", tb.bits_per_byte),
-        ),
+        ("Mean PPL(Q)-PPL(base)".into(), estimate(s.ppl_difference, 6)),
+        ("bits per byte (Q)".into(), format!("{:.6}", tm.bits_per_byte)),
+        ("bits per byte (base)".into(), format!("{:.6}", tb.bits_per_byte)),
         ("".into(), "".into()),
-        (
-            "Mean    KLD".into(),
-            format!("{} ± {}", kl(s.kld_mean.value), kl(s.kld_mean.uncertainty)),
-        ),
+        ("Mean    KLD".into(), format!("{} ± {}", kl(s.kld_mean.value), kl(s.kld_mean.uncertainty))),
         ("Maximum KLD".into(), kl(s.kld.max)),
     ];
     for &(p, v) in &s.kld.percentiles {
-        let label = if p == 50.0 {
-            "Median  KLD".to_string()
-        } else {
-            format!("{p:>4.1}%   KLD")
-        };
+        let label = if p == 50.0 { "Median  KLD".to_string() } else { format!("{p:>4.1}%   KLD") };
         rows.push((label, kl(v)));
     }
     rows.push(("Minimum KLD".into(), kl(s.kld.min)));
     rows.push(("".into(), "".into()));
     rows.push(("Mean    Δp".into(), percent(s.delta_p_mean)));
-    rows.push((
-        "Maximum Δp".into(),
-        format!("{:.3}%", 100.0 * s.delta_p.max),
-    ));
+    rows.push(("Maximum Δp".into(), format!("{:.3}%", 100.0 * s.delta_p.max)));
     for &(p, v) in &s.delta_p.percentiles {
-        let label = if p == 50.0 {
-            "Median  Δp".to_string()
-        } else {
-            format!("{p:>4.1}%   Δp")
-        };
+        let label = if p == 50.0 { "Median  Δp".to_string() } else { format!("{p:>4.1}%   Δp") };
         rows.push((label, format!("{:.3}%", 100.0 * v)));
     }
-    rows.push((
-        "Minimum Δp".into(),
-        format!("{:.3}%", 100.0 * s.delta_p.min),
-    ));
+    rows.push(("Minimum Δp".into(), format!("{:.3}%", 100.0 * s.delta_p.min)));
     rows.push(("RMS Δp".into(), percent(s.delta_p_rms)));
     rows.push(("Same top p".into(), percent(s.same_top)));
     let borrowed: Vec<(&str, String)> = rows.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
@@ -123,12 +88,7 @@ pub fn compare_table(result: &CompareResult, base: &str, model: &str, adapter: &
     out
 }
 
-pub fn compare_json(
-    result: &CompareResult,
-    base: &str,
-    model: &str,
-    adapter: &str,
-) -> serde_json::Value {
+pub fn compare_json(result: &CompareResult, base: &str, model: &str, adapter: &str) -> serde_json::Value {
     json!({
         "base": base,
         "model": model,

@@ -3,8 +3,8 @@
 //! `n-shot`, `higher_is_better`, `n-samples`, `config`), so tools that read one read the other.
 
 use super::table;
-use crate::forward::Batch;
 use crate::tasks::{EvalResult, MetricValue, Stderr, Suite};
+use crate::forward::Batch;
 use serde_json::{json, Map, Value};
 
 /// Four decimals, or scientific notation for the huge perplexities of untrained models.
@@ -27,11 +27,7 @@ fn metric_rows(rows: &mut Vec<Vec<String>>, label: &str, shots: String, metrics:
     for (i, m) in metrics.iter().enumerate() {
         let first = i == 0;
         rows.push(vec![
-            if first {
-                label.to_string()
-            } else {
-                String::new()
-            },
+            if first { label.to_string() } else { String::new() },
             if first { shots.clone() } else { String::new() },
             m.key(),
             if m.higher_is_better { "↑" } else { "↓" }.to_string(),
@@ -46,12 +42,7 @@ pub fn eval_table(result: &EvalResult, model: &str, adapter: &str) -> String {
     let header = ["task", "n-shot", "metric", "", "value", "stderr"];
     let mut rows = Vec::new();
     for task in &result.tasks {
-        metric_rows(
-            &mut rows,
-            &task.alias,
-            task.num_fewshot.to_string(),
-            &task.metrics,
-        );
+        metric_rows(&mut rows, &task.alias, task.num_fewshot.to_string(), &task.metrics);
     }
     let mut out = table(&header, &rows);
     if !result.groups.is_empty() {
@@ -97,23 +88,11 @@ fn metric_list(metrics: &[MetricValue]) -> Vec<Value> {
 }
 
 fn higher_is_better(metrics: &[MetricValue]) -> Value {
-    Value::Object(
-        metrics
-            .iter()
-            .map(|m| (m.name.to_string(), json!(m.higher_is_better)))
-            .collect(),
-    )
+    Value::Object(metrics.iter().map(|m| (m.name.to_string(), json!(m.higher_is_better))).collect())
 }
 
 /// The lm-evaluation-harness results-file shape. `limit` and `batch` are the run's settings.
-pub fn eval_json(
-    result: &EvalResult,
-    suite: &Suite,
-    model: &str,
-    adapter: &str,
-    limit: Option<usize>,
-    batch: Batch,
-) -> Value {
+pub fn eval_json(result: &EvalResult, suite: &Suite, model: &str, adapter: &str, limit: Option<usize>, batch: Batch) -> Value {
     let mut results = Map::new();
     let mut groups = Map::new();
     let mut group_subtasks = Map::new();
@@ -140,11 +119,7 @@ pub fn eval_json(
         entry.insert("alias".into(), json!(result.alias));
         metric_entries(&mut entry, &result.metrics);
         results.insert(result.name.clone(), Value::Object(entry));
-        if !suite
-            .groups
-            .iter()
-            .any(|g| g.members.contains(&result.name))
-        {
+        if !suite.groups.iter().any(|g| g.members.contains(&result.name)) {
             group_subtasks.insert(result.name.clone(), json!([]));
         }
         let f = task.formulation;
@@ -181,10 +156,7 @@ pub fn eval_json(
         versions.insert(result.name.clone(), json!(f.version));
         n_shot.insert(result.name.clone(), json!(result.num_fewshot));
         better.insert(result.name.clone(), higher_is_better(&result.metrics));
-        n_samples.insert(
-            result.name.clone(),
-            json!({"original": result.original, "effective": result.docs}),
-        );
+        n_samples.insert(result.name.clone(), json!({"original": result.original, "effective": result.docs}));
     }
     json!({
         "results": results,

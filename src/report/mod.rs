@@ -23,9 +23,7 @@ impl ProgressBar {
     }
 
     fn bar(&self) -> std::sync::MutexGuard<'_, indicatif::ProgressBar> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -43,11 +41,9 @@ impl Progress for ProgressBar {
         }
         let bar = indicatif::ProgressBar::new(tokens);
         bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:40}] {pos}/{len} tokens ({per_sec}, eta {eta})",
-            )
-            .unwrap()
-            .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} tokens ({per_sec}, eta {eta})")
+                .unwrap()
+                .progress_chars("=> "),
         );
         *self.bar() = bar;
     }
@@ -73,13 +69,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         cells
             .iter()
             .enumerate()
-            .map(|(i, c)| {
-                if i == 0 {
-                    format!("{c:<w$}", w = widths[i])
-                } else {
-                    format!("{c:>w$}", w = widths[i])
-                }
-            })
+            .map(|(i, c)| if i == 0 { format!("{c:<w$}", w = widths[i]) } else { format!("{c:>w$}", w = widths[i]) })
             .collect::<Vec<_>>()
             .join("  ")
             .trim_end()
@@ -96,9 +86,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 /// Two left-aligned columns: a label and its value.
 pub fn key_values(rows: &[(&str, String)]) -> String {
     let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-    rows.iter()
-        .map(|(k, v)| format!("{k:<width$}  {v}\n"))
-        .collect()
+    rows.iter().map(|(k, v)| format!("{k:<width$}  {v}\n")).collect()
 }
 
 pub fn ppl_table(result: &PplResult, model: &str, adapter: &str) -> String {
@@ -106,10 +94,7 @@ pub fn ppl_table(result: &PplResult, model: &str, adapter: &str) -> String {
     key_values(&[
         ("model", model.into()),
         ("adapter", adapter.into()),
-        (
-            "window",
-            format!("{} (ctx {})", result.mode.name(), result.ctx),
-        ),
+        ("window", format!("{} (ctx {})", result.mode.name(), result.ctx)),
         ("documents", result.documents.len().to_string()),
         ("tokens", t.tokens.to_string()),
         ("nll", format!("{:.4}", t.nll)),
@@ -117,14 +102,7 @@ pub fn ppl_table(result: &PplResult, model: &str, adapter: &str) -> String {
         ("word perplexity", format!("{:.4}", t.word_perplexity)),
         ("byte perplexity", format!("{:.4}", t.byte_perplexity)),
         ("bits per byte", format!("{:.4}", t.bits_per_byte)),
-        (
-            "tokens/s",
-            format!(
-                "{:.1} scored, {:.1} processed",
-                result.tokens_per_second(),
-                result.positions_per_second()
-            ),
-        ),
+        ("tokens/s", format!("{:.1} scored, {:.1} processed", result.tokens_per_second(), result.positions_per_second())),
     ])
 }
 
@@ -171,8 +149,7 @@ pub fn write_jsonl<T: serde::Serialize>(path: &Path, items: &[T]) -> Result<()> 
 /// Writes to a temporary file beside `path`, then renames: a crash never leaves half a file.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("partial");
-    let fail =
-        |e: std::io::Error| Error::bad_input(format!("{}: cannot write: {e}", path.display()));
+    let fail = |e: std::io::Error| Error::bad_input(format!("{}: cannot write: {e}", path.display()));
     let mut file = std::fs::File::create(&tmp).map_err(fail)?;
     file.write_all(bytes).map_err(fail)?;
     file.sync_all().map_err(fail)?;

@@ -20,12 +20,12 @@
 
 use super::resume::{model_fingerprint, Entry, ResumeLog};
 use super::{score_windows, stop_requested, watcher, Progress, Window, PASSES_PER_GROUP};
-use crate::error::{Error, Result};
 use crate::forward::{Batch, TokenScore};
 use crate::hash::Fnv1a;
+use std::collections::BTreeMap;
+use crate::error::{Error, Result};
 use crate::model::TextTokenizer;
 use crate::Model;
-use std::collections::BTreeMap;
 
 /// One request: the text that conditions and the text that is scored.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,14 +96,10 @@ pub fn encode_request(tokenizer: &TextTokenizer, request: &Request) -> Result<En
         let continuation = tokenizer.encode(continuation)?;
         let prefix = tokenizer.prefix_token()?;
         return Ok(match continuation.first() {
-            Some(&first) if first == prefix => EncodedRequest {
-                context: continuation[..1].to_vec(),
-                continuation: continuation[1..].to_vec(),
-            },
-            _ => EncodedRequest {
-                context: vec![prefix],
-                continuation,
-            },
+            Some(&first) if first == prefix => {
+                EncodedRequest { context: continuation[..1].to_vec(), continuation: continuation[1..].to_vec() }
+            }
+            _ => EncodedRequest { context: vec![prefix], continuation },
         });
     }
     // `len(context) - len(context.rstrip())` characters move to the continuation.
@@ -112,38 +108,20 @@ pub fn encode_request(tokenizer: &TextTokenizer, request: &Request) -> Result<En
     let whole = tokenizer.encode(&format!("{context}{moved}{continuation}"))?;
     let context = tokenizer.encode(context)?;
     let continuation = whole.get(context.len()..).unwrap_or_default().to_vec();
-    Ok(EncodedRequest {
-        context,
-        continuation,
-    })
+    Ok(EncodedRequest { context, continuation })
 }
 
 /// The model input for an encoded request: left-truncated to `max_length` tokens, scoring the
 /// continuation. Returns the window and whether context tokens were dropped.
 pub fn request_window(index: usize, encoded: &EncodedRequest, max_length: usize) -> (Window, bool) {
-    let all: Vec<u32> = encoded
-        .context
-        .iter()
-        .chain(&encoded.continuation)
-        .copied()
-        .collect();
+    let all: Vec<u32> = encoded.context.iter().chain(&encoded.continuation).copied().collect();
     let kept = all.len().min(max_length + 1);
     let keep = &all[all.len() - kept..];
     let input = keep[..kept - 1].to_vec();
     let targets = keep[1..].to_vec();
     let scored = input.len() - encoded.continuation.len()..input.len();
     let first_target = all.len() - kept + 1;
-    (
-        Window {
-            doc: index,
-            input,
-            targets,
-            scored,
-            first_target,
-            segments: Vec::new(),
-        },
-        all.len() > max_length + 1,
-    )
+    (Window { doc: index, input, targets, scored, first_target, segments: Vec::new() }, all.len() > max_length + 1)
 }
 
 /// The windows that score `encoded` and, per window, the requests each of its segments answers
@@ -153,10 +131,7 @@ pub fn request_window(index: usize, encoded: &EncodedRequest, max_length: usize)
 /// continuation tokens (identical requests share a segment). Both orders are the tokens' own, and
 /// a context's continuations fill packed windows of at most `max_length` rows in that order, so
 /// the windows depend only on the set of requests, never on their order or the batch size.
-fn plan_windows(
-    encoded: &[EncodedRequest],
-    max_length: usize,
-) -> (Vec<Window>, Vec<Vec<Vec<usize>>>, Vec<bool>) {
+fn plan_windows(encoded: &[EncodedRequest], max_length: usize) -> (Vec<Window>, Vec<Vec<Vec<usize>>>, Vec<bool>) {
     let mut windows = Vec::new();
     let mut owners = Vec::new();
     let mut truncated = vec![false; encoded.len()];
@@ -170,12 +145,7 @@ fn plan_windows(
             windows.push(window);
             owners.push(vec![vec![i]]);
         } else {
-            contexts
-                .entry(request.context.as_slice())
-                .or_default()
-                .entry(request.continuation.as_slice())
-                .or_default()
-                .push(i);
+            contexts.entry(request.context.as_slice()).or_default().entry(request.continuation.as_slice()).or_default().push(i);
         }
     }
     for (context, continuations) in contexts {
@@ -194,19 +164,9 @@ fn plan_windows(
                     input.extend_from_slice(&continuation[..continuation.len() - 1]);
                     targets.extend_from_slice(continuation);
                 }
-                let segments = chunk
-                    .iter()
-                    .map(|(continuation, _)| continuation.len())
-                    .collect();
+                let segments = chunk.iter().map(|(continuation, _)| continuation.len()).collect();
                 let scored = shared..input.len();
-                windows.push(Window {
-                    doc: chunk[0].1[0],
-                    input,
-                    targets,
-                    scored,
-                    first_target: 0,
-                    segments,
-                });
+                windows.push(Window { doc: chunk[0].1[0], input, targets, scored, first_target: 0, segments });
             }
             owners.push(chunk.into_iter().map(|(_, requests)| requests).collect());
         };
@@ -232,29 +192,15 @@ fn describe(request: &Request) -> String {
         if chars.len() <= 60 {
             format!("{s:?}")
         } else {
-            format!(
-                "\"...{}\"",
-                chars[chars.len() - 60..]
-                    .iter()
-                    .collect::<String>()
-                    .escape_debug()
-            )
+            format!("\"...{}\"", chars[chars.len() - 60..].iter().collect::<String>().escape_debug())
         }
     }
-    format!(
-        "context {} continuation {}",
-        cut(&request.context),
-        cut(&request.continuation)
-    )
+    format!("context {} continuation {}", cut(&request.context), cut(&request.continuation))
 }
 
 /// Scores every request; results come back in request order and do not depend on the batch size
 /// or on the order of the requests (see `plan_windows` and `score_windows`).
-pub fn loglikelihood(
-    model: &Model,
-    requests: &[Request],
-    options: &LoglikOptions,
-) -> Result<LoglikOutput> {
+pub fn loglikelihood(model: &Model, requests: &[Request], options: &LoglikOptions) -> Result<LoglikOutput> {
     loglikelihood_resumable(model, requests, options, None)
 }
 
@@ -297,20 +243,14 @@ pub type RequestLog = ResumeLog<RequestLogHeader, ScoredRequest>;
 /// them (scores do not depend on the batch or the order of windows).
 fn segment_keys(window: &Window) -> Vec<String> {
     let mut hash = Fnv1a::default();
-    for part in [
-        &window.input,
-        &window.targets,
-        &window.segments.iter().map(|&s| s as u32).collect(),
-    ] {
+    for part in [&window.input, &window.targets, &window.segments.iter().map(|&s| s as u32).collect()] {
         hash.field(&part.len().to_string());
         for token in part {
             hash.update(&token.to_le_bytes());
         }
     }
     hash.field(&format!("{}..{}", window.scored.start, window.scored.end));
-    (0..segment_lengths(window).len())
-        .map(|i| hash.clone().field(&i.to_string()).hex())
-        .collect()
+    (0..segment_lengths(window).len()).map(|i| hash.clone().field(&i.to_string()).hex()).collect()
 }
 
 /// The scored positions of each segment of a window: a plain window's are one request's.
@@ -324,22 +264,14 @@ fn segment_lengths(window: &Window) -> Vec<usize> {
 
 /// A segment's answer from its scored positions: log-probabilities summed in order, in f64.
 fn segment_answer(scores: &[TokenScore]) -> (f64, bool) {
-    (
-        scores.iter().map(|s| s.logprob as f64).sum(),
-        scores.iter().all(|s| s.greedy),
-    )
+    (scores.iter().map(|s| s.logprob as f64).sum(), scores.iter().all(|s| s.greedy))
 }
 
 /// [`loglikelihood`] with an optional resume log: windows whose requests are all in it are not
 /// scored again, and the requests of every few passes are appended to it as soon as they finish.
 /// The results are bit-identical to a run without the log: the windows are planned over all
 /// requests either way, and a logged answer is the very number the window gave.
-pub fn loglikelihood_resumable(
-    model: &Model,
-    requests: &[Request],
-    options: &LoglikOptions,
-    resume: Option<&std::path::Path>,
-) -> Result<LoglikOutput> {
+pub fn loglikelihood_resumable(model: &Model, requests: &[Request], options: &LoglikOptions, resume: Option<&std::path::Path>) -> Result<LoglikOutput> {
     let start = std::time::Instant::now();
     let positions = model.spec.max_positions;
     let max_length = options.max_length.unwrap_or(positions);
@@ -373,13 +305,7 @@ pub fn loglikelihood_resumable(
     let (windows, owners, truncated) = plan_windows(&encoded, max_length);
     let keys: Vec<Vec<String>> = windows.iter().map(segment_keys).collect();
     let mut log = match resume {
-        Some(path) => Some(RequestLog::open(
-            path,
-            &RequestLogHeader {
-                perplex_eval_resume: 1,
-                model_files: model_fingerprint(model)?,
-            },
-        )?),
+        Some(path) => Some(RequestLog::open(path, &RequestLogHeader { perplex_eval_resume: 1, model_files: model_fingerprint(model)? })?),
         None => None,
     };
     // Each window's answer per segment, where the log has all of them.
@@ -387,16 +313,12 @@ pub fn loglikelihood_resumable(
         .iter()
         .map(|keys| {
             let log = log.as_ref()?;
-            keys.iter()
-                .map(|key| log.get(key).map(|e| (e.ll, e.is_greedy)))
-                .collect()
+            keys.iter().map(|key| log.get(key).map(|e| (e.ll, e.is_greedy))).collect()
         })
         .collect();
     // The windows still to score, longest first (as `score_windows` orders them), so that groups
     // of a few passes each batch like one call over all of them would.
-    let mut pending: Vec<usize> = (0..windows.len())
-        .filter(|&w| answers[w].is_none())
-        .collect();
+    let mut pending: Vec<usize> = (0..windows.len()).filter(|&w| answers[w].is_none()).collect();
     pending.sort_by_key(|&w| std::cmp::Reverse(windows[w].input.len()));
     let pending_windows: Vec<Window> = pending.iter().map(|&w| windows[w].clone()).collect();
 
@@ -409,20 +331,12 @@ pub fn loglikelihood_resumable(
     while next < pending.len() {
         if stop_requested() {
             progress.finish();
-            let answered: usize = owners
-                .iter()
-                .zip(&answers)
-                .filter(|(_, a)| a.is_some())
-                .map(|(o, _)| o.iter().map(Vec::len).sum::<usize>())
-                .sum();
+            let answered: usize = owners.iter().zip(&answers).filter(|(_, a)| a.is_some()).map(|(o, _)| o.iter().map(Vec::len).sum::<usize>()).sum();
             return Err(Error::interrupted(format!(
                 "interrupted: {answered} of {} requests answered{}",
                 requests.len(),
                 match resume {
-                    Some(path) => format!(
-                        " and kept in {}; rerun the same command to continue",
-                        path.display()
-                    ),
+                    Some(path) => format!(" and kept in {}; rerun the same command to continue", path.display()),
                     None => String::new(),
                 }
             )));
@@ -430,15 +344,11 @@ pub fn loglikelihood_resumable(
         let mut end = next;
         for _ in 0..PASSES_PER_GROUP {
             if end < pending.len() {
-                end += model
-                    .gpu_model
-                    .windows_per_pass(pending_windows[end].input.len(), options.batch)
-                    .min(pending.len() - end);
+                end += model.gpu_model.windows_per_pass(pending_windows[end].input.len(), options.batch).min(pending.len() - end);
             }
         }
         let group = &pending_windows[next..end];
-        let (scores, group_batch) =
-            score_windows(model, group, options.batch, |n| progress.advance(n as u64))?;
+        let (scores, group_batch) = score_windows(model, group, options.batch, |n| progress.advance(n as u64))?;
         batch = batch.max(group_batch);
         processed += group.iter().map(|w| w.input.len()).sum::<usize>();
         let mut answered = Vec::new();
@@ -453,11 +363,7 @@ pub fn loglikelihood_resumable(
                 // A window rescored because the log holds only some of its requests (a crash
                 // between them), or twice in the plan (identical truncated requests), is logged once.
                 if log.as_ref().is_some_and(|log| log.get(key).is_none()) && new_keys.insert(key) {
-                    answered.push(ScoredRequest {
-                        request: key.clone(),
-                        ll,
-                        is_greedy,
-                    });
+                    answered.push(ScoredRequest { request: key.clone(), ll, is_greedy });
                 }
                 answer.push((ll, is_greedy));
             }
@@ -473,26 +379,14 @@ pub fn loglikelihood_resumable(
     let mut results = vec![None; requests.len()];
     for ((window, answered), answer) in windows.iter().zip(&owners).zip(answers) {
         let answer = answer.expect("every window is answered");
-        for ((length, requests), (ll, is_greedy)) in segment_lengths(window)
-            .into_iter()
-            .zip(answered)
-            .zip(answer)
-        {
+        for ((length, requests), (ll, is_greedy)) in segment_lengths(window).into_iter().zip(answered).zip(answer) {
             for &r in requests {
-                results[r] = Some(Loglikelihood {
-                    ll,
-                    is_greedy,
-                    tokens: length,
-                    truncated: truncated[r],
-                });
+                results[r] = Some(Loglikelihood { ll, is_greedy, tokens: length, truncated: truncated[r] });
             }
         }
     }
     Ok(LoglikOutput {
-        results: results
-            .into_iter()
-            .map(|r| r.expect("every request has a window"))
-            .collect(),
+        results: results.into_iter().map(|r| r.expect("every request has a window")).collect(),
         truncated: truncated.iter().filter(|&&t| t).count(),
         max_length,
         batch,
@@ -507,10 +401,7 @@ mod tests {
 
     #[test]
     fn python_whitespace() {
-        for c in [
-            ' ', '\t', '\n', '\r', '\u{0b}', '\u{0c}', '\u{1c}', '\u{1f}', '\u{85}', '\u{a0}',
-            '\u{2028}', '\u{3000}',
-        ] {
+        for c in [' ', '\t', '\n', '\r', '\u{0b}', '\u{0c}', '\u{1c}', '\u{1f}', '\u{85}', '\u{a0}', '\u{2028}', '\u{3000}'] {
             assert!(is_python_space(c), "{c:?}");
         }
         for c in ['a', '\u{200b}', '\u{180e}', '\u{feff}', '_'] {
@@ -520,10 +411,7 @@ mod tests {
     }
 
     fn encoded(context: &[u32], continuation: &[u32]) -> EncodedRequest {
-        EncodedRequest {
-            context: context.to_vec(),
-            continuation: continuation.to_vec(),
-        }
+        EncodedRequest { context: context.to_vec(), continuation: continuation.to_vec() }
     }
 
     #[test]
@@ -539,12 +427,7 @@ mod tests {
 
     #[test]
     fn choices_of_one_context_share_a_packed_window() {
-        let requests = [
-            encoded(&[1, 2, 3], &[7, 8]),
-            encoded(&[1, 2, 3], &[5]),
-            encoded(&[9], &[4]),
-            encoded(&[1, 2, 3], &[7, 8]),
-        ];
+        let requests = [encoded(&[1, 2, 3], &[7, 8]), encoded(&[1, 2, 3], &[5]), encoded(&[9], &[4]), encoded(&[1, 2, 3], &[7, 8])];
         let (windows, owners, truncated) = plan_windows(&requests, 10);
         assert_eq!(truncated, vec![false; 4]);
         // Context [1, 2, 3]: shared row [1], then per continuation (in token order) a segment
@@ -562,24 +445,12 @@ mod tests {
         // Any order of the requests gives the same windows.
         let reversed: Vec<EncodedRequest> = requests.iter().rev().cloned().collect();
         let (again, _, _) = plan_windows(&reversed, 10);
-        let shape = |w: &Window| {
-            (
-                w.input.clone(),
-                w.targets.clone(),
-                w.scored.clone(),
-                w.segments.clone(),
-            )
-        };
-        assert_eq!(
-            again.iter().map(shape).collect::<Vec<_>>(),
-            windows.iter().map(shape).collect::<Vec<_>>()
-        );
+        let shape = |w: &Window| (w.input.clone(), w.targets.clone(), w.scored.clone(), w.segments.clone());
+        assert_eq!(again.iter().map(shape).collect::<Vec<_>>(), windows.iter().map(shape).collect::<Vec<_>>());
 
         // Packed windows hold at most max_length rows: [1, 2, 3] + [5] takes 4, [7, 8] goes alone.
         let (windows, owners, _) = plan_windows(&requests, 4);
-        assert!(windows
-            .iter()
-            .all(|w| w.segments.is_empty() && w.input.len() <= 4));
+        assert!(windows.iter().all(|w| w.segments.is_empty() && w.input.len() <= 4));
         assert_eq!(owners, vec![vec![vec![1]], vec![vec![0, 3]], vec![vec![2]]]);
     }
 

@@ -6,17 +6,13 @@ mod resume;
 mod windows;
 mod words;
 
-pub use loglik::{
-    encode_request, is_python_space, loglikelihood, loglikelihood_resumable, python_strip,
-    request_window, EncodedRequest, LoglikOptions, LoglikOutput, Loglikelihood, Request,
-    RequestLog, RequestLogHeader, ScoredRequest,
-};
-pub use resume::{
-    document_key, model_fingerprint, text_hash, DocumentLog, Entry, Finished, ResumeHeader,
-    ResumeLog,
-};
-pub use windows::{chunks, rolling, sliding, Window, WindowMode};
 pub use words::word_count;
+pub use loglik::{
+    encode_request, is_python_space, loglikelihood, loglikelihood_resumable, python_strip, request_window, EncodedRequest, LoglikOptions,
+    LoglikOutput, Loglikelihood, Request, RequestLog, RequestLogHeader, ScoredRequest,
+};
+pub use resume::{document_key, model_fingerprint, text_hash, DocumentLog, Entry, Finished, ResumeHeader, ResumeLog};
+pub use windows::{chunks, rolling, sliding, Window, WindowMode};
 
 use crate::data::Document;
 use crate::error::{Error, Result};
@@ -80,13 +76,7 @@ pub struct DocumentResult {
 impl DocumentResult {
     /// `doc` before any of its tokens is scored: its words and bytes, no loss yet.
     pub fn unscored(doc: &Document) -> DocumentResult {
-        DocumentResult {
-            name: doc.name.clone(),
-            nll: 0.0,
-            tokens: 0,
-            words: word_count(&doc.text),
-            bytes: doc.text.len(),
-        }
+        DocumentResult { name: doc.name.clone(), nll: 0.0, tokens: 0, words: word_count(&doc.text), bytes: doc.text.len() }
     }
 }
 
@@ -173,15 +163,11 @@ impl PplOptions {
             )));
         }
         if ctx < 2 {
-            return Err(Error::bad_input(format!(
-                "--ctx {ctx} is too short: windows need at least 2 tokens"
-            )));
+            return Err(Error::bad_input(format!("--ctx {ctx} is too short: windows need at least 2 tokens")));
         }
         if let WindowMode::Sliding { stride } = self.mode {
             if stride == 0 || stride > ctx {
-                return Err(Error::bad_input(format!(
-                    "--stride {stride} must be between 1 and --ctx ({ctx})"
-                )));
+                return Err(Error::bad_input(format!("--stride {stride} must be between 1 and --ctx ({ctx})")));
             }
         }
         Ok(ctx)
@@ -196,38 +182,24 @@ impl PplOptions {
                 // The window length does not depend on the stride; any valid one resolves it.
                 self.mode = WindowMode::Sliding { stride: 1 };
                 let ctx = self.resolve_ctx(model)?;
-                self.mode = WindowMode::Sliding {
-                    stride: stride.unwrap_or((ctx / 2).max(1)),
-                };
+                self.mode = WindowMode::Sliding { stride: stride.unwrap_or((ctx / 2).max(1)) };
                 Ok(())
             }
-            _ if stride.is_some() => Err(Error::bad_input(
-                "--stride applies to --window sliding only",
-            )),
+            _ if stride.is_some() => Err(Error::bad_input("--stride applies to --window sliding only")),
             _ => Ok(()),
         }
     }
 }
 
 /// Cuts every document into windows for `mode`.
-pub fn make_windows(
-    model: &Model,
-    tokenized: &[Vec<u32>],
-    mode: WindowMode,
-    ctx: usize,
-) -> Result<Vec<Window>> {
+pub fn make_windows(model: &Model, tokenized: &[Vec<u32>], mode: WindowMode, ctx: usize) -> Result<Vec<Window>> {
     let tokenizer = &model.tokenizer;
     let mut all = Vec::new();
     for (doc, tokens) in tokenized.iter().enumerate() {
         let windows = match mode {
             WindowMode::Rolling => rolling(doc, tokens, tokenizer.prefix_token()?, ctx),
             WindowMode::Sliding { stride } => sliding(doc, tokens, ctx, stride),
-            WindowMode::Chunks => chunks(
-                doc,
-                tokens,
-                ctx,
-                tokenizer.bos.filter(|_| tokenizer.adds_bos),
-            ),
+            WindowMode::Chunks => chunks(doc, tokens, ctx, tokenizer.bos.filter(|_| tokenizer.adds_bos)),
         };
         all.extend(windows);
     }
@@ -236,27 +208,13 @@ pub fn make_windows(
 
 /// Scores windows in batches; returns each window's scores at its scored positions, in the
 /// order of `windows`. Windows of similar length share a pass; the numbers do not depend on it.
-pub fn score_windows(
-    model: &Model,
-    windows: &[Window],
-    batch: Batch,
-    on_pass: impl FnMut(usize),
-) -> Result<(Vec<Vec<TokenScore>>, usize)> {
+pub fn score_windows(model: &Model, windows: &[Window], batch: Batch, on_pass: impl FnMut(usize)) -> Result<(Vec<Vec<TokenScore>>, usize)> {
     let gpu_model = &model.gpu_model;
     run_passes(
         &gpu_model.gpu,
         windows,
         |len| gpu_model.windows_per_pass(len, batch),
-        |pass| {
-            gpu_model.submit_rows(
-                pass.windows,
-                pass.len,
-                &pass.tokens,
-                &pass.targets,
-                &pass.layout,
-                &pass.scored,
-            )
-        },
+        |pass| gpu_model.submit_rows(pass.windows, pass.len, &pass.tokens, &pass.targets, &pass.layout, &pass.scored),
         |pending: PendingScores| pending.finish(&gpu_model.gpu),
         on_pass,
     )
@@ -303,11 +261,7 @@ pub fn run_passes<S: Clone, P>(
             let count = per_pass(len).min(ceiling).min(order.len() - next);
             let pending = submit(&lay_out(windows, &order[next..next + count], len))?;
             next += count;
-            Some(QueuedPass {
-                pending,
-                first: next - count,
-                count,
-            })
+            Some(QueuedPass { pending, first: next - count, count })
         } else {
             None
         };
@@ -333,11 +287,7 @@ pub fn run_passes<S: Clone, P>(
                 if let Some(later) = in_flight.take() {
                     let _ = finish(later.pending);
                 }
-                eprintln!(
-                    "warning: {}; retrying with {} windows per pass",
-                    error.message,
-                    done.count / 2
-                );
+                eprintln!("warning: {}; retrying with {} windows per pass", error.message, done.count / 2);
                 gpu.clear_error();
                 ceiling = done.count / 2;
                 next = done.first;
@@ -369,14 +319,7 @@ fn lay_out(windows: &[Window], group: &[usize], len: usize) -> PassInput {
         layout.push_window(len, window.shared_rows(), &window.segments);
         scored.extend(window.scored.clone().map(|row| (slot * len + row) as u32));
     }
-    PassInput {
-        windows: count,
-        len,
-        tokens,
-        targets,
-        layout,
-        scored,
-    }
+    PassInput { windows: count, len, tokens, targets, layout, scored }
 }
 
 /// Passes scored between two looks at the resume log and the Ctrl-C flag: few enough that
@@ -384,8 +327,7 @@ fn lay_out(windows: &[Window], group: &[usize], len: usize) -> PassInput {
 const PASSES_PER_GROUP: usize = 4;
 
 /// Set by a Ctrl-C handler: long runs stop after the documents in flight, keeping what is done.
-pub static STOP_REQUESTED: std::sync::atomic::AtomicBool =
-    std::sync::atomic::AtomicBool::new(false);
+pub static STOP_REQUESTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Whether a Ctrl-C asked long runs to stop.
 pub fn stop_requested() -> bool {
@@ -393,22 +335,13 @@ pub fn stop_requested() -> bool {
 }
 
 /// `perplex ppl`: scores every document and aggregates.
-pub fn perplexity(
-    model: &Model,
-    documents: &[Document],
-    options: &PplOptions,
-) -> Result<PplResult> {
+pub fn perplexity(model: &Model, documents: &[Document], options: &PplOptions) -> Result<PplResult> {
     perplexity_resumable(model, documents, options, None)
 }
 
 /// [`perplexity`] with an optional resume log: documents already in it are not scored again, and
 /// each document is appended to it as soon as it is finished.
-pub fn perplexity_resumable(
-    model: &Model,
-    documents: &[Document],
-    options: &PplOptions,
-    resume: Option<&std::path::Path>,
-) -> Result<PplResult> {
+pub fn perplexity_resumable(model: &Model, documents: &[Document], options: &PplOptions, resume: Option<&std::path::Path>) -> Result<PplResult> {
     let ctx = options.resolve_ctx(model)?;
     let start = std::time::Instant::now();
     let mut log = match resume {
@@ -428,28 +361,13 @@ pub fn perplexity_resumable(
         )?),
         None => None,
     };
-    let mut finished: Vec<Option<Finished>> = documents
-        .iter()
-        .map(|d| {
-            log.as_ref()
-                .and_then(|l| l.get(&document_key(&d.name, &d.text)))
-                .cloned()
-        })
-        .collect();
-    let pending: Vec<usize> = (0..documents.len())
-        .filter(|&i| finished[i].is_none())
-        .collect();
-    let tokenized: Vec<Vec<u32>> = pending
-        .iter()
-        .map(|&i| model.tokenizer.encode(&documents[i].text))
-        .collect::<Result<_>>()?;
+    let mut finished: Vec<Option<Finished>> =
+        documents.iter().map(|d| log.as_ref().and_then(|l| l.get(&document_key(&d.name, &d.text))).cloned()).collect();
+    let pending: Vec<usize> = (0..documents.len()).filter(|&i| finished[i].is_none()).collect();
+    let tokenized: Vec<Vec<u32>> = pending.iter().map(|&i| model.tokenizer.encode(&documents[i].text)).collect::<Result<_>>()?;
     let windows = make_windows(model, &tokenized, options.mode, ctx)?;
     let total_scored: usize = windows.iter().map(|w| w.scored.len()).sum();
-    if total_scored == 0
-        && finished
-            .iter()
-            .all(|f| f.as_ref().is_none_or(|f| f.result.tokens == 0))
-    {
+    if total_scored == 0 && finished.iter().all(|f| f.as_ref().is_none_or(|f| f.result.tokens == 0)) {
         let longest = tokenized.iter().map(|t| t.len()).max().unwrap_or(0);
         return Err(Error::bad_input(format!(
             "no token to score: the longest document has {longest} tokens, and {} with --ctx {ctx} scores none of them; \
@@ -474,10 +392,7 @@ pub fn perplexity_resumable(
                 finished.iter().filter(|f| f.is_some()).count(),
                 documents.len(),
                 match resume {
-                    Some(path) => format!(
-                        " and kept in {}; rerun the same command to continue",
-                        path.display()
-                    ),
+                    Some(path) => format!(" and kept in {}; rerun the same command to continue", path.display()),
                     None => String::new(),
                 }
             )));
@@ -488,8 +403,7 @@ pub fn perplexity_resumable(
             end += 1;
         }
         let group = &windows[first_window..end];
-        let (scores, batch) =
-            score_windows(model, group, options.batch, |n| progress.advance(n as u64))?;
+        let (scores, batch) = score_windows(model, group, options.batch, |n| progress.advance(n as u64))?;
         largest_pass = largest_pass.max(batch);
         positions += group.iter().map(|w| w.input.len()).sum::<usize>();
         let docs_in_group: Vec<usize> = {
@@ -517,11 +431,7 @@ pub fn perplexity_resumable(
                     }
                 }
             }
-            let done = Finished {
-                hash: text_hash(&doc.text),
-                result,
-                tokens: records,
-            };
+            let done = Finished { hash: text_hash(&doc.text), result, tokens: records };
             if let Some(log) = log.as_mut() {
                 log.append(done.clone())?;
             }

@@ -63,34 +63,22 @@ where
                         }
                     }
                 } else {
-                    let Some(entry) = parsed.and_then(|l| serde_json::from_str::<E>(l).ok()) else {
-                        break;
-                    };
+                    let Some(entry) = parsed.and_then(|l| serde_json::from_str::<E>(l).ok()) else { break };
                     done.insert(entry.key(), entry);
                 }
                 valid_len += line.len() as u64 + 1;
             }
         }
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(fail)?;
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(fail)?;
         if valid_len == 0 {
             file.set_len(0).map_err(fail)?;
             let line = serde_json::to_string(header).map_err(|e| Error::internal(e.to_string()))?;
             writeln!(file, "{line}").map_err(fail)?;
         } else {
-            file.set_len(valid_len.min(std::fs::metadata(path).map_err(fail)?.len()))
-                .map_err(fail)?;
+            file.set_len(valid_len.min(std::fs::metadata(path).map_err(fail)?.len())).map_err(fail)?;
         }
         file.sync_data().map_err(fail)?;
-        Ok(ResumeLog {
-            path: path.to_path_buf(),
-            file,
-            done,
-            header: std::marker::PhantomData,
-        })
+        Ok(ResumeLog { path: path.to_path_buf(), file, done, header: std::marker::PhantomData })
     }
 
     pub fn path(&self) -> &Path {
@@ -119,21 +107,12 @@ where
             serde_json::to_writer(&mut lines, entry).map_err(|e| Error::internal(e.to_string()))?;
             lines.push(b'\n');
         }
-        let fail = |e: std::io::Error| {
-            Error::bad_input(format!("{}: cannot write: {e}", self.path.display()))
-        };
+        let fail = |e: std::io::Error| Error::bad_input(format!("{}: cannot write: {e}", self.path.display()));
         let before = self.file.metadata().map_err(fail)?.len();
-        if let Err(e) = self
-            .file
-            .write_all(&lines)
-            .and_then(|()| self.file.sync_data())
-        {
+        if let Err(e) = self.file.write_all(&lines).and_then(|()| self.file.sync_data()) {
             let _ = self.file.set_len(before);
             let _ = self.file.sync_data();
-            let full = matches!(
-                e.kind(),
-                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
-            );
+            let full = matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded);
             return Err(Error::bad_input(format!(
                 "{}: {} ({e}); the {} {} finished before are kept. Free some space and rerun the same command to continue",
                 self.path.display(),
@@ -142,8 +121,7 @@ where
                 E::NAME
             )));
         }
-        self.done
-            .extend(entries.into_iter().map(|entry| (entry.key(), entry)));
+        self.done.extend(entries.into_iter().map(|entry| (entry.key(), entry)));
         Ok(())
     }
 }

@@ -24,13 +24,7 @@ impl WindowMode {
     /// The mode called `name` (as [`WindowMode::name`] spells it); a sliding window's stride is
     /// left at 0, for [`crate::score::PplOptions::set_stride`] to settle.
     pub fn named(name: &str) -> Option<WindowMode> {
-        [
-            WindowMode::Rolling,
-            WindowMode::Sliding { stride: 0 },
-            WindowMode::Chunks,
-        ]
-        .into_iter()
-        .find(|mode| mode.name() == name)
+        [WindowMode::Rolling, WindowMode::Sliding { stride: 0 }, WindowMode::Chunks].into_iter().find(|mode| mode.name() == name)
     }
 }
 
@@ -59,26 +53,10 @@ impl Window {
 
     /// A window over `stream[start..end]` predicting the next token at every position (the last
     /// position predicts nothing). `stream_offset` = stream index of document token 0.
-    fn over_stream(
-        doc: usize,
-        stream: &[u32],
-        start: usize,
-        end: usize,
-        scored: Range<usize>,
-        stream_offset: usize,
-    ) -> Window {
+    fn over_stream(doc: usize, stream: &[u32], start: usize, end: usize, scored: Range<usize>, stream_offset: usize) -> Window {
         let input = stream[start..end].to_vec();
-        let targets = (start..end)
-            .map(|i| stream.get(i + 1).copied().unwrap_or(0))
-            .collect();
-        Window {
-            doc,
-            input,
-            targets,
-            scored,
-            first_target: start + 1 - stream_offset,
-            segments: Vec::new(),
-        }
+        let targets = (start..end).map(|i| stream.get(i + 1).copied().unwrap_or(0)).collect();
+        Window { doc, input, targets, scored, first_target: start + 1 - stream_offset, segments: Vec::new() }
     }
 }
 
@@ -93,14 +71,7 @@ pub fn rolling(doc: usize, tokens: &[u32], prefix: u32, len: usize) -> Vec<Windo
     let first = len.min(tokens.len());
     let mut input = vec![prefix];
     input.extend_from_slice(&tokens[..first - 1]);
-    windows.push(Window {
-        doc,
-        input,
-        targets: tokens[..first].to_vec(),
-        scored: 0..first,
-        first_target: 0,
-        segments: Vec::new(),
-    });
+    windows.push(Window { doc, input, targets: tokens[..first].to_vec(), scored: 0..first, first_target: 0, segments: Vec::new() });
     let mut predicted = first;
     while predicted < tokens.len() {
         let new = (tokens.len() - predicted).min(len);
@@ -132,14 +103,7 @@ pub fn sliding(doc: usize, tokens: &[u32], len: usize, stride: usize) -> Vec<Win
         if end > scored_until.max(begin + 1) {
             let from = scored_until.max(begin + 1);
             // Position j predicts token begin + j + 1.
-            windows.push(Window::over_stream(
-                doc,
-                tokens,
-                begin,
-                end,
-                from - begin - 1..end - begin - 1,
-                0,
-            ));
+            windows.push(Window::over_stream(doc, tokens, begin, end, from - begin - 1..end - begin - 1, 0));
         }
         scored_until = scored_until.max(end);
         if end == n {
@@ -161,8 +125,7 @@ pub fn chunks(doc: usize, tokens: &[u32], len: usize, bos: Option<u32>) -> Vec<W
     let first = len / 2;
     (0..stream.len() / len)
         .map(|c| {
-            let mut window =
-                Window::over_stream(doc, &stream, c * len, (c + 1) * len, first..len - 1, offset);
+            let mut window = Window::over_stream(doc, &stream, c * len, (c + 1) * len, first..len - 1, offset);
             if let Some(bos) = bos {
                 window.input[0] = bos;
             }
@@ -178,11 +141,7 @@ mod tests {
     fn scored_targets(windows: &[Window]) -> Vec<(usize, u32)> {
         windows
             .iter()
-            .flat_map(|w| {
-                w.scored
-                    .clone()
-                    .map(move |j| (w.first_target + j, w.targets[j]))
-            })
+            .flat_map(|w| w.scored.clone().map(move |j| (w.first_target + j, w.targets[j])))
             .collect()
     }
 
@@ -191,14 +150,7 @@ mod tests {
         let tokens: Vec<u32> = (10..33).collect();
         let windows = rolling(0, &tokens, 1, 8);
         let scored = scored_targets(&windows);
-        assert_eq!(
-            scored,
-            tokens
-                .iter()
-                .enumerate()
-                .map(|(i, &t)| (i, t))
-                .collect::<Vec<_>>()
-        );
+        assert_eq!(scored, tokens.iter().enumerate().map(|(i, &t)| (i, t)).collect::<Vec<_>>());
         assert_eq!(windows[0].input[0], 1);
         for w in &windows[1..] {
             assert_eq!(w.input.len(), 8);
@@ -214,11 +166,7 @@ mod tests {
         let tokens: Vec<u32> = (0..30).collect();
         for (len, stride) in [(8, 3), (8, 7), (10, 4), (50, 5)] {
             let scored = scored_targets(&sliding(0, &tokens, len, stride));
-            assert_eq!(
-                scored,
-                (1..30).map(|i| (i, i as u32)).collect::<Vec<_>>(),
-                "len {len} stride {stride}"
-            );
+            assert_eq!(scored, (1..30).map(|i| (i, i as u32)).collect::<Vec<_>>(), "len {len} stride {stride}");
         }
     }
 
@@ -226,10 +174,7 @@ mod tests {
     fn sliding_with_stride_equal_to_window_skips_window_starts() {
         // As in the Hugging Face guide: a window's first token has no context inside the window.
         let tokens: Vec<u32> = (0..30).collect();
-        let scored: Vec<usize> = scored_targets(&sliding(0, &tokens, 8, 8))
-            .into_iter()
-            .map(|(i, _)| i)
-            .collect();
+        let scored: Vec<usize> = scored_targets(&sliding(0, &tokens, 8, 8)).into_iter().map(|(i, _)| i).collect();
         assert_eq!(scored, (1..30).filter(|i| i % 8 != 0).collect::<Vec<_>>());
     }
 
@@ -238,9 +183,7 @@ mod tests {
         let tokens: Vec<u32> = (100..125).collect(); // 25 tokens, +bos = 26 -> 3 chunks of 8
         let windows = chunks(0, &tokens, 8, Some(7));
         assert_eq!(windows.len(), 3);
-        assert!(windows
-            .iter()
-            .all(|w| w.input[0] == 7 && w.scored == (4..7)));
+        assert!(windows.iter().all(|w| w.input[0] == 7 && w.scored == (4..7)));
         // Chunk 1 covers stream 8..16 = tokens 7..15; position 4 predicts stream 13 = token 12.
         assert_eq!(windows[1].first_target + 4, 12);
         assert_eq!(windows[1].targets[4], tokens[12]);

@@ -3,10 +3,7 @@
 /// Words as lm-evaluation-harness counts them: `len(re.split(r"\s+", text))`.
 pub fn word_count(text: &str) -> usize {
     static SPLIT: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
-    SPLIT
-        .get_or_init(|| regex::Regex::new(r"\s+").unwrap())
-        .split(text)
-        .count()
+    SPLIT.get_or_init(|| regex::Regex::new(r"\s+").unwrap()).split(text).count()
 }
 
 #[cfg(test)]

@@ -154,12 +154,7 @@ pub fn fit_hinge(x: &[f64], y: &[f64]) -> Option<Hinge> {
         return None;
     }
     let sse_flat: f64 = y.iter().map(|v| v * v).sum();
-    let mut best = Hinge {
-        threshold: lo,
-        slope: 0.0,
-        sse: sse_flat,
-        sse_flat,
-    };
+    let mut best = Hinge { threshold: lo, slope: 0.0, sse: sse_flat, sse_flat };
     for g in 1..GRID {
         let threshold = lo + (hi - lo) * g as f64 / (GRID - 1) as f64;
         let (mut suu, mut suy) = (0.0, 0.0);
@@ -171,12 +166,7 @@ pub fn fit_hinge(x: &[f64], y: &[f64]) -> Option<Hinge> {
         let slope = if suu > 0.0 { (suy / suu).max(0.0) } else { 0.0 };
         let sse = sse_flat - 2.0 * slope * suy + slope * slope * suu;
         if sse < best.sse {
-            best = Hinge {
-                threshold,
-                slope,
-                sse,
-                sse_flat,
-            };
+            best = Hinge { threshold, slope, sse, sse_flat };
         }
     }
     Some(best)
@@ -249,8 +239,7 @@ pub fn emergence(x: &[f64], y: &[f64], resamples: usize, seed: u64) -> Option<Th
         loss: (departs && p_value < ALPHA).then_some(fit.threshold),
         fitted: departs.then_some(fit.threshold),
         slope: fit.slope,
-        ci: (departs && !thresholds.is_empty())
-            .then(|| [percentile(&thresholds, 2.5), percentile(&thresholds, 97.5)]),
+        ci: (departs && !thresholds.is_empty()).then(|| [percentile(&thresholds, 2.5), percentile(&thresholds, 97.5)]),
         support: thresholds.len() as f64 / resamples.max(1) as f64,
         explained: fit.explained(),
         p_value,
@@ -287,10 +276,7 @@ mod tests {
         let x: Vec<f64> = (0..41).map(|i| 2.0 + 0.075 * i as f64).collect();
         let y: Vec<f64> = x.iter().map(|&v| 0.5 * (3.5 - v).max(0.0)).collect();
         let h = fit_hinge(&x, &y).unwrap();
-        assert!(
-            (h.threshold - 3.5).abs() < 0.005 && (h.slope - 0.5).abs() < 0.01,
-            "{h:?}"
-        );
+        assert!((h.threshold - 3.5).abs() < 0.005 && (h.slope - 0.5).abs() < 0.01, "{h:?}");
     }
 
     #[test]

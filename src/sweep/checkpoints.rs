@@ -46,17 +46,10 @@ fn has_glob(text: &str) -> bool {
     text.contains(['*', '?', '['])
 }
 
-fn expand(
-    entry: &str,
-    revisions: &[String],
-    found: &mut Vec<CheckpointRef>,
-    used_revisions: &mut bool,
-    list: Option<&Path>,
-) -> Result<()> {
+fn expand(entry: &str, revisions: &[String], found: &mut Vec<CheckpointRef>, used_revisions: &mut bool, list: Option<&Path>) -> Result<()> {
     let origin = || list.map_or(String::new(), |l| format!(" (listed in {})", l.display()));
     if has_glob(entry) {
-        let paths = glob::glob(entry)
-            .map_err(|e| Error::bad_input(format!("--models {entry}: bad pattern: {e}")))?;
+        let paths = glob::glob(entry).map_err(|e| Error::bad_input(format!("--models {entry}: bad pattern: {e}")))?;
         let mut any = false;
         for path in paths.flatten() {
             if is_checkpoint(&path) {
@@ -73,9 +66,7 @@ fn expand(
         return Ok(());
     }
     let (name, pinned) = match entry.rsplit_once('@') {
-        Some((name, revision)) if hub::looks_like_hub_id(name) && !Path::new(entry).exists() => {
-            (name, Some(revision))
-        }
+        Some((name, revision)) if hub::looks_like_hub_id(name) && !Path::new(entry).exists() => (name, Some(revision)),
         _ => (entry, None),
     };
     let path = Path::new(name);
@@ -83,18 +74,10 @@ fn expand(
         if is_checkpoint(path) {
             found.push(from_path(path));
         } else if path.is_file() && list.is_none() {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| Error::bad_input(format!("{}: cannot read: {e}", path.display())))?;
-            let lines: Vec<&str> = text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .collect();
+            let text = std::fs::read_to_string(path).map_err(|e| Error::bad_input(format!("{}: cannot read: {e}", path.display())))?;
+            let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
             if lines.is_empty() {
-                return Err(Error::bad_input(format!(
-                    "{}: lists no checkpoint",
-                    path.display()
-                )));
+                return Err(Error::bad_input(format!("{}: lists no checkpoint", path.display())));
             }
             for line in lines {
                 expand(line, revisions, found, used_revisions, Some(path))?;
@@ -104,20 +87,13 @@ fn expand(
                 "{}{}: not a checkpoint (a directory with config.json, or a .gguf file){}",
                 path.display(),
                 origin(),
-                if list.is_none() {
-                    ", nor a text file listing checkpoints"
-                } else {
-                    ""
-                }
+                if list.is_none() { ", nor a text file listing checkpoints" } else { "" }
             )));
         }
         return Ok(());
     }
     if !hub::looks_like_hub_id(name) {
-        return Err(Error::bad_input(format!(
-            "--models {entry}{}: no such file or directory, and not a hub id (org/name)",
-            origin()
-        )));
+        return Err(Error::bad_input(format!("--models {entry}{}: no such file or directory, and not a hub id (org/name)", origin())));
     }
     let chosen = match pinned {
         Some(revision) => vec![revision.to_string()],
@@ -139,37 +115,24 @@ fn expand(
 }
 
 fn is_checkpoint(path: &Path) -> bool {
-    (path.is_dir() && path.join("config.json").is_file())
-        || (path.is_file() && path.extension().is_some_and(|e| e == "gguf"))
+    (path.is_dir() && path.join("config.json").is_file()) || (path.is_file() && path.extension().is_some_and(|e| e == "gguf"))
 }
 
 fn from_path(path: &Path) -> CheckpointRef {
     let id = path.display().to_string();
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let step = trainer_step(path).or_else(|| step_in_name(&name));
     let run = match (step, path.parent()) {
         (Some(_), Some(parent)) if !parent.as_os_str().is_empty() => parent.display().to_string(),
         _ => id.clone(),
     };
-    CheckpointRef {
-        id: id.clone(),
-        model: id,
-        revision: None,
-        run,
-        step,
-    }
+    CheckpointRef { id: id.clone(), model: id, revision: None, run, step }
 }
 
 /// `global_step` of the `trainer_state.json` that Hugging Face's Trainer writes into each checkpoint.
 fn trainer_step(dir: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(dir.join("trainer_state.json")).ok()?;
-    serde_json::from_str::<serde_json::Value>(&text)
-        .ok()?
-        .get("global_step")?
-        .as_u64()
+    serde_json::from_str::<serde_json::Value>(&text).ok()?.get("global_step")?.as_u64()
 }
 
 /// The step a checkpoint name carries: the number after "step" (`step1000`, `global_step200`),
@@ -177,19 +140,13 @@ fn trainer_step(dir: &Path) -> Option<u64> {
 pub fn step_in_name(name: &str) -> Option<u64> {
     let lower = name.to_ascii_lowercase();
     if let Some(at) = lower.rfind("step") {
-        let digits: String = lower[at + 4..]
-            .trim_start_matches(['_', '-'])
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
+        let digits: String = lower[at + 4..].trim_start_matches(['_', '-']).chars().take_while(char::is_ascii_digit).collect();
         if let Ok(step) = digits.parse() {
             return Some(step);
         }
     }
     let end = lower.rfind(|c: char| c.is_ascii_digit())? + 1;
-    let start = lower[..end]
-        .rfind(|c: char| !c.is_ascii_digit())
-        .map_or(0, |i| i + 1);
+    let start = lower[..end].rfind(|c: char| !c.is_ascii_digit()).map_or(0, |i| i + 1);
     lower[start..end].parse().ok()
 }
 
@@ -206,11 +163,7 @@ pub fn cached_revisions(cache: &Path, repo: &str, patterns: &[String]) -> Result
     })?;
     let mut matchers = Vec::new();
     for pattern in patterns {
-        matchers.push(
-            glob::Pattern::new(pattern).map_err(|e| {
-                Error::bad_input(format!("--revisions {pattern}: bad pattern: {e}"))
-            })?,
-        );
+        matchers.push(glob::Pattern::new(pattern).map_err(|e| Error::bad_input(format!("--revisions {pattern}: bad pattern: {e}")))?);
     }
     names.retain(|name| matchers.is_empty() || matchers.iter().any(|m| m.matches(name)));
     names.sort_by(|a, b| natural_cmp(a, b));
@@ -244,11 +197,7 @@ pub fn natural_cmp(a: &str, b: &str) -> Ordering {
                 let da = a.iter().take_while(|c| c.is_ascii_digit()).count();
                 let db = b.iter().take_while(|c| c.is_ascii_digit()).count();
                 let (na, nb) = (trim_zeros(&a[..da]), trim_zeros(&b[..db]));
-                let order = na
-                    .len()
-                    .cmp(&nb.len())
-                    .then_with(|| na.cmp(nb))
-                    .then_with(|| da.cmp(&db));
+                let order = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb)).then_with(|| da.cmp(&db));
                 if order != Ordering::Equal {
                     return order;
                 }
@@ -286,14 +235,9 @@ mod tests {
 
     #[test]
     fn natural_order_compares_numbers() {
-        let mut names = vec![
-            "step10", "step9", "step100", "step09x", "2.2M", "10M", "0.9M",
-        ];
+        let mut names = vec!["step10", "step9", "step100", "step09x", "2.2M", "10M", "0.9M"];
         names.sort_by(|a, b| natural_cmp(a, b));
-        assert_eq!(
-            names,
-            ["0.9M", "2.2M", "10M", "step9", "step09x", "step10", "step100"]
-        );
+        assert_eq!(names, ["0.9M", "2.2M", "10M", "step9", "step09x", "step10", "step100"]);
     }
 
     #[test]
@@ -305,37 +249,21 @@ mod tests {
         }
         let pattern = format!("{}/run/step*", root.display());
         let found = discover(std::slice::from_ref(&pattern), &[]).unwrap();
-        assert_eq!(
-            found.iter().map(|c| c.step.unwrap()).collect::<Vec<_>>(),
-            [9, 10, 100]
-        );
-        assert!(found
-            .iter()
-            .all(|c| c.run == format!("{}/run", root.display())));
+        assert_eq!(found.iter().map(|c| c.step.unwrap()).collect::<Vec<_>>(), [9, 10, 100]);
+        assert!(found.iter().all(|c| c.run == format!("{}/run", root.display())));
         // A list file naming two of them, one twice.
         let list = root.join("list.txt");
         let step9 = root.join("run/step9").display().to_string();
-        std::fs::write(
-            &list,
-            format!(
-                "# checkpoints\n{step9}\n{}/run/step100\n{step9}\n",
-                root.display()
-            ),
-        )
-        .unwrap();
+        std::fs::write(&list, format!("# checkpoints\n{step9}\n{}/run/step100\n{step9}\n", root.display())).unwrap();
         let listed = discover(&[list.display().to_string()], &[]).unwrap();
-        assert_eq!(
-            listed.iter().map(|c| c.step.unwrap()).collect::<Vec<_>>(),
-            [9, 100]
-        );
+        assert_eq!(listed.iter().map(|c| c.step.unwrap()).collect::<Vec<_>>(), [9, 100]);
         // Hub revisions by pattern.
         let refs = root.join("hub/models--org--model/refs");
         std::fs::create_dir_all(&refs).unwrap();
         for name in ["main", "step2000", "step1000", "step10000"] {
             std::fs::write(refs.join(name), "0123").unwrap();
         }
-        let revisions =
-            cached_revisions(&root.join("hub"), "org/model", &["step*".to_string()]).unwrap();
+        let revisions = cached_revisions(&root.join("hub"), "org/model", &["step*".to_string()]).unwrap();
         assert_eq!(revisions, ["step1000", "step2000", "step10000"]);
         assert!(cached_revisions(&root.join("hub"), "org/model", &["nope*".into()]).is_err());
         assert!(discover(&[format!("{}/run/none*", root.display())], &[]).is_err());

@@ -44,12 +44,7 @@ pub struct Holder {
 
 impl Holder {
     fn this_process(beat_seconds: u64) -> Holder {
-        Holder {
-            host: host_name(),
-            pid: std::process::id(),
-            beat_seconds,
-            beat: 0,
-        }
+        Holder { host: host_name(), pid: std::process::id(), beat_seconds, beat: 0 }
     }
 
     fn is(&self, other: &Holder) -> bool {
@@ -77,9 +72,7 @@ pub fn host_name() -> String {
 /// Whether a process of this host is running, where the system says (Linux: /proc).
 fn running(pid: u32) -> Option<bool> {
     let proc = Path::new("/proc");
-    proc.join("self")
-        .exists()
-        .then(|| proc.join(pid.to_string()).exists())
+    proc.join("self").exists().then(|| proc.join(pid.to_string()).exists())
 }
 
 /// The lock file of a results file.
@@ -115,8 +108,7 @@ fn write_holder(mut file: &File, holder: &Holder) -> std::io::Result<()> {
 /// Whether flock is unavailable here (some network file systems), rather than failing.
 fn no_locks(e: &std::io::Error) -> bool {
     const ENOLCK: i32 = 37; // Linux: "No locks available" (NFS without a lock manager)
-    e.kind() == std::io::ErrorKind::Unsupported
-        || (cfg!(target_os = "linux") && e.raw_os_error() == Some(ENOLCK))
+    e.kind() == std::io::ErrorKind::Unsupported || (cfg!(target_os = "linux") && e.raw_os_error() == Some(ENOLCK))
 }
 
 /// A held lock; released (the file emptied, the flock dropped) when dropped.
@@ -153,45 +145,24 @@ impl Lock {
         match found {
             _ if bytes.is_empty() => {}
             Some(old) if old.host == me.host && (flock || running(old.pid) == Some(false)) => {
-                eprintln!(
-                    "note: {}: took over the lock of {old}, which is no longer running",
-                    path.display()
-                );
+                eprintln!("note: {}: took over the lock of {old}, which is no longer running", path.display());
             }
             old => {
-                let beat_seconds = old
-                    .as_ref()
-                    .map_or(BEAT_SECONDS, |h| h.beat_seconds)
-                    .clamp(1, 600);
-                let named = old
-                    .as_ref()
-                    .map_or("an unreadable holder".to_string(), |h| h.to_string());
+                let beat_seconds = old.as_ref().map_or(BEAT_SECONDS, |h| h.beat_seconds).clamp(1, 600);
+                let named = old.as_ref().map_or("an unreadable holder".to_string(), |h| h.to_string());
                 let wait = Duration::from_secs(STILL_BEATS * beat_seconds);
-                eprintln!(
-                    "note: {}: names {named}; watching its heartbeat for {} s",
-                    path.display(),
-                    wait.as_secs()
-                );
+                eprintln!("note: {}: names {named}; watching its heartbeat for {} s", path.display(), wait.as_secs());
                 if let Some(now) = moved(&path, &bytes, wait) {
                     return Err(held_by(results, &path, now.as_ref().or(old.as_ref())));
                 }
-                eprintln!(
-                    "note: {}: took over the lock of {named}, whose heartbeat stopped",
-                    path.display()
-                );
+                eprintln!("note: {}: took over the lock of {named}, whose heartbeat stopped", path.display());
             }
         }
         write_holder(&file, &me).map_err(|e| io_error(&path, "write", e))?;
         let file = Arc::new(file);
         let lost = Arc::new(AtomicBool::new(false));
         let heartbeat = Some(beat(path.clone(), file.clone(), me.clone(), lost.clone()));
-        Ok(Lock {
-            path,
-            file,
-            holder: me,
-            lost,
-            heartbeat,
-        })
+        Ok(Lock { path, file, holder: me, lost, heartbeat })
     }
 
     /// Whether another sweep took this lock over (this one stalled past its heartbeat).
@@ -214,10 +185,7 @@ impl Drop for Lock {
             drop(stop);
             let _ = thread.join();
         }
-        let ours = read_holder(&self.path)
-            .ok()
-            .and_then(|(_, holder)| holder)
-            .is_some_and(|h| h.is(&self.holder));
+        let ours = read_holder(&self.path).ok().and_then(|(_, holder)| holder).is_some_and(|h| h.is(&self.holder));
         if ours {
             let _ = self.file.set_len(0);
             let _ = self.file.sync_data();
@@ -242,17 +210,10 @@ fn moved(path: &Path, bytes: &[u8], wait: Duration) -> Option<Option<Holder>> {
 
 /// The holder's heartbeat: rewrites the lock file every beat until stopped, or until the file
 /// names someone else (then `lost` is set and the beats stop).
-fn beat(
-    path: PathBuf,
-    file: Arc<File>,
-    mut me: Holder,
-    lost: Arc<AtomicBool>,
-) -> (mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+fn beat(path: PathBuf, file: Arc<File>, mut me: Holder, lost: Arc<AtomicBool>) -> (mpsc::Sender<()>, std::thread::JoinHandle<()>) {
     let (stop, stopped) = mpsc::channel::<()>();
     let thread = std::thread::spawn(move || {
-        while let Err(mpsc::RecvTimeoutError::Timeout) =
-            stopped.recv_timeout(Duration::from_secs(me.beat_seconds))
-        {
+        while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(Duration::from_secs(me.beat_seconds)) {
             match read_holder(&path) {
                 Ok((_, Some(now))) if !now.is(&me) => {
                     lost.store(true, Ordering::SeqCst);
@@ -271,9 +232,7 @@ fn beat(
 }
 
 fn held_by(results: &Path, lock: &Path, holder: Option<&Holder>) -> Error {
-    let who = holder.map_or("another perplex sweep".to_string(), |h| {
-        format!("another perplex sweep ({h})")
-    });
+    let who = holder.map_or("another perplex sweep".to_string(), |h| format!("another perplex sweep ({h})"));
     Error::bad_input(format!(
         "{}: {who} is writing to this file (lock {}); give each job its own --out (then `perplex sweep merge`), \
          or wait for it to finish",
@@ -299,19 +258,9 @@ mod tests {
         let results = dir.join("r.jsonl");
         let lock = Lock::acquire(&results).unwrap();
         let error = Lock::acquire(&results).err().unwrap().to_string();
-        assert!(
-            error.contains(&format!(
-                "pid {} on host {}",
-                std::process::id(),
-                host_name()
-            )),
-            "{error}"
-        );
+        assert!(error.contains(&format!("pid {} on host {}", std::process::id(), host_name())), "{error}");
         drop(lock);
-        assert!(
-            std::fs::read(lock_path(&results)).unwrap().is_empty(),
-            "emptied on release"
-        );
+        assert!(std::fs::read(lock_path(&results)).unwrap().is_empty(), "emptied on release");
         drop(Lock::acquire(&results).unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -320,23 +269,12 @@ mod tests {
     fn a_dead_holder_of_this_host_is_taken_over_at_once() {
         let dir = scratch("dead");
         let results = dir.join("r.jsonl");
-        let dead = Holder {
-            host: host_name(),
-            pid: u32::MAX - 1,
-            beat_seconds: 600,
-            beat: 7,
-        };
+        let dead = Holder { host: host_name(), pid: u32::MAX - 1, beat_seconds: 600, beat: 7 };
         std::fs::write(lock_path(&results), serde_json::to_vec(&dead).unwrap()).unwrap();
         let start = Instant::now();
         let lock = Lock::acquire(&results).unwrap();
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "no heartbeat wait on this host"
-        );
-        assert_eq!(
-            read_holder(&lock_path(&results)).unwrap().1.unwrap().pid,
-            std::process::id()
-        );
+        assert!(start.elapsed() < Duration::from_secs(5), "no heartbeat wait on this host");
+        assert_eq!(read_holder(&lock_path(&results)).unwrap().1.unwrap().pid, std::process::id());
         drop(lock);
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -346,12 +284,7 @@ mod tests {
         let dir = scratch("remote");
         let results = dir.join("r.jsonl");
         let path = lock_path(&results);
-        let mut remote = Holder {
-            host: "elsewhere".into(),
-            pid: 4242,
-            beat_seconds: 1,
-            beat: 0,
-        };
+        let mut remote = Holder { host: "elsewhere".into(), pid: 4242, beat_seconds: 1, beat: 0 };
         std::fs::write(&path, serde_json::to_vec(&remote).unwrap()).unwrap();
         // Beating: refused, naming the remote holder.
         let beating = Arc::new(AtomicBool::new(true));
@@ -365,10 +298,7 @@ mod tests {
                 }
             })
         };
-        let error = Lock::acquire(&results)
-            .err()
-            .expect("refused while the heartbeat moves")
-            .to_string();
+        let error = Lock::acquire(&results).err().expect("refused while the heartbeat moves").to_string();
         assert!(error.contains("pid 4242 on host elsewhere"), "{error}");
         beating.store(false, Ordering::SeqCst);
         beater.join().unwrap();
@@ -377,10 +307,7 @@ mod tests {
         std::fs::write(&path, serde_json::to_vec(&remote).unwrap()).unwrap();
         let start = Instant::now();
         let lock = Lock::acquire(&results).unwrap();
-        assert!(
-            start.elapsed() >= Duration::from_secs(3),
-            "watched for three beats"
-        );
+        assert!(start.elapsed() >= Duration::from_secs(3), "watched for three beats");
         assert!(lock.lost().is_none());
         drop(lock);
         std::fs::remove_dir_all(&dir).unwrap();

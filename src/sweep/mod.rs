@@ -24,21 +24,18 @@ pub mod status;
 
 pub use checkpoints::{discover, CheckpointRef};
 pub use report::{analyse, Report, ReportOptions};
-pub use results::{
-    merge, read_all_units, read_results, read_units, Metric, ResultsFile, TextCounts, UnitFailure,
-    UnitRecord, Units,
-};
+pub use results::{merge, read_all_units, read_results, read_units, Metric, ResultsFile, TextCounts, UnitFailure, UnitRecord, Units};
 pub use shard::Shard;
 
 use crate::compare::{self, CompareOptions, Pair};
-use crate::data::{self, Document};
 use crate::error::{Error, ErrorKind, Result};
-use crate::fingerprint::{self, Hasher};
 use crate::gpu::Gpu;
 use crate::model::hub;
+use crate::data::{self, Document};
 use crate::score::{self, PplOptions, WindowMode};
 use crate::tasks::{self, EvalOptions, OutputType, Suite, TaskSpec};
 use crate::Model;
+use crate::fingerprint::{self, Hasher};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -65,12 +62,7 @@ pub struct TaskArg {
 
 impl TaskArg {
     /// `num_fewshot` None = the task's own default (its yaml's `num_fewshot`).
-    pub fn parse(
-        text: &str,
-        num_fewshot: Option<usize>,
-        limit: Option<usize>,
-        max_gen_toks: Option<usize>,
-    ) -> Result<TaskArg> {
+    pub fn parse(text: &str, num_fewshot: Option<usize>, limit: Option<usize>, max_gen_toks: Option<usize>) -> Result<TaskArg> {
         let (name, data) = match text.split_once('=') {
             Some((name, path)) => (name.to_string(), PathBuf::from(path)),
             None if text.ends_with(".jsonl") => ("mc".to_string(), PathBuf::from(text)),
@@ -81,39 +73,20 @@ impl TaskArg {
             }
         };
         let label = if name == "mc" || name == "loglik" || name == "gen" {
-            data.file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| name.clone())
+            data.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| name.clone())
         } else {
             name.clone()
         };
         let num_fewshot = num_fewshot.unwrap_or_else(|| tasks::default_fewshot(&name));
-        Ok(TaskArg {
-            label,
-            spec: TaskSpec {
-                name,
-                data,
-                fewshot_data: None,
-                num_fewshot,
-                limit,
-                max_gen_toks,
-            },
-        })
+        Ok(TaskArg { label, spec: TaskSpec { name, data, fewshot_data: None, num_fewshot, limit, max_gen_toks } })
     }
 }
 
 enum Kind {
     Text(Vec<Document>),
     /// KL divergence and the rest of `perplex compare`'s statistics against the base model.
-    Comparison {
-        base: String,
-        documents: Vec<Document>,
-    },
-    Task {
-        spec: TaskSpec,
-        suite: Suite,
-        chance: BTreeMap<String, f64>,
-    },
+    Comparison { base: String, documents: Vec<Document> },
+    Task { spec: TaskSpec, suite: Suite, chance: BTreeMap<String, f64> },
 }
 
 /// One measurement taken on every checkpoint.
@@ -130,33 +103,17 @@ impl Measurement {
     pub fn text(path: &Path, options: &SweepOptions) -> Result<Measurement> {
         let documents = data::read_documents(path, &options.field)?;
         let mut hash = Hasher::default();
-        hash.field("text")
-            .field(&fingerprint::data_file(path)?)
-            .field(&options.field)
-            .field(WindowMode::Rolling.name());
+        hash.field("text").field(&fingerprint::data_file(path)?).field(&options.field).field(WindowMode::Rolling.name());
         hash.field(&options.ctx.map_or("default".into(), |c| c.to_string()));
-        Ok(Measurement {
-            key: format!("text:{}", path.display()),
-            hash: hash.hex(),
-            kind: Kind::Text(documents),
-        })
+        Ok(Measurement { key: format!("text:{}", path.display()), hash: hash.hex(), kind: Kind::Text(documents) })
     }
 
     /// `perplex compare`'s statistics of each checkpoint against `base` (a path or hub id) on the
     /// documents of a data path, over the same rolling windows as [`Measurement::text`].
     pub fn comparison(base: &str, path: &Path, options: &SweepOptions) -> Result<Measurement> {
         let documents = data::read_documents(path, &options.field)?;
-        let reference = CheckpointRef {
-            id: base.to_string(),
-            model: base.to_string(),
-            revision: None,
-            run: base.to_string(),
-            step: None,
-        };
-        let base_hash = checkpoint_hash(&reference).map_err(|e| Error {
-            message: format!("--base {base}: {}", e.message),
-            ..e
-        })?;
+        let reference = CheckpointRef { id: base.to_string(), model: base.to_string(), revision: None, run: base.to_string(), step: None };
+        let base_hash = checkpoint_hash(&reference).map_err(|e| Error { message: format!("--base {base}: {}", e.message), ..e })?;
         let mut hash = Hasher::default();
         hash.field("compare")
             .field(&base_hash)
@@ -167,10 +124,7 @@ impl Measurement {
         Ok(Measurement {
             key: format!("compare:{}", path.display()),
             hash: hash.hex(),
-            kind: Kind::Comparison {
-                base: base.to_string(),
-                documents,
-            },
+            kind: Kind::Comparison { base: base.to_string(), documents },
         })
     }
 
@@ -181,31 +135,14 @@ impl Measurement {
 
     /// The statistics of a comparison unit: KL divergence, same top token and Δp with their
     /// standard errors, and both perplexities' ratio; with the checkpoint's parameter count.
-    fn compare(
-        &self,
-        checkpoint: &CheckpointRef,
-        gpu: Arc<Gpu>,
-        options: &SweepOptions,
-    ) -> Result<(BTreeMap<String, Metric>, usize)> {
+    fn compare(&self, checkpoint: &CheckpointRef, gpu: Arc<Gpu>, options: &SweepOptions) -> Result<(BTreeMap<String, Metric>, usize)> {
         let Kind::Comparison { base, documents } = &self.kind else {
             unreachable!("compare() is called on comparison units only")
         };
-        let pair =
-            Pair::open_revision(base, &checkpoint.model, checkpoint.revision.as_deref(), gpu)?;
-        let compare_options = CompareOptions {
-            mode: WindowMode::Rolling,
-            ctx: options.ctx,
-            batch: options.batch,
-            per_token: false,
-            progress: None,
-        };
+        let pair = Pair::open_revision(base, &checkpoint.model, checkpoint.revision.as_deref(), gpu)?;
+        let compare_options = CompareOptions { mode: WindowMode::Rolling, ctx: options.ctx, batch: options.batch, per_token: false, progress: None };
         let stats = compare::compare(&pair, documents, &compare_options)?.stats;
-        let metric = |estimate: compare::Estimate, lower_is_better: bool| Metric {
-            value: estimate.value,
-            stderr: Some(estimate.uncertainty),
-            chance: None,
-            lower_is_better,
-        };
+        let metric = |estimate: compare::Estimate, lower_is_better: bool| Metric { value: estimate.value, stderr: Some(estimate.uncertainty), chance: None, lower_is_better };
         let metrics = [
             ("kld".to_string(), metric(stats.kld_mean, true)),
             ("same_top".to_string(), metric(stats.same_top, false)),
@@ -221,83 +158,35 @@ impl Measurement {
         let suite = tasks::load(std::slice::from_ref(spec))?;
         let chance = chance_levels(&suite)?;
         let mut hash = Hasher::default();
-        hash.field("task")
-            .field(&spec.name)
-            .field(&fingerprint::data_file(&spec.data)?);
+        hash.field("task").field(&spec.name).field(&fingerprint::data_file(&spec.data)?);
         if let Some(path) = &spec.fewshot_data {
             hash.field(&fingerprint::data_file(path)?);
         }
-        hash.field(&spec.num_fewshot.to_string())
-            .field(&format!("{:?}", spec.limit));
-        if suite
-            .tasks
-            .iter()
-            .any(|t| t.formulation.output == OutputType::GenerateUntil)
-        {
+        hash.field(&spec.num_fewshot.to_string()).field(&format!("{:?}", spec.limit));
+        if suite.tasks.iter().any(|t| t.formulation.output == OutputType::GenerateUntil) {
             // Only generative tasks depend on it: other tasks' fingerprints stay as they were.
             hash.field(&format!("max_gen_toks {:?}", spec.max_gen_toks));
         }
         hash.field(&options.ctx.map_or("default".into(), |c| c.to_string()));
-        Ok(Measurement {
-            key: format!("task:{}", task.label),
-            hash: hash.hex(),
-            kind: Kind::Task {
-                spec: spec.clone(),
-                suite,
-                chance,
-            },
-        })
+        Ok(Measurement { key: format!("task:{}", task.label), hash: hash.hex(), kind: Kind::Task { spec: spec.clone(), suite, chance } })
     }
 
-    fn measure(
-        &self,
-        model: &Model,
-        options: &SweepOptions,
-    ) -> Result<(BTreeMap<String, Metric>, Option<TextCounts>)> {
-        let metric = |value: f64| Metric {
-            value,
-            stderr: None,
-            chance: None,
-            lower_is_better: true,
-        };
+    fn measure(&self, model: &Model, options: &SweepOptions) -> Result<(BTreeMap<String, Metric>, Option<TextCounts>)> {
+        let metric = |value: f64| Metric { value, stderr: None, chance: None, lower_is_better: true };
         match &self.kind {
             Kind::Text(documents) => {
-                let ppl = PplOptions {
-                    mode: WindowMode::Rolling,
-                    ctx: options.ctx,
-                    batch: options.batch,
-                    per_token: false,
-                    progress: None,
-                };
+                let ppl = PplOptions { mode: WindowMode::Rolling, ctx: options.ctx, batch: options.batch, per_token: false, progress: None };
                 let t = score::perplexity(model, documents, &ppl)?.total;
                 let metrics = [
                     ("loss".to_string(), metric(t.nll / t.tokens as f64)),
                     ("bits_per_byte".to_string(), metric(t.bits_per_byte)),
                     ("token_perplexity".to_string(), metric(t.token_perplexity)),
                 ];
-                Ok((
-                    metrics.into(),
-                    Some(TextCounts {
-                        nll: t.nll,
-                        tokens: t.tokens,
-                        bytes: t.bytes,
-                        words: t.words,
-                    }),
-                ))
+                Ok((metrics.into(), Some(TextCounts { nll: t.nll, tokens: t.tokens, bytes: t.bytes, words: t.words })))
             }
-            Kind::Comparison { .. } => {
-                unreachable!("comparison units open their own models (Measurement::compare)")
-            }
-            Kind::Task {
-                spec,
-                suite,
-                chance,
-            } => {
-                let eval = EvalOptions {
-                    max_length: options.ctx,
-                    batch: options.batch,
-                    progress: None,
-                };
+            Kind::Comparison { .. } => unreachable!("comparison units open their own models (Measurement::compare)"),
+            Kind::Task { spec, suite, chance } => {
+                let eval = EvalOptions { max_length: options.ctx, batch: options.batch, progress: None };
                 let result = tasks::evaluate(model, suite, &eval)?;
                 let values = match result.groups.iter().find(|g| g.name == spec.name) {
                     Some(group) => &group.metrics,
@@ -339,17 +228,8 @@ fn chance_levels(suite: &Suite) -> Result<BTreeMap<String, f64>> {
             }
             OutputType::Loglikelihood => cloze = true,
             OutputType::GenerateUntil => {
-                let config = task
-                    .formulation
-                    .generation
-                    .as_ref()
-                    .expect("a generative task has a generation config");
-                generated.extend(
-                    config
-                        .filters
-                        .iter()
-                        .map(|f| format!("exact_match,{}", f.name)),
-                );
+                let config = task.formulation.generation.as_ref().expect("a generative task has a generation config");
+                generated.extend(config.filters.iter().map(|f| format!("exact_match,{}", f.name)));
             }
         }
     }
@@ -371,16 +251,9 @@ fn chance_levels(suite: &Suite) -> Result<BTreeMap<String, f64>> {
 /// What happened to a unit, for progress output.
 pub enum Event<'a> {
     /// Already in the results with matching fingerprints.
-    Skipped {
-        checkpoint: &'a str,
-        measurement: &'a str,
-    },
+    Skipped { checkpoint: &'a str, measurement: &'a str },
     Finished(&'a UnitRecord),
-    Failed {
-        checkpoint: &'a str,
-        measurement: &'a str,
-        error: &'a Error,
-    },
+    Failed { checkpoint: &'a str, measurement: &'a str, error: &'a Error },
 }
 
 /// A sweep's outcome.
@@ -401,11 +274,7 @@ fn checkpoint_path(checkpoint: &CheckpointRef) -> Result<PathBuf> {
     if path.exists() {
         return Ok(path);
     }
-    hub::resolve_in(
-        &hub::cache_dir(),
-        &checkpoint.model,
-        checkpoint.revision.as_deref(),
-    )
+    hub::resolve_in(&hub::cache_dir(), &checkpoint.model, checkpoint.revision.as_deref())
 }
 
 /// The fingerprint of a checkpoint's files, wherever they are.
@@ -425,14 +294,8 @@ fn record_failures(
     on_event: &mut dyn FnMut(Event),
 ) -> Result<()> {
     for m in measurements {
-        on_event(Event::Failed {
-            checkpoint: &checkpoint.id,
-            measurement: &m.key,
-            error,
-        });
-        summary
-            .failed
-            .push((checkpoint.id.clone(), m.key.clone(), error.to_string()));
+        on_event(Event::Failed { checkpoint: &checkpoint.id, measurement: &m.key, error });
+        summary.failed.push((checkpoint.id.clone(), m.key.clone(), error.to_string()));
         results.append_failure(UnitFailure {
             checkpoint: checkpoint.id.clone(),
             measurement: m.key.clone(),
@@ -456,30 +319,14 @@ pub fn run(
     open_gpu: &mut dyn FnMut() -> Result<Arc<Gpu>>,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Summary> {
-    let mut summary = Summary {
-        all_checkpoints: checkpoints.len(),
-        ..Summary::default()
-    };
+    let mut summary = Summary { all_checkpoints: checkpoints.len(), ..Summary::default() };
     let mut gpu: Option<Arc<Gpu>> = None;
-    for checkpoint in checkpoints
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| shard.takes(*i))
-        .map(|(_, c)| c)
-    {
+    for checkpoint in checkpoints.iter().enumerate().filter(|(i, _)| shard.takes(*i)).map(|(_, c)| c) {
         summary.checkpoints += 1;
         let model_hash = match checkpoint_hash(checkpoint) {
             Ok(hash) => hash,
             Err(error) => {
-                record_failures(
-                    checkpoint,
-                    None,
-                    &measurements.iter().collect::<Vec<_>>(),
-                    &error,
-                    &mut summary,
-                    results,
-                    on_event,
-                )?;
+                record_failures(checkpoint, None, &measurements.iter().collect::<Vec<_>>(), &error, &mut summary, results, on_event)?;
                 continue;
             }
         };
@@ -488,10 +335,7 @@ pub fn run(
             match results.get(&checkpoint.id, &m.key) {
                 Some(record) if record.matches(&model_hash, &m.hash) => {
                     summary.skipped += 1;
-                    on_event(Event::Skipped {
-                        checkpoint: &checkpoint.id,
-                        measurement: &m.key,
-                    });
+                    on_event(Event::Skipped { checkpoint: &checkpoint.id, measurement: &m.key });
                 }
                 _ => pending.push(m),
             }
@@ -503,28 +347,14 @@ pub fn run(
             Some(gpu) => gpu.clone(),
             None => gpu.insert(open_gpu()?).clone(),
         };
-        let mut unit = UnitRun {
-            checkpoint,
-            model_hash: &model_hash,
-            summary: &mut summary,
-            results,
-            on_event,
-        };
-        let (comparisons, direct): (Vec<&Measurement>, Vec<&Measurement>) =
-            pending.into_iter().partition(|m| m.compares());
+        let mut unit = UnitRun { checkpoint, model_hash: &model_hash, summary: &mut summary, results, on_event };
+        let (comparisons, direct): (Vec<&Measurement>, Vec<&Measurement>) = pending.into_iter().partition(|m| m.compares());
         if !direct.is_empty() {
-            match Model::open_revision(
-                &checkpoint.model,
-                checkpoint.revision.as_deref(),
-                gpu.clone(),
-            ) {
+            match Model::open_revision(&checkpoint.model, checkpoint.revision.as_deref(), gpu.clone()) {
                 Ok(model) => {
                     let parameters = model.spec.parameter_count();
                     for m in direct {
-                        unit.run(m, || {
-                            m.measure(&model, options)
-                                .map(|(metrics, text)| (metrics, text, parameters))
-                        })?;
+                        unit.run(m, || m.measure(&model, options).map(|(metrics, text)| (metrics, text, parameters)))?;
                     }
                 }
                 Err(error) => unit.fail(&direct, &error)?,
@@ -532,10 +362,7 @@ pub fn run(
         }
         // The checkpoint's model is freed by now: comparisons open it again beside the base.
         for m in comparisons {
-            unit.run(m, || {
-                m.compare(checkpoint, gpu.clone(), options)
-                    .map(|(metrics, parameters)| (metrics, None, parameters))
-            })?;
+            unit.run(m, || m.compare(checkpoint, gpu.clone(), options).map(|(metrics, parameters)| (metrics, None, parameters)))?;
         }
     }
     Ok(summary)
@@ -584,23 +411,13 @@ impl UnitRun<'_> {
                 (self.on_event)(Event::Finished(&record));
                 Ok(())
             }
-            Err(error) if error.kind == ErrorKind::Interrupted => {
-                Err(interrupted(self.summary, self.results))
-            }
+            Err(error) if error.kind == ErrorKind::Interrupted => Err(interrupted(self.summary, self.results)),
             Err(error) => self.fail(&[m], &error),
         }
     }
 
     fn fail(&mut self, measurements: &[&Measurement], error: &Error) -> Result<()> {
-        record_failures(
-            self.checkpoint,
-            Some(self.model_hash),
-            measurements,
-            error,
-            self.summary,
-            self.results,
-            self.on_event,
-        )
+        record_failures(self.checkpoint, Some(self.model_hash), measurements, error, self.summary, self.results, self.on_event)
     }
 }
 
@@ -614,16 +431,9 @@ fn interrupted(summary: &Summary, results: &ResultsFile) -> Error {
 
 /// The measurements of a sweep: per text file its loss and, with a `base` model, the comparison
 /// with it; then one per task. Names must be distinct.
-pub fn measurements(
-    data: &[PathBuf],
-    tasks: &[TaskArg],
-    base: Option<&str>,
-    options: &SweepOptions,
-) -> Result<Vec<Measurement>> {
+pub fn measurements(data: &[PathBuf], tasks: &[TaskArg], base: Option<&str>, options: &SweepOptions) -> Result<Vec<Measurement>> {
     if base.is_some() && data.is_empty() {
-        return Err(Error::bad_input(
-            "--base compares every checkpoint with the base model on the --data texts: give at least one --data file",
-        ));
+        return Err(Error::bad_input("--base compares every checkpoint with the base model on the --data texts: give at least one --data file"));
     }
     let mut all = Vec::new();
     for path in data {
@@ -644,9 +454,7 @@ pub fn measurements(
         )));
     }
     if all.is_empty() {
-        return Err(Error::bad_input(
-            "nothing to measure: give --data text files and/or --task tasks",
-        ));
+        return Err(Error::bad_input("nothing to measure: give --data text files and/or --task tasks"));
     }
     Ok(all)
 }

@@ -36,11 +36,7 @@ pub struct ReportOptions {
 
 impl Default for ReportOptions {
     fn default() -> Self {
-        ReportOptions {
-            axis: LossAxis::Loss,
-            resamples: analysis::BOOTSTRAP,
-            seed: analysis::SEED,
-        }
+        ReportOptions { axis: LossAxis::Loss, resamples: analysis::BOOTSTRAP, seed: analysis::SEED }
     }
 }
 
@@ -121,13 +117,10 @@ fn most_common(values: impl Iterator<Item = f64>) -> Option<f64> {
             None => counts.push((v, 1)),
         }
     }
-    counts
-        .iter()
-        .fold(None, |best: Option<(f64, usize)>, &(v, n)| match best {
-            Some((_, m)) if m >= n => best,
-            _ => Some((v, n)),
-        })
-        .map(|(v, _)| v)
+    counts.iter().fold(None, |best: Option<(f64, usize)>, &(v, n)| match best {
+        Some((_, m)) if m >= n => best,
+        _ => Some((v, n)),
+    }).map(|(v, _)| v)
 }
 
 /// Analyses the records of one or more sweeps.
@@ -135,13 +128,7 @@ pub fn analyse(records: &[UnitRecord], options: &ReportOptions) -> Result<Report
     let mut records = records.to_vec();
     sort_records(&mut records);
     let mut notes = Vec::new();
-    let text: Vec<String> = records
-        .iter()
-        .filter(|r| r.text.is_some())
-        .map(|r| r.measurement.clone())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let text: Vec<String> = records.iter().filter(|r| r.text.is_some()).map(|r| r.measurement.clone()).collect::<BTreeSet<_>>().into_iter().collect();
     let tasks: Vec<String> = records
         .iter()
         .filter(|r| r.text.is_none())
@@ -153,11 +140,7 @@ pub fn analyse(records: &[UnitRecord], options: &ReportOptions) -> Result<Report
         return Err(Error::bad_input("the results hold no loss measurement (sweep with --data FILE to measure validation loss)"));
     }
     for key in text.iter().chain(&tasks) {
-        let hashes: BTreeSet<&str> = records
-            .iter()
-            .filter(|r| &r.measurement == key)
-            .map(|r| r.measurement_hash.as_str())
-            .collect();
+        let hashes: BTreeSet<&str> = records.iter().filter(|r| &r.measurement == key).map(|r| r.measurement_hash.as_str()).collect();
         if hashes.len() > 1 {
             notes.push(format!(
                 "{key} was measured with {} different data files or settings across checkpoints; rerun the sweep to measure \
@@ -170,10 +153,7 @@ pub fn analyse(records: &[UnitRecord], options: &ReportOptions) -> Result<Report
     // One row per checkpoint, in natural order.
     let mut rows: Vec<CheckpointRow> = Vec::new();
     for record in &records {
-        if rows
-            .last()
-            .is_none_or(|r| r.checkpoint != record.checkpoint)
-        {
+        if rows.last().is_none_or(|r| r.checkpoint != record.checkpoint) {
             rows.push(CheckpointRow {
                 checkpoint: record.checkpoint.clone(),
                 run: record.run.clone(),
@@ -187,22 +167,11 @@ pub fn analyse(records: &[UnitRecord], options: &ReportOptions) -> Result<Report
         let row = rows.last_mut().unwrap();
         if record.text.is_none() {
             let task = record.measurement.trim_start_matches("task:").to_string();
-            row.tasks.insert(
-                task,
-                record
-                    .metrics
-                    .iter()
-                    .map(|(k, m)| (k.clone(), m.value))
-                    .collect(),
-            );
+            row.tasks.insert(task, record.metrics.iter().map(|(k, m)| (k.clone(), m.value)).collect());
         }
     }
     for row in &mut rows {
-        let counts: Vec<_> = records
-            .iter()
-            .filter(|r| r.checkpoint == row.checkpoint)
-            .filter_map(|r| r.text)
-            .collect();
+        let counts: Vec<_> = records.iter().filter(|r| r.checkpoint == row.checkpoint).filter_map(|r| r.text).collect();
         if counts.len() == text.len() {
             let nll: f64 = counts.iter().map(|c| c.nll).sum();
             let tokens: usize = counts.iter().map(|c| c.tokens).sum();
@@ -210,12 +179,7 @@ pub fn analyse(records: &[UnitRecord], options: &ReportOptions) -> Result<Report
             row.loss = Some(nll / tokens as f64);
             row.bits_per_byte = Some(nll / bytes as f64 / std::f64::consts::LN_2);
         } else {
-            notes.push(format!(
-                "{}: has {} of the {} text measurements; left out of the loss axis",
-                row.checkpoint,
-                counts.len(),
-                text.len()
-            ));
+            notes.push(format!("{}: has {} of the {} text measurements; left out of the loss axis", row.checkpoint, counts.len(), text.len()));
         }
     }
     let x_of = |row: &CheckpointRow| match options.axis {
@@ -226,26 +190,14 @@ pub fn analyse(records: &[UnitRecord], options: &ReportOptions) -> Result<Report
     let mut metrics = Vec::new();
     for key in &tasks {
         let task = key.trim_start_matches("task:").to_string();
-        let task_records: Vec<&UnitRecord> =
-            records.iter().filter(|r| &r.measurement == key).collect();
+        let task_records: Vec<&UnitRecord> = records.iter().filter(|r| &r.measurement == key).collect();
         let names: BTreeSet<&String> = task_records.iter().flat_map(|r| r.metrics.keys()).collect();
         for name in names {
-            let chance = most_common(
-                task_records
-                    .iter()
-                    .filter_map(|r| r.metrics.get(name)?.chance),
-            );
-            let lower_is_better = task_records
-                .iter()
-                .filter_map(|r| r.metrics.get(name))
-                .any(|m| m.lower_is_better);
+            let chance = most_common(task_records.iter().filter_map(|r| r.metrics.get(name)?.chance));
+            let lower_is_better = task_records.iter().filter_map(|r| r.metrics.get(name)).any(|m| m.lower_is_better);
             let mut points = Vec::new();
             for row in &rows {
-                let (Some(x), Some(&value)) =
-                    (x_of(row), row.tasks.get(&task).and_then(|m| m.get(name)))
-                else {
-                    continue;
-                };
+                let (Some(x), Some(&value)) = (x_of(row), row.tasks.get(&task).and_then(|m| m.get(name))) else { continue };
                 points.push(Point {
                     checkpoint: row.checkpoint.clone(),
                     run: row.run.clone(),
@@ -260,10 +212,7 @@ pub fn analyse(records: &[UnitRecord], options: &ReportOptions) -> Result<Report
             let values: Vec<f64> = points.iter().map(|p| p.value).collect();
             let stepped: Vec<&Point> = points.iter().filter(|p| p.step.is_some()).collect();
             let spearman_step = analysis::spearman(
-                &stepped
-                    .iter()
-                    .map(|p| p.step.unwrap() as f64)
-                    .collect::<Vec<_>>(),
+                &stepped.iter().map(|p| p.step.unwrap() as f64).collect::<Vec<_>>(),
                 &stepped.iter().map(|p| p.value).collect::<Vec<_>>(),
             );
             let threshold = chance.and_then(|_| {
@@ -282,21 +231,8 @@ pub fn analyse(records: &[UnitRecord], options: &ReportOptions) -> Result<Report
             });
         }
     }
-    let sizes: Vec<u64> = rows
-        .iter()
-        .map(|r| r.parameters)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    Ok(Report {
-        axis: options.axis,
-        axis_label: options.axis.label(),
-        text,
-        sizes,
-        checkpoints: rows,
-        metrics,
-        notes,
-    })
+    let sizes: Vec<u64> = rows.iter().map(|r| r.parameters).collect::<BTreeSet<_>>().into_iter().collect();
+    Ok(Report { axis: options.axis, axis_label: options.axis.label(), text, sizes, checkpoints: rows, metrics, notes })
 }
 
 fn number(value: Option<f64>, digits: usize) -> String {
@@ -309,19 +245,9 @@ pub fn table(report: &Report, main_metric: &str) -> String {
         .metrics
         .iter()
         .map(|m| {
-            let (lo, hi) = m
-                .points
-                .iter()
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| {
-                    (lo.min(p.value), hi.max(p.value))
-                });
+            let (lo, hi) = m.points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), p| (lo.min(p.value), hi.max(p.value)));
             let threshold = match &m.threshold {
-                Some(Threshold {
-                    loss: Some(loss),
-                    ci,
-                    censored,
-                    ..
-                }) => {
+                Some(Threshold { loss: Some(loss), ci, censored, .. }) => {
                     let ci = ci.map_or(String::new(), |[a, b]| format!(" [{a:.2}, {b:.2}]"));
                     format!("{}{loss:.2}{ci}", if *censored { ">= " } else { "" })
                 }
@@ -332,11 +258,7 @@ pub fn table(report: &Report, main_metric: &str) -> String {
                 m.task.clone(),
                 m.metric.clone(),
                 number(m.chance, 3),
-                if m.points.is_empty() {
-                    "-".into()
-                } else {
-                    format!("{lo:.3}-{hi:.3}")
-                },
+                if m.points.is_empty() { "-".into() } else { format!("{lo:.3}-{hi:.3}") },
                 number(m.spearman_loss, 2),
                 number(m.spearman_step, 2),
                 threshold,
@@ -348,69 +270,25 @@ pub fn table(report: &Report, main_metric: &str) -> String {
         "{} checkpoints, {} sizes ({}); loss pooled over {}\n\n",
         report.checkpoints.len(),
         report.sizes.len(),
-        report
-            .sizes
-            .iter()
-            .map(|&s| size_label(s))
-            .collect::<Vec<_>>()
-            .join(", "),
-        report
-            .text
-            .iter()
-            .map(|t| t.trim_start_matches("text:"))
-            .collect::<Vec<_>>()
-            .join(", ")
+        report.sizes.iter().map(|&s| size_label(s)).collect::<Vec<_>>().join(", "),
+        report.text.iter().map(|t| t.trim_start_matches("text:")).collect::<Vec<_>>().join(", ")
     );
-    let threshold_header = format!(
-        "emergence {} [95% CI]",
-        if report.axis == LossAxis::Loss {
-            "loss"
-        } else {
-            "bits/byte"
-        }
-    );
+    let threshold_header = format!("emergence {} [95% CI]", if report.axis == LossAxis::Loss { "loss" } else { "bits/byte" });
     out += &crate::report::table(
-        &[
-            "task",
-            "metric",
-            "chance",
-            "range",
-            "rho(loss)",
-            "rho(step)",
-            &threshold_header,
-            "p",
-        ],
+        &["task", "metric", "chance", "range", "rho(loss)", "rho(step)", &threshold_header, "p"],
         &rows,
     );
-    let task_names: Vec<&String> = report
-        .checkpoints
-        .iter()
-        .flat_map(|r| r.tasks.keys())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let mut header: Vec<String> = ["checkpoint", "params", "step", "loss", "bits/byte"]
-        .map(String::from)
-        .to_vec();
+    let task_names: Vec<&String> = report.checkpoints.iter().flat_map(|r| r.tasks.keys()).collect::<BTreeSet<_>>().into_iter().collect();
+    let mut header: Vec<String> = ["checkpoint", "params", "step", "loss", "bits/byte"].map(String::from).to_vec();
     // Generative tasks have no `acc`: their exact match (strict-match, else remove_whitespace, where
     // they have it) stands in; comparisons with a base model (sweep --base) show their KL divergence.
     let column_metric = |task: &str| -> String {
-        let keys: BTreeSet<&String> = report
-            .checkpoints
-            .iter()
-            .filter_map(|r| r.tasks.get(task))
-            .flat_map(|m| m.keys())
-            .collect();
+        let keys: BTreeSet<&String> = report.checkpoints.iter().filter_map(|r| r.tasks.get(task)).flat_map(|m| m.keys()).collect();
         if keys.iter().any(|k| *k == main_metric) {
             return main_metric.to_string();
         }
-        let exact: Vec<&&String> = keys
-            .iter()
-            .filter(|k| k.starts_with("exact_match"))
-            .collect();
-        let preferred = [",strict-match", ",remove_whitespace"]
-            .iter()
-            .find_map(|f| exact.iter().find(|k| k.ends_with(f)));
+        let exact: Vec<&&String> = keys.iter().filter(|k| k.starts_with("exact_match")).collect();
+        let preferred = [",strict-match", ",remove_whitespace"].iter().find_map(|f| exact.iter().find(|k| k.ends_with(f)));
         match preferred.or(exact.first()) {
             Some(k) => k.to_string(),
             None if keys.iter().any(|k| *k == "kld") => "kld".to_string(),
@@ -418,12 +296,7 @@ pub fn table(report: &Report, main_metric: &str) -> String {
         }
     };
     let columns: Vec<String> = task_names.iter().map(|t| column_metric(t)).collect();
-    header.extend(
-        task_names
-            .iter()
-            .zip(&columns)
-            .map(|(t, m)| format!("{t} {m}")),
-    );
+    header.extend(task_names.iter().zip(&columns).map(|(t, m)| format!("{t} {m}")));
     let rows: Vec<Vec<String>> = report
         .checkpoints
         .iter()
@@ -435,20 +308,12 @@ pub fn table(report: &Report, main_metric: &str) -> String {
                 number(r.loss, 4),
                 number(r.bits_per_byte, 4),
             ];
-            row.extend(
-                task_names
-                    .iter()
-                    .zip(&columns)
-                    .map(|(t, c)| number(r.tasks.get(*t).and_then(|m| m.get(c)).copied(), 3)),
-            );
+            row.extend(task_names.iter().zip(&columns).map(|(t, c)| number(r.tasks.get(*t).and_then(|m| m.get(c)).copied(), 3)));
             row
         })
         .collect();
     out.push('\n');
-    out += &crate::report::table(
-        &header.iter().map(String::as_str).collect::<Vec<_>>(),
-        &rows,
-    );
+    out += &crate::report::table(&header.iter().map(String::as_str).collect::<Vec<_>>(), &rows);
     for note in &report.notes {
         out += &format!("note: {note}\n");
     }

@@ -106,15 +106,11 @@ impl Units {
     }
 
     pub fn get(&self, checkpoint: &str, measurement: &str) -> Option<&UnitRecord> {
-        self.index
-            .get(&(checkpoint.to_string(), measurement.to_string()))
-            .map(|&i| &self.records[i])
+        self.index.get(&(checkpoint.to_string(), measurement.to_string())).map(|&i| &self.records[i])
     }
 
     pub fn failure(&self, checkpoint: &str, measurement: &str) -> Option<&UnitFailure> {
-        self.failures
-            .iter()
-            .find(|f| f.checkpoint == checkpoint && f.measurement == measurement)
+        self.failures.iter().find(|f| f.checkpoint == checkpoint && f.measurement == measurement)
     }
 
     /// Adds a finished unit; true if it supersedes a line (an older record, a failure).
@@ -179,12 +175,7 @@ struct Parsed {
 /// Reads a results file's text. A line cut short by a crash (the last one, without its newline)
 /// is dropped; any other unreadable line is an error.
 fn parse(path: &Path, bytes: &[u8]) -> Result<Parsed> {
-    let text = std::str::from_utf8(bytes).map_err(|_| {
-        Error::bad_input(format!(
-            "{}: not a perplex sweep results file (not UTF-8)",
-            path.display()
-        ))
-    })?;
+    let text = std::str::from_utf8(bytes).map_err(|_| Error::bad_input(format!("{}: not a perplex sweep results file (not UTF-8)", path.display())))?;
     let mut units = Units::default();
     let mut superseded = false;
     let whole = text.rfind('\n').map_or(0, |i| i + 1);
@@ -198,18 +189,14 @@ fn parse(path: &Path, bytes: &[u8]) -> Result<Parsed> {
             Ok(Line::Failed(failure)) => superseded |= units.add_failure(failure),
             Err(e) => {
                 return Err(Error::bad_input(format!(
-                "{}:{}: not a perplex sweep record ({e}); move the file aside or remove the line",
-                path.display(),
-                number + 1
-            )))
+                    "{}:{}: not a perplex sweep record ({e}); move the file aside or remove the line",
+                    path.display(),
+                    number + 1
+                )))
             }
         }
     }
-    Ok(Parsed {
-        units,
-        whole,
-        superseded,
-    })
+    Ok(Parsed { units, whole, superseded })
 }
 
 /// Reads a results file's units (see [`parse`]) without changing it.
@@ -259,10 +246,7 @@ fn to_lines(records: &[UnitRecord], failures: &[UnitFailure]) -> Result<Vec<u8>>
 
 /// Syncs a directory, so that a file created or renamed in it survives a crash.
 fn sync_dir(path: &Path) {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     if let Ok(dir) = std::fs::File::open(dir) {
         let _ = dir.sync_all();
     }
@@ -294,10 +278,7 @@ fn write_error(path: &Path, e: std::io::Error, kept: &str) -> Error {
         StorageFull | QuotaExceeded => format!("the disk is full ({e})"),
         _ => format!("cannot write ({e})"),
     };
-    Error::bad_input(format!(
-        "{}: {cause}; {kept}. Free some space and rerun the same command to measure the rest",
-        path.display()
-    ))
+    Error::bad_input(format!("{}: {cause}; {kept}. Free some space and rerun the same command to measure the rest", path.display()))
 }
 
 /// A results file open for a sweep: locked against a second sweep writing to it (see
@@ -319,45 +300,23 @@ impl ResultsFile {
             std::fs::create_dir_all(dir).map_err(|e| io_error(dir, "create", e))?;
         }
         let lock = Lock::acquire(path)?;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| io_error(path, "open", e))?;
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| io_error(path, "open", e))?;
         sync_dir(path);
         let bytes = std::fs::read(path).map_err(|e| io_error(path, "read", e))?;
-        let Parsed {
-            units,
-            whole,
-            superseded,
-        } = parse(path, &bytes)?;
+        let Parsed { units, whole, superseded } = parse(path, &bytes)?;
         let file = if superseded {
             replace(path, &to_lines(&units.records, &units.failures)?)?;
-            std::fs::OpenOptions::new()
-                .append(true)
-                .open(path)
-                .map_err(|e| io_error(path, "open", e))?
+            std::fs::OpenOptions::new().append(true).open(path).map_err(|e| io_error(path, "open", e))?
         } else {
             // Only a cut last line: cutting it off needs no space, where a rewrite needs a copy.
             if whole < bytes.len() {
-                file.set_len(whole as u64)
-                    .map_err(|e| io_error(path, "truncate", e))?;
-                file.sync_data()
-                    .map_err(|e| io_error(path, "truncate", e))?;
+                file.set_len(whole as u64).map_err(|e| io_error(path, "truncate", e))?;
+                file.sync_data().map_err(|e| io_error(path, "truncate", e))?;
             }
             file
         };
-        let len = file
-            .metadata()
-            .map_err(|e| io_error(path, "read", e))?
-            .len();
-        Ok(ResultsFile {
-            path: path.to_path_buf(),
-            file,
-            len,
-            units,
-            lock,
-        })
+        let len = file.metadata().map_err(|e| io_error(path, "read", e))?.len();
+        Ok(ResultsFile { path: path.to_path_buf(), file, len, units, lock })
     }
 
     pub fn path(&self) -> &Path {
@@ -394,15 +353,9 @@ impl ResultsFile {
         }
         let mut line = line.map_err(|e| Error::internal(e.to_string()))?;
         line.push(b'\n');
-        let written = self
-            .file
-            .write_all(&line)
-            .and_then(|()| self.file.sync_data());
+        let written = self.file.write_all(&line).and_then(|()| self.file.sync_data());
         if let Err(e) = written {
-            let cut = self
-                .file
-                .set_len(self.len)
-                .and_then(|()| self.file.sync_data());
+            let cut = self.file.set_len(self.len).and_then(|()| self.file.sync_data());
             let kept = match cut {
                 Ok(()) => format!("the {} units written before are kept, whole", self.units.records.len()),
                 Err(_) => format!("the {} units written before are kept; the cut line is dropped when the file is next opened", self.units.records.len()),
@@ -417,10 +370,7 @@ impl ResultsFile {
     pub fn compact(self) -> Result<()> {
         let bytes = std::fs::read(&self.path).map_err(|e| io_error(&self.path, "read", e))?;
         if parse(&self.path, &bytes)?.superseded {
-            replace(
-                &self.path,
-                &to_lines(&self.units.records, &self.units.failures)?,
-            )?;
+            replace(&self.path, &to_lines(&self.units.records, &self.units.failures)?)?;
         }
         Ok(())
     }
@@ -450,9 +400,7 @@ pub struct MergeSummary {
 /// one, the later input wins), in canonical order. `out` may be one of the inputs.
 pub fn merge(out: &Path, inputs: &[PathBuf]) -> Result<MergeSummary> {
     if inputs.is_empty() {
-        return Err(Error::bad_input(
-            "perplex sweep merge OUT SHARD...: name at least one shard file",
-        ));
+        return Err(Error::bad_input("perplex sweep merge OUT SHARD...: name at least one shard file"));
     }
     let mut merged: BTreeMap<(String, String), UnitRecord> = BTreeMap::new();
     let mut duplicates = 0;
@@ -467,10 +415,7 @@ pub fn merge(out: &Path, inputs: &[PathBuf]) -> Result<MergeSummary> {
         std::fs::create_dir_all(dir).map_err(|e| io_error(dir, "create", e))?;
     }
     replace(out, &to_lines(&records, &[])?)?;
-    Ok(MergeSummary {
-        records: records.len(),
-        duplicates,
-    })
+    Ok(MergeSummary { records: records.len(), duplicates })
 }
 
 #[cfg(test)]
@@ -487,16 +432,7 @@ mod tests {
             measurement: measurement.into(),
             model_hash: "m".into(),
             measurement_hash: "d".into(),
-            metrics: [(
-                "acc".to_string(),
-                Metric {
-                    value,
-                    stderr: None,
-                    chance: Some(0.25),
-                    lower_is_better: false,
-                },
-            )]
-            .into(),
+            metrics: [("acc".to_string(), Metric { value, stderr: None, chance: Some(0.25), lower_is_better: false })].into(),
             text: None,
             seconds: 0.5,
         }
@@ -508,11 +444,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("r.jsonl");
         let mut text = Vec::new();
-        for line in [
-            record("step1", "task:a", 0.3),
-            record("step2", "task:a", 0.4),
-            record("step1", "task:a", 0.5),
-        ] {
+        for line in [record("step1", "task:a", 0.3), record("step2", "task:a", 0.4), record("step1", "task:a", 0.5)] {
             text.extend(serde_json::to_vec(&line).unwrap());
             text.push(b'\n');
         }
@@ -520,22 +452,13 @@ mod tests {
         std::fs::write(&path, &text).unwrap();
         let mut file = ResultsFile::open(&path).unwrap();
         assert_eq!(file.records().len(), 2);
-        assert_eq!(
-            file.get("step1", "task:a").unwrap().metrics["acc"].value,
-            0.5
-        );
+        assert_eq!(file.get("step1", "task:a").unwrap().metrics["acc"].value, 0.5);
         // The file was rewritten whole, and appends land on lines of their own.
         file.append(record("step3", "task:a", 0.6)).unwrap();
         assert!(ResultsFile::open(&path).is_err(), "locked by the first");
         drop(file);
         let again = read_results(&path).unwrap();
-        assert_eq!(
-            again
-                .iter()
-                .map(|r| r.checkpoint.as_str())
-                .collect::<Vec<_>>(),
-            ["step1", "step2", "step3"]
-        );
+        assert_eq!(again.iter().map(|r| r.checkpoint.as_str()).collect::<Vec<_>>(), ["step1", "step2", "step3"]);
         // A broken line in the middle is an error, not silently skipped.
         std::fs::write(&path, b"{}\n{\"x\":1}\n").unwrap();
         assert!(read_results(&path).is_err());
@@ -544,8 +467,7 @@ mod tests {
 
     #[test]
     fn failures_are_kept_until_the_unit_is_measured() {
-        let dir =
-            std::env::temp_dir().join(format!("perplex-results-failures-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("perplex-results-failures-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("r.jsonl");
         let failure = |checkpoint: &str| UnitFailure {
@@ -563,16 +485,8 @@ mod tests {
         file.compact().unwrap();
         let units = read_units(&path).unwrap();
         assert_eq!(units.records().len(), 2);
-        assert_eq!(
-            units.failures(),
-            [failure("step2")],
-            "step3's failure superseded by its record"
-        );
-        assert_eq!(
-            std::fs::read_to_string(&path).unwrap().lines().count(),
-            3,
-            "compacted"
-        );
+        assert_eq!(units.failures(), [failure("step2")], "step3's failure superseded by its record");
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 3, "compacted");
         // Shards read together: a later file's record supersedes an earlier file's failure.
         let other = dir.join("s.jsonl");
         let mut file = ResultsFile::open(&other).unwrap();
@@ -580,11 +494,7 @@ mod tests {
         drop(file);
         let all = read_all_units(&[path.clone(), other]).unwrap();
         assert_eq!((all.records().len(), all.failures().len()), (3, 0));
-        assert_eq!(
-            read_results(&path).unwrap().len(),
-            2,
-            "failures are no results"
-        );
+        assert_eq!(read_results(&path).unwrap().len(), 2, "failures are no results");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -18,35 +18,23 @@ impl Shard {
     pub const WHOLE: Shard = Shard { index: 0, count: 1 };
 
     /// `K/N`, or `auto` (see [`Shard::from_env`]); `count` is `--shard-count`, for `auto` only.
-    pub fn parse(
-        text: &str,
-        count: Option<usize>,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Shard> {
+    pub fn parse(text: &str, count: Option<usize>, env: impl Fn(&str) -> Option<String>) -> Result<Shard> {
         if text == "auto" {
             return Shard::from_env(count, env);
         }
         if count.is_some() {
-            return Err(Error::bad_input(
-                "--shard-count applies to --shard auto only; --shard K/N gives the count",
-            ));
+            return Err(Error::bad_input("--shard-count applies to --shard auto only; --shard K/N gives the count"));
         }
-        let parsed = text
-            .split_once('/')
-            .and_then(|(k, n)| Some((k.trim().parse().ok()?, n.trim().parse().ok()?)));
+        let parsed = text.split_once('/').and_then(|(k, n)| Some((k.trim().parse().ok()?, n.trim().parse().ok()?)));
         match parsed {
             Some((index, count)) => Shard::new(index, count, &format!("--shard {text}")),
-            None => Err(Error::bad_input(format!(
-                "--shard {text}: expected K/N (0 <= K < N, e.g. 0/4) or auto"
-            ))),
+            None => Err(Error::bad_input(format!("--shard {text}: expected K/N (0 <= K < N, e.g. 0/4) or auto"))),
         }
     }
 
     fn new(index: usize, count: usize, origin: &str) -> Result<Shard> {
         if count == 0 || index >= count {
-            return Err(Error::bad_input(format!(
-                "{origin}: shard {index} of {count} does not exist (need 0 <= K < N)"
-            )));
+            return Err(Error::bad_input(format!("{origin}: shard {index} of {count} does not exist (need 0 <= K < N)")));
         }
         Ok(Shard { index, count })
     }
@@ -58,9 +46,7 @@ impl Shard {
         let number = |name: &str| -> Result<Option<usize>> {
             match env(name) {
                 None => Ok(None),
-                Some(v) => v.trim().parse().map(Some).map_err(|_| {
-                    Error::bad_input(format!("--shard auto: {name}={v} is not a number"))
-                }),
+                Some(v) => v.trim().parse().map(Some).map_err(|_| Error::bad_input(format!("--shard auto: {name}={v} is not a number"))),
             }
         };
         let env_count = number(COUNT_VARIABLE)?;
@@ -69,9 +55,7 @@ impl Shard {
             let total = count.or(number("SLURM_ARRAY_TASK_COUNT")?).or(env_count).ok_or_else(|| {
                 Error::bad_input("--shard auto: SLURM_ARRAY_TASK_ID is set but not SLURM_ARRAY_TASK_COUNT; give --shard-count N")
             })?;
-            let index = id.checked_sub(min).ok_or_else(|| {
-                Error::bad_input("--shard auto: SLURM_ARRAY_TASK_ID is below SLURM_ARRAY_TASK_MIN")
-            })?;
+            let index = id.checked_sub(min).ok_or_else(|| Error::bad_input("--shard auto: SLURM_ARRAY_TASK_ID is below SLURM_ARRAY_TASK_MIN"))?;
             return Shard::new(index, total, "--shard auto (Slurm array)");
         }
         if let Some(index) = number("JOB_COMPLETION_INDEX")? {
@@ -106,20 +90,12 @@ mod tests {
     use super::*;
 
     fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        }
+        move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
     }
 
     #[test]
     fn parses_explicit_shards() {
-        assert_eq!(
-            Shard::parse("1/4", None, env(&[])).unwrap(),
-            Shard { index: 1, count: 4 }
-        );
+        assert_eq!(Shard::parse("1/4", None, env(&[])).unwrap(), Shard { index: 1, count: 4 });
         assert!(Shard::parse("4/4", None, env(&[])).is_err());
         assert!(Shard::parse("1/0", None, env(&[])).is_err());
         assert!(Shard::parse("x", None, env(&[])).is_err());
@@ -128,32 +104,13 @@ mod tests {
 
     #[test]
     fn reads_slurm_and_kubernetes() {
-        let slurm = env(&[
-            ("SLURM_ARRAY_TASK_ID", "3"),
-            ("SLURM_ARRAY_TASK_MIN", "1"),
-            ("SLURM_ARRAY_TASK_COUNT", "4"),
-        ]);
-        assert_eq!(
-            Shard::parse("auto", None, slurm).unwrap(),
-            Shard { index: 2, count: 4 }
-        );
+        let slurm = env(&[("SLURM_ARRAY_TASK_ID", "3"), ("SLURM_ARRAY_TASK_MIN", "1"), ("SLURM_ARRAY_TASK_COUNT", "4")]);
+        assert_eq!(Shard::parse("auto", None, slurm).unwrap(), Shard { index: 2, count: 4 });
         let k8s = env(&[("JOB_COMPLETION_INDEX", "2"), ("PERPLEX_SHARD_COUNT", "3")]);
-        assert_eq!(
-            Shard::parse("auto", None, k8s).unwrap(),
-            Shard { index: 2, count: 3 }
-        );
-        assert_eq!(
-            Shard::parse("auto", Some(5), env(&[("JOB_COMPLETION_INDEX", "4")])).unwrap(),
-            Shard { index: 4, count: 5 }
-        );
-        assert!(
-            Shard::parse("auto", None, env(&[("JOB_COMPLETION_INDEX", "0")])).is_err(),
-            "no count"
-        );
-        assert!(
-            Shard::parse("auto", None, env(&[])).is_err(),
-            "no scheduler"
-        );
+        assert_eq!(Shard::parse("auto", None, k8s).unwrap(), Shard { index: 2, count: 3 });
+        assert_eq!(Shard::parse("auto", Some(5), env(&[("JOB_COMPLETION_INDEX", "4")])).unwrap(), Shard { index: 4, count: 5 });
+        assert!(Shard::parse("auto", None, env(&[("JOB_COMPLETION_INDEX", "0")])).is_err(), "no count");
+        assert!(Shard::parse("auto", None, env(&[])).is_err(), "no scheduler");
     }
 
     #[test]

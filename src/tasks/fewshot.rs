@@ -25,10 +25,7 @@ impl PyRandom {
         if seed >> 32 != 0 {
             key.push((seed >> 32) as u32);
         }
-        let mut rng = PyRandom {
-            state: [0; 624],
-            index: 624,
-        };
+        let mut rng = PyRandom { state: [0; 624], index: 624 };
         rng.init_by_array(&key);
         rng
     }
@@ -37,9 +34,7 @@ impl PyRandom {
         self.state[0] = seed;
         for i in 1..624 {
             let prev = self.state[i - 1];
-            self.state[i] = 1812433253u32
-                .wrapping_mul(prev ^ (prev >> 30))
-                .wrapping_add(i as u32);
+            self.state[i] = 1812433253u32.wrapping_mul(prev ^ (prev >> 30)).wrapping_add(i as u32);
         }
         self.index = 624;
     }
@@ -51,9 +46,7 @@ impl PyRandom {
         let (mut i, mut j) = (1usize, 0usize);
         for _ in 0..N.max(key.len()) {
             let prev = mt[i - 1];
-            mt[i] = (mt[i] ^ (prev ^ (prev >> 30)).wrapping_mul(1664525))
-                .wrapping_add(key[j])
-                .wrapping_add(j as u32);
+            mt[i] = (mt[i] ^ (prev ^ (prev >> 30)).wrapping_mul(1664525)).wrapping_add(key[j]).wrapping_add(j as u32);
             i += 1;
             j += 1;
             if i >= N {
@@ -174,12 +167,7 @@ pub struct Sampler<'a> {
 
 impl<'a> Sampler<'a> {
     pub fn new(kind: SamplerKind, pool: &'a [Record], exclude_eval_doc: bool) -> Sampler<'a> {
-        Sampler {
-            kind,
-            pool,
-            exclude_eval_doc,
-            rng: PyRandom::new(HARNESS_SEED),
-        }
+        Sampler { kind, pool, exclude_eval_doc, rng: PyRandom::new(HARNESS_SEED) }
     }
 
     /// The harness's `ContextSampler.sample(n, eval_doc)` / `FirstNSampler.sample`.
@@ -195,41 +183,24 @@ impl<'a> Sampler<'a> {
         }
         match self.kind {
             SamplerKind::FirstN => {
-                let candidates: Vec<&Record> = pool
-                    .iter()
-                    .filter(|d| !self.exclude_eval_doc || *d != eval_doc)
-                    .collect();
+                let candidates: Vec<&Record> = pool.iter().filter(|d| !self.exclude_eval_doc || *d != eval_doc).collect();
                 if candidates.len() < n {
                     return Err(too_few(candidates.len()));
                 }
                 Ok(candidates[..n].to_vec())
             }
             SamplerKind::Random if !self.exclude_eval_doc => {
-                let picked = self
-                    .rng
-                    .sample(pool.len(), n)
-                    .ok_or_else(|| too_few(pool.len()))?;
+                let picked = self.rng.sample(pool.len(), n).ok_or_else(|| too_few(pool.len()))?;
                 Ok(picked.into_iter().map(|i| &pool[i]).collect())
             }
             SamplerKind::Random => {
                 // Draw one extra so that dropping the evaluated document still leaves n.
-                let picked = self
-                    .rng
-                    .sample(pool.len(), n + 1)
-                    .ok_or_else(|| too_few(pool.len().saturating_sub(1)))?;
-                let mut chosen: Vec<&Record> = picked
-                    .into_iter()
-                    .map(|i| &pool[i])
-                    .filter(|d| *d != eval_doc)
-                    .take(n)
-                    .collect();
+                let picked = self.rng.sample(pool.len(), n + 1).ok_or_else(|| too_few(pool.len().saturating_sub(1)))?;
+                let mut chosen: Vec<&Record> = picked.into_iter().map(|i| &pool[i]).filter(|d| *d != eval_doc).take(n).collect();
                 if chosen.len() < n {
                     // Several copies of the evaluated document were drawn: redraw without any.
                     let rest: Vec<&Record> = pool.iter().filter(|d| *d != eval_doc).collect();
-                    let picked = self
-                        .rng
-                        .sample(rest.len(), n)
-                        .ok_or_else(|| too_few(rest.len()))?;
+                    let picked = self.rng.sample(rest.len(), n).ok_or_else(|| too_few(rest.len()))?;
                     chosen = picked.into_iter().map(|i| rest[i]).collect();
                 }
                 Ok(chosen)
@@ -254,22 +225,15 @@ mod tests {
         let mut r = PyRandom::new(1234);
         let words: Vec<u64> = (0..3).map(|_| r.getrandbits(32)).collect();
         assert_eq!(words, PY_WORDS);
-        assert_eq!(
-            PyRandom::new(1234).sample(10042, 6).unwrap(),
-            PY_SAMPLE_LARGE
-        );
+        assert_eq!(PyRandom::new(1234).sample(10042, 6).unwrap(), PY_SAMPLE_LARGE);
         assert_eq!(PyRandom::new(1234).sample(10, 4).unwrap(), PY_SAMPLE_SMALL);
         assert_eq!(PyRandom::new(1234).getrandbits(40), PY_BITS_40);
-        assert_eq!(
-            PyRandom::new(1234).sample(50, 10).unwrap(),
-            [49, 28, 7, 0, 5, 37, 2, 42, 45, 6]
-        );
+        assert_eq!(PyRandom::new(1234).sample(50, 10).unwrap(), [49, 28, 7, 0, 5, 37, 2, 42, 45, 6]);
         assert_eq!(
             PyRandom::new(1234).sample(100000, 25).unwrap(),
             [
-                57767, 15315, 981, 11880, 76313, 4577, 88023, 90844, 11001, 12900, 46482, 31039,
-                2284, 4038, 2076, 45362, 84976, 81694, 63471, 80716, 60758, 19471, 11965, 23998,
-                93508
+                57767, 15315, 981, 11880, 76313, 4577, 88023, 90844, 11001, 12900, 46482, 31039, 2284, 4038, 2076, 45362, 84976,
+                81694, 63471, 80716, 60758, 19471, 11965, 23998, 93508
             ]
         );
         assert!(PyRandom::new(1234).sample(3, 4).is_none());

@@ -92,13 +92,11 @@ pub fn gen_log_path(resume: &Path) -> PathBuf {
 /// A request's key: FNV-1a of its prompt, stop strings, `max_gen_toks` and the maximum length.
 fn request_key(request: &GenRequest, max_length: Option<usize>) -> String {
     let mut hash = crate::hash::Fnv1a::default();
-    hash.field(&request.context)
-        .field(&request.until.len().to_string());
+    hash.field(&request.context).field(&request.until.len().to_string());
     for until in &request.until {
         hash.field(until);
     }
-    hash.field(&request.max_gen_toks.to_string())
-        .field(&format!("{max_length:?}"));
+    hash.field(&request.max_gen_toks.to_string()).field(&format!("{max_length:?}"));
     hash.hex()
 }
 
@@ -111,48 +109,25 @@ pub struct Generated {
 }
 
 /// [`generate`] with an optional resume log (see the module documentation).
-pub fn generate_resumable(
-    model: &Model,
-    requests: &[GenRequest],
-    options: &GenOptions,
-    resume: Option<&Path>,
-) -> Result<Generated> {
+pub fn generate_resumable(model: &Model, requests: &[GenRequest], options: &GenOptions, resume: Option<&Path>) -> Result<Generated> {
     let check = |n: usize, asked: usize| {
         if n == asked {
             Ok(())
         } else {
-            Err(Error::internal(format!(
-                "generation answered {n} of {asked} requests"
-            )))
+            Err(Error::internal(format!("generation answered {n} of {asked} requests")))
         }
     };
     let Some(resume) = resume else {
         let output = generate(model, requests, options)?;
         check(output.results.len(), requests.len())?;
-        return Ok(Generated {
-            results: output.results,
-            max_length: output.max_length,
-            slots: output.slots,
-            seconds: output.seconds,
-        });
+        return Ok(Generated { results: output.results, max_length: output.max_length, slots: output.slots, seconds: output.seconds });
     };
     let path = gen_log_path(resume);
-    let header = GenLogHeader {
-        perplex_eval_generate_resume: 1,
-        model_files: model_fingerprint(model)?,
-    };
+    let header = GenLogHeader { perplex_eval_generate_resume: 1, model_files: model_fingerprint(model)? };
     let mut log: ResumeLog<GenLogHeader, LoggedGeneration> = ResumeLog::open(&path, &header)?;
-    let keys: Vec<String> = requests
-        .iter()
-        .map(|r| request_key(r, options.max_length))
-        .collect();
-    let mut results: Vec<Option<Generation>> = keys
-        .iter()
-        .map(|k| log.get(k).map(LoggedGeneration::generation))
-        .collect();
-    let pending: Vec<usize> = (0..requests.len())
-        .filter(|&i| results[i].is_none())
-        .collect();
+    let keys: Vec<String> = requests.iter().map(|r| request_key(r, options.max_length)).collect();
+    let mut results: Vec<Option<Generation>> = keys.iter().map(|k| log.get(k).map(LoggedGeneration::generation)).collect();
+    let pending: Vec<usize> = (0..requests.len()).filter(|&i| results[i].is_none()).collect();
     let mut figures = Generated {
         results: Vec::new(),
         max_length: options.max_length.unwrap_or(model.spec.max_positions),
@@ -173,21 +148,12 @@ pub fn generate_resumable(
         check(output.results.len(), asked.len())?;
         (figures.max_length, figures.slots) = (output.max_length, figures.slots.max(output.slots));
         figures.seconds += output.seconds;
-        log.append_all(
-            chunk
-                .iter()
-                .zip(&output.results)
-                .map(|(&i, g)| LoggedGeneration::new(keys[i].clone(), g))
-                .collect(),
-        )?;
+        log.append_all(chunk.iter().zip(&output.results).map(|(&i, g)| LoggedGeneration::new(keys[i].clone(), g)).collect())?;
         for (&i, generation) in chunk.iter().zip(output.results) {
             results[i] = Some(generation);
         }
     }
-    figures.results = results
-        .into_iter()
-        .map(|r| r.expect("every request answered or logged"))
-        .collect();
+    figures.results = results.into_iter().map(|r| r.expect("every request answered or logged")).collect();
     Ok(figures)
 }
 
@@ -197,13 +163,7 @@ mod tests {
 
     #[test]
     fn logged_answers_round_trip() {
-        let g = Generation {
-            text: " 18".into(),
-            tokens: vec![5, 6, 7],
-            stop: Stop::Until(2),
-            context_tokens: 40,
-            truncated: true,
-        };
+        let g = Generation { text: " 18".into(), tokens: vec![5, 6, 7], stop: Stop::Until(2), context_tokens: 40, truncated: true };
         let line = serde_json::to_string(&LoggedGeneration::new("k".into(), &g)).unwrap();
         let back: LoggedGeneration = serde_json::from_str(&line).unwrap();
         assert_eq!(back.generation(), g);
@@ -212,57 +172,14 @@ mod tests {
 
     #[test]
     fn keys_depend_on_everything_but_the_model() {
-        let r = GenRequest {
-            context: "Q".into(),
-            until: vec!["\n".into()],
-            max_gen_toks: 4,
-        };
+        let r = GenRequest { context: "Q".into(), until: vec!["\n".into()], max_gen_toks: 4 };
         let base = request_key(&r, None);
-        assert_ne!(
-            base,
-            request_key(
-                &GenRequest {
-                    context: "Q ".into(),
-                    ..r.clone()
-                },
-                None
-            )
-        );
-        assert_ne!(
-            base,
-            request_key(
-                &GenRequest {
-                    until: vec!["\n".into(), ".".into()],
-                    ..r.clone()
-                },
-                None
-            )
-        );
-        assert_ne!(
-            base,
-            request_key(
-                &GenRequest {
-                    until: vec!["\n.".into()],
-                    ..r.clone()
-                },
-                None
-            )
-        );
-        assert_ne!(
-            base,
-            request_key(
-                &GenRequest {
-                    max_gen_toks: 5,
-                    ..r.clone()
-                },
-                None
-            )
-        );
+        assert_ne!(base, request_key(&GenRequest { context: "Q ".into(), ..r.clone() }, None));
+        assert_ne!(base, request_key(&GenRequest { until: vec!["\n".into(), ".".into()], ..r.clone() }, None));
+        assert_ne!(base, request_key(&GenRequest { until: vec!["\n.".into()], ..r.clone() }, None));
+        assert_ne!(base, request_key(&GenRequest { max_gen_toks: 5, ..r.clone() }, None));
         assert_ne!(base, request_key(&r, Some(64)));
         assert_eq!(base, request_key(&r.clone(), None));
-        assert_eq!(
-            gen_log_path(Path::new("/a/run.resume")),
-            Path::new("/a/run.resume.gen")
-        );
+        assert_eq!(gen_log_path(Path::new("/a/run.resume")), Path::new("/a/run.resume.gen"));
     }
 }

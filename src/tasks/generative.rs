@@ -16,11 +16,7 @@ use regex::Regex;
 pub enum FilterStep {
     /// `RegexFilter`: `re.findall(pattern, answer)[group_select]` (a match with groups gives its
     /// first non-empty group), stripped; `fallback` when nothing matches.
-    Regex {
-        pattern: &'static str,
-        group_select: isize,
-        fallback: &'static str,
-    },
+    Regex { pattern: &'static str, group_select: isize, fallback: &'static str },
     /// The document's own `regex` (generic `gen` files), as `Regex` with group 0 and the
     /// fallback "[invalid]"; documents without one keep their answer.
     DocRegex,
@@ -73,11 +69,7 @@ pub struct PyRegex {
 impl PyRegex {
     pub fn new(pattern: &str) -> Result<PyRegex, String> {
         let ends_with_dollar = pattern.ends_with('$') && {
-            let backslashes = pattern[..pattern.len() - 1]
-                .chars()
-                .rev()
-                .take_while(|&c| c == '\\')
-                .count();
+            let backslashes = pattern[..pattern.len() - 1].chars().rev().take_while(|&c| c == '\\').count();
             backslashes % 2 == 0
         };
         let translated = if ends_with_dollar {
@@ -85,12 +77,8 @@ impl PyRegex {
         } else {
             pattern.to_string()
         };
-        let regex = Regex::new(&translated)
-            .map_err(|e| format!("invalid regular expression {pattern:?}: {e}"))?;
-        Ok(PyRegex {
-            regex,
-            eol: ends_with_dollar,
-        })
+        let regex = Regex::new(&translated).map_err(|e| format!("invalid regular expression {pattern:?}: {e}"))?;
+        Ok(PyRegex { regex, eol: ends_with_dollar })
     }
 
     /// `re.sub(pattern, "", text)`.
@@ -107,11 +95,7 @@ impl PyRegex {
     pub fn extract(&self, text: &str, group_select: isize, fallback: &str) -> String {
         let groups = self.regex.captures_len() - 1 - self.eol as usize;
         let matches: Vec<regex::Captures> = self.regex.captures_iter(text).collect();
-        let index = if group_select < 0 {
-            matches.len() as isize + group_select
-        } else {
-            group_select
-        };
+        let index = if group_select < 0 { matches.len() as isize + group_select } else { group_select };
         let Some(captures) = usize::try_from(index).ok().and_then(|i| matches.get(i)) else {
             // An empty findall, or an index out of range (an IndexError in the harness: it only
             // happens with a group_select no task uses).
@@ -121,11 +105,7 @@ impl PyRegex {
             0 => captures.get(0).map_or("", |m| m.as_str()).to_string(),
             // findall gives the one group's text, "" when it did not take part.
             1 => captures.get(1).map_or("", |m| m.as_str()).to_string(),
-            _ => match (1..=groups)
-                .filter_map(|g| captures.get(g))
-                .map(|m| m.as_str())
-                .find(|s| !s.is_empty())
-            {
+            _ => match (1..=groups).filter_map(|g| captures.get(g)).map(|m| m.as_str()).find(|s| !s.is_empty()) {
                 Some(s) => s.to_string(),
                 None => fallback.to_string(),
             },
@@ -135,19 +115,11 @@ impl PyRegex {
 }
 
 /// Runs one pipeline on a generated answer. `doc_regex` is the document's own pattern (`gen`).
-pub fn apply_filters(
-    steps: &[FilterStep],
-    answer: &str,
-    doc_regex: Option<&PyRegex>,
-) -> Result<String, String> {
+pub fn apply_filters(steps: &[FilterStep], answer: &str, doc_regex: Option<&PyRegex>) -> Result<String, String> {
     let mut text = answer.to_string();
     for step in steps {
         text = match *step {
-            FilterStep::Regex {
-                pattern,
-                group_select,
-                fallback,
-            } => PyRegex::new(pattern)?.extract(&text, group_select, fallback),
+            FilterStep::Regex { pattern, group_select, fallback } => PyRegex::new(pattern)?.extract(&text, group_select, fallback),
             FilterStep::DocRegex => match doc_regex {
                 Some(regex) => regex.extract(&text, 0, INVALID),
                 None => text,
@@ -182,15 +154,9 @@ impl ExactMatch {
 
     /// 1 when the prediction equals any reference after the normalisation, else 0.
     pub fn score(&self, prediction: &str, references: &[String]) -> Result<f64, String> {
-        let ignore: Vec<PyRegex> = self
-            .regexes_to_ignore
-            .iter()
-            .map(|p| PyRegex::new(p))
-            .collect::<Result<_, _>>()?;
+        let ignore: Vec<PyRegex> = self.regexes_to_ignore.iter().map(|p| PyRegex::new(p)).collect::<Result<_, _>>()?;
         let prediction = self.normalise(prediction, &ignore);
-        Ok(references
-            .iter()
-            .any(|r| self.normalise(r, &ignore) == prediction) as u8 as f64)
+        Ok(references.iter().any(|r| self.normalise(r, &ignore) == prediction) as u8 as f64)
     }
 }
 
@@ -210,13 +176,7 @@ mod tests {
 
     #[test]
     fn the_harness_patterns_compile() {
-        for p in [
-            r"#### (\-?[0-9\.\,]+)",
-            r"(-?[$0-9.,]{2,})|(-?[0-9]+)",
-            r"The answer is (\-?[0-9\.\,]+).",
-            r"\$",
-            r"(?s).*#### ",
-        ] {
+        for p in [r"#### (\-?[0-9\.\,]+)", r"(-?[$0-9.,]{2,})|(-?[0-9]+)", r"The answer is (\-?[0-9\.\,]+).", r"\$", r"(?s).*#### "] {
             PyRegex::new(p).unwrap();
         }
     }

@@ -38,13 +38,7 @@ impl Stderr {
 }
 
 /// The multiple-choice metrics, in the order [`choice_scores`] returns them.
-pub const MULTIPLE_CHOICE: [&str; 5] = [
-    "acc",
-    "acc_norm",
-    "acc_bytes",
-    "prob_correct",
-    "brier_score",
-];
+pub const MULTIPLE_CHOICE: [&str; 5] = ["acc", "acc_norm", "acc_bytes", "prob_correct", "brier_score"];
 /// The cloze metrics, in the order [`cloze`] returns them.
 pub const CLOZE: [&str; 2] = ["perplexity", "acc"];
 
@@ -96,20 +90,10 @@ pub fn softmax(values: &[f64]) -> Vec<f64> {
 pub fn choice_scores(lls: &[f64], choices: &[String], gold: usize) -> [f64; 5] {
     let hit = |pred: usize| (pred == gold) as u8 as f64;
     let acc = hit(argmax(lls.iter().copied()));
-    let acc_norm = hit(argmax(
-        lls.iter()
-            .zip(choices)
-            .map(|(ll, c)| ll / c.chars().count() as f64),
-    ));
-    let acc_bytes = hit(argmax(
-        lls.iter().zip(choices).map(|(ll, c)| ll / c.len() as f64),
-    ));
+    let acc_norm = hit(argmax(lls.iter().zip(choices).map(|(ll, c)| ll / c.chars().count() as f64)));
+    let acc_bytes = hit(argmax(lls.iter().zip(choices).map(|(ll, c)| ll / c.len() as f64)));
     let probs = softmax(lls);
-    let brier = probs
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (p - (i == gold) as u8 as f64).powi(2))
-        .sum();
+    let brier = probs.iter().enumerate().map(|(i, p)| (p - (i == gold) as u8 as f64).powi(2)).sum();
     [acc, acc_norm, acc_bytes, probs[gold], brier]
 }
 

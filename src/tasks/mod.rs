@@ -16,17 +16,12 @@ mod gen_resume;
 mod generative;
 mod metrics;
 
-pub use builtin::{default_fewshot, CEVAL_SUBJECTS};
 pub use builtin::{known_tasks, MMLU_SUBJECTS};
-pub use eval::{
-    evaluate, evaluate_resumable, EvalOptions, EvalResult, GenSample, GroupResult, Sample,
-    TaskResult,
-};
-pub use fewshot::{PyRandom, SamplerKind, HARNESS_SEED};
+pub use builtin::{default_fewshot, CEVAL_SUBJECTS};
+pub use eval::{evaluate, evaluate_resumable, EvalOptions, EvalResult, GenSample, GroupResult, Sample, TaskResult};
+pub use generative::{apply_filters, ExactMatch, FilterPipeline, FilterStep, GenerationConfig, PyRegex, INVALID};
 pub use gen_resume::gen_log_path;
-pub use generative::{
-    apply_filters, ExactMatch, FilterPipeline, FilterStep, GenerationConfig, PyRegex, INVALID,
-};
+pub use fewshot::{PyRandom, SamplerKind, HARNESS_SEED};
 pub use metrics::{MetricValue, Stderr};
 
 use crate::data::{self, Record, Source, Split};
@@ -123,10 +118,7 @@ impl Splits {
     /// The harness draws few-shot examples from `fewshot_split`, else training, else validation,
     /// else test.
     fn fewshot_order(&self) -> Vec<&'static str> {
-        [self.fewshot, self.training, self.validation, self.test]
-            .into_iter()
-            .flatten()
-            .collect()
+        [self.fewshot, self.training, self.validation, self.test].into_iter().flatten().collect()
     }
 
     /// The harness removes the evaluated document from the few-shot draw when
@@ -247,19 +239,13 @@ pub struct GenInstance {
 impl Suite {
     /// Builds every request without scoring: finds bad documents before a model is loaded.
     pub fn check(&self) -> Result<()> {
-        self.tasks
-            .iter()
-            .try_for_each(|task| task.instances().map(drop))
+        self.tasks.iter().try_for_each(|task| task.instances().map(drop))
     }
 }
 
 /// Loads every task the user named.
 pub fn load(specs: &[TaskSpec]) -> Result<Suite> {
-    let mut suite = Suite {
-        tasks: Vec::new(),
-        groups: Vec::new(),
-        notes: Vec::new(),
-    };
+    let mut suite = Suite { tasks: Vec::new(), groups: Vec::new(), notes: Vec::new() };
     for spec in specs {
         builtin::load_task(spec, &mut suite)?;
     }
@@ -297,11 +283,7 @@ pub(crate) fn resolve_data(
     notes: &mut Vec<String>,
 ) -> Result<Resolved> {
     let source = Source::open(data)?;
-    let choose = |map: &BTreeMap<String, PathBuf>,
-                  order: &[&'static str],
-                  purpose: &str,
-                  path: &Path|
-     -> Result<Split> {
+    let choose = |map: &BTreeMap<String, PathBuf>, order: &[&'static str], purpose: &str, path: &Path| -> Result<Split> {
         let name = order.iter().find(|name| map.contains_key(**name)).ok_or_else(|| {
             Error::bad_input(format!(
                 "{}: {task} {purpose} one of the splits {order:?}, but this dataset has {:?}; pass the split's directory \
@@ -314,17 +296,10 @@ pub(crate) fn resolve_data(
     };
     let (eval, splits_of_data) = match source {
         Source::Split(split) => (split, None),
-        Source::Splits(map) => (
-            choose(&map, &splits.eval_order(), "evaluates", data)?,
-            Some(map),
-        ),
+        Source::Splits(map) => (choose(&map, &splits.eval_order(), "evaluates", data)?, Some(map)),
     };
     if num_fewshot == 0 {
-        return Ok(Resolved {
-            eval,
-            pool: None,
-            exclude_eval_doc: false,
-        });
+        return Ok(Resolved { eval, pool: None, exclude_eval_doc: false });
     }
     let wanted = splits.fewshot_order();
     let pool = match fewshot_data {
@@ -356,11 +331,7 @@ pub(crate) fn resolve_data(
             ));
         }
     }
-    Ok(Resolved {
-        eval,
-        pool: Some(pool),
-        exclude_eval_doc: splits.excludes_eval_doc() || same,
-    })
+    Ok(Resolved { eval, pool: Some(pool), exclude_eval_doc: splits.excludes_eval_doc() || same })
 }
 
 impl Task {
@@ -372,11 +343,7 @@ impl Task {
         data: Resolved,
         spec: &TaskSpec,
     ) -> Result<Task> {
-        let Resolved {
-            eval,
-            pool,
-            exclude_eval_doc,
-        } = data;
+        let Resolved { eval, pool, exclude_eval_doc } = data;
         let origin = describe_split(&eval);
         let original = eval.records.len();
         let mut docs = eval.records;
@@ -386,15 +353,9 @@ impl Task {
             rows.truncate(limit);
         }
         if docs.is_empty() {
-            return Err(Error::bad_input(format!(
-                "{origin}: no documents for {name}"
-            )));
+            return Err(Error::bad_input(format!("{origin}: no documents for {name}")));
         }
-        let fewshot = pool.map(|pool| FewshotPool {
-            origin: describe_split(&pool),
-            records: pool.records,
-            exclude_eval_doc,
-        });
+        let fewshot = pool.map(|pool| FewshotPool { origin: describe_split(&pool), records: pool.records, exclude_eval_doc });
         let fewshot = match formulation.fixed_fewshot {
             Some(samples) if spec.num_fewshot > 0 => Some(FewshotPool {
                 records: samples(),
@@ -422,37 +383,26 @@ impl Task {
     /// order. Every document is checked (fields, gold index, choices) before anything is scored.
     pub fn instances(&self) -> Result<Vec<Instance>> {
         let formulation = self.formulation;
-        let mut sampler = self
-            .fewshot
-            .as_ref()
-            .map(|pool| Sampler::new(formulation.sampler, &pool.records, pool.exclude_eval_doc));
+        let mut sampler =
+            self.fewshot.as_ref().map(|pool| Sampler::new(formulation.sampler, &pool.records, pool.exclude_eval_doc));
         let mut instances = Vec::with_capacity(self.docs.len());
         for (doc_id, record) in self.docs.iter().enumerate() {
             let at = match self.rows.get(doc_id) {
                 Some(row) => format!("{}:{row}: document {doc_id}", self.origin),
                 None => format!("{}: document {doc_id}", self.origin),
             };
-            let doc = (formulation.doc)(record)
-                .map_err(|e| Error::bad_input(format!("{at}: {e} ({})", self.name)))?;
-            let gold = self
-                .check(&doc)
-                .map_err(|e| Error::bad_input(format!("{at}: {e}")))?;
+            let doc = (formulation.doc)(record).map_err(|e| Error::bad_input(format!("{at}: {e} ({})", self.name)))?;
+            let gold = self.check(&doc).map_err(|e| Error::bad_input(format!("{at}: {e}")))?;
             let mut prefix = self.description.clone();
             if let Some(sampler) = sampler.as_mut() {
                 let pool = &self.fewshot.as_ref().unwrap().origin;
-                let examples = sampler
-                    .sample(self.num_fewshot, record)
-                    .map_err(|e| Error::bad_input(format!("{pool}: {e}")))?;
+                let examples = sampler.sample(self.num_fewshot, record).map_err(|e| Error::bad_input(format!("{pool}: {e}")))?;
                 for example in examples {
-                    let example = (formulation.doc)(example).map_err(|e| {
-                        Error::bad_input(format!(
-                            "{pool}: a few-shot document: {e} ({})",
-                            self.name
-                        ))
-                    })?;
-                    prefix += &self.example_text(&example).map_err(|e| {
-                        Error::bad_input(format!("{pool}: a few-shot document: {e}"))
-                    })?;
+                    let example = (formulation.doc)(example)
+                        .map_err(|e| Error::bad_input(format!("{pool}: a few-shot document: {e} ({})", self.name)))?;
+                    prefix += &self
+                        .example_text(&example)
+                        .map_err(|e| Error::bad_input(format!("{pool}: a few-shot document: {e}")))?;
                 }
             }
             let delimiter = self.target_delimiter(&doc);
@@ -460,38 +410,22 @@ impl Task {
                 let generation = self
                     .gen_instance(&doc, prefix)
                     .map_err(|e| Error::bad_input(format!("{at}: {e} ({})", self.name)))?;
-                instances.push(Instance {
-                    doc_id,
-                    requests: Vec::new(),
-                    choices: Vec::new(),
-                    gold: None,
-                    generation: Some(generation),
-                });
+                instances.push(Instance { doc_id, requests: Vec::new(), choices: Vec::new(), gold: None, generation: Some(generation) });
                 continue;
             }
             let requests = match (&doc.text, &doc.target) {
-                (Text::Prompt(question), Target::Text(target))
-                    if formulation.output == OutputType::Loglikelihood =>
-                {
-                    vec![Request {
-                        context: prefix + question,
-                        continuation: target.clone(),
-                    }]
+                (Text::Prompt(question), Target::Text(target)) if formulation.output == OutputType::Loglikelihood => {
+                    vec![Request { context: prefix + question, continuation: target.clone() }]
                 }
                 (Text::Prompt(question), _) => {
                     let context = prefix + question;
                     doc.choices
                         .iter()
-                        .map(|choice| Request {
-                            context: context.clone(),
-                            continuation: format!("{delimiter}{choice}"),
-                        })
+                        .map(|choice| Request { context: context.clone(), continuation: format!("{delimiter}{choice}") })
                         .collect()
                 }
                 (Text::Gold(_), target) => {
-                    let Target::Text(continuation) = target else {
-                        unreachable!("checked: partial scoring has a text target")
-                    };
+                    let Target::Text(continuation) = target else { unreachable!("checked: partial scoring has a text target") };
                     doc.choices
                         .iter()
                         .map(|choice| Request {
@@ -501,13 +435,7 @@ impl Task {
                         .collect()
                 }
             };
-            instances.push(Instance {
-                doc_id,
-                requests,
-                choices: doc.choices,
-                gold,
-                generation: None,
-            });
+            instances.push(Instance { doc_id, requests, choices: doc.choices, gold, generation: None });
         }
         Ok(instances)
     }
@@ -515,14 +443,8 @@ impl Task {
     /// A generative document's request: the prompt is the description, the few-shot examples
     /// and the question, with nothing after it (the harness's `generate_until` context).
     fn gen_instance(&self, doc: &Doc, prefix: String) -> std::result::Result<GenInstance, String> {
-        let config = self
-            .formulation
-            .generation
-            .as_ref()
-            .expect("a generative task has a generation config");
-        let Text::Prompt(question) = &doc.text else {
-            return Err("a generative document needs a prompt".into());
-        };
+        let config = self.formulation.generation.as_ref().expect("a generative task has a generation config");
+        let Text::Prompt(question) = &doc.text else { return Err("a generative document needs a prompt".into()) };
         let references = match &doc.target {
             Target::Text(answer) => vec![answer.clone()],
             Target::Answers(answers) if !answers.is_empty() => answers.clone(),
@@ -530,9 +452,7 @@ impl Task {
             Target::Index(_) => return Err("a generative document needs an answer text".into()),
         };
         let own = doc.generation.clone().unwrap_or_default();
-        let until = own
-            .until
-            .unwrap_or_else(|| config.until.iter().map(|s| s.to_string()).collect());
+        let until = own.until.unwrap_or_else(|| config.until.iter().map(|s| s.to_string()).collect());
         let max_gen_toks = self
             .max_gen_toks
             .or(own.max_gen_toks)
@@ -540,20 +460,14 @@ impl Task {
             .unwrap_or(crate::generate::DEFAULT_MAX_GEN_TOKS);
         let regex = own.regex.as_deref().map(PyRegex::new).transpose()?;
         Ok(GenInstance {
-            request: crate::generate::GenRequest {
-                context: prefix + question,
-                until,
-                max_gen_toks,
-            },
+            request: crate::generate::GenRequest { context: prefix + question, until, max_gen_toks },
             references,
             regex,
         })
     }
 
     fn target_delimiter<'a>(&'a self, doc: &'a Doc) -> &'a str {
-        doc.target_delimiter
-            .as_deref()
-            .unwrap_or(self.formulation.target_delimiter)
+        doc.target_delimiter.as_deref().unwrap_or(self.formulation.target_delimiter)
     }
 
     /// Checks a document and returns its gold index (None for cloze tasks): the harness would only
@@ -574,23 +488,14 @@ impl Task {
         let n = doc.choices.len();
         let gold = match (&doc.text, &doc.target) {
             (Text::Gold(gold), Target::Text(_)) => *gold,
-            (Text::Gold(_), Target::Index(_)) => {
-                return Err("partial scoring needs a continuation text".into())
-            }
-            (_, Target::Answers(_)) => {
-                return Err("a multiple-choice document needs one right answer".into())
-            }
+            (Text::Gold(_), Target::Index(_)) => return Err("partial scoring needs a continuation text".into()),
+            (_, Target::Answers(_)) => return Err("a multiple-choice document needs one right answer".into()),
             (Text::Prompt(_), Target::Index(gold)) => *gold,
             (Text::Prompt(_), Target::Text(answer)) => doc
                 .choices
                 .iter()
                 .position(|c| c == answer)
-                .ok_or_else(|| {
-                    format!(
-                        "the answer {answer:?} is not one of the choices {:?}",
-                        doc.choices
-                    )
-                })?,
+                .ok_or_else(|| format!("the answer {answer:?} is not one of the choices {:?}", doc.choices))?,
         };
         if gold >= n {
             return Err(format!("gold index {gold} is out of range for {n} choices"));
@@ -602,35 +507,19 @@ impl Task {
     /// `build_qa_turn`; an empty answer leaves only the question).
     fn example_text(&self, doc: &Doc) -> std::result::Result<String, String> {
         let choice = |i: usize| {
-            doc.choices.get(i).cloned().ok_or_else(|| {
-                format!(
-                    "gold index {i} is out of range for {} choices",
-                    doc.choices.len()
-                )
-            })
+            doc.choices.get(i).cloned().ok_or_else(|| format!("gold index {i} is out of range for {} choices", doc.choices.len()))
         };
         let (question, answer) = match (&doc.text, &doc.target) {
             (Text::Prompt(question), Target::Index(i)) => (question.clone(), choice(*i)?),
             (Text::Prompt(question), Target::Text(answer)) => (question.clone(), answer.clone()),
-            (Text::Prompt(question), Target::Answers(answers)) => (
-                question.clone(),
-                answers.first().cloned().unwrap_or_default(),
-            ),
+            (Text::Prompt(question), Target::Answers(answers)) => (question.clone(), answers.first().cloned().unwrap_or_default()),
             (Text::Gold(i), Target::Text(answer)) => (choice(*i)?, answer.clone()),
-            (Text::Gold(_), Target::Answers(_)) => {
-                return Err("partial scoring needs a continuation text".into())
-            }
-            (Text::Gold(_), Target::Index(_)) => {
-                return Err("partial scoring needs a continuation text".into())
-            }
+            (Text::Gold(_), Target::Answers(_)) => return Err("partial scoring needs a continuation text".into()),
+            (Text::Gold(_), Target::Index(_)) => return Err("partial scoring needs a continuation text".into()),
         };
         if answer.is_empty() {
             return Ok(question);
         }
-        Ok(format!(
-            "{question}{}{answer}{}",
-            self.target_delimiter(doc),
-            self.formulation.fewshot_delimiter
-        ))
+        Ok(format!("{question}{}{answer}{}", self.target_delimiter(doc), self.formulation.fewshot_delimiter))
     }
 }

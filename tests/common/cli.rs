@@ -80,21 +80,12 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    perplex_command()
-        .args(args)
-        .output()
-        .expect("run the perplex binary")
+    perplex_command().args(args).output().expect("run the perplex binary")
 }
 
 /// `perplex ppl --model MODEL --data DATA EXTRA...`
 pub fn ppl(model: impl AsRef<OsStr>, data: impl AsRef<OsStr>, extra: &[&str]) -> Output {
-    let mut args: Vec<&OsStr> = vec![
-        "ppl".as_ref(),
-        "--model".as_ref(),
-        model.as_ref(),
-        "--data".as_ref(),
-        data.as_ref(),
-    ];
+    let mut args: Vec<&OsStr> = vec!["ppl".as_ref(), "--model".as_ref(), model.as_ref(), "--data".as_ref(), data.as_ref()];
     args.extend(extra.iter().map(OsStr::new));
     perplex(args)
 }
@@ -102,26 +93,15 @@ pub fn ppl(model: impl AsRef<OsStr>, data: impl AsRef<OsStr>, extra: &[&str]) ->
 /// `perplex eval --model <tiny model> --task TASK --data DATA EXTRA...`
 pub fn eval(task: &str, data: impl AsRef<OsStr>, extra: &[&str]) -> Output {
     let model = tiny_model();
-    let mut args: Vec<&OsStr> = vec![
-        "eval".as_ref(),
-        "--model".as_ref(),
-        model.as_ref(),
-        "--task".as_ref(),
-        task.as_ref(),
-        "--data".as_ref(),
-        data.as_ref(),
-    ];
+    let mut args: Vec<&OsStr> =
+        vec!["eval".as_ref(), "--model".as_ref(), model.as_ref(), "--task".as_ref(), task.as_ref(), "--data".as_ref(), data.as_ref()];
     args.extend(extra.iter().map(OsStr::new));
     perplex(args)
 }
 
 /// stderr without the Vulkan loader's harmless environment complaints.
 pub fn clean_stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr)
-        .lines()
-        .filter(|line| !line.contains("XDG_RUNTIME_DIR"))
-        .collect::<Vec<_>>()
-        .join("\n")
+    String::from_utf8_lossy(&output.stderr).lines().filter(|line| !line.contains("XDG_RUNTIME_DIR")).collect::<Vec<_>>().join("\n")
 }
 
 /// Exit code `code`, no panic, and on stderr nothing but notes and then one error: an `error: `
@@ -129,36 +109,16 @@ pub fn clean_stderr(output: &Output) -> String {
 pub fn assert_error(output: &Output, code: i32, phrases: &[&str]) {
     let raw = String::from_utf8_lossy(&output.stderr).to_string();
     let stderr = clean_stderr(output);
-    assert!(
-        !raw.contains("panicked") && !raw.contains("RUST_BACKTRACE"),
-        "the binary panicked:\n{raw}"
-    );
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "expected exit code {code}; stderr:\n{raw}"
-    );
+    assert!(!raw.contains("panicked") && !raw.contains("RUST_BACKTRACE"), "the binary panicked:\n{raw}");
+    assert_eq!(output.status.code(), Some(code), "expected exit code {code}; stderr:\n{raw}");
     let lines: Vec<&str> = stderr.lines().collect();
-    let errors: Vec<usize> = (0..lines.len())
-        .filter(|&i| lines[i].starts_with("error: "))
-        .collect();
-    let [error] = errors[..] else {
-        panic!("one line starting with \"error: \":\n{raw}")
-    };
-    assert!(
-        lines[..error].iter().all(|line| line.starts_with("note: ")),
-        "only notes before the error:\n{raw}"
-    );
-    assert!(
-        lines[error + 1..].iter().all(|line| line.starts_with(' ')),
-        "nothing after the error but its indented lines:\n{raw}"
-    );
+    let errors: Vec<usize> = (0..lines.len()).filter(|&i| lines[i].starts_with("error: ")).collect();
+    let [error] = errors[..] else { panic!("one line starting with \"error: \":\n{raw}") };
+    assert!(lines[..error].iter().all(|line| line.starts_with("note: ")), "only notes before the error:\n{raw}");
+    assert!(lines[error + 1..].iter().all(|line| line.starts_with(' ')), "nothing after the error but its indented lines:\n{raw}");
     let message = lines[error..].join("\n");
     for phrase in phrases {
-        assert!(
-            message.contains(phrase),
-            "the error should mention {phrase:?}:\n{raw}"
-        );
+        assert!(message.contains(phrase), "the error should mention {phrase:?}:\n{raw}");
     }
 }
 
@@ -171,29 +131,18 @@ pub fn assert_bad_input(output: &Output, phrases: &[&str]) {
 pub fn assert_success(output: &Output) -> &Output {
     let raw = String::from_utf8_lossy(&output.stderr).to_string();
     assert!(!raw.contains("panicked"), "the binary panicked:\n{raw}");
-    assert_eq!(
-        output.status.code(),
-        Some(0),
-        "stderr:\n{raw}\nstdout:\n{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
+    assert_eq!(output.status.code(), Some(0), "stderr:\n{raw}\nstdout:\n{}", String::from_utf8_lossy(&output.stdout));
     output
 }
 
 /// Rewrites a JSON file through `edit`.
 pub fn edit_json(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
-    let mut json: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&fs::read_to_string(path).unwrap()).unwrap();
     edit(&mut json);
     fs::write(path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
 }
 
 /// Rewrites a model directory's config.json through `edit`.
-pub fn edit_config(
-    model: &Path,
-    edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
-) {
-    edit_json(&model.join("config.json"), |json| {
-        edit(json.as_object_mut().unwrap())
-    });
+pub fn edit_config(model: &Path, edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) {
+    edit_json(&model.join("config.json"), |json| edit(json.as_object_mut().unwrap()));
 }

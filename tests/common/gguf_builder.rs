@@ -80,13 +80,7 @@ impl Builder {
         }
         self
     }
-    pub fn numbers<T: Copy>(
-        &mut self,
-        key: &str,
-        item_type: u32,
-        v: &[T],
-        bytes: impl Fn(T) -> Vec<u8>,
-    ) -> &mut Self {
+    pub fn numbers<T: Copy>(&mut self, key: &str, item_type: u32, v: &[T], bytes: impl Fn(T) -> Vec<u8>) -> &mut Self {
         let out = self.key(key, 9);
         out.extend_from_slice(&item_type.to_le_bytes());
         out.extend_from_slice(&(v.len() as u64).to_le_bytes());
@@ -99,14 +93,12 @@ impl Builder {
     pub fn tensor(&mut self, name: &str, dims: &[u64], type_id: u32, data: &[u8]) -> &mut Self {
         self.n_tensors += 1;
         put_str(&mut self.infos, name);
-        self.infos
-            .extend_from_slice(&(dims.len() as u32).to_le_bytes());
+        self.infos.extend_from_slice(&(dims.len() as u32).to_le_bytes());
         for d in dims {
             self.infos.extend_from_slice(&d.to_le_bytes());
         }
         self.infos.extend_from_slice(&type_id.to_le_bytes());
-        self.infos
-            .extend_from_slice(&(self.data.len() as u64).to_le_bytes());
+        self.infos.extend_from_slice(&(self.data.len() as u64).to_le_bytes());
         self.data.extend_from_slice(data);
         self.data.resize(self.data.len().next_multiple_of(32), 0);
         self

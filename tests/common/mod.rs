@@ -13,56 +13,31 @@ use std::sync::{Arc, OnceLock};
 
 pub fn gpu() -> Arc<Gpu> {
     static GPU: OnceLock<Arc<Gpu>> = OnceLock::new();
-    GPU.get_or_init(|| {
-        Gpu::new(&GpuOptions::default()).expect("a GPU adapter (install mesa-vulkan-drivers)")
-    })
-    .clone()
+    GPU.get_or_init(|| Gpu::new(&GpuOptions::default()).expect("a GPU adapter (install mesa-vulkan-drivers)")).clone()
 }
 
 /// The ways the matrix kernels can read their operands, each of which must give the same bits:
 /// storage buffers, textures, and textures with input rows and attention keys shared across a
 /// subgroup (where the adapter has subgroups; elsewhere that case repeats the plain texture path).
-pub const READ_PATHS: [(ReadPath, bool); 3] = [
-    (ReadPath::Buffers, false),
-    (ReadPath::Textures, false),
-    (ReadPath::Textures, true),
-];
+pub const READ_PATHS: [(ReadPath, bool); 3] = [(ReadPath::Buffers, false), (ReadPath::Textures, false), (ReadPath::Textures, true)];
 
 pub fn read_path_options((reads, share_rows): (ReadPath, bool)) -> GpuOptions {
-    GpuOptions {
-        reads: Some(reads),
-        share_rows: Some(share_rows),
-        ..Default::default()
-    }
+    GpuOptions { reads: Some(reads), share_rows: Some(share_rows), ..Default::default() }
 }
 
 /// One GPU per read path per test binary.
 pub fn gpu_reading(path: (ReadPath, bool)) -> Arc<Gpu> {
     static GPUS: [OnceLock<Arc<Gpu>>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
-    let index = READ_PATHS
-        .iter()
-        .position(|&p| p == path)
-        .expect("one of READ_PATHS");
-    GPUS[index]
-        .get_or_init(|| {
-            Gpu::new(&read_path_options(path)).expect("a GPU adapter (install mesa-vulkan-drivers)")
-        })
-        .clone()
+    let index = READ_PATHS.iter().position(|&p| p == path).expect("one of READ_PATHS");
+    GPUS[index].get_or_init(|| Gpu::new(&read_path_options(path)).expect("a GPU adapter (install mesa-vulkan-drivers)")).clone()
 }
 
 /// `run` on every read path: asserts that all give the same bits as the first and returns its result.
-pub fn same_bits_on_every_read_path<T: bytemuck::Pod>(
-    what: &str,
-    run: impl Fn((ReadPath, bool)) -> Vec<T>,
-) -> Vec<T> {
+pub fn same_bits_on_every_read_path<T: bytemuck::Pod>(what: &str, run: impl Fn((ReadPath, bool)) -> Vec<T>) -> Vec<T> {
     let mut results = READ_PATHS.iter().map(|&path| run(path));
     let first = results.next().expect("READ_PATHS is not empty");
     for (path, got) in READ_PATHS.iter().skip(1).zip(results) {
-        assert!(
-            bytemuck::cast_slice::<T, u8>(&got) == bytemuck::cast_slice::<T, u8>(&first),
-            "{what}: {path:?} differs from {:?}",
-            READ_PATHS[0]
-        );
+        assert!(bytemuck::cast_slice::<T, u8>(&got) == bytemuck::cast_slice::<T, u8>(&first), "{what}: {path:?} differs from {:?}", READ_PATHS[0]);
     }
     first
 }
@@ -97,12 +72,7 @@ pub fn seed() -> u64 {
     let seed = std::env::var("PERPLEX_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
     eprintln!("seed {seed} (replay with PERPLEX_SEED={seed})");
     seed
 }
@@ -115,10 +85,7 @@ pub struct Tolerance {
 }
 
 /// f32 kernels against the f64-summing CPU reference, for sums of up to a few thousand terms.
-pub const KERNEL_F32: Tolerance = Tolerance {
-    abs: 1e-4,
-    rel: 1e-4,
-};
+pub const KERNEL_F32: Tolerance = Tolerance { abs: 1e-4, rel: 1e-4 };
 
 pub fn assert_close(got: &[f32], want: &[f32], tol: Tolerance, what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: length");
@@ -132,12 +99,7 @@ pub fn assert_close(got: &[f32], want: &[f32], tol: Tolerance, what: &str) {
         }
     }
     let i = worst.1;
-    assert!(
-        worst.0 <= 0.0,
-        "{what}[{i}]: got {} want {} (tolerance {tol:?})",
-        got[i],
-        want[i]
-    );
+    assert!(worst.0 <= 0.0, "{what}[{i}]: got {} want {} (tolerance {tol:?})", got[i], want[i]);
 }
 
 /// The tiny random checkpoints in models/tiny, one or more per family (made by

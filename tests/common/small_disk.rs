@@ -18,19 +18,11 @@ impl SmallDisk {
     /// the capability).
     pub fn mount(dir: &Path, test: &str) -> Option<SmallDisk> {
         std::fs::create_dir_all(dir).unwrap();
-        let mount = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
-            .arg(dir)
-            .output();
+        let mount = Command::new("mount").args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"]).arg(dir).output();
         match mount {
-            Ok(output) if output.status.success() => Some(SmallDisk {
-                dir: dir.to_path_buf(),
-            }),
+            Ok(output) if output.status.success() => Some(SmallDisk { dir: dir.to_path_buf() }),
             Ok(output) => {
-                eprintln!(
-                    "SKIPPED {test}: cannot mount a tmpfs (needs root): {}",
-                    String::from_utf8_lossy(&output.stderr).trim()
-                );
+                eprintln!("SKIPPED {test}: cannot mount a tmpfs (needs root): {}", String::from_utf8_lossy(&output.stderr).trim());
                 None
             }
             Err(e) => {
@@ -77,9 +69,5 @@ impl Drop for SmallDisk {
 /// Every line of a file ends with its newline: nothing cut short is left behind.
 pub fn assert_whole_lines(path: &Path) {
     let bytes = std::fs::read(path).unwrap();
-    assert!(
-        bytes.is_empty() || bytes.ends_with(b"\n"),
-        "{}: a line cut short is left at the end",
-        path.display()
-    );
+    assert!(bytes.is_empty() || bytes.ends_with(b"\n"), "{}: a line cut short is left at the end", path.display());
 }

@@ -11,10 +11,7 @@ use std::process::Command;
 
 /// Two sizes of the family, an early and a late checkpoint each.
 pub fn four_checkpoints() -> Vec<PathBuf> {
-    ["0.2M/step30", "0.2M/step500", "0.9M/step30", "0.9M/step500"]
-        .iter()
-        .map(|c| repo().join("models/family").join(c))
-        .collect()
+    ["0.2M/step30", "0.2M/step500", "0.9M/step30", "0.9M/step500"].iter().map(|c| repo().join("models/family").join(c)).collect()
 }
 
 /// Every checkpoint of the family (15), as the pattern `perplex sweep` expands itself.
@@ -34,29 +31,15 @@ pub fn agreement_task() -> PathBuf {
 
 /// The options after `--models`: the small held-out text and 20 agreement items, at ctx 64.
 pub fn measurement_args() -> Vec<OsString> {
-    let mut args: Vec<OsString> = vec![
-        "--data".into(),
-        small_text().into(),
-        "--task".into(),
-        agreement_task().into(),
-    ];
+    let mut args: Vec<OsString> = vec!["--data".into(), small_text().into(), "--task".into(), agreement_task().into()];
     args.extend(["--limit", "20", "--ctx", "64"].map(OsString::from));
     args
 }
 
 /// `perplex sweep --models CHECKPOINTS... <measurement_args> --out OUT`
-pub fn sweep_command(
-    checkpoints: impl IntoIterator<Item = impl AsRef<OsStr>>,
-    out: &Path,
-) -> Command {
+pub fn sweep_command(checkpoints: impl IntoIterator<Item = impl AsRef<OsStr>>, out: &Path) -> Command {
     let mut command = perplex_command();
-    command
-        .arg("sweep")
-        .arg("--models")
-        .args(checkpoints)
-        .args(measurement_args())
-        .arg("--out")
-        .arg(out);
+    command.arg("sweep").arg("--models").args(checkpoints).args(measurement_args()).arg("--out").arg(out);
     command
 }
 
@@ -74,29 +57,14 @@ pub fn comparable(records: &[UnitRecord]) -> BTreeMap<(String, String), serde_js
 
 /// The unit of every line of a results file (to count duplicates).
 pub fn line_units(path: &Path) -> Vec<(String, String)> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<UnitRecord>(l).unwrap().key())
-        .collect()
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str::<UnitRecord>(l).unwrap().key()).collect()
 }
 
 /// A results file of `units` lines, each unit once.
 pub fn assert_each_unit_once(path: &Path, units: usize) {
     let mut keys = line_units(path);
-    assert_eq!(
-        keys.len(),
-        units,
-        "{}: {} lines",
-        path.display(),
-        keys.len()
-    );
+    assert_eq!(keys.len(), units, "{}: {} lines", path.display(), keys.len());
     keys.sort();
     keys.dedup();
-    assert_eq!(
-        keys.len(),
-        units,
-        "{}: a unit appears twice",
-        path.display()
-    );
+    assert_eq!(keys.len(), units, "{}: a unit appears twice", path.display());
 }

@@ -16,36 +16,21 @@ pub const GEMMA3: Family = Family {
     qk_norm: QkNorm::PerHead,
     layer_attention,
     attention_softcap: false,
-    gguf: Some(Gguf {
-        architecture: "gemma3",
-        permuted_qk: false,
-        config: gguf_config,
-    }),
+    gguf: Some(Gguf { architecture: "gemma3", permuted_qk: false, config: gguf_config }),
     ..GEMMA2
 };
 
 /// Local layers use their own RoPE base and no scaling (rotary table 1); global layers the
 /// configured rule (table 0).
-fn layer_attention(
-    config: &Config,
-    layers: usize,
-    ropes: &mut Vec<RopeSpec>,
-) -> Result<Vec<LayerAttention>> {
+fn layer_attention(config: &Config, layers: usize, ropes: &mut Vec<RopeSpec>) -> Result<Vec<LayerAttention>> {
     let rotary_dim = ropes[0].rotary_dim;
-    ropes.push(RopeSpec {
-        theta: config.rope_local_base_freq.unwrap_or(10000.0),
-        rotary_dim,
-        scaling: RopeScaling::None,
-    });
+    ropes.push(RopeSpec { theta: config.rope_local_base_freq.unwrap_or(10000.0), rotary_dim, scaling: RopeScaling::None });
     let local: Vec<bool> = match &config.layer_types {
         Some(types) => types.clone(),
         None => {
             let pattern = config.sliding_window_pattern.unwrap_or(6);
             if pattern == 0 {
-                return Err(config.implausible(
-                    "sliding_window_pattern 0 (every n-th layer is global: n must be at least 1)"
-                        .into(),
-                ));
+                return Err(config.implausible("sliding_window_pattern 0 (every n-th layer is global: n must be at least 1)".into()));
             }
             (0..layers).map(|i| (i + 1) % pattern != 0).collect()
         }
@@ -53,10 +38,7 @@ fn layer_attention(
     if local.len() != layers {
         return Err(config.unsupported(format!("{} layer_types for {layers} layers", local.len())));
     }
-    let attention = |local: bool| LayerAttention {
-        sliding_window: config.sliding_window.filter(|_| local),
-        rope: usize::from(local),
-    };
+    let attention = |local: bool| LayerAttention { sliding_window: config.sliding_window.filter(|_| local), rope: usize::from(local) };
     Ok(local.into_iter().map(attention).collect())
 }
 
@@ -64,15 +46,10 @@ fn layer_attention(
 fn gguf_config(file: &GgufFile, config: &mut Config) -> Result<()> {
     sandwich_gguf_config(file, config, 62)?;
     let layers = config.num_hidden_layers.unwrap_or(0);
-    let window = file
-        .opt_usize(&file.arch_key("attention.sliding_window"))?
-        .filter(|&w| w > 0);
+    let window = file.opt_usize(&file.arch_key("attention.sliding_window"))?.filter(|&w| w > 0);
     config.layer_types = Some(sliding_layers(file, layers, window.is_some())?);
     config.sliding_window = window;
-    config.rope_local_base_freq = Some(
-        file.opt_f32(&file.arch_key("rope.freq_base_swa"))?
-            .unwrap_or(10000.0),
-    );
+    config.rope_local_base_freq = Some(file.opt_f32(&file.arch_key("rope.freq_base_swa"))?.unwrap_or(10000.0));
     Ok(())
 }
 
@@ -85,14 +62,10 @@ fn sliding_layers(file: &GgufFile, layers: usize, sliding: bool) -> Result<Vec<b
     let key = file.arch_key("attention.sliding_window_pattern");
     match file.metadata(&key) {
         Some(Value::Array(Array::Bool(flags))) if flags.len() == layers => Ok(flags.clone()),
-        Some(Value::Array(_)) => {
-            Err(file.wrong_type(&key, &format!("a period or {layers} per-layer flags")))
-        }
+        Some(Value::Array(_)) => Err(file.wrong_type(&key, &format!("a period or {layers} per-layer flags"))),
         _ => {
             let period = file.opt_usize(&key)?.unwrap_or(6);
-            Ok((0..layers)
-                .map(|i| period == 0 || i % period < period - 1)
-                .collect())
+            Ok((0..layers).map(|i| period == 0 || i % period < period - 1).collect())
         }
     }
 }

@@ -9,17 +9,8 @@ use crate::model::NormKind;
 
 pub const GPT2: Family = Family {
     model_types: &["gpt2"],
-    norm: NormRule {
-        kind: NormKind::Layer,
-        bias: true,
-        eps: |c| c.layer_norm_epsilon,
-        default_eps: 1e-5,
-        weight_offset: 0.0,
-    },
-    activation: ActivationRule {
-        configured: |c| c.activation_function.as_deref(),
-        default: "gelu_new",
-    },
+    norm: NormRule { kind: NormKind::Layer, bias: true, eps: |c| c.layer_norm_epsilon, default_eps: 1e-5, weight_offset: 0.0 },
+    activation: ActivationRule { configured: |c| c.activation_function.as_deref(), default: "gelu_new" },
     gated_mlp: false,
     intermediate,
     positions: Positions::Learned,
@@ -38,10 +29,7 @@ pub const GPT2: Family = Family {
         post_attn_norm: None,
         ffn_norm: "ln_2",
         post_ffn_norm: None,
-        qkv: QkvNames::Fused {
-            name: "attn.c_attn",
-            layout: FusedQkv::Grouped,
-        },
+        qkv: QkvNames::Fused { name: "attn.c_attn", layout: FusedQkv::Grouped },
         q_norm: None,
         k_norm: None,
         o: "attn.c_proj",
@@ -56,8 +44,6 @@ pub const GPT2: Family = Family {
 fn intermediate(config: &Config, hidden: usize) -> Result<usize> {
     match config.n_inner {
         Some(n) => Ok(n),
-        None => hidden
-            .checked_mul(4)
-            .ok_or_else(|| config.implausible(format!("hidden size {hidden}"))),
+        None => hidden.checked_mul(4).ok_or_else(|| config.implausible(format!("hidden size {hidden}"))),
     }
 }

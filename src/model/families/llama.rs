@@ -2,9 +2,7 @@
 //! SiLU MLP, optional biases. Most families are Llama with a few differences, and are written
 //! here as such.
 
-use super::{
-    global_attention, intermediate_size, ActivationRule, Biases, Family, Gguf, NormRule, Positions,
-};
+use super::{global_attention, intermediate_size, ActivationRule, Biases, Family, Gguf, NormRule, Positions};
 use crate::error::Result;
 use crate::model::config::Config;
 use crate::model::gguf::GgufFile;
@@ -13,22 +11,10 @@ use crate::model::{NormKind, NormPlacement, QkNorm};
 
 pub const LLAMA: Family = Family {
     model_types: &["llama"],
-    norm: NormRule {
-        kind: NormKind::Rms,
-        bias: false,
-        eps: |c| c.rms_norm_eps,
-        default_eps: 1e-6,
-        weight_offset: 0.0,
-    },
-    norms: NormPlacement {
-        pre: true,
-        post: false,
-    },
+    norm: NormRule { kind: NormKind::Rms, bias: false, eps: |c| c.rms_norm_eps, default_eps: 1e-6, weight_offset: 0.0 },
+    norms: NormPlacement { pre: true, post: false },
     qk_norm: QkNorm::None,
-    activation: ActivationRule {
-        configured: |c| c.hidden_act.as_deref(),
-        default: "silu",
-    },
+    activation: ActivationRule { configured: |c| c.hidden_act.as_deref(), default: "silu" },
     gated_mlp: true,
     intermediate: intermediate_size,
     positions: Positions::Rotary,
@@ -41,11 +27,7 @@ pub const LLAMA: Family = Family {
     final_softcap: false,
     parallel_residual: false,
     tensors: TENSORS,
-    gguf: Some(Gguf {
-        architecture: "llama",
-        permuted_qk: true,
-        config: gguf_config,
-    }),
+    gguf: Some(Gguf { architecture: "llama", permuted_qk: true, config: gguf_config }),
 };
 
 /// transformers' names for Llama-style models, which most families share.
@@ -62,18 +44,11 @@ pub const TENSORS: TensorNames = TensorNames {
     // The MLP's pre-norm is called post_attention_layernorm: it sits right after attention.
     ffn_norm: "post_attention_layernorm",
     post_ffn_norm: Some("post_feedforward_layernorm"),
-    qkv: QkvNames::Separate {
-        q: "self_attn.q_proj",
-        k: "self_attn.k_proj",
-        v: "self_attn.v_proj",
-    },
+    qkv: QkvNames::Separate { q: "self_attn.q_proj", k: "self_attn.k_proj", v: "self_attn.v_proj" },
     q_norm: Some("self_attn.q_norm"),
     k_norm: Some("self_attn.k_norm"),
     o: "self_attn.o_proj",
-    up: UpNames::Gated {
-        gate: "mlp.gate_proj",
-        up: "mlp.up_proj",
-    },
+    up: UpNames::Gated { gate: "mlp.gate_proj", up: "mlp.up_proj" },
     down: "mlp.down_proj",
 };
 

@@ -2,9 +2,4 @@
 
 use super::{llama::LLAMA, sliding_attention, Family};
 
-pub const MISTRAL: Family = Family {
-    model_types: &["mistral"],
-    layer_attention: sliding_attention,
-    gguf: None,
-    ..LLAMA
-};
+pub const MISTRAL: Family = Family { model_types: &["mistral"], layer_attention: sliding_attention, gguf: None, ..LLAMA };

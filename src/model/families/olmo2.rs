@@ -6,10 +6,7 @@ use crate::model::{NormPlacement, QkNorm};
 
 pub const OLMO2: Family = Family {
     model_types: &["olmo2"],
-    norms: NormPlacement {
-        pre: false,
-        post: true,
-    },
+    norms: NormPlacement { pre: false, post: true },
     qk_norm: QkNorm::Whole,
     gguf: None,
     ..LLAMA

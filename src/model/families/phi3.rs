@@ -9,10 +9,7 @@ pub const PHI3: Family = Family {
     layer_attention: sliding_attention,
     biases: Biases::None,
     tensors: TensorNames {
-        qkv: QkvNames::Fused {
-            name: "self_attn.qkv_proj",
-            layout: FusedQkv::Grouped,
-        },
+        qkv: QkvNames::Fused { name: "self_attn.qkv_proj", layout: FusedQkv::Grouped },
         up: UpNames::FusedGateUp("mlp.gate_up_proj"),
         ..llama::TENSORS
     },

@@ -30,255 +30,47 @@ pub enum Decode {
 /// Every type id of gguf-py's `GGMLQuantizationType`, with `GGML_QUANT_SIZES`: the size of each is
 /// needed to check that a file's tensors lie inside it, even for types perplex does not read.
 pub const TYPES: &[GgmlType] = &[
-    GgmlType {
-        id: 0,
-        name: "F32",
-        block: 1,
-        bytes: 4,
-        decode: Decode::Float(DType::F32),
-    },
-    GgmlType {
-        id: 1,
-        name: "F16",
-        block: 1,
-        bytes: 2,
-        decode: Decode::Float(DType::F16),
-    },
-    GgmlType {
-        id: 2,
-        name: "Q4_0",
-        block: 32,
-        bytes: 18,
-        decode: Decode::Blocks(q4_0),
-    },
-    GgmlType {
-        id: 3,
-        name: "Q4_1",
-        block: 32,
-        bytes: 20,
-        decode: Decode::Blocks(q4_1),
-    },
-    GgmlType {
-        id: 6,
-        name: "Q5_0",
-        block: 32,
-        bytes: 22,
-        decode: Decode::Blocks(q5_0),
-    },
-    GgmlType {
-        id: 7,
-        name: "Q5_1",
-        block: 32,
-        bytes: 24,
-        decode: Decode::Blocks(q5_1),
-    },
-    GgmlType {
-        id: 8,
-        name: "Q8_0",
-        block: 32,
-        bytes: 34,
-        decode: Decode::Blocks(q8_0),
-    },
-    GgmlType {
-        id: 9,
-        name: "Q8_1",
-        block: 32,
-        bytes: 40,
-        decode: Decode::Unsupported,
-    },
-    GgmlType {
-        id: 10,
-        name: "Q2_K",
-        block: 256,
-        bytes: 84,
-        decode: Decode::Blocks(q2_k),
-    },
-    GgmlType {
-        id: 11,
-        name: "Q3_K",
-        block: 256,
-        bytes: 110,
-        decode: Decode::Blocks(q3_k),
-    },
-    GgmlType {
-        id: 12,
-        name: "Q4_K",
-        block: 256,
-        bytes: 144,
-        decode: Decode::Blocks(q4_k),
-    },
-    GgmlType {
-        id: 13,
-        name: "Q5_K",
-        block: 256,
-        bytes: 176,
-        decode: Decode::Blocks(q5_k),
-    },
-    GgmlType {
-        id: 14,
-        name: "Q6_K",
-        block: 256,
-        bytes: 210,
-        decode: Decode::Blocks(q6_k),
-    },
-    GgmlType {
-        id: 15,
-        name: "Q8_K",
-        block: 256,
-        bytes: 292,
-        decode: Decode::Unsupported,
-    },
-    GgmlType {
-        id: 16,
-        name: "IQ2_XXS",
-        block: 256,
-        bytes: 66,
-        decode: Decode::Unsupported,
-    },
-    GgmlType {
-        id: 17,
-        name: "IQ2_XS",
-        block: 256,
-        bytes: 74,
-        decode: Decode::Unsupported,
-    },
-    GgmlType {
-        id: 18,
-        name: "IQ3_XXS",
-        block: 256,
-        bytes: 98,
-        decode: Decode::Unsupported,
-    },
-    GgmlType {
-        id: 19,
-        name: "IQ1_S",
-        block: 256,
-        bytes: 50,
-        decode: Decode::Unsupported,
-    },
-    GgmlType {
-        id: 20,
-        name: "IQ4_NL",
-        block: 32,
-        bytes: 18,
-        decode: Decode::Unsupported,
-    },
-    GgmlType {
-        id: 21,
-        name: "IQ3_S",
-        block: 256,
-        bytes: 110,
-        decode: Decode::Unsupported,
-    },
-    GgmlType {
-        id: 22,
-        name: "IQ2_S",
-        block: 256,
-        bytes: 82,
-        decode: Decode::Unsupported,
-    },
-    GgmlType {
-        id: 23,
-        name: "IQ4_XS",
-        block: 256,
-        bytes: 136,
-        decode: Decode::Unsupported,
-    },
-    GgmlType {
-        id: 24,
-        name: "I8",
-        block: 1,
-        bytes: 1,
-        decode: Decode::Unsupported,
-    },
-    GgmlType {
-        id: 25,
-        name: "I16",
-        block: 1,
-        bytes: 2,
-        decode: Decode::Unsupported,
-    },
-    GgmlType {
-        id: 26,
-        name: "I32",
-        block: 1,
-        bytes: 4,
-        decode: Decode::Unsupported,
-    },
-    GgmlType {
-        id: 27,
-        name: "I64",
-        block: 1,
-        bytes: 8,
-        decode: Decode::Unsupported,
-    },
-    GgmlType {
-        id: 28,
-        name: "F64",
-        block: 1,
-        bytes: 8,
-        decode: Decode::Unsupported,
-    },
-    GgmlType {
-        id: 29,
-        name: "IQ1_M",
-        block: 256,
-        bytes: 56,
-        decode: Decode::Unsupported,
-    },
-    GgmlType {
-        id: 30,
-        name: "BF16",
-        block: 1,
-        bytes: 2,
-        decode: Decode::Float(DType::BF16),
-    },
-    GgmlType {
-        id: 34,
-        name: "TQ1_0",
-        block: 256,
-        bytes: 54,
-        decode: Decode::Unsupported,
-    },
-    GgmlType {
-        id: 35,
-        name: "TQ2_0",
-        block: 256,
-        bytes: 66,
-        decode: Decode::Unsupported,
-    },
-    GgmlType {
-        id: 39,
-        name: "MXFP4",
-        block: 32,
-        bytes: 17,
-        decode: Decode::Unsupported,
-    },
-    GgmlType {
-        id: 40,
-        name: "NVFP4",
-        block: 64,
-        bytes: 36,
-        decode: Decode::Unsupported,
-    },
-    GgmlType {
-        id: 41,
-        name: "Q1_0",
-        block: 128,
-        bytes: 18,
-        decode: Decode::Unsupported,
-    },
+    GgmlType { id: 0, name: "F32", block: 1, bytes: 4, decode: Decode::Float(DType::F32) },
+    GgmlType { id: 1, name: "F16", block: 1, bytes: 2, decode: Decode::Float(DType::F16) },
+    GgmlType { id: 2, name: "Q4_0", block: 32, bytes: 18, decode: Decode::Blocks(q4_0) },
+    GgmlType { id: 3, name: "Q4_1", block: 32, bytes: 20, decode: Decode::Blocks(q4_1) },
+    GgmlType { id: 6, name: "Q5_0", block: 32, bytes: 22, decode: Decode::Blocks(q5_0) },
+    GgmlType { id: 7, name: "Q5_1", block: 32, bytes: 24, decode: Decode::Blocks(q5_1) },
+    GgmlType { id: 8, name: "Q8_0", block: 32, bytes: 34, decode: Decode::Blocks(q8_0) },
+    GgmlType { id: 9, name: "Q8_1", block: 32, bytes: 40, decode: Decode::Unsupported },
+    GgmlType { id: 10, name: "Q2_K", block: 256, bytes: 84, decode: Decode::Blocks(q2_k) },
+    GgmlType { id: 11, name: "Q3_K", block: 256, bytes: 110, decode: Decode::Blocks(q3_k) },
+    GgmlType { id: 12, name: "Q4_K", block: 256, bytes: 144, decode: Decode::Blocks(q4_k) },
+    GgmlType { id: 13, name: "Q5_K", block: 256, bytes: 176, decode: Decode::Blocks(q5_k) },
+    GgmlType { id: 14, name: "Q6_K", block: 256, bytes: 210, decode: Decode::Blocks(q6_k) },
+    GgmlType { id: 15, name: "Q8_K", block: 256, bytes: 292, decode: Decode::Unsupported },
+    GgmlType { id: 16, name: "IQ2_XXS", block: 256, bytes: 66, decode: Decode::Unsupported },
+    GgmlType { id: 17, name: "IQ2_XS", block: 256, bytes: 74, decode: Decode::Unsupported },
+    GgmlType { id: 18, name: "IQ3_XXS", block: 256, bytes: 98, decode: Decode::Unsupported },
+    GgmlType { id: 19, name: "IQ1_S", block: 256, bytes: 50, decode: Decode::Unsupported },
+    GgmlType { id: 20, name: "IQ4_NL", block: 32, bytes: 18, decode: Decode::Unsupported },
+    GgmlType { id: 21, name: "IQ3_S", block: 256, bytes: 110, decode: Decode::Unsupported },
+    GgmlType { id: 22, name: "IQ2_S", block: 256, bytes: 82, decode: Decode::Unsupported },
+    GgmlType { id: 23, name: "IQ4_XS", block: 256, bytes: 136, decode: Decode::Unsupported },
+    GgmlType { id: 24, name: "I8", block: 1, bytes: 1, decode: Decode::Unsupported },
+    GgmlType { id: 25, name: "I16", block: 1, bytes: 2, decode: Decode::Unsupported },
+    GgmlType { id: 26, name: "I32", block: 1, bytes: 4, decode: Decode::Unsupported },
+    GgmlType { id: 27, name: "I64", block: 1, bytes: 8, decode: Decode::Unsupported },
+    GgmlType { id: 28, name: "F64", block: 1, bytes: 8, decode: Decode::Unsupported },
+    GgmlType { id: 29, name: "IQ1_M", block: 256, bytes: 56, decode: Decode::Unsupported },
+    GgmlType { id: 30, name: "BF16", block: 1, bytes: 2, decode: Decode::Float(DType::BF16) },
+    GgmlType { id: 34, name: "TQ1_0", block: 256, bytes: 54, decode: Decode::Unsupported },
+    GgmlType { id: 35, name: "TQ2_0", block: 256, bytes: 66, decode: Decode::Unsupported },
+    GgmlType { id: 39, name: "MXFP4", block: 32, bytes: 17, decode: Decode::Unsupported },
+    GgmlType { id: 40, name: "NVFP4", block: 64, bytes: 36, decode: Decode::Unsupported },
+    GgmlType { id: 41, name: "Q1_0", block: 128, bytes: 18, decode: Decode::Unsupported },
 ];
 
 /// Converts whole blocks into the GPU's quantized form, [`Group`]s of 16 (file order).
 pub fn dequantize(bytes: &[u8], kind: &GgmlType, decode: fn(&[u8], &mut [Group])) -> Vec<u8> {
     let groups_per_block = kind.block / GROUP;
     let mut out = Vec::with_capacity(bytes.len() / kind.bytes * groups_per_block * Group::BYTES);
-    let mut buffer = [Group {
-        scale: 0.0,
-        offset: NO_OFFSET,
-        q: [0; GROUP],
-    }; MAX_BLOCK / GROUP];
+    let mut buffer = [Group { scale: 0.0, offset: NO_OFFSET, q: [0; GROUP] }; MAX_BLOCK / GROUP];
     for block in bytes.chunks_exact(kind.bytes) {
         let groups = &mut buffer[..groups_per_block];
         decode(block, groups);
@@ -303,21 +95,13 @@ fn half_at(block: &[u8], at: usize) -> f32 {
 fn fill(out: &mut [Group], scale_offset: impl Fn(usize) -> (f32, f32), q: impl Fn(usize) -> i32) {
     for (g, group) in out.iter_mut().enumerate() {
         let (scale, offset) = scale_offset(g);
-        *group = Group {
-            scale,
-            offset,
-            q: std::array::from_fn(|j| q(g * GROUP + j) as i8),
-        };
+        *group = Group { scale, offset, q: std::array::from_fn(|j| q(g * GROUP + j) as i8) };
     }
 }
 
 /// Value v of 32 stored as 16 bytes of 4-bit halves: low nibbles first, then high.
 fn nibble(qs: &[u8], v: usize) -> u8 {
-    if v < 16 {
-        qs[v] & 0x0F
-    } else {
-        qs[v - 16] >> 4
-    }
+    if v < 16 { qs[v] & 0x0F } else { qs[v - 16] >> 4 }
 }
 
 /// The 5-bit value v of Q5_0/Q5_1: low nibbles in `qs`, fifth bits in the 32-bit word `qh`.
@@ -329,11 +113,7 @@ fn five_bit(qh: &[u8], qs: &[u8], v: usize) -> u8 {
 /// 32 values: f16 scale, 16 bytes of 4-bit values offset by 8.
 fn q4_0(block: &[u8], out: &mut [Group]) {
     let d = half_at(block, 0);
-    fill(
-        out,
-        |_| (d, NO_OFFSET),
-        |v| nibble(&block[2..18], v) as i32 - 8,
-    );
+    fill(out, |_| (d, NO_OFFSET), |v| nibble(&block[2..18], v) as i32 - 8);
 }
 
 /// 32 values: f16 scale and minimum, 16 bytes of 4-bit values.
@@ -345,21 +125,13 @@ fn q4_1(block: &[u8], out: &mut [Group]) {
 /// 32 values: f16 scale, 4 bytes of fifth bits, 16 bytes of low nibbles; offset by 16.
 fn q5_0(block: &[u8], out: &mut [Group]) {
     let d = half_at(block, 0);
-    fill(
-        out,
-        |_| (d, NO_OFFSET),
-        |v| five_bit(&block[2..6], &block[6..22], v) as i32 - 16,
-    );
+    fill(out, |_| (d, NO_OFFSET), |v| five_bit(&block[2..6], &block[6..22], v) as i32 - 16);
 }
 
 /// 32 values: f16 scale and minimum, 4 bytes of fifth bits, 16 bytes of low nibbles.
 fn q5_1(block: &[u8], out: &mut [Group]) {
     let (d, m) = (half_at(block, 0), half_at(block, 2));
-    fill(
-        out,
-        |_| (d, m),
-        |v| five_bit(&block[4..8], &block[8..24], v) as i32,
-    );
+    fill(out, |_| (d, m), |v| five_bit(&block[4..8], &block[8..24], v) as i32);
 }
 
 /// 32 values: f16 scale, 32 signed bytes.
@@ -379,16 +151,7 @@ fn two_bit(qs: &[u8], v: usize) -> u8 {
 fn q2_k(block: &[u8], out: &mut [Group]) {
     let (scales, qs) = (&block[0..16], &block[16..80]);
     let (d, dmin) = (half_at(block, 80), half_at(block, 82));
-    fill(
-        out,
-        |g| {
-            (
-                d * (scales[g] & 0x0F) as f32,
-                -(dmin * (scales[g] >> 4) as f32),
-            )
-        },
-        |v| two_bit(qs, v) as i32,
-    );
+    fill(out, |g| (d * (scales[g] & 0x0F) as f32, -(dmin * (scales[g] >> 4) as f32)), |v| two_bit(qs, v) as i32);
 }
 
 /// 256 values in 16 groups of 16: 6-bit signed group scales packed in 12 bytes, 2 low bits per
@@ -397,11 +160,7 @@ fn q3_k(block: &[u8], out: &mut [Group]) {
     let (hmask, qs, packed) = (&block[0..32], &block[32..96], &block[96..108]);
     let d = half_at(block, 108);
     let scale = |g: usize| -> f32 {
-        let low = if g < 8 {
-            packed[g] & 0x0F
-        } else {
-            packed[g - 8] >> 4
-        };
+        let low = if g < 8 { packed[g] & 0x0F } else { packed[g - 8] >> 4 };
         let high = (packed[8 + g % 4] >> (2 * (g / 4))) & 3;
         ((low | (high << 4)) as i8 - 32) as f32
     };
@@ -440,21 +199,13 @@ fn k_nibble(qs: &[u8], v: usize) -> u8 {
 /// 256 values in 8 groups of 32: f16 super-scale and super-minimum, 6-bit group scales and
 /// minimums, 4-bit values.
 fn q4_k(block: &[u8], out: &mut [Group]) {
-    fill(
-        out,
-        |g| k_group(block, g),
-        |v| k_nibble(&block[16..144], v) as i32,
-    );
+    fill(out, |g| k_group(block, g), |v| k_nibble(&block[16..144], v) as i32);
 }
 
 /// Q4_K plus a fifth bit per value: bit g of byte k is value k of group g (of 32).
 fn q5_k(block: &[u8], out: &mut [Group]) {
     let (qh, qs) = (&block[16..48], &block[48..176]);
-    fill(
-        out,
-        |g| k_group(block, g),
-        |v| (k_nibble(qs, v) | (((qh[v % 32] >> (v / 32)) & 1) << 4)) as i32,
-    );
+    fill(out, |g| k_group(block, g), |v| (k_nibble(qs, v) | (((qh[v % 32] >> (v / 32)) & 1) << 4)) as i32);
 }
 
 /// 256 values in 16 groups of 16: signed 8-bit group scales times an f16 super-scale, 6-bit values

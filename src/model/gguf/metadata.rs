@@ -10,32 +10,16 @@ use crate::model::ModelSpec;
 
 impl GgufFile {
     fn missing(&self, key: &str) -> Error {
-        bad(
-            &self.path,
-            format!(
-                "GGUF metadata has no '{key}', which a {} model needs",
-                self.family.name()
-            ),
-        )
+        bad(&self.path, format!("GGUF metadata has no '{key}', which a {} model needs", self.family.name()))
     }
 
     pub(crate) fn wrong_type(&self, key: &str, expected: &str) -> Error {
-        bad(
-            &self.path,
-            format!(
-                "GGUF metadata '{key}' should be {expected}, found {:?}",
-                self.metadata.get(key)
-            ),
-        )
+        bad(&self.path, format!("GGUF metadata '{key}' should be {expected}, found {:?}", self.metadata.get(key)))
     }
 
     /// `<architecture>.<key>`, e.g. `llama.block_count`.
     pub(crate) fn arch_key(&self, key: &str) -> String {
-        let arch = self
-            .metadata
-            .get("general.architecture")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let arch = self.metadata.get("general.architecture").and_then(Value::as_str).unwrap_or_default();
         format!("{arch}.{key}")
     }
 
@@ -50,21 +34,14 @@ impl GgufFile {
     pub(crate) fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
         match self.metadata.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .and_then(|v| usize::try_from(v).ok())
-                .map(Some)
-                .ok_or_else(|| self.wrong_type(key, "a non-negative integer")),
+            Some(v) => v.as_u64().and_then(|v| usize::try_from(v).ok()).map(Some).ok_or_else(|| self.wrong_type(key, "a non-negative integer")),
         }
     }
 
     fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
         match self.metadata.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| self.wrong_type(key, "a number")),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| self.wrong_type(key, "a number")),
         }
     }
 
@@ -76,20 +53,14 @@ impl GgufFile {
     pub(super) fn opt_str(&self, key: &str) -> Result<Option<&str>> {
         match self.metadata.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_str()
-                .map(Some)
-                .ok_or_else(|| self.wrong_type(key, "a string")),
+            Some(v) => v.as_str().map(Some).ok_or_else(|| self.wrong_type(key, "a string")),
         }
     }
 
     pub(super) fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
         match self.metadata.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_bool()
-                .map(Some)
-                .ok_or_else(|| self.wrong_type(key, "true or false")),
+            Some(v) => v.as_bool().map(Some).ok_or_else(|| self.wrong_type(key, "true or false")),
         }
     }
 
@@ -102,9 +73,7 @@ impl GgufFile {
     /// when all layers agree, which is all the engine can represent.
     pub(super) fn arch_uniform_usize(&self, key: &str) -> Result<usize> {
         let full = self.arch_key(key);
-        let Some(Value::Array(array)) = self.metadata.get(&full) else {
-            return self.arch_usize(key);
-        };
+        let Some(Value::Array(array)) = self.metadata.get(&full) else { return self.arch_usize(key) };
         let values: Vec<u64> = match array {
             Array::U32(v) => v.iter().map(|&x| x.into()).collect(),
             Array::I32(v) => v.iter().filter_map(|&x| u64::try_from(x).ok()).collect(),
@@ -123,10 +92,7 @@ impl GgufFile {
         match self.opt_usize(key)? {
             None => Ok(None),
             Some(id) if id < vocab => Ok(Some(id as u32)),
-            Some(id) => Err(bad(
-                &self.path,
-                format!("'{key}' is {id}, outside the vocabulary of {vocab} tokens"),
-            )),
+            Some(id) => Err(bad(&self.path, format!("'{key}' is {id}, outside the vocabulary of {vocab} tokens"))),
         }
     }
 
@@ -134,10 +100,7 @@ impl GgufFile {
         match self.metadata.get(key) {
             Some(Value::Array(Array::String(v))) => Ok(v),
             Some(_) => Err(self.wrong_type(key, "an array of strings")),
-            None => Err(bad(
-                &self.path,
-                format!("GGUF metadata has no '{key}'; the file carries no tokenizer"),
-            )),
+            None => Err(bad(&self.path, format!("GGUF metadata has no '{key}'; the file carries no tokenizer"))),
         }
     }
 
@@ -175,18 +138,13 @@ impl GgufFile {
         let heads = self.arch_uniform_usize("attention.head_count")?;
         let kv_heads = self.kv_heads()?;
         let key_length = self.opt_usize(&self.arch_key("attention.key_length"))?;
-        if let (Some(k), Some(v)) = (
-            key_length,
-            self.opt_usize(&self.arch_key("attention.value_length"))?,
-        ) {
+        if let (Some(k), Some(v)) = (key_length, self.opt_usize(&self.arch_key("attention.value_length"))?) {
             if k != v {
                 return Err(bad(&self.path, format!("keys of {k} and values of {v} dimensions per head; perplex needs them equal")));
             }
         }
         let eps_key = self.arch_key("attention.layer_norm_rms_epsilon");
-        let eps = self
-            .opt_f32(&eps_key)?
-            .ok_or_else(|| self.missing(&eps_key))?;
+        let eps = self.opt_f32(&eps_key)?.ok_or_else(|| self.missing(&eps_key))?;
         let mut config = Config {
             source: self.path.clone(),
             model_type: Some(self.family.name().to_string()),
@@ -197,10 +155,7 @@ impl GgufFile {
             num_key_value_heads: Some(kv_heads),
             head_dim: key_length,
             rms_norm_eps: Some(eps),
-            rope_theta: Some(
-                self.opt_f32(&self.arch_key("rope.freq_base"))?
-                    .unwrap_or(10000.0),
-            ),
+            rope_theta: Some(self.opt_f32(&self.arch_key("rope.freq_base"))?.unwrap_or(10000.0)),
             max_position_embeddings: Some(self.arch_usize("context_length")?),
             vocab_size: Some(vocab_size),
             tie_word_embeddings: Some(!self.by_name.contains_key("output.weight")),
@@ -214,9 +169,7 @@ impl GgufFile {
     /// `rope_scaling` from llama.cpp's `rope.scaling.*` keys (type "linear" when unstated,
     /// factor 0 meaning none, the older `rope.scale_linear` key as a fallback).
     fn rope_scaling(&self) -> Result<Option<RopeScalingConfig>> {
-        let kind = self
-            .opt_str(&self.arch_key("rope.scaling.type"))?
-            .unwrap_or("linear");
+        let kind = self.opt_str(&self.arch_key("rope.scaling.type"))?.unwrap_or("linear");
         let factor = match self.opt_f64(&self.arch_key("rope.scaling.factor"))? {
             Some(f) => Some(f),
             None => self.opt_f64(&self.arch_key("rope.scale_linear"))?,
@@ -224,15 +177,12 @@ impl GgufFile {
         .filter(|&f| f != 0.0);
         Ok(match (kind, factor) {
             ("none", _) | ("linear", None) => None,
-            ("linear", Some(factor)) => Some(RopeScalingConfig {
-                rope_type: Some("linear".into()),
-                factor: Some(factor as f32),
-                ..RopeScalingConfig::default()
-            }),
+            ("linear", Some(factor)) => {
+                Some(RopeScalingConfig { rope_type: Some("linear".into()), factor: Some(factor as f32), ..RopeScalingConfig::default() })
+            }
             // Passed on so that the family's rules name what they do not implement.
             (other, factor) => {
-                let original =
-                    self.opt_usize(&self.arch_key("rope.scaling.original_context_length"))?;
+                let original = self.opt_usize(&self.arch_key("rope.scaling.original_context_length"))?;
                 Some(RopeScalingConfig {
                     rope_type: Some(other.to_string()),
                     factor: Some(factor.unwrap_or(1.0) as f32),

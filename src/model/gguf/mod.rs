@@ -39,9 +39,7 @@ enum Fix {
     None,
     /// convert_hf_to_gguf.py permutes the rows of llama's q/k projections (weights and biases) so
     /// that rotary pairs are adjacent; `heads` is the head count it permuted with.
-    Unpermute {
-        heads: usize,
-    },
+    Unpermute { heads: usize },
     /// convert_hf_to_gguf.py stores norm weights as `offset + weight` (Gemma's `1 + weight`); the
     /// engine, like transformers, adds the offset at run time.
     NormOffset(f32),
@@ -100,31 +98,15 @@ impl GgufFile {
         let file = File::open(path).map_err(|e| bad(path, format!("cannot open: {e}")))?;
         // SAFETY: the map is read-only; a file modified while we read it is the user's problem and
         // at worst gives wrong numbers for this run, never memory unsafety in the safe code we call.
-        let map = unsafe { Mmap::map(&file) }
-            .map_err(|e| bad(path, format!("cannot memory-map: {e}")))?;
-        let parse::Parsed {
-            version,
-            metadata,
-            tensors,
-            by_name,
-        } = parse::parse(&map, path)?;
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| bad(path, format!("cannot memory-map: {e}")))?;
+        let parse::Parsed { version, metadata, tensors, by_name } = parse::parse(&map, path)?;
         let architecture = metadata
             .get("general.architecture")
             .and_then(Value::as_str)
             .ok_or_else(|| bad(path, "GGUF file without general.architecture"))?;
         let (family, architecture) = families::by_gguf_architecture(architecture, path)?;
         let path = path.to_path_buf();
-        let mut gguf = GgufFile {
-            path,
-            map,
-            version,
-            family,
-            architecture,
-            metadata,
-            tensors,
-            by_name,
-            by_hf_name: HashMap::new(),
-        };
+        let mut gguf = GgufFile { path, map, version, family, architecture, metadata, tensors, by_name, by_hf_name: HashMap::new() };
         gguf.by_hf_name = gguf.hf_names()?;
         Ok(gguf)
     }
@@ -139,40 +121,22 @@ impl GgufFile {
                 "output_norm.weight" => (format!("{}.weight", names.final_norm), "output_norm"),
                 "output.weight" => (format!("{}.weight", names.head), "output"),
                 name => {
-                    let Some((layer, rest)) =
-                        name.strip_prefix("blk.").and_then(|r| r.split_once('.'))
-                    else {
-                        continue;
-                    };
-                    let Some((module, suffix)) = rest.rsplit_once('.') else {
-                        continue;
-                    };
-                    let (Ok(layer), Some(hf_module)) =
-                        (layer.parse::<usize>(), hf_module(self.family, module))
-                    else {
-                        continue;
-                    };
-                    (
-                        format!("{}.{layer}.{hf_module}.{suffix}", names.layers),
-                        module,
-                    )
+                    let Some((layer, rest)) = name.strip_prefix("blk.").and_then(|r| r.split_once('.')) else { continue };
+                    let Some((module, suffix)) = rest.rsplit_once('.') else { continue };
+                    let (Ok(layer), Some(hf_module)) = (layer.parse::<usize>(), hf_module(self.family, module)) else { continue };
+                    (format!("{}.{layer}.{hf_module}.{suffix}", names.layers), module)
                 }
             };
             let offset = self.family.norm.weight_offset;
-            let fix =
-                if offset != 0.0 && module.ends_with("norm") && tensor.name.ends_with(".weight") {
-                    Fix::NormOffset(offset)
-                } else if self.architecture.permuted_qk && module == "attn_q" {
-                    Fix::Unpermute {
-                        heads: self.arch_uniform_usize("attention.head_count")?,
-                    }
-                } else if self.architecture.permuted_qk && module == "attn_k" {
-                    Fix::Unpermute {
-                        heads: self.kv_heads()?,
-                    }
-                } else {
-                    Fix::None
-                };
+            let fix = if offset != 0.0 && module.ends_with("norm") && tensor.name.ends_with(".weight") {
+                Fix::NormOffset(offset)
+            } else if self.architecture.permuted_qk && module == "attn_q" {
+                Fix::Unpermute { heads: self.arch_uniform_usize("attention.head_count")? }
+            } else if self.architecture.permuted_qk && module == "attn_k" {
+                Fix::Unpermute { heads: self.kv_heads()? }
+            } else {
+                Fix::None
+            };
             map.insert(hf_name, HfTensor { index, fix });
         }
         Ok(map)
@@ -203,19 +167,14 @@ impl GgufFile {
 
     /// The PyTorch shape of tensor `hf_name`.
     pub fn shape(&self, hf_name: &str) -> Option<Vec<usize>> {
-        self.by_hf_name
-            .get(hf_name)
-            .map(|entry| self.tensors[entry.index].shape())
+        self.by_hf_name.get(hf_name).map(|entry| self.tensors[entry.index].shape())
     }
 
     /// The tensor `hf_name`, checked to have `shape` (PyTorch order), in the Hugging Face layout:
     /// float tensors in their stored width, quantized ones dequantized (see [`GgufFile::stored`]).
     pub fn tensor(&self, hf_name: &str, shape: &[usize]) -> Result<TensorData<'_>> {
         let entry = self.by_hf_name.get(hf_name).ok_or_else(|| {
-            bad(
-                &self.path,
-                format!("has no tensor for '{hf_name}', which this model's configuration requires"),
-            )
+            bad(&self.path, format!("has no tensor for '{hf_name}', which this model's configuration requires"))
         })?;
         let info = &self.tensors[entry.index];
         if info.shape() != shape {
@@ -255,10 +214,7 @@ impl GgufFile {
     /// [`DType::Int8Groups`], 1.5 bytes per weight on the GPU, whose values are ggml's dequantized
     /// values bit for bit (`to_f32` gives them), so a weight is never rounded.
     pub fn stored(&self, gguf_name: &str) -> Result<TensorData<'_>> {
-        let index = *self
-            .by_name
-            .get(gguf_name)
-            .ok_or_else(|| bad(&self.path, format!("has no tensor '{gguf_name}'")))?;
+        let index = *self.by_name.get(gguf_name).ok_or_else(|| bad(&self.path, format!("has no tensor '{gguf_name}'")))?;
         self.read(&self.tensors[index])
     }
 
@@ -278,12 +234,7 @@ impl GgufFile {
                 ))
             }
         };
-        Ok(TensorData {
-            name: info.name.clone(),
-            dtype,
-            shape: info.shape(),
-            bytes,
-        })
+        Ok(TensorData { name: info.name.clone(), dtype, shape: info.shape(), bytes })
     }
 
     /// Whether the file has a tensor of GGUF name `gguf_name`.

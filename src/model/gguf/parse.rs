@@ -93,6 +93,7 @@ impl Value {
     }
 }
 
+
 /// Where a tensor's bytes are and how they are stored.
 #[derive(Debug)]
 pub struct TensorInfo {
@@ -110,6 +111,7 @@ impl TensorInfo {
         self.dims.iter().rev().copied().collect()
     }
 }
+
 
 /// Reads little-endian GGUF fields, every read checked against the end of the file.
 struct Cursor<'a> {
@@ -181,8 +183,7 @@ impl<'a> Cursor<'a> {
         let len = self.u64(what)?;
         let len = usize::try_from(len).map_err(|_| self.truncated(what, len))?;
         let bytes = self.take(len, what)?;
-        String::from_utf8(bytes.to_vec())
-            .map_err(|_| bad(self.path, format!("corrupt GGUF file: {what} is not UTF-8")))
+        String::from_utf8(bytes.to_vec()).map_err(|_| bad(self.path, format!("corrupt GGUF file: {what} is not UTF-8")))
     }
 
     fn value(&mut self, type_id: u32, key: &str, depth: usize) -> Result<Value> {
@@ -200,12 +201,7 @@ impl<'a> Cursor<'a> {
             10 => Value::U64(u64::from_le_bytes(self.array(key)?)),
             11 => Value::I64(i64::from_le_bytes(self.array(key)?)),
             12 => Value::F64(f64::from_le_bytes(self.array(key)?)),
-            other => {
-                return Err(bad(
-                    self.path,
-                    format!("corrupt GGUF file: metadata '{key}' has unknown value type {other}"),
-                ))
-            }
+            other => return Err(bad(self.path, format!("corrupt GGUF file: metadata '{key}' has unknown value type {other}"))),
         })
     }
 
@@ -223,25 +219,14 @@ impl<'a> Cursor<'a> {
             10..=12 => 8,
             8 => 8,
             9 => 12,
-            other => {
-                return Err(bad(
-                    self.path,
-                    format!(
-                        "corrupt GGUF file: metadata '{key}' is an array of unknown type {other}"
-                    ),
-                ))
-            }
+            other => return Err(bad(self.path, format!("corrupt GGUF file: metadata '{key}' is an array of unknown type {other}"))),
         };
         let n = self.count(&format!("the length of metadata array '{key}'"), min_bytes)?;
         macro_rules! numbers {
             ($variant:ident, $t:ty) => {{
                 let bytes = self.take(n * std::mem::size_of::<$t>(), key)?;
                 let items = bytes.chunks_exact(std::mem::size_of::<$t>());
-                Array::$variant(
-                    items
-                        .map(|b| <$t>::from_le_bytes(b.try_into().unwrap_or_default()))
-                        .collect(),
-                )
+                Array::$variant(items.map(|b| <$t>::from_le_bytes(b.try_into().unwrap_or_default())).collect())
             }};
         }
         Ok(match item_type {
@@ -257,11 +242,7 @@ impl<'a> Cursor<'a> {
             12 => numbers!(F64, f64),
             7 => Array::Bool(self.take(n, key)?.iter().map(|&b| b != 0).collect()),
             8 => Array::String((0..n).map(|_| self.string(key)).collect::<Result<_>>()?),
-            _ => Array::Array(
-                (0..n)
-                    .map(|_| self.array_value(key, depth + 1))
-                    .collect::<Result<_>>()?,
-            ),
+            _ => Array::Array((0..n).map(|_| self.array_value(key, depth + 1)).collect::<Result<_>>()?),
         })
     }
 }
@@ -276,16 +257,9 @@ pub struct Parsed {
 
 /// Parses the header, metadata and tensor directory of the file `bytes` (named `path` in errors).
 pub fn parse(bytes: &[u8], path: &Path) -> Result<Parsed> {
-    let mut cursor = Cursor {
-        bytes,
-        pos: 0,
-        path,
-    };
+    let mut cursor = Cursor { bytes, pos: 0, path };
     if bytes.len() < 4 || &bytes[..4] != MAGIC {
-        return Err(bad(
-            path,
-            "not a GGUF file (it does not start with the bytes \"GGUF\")",
-        ));
+        return Err(bad(path, "not a GGUF file (it does not start with the bytes \"GGUF\")"));
     }
     cursor.pos = 4;
     let version = cursor.u32("the GGUF version")?;
@@ -308,10 +282,7 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Parsed> {
         let type_id = cursor.u32(&key)?;
         let value = cursor.value(type_id, &key, 0)?;
         if metadata.insert(key.clone(), value).is_some() {
-            return Err(bad(
-                path,
-                format!("corrupt GGUF file: metadata key '{key}' appears twice"),
-            ));
+            return Err(bad(path, format!("corrupt GGUF file: metadata key '{key}' appears twice")));
         }
     }
     let alignment = match metadata.get("general.alignment") {
@@ -330,50 +301,25 @@ pub fn parse(bytes: &[u8], path: &Path) -> Result<Parsed> {
         let mut dims = Vec::with_capacity(n_dims);
         for _ in 0..n_dims {
             let dim = cursor.u64(&name)?;
-            dims.push(usize::try_from(dim).map_err(|_| {
-                bad(
-                    path,
-                    format!("corrupt GGUF file: tensor '{name}' has dimension {dim}"),
-                )
-            })?);
+            dims.push(usize::try_from(dim).map_err(|_| bad(path, format!("corrupt GGUF file: tensor '{name}' has dimension {dim}")))?);
         }
         let type_id = cursor.u32(&name)?;
         let offset = cursor.u64(&name)?;
         infos.push((name, dims, type_id, offset));
     }
-    let data_start = cursor
-        .pos
-        .checked_next_multiple_of(alignment)
-        .unwrap_or(usize::MAX);
+    let data_start = cursor.pos.checked_next_multiple_of(alignment).unwrap_or(usize::MAX);
 
     let mut tensors = Vec::with_capacity(infos.len());
     let mut by_name = HashMap::with_capacity(infos.len());
     for (name, dims, type_id, offset) in infos {
-        let tensor = locate_tensor(
-            path,
-            name,
-            dims,
-            type_id,
-            offset,
-            alignment,
-            data_start,
-            bytes.len(),
-        )?;
+        let tensor = locate_tensor(path, name, dims, type_id, offset, alignment, data_start, bytes.len())?;
         if by_name.insert(tensor.name.clone(), tensors.len()).is_some() {
-            return Err(bad(
-                path,
-                format!("corrupt GGUF file: tensor '{}' appears twice", tensor.name),
-            ));
+            return Err(bad(path, format!("corrupt GGUF file: tensor '{}' appears twice", tensor.name)));
         }
         tensors.push(tensor);
     }
 
-    Ok(Parsed {
-        version,
-        metadata,
-        tensors,
-        by_name,
-    })
+    Ok(Parsed { version, metadata, tensors, by_name })
 }
 
 /// Checks a tensor's directory entry against the file and finds its bytes.
@@ -399,22 +345,13 @@ fn locate_tensor(
         .ok_or_else(|| corrupt(format!("has dimensions {dims:?}, too many elements")))?;
     let row = dims.first().copied().unwrap_or(1);
     if row % kind.block != 0 {
-        return Err(corrupt(format!(
-            "has rows of {row} values, not a multiple of the {} block size {}",
-            kind.name, kind.block
-        )));
+        return Err(corrupt(format!("has rows of {row} values, not a multiple of the {} block size {}", kind.name, kind.block)));
     }
-    let n_bytes = (elements / kind.block)
-        .checked_mul(kind.bytes)
-        .ok_or_else(|| corrupt(format!("has dimensions {dims:?}, too many bytes")))?;
+    let n_bytes = (elements / kind.block).checked_mul(kind.bytes).ok_or_else(|| corrupt(format!("has dimensions {dims:?}, too many bytes")))?;
     let offset = usize::try_from(offset)
         .ok()
         .filter(|o| o % alignment == 0)
-        .ok_or_else(|| {
-            corrupt(format!(
-                "has data offset {offset}, not a multiple of the alignment {alignment}"
-            ))
-        })?;
+        .ok_or_else(|| corrupt(format!("has data offset {offset}, not a multiple of the alignment {alignment}")))?;
     let start = data_start.checked_add(offset);
     let end = start.and_then(|s| s.checked_add(n_bytes));
     match (start, end) {
@@ -425,3 +362,4 @@ fn locate_tensor(
         ))),
     }
 }
+
