@@ -3,7 +3,7 @@
 //! timestamp queries — one JSON shape for every backend so results can be compared side by side.
 
 use crate::error::Result;
-use crate::gpu::{ops, DType, GpuMatrix, Program};
+use crate::gpu::{ops, DType, GpuMatrix, MatrixUse, Program};
 use crate::Model;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -98,7 +98,7 @@ pub fn peak_matmul_gflops(gpu: &crate::gpu::Gpu, dtype: DType) -> Result<f64> {
 /// GFLOP/s of the engine's matmul kernel on a `rows x n x k` product with `dtype` weights:
 /// the best of two timed runs after a warm-up.
 pub fn matmul_gflops(gpu: &crate::gpu::Gpu, rows: usize, n: usize, k: usize, dtype: DType) -> Result<f64> {
-    let weight = GpuMatrix::upload(gpu, "bench weight", n, k, dtype, &vec![0u8; n * dtype.row_bytes(k)])?;
+    let weight = GpuMatrix::upload(gpu, "bench weight", n, k, dtype, &vec![0u8; n * dtype.row_bytes(k)], MatrixUse::Products)?;
     let input = gpu.storage("bench input", (rows * k * 4) as u64);
     let output = gpu.storage("bench output", (rows * n * 4) as u64);
     let bias = gpu.storage("bench bias", 16);
@@ -113,7 +113,7 @@ pub fn matmul_gflops(gpu: &crate::gpu::Gpu, rows: usize, n: usize, k: usize, dty
             has_bias: 0,
             accumulate: 0,
         };
-        ops::matmul(&mut p, dtype.format(), params, &input, &part.buffer, &bias, &output);
+        ops::matmul(&mut p, dtype.format(), params, &input, part, &bias, &output);
     }
     let program = p.build();
     program.run(gpu)?;

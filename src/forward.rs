@@ -4,8 +4,8 @@
 //! MLP (+ residual), final norm, and the LM head fused with log-softmax, which emits per position
 //! log p(target) and whether the target was the argmax. Logits never leave the kernel.
 
-use crate::error::{Error, ErrorKind, Result};
-use crate::gpu::{ops, DType, Gpu, GpuMatrix, KernelId, PendingRead, Program, ProgramBuilder, ReadPath, WeightFormat};
+use crate::error::{Error, Result};
+use crate::gpu::{ops, DType, Gpu, GpuMatrix, KernelId, PendingRead, Program, ProgramBuilder, WeightFormat};
 use crate::model::{load_weights, Checkpoint, LayerAttention, ModelSpec, ModelWeights, NormKind, NormWeights, QkNorm};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -252,47 +252,41 @@ pub struct GpuModel {
     programs: Mutex<HashMap<ProgramKey, Arc<Program>>>,
     rope_tables: Mutex<HashMap<(usize, usize), Arc<wgpu::Buffer>>>,
     pub weight_bytes: u64,
-    /// The largest weight buffer (one part of a matrix): the size of the scratch texture it is
-    /// copied into before each product on the texture read path.
-    largest_part_bytes: u64,
     pub weight_dtype: DType,
 }
 
 impl GpuModel {
     /// Uploads the checkpoint's weights in their stored width.
     pub fn load(gpu: Arc<Gpu>, spec: ModelSpec, checkpoint: &Checkpoint) -> Result<GpuModel> {
-        let mut weight_bytes = 0u64;
-        let mut largest_part_bytes = 0u64;
+        let weight_bytes = std::cell::Cell::new(0u64);
         let mut dtype = None;
-        let (weights, out_of_memory) = gpu.catching_out_of_memory(|| {
-            load_weights(
-                &spec,
-                checkpoint,
-                |tensor| {
-                    let matrix = GpuMatrix::upload(&gpu, &tensor.name, tensor.shape[0], tensor.shape[1], tensor.dtype, &tensor.bytes)?;
-                    // Each upload goes through a staging buffer that lives until the queue moves on;
-                    // flushing here frees it before the next one, so staging never doubles the
-                    // footprint nor leaves holes between weights.
-                    gpu.queue.submit([]);
-                    gpu.wait()?;
-                    weight_bytes += matrix.bytes();
-                    largest_part_bytes = matrix.parts.iter().map(|part| part.buffer.size()).fold(largest_part_bytes, u64::max);
-                    dtype.get_or_insert(tensor.dtype);
-                    Ok(matrix)
-                },
-                |name, values| Ok(gpu.upload(name, &values)),
-            )
-        })?;
-        if let Some(error) = out_of_memory {
-            return Err(Error {
-                kind: ErrorKind::DeviceMemory,
-                message: format!(
-                    "the model's weights ({:.1} MiB) do not fit in the memory of {}: {error}. Use a smaller model or a GPU with more memory.",
-                    weight_bytes as f64 / (1 << 20) as f64,
-                    gpu.describe()
-                ),
-            });
-        }
+        let weights = gpu.allocate(
+            || {
+                load_weights(
+                    &spec,
+                    checkpoint,
+                    |tensor, usage| {
+                        let matrix = GpuMatrix::upload(&gpu, &tensor.name, tensor.shape[0], tensor.shape[1], tensor.dtype, &tensor.bytes, usage)?;
+                        // Each upload goes through a staging buffer that lives until the queue moves on;
+                        // flushing here frees it before the next one, so staging never doubles the
+                        // footprint nor leaves holes between weights.
+                        gpu.queue.submit([]);
+                        gpu.wait()?;
+                        weight_bytes.set(weight_bytes.get() + matrix.bytes());
+                        dtype.get_or_insert(tensor.dtype);
+                        Ok(matrix)
+                    },
+                    |name, values| Ok(gpu.upload(name, &values)),
+                )
+            },
+            |device, error| {
+                format!(
+                    "the model's weights do not fit in the memory of {device} (it ran out after {:.1} MiB of them): {error}. \
+                     Use a smaller model or a GPU with more memory.",
+                    weight_bytes.get() as f64 / (1 << 20) as f64
+                )
+            },
+        )?;
         gpu.check_healthy()?;
         let dummy = gpu.storage("unused", 16);
         Ok(GpuModel {
@@ -304,8 +298,7 @@ impl GpuModel {
             running: Mutex::new(()),
             programs: Mutex::new(HashMap::new()),
             rope_tables: Mutex::new(HashMap::new()),
-            weight_bytes,
-            largest_part_bytes,
+            weight_bytes: weight_bytes.get(),
             weight_dtype: dtype.unwrap_or(DType::F32),
             gpu,
         })
@@ -345,18 +338,14 @@ impl GpuModel {
         wanted.min(fits).max(1)
     }
 
-    /// Activation memory for `rows` rows, in bytes. On the texture read path the scratch texture
-    /// of one weight part is added; the activation copies fit within the second copy of each
-    /// activation buffer already counted.
+    /// Activation memory for `rows` rows, in bytes. On the texture read path, the texture copies
+    /// of activations fit within the second copy of each activation buffer counted here (weights
+    /// live in their own textures there, see [`crate::gpu::MatrixUse`]).
     pub fn activation_bytes(&self, rows: usize) -> u64 {
         // Activations (each buffer twice at most in flight), tokens, targets, positions, cache
         // rows, segments, scores.
         let per_row: usize = self.row_bytes().iter().sum::<usize>() * 2 + 4 * 4 + 8 + 8;
-        let scratch = match self.gpu.read_path {
-            ReadPath::Textures => self.largest_part_bytes,
-            ReadPath::Buffers => 0,
-        };
-        (per_row * rows) as u64 + scratch
+        (per_row * rows) as u64
     }
 
     fn workspace(&self, rows: usize) -> Arc<Workspace> {
@@ -500,19 +489,15 @@ impl GpuModel {
             )));
         }
         self.release_kv_cache();
-        let (layers, out_of_memory) = self.gpu.catching_out_of_memory(|| {
-            Ok((0..self.spec.layers).map(|_| self.gpu.storage("kv cache", per_layer)).collect::<Vec<_>>())
-        })?;
-        if let Some(error) = out_of_memory {
-            return Err(Error {
-                kind: ErrorKind::DeviceMemory,
-                message: format!(
-                    "a KV cache of {:.1} MiB ({slots} sequences of {slot_len} positions) does not fit beside the model in {}: {error}",
-                    self.kv_cache_bytes(slots, slot_len) as f64 / (1 << 20) as f64,
-                    self.gpu.describe()
-                ),
-            });
-        }
+        let layers = self.gpu.allocate(
+            || Ok((0..self.spec.layers).map(|_| self.gpu.storage("kv cache", per_layer)).collect::<Vec<_>>()),
+            |device, error| {
+                format!(
+                    "a KV cache of {:.1} MiB ({slots} sequences of {slot_len} positions) does not fit beside the model in {device}: {error}",
+                    self.kv_cache_bytes(slots, slot_len) as f64 / (1 << 20) as f64
+                )
+            },
+        )?;
         // Programs recorded over an earlier cache bind its buffers.
         self.programs.lock().unwrap().retain(|key, _| !key.kind.uses_cache());
         *self.cache.lock().unwrap() = Some(Arc::new(KvCache { slots, slot_len, layers }));
@@ -826,7 +811,7 @@ impl GpuModel {
                     accumulate: output.accumulate.into(),
                 };
                 let bias = linear.bias.unwrap_or(&self.dummy);
-                ops::matmul(p, matrix.dtype.format(), params, input, &part.buffer, bias, output.buffer);
+                ops::matmul(p, matrix.dtype.format(), params, input, part, bias, output.buffer);
             }
             col_offset += matrix.rows;
         }
@@ -908,7 +893,7 @@ fn gather(p: &mut ProgramBuilder, table: &GpuMatrix, indices: &wgpu::Buffer, out
             scale,
             accumulate: accumulate.into(),
         };
-        ops::embedding(p, table.dtype.format(), params, indices, &part.buffer, output);
+        ops::embedding(p, table.dtype.format(), params, indices, part.rows_buffer(), output);
     }
 }
 

@@ -362,6 +362,11 @@ struct SweepUnits {
     /// Evaluate only the first N documents of each task
     #[arg(long)]
     limit: Option<usize>,
+    /// A reference model (directory, .gguf file or hub id) every checkpoint is compared with on
+    /// each --data text: KL divergence, same top token, Δp and perplexity ratio, as `perplex
+    /// compare` computes them over rolling windows
+    #[arg(long)]
+    base: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -541,7 +546,7 @@ fn sweep_units(
         return Err(Error::bad_input("--max-gen-toks 0: at least one token must be generated"));
     }
     let tasks: Vec<TaskArg> = units.tasks.iter().map(|t| TaskArg::parse(t, units.fewshot, units.limit, units.max_gen_toks)).collect::<Result<_>>()?;
-    let measurements = sweep::measurements(&units.data, &tasks, options)?;
+    let measurements = sweep::measurements(&units.data, &tasks, units.base.as_deref(), options)?;
     Ok((sweep::discover(&units.models, &units.revisions)?, measurements))
 }
 
@@ -615,7 +620,7 @@ fn sweep(args: SweepArgs) -> Result<()> {
         match event {
             Event::Skipped { .. } => {}
             Event::Finished(record) => {
-                let mut shown: Vec<String> = ["loss", "bits_per_byte", "acc", "prob_correct"]
+                let mut shown: Vec<String> = ["loss", "bits_per_byte", "acc", "prob_correct", "kld", "same_top"]
                     .iter()
                     .filter_map(|m| record.metrics.get(*m).map(|v| format!("{m} {:.4}", v.value)))
                     .collect();

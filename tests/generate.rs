@@ -164,6 +164,10 @@ fn bad_generation_requests_are_clear_errors() {
     assert_bad_input(&generate(&["--max-tokens", "5000"]), &["max_gen_toks 5000", "no room"]);
     assert_bad_input(&generate(&["--max-tokens", "20", "--max-length", "20"]), &["no room"]);
     assert_bad_input(&generate(&["--until", ""]), &["empty"]);
+    assert_bad_input(
+        &generate(&["--max-length", "1024"]),
+        &["--max-length 1024", "512 positions"],
+    );
     let missing = perplex(["generate", "--model", model]);
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("--prompt"));

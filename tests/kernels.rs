@@ -7,7 +7,7 @@ use common::{assert_close, gpu, gpu_reading, read_path_options, same_bits_on_eve
 use perplex::gpu::{Gpu, ReadPath};
 use std::sync::Arc;
 use perplex::forward::RowLayout;
-use perplex::gpu::{ops, DType, GpuMatrix, GpuOptions, Group, Program, GROUP, TILE_COLS};
+use perplex::gpu::{ops, DType, GpuMatrix, GpuOptions, Group, MatrixUse, Program, GROUP, TILE_COLS};
 use perplex::reference::{self, HostMatrix};
 
 fn to_bytes(values: &[f32], dtype: DType) -> (Vec<u8>, Vec<f32>) {
@@ -57,11 +57,11 @@ fn run_matmul_on(gpu: Arc<Gpu>, path: (ReadPath, bool), rows: usize, n: usize, k
             // Force parts of `rows_per_part` rows by shrinking the binding limit.
             let limit = (rows_per_part * dtype.row_bytes(k) + 4) as u64;
             let limited = Gpu::new(&GpuOptions { max_binding_override: Some(limit), ..read_path_options(path) }).unwrap();
-            let m = GpuMatrix::upload(&limited, "w", n, k, dtype, &bytes).unwrap();
+            let m = GpuMatrix::upload(&limited, "w", n, k, dtype, &bytes, MatrixUse::Products).unwrap();
             assert!(m.parts.len() > 1, "expected a split matrix");
             (m, Some(limited))
         }
-        None => (GpuMatrix::upload(&gpu, "w", n, k, dtype, &bytes).unwrap(), None),
+        None => (GpuMatrix::upload(&gpu, "w", n, k, dtype, &bytes, MatrixUse::Products).unwrap(), None),
     };
     let gpu = weight.1.clone().unwrap_or(gpu);
     let weight = weight.0;
@@ -81,7 +81,7 @@ fn run_matmul_on(gpu: Arc<Gpu>, path: (ReadPath, bool), rows: usize, n: usize, k
             has_bias: bias.into(),
             accumulate: accumulate.into(),
         };
-        ops::matmul(&mut p, dtype.format(), params, &input_buf, &part.buffer, &bias_buf, &out);
+        ops::matmul(&mut p, dtype.format(), params, &input_buf, part, &bias_buf, &out);
     }
     p.build().run(&gpu).unwrap();
     let got: Vec<f32> = gpu.read(&out, rows * stride).unwrap();
@@ -166,11 +166,11 @@ fn matmul_masked_depth_reads_only_the_matrix() {
 /// Runs a matmul with all-NaN weights of `n` x `k` on `gpu`: on the texture path their copy stays
 /// in the scratch texture that later matmuls copy their weights into.
 fn leave_nans_in_scratch(gpu: &Gpu, n: usize, k: usize, dtype: DType) {
-    let weight = GpuMatrix::upload(gpu, "NaN", n, k, dtype, &vec![0xff; n * dtype.row_bytes(k)]).unwrap();
+    let weight = GpuMatrix::upload(gpu, "NaN", n, k, dtype, &vec![0xff; n * dtype.row_bytes(k)], MatrixUse::Products).unwrap();
     let (input, bias, output) = (gpu.storage("in", (k * 4) as u64), gpu.storage("bias", 16), gpu.storage("out", (n * 4) as u64));
     let mut p = Program::builder(gpu);
     let params = ops::Matmul { rows: 1, cols: n as u32, depth: k as u32, col_offset: 0, out_stride: n as u32, has_bias: 0, accumulate: 0 };
-    ops::matmul(&mut p, dtype.format(), params, &input, &weight.parts[0].buffer, &bias, &output);
+    ops::matmul(&mut p, dtype.format(), params, &input, &weight.parts[0], &bias, &output);
     p.build().run(gpu).unwrap();
 }
 
@@ -194,7 +194,7 @@ fn run_lm_head_on(path: (ReadPath, bool), rows: usize, vocab: usize, k: usize, d
     };
     let hidden = rng.vec(rows * k, 1.0);
     let (bytes, w) = to_bytes(&rng.vec(vocab * k, 1.0), dtype);
-    let head = GpuMatrix::upload(&gpu, "head", vocab, k, dtype, &bytes).unwrap();
+    let head = GpuMatrix::upload(&gpu, "head", vocab, k, dtype, &bytes, MatrixUse::Products).unwrap();
     assert_eq!(head.parts.len() > 1, split);
     let targets: Vec<u32> = (0..rows).map(|_| rng.below(vocab) as u32).collect();
     let head = ops::LmHead { matrix: &head, vocab, softcap };
@@ -252,7 +252,7 @@ fn lm_head_greedy_flag_when_target_is_argmax() {
             (0..vocab).fold(0, |b, i| if row[i] > row[b] { i } else { b }) as u32
         })
         .collect();
-    let head = GpuMatrix::upload(&gpu, "head", vocab, k, DType::F32, bytemuck::cast_slice(&w)).unwrap();
+    let head = GpuMatrix::upload(&gpu, "head", vocab, k, DType::F32, bytemuck::cast_slice(&w), MatrixUse::Products).unwrap();
     let head = ops::LmHead { matrix: &head, vocab, softcap: 0.0 };
     let (hb, tb) = (gpu.upload("h", &hidden), gpu.upload("t", &targets));
     let partials = gpu.storage("partials", (rows * head.tiles() * 16) as u64);
@@ -466,7 +466,7 @@ fn embedding_gather_over_split_table_matches_reference() {
         let limit = (TILE_COLS * dtype.row_bytes(width) + 16) as u64;
         let gpu = Gpu::new(&GpuOptions { max_binding_override: Some(limit), ..Default::default() }).unwrap();
         let (bytes, table) = to_bytes(&rng.vec(vocab * width, 1.0), dtype);
-        let matrix = GpuMatrix::upload(&gpu, "embed", vocab, width, dtype, &bytes).unwrap();
+        let matrix = GpuMatrix::upload(&gpu, "embed", vocab, width, dtype, &bytes, MatrixUse::Rows).unwrap();
         assert!(matrix.parts.len() >= 4);
         let tokens: Vec<u32> = (0..rows).map(|_| rng.below(vocab) as u32).collect();
         let (tb, out) = (gpu.upload("tokens", &tokens), gpu.storage("x", (rows * width * 4) as u64));
@@ -480,7 +480,7 @@ fn embedding_gather_over_split_table_matches_reference() {
                 scale: 1.5,
                 accumulate: 0,
             };
-            ops::embedding(&mut p, dtype.format(), params, &tb, &part.buffer, &out);
+            ops::embedding(&mut p, dtype.format(), params, &tb, part.rows_buffer(), &out);
         }
         p.build().run(&gpu).unwrap();
         let got: Vec<f32> = gpu.read(&out, rows * width).unwrap();
@@ -535,7 +535,7 @@ fn run_compare_on(path: (ReadPath, bool), rows: usize, vocab: usize, (da, db): (
         values.extend_from_slice(&head_b[v * db..(v + 1) * db]);
     }
     let (bytes, seen) = to_bytes(&values, dtype);
-    let head = GpuMatrix::upload(&gpu, "paired head", vocab, k, dtype, &bytes).unwrap();
+    let head = GpuMatrix::upload(&gpu, "paired head", vocab, k, dtype, &bytes, MatrixUse::Products).unwrap();
     assert_eq!(head.parts.len() > 1, split);
     let targets: Vec<u32> = (0..rows).map(|_| rng.below(vocab) as u32).collect();
     let (a_buf, b_buf, target_buf) = (gpu.upload("a", &hidden_a), gpu.upload("b", &hidden_b), gpu.upload("targets", &targets));
@@ -594,7 +594,7 @@ fn run_compare_on(path: (ReadPath, bool), rows: usize, vocab: usize, (da, db): (
     // The base's log-probabilities are the LM head's, bit for bit: `compare` and `ppl` agree.
     {
         let (bytes_a, _) = to_bytes(&head_a, dtype);
-        let alone = GpuMatrix::upload(&gpu, "base head", vocab, da, dtype, &bytes_a).unwrap();
+        let alone = GpuMatrix::upload(&gpu, "base head", vocab, da, dtype, &bytes_a, MatrixUse::Products).unwrap();
         let lm = ops::LmHead { matrix: &alone, vocab, softcap: cap_a };
         let partials = gpu.storage("partials", (rows * lm.tiles() * 16) as u64);
         let scores = gpu.storage("scores", (rows * 8) as u64);
@@ -735,7 +735,7 @@ fn greedy_head_finds_the_argmax_and_its_logprob() {
         weights[2 * k..3 * k].copy_from_slice(&first);
         weights[(vocab - 1) * k..].copy_from_slice(&first);
         let gpu = if split { Gpu::new(&GpuOptions { max_binding_override: Some((vocab / 2 * k * 4) as u64), ..Default::default() }).unwrap() } else { gpu };
-        let matrix = GpuMatrix::upload(&gpu, "head", vocab, k, DType::F32, bytemuck::cast_slice(&weights)).unwrap();
+        let matrix = GpuMatrix::upload(&gpu, "head", vocab, k, DType::F32, bytemuck::cast_slice(&weights), MatrixUse::Products).unwrap();
         assert_eq!(matrix.parts.len() > 1, split);
         let head = ops::LmHead { matrix: &matrix, vocab, softcap: 0.0 };
         let (ib, tb) = (gpu.upload("input", &input), gpu.upload("targets", &vec![0u32; rows]));

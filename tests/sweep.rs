@@ -96,7 +96,7 @@ fn changed_files_invalidate_only_their_own_units() {
         let checkpoints = sweep::discover(&[format!("{}/run/step*", dir.display())], &[]).unwrap();
         assert_eq!(checkpoints.iter().map(|c| c.step).collect::<Vec<_>>(), [Some(30), Some(500)]);
         let tasks = [TaskArg::parse(&agreement_task().display().to_string(), Some(0), Some(20), None).unwrap()];
-        let measurements = sweep::measurements(std::slice::from_ref(&data), &tasks, &options).unwrap();
+        let measurements = sweep::measurements(std::slice::from_ref(&data), &tasks, None, &options).unwrap();
         let mut results = ResultsFile::open(&results_path).unwrap();
         let summary = sweep::run(&checkpoints, &measurements, &options, Shard::WHOLE, &mut results, &mut || Ok(common::gpu()), &mut |_| {})
             .unwrap();
@@ -244,4 +244,89 @@ fn the_emergence_threshold_is_recovered_from_synthetic_data() {
     let files = sweep::plot::write_plots(&report, &["acc".to_string()], dir).unwrap();
     assert_eq!(files.len(), 4);
     assert_eq!(report::size_label(237_888), "238K");
+}
+
+/// `--base`: every checkpoint is compared with the base model on each text, with exactly the
+/// statistics `perplex compare` gives for that pair (rolling windows, same ctx); the base
+/// compared with itself has KL 0 and the same top token everywhere; a rerun measures nothing.
+#[test]
+fn sweep_base_compares_every_checkpoint_as_perplex_compare_does() {
+    let scratch = Scratch::new("sweep-base");
+    let out = scratch.path.join("results.jsonl");
+    let family = repo().join("models/family/0.9M");
+    let (base, checkpoints) = (family.join("step500"), [family.join("step30"), family.join("step500")]);
+    let sweep = || {
+        let mut command = perplex_command();
+        command
+            .arg("sweep")
+            .arg("--models")
+            .args(&checkpoints)
+            .arg("--data")
+            .arg(small_text())
+            .args(["--ctx", "64", "--base"])
+            .arg(&base)
+            .arg("--out")
+            .arg(&out);
+        succeed(&mut command)
+    };
+    let first = stdout(&sweep());
+    assert!(first.contains("4 units measured, 0 already"), "{first}");
+    let records = sweep::read_results(&out).unwrap();
+    let compared: Vec<&UnitRecord> = records
+        .iter()
+        .filter(|r| r.measurement.starts_with("compare:"))
+        .collect();
+    assert_eq!(compared.len(), 2);
+    for record in compared {
+        let json = scratch.path.join("compare.json");
+        let mut command = perplex_command();
+        command
+            .arg("compare")
+            .arg("--base")
+            .arg(&base)
+            .arg("--model")
+            .arg(&record.checkpoint)
+            .arg("--data")
+            .arg(small_text())
+            .args(["--ctx", "64", "--json"])
+            .arg(&json);
+        succeed(&mut command);
+        let stats: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        let stats = &stats["statistics"];
+        for (metric, key) in [
+            ("kld", "kld_mean"),
+            ("same_top", "same_top"),
+            ("delta_p_rms", "delta_p_rms"),
+            ("ppl_ratio", "ppl_ratio"),
+        ] {
+            let got = &record.metrics[metric];
+            assert_eq!(Some(got.value), stats[key]["value"].as_f64(), "{} {metric}", record.checkpoint);
+            assert_eq!(got.stderr, stats[key]["uncertainty"].as_f64(), "{} {metric}", record.checkpoint);
+        }
+        if Path::new(&record.checkpoint) == base {
+            assert_eq!(record.metrics["kld"].value, 0.0);
+            assert_eq!(record.metrics["same_top"].value, 1.0);
+        } else {
+            assert!(record.metrics["kld"].value > 0.01, "{:?}", record.metrics);
+        }
+    }
+    let again = stdout(&sweep());
+    assert!(again.contains("0 units measured, 4 already"), "{again}");
+
+    // No text to compare on: a clear error.
+    let mut command = perplex_command();
+    command
+        .arg("sweep")
+        .arg("--models")
+        .args(&checkpoints)
+        .arg("--task")
+        .arg(agreement_task())
+        .arg("--base")
+        .arg(&base)
+        .arg("--out")
+        .arg(scratch.path.join("none.jsonl"));
+    let output = command.output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--base compares"));
 }

@@ -9,6 +9,7 @@ The Python face of the perplex engine: the same checkpoints, request rules and n
     model.loglikelihood([("In the beginning God", " created the heaven")])
     model.perplexity(["And God said, Let there be light: and there was light."])
     ids, logprobs, greedy = model.token_logprobs("And the earth was without form, and void")
+    model.generate_until([("And God called the light", {"until": ["."], "max_gen_toks": 32})])
 
 ``perplex.lm_eval`` makes the engine an lm-evaluation-harness backend (``lm_eval --model perplex``).
 
@@ -138,12 +139,40 @@ class Model:
             _texts(texts), ctx=_positive("ctx", ctx), progress=_progress_bar(progress)
         )
 
-    def generate_until(self, requests: Sequence[Tuple[str, Dict[str, Any]]]) -> List[str]:
-        """Greedy generation until a stop sequence: not in the engine yet (perplex issue 15)."""
-        raise NotImplementedError(
-            "perplex cannot generate text yet: greedy generation is not in the engine (issue 15); "
-            "use loglikelihood or loglikelihood_rolling tasks"
-        )
+    def generate_until(
+        self,
+        requests: Sequence[Tuple[str, Dict[str, Any]]],
+        ctx: Optional[int] = None,
+        progress: ProgressArg = False,
+    ) -> List[str]:
+        """Greedy continuations, as lm-evaluation-harness's HFLM ``generate_until`` makes them
+        (``perplex generate``'s and ``perplex eval``'s rules).
+
+        The context is tokenized without special tokens (BOS first for Gemma models, as HFLM
+        does) and loses tokens on the left beyond ``ctx - max_gen_toks``; tokens are chosen
+        greedily (ties to the lowest id) until the end-of-text token, ``max_gen_toks`` tokens,
+        or one of the ``until`` strings in the decoded answer, which is cut before the first of
+        them. The answers do not depend on the batch size or the order of the requests.
+
+        Args:
+            requests: ``(context, gen_kwargs)`` pairs, ``gen_kwargs`` as lm-eval task YAMLs
+                give them: ``until`` (a string or a list of strings), ``max_gen_toks`` (default
+                256); ``do_sample`` and ``temperature`` must ask for greedy decoding as HFLM
+                reads them (``do_sample=False``, or no ``do_sample`` and ``temperature`` 0);
+                ``top_p``, ``top_k`` and the like are unused, as HF ``generate`` ignores them
+                when greedy.
+            ctx: the longest model input, context and answer together; None: the model's
+                ``ctx``, else its positions.
+            progress: ``True`` shows a progress bar; a callable is called with (tokens done,
+                tokens in all) as the call goes.
+
+        Returns:
+            The answer to each request, in order.
+        """
+        if isinstance(requests, tuple) and len(requests) == 2 and isinstance(requests[0], str):
+            raise TypeError("requests must be a list of (context, gen_kwargs) pairs: wrap one request as [request]")
+        native = [_generation_request(i, request) for i, request in enumerate(requests)]
+        return self._native.generate_until(native, ctx=_positive("ctx", ctx), progress=_progress_bar(progress))
 
     def perplexity(
         self,
@@ -232,6 +261,37 @@ def _pair(index: int, request: Any) -> Tuple[str, str]:
     if isinstance(request, (tuple, list)) and len(request) == 2 and all(isinstance(s, str) for s in request):
         return (request[0], request[1])
     raise TypeError(f"requests[{index}] must be a (context, continuation) pair of strings, not {request!r}")
+
+
+# HFLM's default number of generated tokens.
+DEFAULT_MAX_GEN_TOKS = 256
+
+
+def _generation_request(index: int, request: Any) -> Tuple[str, List[str], int]:
+    """A ``(context, gen_kwargs)`` pair as the engine takes it: ``(context, until, max_gen_toks)``."""
+    if not (isinstance(request, (tuple, list)) and len(request) == 2 and isinstance(request[0], str)):
+        raise TypeError(f"requests[{index}] must be a (context, gen_kwargs) pair, not {request!r}")
+    context, kwargs = request
+    kwargs = dict(kwargs or {})
+    until = kwargs.pop("until", None)
+    if until is None:
+        until = []
+    elif isinstance(until, str):
+        until = [until]
+    elif not (isinstance(until, (list, tuple)) and all(isinstance(u, str) for u in until)):
+        raise ValueError(f"requests[{index}]: until must be a string or a list of strings, not {until!r}")
+    max_gen_toks = kwargs.pop("max_gen_toks", DEFAULT_MAX_GEN_TOKS)
+    if isinstance(max_gen_toks, bool) or not isinstance(max_gen_toks, int) or max_gen_toks < 1:
+        raise ValueError(f"requests[{index}]: max_gen_toks={max_gen_toks!r}: give a positive number of tokens")
+    # HFLM decodes greedily where do_sample is False, or unset with temperature 0 (its default);
+    # otherwise it samples, which perplex does not do.
+    do_sample, temperature = kwargs.pop("do_sample", None), kwargs.pop("temperature", 0.0)
+    if do_sample or (do_sample is None and (temperature or 0.0) > 0.0):
+        raise ValueError(
+            f"requests[{index}] asks for sampling (do_sample={do_sample!r}, temperature={temperature!r}); "
+            "perplex generates greedily only: use do_sample=False and temperature=0"
+        )
+    return context, list(until), max_gen_toks
 
 
 def _progress_bar(progress: ProgressArg) -> Optional[Callable[[int, int], None]]:

@@ -30,7 +30,8 @@ Model arguments:
 
 Each call hands all of its requests to the engine at once: requests that share a context (the
 choices of a question) share one input, and the scores are those of ``perplex eval`` on the same
-requests, bit for bit.
+requests, bit for bit. ``generate_until`` requests are decoded greedily, many at once, and the
+answers are those of ``perplex generate`` (``do_sample`` or a temperature above 0 is an error).
 """
 
 from __future__ import annotations
@@ -121,7 +122,11 @@ class PerplexLM(LM):
         return results
 
     def generate_until(self, requests: List[Any], disable_tqdm: bool = False) -> List[str]:
-        return self.model.generate_until([request.args for request in requests])
+        arguments = [tuple(request.args) for request in requests]
+        results = self.model.generate_until(arguments, ctx=self.max_length, progress=self._progress(disable_tqdm))
+        for (context, kwargs), result in zip(arguments, results):
+            self.cache_hook.add_partial("generate_until", (context, kwargs), result)
+        return results
 
     # Data-parallel runs: lm-eval gives each rank its documents, then gathers counts, samples and
     # metrics through these. Only reached with world_size > 1, where torch is needed anyway

@@ -1,6 +1,7 @@
 //! `perplex._native`: the compiled half of the `perplex` Python package. It holds a
-//! [`perplex::Model`] and calls the library's own scoring functions (`score::loglikelihood`,
-//! `score::perplexity`), so Python gets exactly the command line's rules and numbers. The Python
+//! [`perplex::Model`] and calls the library's own scoring and generating functions
+//! (`score::loglikelihood`, `score::perplexity`, `generate::generate`), so Python gets exactly
+//! the command line's rules and numbers. The Python
 //! half (`perplex/__init__.py`) turns arguments and results into Python shapes (NumPy arrays,
 //! dicts) and documents the API.
 //!
@@ -13,6 +14,7 @@
 
 use perplex::data::Document;
 use perplex::forward::Batch;
+use perplex::generate::{self, GenOptions, GenRequest};
 use perplex::gpu::{Gpu, GpuOptions};
 use perplex::score::{self, LoglikOptions, PplOptions, PplResult, Progress, Request, WindowMode};
 use perplex::{Error, ErrorKind};
@@ -242,6 +244,42 @@ impl Model {
             tokens.iter().map(|t| t.logprob).collect(),
             tokens.iter().map(|t| t.greedy).collect(),
         ))
+    }
+
+    /// Greedy continuations of `(context, until, max_gen_toks)` requests, each cut before its
+    /// first stop string, as `perplex generate` and lm-eval's HFLM `generate_until` make them.
+    #[pyo3(signature = (requests, ctx=None, progress=None))]
+    fn generate_until(
+        &self,
+        py: Python<'_>,
+        requests: Vec<(String, Vec<String>, usize)>,
+        ctx: Option<usize>,
+        progress: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<String>> {
+        let requests: Vec<GenRequest> = requests
+            .into_iter()
+            .map(|(context, until, max_gen_toks)| GenRequest {
+                context,
+                until,
+                max_gen_toks,
+            })
+            .collect();
+        let output = run_released(py, progress, |progress| {
+            generate::generate(
+                &self.model,
+                &requests,
+                &GenOptions {
+                    max_length: ctx.or(self.ctx),
+                    batch: self.batch,
+                    progress,
+                },
+            )
+        })?;
+        Ok(output
+            .results
+            .into_iter()
+            .map(|answer| answer.text)
+            .collect())
     }
 
     /// The text's token ids, without special tokens (as every scoring rule tokenizes it).

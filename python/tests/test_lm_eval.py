@@ -1,5 +1,6 @@
 """`lm_eval --model perplex` on the task YAMLs in tests/lm_eval over local data: every
-log-likelihood equals the perplex command line's on the same requests, bit for bit."""
+log-likelihood equals the perplex command line's on the same requests, bit for bit, and every
+generated answer is the command line's."""
 
 import json
 import os
@@ -18,18 +19,18 @@ LIMIT = 20
 
 @pytest.fixture(scope="module")
 def lm_eval_run(tmp_path_factory):
-    """lm_eval's results and samples for both tasks, from its own command line."""
+    """lm_eval's results and samples for the three tasks, from its own command line."""
     out = tmp_path_factory.mktemp("lm_eval")
     lm_eval = Path(sys.executable).parent / "lm_eval"
     run(
         [lm_eval, "--model", "perplex", "--model_args", "pretrained=models/default",
-         "--tasks", "perplex_verses", "perplex_passages", "--include_path", TASKS,
+         "--tasks", "perplex_verses", "perplex_passages", "perplex_answers", "--include_path", TASKS,
          "--limit", LIMIT, "--log_samples", "--output_path", out],
         env={**os.environ, "HF_DATASETS_OFFLINE": "1"},
     )
     (results,) = out.rglob("results_*.json")
     samples = {task: [json.loads(line) for line in next(out.rglob(f"samples_{task}_*.jsonl")).read_text().splitlines()]
-               for task in ("perplex_verses", "perplex_passages")}
+               for task in ("perplex_verses", "perplex_passages", "perplex_answers")}
     return json.loads(results.read_text()), samples
 
 
@@ -69,6 +70,22 @@ def test_rolling_equals_perplex_ppl(lm_eval_run, perplex_cli, tmp_path):
     assert max(d["tokens"] for d in documents) > 512
 
 
+def test_generate_until_equals_perplex_generate(lm_eval_run, perplex_cli, tmp_path):
+    _, samples = lm_eval_run
+    answers = tmp_path / "answers.jsonl"
+    run([perplex_cli, "generate", "--model", DEFAULT_MODEL, "--data", TASKS / "verses.jsonl", "--field", "context",
+         "--max-tokens", "16", "--until", "\n", "--until", ";", "--json", answers])
+    expected = [json.loads(line) for line in answers.read_text().splitlines()]
+    docs = sorted(samples["perplex_answers"], key=lambda d: d["doc_id"])
+    assert len(docs) == LIMIT
+    for doc in docs:
+        want = expected[doc["doc_id"]]
+        assert doc["arguments"]["gen_args_0"]["arg_0"] == want["context"]
+        assert doc["resps"][0][0] == want["answer"]["text"], doc["doc_id"]
+    # Greedy answers that stop at a stop string or run to 16 tokens, not empty ones.
+    assert any(doc["resps"][0][0].strip() for doc in docs)
+
+
 def test_simple_evaluate_takes_an_instance(monkeypatch):
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -95,5 +112,4 @@ def test_model_arguments():
         PerplexLM(DEFAULT_MODEL, ctx=128, max_length=256)
     with pytest.raises(ValueError, match="rank"):
         PerplexLM(DEFAULT_MODEL, rank=2, world_size=2)
-    with pytest.raises(NotImplementedError, match="issue 15"):
-        lm.generate_until([])
+    assert lm.generate_until([]) == []

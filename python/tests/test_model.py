@@ -114,6 +114,7 @@ def test_model_properties(model):
         (lambda m: m.perplexity([""]), "no token to score"),
         (lambda m: m.loglikelihood([("And God said", "")]), "nothing to score"),
         (lambda m: m.perplexity([TEXT], ctx=0), "positive number of tokens"),
+        (lambda m: m.generate_until([(TEXT, {"max_gen_toks": 8})], ctx=1024), "512"),
     ],
 )
 def test_bad_input_is_a_value_error_with_the_command_lines_message(model, call, message):
@@ -150,9 +151,44 @@ def test_opening_bad_checkpoints_raises_value_error(tmp_path):
         perplex.Model(DEFAULT_MODEL, device="no adapter has this name")
 
 
-def test_generate_until_says_it_is_not_in_the_engine(model):
-    with pytest.raises(NotImplementedError, match="issue 15"):
-        model.generate_until([("In the beginning", {"until": ["\n"], "max_gen_toks": 8})])
+GENERATIONS = [
+    ("And God said, Let there be", {"until": ["."], "max_gen_toks": 24}),
+    ("In the beginning", {"until": "\n", "max_gen_toks": 16}),
+    ("And the evening and the morning were", {"max_gen_toks": 12, "do_sample": False, "temperature": 0.5}),
+]
+
+
+def test_generate_until_equals_perplex_generate(model, perplex_cli, tmp_path):
+    answers = model.generate_until(GENERATIONS)
+    assert len(answers) == len(GENERATIONS)
+    for (context, kwargs), answer in zip(GENERATIONS, answers):
+        until = kwargs.get("until", [])
+        stops = [arg for stop in ([until] if isinstance(until, str) else until) for arg in ("--until", stop)]
+        out = tmp_path / "answer.jsonl"
+        run([perplex_cli, "generate", "--model", DEFAULT_MODEL, "--prompt", context,
+             "--max-tokens", kwargs["max_gen_toks"], *stops, "--json", out])
+        assert json.loads(out.read_text())["answer"]["text"] == answer
+        assert not any(stop and stop in answer for stop in ([until] if isinstance(until, str) else until))
+    # The same answers one sequence at a time and in the reverse order.
+    assert perplex.Model(DEFAULT_MODEL, batch=1).generate_until(GENERATIONS[::-1])[::-1] == answers
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"do_sample": True}, "greedily only"),
+        ({"temperature": 0.7}, "greedily only"),
+        ({"max_gen_toks": 0}, "positive number of tokens"),
+        ({"until": 3}, "string or a list of strings"),
+        ({"until": [""]}, "every `until` string is empty"),
+        ({"max_gen_toks": 600}, "no room for a context"),
+    ],
+)
+def test_generate_until_bad_requests_are_value_errors(model, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        model.generate_until([("In the beginning", kwargs)])
+    with pytest.raises(TypeError):
+        model.generate_until(("In the beginning", {}))
 
 
 def test_progress_reaches_the_total(model):

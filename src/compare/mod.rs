@@ -11,7 +11,7 @@ pub mod stats;
 use crate::data::Document;
 use crate::error::{Error, ErrorKind, Result};
 use crate::forward::{Batch, FinalHidden, HiddenBuffer};
-use crate::gpu::{ops, DType, Gpu, GpuMatrix, PendingRead, Program};
+use crate::gpu::{ops, DType, Gpu, GpuMatrix, MatrixUse, PendingRead, Program};
 use crate::model::{load_head, Checkpoint, ModelSpec, TextTokenizer};
 use crate::score::{make_windows, run_passes, DocumentResult, PassInput, PplOptions, Progress, Totals, WindowMode};
 use crate::Model;
@@ -234,9 +234,14 @@ impl HeadRows {
 impl Pair {
     /// Opens both models on `gpu`; their tokenizers must agree and their vocabularies match.
     pub fn open(base: &str, model: &str, gpu: Arc<Gpu>) -> Result<Pair> {
+        Pair::open_revision(base, model, None, gpu)
+    }
+
+    /// [`Pair::open`] with a revision of the model where it is a hub id.
+    pub fn open_revision(base: &str, model: &str, revision: Option<&str>, gpu: Arc<Gpu>) -> Result<Pair> {
         let (base, base_head) = Model::open_with(base, None, gpu.clone(), read_head)
             .map_err(|e| Error { message: format!("the base model {base}: {}", e.message), ..e })?;
-        let (model, model_head) = Model::open_with(model, None, gpu.clone(), read_head).map_err(|e| {
+        let (model, model_head) = Model::open_with(model, revision, gpu.clone(), read_head).map_err(|e| {
             let message = if e.kind == ErrorKind::DeviceMemory {
                 format!(
                     "{model} does not fit on the device beside the base model {} ({:.1} MiB): {}",
@@ -270,19 +275,17 @@ impl Pair {
             bytes.extend(model_head.row(v, dtype));
         }
         drop((base_head, model_head));
-        let (head, out_of_memory) = gpu.catching_out_of_memory(|| {
-            let head = GpuMatrix::upload(&gpu, "paired heads", vocab, cols, dtype, &bytes)?;
-            gpu.queue.submit([]);
-            gpu.wait()?;
-            Ok(head)
-        })?;
-        if let Some(error) = out_of_memory {
-            return Err(Error::bad_input(format!(
-                "both models fit on {} but not their heads side by side ({:.1} MiB) as well: {error}",
-                gpu.describe(),
-                bytes.len() as f64 / (1 << 20) as f64
-            )));
-        }
+        let head = gpu.allocate(
+            || {
+                let head = GpuMatrix::upload(&gpu, "paired heads", vocab, cols, dtype, &bytes, MatrixUse::Products)?;
+                gpu.queue.submit([]);
+                gpu.wait()?;
+                Ok(head)
+            },
+            |device, error| {
+                format!("both models fit on {device} but not their heads side by side ({:.1} MiB) as well: {error}", bytes.len() as f64 / (1 << 20) as f64)
+            },
+        )?;
         Ok(Pair { base, model, head, buffers: Mutex::new(None), programs: Mutex::new(HashMap::new()) })
     }
 

@@ -111,7 +111,14 @@ pub fn prompts_per_prefill(model: &Model, len: usize, free: usize) -> usize {
 pub fn generate(model: &Model, requests: &[GenRequest], options: &GenOptions) -> Result<GenOutput> {
     let started = std::time::Instant::now();
     let gpu_model = &model.gpu_model;
-    let max_length = options.max_length.unwrap_or(model.spec.max_positions);
+    let positions = model.spec.max_positions;
+    let max_length = options.max_length.unwrap_or(positions);
+    if max_length > positions {
+        return Err(Error::bad_input(format!(
+            "--max-length {max_length} is longer than the model's {positions} positions (max_position_embeddings); \
+             use --max-length {positions} or less"
+        )));
+    }
     let prepared = requests
         .iter()
         .enumerate()
@@ -200,17 +207,22 @@ impl Prepared {
         Ok(Prepared { context, truncated, until, max_gen_toks })
     }
 
-    /// Whether `generated` (the continuation so far) ends the sequence, and how.
-    fn stop(&self, tokenizer: &crate::model::TextTokenizer, generated: &[u32]) -> Option<Stop> {
-        if generated.last().is_some_and(|&t| Some(t) == tokenizer.eos) {
-            return Some(Stop::EndOfText);
-        }
-        if let Some((index, _)) = first_stop(&tokenizer.decode_text(generated), &self.until) {
+    /// Whether `generated` (the continuation so far) ends the sequence: how, and the answer (the
+    /// decoded continuation cut before the first stop string). The whole continuation is decoded
+    /// each step (the harness checks a tail of it): linear in its length, and small beside the
+    /// step itself at any max_gen_toks the harness uses.
+    fn finish(&self, tokenizer: &crate::model::TextTokenizer, generated: &[u32]) -> Option<(Stop, String)> {
+        let text = tokenizer.decode_text(generated);
+        let stop = match first_stop(&text, &self.until) {
+            _ if generated.last().is_some_and(|&t| Some(t) == tokenizer.eos) => Stop::EndOfText,
             // The end-of-text token's text, which the harness adds to `until`, is not one of the
             // request's strings.
-            return Some(if index < self.until.len() - usize::from(tokenizer.eos.is_some()) { Stop::Until(index) } else { Stop::EndOfText });
-        }
-        (generated.len() >= self.max_gen_toks).then_some(Stop::MaxTokens)
+            Some((index, _)) if index < self.until.len() - usize::from(tokenizer.eos.is_some()) => Stop::Until(index),
+            Some(_) => Stop::EndOfText,
+            None if generated.len() >= self.max_gen_toks => Stop::MaxTokens,
+            None => return None,
+        };
+        Some((stop, cut_at_stops(&text, &self.until)))
     }
 }
 
@@ -327,10 +339,9 @@ impl Decoder<'_> {
         let mut kept = Vec::with_capacity(live.len());
         for sequence in live.drain(..) {
             let prepared = &self.prepared[sequence.request];
-            match prepared.stop(tokenizer, &sequence.generated) {
-                Some(stop) => {
+            match prepared.finish(tokenizer, &sequence.generated) {
+                Some((stop, text)) => {
                     advanced += (prepared.max_gen_toks - sequence.generated.len()) as u64;
-                    let text = cut_at_stops(&tokenizer.decode_text(&sequence.generated), &prepared.until);
                     self.results[sequence.request] = Some(Generation {
                         text,
                         tokens: sequence.generated,

@@ -145,8 +145,9 @@ pub enum KernelId {
     Attention { head_dim: u32, key_tile: u32 },
     /// Greedy generation: a pass's keys and values into the KV cache.
     KvStore,
-    /// Greedy generation: each sequence's new query over its keys in the KV cache.
-    DecodeAttention { head_dim: u32 },
+    /// Greedy generation: each sequence's new query over its keys in the KV cache, `group`
+    /// query heads (sharing one key/value head) per workgroup.
+    DecodeAttention { head_dim: u32, group: u32 },
     /// Greedy generation: the argmax of each row's logits from the LM head's tile summaries.
     GreedyCombine,
 }
@@ -167,8 +168,10 @@ pub const TEXTURE_WIDTH: u32 = 4096;
 /// texture fetches are much cheaper: on lavapipe (Mesa's CPU Vulkan driver) every storage-buffer
 /// load is a scalar loop over the SIMD lanes, about 10x the cost of a texel fetch (measured:
 /// 15-18 ns vs 2 ns per vec4 on 2 cores; workgroup memory is as slow), so there the matrix
-/// kernels read texture copies of their input and weights, and attention of qkv and positions,
-/// made by buffer-to-texture copies just before the dispatch (see [`KernelId::texture_slots`]).
+/// kernels read their weights from textures they were uploaded into at load (see
+/// [`super::MatrixUse`]) and texture copies of their input, and attention texture copies of qkv
+/// and positions, made by buffer-to-texture copies just before the dispatch (see
+/// [`KernelId::texture_slots`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReadPath {
     Buffers,
@@ -365,13 +368,13 @@ impl ShaderVariant {
                 include_str!("../../shaders/compare_combine.wgsl")
             ),
             KernelId::KvStore => include_str!("../../shaders/kv_store.wgsl").to_string(),
-            KernelId::DecodeAttention { head_dim } => {
+            KernelId::DecodeAttention { head_dim, group } => {
                 let word = if head_dim.is_multiple_of(4) {
                     "alias Word = vec4<f32>;\nconst WORD_VALUES: u32 = 4u;\nfn word_dot(a: Word, b: Word) -> f32 { return dot(a, b); }"
                 } else {
                     "alias Word = f32;\nconst WORD_VALUES: u32 = 1u;\nfn word_dot(a: Word, b: Word) -> f32 { return a * b; }"
                 };
-                format!("const HEAD_DIM: u32 = {head_dim}u;\n{word}\n{}", include_str!("../../shaders/decode_attention.wgsl"))
+                format!("const HEAD_DIM: u32 = {head_dim}u;\nconst GROUP: u32 = {group}u;\n{word}\n{}", include_str!("../../shaders/decode_attention.wgsl"))
             }
             KernelId::Norm => include_str!("../../shaders/norm.wgsl").to_string(),
             KernelId::Rope => include_str!("../../shaders/rope.wgsl").to_string(),
@@ -415,7 +418,7 @@ impl ShaderVariant {
             KernelId::Activation(activation) => format!("activation-{}", activation_function(activation)),
             KernelId::Attention { head_dim, key_tile: 0 } => format!("attention-head{head_dim}-untiled"),
             KernelId::Attention { head_dim, key_tile } => format!("attention-head{head_dim}-tile{key_tile}"),
-            KernelId::DecodeAttention { head_dim } => format!("decode_attention-head{head_dim}"),
+            KernelId::DecodeAttention { head_dim, group } => format!("decode_attention-head{head_dim}-group{group}"),
             KernelId::LossCombine
             | KernelId::StackRows
             | KernelId::CompareCombine
@@ -438,6 +441,17 @@ impl ShaderVariant {
             .and_then(|()| std::fs::write(dir.join(self.file_name()), self.source()))
             .map_err(|e| Error::bad_input(format!("{}: cannot write shaders: {e}", dir.display())))
     }
+}
+
+/// Most query heads one decode_attention workgroup serves (see [`decode_group`]).
+pub const DECODE_GROUP_MAX: u32 = 8;
+
+/// Query heads per decode_attention workgroup for `q_heads` query heads over `kv_heads`
+/// key/value heads: as many heads of one key/value head as divide its share evenly, up to
+/// [`DECODE_GROUP_MAX`] (each adds its query and accumulators to every invocation's registers).
+pub fn decode_group(q_heads: u32, kv_heads: u32) -> u32 {
+    let per_kv_head = (q_heads / kv_heads.max(1)).max(1);
+    (1..=per_kv_head.min(DECODE_GROUP_MAX)).rev().find(|g| per_kv_head.is_multiple_of(*g)).unwrap_or(1)
 }
 
 /// Head sizes whose attention modules [`all_variants`] lists (a model's shape, not a device's
@@ -467,7 +481,9 @@ pub fn all_variants() -> Vec<ShaderVariant> {
     }
     let workgroup_storage = wgpu::Limits::default().max_compute_workgroup_storage_size;
     for head_dim in LISTED_HEAD_DIMS {
-        kernels.push(KernelId::DecodeAttention { head_dim });
+        for group in [1, 3, DECODE_GROUP_MAX] {
+            kernels.push(KernelId::DecodeAttention { head_dim, group });
+        }
         for path in [ReadPath::Buffers, ReadPath::Textures] {
             kernels.push(KernelId::attention_on(path, workgroup_storage, head_dim));
         }

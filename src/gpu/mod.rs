@@ -11,11 +11,11 @@ pub use kernels::{
     all_variants, dump_shaders, DepthStep, Kernel, KernelId, ReadPath, ShaderVariant, WeightFormat, BLOCK_COLS, BLOCK_ROWS, DUMP_SHADERS_ENV,
     LISTED_HEAD_DIMS, TEXEL_BYTES, TEXEL_FORMAT, TEXTURE_WIDTH, TILE_COLS,
 };
-pub use program::{Binding, Program, ProgramBuilder};
+pub use program::{Binding, Operand, Program, ProgramBuilder};
 pub use tensor::upload_padded;
-pub use tensor::{DType, GpuMatrix, Group, MatrixPart, PendingRead, GROUP};
+pub use tensor::{DType, GpuMatrix, Group, MatrixPart, MatrixUse, PendingRead, GROUP};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -289,7 +289,7 @@ impl Gpu {
             let lower = message.to_lowercase();
             if lower.contains("out of memory") || lower.contains("outofmemory") {
                 return Err(Error {
-                    kind: crate::error::ErrorKind::DeviceMemory,
+                    kind: ErrorKind::DeviceMemory,
                     message: format!("the GPU ran out of memory ({message}). Use a smaller --batch or --ctx, or a device with more memory."),
                 });
             }
@@ -313,14 +313,19 @@ impl Gpu {
         }
     }
 
-    /// Runs `upload` and returns what it made, with the out-of-memory error the device raised
-    /// meanwhile, if any (wgpu reports an allocation that failed this way, not as a return value).
-    /// The error scope is closed whether or not `upload` succeeds.
-    pub fn catching_out_of_memory<T>(&self, upload: impl FnOnce() -> Result<T>) -> Result<(T, Option<wgpu::Error>)> {
+    /// Runs `upload` and returns what it made, or where the device ran out of memory meanwhile
+    /// (wgpu reports an allocation that failed this way, not as a return value), a
+    /// [`ErrorKind::DeviceMemory`] error: `does_not_fit(device, error)` says what did not fit and
+    /// what to do. The error scope is closed whether or not `upload` succeeds.
+    pub fn allocate<T>(&self, upload: impl FnOnce() -> Result<T>, does_not_fit: impl FnOnce(&str, &wgpu::Error) -> String) -> Result<T> {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let made = upload();
         let error = pollster::block_on(scope.pop());
-        Ok((made?, error))
+        let made = made?;
+        match error {
+            Some(error) => Err(Error { kind: ErrorKind::DeviceMemory, message: does_not_fit(&self.describe(), &error) }),
+            None => Ok(made),
+        }
     }
 
     /// Blocks until all submitted work is done.

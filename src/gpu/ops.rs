@@ -6,8 +6,8 @@
 //! Flags travel as `u32` (0 or 1: `bool` is not `Pod`); buffers are passed in the kernel's slot
 //! order (see [`KernelId::slots`]).
 
-use super::kernels::{KernelId, WeightFormat, BLOCK_ROWS, TILE_COLS};
-use super::program::{Binding, ProgramBuilder};
+use super::kernels::{decode_group, KernelId, WeightFormat, BLOCK_ROWS, TILE_COLS};
+use super::program::{Binding, Operand, ProgramBuilder};
 use super::tensor::{GpuMatrix, MatrixPart};
 use crate::model;
 
@@ -109,9 +109,10 @@ kernel_params! {
 
 /// The product of `input` rows with one part of a `format` weight matrix; `bias` is read (at
 /// the output column) only where `has_bias`.
-pub fn matmul(p: &mut ProgramBuilder, format: WeightFormat, params: Matmul, input: Binding, weights: Binding, bias: Binding, output: Binding) {
+pub fn matmul(p: &mut ProgramBuilder, format: WeightFormat, params: Matmul, input: Binding, weights: &MatrixPart, bias: Binding, output: Binding) {
     let grid = block_grid(params.rows, params.cols);
-    p.dispatch(KernelId::matmul(format, params.depth as usize), params, &[input, weights, bias, output], grid);
+    let operands = vec![Operand::Buffer(input.clone()), weights.product_operand(), Operand::Buffer(bias.clone()), Operand::Buffer(output.clone())];
+    p.dispatch_operands(KernelId::matmul(format, params.depth as usize), params, operands, grid);
 }
 
 /// The parameters of a fused LM head kernel (lm_head_loss.wgsl, compare_head.wgsl): where this
@@ -189,8 +190,14 @@ pub fn lm_head_loss(p: &mut ProgramBuilder, rows: usize, head: LmHead, input: Bi
             softcap: head.softcap,
             vocab: head.vocab as u32,
         };
-        p.dispatch(kernel, params, &[input, &part.buffer, targets, partials], span.grid);
+        p.dispatch_operands(kernel, params, head_operands(input, part, targets, partials), span.grid);
     });
+}
+
+/// The operands of a head kernel: input rows, one part of the vocabulary matrix, targets and
+/// the partial summaries it writes.
+fn head_operands(input: Binding, part: &MatrixPart, targets: Binding, partials: Binding) -> Vec<Operand> {
+    vec![Operand::Buffer(input.clone()), part.product_operand(), Operand::Buffer(targets.clone()), Operand::Buffer(partials.clone())]
 }
 
 /// Where one part of a vocabulary matrix sits, as the head kernels' parameters say it.
@@ -302,7 +309,7 @@ pub fn compare_head(p: &mut ProgramBuilder, rows: usize, head: PairedHead, input
             softcap_model: head.softcap_model,
             vocab: head.vocab as u32,
         };
-        p.dispatch(kernel, params, &[input, &part.buffer, targets, partials], span.grid);
+        p.dispatch_operands(kernel, params, head_operands(input, part, targets, partials), span.grid);
     });
 }
 
@@ -431,10 +438,12 @@ kernel_params! {
 }
 
 /// qkv, cache rows, cache -> output, for heads of `head_dim` values: one workgroup per row and
-/// query head.
+/// group of query heads sharing a key/value head (see [`decode_group`]).
 pub fn decode_attention(p: &mut ProgramBuilder, head_dim: u32, params: DecodeAttention, qkv: Binding, cache_rows: Binding, cache: Binding, output: Binding) {
-    let grid = row_grid(params.q_heads, params.rows);
-    p.dispatch(KernelId::DecodeAttention { head_dim }, params, &[qkv, cache_rows, cache, output], grid);
+    let group = decode_group(params.q_heads, params.kv_heads);
+    let grid = row_grid(params.q_heads / group, params.rows);
+    let kernel = KernelId::DecodeAttention { head_dim, group };
+    p.dispatch(kernel, params, &[qkv, cache_rows, cache, output], grid);
 }
 
 kernel_params! {

@@ -2,7 +2,8 @@
 //! (for a given batch shape) and replayed for every batch. All parameter blocks live in one uniform
 //! buffer, bound with dynamic offsets, so replaying costs no allocation. Kernels that read some
 //! operands through textures (see [`super::ReadPath`]) get a buffer-to-texture copy of each just
-//! before their dispatch, into scratch textures the program owns.
+//! before their dispatch, into scratch textures the program owns, except operands that already
+//! live in a texture (weight matrices on that path, see [`super::MatrixUse`]).
 
 use super::kernels::PARAMS_SIZE;
 use super::ops::KernelParams;
@@ -12,6 +13,14 @@ use std::sync::Arc;
 
 /// A buffer bound to the next storage slot of a kernel.
 pub type Binding<'a> = &'a wgpu::Buffer;
+
+/// What a kernel slot reads: a storage buffer, or for the slots a kernel reads through textures,
+/// a texture already laid out as they index it (bound as it is, with no copy).
+#[derive(Clone)]
+pub enum Operand {
+    Buffer(wgpu::Buffer),
+    Texture(wgpu::Texture),
+}
 
 struct Step {
     kernel: Arc<Kernel>,
@@ -82,7 +91,7 @@ impl Scratch {
 
 struct PendingStep {
     kernel: Arc<Kernel>,
-    buffers: Vec<wgpu::Buffer>,
+    operands: Vec<Operand>,
     params_offset: u32,
     groups: [u32; 3],
 }
@@ -197,8 +206,14 @@ impl<'g> ProgramBuilder<'g> {
     /// Adds one dispatch of `id` with its parameter block (see [`super::ops`], whose typed calls
     /// are the only callers); `buffers` fill the kernel's storage slots in order.
     pub(super) fn dispatch<P: KernelParams>(&mut self, id: KernelId, params: P, buffers: &[Binding], groups: [u32; 3]) {
+        let operands = buffers.iter().map(|b| Operand::Buffer((*b).clone())).collect();
+        self.dispatch_operands(id, params, operands, groups);
+    }
+
+    /// [`ProgramBuilder::dispatch`] where some operands may be resident textures.
+    pub(super) fn dispatch_operands<P: KernelParams>(&mut self, id: KernelId, params: P, operands: Vec<Operand>, groups: [u32; 3]) {
         let kernel = self.gpu.kernel(id);
-        assert_eq!(buffers.len(), id.slots().len(), "{id:?} takes {} buffers", id.slots().len());
+        assert_eq!(operands.len(), id.slots().len(), "{id:?} takes {} operands", id.slots().len());
         assert_eq!(P::LAYOUT, id.params_layout(), "{id:?} takes another parameter block");
         let bytes = bytemuck::bytes_of(&params);
         assert!(bytes.len() <= PARAMS_SIZE as usize);
@@ -209,9 +224,13 @@ impl<'g> ProgramBuilder<'g> {
         if groups.contains(&0) {
             return; // nothing to do (an empty batch or a zero-width tensor)
         }
+        for (index, operand) in operands.iter().enumerate() {
+            let through_texture = kernel.texture_slots.contains(&index);
+            assert!(through_texture || matches!(operand, Operand::Buffer(_)), "{id:?} reads slot {index} from a buffer, not a texture");
+        }
         self.pending.push(PendingStep {
             kernel,
-            buffers: buffers.iter().map(|b| (*b).clone()).collect(),
+            operands,
             params_offset: offset as u32,
             groups,
         });
@@ -234,6 +253,7 @@ impl<'g> ProgramBuilder<'g> {
             view.slice(..self.params.len()).copy_from_slice(&self.params);
         }
         params.unmap();
+        // Buffers read through textures are copied into scratch before their dispatch.
         let copies: Vec<Vec<TextureCopy>> = self
             .pending
             .iter()
@@ -241,7 +261,10 @@ impl<'g> ProgramBuilder<'g> {
                 step.kernel
                     .texture_slots
                     .iter()
-                    .map(|&slot| TextureCopy { buffer: step.buffers[slot].clone(), slot, texels: step.buffers[slot].size() / TEXEL_BYTES })
+                    .filter_map(|&slot| match &step.operands[slot] {
+                        Operand::Buffer(buffer) => Some(TextureCopy { buffer: buffer.clone(), slot, texels: buffer.size() / TEXEL_BYTES }),
+                        Operand::Texture(_) => None,
+                    })
                     .collect()
             })
             .collect();
@@ -260,10 +283,24 @@ impl<'g> ProgramBuilder<'g> {
                         size: wgpu::BufferSize::new(PARAMS_SIZE),
                     }),
                 }];
-                for (index, (slot, buffer)) in step.kernel.id.slots().iter().zip(&step.buffers).enumerate() {
-                    let resource = match step.kernel.texture_slots.iter().find(|&&i| i == index) {
-                        Some(&slot) => wgpu::BindingResource::TextureView(&views.iter().find(|(k, _)| *k == slot).unwrap().1),
-                        None => buffer.as_entire_binding(),
+                // Resident textures are bound as they are; other texture slots read their scratch
+                // copy; the rest are storage buffers.
+                let resident: Vec<Option<wgpu::TextureView>> = step
+                    .operands
+                    .iter()
+                    .map(|operand| match operand {
+                        Operand::Texture(texture) => Some(texture.create_view(&Default::default())),
+                        Operand::Buffer(_) => None,
+                    })
+                    .collect();
+                for (index, (slot, operand)) in step.kernel.id.slots().iter().zip(&step.operands).enumerate() {
+                    let resource = match (operand, &resident[index]) {
+                        (_, Some(view)) => wgpu::BindingResource::TextureView(view),
+                        (_, None) if step.kernel.texture_slots.contains(&index) => {
+                            wgpu::BindingResource::TextureView(&views.iter().find(|(k, _)| *k == index).unwrap().1)
+                        }
+                        (Operand::Buffer(buffer), None) => buffer.as_entire_binding(),
+                        (Operand::Texture(_), None) => unreachable!("a texture operand has a view"),
                     };
                     entries.push(wgpu::BindGroupEntry { binding: slot.binding, resource });
                 }

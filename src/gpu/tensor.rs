@@ -1,8 +1,11 @@
 //! GPU buffers: activations (f32), and weight matrices kept in their checkpoint width and split
 //! into row ranges whenever one would exceed the device's storage-binding limit.
 
-use super::{Gpu, WeightFormat};
+use super::program::Operand;
+use super::{Gpu, ReadPath, WeightFormat, TEXEL_BYTES, TEXEL_FORMAT, TEXTURE_WIDTH};
 use crate::error::{Error, Result};
+pub use crate::model::MatrixUse;
+use std::borrow::Cow;
 
 // The weight-format types live below both the GPU and the model readers (crate::dtype); the GPU
 // side re-exports them for its callers and adds the kernel format each one is read with.
@@ -28,11 +31,33 @@ fn padded(bytes: u64) -> u64 {
     bytes.max(16).div_ceil(16) * 16
 }
 
-/// One contiguous range of rows of a weight matrix, in its own buffer.
+/// One contiguous range of rows of a weight matrix, in its own buffer or texture (or both).
 pub struct MatrixPart {
-    pub buffer: wgpu::Buffer,
+    /// The part's words in a storage buffer: every matrix on the buffer read path, and on the
+    /// texture path those gathered by rows.
+    buffer: Option<wgpu::Buffer>,
+    /// The same words in rows of [`TEXTURE_WIDTH`] texels: on the texture path, every matrix the
+    /// product kernels read.
+    texture: Option<wgpu::Texture>,
     pub first_row: usize,
     pub rows: usize,
+}
+
+impl MatrixPart {
+    /// The part as a kernel operand for the product kernels: its resident texture where it has
+    /// one, else its buffer.
+    pub fn product_operand(&self) -> Operand {
+        match (&self.texture, &self.buffer) {
+            (Some(texture), _) => Operand::Texture(texture.clone()),
+            (None, Some(buffer)) => Operand::Buffer(buffer.clone()),
+            (None, None) => unreachable!("a matrix part holds a buffer or a texture"),
+        }
+    }
+
+    /// The part's storage buffer, for the embedding gather.
+    pub fn rows_buffer(&self) -> &wgpu::Buffer {
+        self.buffer.as_ref().expect("a matrix gathered by rows was uploaded with MatrixUse::Rows or RowsAndProducts")
+    }
 }
 
 /// A `[rows, cols]` row-major weight matrix (a PyTorch Linear weight or an embedding table).
@@ -44,9 +69,9 @@ pub struct GpuMatrix {
 }
 
 impl GpuMatrix {
-    /// Uploads raw little-endian bytes of a `[rows, cols]` matrix, splitting it so that no part
-    /// exceeds `gpu.max_binding`.
-    pub fn upload(gpu: &Gpu, name: &str, rows: usize, cols: usize, dtype: DType, bytes: &[u8]) -> Result<GpuMatrix> {
+    /// Uploads raw little-endian bytes of a `[rows, cols]` matrix, read as `usage` says, splitting
+    /// it so that no part exceeds `gpu.max_binding`.
+    pub fn upload(gpu: &Gpu, name: &str, rows: usize, cols: usize, dtype: DType, bytes: &[u8], usage: MatrixUse) -> Result<GpuMatrix> {
         if dtype == DType::Int8Groups && !cols.is_multiple_of(GROUP) {
             return Err(Error::internal(format!("{name}: {cols} columns are not whole groups of {GROUP}")));
         }
@@ -72,11 +97,14 @@ impl GpuMatrix {
             let part_rows = rows_per_part.min(rows - first_row);
             let slice = &bytes[first_row * row_bytes..(first_row + part_rows) * row_bytes];
             let label = format!("{name}[{first_row}..]");
-            let buffer = match dtype {
-                DType::Int8Groups => upload_padded(gpu, &label, &group_pairs(slice)),
-                _ => upload_padded(gpu, &label, slice),
+            let words = match dtype {
+                DType::Int8Groups => Cow::Owned(group_pairs(slice)),
+                _ => Cow::Borrowed(slice),
             };
-            parts.push(MatrixPart { buffer, first_row, rows: part_rows });
+            let textures = gpu.read_path == ReadPath::Textures;
+            let buffer = (!textures || usage != MatrixUse::Products).then(|| upload_padded(gpu, &label, &words));
+            let texture = (textures && usage != MatrixUse::Rows).then(|| upload_texture(gpu, &label, &words));
+            parts.push(MatrixPart { buffer, texture, first_row, rows: part_rows });
             first_row += part_rows;
         }
         Ok(GpuMatrix { rows, cols, dtype, parts })
@@ -112,6 +140,46 @@ fn max_rows_per_part(max_binding: u64, rows: usize, part_bytes: impl Fn(usize) -
         return Some(rows.max(1));
     }
     (1..).map(|n| n * ROW_ALIGN).take_while(|&part_rows| part_rows < rows && fits(part_rows)).last()
+}
+
+/// A texture of [`TEXTURE_WIDTH`]-texel rows holding `bytes`, zero-padded to whole texels, laid
+/// out as the texture path's kernels index it (word i at texel i / 4 of the row-major texel grid).
+fn upload_texture(gpu: &Gpu, label: &str, bytes: &[u8]) -> wgpu::Texture {
+    let texels = padded(bytes.len() as u64) / TEXEL_BYTES;
+    let width = TEXTURE_WIDTH as u64;
+    let texture = gpu.device.create_texture(&wgpu::TextureDescriptor {
+        label: Some(label),
+        size: wgpu::Extent3d { width: TEXTURE_WIDTH, height: texels.div_ceil(width) as u32, depth_or_array_layers: 1 },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: TEXEL_FORMAT,
+        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+        view_formats: &[],
+    });
+    let mut words = Cow::Borrowed(bytes);
+    if words.len() as u64 != texels * TEXEL_BYTES {
+        words.to_mut().resize((texels * TEXEL_BYTES) as usize, 0);
+    }
+    let row_bytes = width * TEXEL_BYTES;
+    let (full_rows, rest) = (texels / width, texels % width);
+    let write = |y: u64, texels: u64, rows: u64| {
+        let offset = (y * row_bytes) as usize;
+        let end = offset + (texels * TEXEL_BYTES * rows) as usize;
+        gpu.queue.write_texture(
+            wgpu::TexelCopyTextureInfo { texture: &texture, mip_level: 0, origin: wgpu::Origin3d { x: 0, y: y as u32, z: 0 }, aspect: wgpu::TextureAspect::All },
+            &words[offset..end],
+            wgpu::TexelCopyBufferLayout { offset: 0, bytes_per_row: Some((texels * TEXEL_BYTES) as u32), rows_per_image: None },
+            wgpu::Extent3d { width: texels as u32, height: rows as u32, depth_or_array_layers: 1 },
+        );
+    };
+    if full_rows > 0 {
+        write(0, width, full_rows);
+    }
+    if rest > 0 {
+        write(full_rows, rest, 1);
+    }
+    texture
 }
 
 /// A storage buffer holding `bytes`, zero-padded to a multiple of 16 bytes.

@@ -18,7 +18,7 @@ pub use config::{Config, RopeScalingConfig};
 pub use families::Family;
 pub use names::{FusedQkv, LayerNames, Naming, QkvNames, TensorNames, UpNames};
 pub use tokenizer::TextTokenizer;
-pub use weights::{load_head, load_weights, LayerWeights, ModelWeights, NormWeights};
+pub use weights::{load_head, load_weights, LayerWeights, MatrixUse, ModelWeights, NormWeights};
 
 use crate::error::{Error, Result};
 use std::path::PathBuf;

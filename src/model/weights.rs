@@ -32,6 +32,20 @@ pub struct LayerWeights<M, V> {
     pub post_ffn_norm: Option<NormWeights<V>>,
 }
 
+/// Which kernels read a weight matrix, which decides where it lives on the texture read path
+/// (see `gpu::ReadPath`): the product kernels (matmul, the LM heads) read a texture the matrix is
+/// uploaded into once, instead of a copy made before every dispatch; the embedding gather reads
+/// rows of a storage buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatrixUse {
+    /// Multiplied by activations only (projections, an untied LM head).
+    Products,
+    /// Gathered by rows only (an embedding table whose head is separate, learned positions).
+    Rows,
+    /// Both: an embedding table tied to the LM head (on the texture path it is held twice).
+    RowsAndProducts,
+}
+
 pub struct ModelWeights<M, V> {
     pub embedding: M,
     pub positions: Option<M>,
@@ -133,12 +147,12 @@ pub fn load_head<'a>(spec: &'a ModelSpec, checkpoint: &'a Checkpoint) -> Result<
     reader.table(name, spec.vocab_size, spec.hidden)
 }
 
-/// Loads every tensor `spec` needs. `matrix` receives 2-D weights in their stored width;
-/// `vector` receives norm weights and biases widened to f32.
+/// Loads every tensor `spec` needs. `load_matrix` receives 2-D weights in their stored width and
+/// how the forward pass reads each; `vector` receives norm weights and biases widened to f32.
 pub fn load_weights<M, V>(
     spec: &ModelSpec,
     checkpoint: &Checkpoint,
-    mut matrix: impl FnMut(&TensorData) -> Result<M>,
+    mut load_matrix: impl FnMut(&TensorData, MatrixUse) -> Result<M>,
     vector: impl Fn(&str, Vec<f32>) -> Result<V>,
 ) -> Result<ModelWeights<M, V>> {
     let naming = spec.naming();
@@ -148,6 +162,7 @@ pub fn load_weights<M, V>(
     let norm = |n: NormWeights<Vec<f32>>, what: &str| -> Result<NormWeights<V>> {
         Ok(NormWeights { weight: vector(what, n.weight)?, bias: n.bias.map(|b| vector(what, b)).transpose()? })
     };
+    let mut matrix = |tensor: &TensorData| load_matrix(tensor, MatrixUse::Products);
     let mut layers = Vec::with_capacity(spec.layers);
     for layer in 0..spec.layers {
         let names = spec.layer_names(layer);
@@ -208,8 +223,9 @@ pub fn load_weights<M, V>(
         };
         layers.push(layer_weights);
     }
-    let embedding = matrix(&reader.table(&naming.embedding, spec.vocab_size, d)?)?;
-    let positions = naming.positions.as_ref().map(|p| reader.table(p, spec.max_positions, d)).transpose()?.map(|t| matrix(&t)).transpose()?;
+    let embedding_use = if spec.tied_head { MatrixUse::RowsAndProducts } else { MatrixUse::Rows };
+    let embedding = load_matrix(&reader.table(&naming.embedding, spec.vocab_size, d)?, embedding_use)?;
+    let positions = naming.positions.as_ref().map(|p| reader.table(p, spec.max_positions, d)).transpose()?.map(|t| load_matrix(&t, MatrixUse::Rows)).transpose()?;
     let head = if spec.tied_head {
         None
     } else {
@@ -220,7 +236,7 @@ pub fn load_weights<M, V>(
                 naming.head
             )));
         }
-        Some(matrix(&reader.table(&naming.head, spec.vocab_size, d)?)?)
+        Some(load_matrix(&reader.table(&naming.head, spec.vocab_size, d)?, MatrixUse::Products)?)
     };
     let final_norm = norm(reader.norm(&naming.final_norm)?, "final norm")?;
     Ok(ModelWeights { embedding, positions, layers, final_norm, head })

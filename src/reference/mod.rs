@@ -173,7 +173,7 @@ pub fn compare_logits(base: &[f32], model: &[f32], target: usize) -> (f64, f64, 
 pub type HostWeights = ModelWeights<HostMatrix, Vec<f32>>;
 
 pub fn load_host_weights(spec: &ModelSpec, checkpoint: &Checkpoint) -> Result<HostWeights> {
-    load_weights(spec, checkpoint, |t| Ok(HostMatrix::from_tensor(t)), |_, v| Ok(v))
+    load_weights(spec, checkpoint, |t, _| Ok(HostMatrix::from_tensor(t)), |_, v| Ok(v))
 }
 
 fn add(x: &mut [f32], y: &[f32]) {

@@ -3,7 +3,8 @@
 //! an ability emerges.
 //!
 //! The work is split into units, one per (checkpoint, measurement): a measurement is the loss on
-//! one text file or the metrics of one task. Each finished unit is appended to the results file
+//! one text file, the metrics of one task, or (with a base model) `perplex compare`'s statistics
+//! against the base on one text file. Each finished unit is appended to the results file
 //! at once ([`results`]), with fingerprints of the checkpoint's files and of the measurement's
 //! data and settings ([`fingerprint`]); a rerun skips every unit whose fingerprints still match,
 //! so a killed sweep resumes where it stopped and a changed file is measured again alone.
@@ -26,6 +27,7 @@ pub use report::{analyse, Report, ReportOptions};
 pub use results::{merge, read_all_units, read_results, read_units, Metric, ResultsFile, TextCounts, UnitFailure, UnitRecord, Units};
 pub use shard::Shard;
 
+use crate::compare::{self, CompareOptions, Pair};
 use crate::error::{Error, ErrorKind, Result};
 use crate::gpu::Gpu;
 use crate::model::hub;
@@ -82,6 +84,8 @@ impl TaskArg {
 
 enum Kind {
     Text(Vec<Document>),
+    /// KL divergence and the rest of `perplex compare`'s statistics against the base model.
+    Comparison { base: String, documents: Vec<Document> },
     Task { spec: TaskSpec, suite: Suite, chance: BTreeMap<String, f64> },
 }
 
@@ -102,6 +106,50 @@ impl Measurement {
         hash.field("text").field(&fingerprint::data_file(path)?).field(&options.field).field(WindowMode::Rolling.name());
         hash.field(&options.ctx.map_or("default".into(), |c| c.to_string()));
         Ok(Measurement { key: format!("text:{}", path.display()), hash: hash.hex(), kind: Kind::Text(documents) })
+    }
+
+    /// `perplex compare`'s statistics of each checkpoint against `base` (a path or hub id) on the
+    /// documents of a data path, over the same rolling windows as [`Measurement::text`].
+    pub fn comparison(base: &str, path: &Path, options: &SweepOptions) -> Result<Measurement> {
+        let documents = data::read_documents(path, &options.field)?;
+        let reference = CheckpointRef { id: base.to_string(), model: base.to_string(), revision: None, run: base.to_string(), step: None };
+        let base_hash = checkpoint_hash(&reference).map_err(|e| Error { message: format!("--base {base}: {}", e.message), ..e })?;
+        let mut hash = Hasher::default();
+        hash.field("compare")
+            .field(&base_hash)
+            .field(&fingerprint::data_file(path)?)
+            .field(&options.field)
+            .field(WindowMode::Rolling.name());
+        hash.field(&options.ctx.map_or("default".into(), |c| c.to_string()));
+        Ok(Measurement {
+            key: format!("compare:{}", path.display()),
+            hash: hash.hex(),
+            kind: Kind::Comparison { base: base.to_string(), documents },
+        })
+    }
+
+    /// Whether the unit runs the checkpoint beside the base model (it opens both itself).
+    fn compares(&self) -> bool {
+        matches!(self.kind, Kind::Comparison { .. })
+    }
+
+    /// The statistics of a comparison unit: KL divergence, same top token and Δp with their
+    /// standard errors, and both perplexities' ratio; with the checkpoint's parameter count.
+    fn compare(&self, checkpoint: &CheckpointRef, gpu: Arc<Gpu>, options: &SweepOptions) -> Result<(BTreeMap<String, Metric>, usize)> {
+        let Kind::Comparison { base, documents } = &self.kind else {
+            unreachable!("compare() is called on comparison units only")
+        };
+        let pair = Pair::open_revision(base, &checkpoint.model, checkpoint.revision.as_deref(), gpu)?;
+        let compare_options = CompareOptions { mode: WindowMode::Rolling, ctx: options.ctx, batch: options.batch, per_token: false, progress: None };
+        let stats = compare::compare(&pair, documents, &compare_options)?.stats;
+        let metric = |estimate: compare::Estimate, lower_is_better: bool| Metric { value: estimate.value, stderr: Some(estimate.uncertainty), chance: None, lower_is_better };
+        let metrics = [
+            ("kld".to_string(), metric(stats.kld_mean, true)),
+            ("same_top".to_string(), metric(stats.same_top, false)),
+            ("delta_p_rms".to_string(), metric(stats.delta_p_rms, true)),
+            ("ppl_ratio".to_string(), metric(stats.ppl_ratio, true)),
+        ];
+        Ok((metrics.into(), pair.model.spec.parameter_count()))
     }
 
     /// A task's metrics, with the chance level of each (from the number of choices).
@@ -136,6 +184,7 @@ impl Measurement {
                 ];
                 Ok((metrics.into(), Some(TextCounts { nll: t.nll, tokens: t.tokens, bytes: t.bytes, words: t.words })))
             }
+            Kind::Comparison { .. } => unreachable!("comparison units open their own models (Measurement::compare)"),
             Kind::Task { spec, suite, chance } => {
                 let eval = EvalOptions { max_length: options.ctx, batch: options.batch, progress: None };
                 let result = tasks::evaluate(model, suite, &eval)?;
@@ -298,44 +347,78 @@ pub fn run(
             Some(gpu) => gpu.clone(),
             None => gpu.insert(open_gpu()?).clone(),
         };
-        let model = match Model::open_revision(&checkpoint.model, checkpoint.revision.as_deref(), gpu) {
-            Ok(model) => model,
-            Err(error) => {
-                record_failures(checkpoint, Some(&model_hash), &pending, &error, &mut summary, results, on_event)?;
-                continue;
-            }
-        };
-        let parameters = model.spec.parameter_count() as u64;
-        for m in pending {
-            if score::stop_requested() {
-                return Err(interrupted(&summary, results));
-            }
-            let start = std::time::Instant::now();
-            match m.measure(&model, options) {
-                Ok((metrics, text)) => {
-                    let record = UnitRecord {
-                        checkpoint: checkpoint.id.clone(),
-                        revision: checkpoint.revision.clone(),
-                        run: checkpoint.run.clone(),
-                        step: checkpoint.step,
-                        parameters,
-                        measurement: m.key.clone(),
-                        model_hash: model_hash.clone(),
-                        measurement_hash: m.hash.clone(),
-                        metrics,
-                        text,
-                        seconds: start.elapsed().as_secs_f64(),
-                    };
-                    results.append(record.clone())?;
-                    summary.finished += 1;
-                    on_event(Event::Finished(&record));
+        let mut unit = UnitRun { checkpoint, model_hash: &model_hash, summary: &mut summary, results, on_event };
+        let (comparisons, direct): (Vec<&Measurement>, Vec<&Measurement>) = pending.into_iter().partition(|m| m.compares());
+        if !direct.is_empty() {
+            match Model::open_revision(&checkpoint.model, checkpoint.revision.as_deref(), gpu.clone()) {
+                Ok(model) => {
+                    let parameters = model.spec.parameter_count();
+                    for m in direct {
+                        unit.run(m, || m.measure(&model, options).map(|(metrics, text)| (metrics, text, parameters)))?;
+                    }
                 }
-                Err(error) if error.kind == ErrorKind::Interrupted => return Err(interrupted(&summary, results)),
-                Err(error) => record_failures(checkpoint, Some(&model_hash), &[m], &error, &mut summary, results, on_event)?,
+                Err(error) => unit.fail(&direct, &error)?,
             }
+        }
+        // The checkpoint's model is freed by now: comparisons open it again beside the base.
+        for m in comparisons {
+            unit.run(m, || m.compare(checkpoint, gpu.clone(), options).map(|(metrics, parameters)| (metrics, None, parameters)))?;
         }
     }
     Ok(summary)
+}
+
+/// What a measurement yields: its metrics, the text counts of a loss measurement, and the
+/// checkpoint's parameter count.
+type Measured = (BTreeMap<String, Metric>, Option<TextCounts>, usize);
+
+/// Runs the units of one checkpoint: each is measured, appended to the results and reported as it
+/// finishes; one that fails is reported and kept as a failure, and the others go on.
+struct UnitRun<'a> {
+    checkpoint: &'a CheckpointRef,
+    model_hash: &'a str,
+    summary: &'a mut Summary,
+    results: &'a mut ResultsFile,
+    on_event: &'a mut dyn FnMut(Event),
+}
+
+impl UnitRun<'_> {
+    /// Measures `m` with `measure`; an error only where the sweep must stop (Ctrl-C, or the
+    /// results file cannot be written).
+    fn run(&mut self, m: &Measurement, measure: impl FnOnce() -> Result<Measured>) -> Result<()> {
+        if score::stop_requested() {
+            return Err(interrupted(self.summary, self.results));
+        }
+        let start = std::time::Instant::now();
+        match measure() {
+            Ok((metrics, text, parameters)) => {
+                let checkpoint = self.checkpoint;
+                let record = UnitRecord {
+                    checkpoint: checkpoint.id.clone(),
+                    revision: checkpoint.revision.clone(),
+                    run: checkpoint.run.clone(),
+                    step: checkpoint.step,
+                    parameters: parameters as u64,
+                    measurement: m.key.clone(),
+                    model_hash: self.model_hash.to_string(),
+                    measurement_hash: m.hash.clone(),
+                    metrics,
+                    text,
+                    seconds: start.elapsed().as_secs_f64(),
+                };
+                self.results.append(record.clone())?;
+                self.summary.finished += 1;
+                (self.on_event)(Event::Finished(&record));
+                Ok(())
+            }
+            Err(error) if error.kind == ErrorKind::Interrupted => Err(interrupted(self.summary, self.results)),
+            Err(error) => self.fail(&[m], &error),
+        }
+    }
+
+    fn fail(&mut self, measurements: &[&Measurement], error: &Error) -> Result<()> {
+        record_failures(self.checkpoint, Some(self.model_hash), measurements, error, self.summary, self.results, self.on_event)
+    }
 }
 
 fn interrupted(summary: &Summary, results: &ResultsFile) -> Error {
@@ -346,11 +429,18 @@ fn interrupted(summary: &Summary, results: &ResultsFile) -> Error {
     ))
 }
 
-/// The measurements of a sweep: one per text file, then one per task; names must be distinct.
-pub fn measurements(data: &[PathBuf], tasks: &[TaskArg], options: &SweepOptions) -> Result<Vec<Measurement>> {
+/// The measurements of a sweep: per text file its loss and, with a `base` model, the comparison
+/// with it; then one per task. Names must be distinct.
+pub fn measurements(data: &[PathBuf], tasks: &[TaskArg], base: Option<&str>, options: &SweepOptions) -> Result<Vec<Measurement>> {
+    if base.is_some() && data.is_empty() {
+        return Err(Error::bad_input("--base compares every checkpoint with the base model on the --data texts: give at least one --data file"));
+    }
     let mut all = Vec::new();
     for path in data {
         all.push(Measurement::text(path, options)?);
+        if let Some(base) = base {
+            all.push(Measurement::comparison(base, path, options)?);
+        }
     }
     for task in tasks {
         all.push(Measurement::task(task, options)?);

@@ -281,7 +281,7 @@ pub fn table(report: &Report, main_metric: &str) -> String {
     let task_names: Vec<&String> = report.checkpoints.iter().flat_map(|r| r.tasks.keys()).collect::<BTreeSet<_>>().into_iter().collect();
     let mut header: Vec<String> = ["checkpoint", "params", "step", "loss", "bits/byte"].map(String::from).to_vec();
     // Generative tasks have no `acc`: their exact match (strict-match, else remove_whitespace, where
-    // they have it) stands in.
+    // they have it) stands in; comparisons with a base model (sweep --base) show their KL divergence.
     let column_metric = |task: &str| -> String {
         let keys: BTreeSet<&String> = report.checkpoints.iter().filter_map(|r| r.tasks.get(task)).flat_map(|m| m.keys()).collect();
         if keys.iter().any(|k| *k == main_metric) {
@@ -291,6 +291,7 @@ pub fn table(report: &Report, main_metric: &str) -> String {
         let preferred = [",strict-match", ",remove_whitespace"].iter().find_map(|f| exact.iter().find(|k| k.ends_with(f)));
         match preferred.or(exact.first()) {
             Some(k) => k.to_string(),
+            None if keys.iter().any(|k| *k == "kld") => "kld".to_string(),
             None => main_metric.to_string(),
         }
     };
