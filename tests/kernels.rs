@@ -115,6 +115,9 @@ fn matmul_matches_reference_in_every_weight_format() {
         // eight (`DepthStep`), f32 by four.
         run_matmul(23, 70, 36, dtype, true, false, None, &mut rng);
         run_matmul(19, 141, 136, dtype, false, true, None, &mut rng);
+        // Fewer rows than a register block: blocks of 2 and 4 rows (`matmul_block_rows`).
+        run_matmul(2, 131, 44, dtype, true, true, None, &mut rng);
+        run_matmul(3, 77, 29, dtype, true, false, None, &mut rng);
     }
     // Quantized rows are whole groups of 16: an odd number of them (steps of 16, pairs of groups
     // straddling rows) and an even one (steps of 32).
@@ -123,6 +126,7 @@ fn matmul_matches_reference_in_every_weight_format() {
     run_matmul(5, 200, 304, DType::Int8Groups, true, true, None, &mut rng);
     run_matmul(37, 75, 160, DType::Int8Groups, true, false, None, &mut rng);
     run_matmul(9, 130, 32, DType::Int8Groups, false, true, None, &mut rng);
+    run_matmul(3, 130, 48, DType::Int8Groups, true, true, None, &mut rng);
 }
 
 #[test]

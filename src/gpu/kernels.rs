@@ -129,8 +129,9 @@ impl DepthStep {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KernelId {
     Embedding(WeightFormat),
-    /// The product of input rows with weight rows of some depth (see [`KernelId::matmul`]).
-    Matmul { format: WeightFormat, step: DepthStep },
+    /// The product of input rows with weight rows of some depth, `rows` input rows per register
+    /// block (see [`KernelId::matmul`]).
+    Matmul { format: WeightFormat, step: DepthStep, rows: u32 },
     LmHeadLoss { format: WeightFormat, step: DepthStep },
     LossCombine,
     /// Two models' final hidden rows as pairs of rows for [`KernelId::CompareHead`].
@@ -195,9 +196,10 @@ const fn write(binding: u32) -> Slot {
 pub const PARAMS_SIZE: u64 = 64;
 
 impl KernelId {
-    /// The matrix product against weight rows of `depth` values in `format`.
-    pub fn matmul(format: WeightFormat, depth: usize) -> KernelId {
-        KernelId::Matmul { format, step: DepthStep::of(format, depth) }
+    /// The matrix product of `rows` input rows against weight rows of `depth` values in
+    /// `format`, in register blocks of [`matmul_block_rows`] rows.
+    pub fn matmul(format: WeightFormat, depth: usize, rows: usize) -> KernelId {
+        KernelId::Matmul { format, step: DepthStep::of(format, depth), rows: matmul_block_rows(rows) }
     }
 
     /// The fused LM head and loss against vocabulary rows of `depth` values in `format`.
@@ -349,19 +351,19 @@ impl ShaderVariant {
             let aligned = step != DepthStep::Masked;
             format!("const ALIGNED: bool = {aligned};\n{prelude}{}\n{body}", format.snippet())
         };
-        let with_block = |format: WeightFormat, step: DepthStep, entry: &str| {
-            with_weights(format, step, true, &format!("{}{MATMUL_BLOCK}\n{entry}", block_product(share, step)))
+        let with_block = |format: WeightFormat, step: DepthStep, rows: u32, entry: &str| {
+            with_weights(format, step, true, &format!("{}{MATMUL_BLOCK}\n{entry}", block_product(share, step, rows as usize)))
         };
         let body = match kernel {
             KernelId::Embedding(format) => with_weights(format, DepthStep::Masked, false, include_str!("../../shaders/embedding.wgsl")),
-            KernelId::Matmul { format, step } => with_block(format, step, include_str!("../../shaders/matmul.wgsl")),
-            KernelId::LmHeadLoss { format, step } => with_block(format, step, &format!("{LOSS_STATS}\n{HEAD_TILES}\n{}", include_str!("../../shaders/lm_head_loss.wgsl"))),
+            KernelId::Matmul { format, step, rows } => with_block(format, step, rows, include_str!("../../shaders/matmul.wgsl")),
+            KernelId::LmHeadLoss { format, step } => with_block(format, step, BLOCK_ROWS as u32, &format!("{LOSS_STATS}\n{HEAD_TILES}\n{}", include_str!("../../shaders/lm_head_loss.wgsl"))),
             KernelId::LossCombine | KernelId::GreedyCombine => {
                 format!("const TILE_COLS: u32 = {TILE_COLS}u;\n{LOSS_STATS}\n{FOLD_TILES}\n{}", include_str!("../../shaders/loss_combine.wgsl"))
             }
             KernelId::StackRows => include_str!("../../shaders/stack_rows.wgsl").to_string(),
             KernelId::CompareHead { format, step } => {
-                with_block(format, step, &format!("{LOSS_STATS}\n{COMPARE_STATS}\n{HEAD_TILES}\n{}", include_str!("../../shaders/compare_head.wgsl")))
+                with_block(format, step, BLOCK_ROWS as u32, &format!("{LOSS_STATS}\n{COMPARE_STATS}\n{HEAD_TILES}\n{}", include_str!("../../shaders/compare_head.wgsl")))
             }
             KernelId::CompareCombine => format!(
                 "const TILE_COLS: u32 = {TILE_COLS}u;\n{LOSS_STATS}\n{COMPARE_STATS}\n{FOLD_TILES}\n{}",
@@ -412,7 +414,7 @@ impl ShaderVariant {
     pub fn file_name(self) -> String {
         let kernel = match self.kernel {
             KernelId::Embedding(format) => format!("embedding-{}", format.name()),
-            KernelId::Matmul { format, step } => format!("matmul-{}-{}", format.name(), step.name()),
+            KernelId::Matmul { format, step, rows } => format!("matmul-{}-{}-rows{rows}", format.name(), step.name()),
             KernelId::LmHeadLoss { format, step } => format!("lm_head_loss-{}-{}", format.name(), step.name()),
             KernelId::CompareHead { format, step } => format!("compare_head-{}-{}", format.name(), step.name()),
             KernelId::Activation(activation) => format!("activation-{}", activation_function(activation)),
@@ -476,7 +478,8 @@ pub fn all_variants() -> Vec<ShaderVariant> {
     for format in WeightFormat::ALL {
         kernels.push(KernelId::Embedding(format));
         for step in DepthStep::all(format) {
-            kernels.extend([KernelId::Matmul { format, step }, KernelId::LmHeadLoss { format, step }, KernelId::CompareHead { format, step }]);
+            kernels.extend(MATMUL_BLOCK_ROWS.map(|rows| KernelId::Matmul { format, step, rows }));
+            kernels.extend([KernelId::LmHeadLoss { format, step }, KernelId::CompareHead { format, step }]);
         }
     }
     let workgroup_storage = wgpu::Limits::default().max_compute_workgroup_storage_size;
@@ -651,15 +654,26 @@ fn invocation(subgroups: bool) -> String {
 /// [`head_vector_helpers`]); subgroups must have at least this many lanes, as for the matmul's rows.
 const KEY_STEP_SHARED: usize = BLOCK_ROWS;
 
-/// Rows and columns of the register block each matmul invocation computes.
+/// Rows and columns of the register block each matmul invocation computes (the matmul takes
+/// fewer rows where it has fewer: [`MATMUL_BLOCK_ROWS`]).
 pub const BLOCK_ROWS: usize = 8;
+/// The matmul's register-block heights (see [`matmul_block_rows`]).
+pub const MATMUL_BLOCK_ROWS: [u32; 4] = [1, 2, 4, 8];
+
+/// Rows per matmul register block for a product of `rows` input rows: [`BLOCK_ROWS`], or for
+/// fewer rows (decoding a few sequences) the next power of two, so that padding rows cost no
+/// multiply-adds. Every output is the same sum in the same order whatever the block, so the
+/// choice changes no bit.
+pub fn matmul_block_rows(rows: usize) -> u32 {
+    rows.clamp(1, BLOCK_ROWS).next_power_of_two() as u32
+}
 pub const BLOCK_COLS: usize = 8;
 /// Invocations per matmul workgroup, side by side along the output columns.
 pub const LANES: usize = 16;
 /// Output columns per matmul workgroup: the LM head's vocabulary tile.
 pub const TILE_COLS: usize = LANES * BLOCK_COLS;
 
-/// The generated part of matmul_block.wgsl: `block_product(row0, col0, lane)` returns the BLOCK_ROWS x
+/// The generated part of matmul_block.wgsl: `block_product(row0, col0, lane)` returns the `rows` x
 /// BLOCK_COLS products of rows row0.. and columns col0 + LANES c, with every loop over the block
 /// unrolled into named scalar accumulators (compilers keep those in registers; arrays they spill),
 /// each one running sum of fused multiply-adds over k, taken `step` values at a time.
@@ -668,8 +682,8 @@ pub const TILE_COLS: usize = LANES * BLOCK_COLS;
 /// and handed to every lane with `subgroupBroadcast`, instead of every lane fetching every row.
 /// Where fetches dominate (lavapipe: 8 fetches instead of 16 per step, measured 1.2-1.4x) this
 /// pays; it needs subgroups of at least BLOCK_ROWS lanes.
-fn block_product(share_rows: bool, step: DepthStep) -> String {
-    let (rows, cols) = (BLOCK_ROWS, BLOCK_COLS);
+fn block_product(share_rows: bool, step: DepthStep, rows: usize) -> String {
+    let cols = BLOCK_COLS;
     // The step's values as vec4 quarters: quarter q holds k + 4q .. k + 4q + 3.
     let quarters = step.values() / 4;
     let mut s = format!(

@@ -6,7 +6,7 @@
 //! Flags travel as `u32` (0 or 1: `bool` is not `Pod`); buffers are passed in the kernel's slot
 //! order (see [`KernelId::slots`]).
 
-use super::kernels::{decode_group, KernelId, WeightFormat, BLOCK_ROWS, TILE_COLS};
+use super::kernels::{decode_group, matmul_block_rows, KernelId, WeightFormat, BLOCK_ROWS, TILE_COLS};
 use super::program::{Binding, Operand, ProgramBuilder};
 use super::tensor::{GpuMatrix, MatrixPart};
 use crate::model;
@@ -65,9 +65,9 @@ fn row_grid(x: u32, count: u32) -> [u32; 3] {
     [x.max(1), y, count.div_ceil(y)]
 }
 
-/// One workgroup per BLOCK_ROWS rows and TILE_COLS columns: the matrix kernels' grid.
-fn block_grid(rows: u32, cols: u32) -> [u32; 3] {
-    [cols.div_ceil(TILE_COLS as u32), rows.div_ceil(BLOCK_ROWS as u32), 1]
+/// One workgroup per `block_rows` rows and TILE_COLS columns: the matrix kernels' grid.
+fn block_grid(rows: u32, cols: u32, block_rows: u32) -> [u32; 3] {
+    [cols.div_ceil(TILE_COLS as u32), rows.div_ceil(block_rows), 1]
 }
 
 kernel_params! {
@@ -110,9 +110,10 @@ kernel_params! {
 /// The product of `input` rows with one part of a `format` weight matrix; `bias` is read (at
 /// the output column) only where `has_bias`.
 pub fn matmul(p: &mut ProgramBuilder, format: WeightFormat, params: Matmul, input: Binding, weights: &MatrixPart, bias: Binding, output: Binding) {
-    let grid = block_grid(params.rows, params.cols);
+    let kernel = KernelId::matmul(format, params.depth as usize, params.rows as usize);
+    let grid = block_grid(params.rows, params.cols, matmul_block_rows(params.rows as usize));
     let operands = vec![Operand::Buffer(input.clone()), weights.product_operand(), Operand::Buffer(bias.clone()), Operand::Buffer(output.clone())];
-    p.dispatch_operands(KernelId::matmul(format, params.depth as usize), params, operands, grid);
+    p.dispatch_operands(kernel, params, operands, grid);
 }
 
 /// The parameters of a fused LM head kernel (lm_head_loss.wgsl, compare_head.wgsl): where this
@@ -221,7 +222,7 @@ fn for_each_vocab_part(matrix: &GpuMatrix, rows: usize, mut record: impl FnMut(&
             depth: matrix.cols as u32,
             col_offset: part.first_row as u32,
             tile_offset: (part.first_row / TILE_COLS) as u32,
-            grid: block_grid(rows, cols),
+            grid: block_grid(rows, cols, BLOCK_ROWS as u32),
         };
         record(part, span);
     }
