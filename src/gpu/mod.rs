@@ -246,10 +246,18 @@ impl Gpu {
                 return texture.clone();
             }
         }
+        let texture = Arc::new(self.word_texture("kernel operands", texels));
+        cache.insert(slot, texture.clone());
+        texture
+    }
+
+    /// A texture of [`TEXTURE_WIDTH`]-texel rows with room for `texels` words of four values, as
+    /// the texture path's kernels read a buffer (see [`ReadPath`]), filled by copies or writes.
+    pub fn word_texture(&self, label: &str, texels: u64) -> wgpu::Texture {
         let rows = texels.div_ceil(TEXTURE_WIDTH as u64).max(1);
-        assert!(rows <= self.max_texture_dimension as u64, "a copy of {texels} texels exceeds the texture limit");
-        let texture = Arc::new(self.device.create_texture(&wgpu::TextureDescriptor {
-            label: Some("kernel operands"),
+        assert!(rows <= self.max_texture_dimension as u64, "{texels} texels exceed the texture limit");
+        self.device.create_texture(&wgpu::TextureDescriptor {
+            label: Some(label),
             size: wgpu::Extent3d { width: TEXTURE_WIDTH, height: rows as u32, depth_or_array_layers: 1 },
             mip_level_count: 1,
             sample_count: 1,
@@ -257,9 +265,7 @@ impl Gpu {
             format: TEXEL_FORMAT,
             usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
             view_formats: &[],
-        }));
-        cache.insert(slot, texture.clone());
-        texture
+        })
     }
 
     /// How the matrix and attention kernels read their operands, for reports.

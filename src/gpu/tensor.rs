@@ -2,7 +2,7 @@
 //! into row ranges whenever one would exceed the device's storage-binding limit.
 
 use super::program::Operand;
-use super::{Gpu, ReadPath, WeightFormat, TEXEL_BYTES, TEXEL_FORMAT, TEXTURE_WIDTH};
+use super::{Gpu, ReadPath, WeightFormat, TEXEL_BYTES, TEXTURE_WIDTH};
 use crate::error::{Error, Result};
 pub use crate::model::MatrixUse;
 use std::borrow::Cow;
@@ -147,16 +147,7 @@ fn max_rows_per_part(max_binding: u64, rows: usize, part_bytes: impl Fn(usize) -
 fn upload_texture(gpu: &Gpu, label: &str, bytes: &[u8]) -> wgpu::Texture {
     let texels = padded(bytes.len() as u64) / TEXEL_BYTES;
     let width = TEXTURE_WIDTH as u64;
-    let texture = gpu.device.create_texture(&wgpu::TextureDescriptor {
-        label: Some(label),
-        size: wgpu::Extent3d { width: TEXTURE_WIDTH, height: texels.div_ceil(width) as u32, depth_or_array_layers: 1 },
-        mip_level_count: 1,
-        sample_count: 1,
-        dimension: wgpu::TextureDimension::D2,
-        format: TEXEL_FORMAT,
-        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
-        view_formats: &[],
-    });
+    let texture = gpu.word_texture(label, texels);
     let mut words = Cow::Borrowed(bytes);
     if words.len() as u64 != texels * TEXEL_BYTES {
         words.to_mut().resize((texels * TEXEL_BYTES) as usize, 0);
