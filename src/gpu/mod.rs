@@ -268,6 +268,14 @@ impl Gpu {
         })
     }
 
+    /// The rectangles `texels` words fill in a word texture (see [`Gpu::word_texture`]), as
+    /// (first row, texels per row, rows): the whole rows, then what is left for a last row.
+    pub(crate) fn word_texture_spans(texels: u64) -> impl Iterator<Item = (u64, u64, u64)> {
+        let width = TEXTURE_WIDTH as u64;
+        let (full_rows, rest) = (texels / width, texels % width);
+        [(0, width, full_rows), (full_rows, rest, 1)].into_iter().filter(|&(_, texels, rows)| texels > 0 && rows > 0)
+    }
+
     /// How the matrix and attention kernels read their operands, for reports.
     pub fn describe_reads(&self) -> &'static str {
         match (self.read_path, self.share_rows) {

@@ -41,24 +41,16 @@ struct TextureCopy {
 impl TextureCopy {
     fn encode(&self, encoder: &mut wgpu::CommandEncoder, scratch: &Scratch) {
         let texture = scratch.texture(self.slot);
-        let width = TEXTURE_WIDTH as u64;
-        let row_bytes = width * TEXEL_BYTES;
-        let (full_rows, rest) = (self.texels / width, self.texels % width);
-        let mut copy = |offset: u64, y: u64, texels: u64, rows: u64| {
+        let row_bytes = TEXTURE_WIDTH as u64 * TEXEL_BYTES;
+        for (y, texels, rows) in Gpu::word_texture_spans(self.texels) {
             encoder.copy_buffer_to_texture(
                 wgpu::TexelCopyBufferInfo {
                     buffer: &self.buffer,
-                    layout: wgpu::TexelCopyBufferLayout { offset, bytes_per_row: Some(row_bytes as u32), rows_per_image: None },
+                    layout: wgpu::TexelCopyBufferLayout { offset: y * row_bytes, bytes_per_row: Some(row_bytes as u32), rows_per_image: None },
                 },
                 wgpu::TexelCopyTextureInfo { texture, mip_level: 0, origin: wgpu::Origin3d { x: 0, y: y as u32, z: 0 }, aspect: wgpu::TextureAspect::All },
                 wgpu::Extent3d { width: texels as u32, height: rows as u32, depth_or_array_layers: 1 },
             );
-        };
-        if full_rows > 0 {
-            copy(0, 0, width, full_rows);
-        }
-        if rest > 0 {
-            copy(full_rows * row_bytes, full_rows, rest, 1);
         }
     }
 }

@@ -146,15 +146,13 @@ fn max_rows_per_part(max_binding: u64, rows: usize, part_bytes: impl Fn(usize) -
 /// out as the texture path's kernels index it (word i at texel i / 4 of the row-major texel grid).
 fn upload_texture(gpu: &Gpu, label: &str, bytes: &[u8]) -> wgpu::Texture {
     let texels = padded(bytes.len() as u64) / TEXEL_BYTES;
-    let width = TEXTURE_WIDTH as u64;
     let texture = gpu.word_texture(label, texels);
     let mut words = Cow::Borrowed(bytes);
     if words.len() as u64 != texels * TEXEL_BYTES {
         words.to_mut().resize((texels * TEXEL_BYTES) as usize, 0);
     }
-    let row_bytes = width * TEXEL_BYTES;
-    let (full_rows, rest) = (texels / width, texels % width);
-    let write = |y: u64, texels: u64, rows: u64| {
+    let row_bytes = TEXTURE_WIDTH as u64 * TEXEL_BYTES;
+    for (y, texels, rows) in Gpu::word_texture_spans(texels) {
         let offset = (y * row_bytes) as usize;
         let end = offset + (texels * TEXEL_BYTES * rows) as usize;
         gpu.queue.write_texture(
@@ -163,12 +161,6 @@ fn upload_texture(gpu: &Gpu, label: &str, bytes: &[u8]) -> wgpu::Texture {
             wgpu::TexelCopyBufferLayout { offset: 0, bytes_per_row: Some((texels * TEXEL_BYTES) as u32), rows_per_image: None },
             wgpu::Extent3d { width: texels as u32, height: rows as u32, depth_or_array_layers: 1 },
         );
-    };
-    if full_rows > 0 {
-        write(0, width, full_rows);
-    }
-    if rest > 0 {
-        write(full_rows, rest, 1);
     }
     texture
 }
