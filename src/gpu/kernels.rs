@@ -657,6 +657,12 @@ const KEY_STEP_SHARED: usize = BLOCK_ROWS;
 /// Rows and columns of the register block each matmul invocation computes (the matmul takes
 /// fewer rows where it has fewer: [`MATMUL_BLOCK_ROWS`]).
 pub const BLOCK_ROWS: usize = 8;
+pub const BLOCK_COLS: usize = 8;
+/// Invocations per matmul workgroup, side by side along the output columns.
+pub const LANES: usize = 16;
+/// Output columns per matmul workgroup: the LM head's vocabulary tile.
+pub const TILE_COLS: usize = LANES * BLOCK_COLS;
+
 /// The matmul's register-block heights (see [`matmul_block_rows`]).
 pub const MATMUL_BLOCK_ROWS: [u32; 4] = [1, 2, 4, 8];
 
@@ -667,11 +673,6 @@ pub const MATMUL_BLOCK_ROWS: [u32; 4] = [1, 2, 4, 8];
 pub fn matmul_block_rows(rows: usize) -> u32 {
     rows.clamp(1, BLOCK_ROWS).next_power_of_two() as u32
 }
-pub const BLOCK_COLS: usize = 8;
-/// Invocations per matmul workgroup, side by side along the output columns.
-pub const LANES: usize = 16;
-/// Output columns per matmul workgroup: the LM head's vocabulary tile.
-pub const TILE_COLS: usize = LANES * BLOCK_COLS;
 
 /// The generated part of matmul_block.wgsl: `block_product(row0, col0, lane)` returns the `rows` x
 /// BLOCK_COLS products of rows row0.. and columns col0 + LANES c, with every loop over the block
