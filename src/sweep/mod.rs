@@ -108,24 +108,19 @@ impl Measurement {
         Ok(Measurement { key: format!("text:{}", path.display()), hash: hash.hex(), kind: Kind::Text(documents) })
     }
 
-    /// `perplex compare`'s statistics of each checkpoint against `base` (a path or hub id) on the
-    /// documents of a data path, over the same rolling windows as [`Measurement::text`].
-    pub fn comparison(base: &str, path: &Path, options: &SweepOptions) -> Result<Measurement> {
-        let documents = data::read_documents(path, &options.field)?;
-        let reference = CheckpointRef { id: base.to_string(), model: base.to_string(), revision: None, run: base.to_string(), step: None };
-        let base_hash = checkpoint_hash(&reference).map_err(|e| Error { message: format!("--base {base}: {}", e.message), ..e })?;
+    /// `perplex compare`'s statistics of each checkpoint against `base` (a path or hub id, whose
+    /// files' fingerprint is `base_hash`) on the documents of `text`, the [`Measurement::text`]
+    /// of `path`, over the same rolling windows: its documents and fingerprint are reused, not
+    /// read again.
+    fn comparison(text: &Measurement, path: &Path, base: &str, base_hash: &str) -> Measurement {
+        let Kind::Text(documents) = &text.kind else { unreachable!("a comparison is made from a text measurement") };
         let mut hash = Hasher::default();
-        hash.field("compare")
-            .field(&base_hash)
-            .field(&fingerprint::data_file(path)?)
-            .field(&options.field)
-            .field(WindowMode::Rolling.name());
-        hash.field(&options.ctx.map_or("default".into(), |c| c.to_string()));
-        Ok(Measurement {
+        hash.field("compare").field(base_hash).field(&text.hash);
+        Measurement {
             key: format!("compare:{}", path.display()),
             hash: hash.hex(),
-            kind: Kind::Comparison { base: base.to_string(), documents },
-        })
+            kind: Kind::Comparison { base: base.to_string(), documents: documents.clone() },
+        }
     }
 
     /// Whether the unit runs the checkpoint beside the base model (it opens both itself).
@@ -435,12 +430,21 @@ pub fn measurements(data: &[PathBuf], tasks: &[TaskArg], base: Option<&str>, opt
     if base.is_some() && data.is_empty() {
         return Err(Error::bad_input("--base compares every checkpoint with the base model on the --data texts: give at least one --data file"));
     }
+    // The base model's files are fingerprinted once, for every comparison.
+    let base = match base {
+        Some(base) => {
+            let reference = CheckpointRef { id: base.to_string(), model: base.to_string(), revision: None, run: base.to_string(), step: None };
+            let hash = checkpoint_hash(&reference).map_err(|e| Error { message: format!("--base {base}: {}", e.message), ..e })?;
+            Some((base, hash))
+        }
+        None => None,
+    };
     let mut all = Vec::new();
     for path in data {
-        all.push(Measurement::text(path, options)?);
-        if let Some(base) = base {
-            all.push(Measurement::comparison(base, path, options)?);
-        }
+        let text = Measurement::text(path, options)?;
+        let comparison = base.as_ref().map(|(base, base_hash)| Measurement::comparison(&text, path, base, base_hash));
+        all.push(text);
+        all.extend(comparison);
     }
     for task in tasks {
         all.push(Measurement::task(task, options)?);
