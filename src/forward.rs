@@ -4,7 +4,7 @@
 //! MLP (+ residual), final norm, and the LM head fused with log-softmax, which emits per position
 //! log p(target) and whether the target was the argmax. Logits never leave the kernel.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::gpu::{ops, DType, Gpu, GpuMatrix, KernelId, PendingRead, Program, ProgramBuilder, WeightFormat};
 use crate::model::{load_weights, Checkpoint, LayerAttention, ModelSpec, ModelWeights, NormKind, NormWeights, QkNorm};
 use std::collections::HashMap;
@@ -241,7 +241,9 @@ struct Workspace {
 pub struct GpuModel {
     pub gpu: Arc<Gpu>,
     pub spec: ModelSpec,
-    weights: ModelWeights<GpuMatrix, wgpu::Buffer>,
+    /// None while released ([`GpuModel::release_weights`]): perplex compare swaps two models
+    /// that do not fit on the device together.
+    weights: Mutex<Option<Arc<Weights>>>,
     /// Bound where a kernel's optional input is absent.
     dummy: wgpu::Buffer,
     workspace: Mutex<Option<Arc<Workspace>>>,
@@ -255,58 +257,139 @@ pub struct GpuModel {
     pub weight_dtype: DType,
 }
 
+type Weights = ModelWeights<GpuMatrix, wgpu::Buffer>;
+
+/// Fault injection for tests: PERPLEX_FAIL_WEIGHTS_ABOVE=N makes a weight upload that would
+/// bring the model weights resident on the device past N bytes fail as if the device had run
+/// out of memory.
+fn injected_weight_limit() -> Option<u64> {
+    std::env::var("PERPLEX_FAIL_WEIGHTS_ABOVE").ok().and_then(|v| v.parse().ok())
+}
+
+/// Uploads a checkpoint's weights in their stored width: the weights, their bytes on the
+/// device and the width of the first matrix.
+fn upload_weights(gpu: &Gpu, spec: &ModelSpec, checkpoint: &Checkpoint) -> Result<(Weights, u64, DType)> {
+    let weight_bytes = std::cell::Cell::new(0u64);
+    let mut dtype = None;
+    let resident = || gpu.resident_weights.load(std::sync::atomic::Ordering::Relaxed);
+    let uploaded = gpu.allocate(
+        || {
+            load_weights(
+                spec,
+                checkpoint,
+                |tensor, usage| {
+                    if let Some(limit) = injected_weight_limit() {
+                        if resident() + weight_bytes.get() + tensor.bytes.len() as u64 > limit {
+                            return Err(Error {
+                                kind: ErrorKind::DeviceMemory,
+                                message: format!(
+                                    "the model's weights do not fit in the memory of {} (it ran out after {:.1} MiB of them): \
+                                     out of memory (injected: more than {limit} bytes of weights)",
+                                    gpu.describe(),
+                                    weight_bytes.get() as f64 / (1 << 20) as f64
+                                ),
+                            });
+                        }
+                    }
+                    let matrix = GpuMatrix::upload(gpu, &tensor.name, tensor.shape[0], tensor.shape[1], tensor.dtype, &tensor.bytes, usage)?;
+                    // Each upload goes through a staging buffer that lives until the queue moves on;
+                    // flushing here frees it before the next one, so staging never doubles the
+                    // footprint nor leaves holes between weights.
+                    gpu.queue.submit([]);
+                    gpu.wait()?;
+                    weight_bytes.set(weight_bytes.get() + matrix.bytes());
+                    dtype.get_or_insert(tensor.dtype);
+                    Ok(matrix)
+                },
+                |name, values| Ok(gpu.upload(name, &values)),
+            )
+        },
+        |device, error| {
+            format!(
+                "the model's weights do not fit in the memory of {device} (it ran out after {:.1} MiB of them): {error}. \
+                 Use a smaller model or a GPU with more memory.",
+                weight_bytes.get() as f64 / (1 << 20) as f64
+            )
+        },
+    );
+    let weights = uploaded?;
+    gpu.resident_weights.fetch_add(weight_bytes.get(), std::sync::atomic::Ordering::Relaxed);
+    Ok((weights, weight_bytes.get(), dtype.unwrap_or(DType::F32)))
+}
+
+impl Drop for GpuModel {
+    fn drop(&mut self) {
+        if self.weights.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()).is_some() {
+            self.gpu.resident_weights.fetch_sub(self.weight_bytes, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 impl GpuModel {
     /// Uploads the checkpoint's weights in their stored width.
     pub fn load(gpu: Arc<Gpu>, spec: ModelSpec, checkpoint: &Checkpoint) -> Result<GpuModel> {
-        let weight_bytes = std::cell::Cell::new(0u64);
-        let mut dtype = None;
-        let weights = gpu.allocate(
-            || {
-                load_weights(
-                    &spec,
-                    checkpoint,
-                    |tensor, usage| {
-                        let matrix = GpuMatrix::upload(&gpu, &tensor.name, tensor.shape[0], tensor.shape[1], tensor.dtype, &tensor.bytes, usage)?;
-                        // Each upload goes through a staging buffer that lives until the queue moves on;
-                        // flushing here frees it before the next one, so staging never doubles the
-                        // footprint nor leaves holes between weights.
-                        gpu.queue.submit([]);
-                        gpu.wait()?;
-                        weight_bytes.set(weight_bytes.get() + matrix.bytes());
-                        dtype.get_or_insert(tensor.dtype);
-                        Ok(matrix)
-                    },
-                    |name, values| Ok(gpu.upload(name, &values)),
-                )
-            },
-            |device, error| {
-                format!(
-                    "the model's weights do not fit in the memory of {device} (it ran out after {:.1} MiB of them): {error}. \
-                     Use a smaller model or a GPU with more memory.",
-                    weight_bytes.get() as f64 / (1 << 20) as f64
-                )
-            },
-        )?;
+        let (weights, weight_bytes, weight_dtype) = upload_weights(&gpu, &spec, checkpoint)?;
         gpu.check_healthy()?;
         let dummy = gpu.storage("unused", 16);
         Ok(GpuModel {
             dummy,
-            weights,
+            weights: Mutex::new(Some(Arc::new(weights))),
             spec,
             workspace: Mutex::new(None),
             cache: Mutex::new(None),
             running: Mutex::new(()),
             programs: Mutex::new(HashMap::new()),
             rope_tables: Mutex::new(HashMap::new()),
-            weight_bytes: weight_bytes.get(),
-            weight_dtype: dtype.unwrap_or(DType::F32),
+            weight_bytes,
+            weight_dtype,
             gpu,
         })
     }
 
+    /// Frees the model's weights, activations and KV cache on the device, leaving room for
+    /// another model; [`GpuModel::restore_weights`] brings them back. Until then passes fail.
+    pub fn release_weights(&self) -> Result<()> {
+        let _running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // Programs bind the weights and workspace: they go first.
+        self.programs.lock().unwrap().clear();
+        *self.workspace.lock().unwrap() = None;
+        *self.cache.lock().unwrap() = None;
+        if self.weights.lock().unwrap().take().is_some() {
+            self.gpu.resident_weights.fetch_sub(self.weight_bytes, std::sync::atomic::Ordering::Relaxed);
+        }
+        // Dropped buffers are freed once the device has finished the work that uses them.
+        self.gpu.wait()
+    }
+
+    /// Uploads the weights again from `checkpoint` (the one the model was loaded from) after
+    /// [`GpuModel::release_weights`]; nothing to do while they are resident.
+    pub fn restore_weights(&self, checkpoint: &Checkpoint) -> Result<()> {
+        if self.weights_resident() {
+            return Ok(());
+        }
+        let (weights, bytes, _) = upload_weights(&self.gpu, &self.spec, checkpoint)?;
+        if bytes != self.weight_bytes {
+            return Err(Error::bad_input(format!(
+                "the checkpoint changed while it was in use: its weights were {} bytes and are now {bytes}",
+                self.weight_bytes
+            )));
+        }
+        *self.weights.lock().unwrap() = Some(Arc::new(weights));
+        Ok(())
+    }
+
+    pub fn weights_resident(&self) -> bool {
+        self.weights.lock().unwrap().is_some()
+    }
+
+    /// The weights on the device; passes check [`GpuModel::weights_resident`] first.
+    fn weights(&self) -> Arc<Weights> {
+        self.weights.lock().unwrap().clone().expect("the model's weights are on the device")
+    }
+
     /// How many buffers the embedding table is split into (more than one past the binding limit).
     pub fn embedding_parts(&self) -> usize {
-        self.weights.embedding.parts.len()
+        self.weights().embedding.parts.len()
     }
 
     /// Bytes of activation memory per row (token position) of a batch, per buffer.
@@ -612,6 +695,9 @@ impl GpuModel {
             )));
         }
         let running = self.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !self.weights_resident() {
+            return Err(Error::internal("a pass was queued on a model whose weights are released"));
+        }
         if let Some(limit) = injected_memory_limit() {
             if windows > limit {
                 // Reported when the pass is collected, like a real device's failure, so the
@@ -674,7 +760,7 @@ impl GpuModel {
         let spec = &self.spec;
         let rows = windows * len;
         let d = spec.hidden;
-        let w = &self.weights;
+        let w = &*self.weights();
         let mut p = Program::builder(&self.gpu);
 
         gather(&mut p, &w.embedding, &ws.tokens, &ws.x, rows, spec.embedding_scale, false);

@@ -36,6 +36,9 @@ pub struct Model {
     pub spec: ModelSpec,
     pub tokenizer: TextTokenizer,
     pub gpu_model: GpuModel,
+    /// The checkpoint's directory or GGUF file, to read the weights again after
+    /// [`GpuModel::release_weights`].
+    pub source: std::path::PathBuf,
 }
 
 impl Model {
@@ -80,7 +83,18 @@ impl Model {
         }
         let gpu_model = GpuModel::load(gpu, spec.clone(), &checkpoint)?;
         let extra = read(&spec, &checkpoint)?;
-        Ok((Model { name: name.to_string(), spec, tokenizer, gpu_model }, extra))
+        Ok((Model { name: name.to_string(), spec, tokenizer, gpu_model, source: files.dir }, extra))
+    }
+
+    /// Puts the weights back on the device after [`GpuModel::release_weights`], read again from
+    /// the checkpoint.
+    pub fn restore_weights(&self) -> Result<()> {
+        let checkpoint = if model::is_gguf(&self.source.to_string_lossy()) {
+            Checkpoint::Gguf(model::gguf::GgufFile::open(&self.source)?)
+        } else {
+            Checkpoint::open(&self.source)?
+        };
+        self.gpu_model.restore_weights(&checkpoint)
     }
 
     pub fn adapter(&self) -> String {

@@ -169,7 +169,8 @@ enum Command {
     },
     /// What a converted, quantized or distilled model lost against a base model: KL divergence,
     /// same top token, Δp and both perplexities on the same text (llama.cpp's KL statistics),
-    /// both models on the device at once and no logits file
+    /// both models on the device at once (or taking turns where they do not fit) and no logits
+    /// file
     Compare {
         /// The reference model: Hugging Face directory, .gguf file or hub id
         #[arg(long)]
@@ -177,6 +178,10 @@ enum Command {
         /// The model compared with it (same tokenizer)
         #[arg(long)]
         model: String,
+        /// One model on the device at a time, swapped between rounds of passes, even where both
+        /// fit (the same numbers in more time; a pair that does not fit together swaps anyway)
+        #[arg(long)]
+        swap: bool,
         #[command(flatten)]
         text: TextArgs,
         #[command(flatten)]
@@ -509,12 +514,13 @@ fn run(cli: Cli) -> Result<()> {
             }
             output.write(|| report::ppl_json(&result, &model.name, &model.adapter()), &result.tokens)
         }
-        Command::Compare { base, model, text, output, device } => {
+        Command::Compare { base, model, swap, text, output, device } => {
             let mode = text.mode()?;
             let documents = text.documents()?;
             let TextArgs { ctx, stride, batch, .. } = text;
             let gpu = device.open()?;
-            let pair = perplex::compare::Pair::open(&base, &model, gpu)?;
+            let residency = swap.then_some(perplex::compare::Residency::Swapped);
+            let pair = perplex::compare::Pair::open_revision(&base, &model, None, residency, gpu)?;
             // A sliding stride of 0 asks for the default, half the window.
             let mode = match mode {
                 WindowMode::Sliding { .. } => WindowMode::Sliding { stride: stride.unwrap_or(0) },

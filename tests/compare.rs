@@ -1,7 +1,8 @@
 //! `perplex compare` on the shipped checkpoint family: against a float64 NumPy computation from
 //! both models' full logits (models/scripts/make_compare_reference.py,
 //! models/reference/compare-family.json), bit-identical across batch sizes, the base model's
-//! log-probabilities equal to `perplex ppl`'s, a model against itself, and the errors.
+//! log-probabilities equal to `perplex ppl`'s, a model against itself, a pair that takes turns on
+//! the device (the same bits as both on it), and the errors.
 
 mod common;
 
@@ -200,4 +201,73 @@ fn compare_takes_the_window_modes_of_ppl() {
     for (a, b) in from_ppl.iter().zip(&tokens) {
         assert_eq!((&a["doc"], &a["pos"], &a["logprob"]), (&b["doc"], &b["pos"], &b["logprob_base"]));
     }
+}
+
+/// A pair whose weights do not fit on the device together (PERPLEX_FAIL_WEIGHTS_ABOVE: a device
+/// that holds either model's weights, not both) takes turns on it, says so, and gives the same
+/// per-token results as both models on the device, bit for bit; `--swap` asks for the same where
+/// they fit. A model that does not fit even alone is a clear error.
+#[test]
+fn compare_swaps_a_pair_that_does_not_fit_together() {
+    let scratch = Scratch::new("compare-swap");
+    let (base, model) = ("models/family/0.9M/step500", "models/family/0.2M/step250");
+    let (together, _, want) = compare(&scratch, "together", base, model, &[]);
+    assert_eq!(together["residency"], "both");
+    let weights = |side: &str| together["weight_bytes"][side].as_u64().unwrap();
+    let (larger, smaller) = (weights("base").max(weights("model")), weights("base").min(weights("model")));
+    assert!(larger > smaller && smaller > 0);
+    let (swapped, _, text) = compare(&scratch, "swap", base, model, &["--swap"]);
+    assert_eq!(swapped["residency"], "swapped");
+    assert!(text == want, "--swap gives other per-token results than both models on the device");
+
+    let (json, tokens, data) = (scratch.join("limited.json"), scratch.join("limited.jsonl"), repo().join(DATA));
+    let run = |limit: u64, base: &str, model: &str, extra: &[&Path]| {
+        let (base, model) = (repo().join(base), repo().join(model));
+        let mut args: Vec<&std::ffi::OsStr> =
+            vec!["compare".as_ref(), "--base".as_ref(), base.as_os_str(), "--model".as_ref(), model.as_os_str(), "--data".as_ref(), data.as_os_str()];
+        if let [json, tokens] = extra {
+            args.extend(["--json".as_ref(), json.as_os_str(), "--per-token".as_ref(), tokens.as_os_str()]);
+        }
+        common::cli::perplex_command().env("PERPLEX_FAIL_WEIGHTS_ABOVE", limit.to_string()).args(args).output().unwrap()
+    };
+    // Room for the larger model, not for both.
+    let output = run(larger + smaller / 2, base, model, &[&json, &tokens]);
+    assert_success(&output);
+    assert!(common::cli::clean_stderr(&output).contains("take turns on the device"), "the run says the models take turns");
+    assert_eq!(read_json(&json)["residency"], "swapped");
+    assert!(std::fs::read_to_string(&tokens).unwrap() == want, "the swapped run gives other per-token results");
+    // Room for the smaller model only: the base is the larger one, then the model is.
+    let limit = smaller + (larger - smaller) / 2;
+    assert_bad_input(&run(limit, base, model, &[]), &["the base model", "do not fit in the memory"]);
+    assert_bad_input(&run(limit, model, base, &[]), &["does not fit on the device even without the base model", "out of memory"]);
+}
+
+/// Swapped in rounds of one window each (a tiny `Pair::round_bytes`), the models trade places
+/// once per round, each round starting with the model the last one left on the device: the
+/// same per-token results as both models on the device, bit for bit.
+#[test]
+fn compare_in_rounds_matches_both_models_on_the_device() {
+    use perplex::compare::{self, CompareOptions, Pair, Residency};
+    let gpu = common::gpu();
+    let (base, model) = (repo().join("models/family/0.9M/step500"), repo().join("models/family/0.9M/step250"));
+    let (base, model) = (base.to_str().unwrap(), model.to_str().unwrap());
+    let documents = perplex::data::read_documents(&repo().join(DATA), "text").unwrap();
+    let options = CompareOptions {
+        mode: perplex::score::WindowMode::Sliding { stride: 24 },
+        ctx: Some(48),
+        batch: perplex::forward::Batch::Windows(2),
+        per_token: true,
+        progress: None,
+    };
+    let per_token = |pair: &Pair| serde_json::to_string(&compare::compare(pair, &documents, &options).unwrap().tokens).unwrap();
+    let together = Pair::open_revision(base, model, None, None, gpu.clone()).unwrap();
+    assert_eq!(together.residency, Residency::Together);
+    let want = per_token(&together);
+    drop(together);
+    let mut swapped = Pair::open_revision(base, model, None, Some(Residency::Swapped), gpu).unwrap();
+    assert_eq!(swapped.residency, Residency::Swapped);
+    swapped.round_bytes = 1;
+    assert!(per_token(&swapped) == want, "compared in rounds, the per-token results differ");
+    // A second run on the same pair starts with whichever model the first left on the device.
+    assert!(per_token(&swapped) == want, "a second run in rounds differs");
 }

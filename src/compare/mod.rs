@@ -10,10 +10,10 @@ pub mod stats;
 
 use crate::data::Document;
 use crate::error::{Error, ErrorKind, Result};
-use crate::forward::{Batch, FinalHidden, HiddenBuffer};
+use crate::forward::{Batch, FinalHidden, GpuModel, HiddenBuffer};
 use crate::gpu::{ops, DType, Gpu, GpuMatrix, MatrixUse, PendingRead, Program};
 use crate::model::{load_head, Checkpoint, ModelSpec, TextTokenizer};
-use crate::score::{make_windows, run_passes, DocumentResult, PassInput, PplOptions, Progress, Totals, WindowMode};
+use crate::score::{make_windows, run_passes, DocumentResult, PassInput, PplOptions, Progress, Totals, Window, WindowMode};
 use crate::Model;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -119,6 +119,9 @@ pub struct CompareResult {
     pub total_base: Totals,
     pub total_model: Totals,
     pub stats: CompareStats,
+    pub residency: Residency,
+    /// Bytes of weights each model holds on the device: the base model's, then the model's.
+    pub weight_bytes: [u64; 2],
     /// The [`WORST`] positions of largest KL divergence, largest first.
     pub worst: Vec<Disagreement>,
     /// Every scored token, where asked for.
@@ -155,11 +158,49 @@ pub fn tokenizer_difference(base: &TextTokenizer, model: &TextTokenizer) -> Opti
     None
 }
 
-/// A base model and a model to compare with it, both resident on one GPU, and their heads side
-/// by side.
+/// Host memory a swapped pair keeps final hidden states in, per round: 1 GiB holds 65,536
+/// positions of a model 4096 wide, so a swap costs little beside the passes of a round.
+pub const DEFAULT_ROUND_BYTES: usize = 1 << 30;
+
+/// Whether the two models of a [`Pair`] stay on the device together or take turns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Residency {
+    /// Both models on the device: every pass runs both and compares them at once.
+    Together,
+    /// One model on the device at a time. A round of passes runs the model on the device and
+    /// keeps the final hidden states of its scored positions in host memory (at most
+    /// [`Pair::round_bytes`]); then the models swap, the other one runs the same
+    /// windows, and the comparison reads the kept rows. The next round starts with the model
+    /// now on the device, so each round costs one swap. Same numbers as [`Residency::Together`],
+    /// bit for bit: the kept rows are the same floats.
+    Swapped,
+}
+
+impl Residency {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Residency::Together => "both models on the device",
+            Residency::Swapped => "one model on the device at a time, swapped between rounds of passes",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Residency::Together => "both",
+            Residency::Swapped => "swapped",
+        }
+    }
+}
+
+/// A base model and a model to compare with it on one GPU (both resident, or taking turns), and
+/// their heads side by side.
 pub struct Pair {
     pub base: Model,
     pub model: Model,
+    pub residency: Residency,
+    /// Swapped pairs: the most bytes of final hidden states kept in host memory per round (the
+    /// text is compared in rounds of that many positions, one swap each).
+    pub round_bytes: usize,
     /// Row v: the base model's head row v, then the model's (one format: both heads' if they
     /// share it, else f32, into which every stored format widens exactly).
     head: GpuMatrix,
@@ -168,16 +209,19 @@ pub struct Pair {
     programs: Mutex<HashMap<usize, Recorded>>,
 }
 
-/// A recorded compare program and the hidden-state buffers it reads.
+/// A recorded compare program and the hidden-state buffers it reads (None: the kept rows of
+/// the model off the device, in [`Buffers::kept`]).
 struct Recorded {
-    base: HiddenBuffer,
-    model: HiddenBuffer,
+    base: Option<HiddenBuffer>,
+    model: Option<HiddenBuffer>,
     program: Arc<Program>,
 }
 
 /// The compare kernels' buffers for up to `rows` compared rows.
 struct Buffers {
     rows: usize,
+    /// Swapped pairs: the kept final hidden states of the model off the device, for this pass.
+    kept: wgpu::Buffer,
     stacked: wgpu::Buffer,
     targets: wgpu::Buffer,
     partials: wgpu::Buffer,
@@ -232,28 +276,57 @@ impl HeadRows {
 }
 
 impl Pair {
-    /// Opens both models on `gpu`; their tokenizers must agree and their vocabularies match.
+    /// Opens both models on `gpu`, together where they fit and else taking turns; their
+    /// tokenizers must agree and their vocabularies match.
     pub fn open(base: &str, model: &str, gpu: Arc<Gpu>) -> Result<Pair> {
-        Pair::open_revision(base, model, None, gpu)
+        Pair::open_revision(base, model, None, None, gpu)
     }
 
-    /// [`Pair::open`] with a revision of the model where it is a hub id.
-    pub fn open_revision(base: &str, model: &str, revision: Option<&str>, gpu: Arc<Gpu>) -> Result<Pair> {
+    /// [`Pair::open`] with a revision of the model where it is a hub id, and a residency where
+    /// one is wanted (None: together where both fit, else swapped).
+    pub fn open_revision(base: &str, model: &str, revision: Option<&str>, residency: Option<Residency>, gpu: Arc<Gpu>) -> Result<Pair> {
         let (base, base_head) = Model::open_with(base, None, gpu.clone(), read_head)
             .map_err(|e| Error { message: format!("the base model {base}: {}", e.message), ..e })?;
-        let (model, model_head) = Model::open_with(model, revision, gpu.clone(), read_head).map_err(|e| {
+        let base_mib = base.gpu_model.weight_bytes as f64 / (1 << 20) as f64;
+        let open_model = || Model::open_with(model, revision, gpu.clone(), read_head);
+        let alone = |e: Error| {
             let message = if e.kind == ErrorKind::DeviceMemory {
-                format!(
-                    "{model} does not fit on the device beside the base model {} ({:.1} MiB): {}",
-                    base.name,
-                    base.gpu_model.weight_bytes as f64 / (1 << 20) as f64,
-                    e.message
-                )
+                format!("{model} does not fit on the device even without the base model {} on it: {}", base.name, e.message)
             } else {
                 format!("the model {model}: {}", e.message)
             };
             Error { message, ..e }
-        })?;
+        };
+        let wanted = residency;
+        let (mut residency, opened) = match wanted {
+            Some(Residency::Swapped) => {
+                base.gpu_model.release_weights()?;
+                (Residency::Swapped, open_model().map_err(alone)?)
+            }
+            _ => match open_model() {
+                Ok(opened) => (Residency::Together, opened),
+                Err(e) if e.kind == ErrorKind::DeviceMemory && wanted.is_none() => {
+                    eprintln!(
+                        "note: {model} does not fit on {} beside the base model {} ({base_mib:.1} MiB); the two take turns on the \
+                         device, swapped between rounds of passes (same numbers, more time)",
+                        gpu.describe(),
+                        base.name
+                    );
+                    gpu.clear_error();
+                    base.gpu_model.release_weights()?;
+                    (Residency::Swapped, open_model().map_err(alone)?)
+                }
+                Err(e) => {
+                    let message = if e.kind == ErrorKind::DeviceMemory {
+                        format!("{model} does not fit on the device beside the base model {} ({base_mib:.1} MiB): {}", base.name, e.message)
+                    } else {
+                        format!("the model {model}: {}", e.message)
+                    };
+                    return Err(Error { message, ..e });
+                }
+            },
+        };
+        let (model, model_head) = opened;
         if let Some(difference) = tokenizer_difference(&base.tokenizer, &model.tokenizer) {
             return Err(Error::bad_input(format!(
                 "{} and {} do not share a tokenizer ({difference}); KL divergence compares distributions over the same tokens",
@@ -275,18 +348,35 @@ impl Pair {
             bytes.extend(model_head.row(v, dtype));
         }
         drop((base_head, model_head));
-        let head = gpu.allocate(
-            || {
-                let head = GpuMatrix::upload(&gpu, "paired heads", vocab, cols, dtype, &bytes, MatrixUse::Products)?;
-                gpu.queue.submit([]);
-                gpu.wait()?;
-                Ok(head)
-            },
-            |device, error| {
-                format!("both models fit on {device} but not their heads side by side ({:.1} MiB) as well: {error}", bytes.len() as f64 / (1 << 20) as f64)
-            },
-        )?;
-        Ok(Pair { base, model, head, buffers: Mutex::new(None), programs: Mutex::new(HashMap::new()) })
+        let upload_heads = |residency: Residency| {
+            gpu.allocate(
+                || {
+                    let head = GpuMatrix::upload(&gpu, "paired heads", vocab, cols, dtype, &bytes, MatrixUse::Products)?;
+                    gpu.queue.submit([]);
+                    gpu.wait()?;
+                    Ok(head)
+                },
+                |device, error| {
+                    let beside = match residency {
+                        Residency::Together => "both models fit",
+                        Residency::Swapped => "each model fits alone",
+                    };
+                    format!("{beside} on {device} but not their heads side by side ({:.1} MiB) as well: {error}", bytes.len() as f64 / (1 << 20) as f64)
+                },
+            )
+        };
+        let head = match upload_heads(residency) {
+            // Both models fit but not the heads beside them: one model makes room.
+            Err(e) if e.kind == ErrorKind::DeviceMemory && residency == Residency::Together && wanted.is_none() => {
+                eprintln!("note: {}; the two models take turns on the device, swapped between rounds of passes", e.message);
+                gpu.clear_error();
+                base.gpu_model.release_weights()?;
+                residency = Residency::Swapped;
+                upload_heads(residency)
+            }
+            other => other,
+        }?;
+        Ok(Pair { base, model, residency, round_bytes: DEFAULT_ROUND_BYTES, head, buffers: Mutex::new(None), programs: Mutex::new(HashMap::new()) })
     }
 
     pub fn gpu(&self) -> &Arc<Gpu> {
@@ -328,8 +418,13 @@ impl Pair {
         self.programs.lock().unwrap().clear();
         let gpu = self.gpu();
         let [stacked, partials] = self.row_bytes().map(|b| (b * rows) as u64);
+        let kept = match self.residency {
+            Residency::Together => 4,
+            Residency::Swapped => self.kept_row_bytes() * rows,
+        };
         let buffers = Arc::new(Buffers {
             rows,
+            kept: gpu.storage("kept hidden rows", kept as u64),
             stacked: gpu.storage("stacked hidden rows", stacked),
             targets: gpu.storage("compared targets", 4 * rows as u64),
             partials: gpu.storage("compare partials", partials),
@@ -339,23 +434,56 @@ impl Pair {
         Ok(buffers)
     }
 
-    /// Queues one pass of both models over `pass` and the comparison of their heads.
-    fn submit(&self, pass: &PassInput) -> Result<PendingCompare> {
+    /// Host bytes a swapped pair keeps per scored position: the wider model's final hidden state.
+    fn kept_row_bytes(&self) -> usize {
+        4 * self.base.spec.hidden.max(self.model.spec.hidden)
+    }
+
+    fn side(&self, side: Side) -> &Model {
+        match side {
+            Side::Base => &self.base,
+            Side::Model => &self.model,
+        }
+    }
+
+    /// Queues one pass over `pass` and the comparison of the two heads: both models' passes,
+    /// or (swapped) the pass of the model on the device against the rows `kept` of the other,
+    /// its final hidden states of the pass's scored positions in order.
+    fn submit(&self, pass: &PassInput, kept: Option<(Side, &[f32])>) -> Result<PendingCompare> {
         if pass.scored.is_empty() {
             return Ok(PendingCompare { raw: PendingRead::nothing(), scored: 0 });
         }
-        let base = self.base.gpu_model.submit_hidden(pass.windows, pass.len, &pass.tokens, &pass.targets, &pass.layout, &pass.scored)?;
-        let model = self.model.gpu_model.submit_hidden(pass.windows, pass.len, &pass.tokens, &pass.targets, &pass.layout, &pass.scored)?;
-        let rows = base.rows;
-        assert_eq!(rows, model.rows);
+        let off_device = kept.map(|(side, _)| side);
+        let run = |side: Side| -> Result<Option<FinalHidden<'_>>> {
+            if off_device == Some(side) {
+                return Ok(None);
+            }
+            let gpu_model = &self.side(side).gpu_model;
+            gpu_model.submit_hidden(pass.windows, pass.len, &pass.tokens, &pass.targets, &pass.layout, &pass.scored).map(Some)
+        };
+        let (base, model) = (run(Side::Base)?, run(Side::Model)?);
+        // Padded rows, the same for both models (see GpuModel::hidden_rows).
+        let rows = GpuModel::hidden_rows(pass.windows * pass.len, pass.scored.len());
+        assert!([&base, &model].iter().all(|h| h.as_ref().is_none_or(|h| h.rows == rows)));
         let buffers = self.buffers(rows)?;
+        if let Some((_, kept)) = kept {
+            self.gpu().queue.write_buffer(&buffers.kept, 0, bytemuck::cast_slice(kept));
+        }
+        let (base, model) = (base.as_ref().map(|h| h.buffer.clone()), model.as_ref().map(|h| h.buffer.clone()));
         let program = {
+            let same = |a: &Option<HiddenBuffer>, b: &Option<HiddenBuffer>| match (a, b) {
+                (Some(a), Some(b)) => a.same(b),
+                (a, b) => a.is_none() && b.is_none(),
+            };
             let mut programs = self.programs.lock().unwrap();
             match programs.get(&rows) {
-                Some(recorded) if recorded.base.same(&base.buffer) && recorded.model.same(&model.buffer) => recorded.program.clone(),
+                Some(recorded) if same(&recorded.base, &base) && same(&recorded.model, &model) => recorded.program.clone(),
                 _ => {
-                    let program = Arc::new(self.record(rows, &base, &model, &buffers));
-                    programs.insert(rows, Recorded { base: base.buffer.clone(), model: model.buffer.clone(), program: program.clone() });
+                    fn read<'b>(h: &'b Option<HiddenBuffer>, kept: &'b wgpu::Buffer) -> &'b wgpu::Buffer {
+                        h.as_ref().map_or(kept, |h| h.buffer())
+                    }
+                    let program = Arc::new(self.record(rows, read(&base, &buffers.kept), read(&model, &buffers.kept), &buffers));
+                    programs.insert(rows, Recorded { base, model, program: program.clone() });
                     program
                 }
             }
@@ -365,14 +493,87 @@ impl Pair {
         targets.resize(rows, targets[0]);
         self.gpu().queue.write_buffer(&buffers.targets, 0, bytemuck::cast_slice(&targets));
         program.submit(self.gpu());
-        // Both models' next passes wait for `base` and `model` to be let go, after this.
+        // Both models' next passes wait for their final hidden states to be let go, after this.
         Ok(PendingCompare { raw: self.gpu().start_read(&buffers.output, rows), scored: pass.scored.len() })
     }
 
-    fn record(&self, rows: usize, base: &FinalHidden, model: &FinalHidden, buffers: &Buffers) -> Program {
+    /// Queues the pass of the model on the device (`side`) over `pass` and the readback of its
+    /// final hidden states at the scored positions, to keep while the other model runs.
+    fn submit_kept(&self, side: Side, pass: &PassInput) -> Result<PendingKept> {
+        let width = self.side(side).spec.hidden;
+        if pass.scored.is_empty() {
+            return Ok(PendingKept { raw: PendingRead::nothing(), width });
+        }
+        let gpu_model = &self.side(side).gpu_model;
+        let hidden = gpu_model.submit_hidden(pass.windows, pass.len, &pass.tokens, &pass.targets, &pass.layout, &pass.scored)?;
+        Ok(PendingKept { raw: self.gpu().start_read(hidden.buffer.buffer(), pass.scored.len() * width), width })
+    }
+
+    /// Every window's compared positions, in the order of `windows`, and the most windows a pass
+    /// ran.
+    fn run(&self, windows: &[Window], batch: Batch, mut advance: impl FnMut(usize)) -> Result<(Vec<Vec<PositionScore>>, usize)> {
+        let gpu = self.gpu();
+        let per_pass = |len| self.windows_per_pass(len, batch);
+        let finish = |pending: PendingCompare| pending.finish(gpu);
+        let Residency::Swapped = self.residency else {
+            return run_passes(gpu, windows, per_pass, |pass| stop_check().and_then(|_| self.submit(pass, None)), finish, advance);
+        };
+        let mut scores = Vec::with_capacity(windows.len());
+        let mut largest = 0;
+        for round in self.rounds(windows) {
+            // The model on the device runs the round first and keeps its rows, then the other.
+            let first = if self.base.gpu_model.weights_resident() { Side::Base } else { Side::Model };
+            let finish_kept = |pending: PendingKept| pending.finish(gpu);
+            let (kept, _) = run_passes(gpu, round, per_pass, |pass| stop_check().and_then(|_| self.submit_kept(first, pass)), finish_kept, |_| {})?;
+            self.swap(first)?;
+            let submit = |pass: &PassInput| {
+                stop_check()?;
+                let rows: Vec<f32> = pass.group.iter().flat_map(|&w| kept[w].iter().flatten().copied()).collect();
+                self.submit(pass, Some((first, &rows)))
+            };
+            let (round_scores, round_largest) = run_passes(gpu, round, per_pass, submit, finish, &mut advance)?;
+            scores.extend(round_scores);
+            largest = largest.max(round_largest);
+        }
+        Ok((scores, largest))
+    }
+
+    /// `windows` in consecutive rounds whose kept rows fit in [`Pair::round_bytes`]
+    /// (each round at least one window).
+    fn rounds<'w>(&self, windows: &'w [Window]) -> Vec<&'w [Window]> {
+        let row_bytes = self.kept_row_bytes();
+        let mut rounds = Vec::new();
+        let (mut start, mut bytes) = (0, 0);
+        for (i, window) in windows.iter().enumerate() {
+            let more = window.scored.len() * row_bytes;
+            if i > start && bytes + more > self.round_bytes {
+                rounds.push(&windows[start..i]);
+                (start, bytes) = (i, 0);
+            }
+            bytes += more;
+        }
+        if start < windows.len() {
+            rounds.push(&windows[start..]);
+        }
+        rounds
+    }
+
+    /// Takes the model `off` the device and puts the other one on.
+    fn swap(&self, off: Side) -> Result<()> {
+        // Recorded compare programs hold the leaving model's workspace.
+        self.programs.lock().unwrap().clear();
+        self.side(off).gpu_model.release_weights()?;
+        let on = match off {
+            Side::Base => Side::Model,
+            Side::Model => Side::Base,
+        };
+        self.side(on).restore_weights()
+    }
+
+    fn record(&self, rows: usize, base: &wgpu::Buffer, model: &wgpu::Buffer, buffers: &Buffers) -> Program {
         let mut p = Program::builder(self.gpu());
-        let stack = ops::StackRows { rows: rows as u32, width_a: base.width as u32, width_b: model.width as u32 };
-        ops::stack_rows(&mut p, stack, base.buffer.buffer(), model.buffer.buffer(), &buffers.stacked);
+        let stack = ops::StackRows { rows: rows as u32, width_a: self.base.spec.hidden as u32, width_b: self.model.spec.hidden as u32 };
+        ops::stack_rows(&mut p, stack, base, model, &buffers.stacked);
         let head = ops::PairedHead {
             matrix: &self.head,
             vocab: self.base.spec.vocab_size,
@@ -383,6 +584,34 @@ impl Pair {
         ops::compare_combine(&mut p, rows, ops::vocab_tiles(head.vocab), &buffers.targets, &buffers.partials, &buffers.output);
         p.build()
     }
+}
+
+/// One of the two models of a [`Pair`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Base,
+    Model,
+}
+
+/// What [`Pair::submit_kept`] queued: a model's final hidden states at the scored positions.
+struct PendingKept {
+    raw: PendingRead<f32>,
+    width: usize,
+}
+
+impl PendingKept {
+    /// One row of floats per scored position.
+    fn finish(self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
+        Ok(self.raw.finish(gpu)?.chunks(self.width).map(<[f32]>::to_vec).collect())
+    }
+}
+
+/// Ctrl-C: statistics over part of the text would mislead, so nothing is reported.
+fn stop_check() -> Result<()> {
+    if crate::score::stop_requested() {
+        return Err(Error::interrupted("interrupted: no statistics over part of the text; nothing written"));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone)]
@@ -421,24 +650,11 @@ pub fn compare(pair: &Pair, documents: &[Document], options: &CompareOptions) ->
     if let Some(progress) = &options.progress {
         progress.start(total as u64);
     }
-    let (scores, batch) = run_passes(
-        pair.gpu(),
-        &windows,
-        |len| pair.windows_per_pass(len, options.batch),
-        |pass| {
-            // Ctrl-C: statistics over part of the text would mislead, so nothing is reported.
-            if crate::score::stop_requested() {
-                return Err(Error::interrupted("interrupted: no statistics over part of the text; nothing written"));
-            }
-            pair.submit(pass)
-        },
-        |pending: PendingCompare| pending.finish(pair.gpu()),
-        |n| {
-            if let Some(progress) = &options.progress {
-                progress.advance(n as u64)
-            }
-        },
-    )?;
+    let (scores, batch) = pair.run(&windows, options.batch, |n| {
+        if let Some(progress) = &options.progress {
+            progress.advance(n as u64)
+        }
+    })?;
     if let Some(progress) = &options.progress {
         progress.finish();
     }
@@ -466,6 +682,8 @@ pub fn compare(pair: &Pair, documents: &[Document], options: &CompareOptions) ->
         base,
         model,
         stats,
+        residency: pair.residency,
+        weight_bytes: [pair.base.gpu_model.weight_bytes, pair.model.gpu_model.weight_bytes],
         worst,
         tokens: if options.per_token { scored.iter().map(|s| s.comparison(documents)).collect() } else { Vec::new() },
         seconds: start.elapsed().as_secs_f64(),

@@ -16,7 +16,7 @@ pub use tensor::upload_padded;
 pub use tensor::{DType, GpuMatrix, Group, MatrixPart, MatrixUse, PendingRead, GROUP};
 
 use crate::error::{Error, ErrorKind, Result};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// What a user sees of one adapter in `perplex devices`.
@@ -143,6 +143,8 @@ pub struct Gpu {
     /// The matrix kernels on the texture path fetch each input row once per subgroup and
     /// broadcast it (see `kernels::block_product`): subgroups of at least BLOCK_ROWS lanes.
     pub share_rows: bool,
+    /// Bytes of model weights uploaded and not released, by every model on the device.
+    pub resident_weights: AtomicU64,
     kernels: Mutex<std::collections::HashMap<KernelId, Arc<Kernel>>>,
     /// Scratch textures of the texture read path, per kernel slot.
     scratch: Mutex<std::collections::HashMap<usize, Arc<wgpu::Texture>>>,
@@ -227,6 +229,7 @@ impl Gpu {
             max_texture_dimension: limits.max_texture_dimension_2d,
             read_path,
             share_rows,
+            resident_weights: AtomicU64::new(0),
             kernels: Mutex::new(Default::default()),
             scratch: Mutex::new(Default::default()),
             lost,

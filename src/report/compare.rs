@@ -29,6 +29,13 @@ fn shown(text: &str) -> String {
     format!("{text:?}")
 }
 
+/// Where the models ran and the device memory their weights take.
+fn residency(result: &CompareResult) -> String {
+    let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+    let [base, model] = result.weight_bytes;
+    format!("{} (weights: base {:.1} MiB, Q {:.1} MiB)", result.residency.describe(), mib(base), mib(model))
+}
+
 pub fn compare_table(result: &CompareResult, base: &str, model: &str, adapter: &str) -> String {
     let s = &result.stats;
     let (tb, tm) = (&result.total_base, &result.total_model);
@@ -38,7 +45,7 @@ pub fn compare_table(result: &CompareResult, base: &str, model: &str, adapter: &
         ("adapter".into(), adapter.into()),
         ("window".into(), format!("{} (ctx {})", result.mode.name(), result.ctx)),
         ("tokens".into(), s.count.to_string()),
-        ("residency".into(), "both models on the device".into()),
+        ("residency".into(), residency(result)),
         ("".into(), "".into()),
         ("Mean PPL(Q)".into(), estimate(s.ppl_model, 6)),
         ("Mean PPL(base)".into(), estimate(s.ppl_base, 6)),
@@ -95,7 +102,8 @@ pub fn compare_json(result: &CompareResult, base: &str, model: &str, adapter: &s
         "adapter": adapter,
         "window": result.mode.name(),
         "ctx": result.ctx,
-        "residency": "both",
+        "residency": result.residency.name(),
+        "weight_bytes": { "base": result.weight_bytes[0], "model": result.weight_bytes[1] },
         "statistics": result.stats,
         "total_base": result.total_base,
         "total_model": result.total_model,

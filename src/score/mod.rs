@@ -229,6 +229,9 @@ pub struct PassInput {
     pub layout: RowLayout,
     /// The scored rows, increasing.
     pub scored: Vec<u32>,
+    /// The windows laid out, by their index in the windows handed to [`run_passes`], in the
+    /// order of their slots (and so of their scored rows).
+    pub group: Vec<usize>,
 }
 
 /// Runs `windows` in passes and returns each window's results at its scored positions, in the
@@ -319,7 +322,7 @@ fn lay_out(windows: &[Window], group: &[usize], len: usize) -> PassInput {
         layout.push_window(len, window.shared_rows(), &window.segments);
         scored.extend(window.scored.clone().map(|row| (slot * len + row) as u32));
     }
-    PassInput { windows: count, len, tokens, targets, layout, scored }
+    PassInput { windows: count, len, tokens, targets, layout, scored, group: group.to_vec() }
 }
 
 /// Passes scored between two looks at the resume log and the Ctrl-C flag: few enough that
