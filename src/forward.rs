@@ -153,23 +153,15 @@ impl PendingScores {
 /// (a second model's head reading it) sees these rows.
 pub struct FinalHidden<'a> {
     _running: std::sync::MutexGuard<'a, ()>,
-    pub buffer: HiddenBuffer,
+    workspace: Arc<Workspace>,
     pub rows: usize,
     pub width: usize,
 }
 
-/// The buffer a model leaves its final hidden states in, for recording programs that read it.
-#[derive(Clone)]
-pub struct HiddenBuffer(Arc<Workspace>);
-
-impl HiddenBuffer {
+impl FinalHidden<'_> {
+    /// The buffer holding the rows: `rows` rows of `width` floats from its start.
     pub fn buffer(&self) -> &wgpu::Buffer {
-        &self.0.h
-    }
-
-    /// Whether `other` is the same buffer (a program recorded over one can replay over the other).
-    pub fn same(&self, other: &HiddenBuffer) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        &self.workspace.h
     }
 }
 
@@ -539,7 +531,7 @@ impl GpuModel {
         assert!(!scored.is_empty());
         let pass = PassRequest { windows, len, tokens, targets, layout, scored, kind: PassKind::Hidden, cache_rows: &[] };
         let (running, ws, rows, _) = self.submit_pass(&pass)?;
-        Ok(FinalHidden { _running: running, buffer: HiddenBuffer(ws), rows, width: self.spec.hidden })
+        Ok(FinalHidden { _running: running, workspace: ws, rows, width: self.spec.hidden })
     }
 
     /// Bytes of KV cache for `slots` sequences of up to `slot_len` positions: keys and values

@@ -271,3 +271,33 @@ fn compare_in_rounds_matches_both_models_on_the_device() {
     // A second run on the same pair starts with whichever model the first left on the device.
     assert!(per_token(&swapped) == want, "a second run in rounds differs");
 }
+
+/// A pass whose compared rows do not fit in one storage binding is compared block by block: on
+/// a device with 64 KiB bindings, passes of 80 rows of the tiny Gemma (720 bytes per row of its
+/// widest activation) meet compare buffers of 1,024 bytes per row (the stacked pair of rows), 64
+/// rows a block. Against itself, every block must find KL 0 and the log-probabilities of a
+/// device that takes every pass at once.
+#[test]
+fn compare_splits_a_pass_into_blocks_that_fit_one_binding() {
+    use perplex::compare::{self, CompareOptions, Pair};
+    use perplex::gpu::{Gpu, GpuOptions};
+    let model = repo().join("models/tiny/gemma-f32");
+    let (base, model) = (model.to_str().unwrap(), model.to_str().unwrap());
+    let documents = perplex::data::read_documents(&repo().join(DATA), "text").unwrap();
+    let options = CompareOptions {
+        mode: perplex::score::WindowMode::Rolling,
+        ctx: Some(80),
+        batch: perplex::forward::Batch::Auto,
+        per_token: true,
+        progress: None,
+    };
+    let per_token = |gpu| {
+        let pair = Pair::open(base, model, gpu).unwrap();
+        let tokens = compare::compare(&pair, &documents, &options).unwrap().tokens;
+        assert!(tokens.iter().all(|t| t.kld == 0.0 && t.logprob_base == t.logprob_model), "a model against itself");
+        serde_json::to_string(&tokens).unwrap()
+    };
+    let want = per_token(common::gpu());
+    let limited = Gpu::new(&GpuOptions { max_binding_override: Some(64 << 10), ..Default::default() }).unwrap();
+    assert!(per_token(limited) == want, "compared block by block, the per-token results differ");
+}

@@ -10,7 +10,7 @@ pub mod stats;
 
 use crate::data::Document;
 use crate::error::{Error, ErrorKind, Result};
-use crate::forward::{Batch, FinalHidden, GpuModel, HiddenBuffer};
+use crate::forward::{Batch, FinalHidden, GpuModel};
 use crate::gpu::{ops, DType, Gpu, GpuMatrix, MatrixUse, PendingRead, Program};
 use crate::model::{load_head, Checkpoint, ModelSpec, TextTokenizer};
 use crate::score::{make_windows, run_passes, DocumentResult, PassInput, PplOptions, Progress, Totals, Window, WindowMode};
@@ -205,38 +205,35 @@ pub struct Pair {
     /// share it, else f32, into which every stored format widens exactly).
     head: GpuMatrix,
     buffers: Mutex<Option<Arc<Buffers>>>,
-    /// The compare program per row count.
-    programs: Mutex<HashMap<usize, Recorded>>,
+    /// The compare program per block of rows.
+    programs: Mutex<HashMap<usize, Arc<Program>>>,
 }
 
-/// A recorded compare program and the hidden-state buffers it reads (None: the kept rows of
-/// the model off the device, in [`Buffers::kept`]).
-struct Recorded {
-    base: Option<HiddenBuffer>,
-    model: Option<HiddenBuffer>,
-    program: Arc<Program>,
-}
-
-/// The compare kernels' buffers for up to `rows` compared rows.
+/// The compare kernels' buffers for blocks of up to `rows` compared rows. A pass's rows are
+/// compared block by block (each buffer must fit in one storage binding), every block in these
+/// buffers: its rows of both models' final hidden states are copied into `inputs` first.
 struct Buffers {
     rows: usize,
-    /// Swapped pairs: the kept final hidden states of the model off the device, for this pass.
-    kept: wgpu::Buffer,
+    /// One block's final hidden states: the base model's, then the model's.
+    inputs: [wgpu::Buffer; 2],
     stacked: wgpu::Buffer,
     targets: wgpu::Buffer,
     partials: wgpu::Buffer,
     output: wgpu::Buffer,
 }
 
-/// What [`Pair::submit`] queued: the per-row results of the compared rows.
+/// What [`Pair::submit`] queued: the per-row results of the compared rows, block by block.
 pub struct PendingCompare {
-    raw: PendingRead<[f32; 5]>,
+    blocks: Vec<PendingRead<[f32; 5]>>,
     scored: usize,
 }
 
 impl PendingCompare {
     fn finish(self, gpu: &Gpu) -> Result<Vec<PositionScore>> {
-        let raw = self.raw.finish(gpu)?;
+        let mut raw = Vec::new();
+        for block in self.blocks {
+            raw.extend(block.finish(gpu)?);
+        }
         Ok(raw[..self.scored]
             .iter()
             .map(|&[kld, logprob_base, logprob_model, top_base, top_model]| PositionScore {
@@ -383,55 +380,43 @@ impl Pair {
         &self.base.gpu_model.gpu
     }
 
-    /// Bytes per compared row of each compare buffer: stacked pair of rows, tile summaries.
-    fn row_bytes(&self) -> [usize; 2] {
-        let width = self.base.spec.hidden + self.model.spec.hidden;
-        [2 * width * 4, ops::vocab_tiles(self.base.spec.vocab_size) * 48]
+    /// Bytes per compared row of each compare buffer: either model's final hidden state, the
+    /// stacked pair of rows, tile summaries.
+    fn row_bytes(&self) -> [usize; 4] {
+        let [base, model] = [self.base.spec.hidden, self.model.spec.hidden];
+        [4 * base, 4 * model, 2 * (base + model) * 4, ops::vocab_tiles(self.base.spec.vocab_size) * 48]
     }
 
-    /// Most compared rows one pass may hold: every compare buffer fits in one storage binding.
-    fn max_rows(&self) -> usize {
+    /// Most rows of a block: every compare buffer fits in one storage binding.
+    fn block_rows(&self) -> usize {
         let widest = *self.row_bytes().iter().max().unwrap() as u64;
         (self.gpu().max_binding / widest).max(1) as usize
     }
 
-    /// Windows of `len` positions per pass: what both models take, and no more rows than the
-    /// compare buffers hold.
+    /// Windows of `len` positions per pass: what both models take.
     pub fn windows_per_pass(&self, len: usize, batch: Batch) -> usize {
-        let each = self.base.gpu_model.windows_per_pass(len, batch).min(self.model.gpu_model.windows_per_pass(len, batch));
-        each.min(self.max_rows() / len.max(1)).max(1)
+        self.base.gpu_model.windows_per_pass(len, batch).min(self.model.gpu_model.windows_per_pass(len, batch))
     }
 
-    fn buffers(&self, rows: usize) -> Result<Arc<Buffers>> {
-        if rows > self.max_rows() {
-            return Err(Error::bad_input(format!(
-                "a pass of {rows} scored positions needs more than one storage binding of {} MiB for the compare kernels; \
-                 use a smaller --ctx",
-                self.gpu().max_binding >> 20
-            )));
-        }
+    fn buffers(&self, rows: usize) -> Arc<Buffers> {
         let mut slot = self.buffers.lock().unwrap();
         if let Some(buffers) = slot.as_ref().filter(|b| b.rows >= rows) {
-            return Ok(buffers.clone());
+            return buffers.clone();
         }
         // Programs bound to the old buffers go with them.
         self.programs.lock().unwrap().clear();
         let gpu = self.gpu();
-        let [stacked, partials] = self.row_bytes().map(|b| (b * rows) as u64);
-        let kept = match self.residency {
-            Residency::Together => 4,
-            Residency::Swapped => self.kept_row_bytes() * rows,
-        };
+        let [base, model, stacked, partials] = self.row_bytes().map(|b| (b * rows) as u64);
         let buffers = Arc::new(Buffers {
             rows,
-            kept: gpu.storage("kept hidden rows", kept as u64),
+            inputs: [gpu.storage("base hidden rows", base), gpu.storage("model hidden rows", model)],
             stacked: gpu.storage("stacked hidden rows", stacked),
             targets: gpu.storage("compared targets", 4 * rows as u64),
             partials: gpu.storage("compare partials", partials),
             output: gpu.storage("compare output", 20 * rows as u64),
         });
         *slot = Some(buffers.clone());
-        Ok(buffers)
+        buffers
     }
 
     /// Host bytes a swapped pair keeps per scored position: the wider model's final hidden state.
@@ -451,50 +436,60 @@ impl Pair {
     /// its final hidden states of the pass's scored positions in order.
     fn submit(&self, pass: &PassInput, kept: Option<(Side, &[f32])>) -> Result<PendingCompare> {
         if pass.scored.is_empty() {
-            return Ok(PendingCompare { raw: PendingRead::nothing(), scored: 0 });
+            return Ok(PendingCompare { blocks: Vec::new(), scored: 0 });
         }
-        let off_device = kept.map(|(side, _)| side);
+        let gpu = self.gpu();
         let run = |side: Side| -> Result<Option<FinalHidden<'_>>> {
-            if off_device == Some(side) {
+            if kept.is_some_and(|(off_device, _)| off_device == side) {
                 return Ok(None);
             }
             let gpu_model = &self.side(side).gpu_model;
             gpu_model.submit_hidden(pass.windows, pass.len, &pass.tokens, &pass.targets, &pass.layout, &pass.scored).map(Some)
         };
-        let (base, model) = (run(Side::Base)?, run(Side::Model)?);
+        let live = [run(Side::Base)?, run(Side::Model)?];
         // Padded rows, the same for both models (see GpuModel::hidden_rows).
         let rows = GpuModel::hidden_rows(pass.windows * pass.len, pass.scored.len());
-        assert!([&base, &model].iter().all(|h| h.as_ref().is_none_or(|h| h.rows == rows)));
-        let buffers = self.buffers(rows)?;
-        if let Some((_, kept)) = kept {
-            self.gpu().queue.write_buffer(&buffers.kept, 0, bytemuck::cast_slice(kept));
-        }
-        let (base, model) = (base.as_ref().map(|h| h.buffer.clone()), model.as_ref().map(|h| h.buffer.clone()));
-        let program = {
-            let same = |a: &Option<HiddenBuffer>, b: &Option<HiddenBuffer>| match (a, b) {
-                (Some(a), Some(b)) => a.same(b),
-                (a, b) => a.is_none() && b.is_none(),
-            };
-            let mut programs = self.programs.lock().unwrap();
-            match programs.get(&rows) {
-                Some(recorded) if same(&recorded.base, &base) && same(&recorded.model, &model) => recorded.program.clone(),
-                _ => {
-                    fn read<'b>(h: &'b Option<HiddenBuffer>, kept: &'b wgpu::Buffer) -> &'b wgpu::Buffer {
-                        h.as_ref().map_or(kept, |h| h.buffer())
-                    }
-                    let program = Arc::new(self.record(rows, read(&base, &buffers.kept), read(&model, &buffers.kept), &buffers));
-                    programs.insert(rows, Recorded { base, model, program: program.clone() });
-                    program
-                }
-            }
-        };
+        assert!(live.iter().all(|h| h.as_ref().is_none_or(|h| h.rows == rows)));
         // Padding rows (copies of row 0) compare row 0 again; their results are dropped.
         let mut targets: Vec<u32> = pass.scored.iter().map(|&r| pass.targets[r as usize]).collect();
         targets.resize(rows, targets[0]);
-        self.gpu().queue.write_buffer(&buffers.targets, 0, bytemuck::cast_slice(&targets));
-        program.submit(self.gpu());
+        let block = self.block_rows().min(rows);
+        let buffers = self.buffers(block);
+        let mut blocks = Vec::new();
+        for start in (0..rows).step_by(block) {
+            let count = block.min(rows - start);
+            // The block's rows of both models into the inputs: copied on the device from a
+            // model's pass, or written from the rows kept of the model off the device. Queue
+            // order puts each after the previous block's comparison.
+            let mut encoder = gpu.device.create_command_encoder(&Default::default());
+            for (side, (hidden, input)) in [Side::Base, Side::Model].into_iter().zip(live.iter().zip(&buffers.inputs)) {
+                let width = self.side(side).spec.hidden;
+                let (from, to) = (start * width, (start + count) * width);
+                match (hidden, kept) {
+                    (Some(hidden), _) => encoder.copy_buffer_to_buffer(hidden.buffer(), 4 * from as u64, input, 0, 4 * (to - from) as u64),
+                    (None, Some((_, rows))) => {
+                        // Kept rows are the scored rows only: padding rows keep what they held.
+                        let rows = &rows[from.min(rows.len())..to.min(rows.len())];
+                        if !rows.is_empty() {
+                            gpu.queue.write_buffer(input, 0, bytemuck::cast_slice(rows));
+                        }
+                    }
+                    (None, None) => unreachable!("a model off the device has kept rows"),
+                }
+            }
+            gpu.queue.write_buffer(&buffers.targets, 0, bytemuck::cast_slice(&targets[start..start + count]));
+            gpu.queue.submit([encoder.finish()]);
+            self.program(count, &buffers).submit(gpu);
+            blocks.push(gpu.start_read(&buffers.output, count));
+        }
         // Both models' next passes wait for their final hidden states to be let go, after this.
-        Ok(PendingCompare { raw: self.gpu().start_read(&buffers.output, rows), scored: pass.scored.len() })
+        Ok(PendingCompare { blocks, scored: pass.scored.len() })
+    }
+
+    /// The compare program for a block of `rows` rows in `buffers`.
+    fn program(&self, rows: usize, buffers: &Buffers) -> Arc<Program> {
+        let mut programs = self.programs.lock().unwrap();
+        programs.entry(rows).or_insert_with(|| Arc::new(self.record(rows, buffers))).clone()
     }
 
     /// Queues the pass of the model on the device (`side`) over `pass` and the readback of its
@@ -506,7 +501,7 @@ impl Pair {
         }
         let gpu_model = &self.side(side).gpu_model;
         let hidden = gpu_model.submit_hidden(pass.windows, pass.len, &pass.tokens, &pass.targets, &pass.layout, &pass.scored)?;
-        Ok(PendingKept { raw: self.gpu().start_read(hidden.buffer.buffer(), pass.scored.len() * width), width })
+        Ok(PendingKept { raw: self.gpu().start_read(hidden.buffer(), pass.scored.len() * width), width })
     }
 
     /// Every window's compared positions, in the order of `windows`, and the most windows a pass
@@ -560,8 +555,6 @@ impl Pair {
 
     /// Takes the model `off` the device and puts the other one on.
     fn swap(&self, off: Side) -> Result<()> {
-        // Recorded compare programs hold the leaving model's workspace.
-        self.programs.lock().unwrap().clear();
         self.side(off).gpu_model.release_weights()?;
         let on = match off {
             Side::Base => Side::Model,
@@ -570,9 +563,10 @@ impl Pair {
         self.side(on).restore_weights()
     }
 
-    fn record(&self, rows: usize, base: &wgpu::Buffer, model: &wgpu::Buffer, buffers: &Buffers) -> Program {
+    fn record(&self, rows: usize, buffers: &Buffers) -> Program {
         let mut p = Program::builder(self.gpu());
         let stack = ops::StackRows { rows: rows as u32, width_a: self.base.spec.hidden as u32, width_b: self.model.spec.hidden as u32 };
+        let [base, model] = &buffers.inputs;
         ops::stack_rows(&mut p, stack, base, model, &buffers.stacked);
         let head = ops::PairedHead {
             matrix: &self.head,
