@@ -464,3 +464,28 @@ fn tokenizer_that_cannot_encode_the_text() {
     let data = scratch.write("words.txt", "a b zzz a\n");
     assert_bad_input(&ppl(&model, data, &[]), &["tokenizer cannot encode the text", "Missing [UNK] token", "tokenizer.json"]);
 }
+
+/// A window longer than one pass holds on the device (each activation buffer in one storage
+/// binding: 1 MiB holds 1,310 rows of the tiny Llama's 800-byte widest row) is the user's --ctx
+/// to lower, not an internal error; `compare` checks both models.
+#[test]
+fn ctx_longer_than_one_pass_holds() {
+    let scratch = Scratch::new("ctx-pass");
+    let model = scratch.tiny_copy("model");
+    edit_config(&model, |c| {
+        c.insert("max_position_embeddings".into(), 4096.into());
+    });
+    let text = ab_text(&scratch);
+    let phrases = ["--ctx 2000", "does not fit in one pass", "use --ctx 1310 or less"];
+    assert_bad_input(&ppl(&model, &text, &["--ctx", "2000", "--max-binding-mib", "1"]), &phrases);
+    let compare = perplex_command()
+        .args(["compare", "--ctx", "2000", "--max-binding-mib", "1", "--base"])
+        .arg(&model)
+        .arg("--model")
+        .arg(&model)
+        .arg("--data")
+        .arg(&text)
+        .output()
+        .unwrap();
+    assert_bad_input(&compare, &phrases);
+}

@@ -634,6 +634,7 @@ pub fn compare(pair: &Pair, documents: &[Document], options: &CompareOptions) ->
     };
     ppl.set_stride(shorter, stride)?;
     let ctx = ppl.resolve_ctx(shorter)?;
+    crate::score::window_fits(if std::ptr::eq(shorter, &pair.base) { &pair.model } else { &pair.base }, ctx)?;
     let mode = ppl.mode;
     let tokenized: Vec<Vec<u32>> = documents.iter().map(|d| pair.base.tokenizer.encode(&d.text)).collect::<Result<_>>()?;
     let windows = make_windows(&pair.base, &tokenized, mode, ctx)?;

@@ -165,6 +165,7 @@ impl PplOptions {
         if ctx < 2 {
             return Err(Error::bad_input(format!("--ctx {ctx} is too short: windows need at least 2 tokens")));
         }
+        window_fits(model, ctx)?;
         if let WindowMode::Sliding { stride } = self.mode {
             if stride == 0 || stride > ctx {
                 return Err(Error::bad_input(format!("--stride {stride} must be between 1 and --ctx ({ctx})")));
@@ -218,6 +219,22 @@ pub fn score_windows(model: &Model, windows: &[Window], batch: Batch, on_pass: i
         |pending: PendingScores| pending.finish(&gpu_model.gpu),
         on_pass,
     )
+}
+
+/// A window of `ctx` tokens must fit in one pass: each activation buffer of its rows in one
+/// storage binding of the device.
+pub fn window_fits(model: &Model, ctx: usize) -> Result<()> {
+    let fits = model.gpu_model.max_rows_per_pass();
+    if ctx > fits {
+        return Err(Error::bad_input(format!(
+            "--ctx {ctx}: a window of {ctx} tokens of {} does not fit in one pass on {}, whose storage bindings hold {:.1} MiB \
+             ({fits} rows of the model's widest activation); use --ctx {fits} or less",
+            model.name,
+            model.gpu_model.gpu.describe(),
+            model.gpu_model.gpu.max_binding as f64 / (1 << 20) as f64
+        )));
+    }
+    Ok(())
 }
 
 /// Windows laid out as one pass of `len` rows each: what the forward pass takes.
