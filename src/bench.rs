@@ -6,7 +6,7 @@ use crate::error::Result;
 use crate::gpu::{ops, DType, GpuMatrix, MatrixUse, Program};
 use crate::Model;
 use std::collections::BTreeMap;
-use std::time::Instant;
+use web_time::Instant;
 
 #[derive(Debug, Clone)]
 pub struct BenchOptions {

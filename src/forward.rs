@@ -133,13 +133,18 @@ enum ScoredRows {
 impl PendingScores {
     /// Waits for the pass and returns the scores of its scored rows, in order.
     pub fn finish(self, gpu: &Gpu) -> Result<Vec<TokenScore>> {
+        pollster::block_on(self.read(gpu))
+    }
+
+    /// [`PendingScores::finish`] without blocking (see [`PendingRead::read`]).
+    pub async fn read(self, gpu: &Gpu) -> Result<Vec<TokenScore>> {
         let score = |[logprob, greedy]: [f32; 2]| TokenScore { logprob, greedy: greedy > 0.5 };
-        Ok(self.finish_raw(gpu)?.into_iter().map(score).collect())
+        Ok(self.read_raw(gpu).await?.into_iter().map(score).collect())
     }
 
     /// The two floats the head's second pass wrote for each scored row, in order.
-    fn finish_raw(self, gpu: &Gpu) -> Result<Vec<[f32; 2]>> {
-        let raw = self.raw.finish(gpu)?;
+    async fn read_raw(self, gpu: &Gpu) -> Result<Vec<[f32; 2]>> {
+        let raw = self.raw.read(gpu).await?;
         Ok(match self.rows {
             ScoredRows::Gathered(count) => raw[..count].to_vec(),
             ScoredRows::InPlace(rows) => rows.iter().map(|&r| raw[r as usize]).collect(),
@@ -645,7 +650,7 @@ impl GpuModel {
             let rows = if gathered { ScoredRows::Gathered(pass.scored.len()) } else { ScoredRows::InPlace(pass.scored.to_vec()) };
             PendingScores { raw, rows }
         };
-        Ok(pending.finish_raw(&self.gpu)?.into_iter().map(|[token, logprob]| GreedyToken { token: token as u32, logprob }).collect())
+        Ok(pollster::block_on(pending.read_raw(&self.gpu))?.into_iter().map(|[token, logprob]| GreedyToken { token: token as u32, logprob }).collect())
     }
 
     /// Rows the head reads after a pass of `rows` rows scoring `scored` of them (the scored rows

@@ -18,6 +18,8 @@ pub mod model;
 pub mod reference;
 pub mod report;
 pub mod score;
+// Sweeps live in files, shards and plots: the command line's, not a browser's.
+#[cfg(not(target_arch = "wasm32"))]
 pub mod sweep;
 pub mod tasks;
 

@@ -131,7 +131,7 @@ fn long_requests_are_truncated_on_the_left_and_counted() {
             first_target: 0,
             segments: Vec::new(),
         };
-        let (scores, _) = score::score_windows(model(), &[window], 1.into(), |_| {}).unwrap();
+        let (scores, _) = pollster::block_on(score::score_windows(model(), &[window], 1.into(), |_| {})).unwrap();
         let ll: f64 = scores[0].iter().map(|s| s.logprob as f64).sum();
         assert_eq!(result.ll, ll, "{:?}", request.continuation);
         assert_eq!(result.tokens, continuation.len());

@@ -229,10 +229,10 @@ pub struct PendingCompare {
 }
 
 impl PendingCompare {
-    fn finish(self, gpu: &Gpu) -> Result<Vec<PositionScore>> {
+    async fn read(self, gpu: &Gpu) -> Result<Vec<PositionScore>> {
         let mut raw = Vec::new();
         for block in self.blocks {
-            raw.extend(block.finish(gpu)?);
+            raw.extend(block.read(gpu).await?);
         }
         Ok(raw[..self.scored]
             .iter()
@@ -509,24 +509,26 @@ impl Pair {
     fn run(&self, windows: &[Window], batch: Batch, mut advance: impl FnMut(usize)) -> Result<(Vec<Vec<PositionScore>>, usize)> {
         let gpu = self.gpu();
         let per_pass = |len| self.windows_per_pass(len, batch);
-        let finish = |pending: PendingCompare| pending.finish(gpu);
+        let finish = async |pending: PendingCompare| pending.read(gpu).await;
         let Residency::Swapped = self.residency else {
-            return run_passes(gpu, windows, per_pass, |pass| stop_check().and_then(|_| self.submit(pass, None)), finish, advance);
+            let submit = |pass: &PassInput| stop_check().and_then(|_| self.submit(pass, None));
+            return pollster::block_on(run_passes(gpu, windows, per_pass, submit, finish, advance));
         };
         let mut scores = Vec::with_capacity(windows.len());
         let mut largest = 0;
         for round in self.rounds(windows) {
             // The model on the device runs the round first and keeps its rows, then the other.
             let first = if self.base.gpu_model.weights_resident() { Side::Base } else { Side::Model };
-            let finish_kept = |pending: PendingKept| pending.finish(gpu);
-            let (kept, _) = run_passes(gpu, round, per_pass, |pass| stop_check().and_then(|_| self.submit_kept(first, pass)), finish_kept, |_| {})?;
+            let submit_kept = |pass: &PassInput| stop_check().and_then(|_| self.submit_kept(first, pass));
+            let finish_kept = async |pending: PendingKept| pending.read(gpu).await;
+            let (kept, _) = pollster::block_on(run_passes(gpu, round, per_pass, submit_kept, finish_kept, |_| {}))?;
             self.swap(first)?;
             let submit = |pass: &PassInput| {
                 stop_check()?;
                 let rows: Vec<f32> = pass.group.iter().flat_map(|&w| kept[w].iter().flatten().copied()).collect();
                 self.submit(pass, Some((first, &rows)))
             };
-            let (round_scores, round_largest) = run_passes(gpu, round, per_pass, submit, finish, &mut advance)?;
+            let (round_scores, round_largest) = pollster::block_on(run_passes(gpu, round, per_pass, submit, finish, &mut advance))?;
             scores.extend(round_scores);
             largest = largest.max(round_largest);
         }
@@ -595,8 +597,8 @@ struct PendingKept {
 
 impl PendingKept {
     /// One row of floats per scored position.
-    fn finish(self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
-        Ok(self.raw.finish(gpu)?.chunks(self.width).map(<[f32]>::to_vec).collect())
+    async fn read(self, gpu: &Gpu) -> Result<Vec<Vec<f32>>> {
+        Ok(self.raw.read(gpu).await?.chunks(self.width).map(<[f32]>::to_vec).collect())
     }
 }
 
@@ -623,7 +625,7 @@ pub struct CompareOptions {
 /// `perplex compare`: both models over every document's windows, the statistics and the
 /// positions of greatest disagreement.
 pub fn compare(pair: &Pair, documents: &[Document], options: &CompareOptions) -> Result<CompareResult> {
-    let start = std::time::Instant::now();
+    let start = web_time::Instant::now();
     let mut ppl = PplOptions { mode: options.mode, ctx: options.ctx, batch: options.batch, per_token: false, progress: None };
     // The window must suit both models: the shorter context decides.
     let shorter = if pair.model.spec.max_positions < pair.base.spec.max_positions { &pair.model } else { &pair.base };

@@ -109,7 +109,7 @@ pub fn prompts_per_prefill(model: &Model, len: usize, free: usize) -> usize {
 
 /// Generates an answer to every request (see the module documentation).
 pub fn generate(model: &Model, requests: &[GenRequest], options: &GenOptions) -> Result<GenOutput> {
-    let started = std::time::Instant::now();
+    let started = web_time::Instant::now();
     let gpu_model = &model.gpu_model;
     let positions = model.spec.max_positions;
     let max_length = options.max_length.unwrap_or(positions);

@@ -44,6 +44,10 @@ pub struct AdapterSummary {
 
 fn instance() -> wgpu::Instance {
     let mut descriptor = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    // In a browser, WebGPU only: WebGL has no compute shaders.
+    if cfg!(target_arch = "wasm32") {
+        descriptor.backends = wgpu::Backends::BROWSER_WEBGPU;
+    }
     // Where the driver reports a memory budget (Vulkan's VK_EXT_memory_budget, D3D12), creating a
     // buffer past 95% of it fails with out-of-memory, which perplex answers by halving the batch,
     // instead of the device being lost mid-run.
@@ -51,8 +55,16 @@ fn instance() -> wgpu::Instance {
     wgpu::Instance::new(descriptor)
 }
 
-fn all_adapters() -> Vec<wgpu::Adapter> {
-    pollster::block_on(instance().enumerate_adapters(wgpu::Backends::all()))
+async fn all_adapters() -> Vec<wgpu::Adapter> {
+    #[cfg(not(target_arch = "wasm32"))]
+    return instance().enumerate_adapters(wgpu::Backends::all()).await;
+    // A browser offers one adapter, on request (none where it has no WebGPU).
+    #[cfg(target_arch = "wasm32")]
+    return instance()
+        .request_adapter(&wgpu::RequestAdapterOptions { power_preference: wgpu::PowerPreference::HighPerformance, ..Default::default() })
+        .await
+        .into_iter()
+        .collect();
 }
 
 fn summarize(index: usize, adapter: &wgpu::Adapter) -> AdapterSummary {
@@ -108,13 +120,16 @@ fn mesa_major_version(driver_info: &str) -> Option<u32> {
 
 /// Every adapter wgpu can see, in enumeration order (the index `--device N` refers to).
 pub fn list_adapters() -> Vec<AdapterSummary> {
-    all_adapters().iter().enumerate().map(|(i, a)| summarize(i, a)).collect()
+    pollster::block_on(all_adapters()).iter().enumerate().map(|(i, a)| summarize(i, a)).collect()
 }
 
 pub const NO_ADAPTER_HELP: &str = "no GPU adapter found. perplex needs a Vulkan, Metal or DX12 driver. \
 On a machine without a GPU, install a software Vulkan driver: on Debian/Ubuntu `sudo apt-get install mesa-vulkan-drivers` \
 (lavapipe), on Fedora `sudo dnf install mesa-vulkan-drivers`; on Windows the WARP adapter of DX12 is built in. \
 `perplex devices` lists what is visible.";
+
+pub const NO_WEBGPU_HELP: &str = "this browser offers no WebGPU adapter. perplex runs in browsers with WebGPU: current \
+Chrome and Edge, Safari 26, Firefox 141 on Windows; elsewhere it may sit behind a flag (chrome://flags/#enable-unsafe-webgpu).";
 
 /// How to pick and configure the device.
 #[derive(Debug, Clone, Default)]
@@ -155,9 +170,14 @@ pub struct Gpu {
 
 impl Gpu {
     pub fn new(options: &GpuOptions) -> Result<Arc<Gpu>> {
-        let adapters = all_adapters();
+        pollster::block_on(Gpu::open(options))
+    }
+
+    /// [`Gpu::new`] without blocking: what a browser's page awaits.
+    pub async fn open(options: &GpuOptions) -> Result<Arc<Gpu>> {
+        let adapters = all_adapters().await;
         if adapters.is_empty() {
-            return Err(Error::bad_input(NO_ADAPTER_HELP));
+            return Err(Error::bad_input(if cfg!(target_arch = "wasm32") { NO_WEBGPU_HELP } else { NO_ADAPTER_HELP }));
         }
         let index = select_adapter(&adapters, options.device.as_deref())?;
         let adapter = &adapters[index];
@@ -176,7 +196,8 @@ impl Gpu {
         limits.max_texture_dimension_2d = adapter_limits.max_texture_dimension_2d;
         let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
         let features = adapter.features() & wanted;
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
             label: Some("perplex"),
             required_features: features,
             required_limits: limits.clone(),
@@ -185,7 +206,8 @@ impl Gpu {
             // weights and activations need (measured by `perplex bench`); speed is unaffected.
             memory_hints: wgpu::MemoryHints::MemoryUsage,
             trace: wgpu::Trace::Off,
-        }))
+        })
+        .await
         .map_err(|e| Error::internal(format!("could not open adapter '{}': {e}", summary.name)))?;
 
         let lost = Arc::new(Mutex::new(None));
@@ -335,13 +357,23 @@ impl Gpu {
     /// [`ErrorKind::DeviceMemory`] error: `does_not_fit(device, error)` says what did not fit and
     /// what to do. The error scope is closed whether or not `upload` succeeds.
     pub fn allocate<T>(&self, upload: impl FnOnce() -> Result<T>, does_not_fit: impl FnOnce(&str, &wgpu::Error) -> String) -> Result<T> {
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let made = upload();
-        let error = pollster::block_on(scope.pop());
-        let made = made?;
-        match error {
-            Some(error) => Err(Error { kind: ErrorKind::DeviceMemory, message: does_not_fit(&self.describe(), &error) }),
-            None => Ok(made),
+        // A browser answers an error scope only from its event loop: there, running out of memory
+        // is an uncaptured error that the next readback reports (Gpu::check_healthy).
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = does_not_fit;
+            upload()
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+            let made = upload();
+            let error = pollster::block_on(scope.pop());
+            let made = made?;
+            match error {
+                Some(error) => Err(Error { kind: ErrorKind::DeviceMemory, message: does_not_fit(&self.describe(), &error) }),
+                None => Ok(made),
+            }
         }
     }
 

@@ -6,6 +6,7 @@ use super::{Gpu, ReadPath, WeightFormat, TEXEL_BYTES, TEXTURE_WIDTH};
 use crate::error::{Error, Result};
 pub use crate::model::MatrixUse;
 use std::borrow::Cow;
+use std::sync::{Arc, Mutex};
 
 // The weight-format types live below both the GPU and the model readers (crate::dtype); the GPU
 // side re-exports them for its callers and adds the kernel format each one is read with.
@@ -219,11 +220,47 @@ impl Gpu {
         let mut encoder = self.device.create_command_encoder(&Default::default());
         encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, staging.size());
         let submission = self.queue.submit([encoder.finish()]);
-        let (sender, mapped) = std::sync::mpsc::channel();
-        staging.map_async(wgpu::MapMode::Read, .., move |result| {
-            let _ = sender.send(result);
-        });
+        let mapped = Arc::new(MapSlot::default());
+        let slot = mapped.clone();
+        staging.map_async(wgpu::MapMode::Read, .., move |result| slot.deliver(result));
         PendingRead { copy: Some(PendingCopy { staging, submission, mapped }), bytes, values: std::marker::PhantomData }
+    }
+}
+
+type MapResult = std::result::Result<(), wgpu::BufferAsyncError>;
+
+/// Where a buffer's map callback leaves its result, and the task waiting for it.
+#[derive(Default)]
+struct MapSlot {
+    state: Mutex<(Option<MapResult>, Option<std::task::Waker>)>,
+}
+
+impl MapSlot {
+    fn deliver(&self, result: MapResult) {
+        let mut state = self.state.lock().unwrap();
+        state.0 = Some(result);
+        if let Some(waker) = state.1.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// Resolves once the map callback has run: at once after a native device's wait, or in a
+/// browser when its event loop delivers the result.
+struct Mapped<'a>(&'a MapSlot);
+
+impl std::future::Future for Mapped<'_> {
+    type Output = MapResult;
+
+    fn poll(self: std::pin::Pin<&mut Self>, context: &mut std::task::Context<'_>) -> std::task::Poll<MapResult> {
+        let mut state = self.0.state.lock().unwrap();
+        match state.0.take() {
+            Some(result) => std::task::Poll::Ready(result),
+            None => {
+                state.1 = Some(context.waker().clone());
+                std::task::Poll::Pending
+            }
+        }
     }
 }
 
@@ -237,7 +274,7 @@ pub struct PendingRead<T> {
 struct PendingCopy {
     staging: wgpu::Buffer,
     submission: wgpu::SubmissionIndex,
-    mapped: std::sync::mpsc::Receiver<std::result::Result<(), wgpu::BufferAsyncError>>,
+    mapped: Arc<MapSlot>,
 }
 
 impl<T: bytemuck::Pod> PendingRead<T> {
@@ -248,12 +285,25 @@ impl<T: bytemuck::Pod> PendingRead<T> {
 
     /// Waits until the copy (and everything submitted before it) is done and returns the values.
     pub fn finish(self, gpu: &Gpu) -> Result<Vec<T>> {
+        pollster::block_on(self.read(gpu))
+    }
+
+    /// [`PendingRead::finish`] for callers that must not block (a browser's page, where the
+    /// result arrives only once control is back in its event loop).
+    pub async fn read(self, gpu: &Gpu) -> Result<Vec<T>> {
         let Some(copy) = self.copy else { return Ok(Vec::new()) };
+        // A native device runs the map callback while it waits; a browser's wait returns at once.
         gpu.wait_for(copy.submission)?;
-        copy.mapped
-            .recv()
-            .map_err(|_| Error::internal("readback was never completed"))?
-            .map_err(|e| Error::internal(format!("reading GPU results failed: {e}")))?;
+        #[cfg(not(target_arch = "wasm32"))]
+        if copy.mapped.state.lock().unwrap().0.is_none() {
+            // Natively the callback has run by now; a future that never resolves would hang.
+            gpu.wait()?;
+            if copy.mapped.state.lock().unwrap().0.is_none() {
+                return Err(Error::internal("readback was never completed"));
+            }
+        }
+        Mapped(&copy.mapped).await.map_err(|e| Error::internal(format!("reading GPU results failed: {e}")))?;
+        gpu.check_healthy()?;
         let view = copy
             .staging
             .get_mapped_range(..)

@@ -272,7 +272,7 @@ fn segment_answer(scores: &[TokenScore]) -> (f64, bool) {
 /// The results are bit-identical to a run without the log: the windows are planned over all
 /// requests either way, and a logged answer is the very number the window gave.
 pub fn loglikelihood_resumable(model: &Model, requests: &[Request], options: &LoglikOptions, resume: Option<&std::path::Path>) -> Result<LoglikOutput> {
-    let start = std::time::Instant::now();
+    let start = web_time::Instant::now();
     let positions = model.spec.max_positions;
     let max_length = options.max_length.unwrap_or(positions);
     if max_length > positions {
@@ -348,7 +348,7 @@ pub fn loglikelihood_resumable(model: &Model, requests: &[Request], options: &Lo
             }
         }
         let group = &pending_windows[next..end];
-        let (scores, group_batch) = score_windows(model, group, options.batch, |n| progress.advance(n as u64))?;
+        let (scores, group_batch) = pollster::block_on(score_windows(model, group, options.batch, |n| progress.advance(n as u64)))?;
         batch = batch.max(group_batch);
         processed += group.iter().map(|w| w.input.len()).sum::<usize>();
         let mut answered = Vec::new();

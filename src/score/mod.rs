@@ -209,16 +209,17 @@ pub fn make_windows(model: &Model, tokenized: &[Vec<u32>], mode: WindowMode, ctx
 
 /// Scores windows in batches; returns each window's scores at its scored positions, in the
 /// order of `windows`. Windows of similar length share a pass; the numbers do not depend on it.
-pub fn score_windows(model: &Model, windows: &[Window], batch: Batch, on_pass: impl FnMut(usize)) -> Result<(Vec<Vec<TokenScore>>, usize)> {
+pub async fn score_windows(model: &Model, windows: &[Window], batch: Batch, on_pass: impl FnMut(usize)) -> Result<(Vec<Vec<TokenScore>>, usize)> {
     let gpu_model = &model.gpu_model;
     run_passes(
         &gpu_model.gpu,
         windows,
         |len| gpu_model.windows_per_pass(len, batch),
         |pass| gpu_model.submit_rows(pass.windows, pass.len, &pass.tokens, &pass.targets, &pass.layout, &pass.scored),
-        |pending: PendingScores| pending.finish(&gpu_model.gpu),
+        async |pending: PendingScores| pending.read(&gpu_model.gpu).await,
         on_pass,
     )
+    .await
 }
 
 /// A window of `ctx` tokens must fit in one pass: each activation buffer of its rows in one
@@ -259,12 +260,12 @@ pub struct PassInput {
 /// One pass stays queued while the previous one is collected: the device starts on pass n + 1
 /// while the host reads back pass n and hands its results out. A pass the device runs out of
 /// memory on is run again at half the size, for the rest of the run.
-pub fn run_passes<S: Clone, P>(
+pub async fn run_passes<S: Clone, P>(
     gpu: &Gpu,
     windows: &[Window],
     per_pass: impl Fn(usize) -> usize,
     mut submit: impl FnMut(&PassInput) -> Result<P>,
-    finish: impl Fn(P) -> Result<Vec<S>>,
+    finish: impl AsyncFn(P) -> Result<Vec<S>>,
     mut on_pass: impl FnMut(usize),
 ) -> Result<(Vec<Vec<S>>, usize)> {
     let mut order: Vec<usize> = (0..windows.len()).collect();
@@ -292,7 +293,7 @@ pub fn run_passes<S: Clone, P>(
             }
             continue;
         };
-        match finish(done.pending) {
+        match finish(done.pending).await {
             Ok(scores) => {
                 let mut scores = scores.into_iter();
                 for &w in &order[done.first..done.first + done.count] {
@@ -305,7 +306,7 @@ pub fn run_passes<S: Clone, P>(
             Err(error) if error.kind == crate::error::ErrorKind::DeviceMemory && done.count > 1 => {
                 // The pass queued behind it is dropped too: both run again, smaller.
                 if let Some(later) = in_flight.take() {
-                    let _ = finish(later.pending);
+                    let _ = finish(later.pending).await;
                 }
                 eprintln!("warning: {}; retrying with {} windows per pass", error.message, done.count / 2);
                 gpu.clear_error();
@@ -362,8 +363,14 @@ pub fn perplexity(model: &Model, documents: &[Document], options: &PplOptions) -
 /// [`perplexity`] with an optional resume log: documents already in it are not scored again, and
 /// each document is appended to it as soon as it is finished.
 pub fn perplexity_resumable(model: &Model, documents: &[Document], options: &PplOptions, resume: Option<&std::path::Path>) -> Result<PplResult> {
+    pollster::block_on(perplexity_scored(model, documents, options, resume))
+}
+
+/// [`perplexity_resumable`] without blocking: what a browser's page awaits (see
+/// [`crate::gpu::PendingRead::read`]).
+pub async fn perplexity_scored(model: &Model, documents: &[Document], options: &PplOptions, resume: Option<&std::path::Path>) -> Result<PplResult> {
     let ctx = options.resolve_ctx(model)?;
-    let start = std::time::Instant::now();
+    let start = web_time::Instant::now();
     let mut log = match resume {
         Some(path) => Some(DocumentLog::open(
             path,
@@ -423,7 +430,7 @@ pub fn perplexity_resumable(model: &Model, documents: &[Document], options: &Ppl
             end += 1;
         }
         let group = &windows[first_window..end];
-        let (scores, batch) = score_windows(model, group, options.batch, |n| progress.advance(n as u64))?;
+        let (scores, batch) = score_windows(model, group, options.batch, |n| progress.advance(n as u64)).await?;
         largest_pass = largest_pass.max(batch);
         positions += group.iter().map(|w| w.input.len()).sum::<usize>();
         let docs_in_group: Vec<usize> = {

@@ -384,7 +384,7 @@ impl UnitRun<'_> {
         if score::stop_requested() {
             return Err(interrupted(self.summary, self.results));
         }
-        let start = std::time::Instant::now();
+        let start = web_time::Instant::now();
         match measure() {
             Ok((metrics, text, parameters)) => {
                 let checkpoint = self.checkpoint;
