@@ -47,6 +47,8 @@ const TILE_SLOTS: u32 = max(KEY_TILE, 1u);
 var<workgroup> tile_k: array<array<vec4<f32>, HEAD_VEC4S>, TILE_SLOTS>;
 var<workgroup> tile_v: array<array<vec4<f32>, HEAD_VEC4S>, TILE_SLOTS>;
 var<workgroup> tile_position: array<u32, TILE_SLOTS>;
+// The range of keys the tiled path walks (see main).
+var<workgroup> key_range: vec2<u32>;
 
 // One query's online softmax: the running maximum and sum of exp, and the weighted values.
 struct Running {
@@ -133,7 +135,14 @@ fn main(invocation: Invocation) {
             fold_key_step(&running, q, own_k, own_v, own_position, k0, sees);
         }
     } else {
-        for (var k0 = (first_key / TILE_SLOTS) * TILE_SLOTS; k0 <= last_key; k0 += TILE_SLOTS) {
+        // The key range is the workgroup's, but compilers that check that barriers sit in uniform
+        // control flow (WebGPU's Tint) cannot see that through the Invocation struct: loading it
+        // through workgroup memory says so.
+        if (lid.x == 0u) {
+            key_range = vec2<u32>(first_key, last_key);
+        }
+        let range = workgroupUniformLoad(&key_range);
+        for (var k0 = (range.x / TILE_SLOTS) * TILE_SLOTS; k0 <= range.y; k0 += TILE_SLOTS) {
             for (var e = lid.x; e < TILE_SLOTS * HEAD_VEC4S; e += QUERY_TILE) {
                 let j = e / HEAD_VEC4S;
                 let d = (e % HEAD_VEC4S) * 4u;

@@ -28,7 +28,7 @@ pub use model::ModelSpec;
 
 use forward::GpuModel;
 use gpu::Gpu;
-use model::{Checkpoint, ModelFiles, TextTokenizer};
+use model::{Checkpoint, ModelDir, ModelFiles, TextTokenizer};
 use std::sync::Arc;
 
 /// A model ready to score: its spec, tokenizer and weights on a GPU.
@@ -64,28 +64,55 @@ impl Model {
     ) -> Result<(Model, T)> {
         let (spec, tokenizer, checkpoint, source) = if model::is_gguf(name) {
             let file = model::gguf::GgufFile::open(std::path::Path::new(name))?;
-            let spec = file.spec()?;
-            let tokenizer = file.tokenizer()?;
+            let (spec, tokenizer) = (file.spec()?, file.tokenizer()?);
             (spec, tokenizer, Checkpoint::Gguf(file), std::path::PathBuf::from(name))
         } else {
-            let files = ModelFiles::locate(name, revision)?;
-            let spec = model::load_spec(&files.dir)?;
-            let tokenizer = TextTokenizer::load(&files.dir)?;
-            (spec, tokenizer, Checkpoint::open(&files.dir)?, files.dir)
+            let dir = ModelFiles::locate(name, revision)?.dir;
+            let (spec, tokenizer) = (model::load_spec(&dir)?, TextTokenizer::load(&dir)?);
+            (spec, tokenizer, Checkpoint::open(&dir)?, dir)
         };
-        let files = ModelFiles { dir: source };
+        Model::load(name, spec, tokenizer, checkpoint, source, gpu, read)
+    }
+
+    /// A model from files held in memory (those a browser page was handed): one `.gguf` file,
+    /// or a Hugging Face directory's `config.json`, `tokenizer.json` (and `tokenizer_config.json`
+    /// where there is one) and safetensors weights. `files.label` names it.
+    pub fn open_held(files: &model::HeldFiles, gpu: Arc<Gpu>) -> Result<Model> {
+        let ggufs: Vec<&str> = files.names().filter(|name| name.to_lowercase().ends_with(".gguf")).collect();
+        let (spec, tokenizer, checkpoint) = match ggufs[..] {
+            [gguf] => {
+                let file = model::gguf::GgufFile::from_bytes(&files.path(gguf), files.bytes(gguf)?)?;
+                let (spec, tokenizer) = (file.spec()?, file.tokenizer()?);
+                (spec, tokenizer, Checkpoint::Gguf(file))
+            }
+            [] => (model::load_spec(files)?, TextTokenizer::load(files)?, Checkpoint::open(files)?),
+            _ => return Err(Error::bad_input(format!("{}: more than one .gguf file ({}); pick one", files.label, ggufs.join(", ")))),
+        };
+        Ok(Model::load(&files.label, spec, tokenizer, checkpoint, files.location(), gpu, |_, _| Ok(()))?.0)
+    }
+
+    /// Checks that the tokenizer belongs to the checkpoint and uploads the weights.
+    fn load<T>(
+        name: &str,
+        spec: ModelSpec,
+        tokenizer: TextTokenizer,
+        checkpoint: Checkpoint,
+        source: std::path::PathBuf,
+        gpu: Arc<Gpu>,
+        read: impl FnOnce(&ModelSpec, &Checkpoint) -> Result<T>,
+    ) -> Result<(Model, T)> {
         if tokenizer.vocab_size > spec.vocab_size {
             return Err(Error::bad_input(format!(
                 "{}: the tokenizer has {} tokens but the model's embedding has only {} rows: tokenizer.json does not \
                  belong to this model",
-                files.dir.display(),
+                source.display(),
                 tokenizer.vocab_size,
                 spec.vocab_size
             )));
         }
         let gpu_model = GpuModel::load(gpu, spec.clone(), &checkpoint)?;
         let extra = read(&spec, &checkpoint)?;
-        Ok((Model { name: name.to_string(), spec, tokenizer, gpu_model, source: files.dir }, extra))
+        Ok((Model { name: name.to_string(), spec, tokenizer, gpu_model, source }, extra))
     }
 
     /// Puts the weights back on the device after [`GpuModel::release_weights`], read again from

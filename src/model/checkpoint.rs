@@ -4,9 +4,8 @@
 
 use crate::error::{Error, Result};
 use crate::dtype::{DType, Group, GROUP};
-use memmap2::Mmap;
+use super::{FileBytes, ModelDir};
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 struct TensorEntry {
@@ -24,7 +23,7 @@ pub enum Checkpoint {
 }
 
 impl Checkpoint {
-    pub fn open(dir: &Path) -> Result<Checkpoint> {
+    pub fn open(dir: &(impl ModelDir + ?Sized)) -> Result<Checkpoint> {
         Ok(Checkpoint::Safetensors(Safetensors::open(dir)?))
     }
 
@@ -46,7 +45,7 @@ impl Checkpoint {
 
 pub struct Safetensors {
     paths: Vec<PathBuf>,
-    maps: Vec<Mmap>,
+    maps: Vec<FileBytes>,
     tensors: HashMap<String, TensorEntry>,
 }
 
@@ -87,33 +86,27 @@ impl TensorData<'_> {
 
 impl Safetensors {
     /// Opens the weights of a Hugging Face model directory.
-    pub fn open(dir: &Path) -> Result<Safetensors> {
-        let single = dir.join("model.safetensors");
-        let index = dir.join("model.safetensors.index.json");
-        let files: Vec<PathBuf> = if index.exists() {
-            shard_files(&index)?
-        } else if single.exists() {
-            vec![single]
+    pub fn open(dir: &(impl ModelDir + ?Sized)) -> Result<Safetensors> {
+        let (single, index) = ("model.safetensors", "model.safetensors.index.json");
+        let files: Vec<String> = if dir.has(index) {
+            shard_files(&dir.text(index)?, &dir.path(index), |name| dir.has(name))?
+        } else if dir.has(single) {
+            vec![single.to_string()]
         } else {
             return Err(Error::bad_input(format!(
                 "{}: no model.safetensors or model.safetensors.index.json. perplex reads Hugging Face \
                  safetensors checkpoints (convert .bin checkpoints with `transformers` save_pretrained(safe_serialization=True)).",
-                dir.display()
+                dir.location().display()
             )));
         };
         let mut checkpoint = Safetensors { paths: Vec::new(), maps: Vec::new(), tensors: HashMap::new() };
-        for path in files {
-            checkpoint.add_file(&path)?;
+        for name in files {
+            checkpoint.add_file(&dir.path(&name), dir.bytes(&name)?)?;
         }
         Ok(checkpoint)
     }
 
-    fn add_file(&mut self, path: &Path) -> Result<()> {
-        let file = File::open(path).map_err(|e| Error::bad_input(format!("{}: cannot open: {e}", path.display())))?;
-        // SAFETY: the map is read-only; a checkpoint modified while we read it is the user's problem
-        // and at worst gives wrong numbers for this run, never memory unsafety in safe code we call.
-        let map = unsafe { Mmap::map(&file) }
-            .map_err(|e| Error::bad_input(format!("{}: cannot memory-map: {e}", path.display())))?;
+    fn add_file(&mut self, path: &Path, map: FileBytes) -> Result<()> {
         let (header_len, metadata) = safetensors::SafeTensors::read_metadata(&map).map_err(|e| {
             Error::bad_input(format!(
                 "{}: not a valid safetensors file ({e:?}). The file may be truncated or still downloading; \
@@ -202,16 +195,15 @@ impl Safetensors {
     }
 }
 
-fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
-    let text = std::fs::read_to_string(index)
-        .map_err(|e| Error::bad_input(format!("{}: cannot read: {e}", index.display())))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
+/// The shard files `model.safetensors.index.json` (`text`, read from `index`) lists, each once,
+/// in name order; every one must be there (`exists`).
+fn shard_files(text: &str, index: &Path, exists: impl Fn(&str) -> bool) -> Result<Vec<String>> {
+    let json: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| Error::bad_input(format!("{}: invalid JSON: {e}", index.display())))?;
     let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| {
         Error::bad_input(format!("{}: no \"weight_map\" object", index.display()))
     })?;
-    let dir = index.parent().unwrap_or(Path::new("."));
-    let mut files: Vec<PathBuf> = Vec::new();
+    let mut files: Vec<String> = Vec::new();
     for value in map.values() {
         let name = value
             .as_str()
@@ -219,15 +211,14 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
         if name.contains('/') || name.contains('\\') || name.starts_with('.') {
             return Err(Error::bad_input(format!("{}: shard name '{name}' leaves the model directory", index.display())));
         }
-        let path = dir.join(name);
-        if !files.contains(&path) {
-            if !path.exists() {
+        if !files.iter().any(|f| f == name) {
+            if !exists(name) {
                 return Err(Error::bad_input(format!(
                     "{}: shard {name} is missing; download the complete checkpoint",
                     index.display()
                 )));
             }
-            files.push(path);
+            files.push(name.to_string());
         }
     }
     files.sort();

@@ -76,9 +76,9 @@ pub struct RopeScalingConfig {
     pub original_max_position_embeddings: Option<f32>,
 }
 
-pub fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::bad_input(format!("{}: cannot read: {e}", path.display())))?;
-    serde_json::from_str(&text).map_err(|e| Error::bad_input(format!("{}: invalid JSON: {e}", path.display())))
+/// `text`, the contents of `path`, as JSON.
+pub fn parse_json(text: &str, path: &Path) -> Result<Value> {
+    serde_json::from_str(text).map_err(|e| Error::bad_input(format!("{}: invalid JSON: {e}", path.display())))
 }
 
 /// Reads config.json fields with errors that name the file and the key.

@@ -7,6 +7,7 @@
 mod checkpoint;
 mod config;
 pub mod families;
+mod files;
 pub mod gguf;
 pub mod hub;
 mod names;
@@ -16,6 +17,7 @@ mod weights;
 pub use checkpoint::{Checkpoint, TensorData};
 pub use config::{Config, RopeScalingConfig};
 pub use families::Family;
+pub use files::{FileBytes, HeldFiles, ModelDir};
 pub use names::{FusedQkv, LayerNames, Naming, QkvNames, TensorNames, UpNames};
 pub use tokenizer::TextTokenizer;
 pub use weights::{load_head, load_weights, LayerWeights, MatrixUse, ModelWeights, NormWeights};
@@ -209,9 +211,9 @@ impl ModelSpec {
 }
 
 /// Reads `config.json` of a model directory into a [`ModelSpec`].
-pub fn load_spec(dir: &std::path::Path) -> Result<ModelSpec> {
-    let path = dir.join("config.json");
-    let json = config::read_json(&path)?;
+pub fn load_spec(dir: &(impl ModelDir + ?Sized)) -> Result<ModelSpec> {
+    let path = dir.path("config.json");
+    let json = config::parse_json(&dir.text("config.json")?, &path)?;
     // The family first: a model perplex does not read is named as such, whatever else its config holds.
     let family = families::by_model_type(json.get("model_type").and_then(|v| v.as_str()), &path)?;
     family.spec(&Config::from_json(json, &path)?)

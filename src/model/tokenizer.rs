@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use serde_json::Value;
-use std::path::Path;
+use super::ModelDir;
 
 pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
@@ -24,17 +24,16 @@ fn special_token_text(value: Option<&Value>) -> Option<String> {
 }
 
 impl TextTokenizer {
-    pub fn load(dir: &Path) -> Result<TextTokenizer> {
-        let path = dir.join("tokenizer.json");
-        if !path.exists() {
+    pub fn load(dir: &(impl ModelDir + ?Sized)) -> Result<TextTokenizer> {
+        let path = dir.path("tokenizer.json");
+        if !dir.has("tokenizer.json") {
             return Err(Error::bad_input(format!(
                 "{}: missing; perplex needs the model's tokenizer.json (a \"fast\" tokenizer: convert with \
                  transformers' AutoTokenizer.from_pretrained(...).save_pretrained(dir))",
                 path.display()
             )));
         }
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| Error::bad_input(format!("{}: cannot load tokenizer: {e}", path.display())))?;
+        let text = dir.text("tokenizer.json").map_err(|e| Error::bad_input(format!("cannot load tokenizer: {}", e.message)))?;
         // tokenizers panics, rather than returning an error, on a JSON syntax error inside the
         // "decoder" object (found by fuzzing): a file that is not JSON is refused here first.
         serde_json::from_str::<serde::de::IgnoredAny>(&text)
@@ -43,10 +42,8 @@ impl TextTokenizer {
             .parse()
             .map_err(|e| Error::bad_input(format!("{}: cannot load tokenizer: {e}", path.display())))?;
         let read = |name: &str| -> Value {
-            std::fs::read_to_string(dir.join(name))
-                .ok()
-                .and_then(|text| serde_json::from_str(&text).ok())
-                .unwrap_or(Value::Null)
+            let text = if dir.has(name) { dir.text(name).ok() } else { None };
+            text.and_then(|text| serde_json::from_str(&text).ok()).unwrap_or(Value::Null)
         };
         // transformers takes special tokens from tokenizer_config.json, then special_tokens_map.json;
         // config.json's ids are a last resort for directories that have neither file.

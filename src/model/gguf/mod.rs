@@ -26,11 +26,10 @@ use super::TensorData;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use dequant::{dequantize, Decode};
-use memmap2::Mmap;
+use super::FileBytes;
 use parse::TensorInfo;
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// What reading a tensor under its Hugging Face name must undo.
@@ -54,7 +53,7 @@ struct HfTensor {
 /// A memory-mapped GGUF file.
 pub struct GgufFile {
     path: PathBuf,
-    map: Mmap,
+    map: FileBytes,
     version: u32,
     family: &'static Family,
     architecture: &'static Gguf,
@@ -95,10 +94,12 @@ impl GgufFile {
     /// Memory-maps and parses `path`: header, metadata, tensor directory. Tensor data is read
     /// (and dequantized) only when a tensor is asked for.
     pub fn open(path: &Path) -> Result<GgufFile> {
-        let file = File::open(path).map_err(|e| bad(path, format!("cannot open: {e}")))?;
-        // SAFETY: the map is read-only; a file modified while we read it is the user's problem and
-        // at worst gives wrong numbers for this run, never memory unsafety in the safe code we call.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| bad(path, format!("cannot memory-map: {e}")))?;
+        GgufFile::from_bytes(path, FileBytes::map(path)?)
+    }
+
+    /// [`GgufFile::open`] of bytes already read (a file handed to a browser page); `path` names
+    /// it in messages.
+    pub fn from_bytes(path: &Path, map: FileBytes) -> Result<GgufFile> {
         let parse::Parsed { version, metadata, tensors, by_name } = parse::parse(&map, path)?;
         let architecture = metadata
             .get("general.architecture")

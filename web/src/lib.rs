@@ -1,0 +1,100 @@
+//! perplex in a browser page (web/index.html): a model from the files the visitor picks (or the
+//! default model the page ships), scored on a text on the visitor's own GPU through WebGPU. The
+//! same engine and kernels as the command line, awaited instead of blocked on (a page gets GPU
+//! results only from its event loop): `perplex::score::perplexity_scored`.
+
+use js_sys::{Promise, Uint8Array};
+use perplex::data::Document;
+use perplex::forward::Batch;
+use perplex::gpu::{Gpu, GpuOptions};
+use perplex::model::HeldFiles;
+use perplex::score::{perplexity_scored, PplOptions, Progress, WindowMode};
+use perplex::Model;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use wasm_bindgen::prelude::*;
+
+/// An error as the command line words it.
+fn error(e: perplex::Error) -> JsValue {
+    JsError::new(&e.message).into()
+}
+
+/// Tokens scored so far and in all, for the page's progress bar (it reads them between passes,
+/// while the engine awaits the GPU).
+#[derive(Default)]
+struct Counts {
+    done: AtomicU64,
+    total: AtomicU64,
+}
+
+impl Progress for Counts {
+    fn start(&self, tokens: u64) {
+        self.total.store(tokens, Ordering::Relaxed);
+        self.done.store(0, Ordering::Relaxed);
+    }
+
+    fn advance(&self, tokens: u64) {
+        self.done.fetch_add(tokens, Ordering::Relaxed);
+    }
+
+    fn finish(&self) {}
+}
+
+/// A model on the visitor's GPU.
+#[wasm_bindgen]
+pub struct Scorer {
+    model: Rc<Model>,
+    counts: Arc<Counts>,
+}
+
+#[wasm_bindgen]
+impl Scorer {
+    /// Opens the browser's WebGPU adapter and loads a model from files (`names[i]` holds
+    /// `contents[i]`): one `.gguf`, or `config.json`, `tokenizer.json`, `tokenizer_config.json`
+    /// and `model.safetensors`. `label` names the model in messages.
+    pub async fn load(label: String, names: Vec<String>, contents: Vec<Uint8Array>) -> Result<Scorer, JsValue> {
+        let gpu = Gpu::open(&GpuOptions::default()).await.map_err(error)?;
+        let mut files = HeldFiles::new(&label);
+        for (name, bytes) in names.iter().zip(&contents) {
+            files.insert(name, bytes.to_vec());
+        }
+        let model = Model::open_held(&files, gpu).map_err(error)?;
+        Ok(Scorer { model: Rc::new(model), counts: Arc::default() })
+    }
+
+    /// The adapter, as `perplex devices` names it.
+    pub fn adapter(&self) -> String {
+        self.model.adapter()
+    }
+
+    pub fn name(&self) -> String {
+        self.model.name.clone()
+    }
+
+    /// Scores `text` as `perplex ppl` scores a text file (rolling windows of the model's default
+    /// length): resolves to the JSON `perplex ppl --json` writes, with `tokens` added: each
+    /// scored token's text, log-probability and whether it was the model's first choice.
+    pub fn score(&self, text: String) -> Promise {
+        let (model, counts) = (self.model.clone(), self.counts.clone());
+        wasm_bindgen_futures::future_to_promise(async move {
+            let documents = [Document { name: "text".into(), text }];
+            let progress: Arc<dyn Progress> = counts;
+            let options = PplOptions { mode: WindowMode::Rolling, ctx: None, batch: Batch::Auto, per_token: true, progress: Some(progress) };
+            let result = perplexity_scored(&model, &documents, &options, None).await.map_err(error)?;
+            let mut json = perplex::report::ppl_json(&result, &model.name, &model.adapter());
+            let tokens: Vec<serde_json::Value> = result
+                .tokens
+                .iter()
+                .map(|t| serde_json::json!({ "text": model.tokenizer.decode_token(t.token_id), "logprob": t.logprob, "greedy": t.greedy }))
+                .collect();
+            json["tokens"] = tokens.into();
+            Ok(JsValue::from_str(&json.to_string()))
+        })
+    }
+
+    /// Tokens scored so far in the running `score`, and in all.
+    pub fn progress(&self) -> Vec<f64> {
+        vec![self.counts.done.load(Ordering::Relaxed) as f64, self.counts.total.load(Ordering::Relaxed) as f64]
+    }
+}
