@@ -13,7 +13,8 @@ fn fold_row(row: u32) -> vec4<f32> {
     return stats;
 }
 
-// One invocation per row: (log p(target), target == argmax) as two floats.
+// One invocation per row: log p(target) and the argmax (ties to the lowest token id; an f32,
+// exact below 2^24), which the host compares with the target.
 @compute @workgroup_size(64, 1, 1)
 fn loss_combine(@builtin(global_invocation_id) gid: vec3<u32>) {
     let row = gid.x;
@@ -22,7 +23,7 @@ fn loss_combine(@builtin(global_invocation_id) gid: vec3<u32>) {
     let target_id = targets[row];
     let target_logit = partials[row * params.tiles + target_id / TILE_COLS].z;
     output[2u * row] = target_logit - (stats.x + log(stats.y));
-    output[2u * row + 1u] = select(0.0, 1.0, stats.w == f32(target_id));
+    output[2u * row + 1u] = stats.w;
 }
 
 // One invocation per row: the argmax (ties to the lowest token id, as torch.argmax: see

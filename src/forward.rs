@@ -112,7 +112,10 @@ fn injected_memory_limit() -> Option<usize> {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TokenScore {
     pub logprob: f32,
+    /// Whether the token is the model's most likely one.
     pub greedy: bool,
+    /// The model's most likely token (ties: the lowest id).
+    pub top: u32,
 }
 
 /// A pass queued by [`GpuModel::submit_rows`]; [`PendingScores::finish`] collects its scores.
@@ -120,6 +123,8 @@ pub struct TokenScore {
 pub struct PendingScores {
     raw: PendingRead<[f32; 2]>,
     rows: ScoredRows,
+    /// The scored rows' targets, in order.
+    targets: Vec<u32>,
 }
 
 /// Where the scored rows' results lie in the pass's score buffer.
@@ -137,9 +142,11 @@ impl PendingScores {
     }
 
     /// [`PendingScores::finish`] without blocking (see [`PendingRead::read`]).
-    pub async fn read(self, gpu: &Gpu) -> Result<Vec<TokenScore>> {
-        let score = |[logprob, greedy]: [f32; 2]| TokenScore { logprob, greedy: greedy > 0.5 };
-        Ok(self.read_raw(gpu).await?.into_iter().map(score).collect())
+    pub async fn read(mut self, gpu: &Gpu) -> Result<Vec<TokenScore>> {
+        let targets = std::mem::take(&mut self.targets);
+        // The argmax is an f32, exact below 2^24 token ids.
+        let score = |([logprob, top], target): ([f32; 2], u32)| TokenScore { logprob, greedy: top as u32 == target, top: top as u32 };
+        Ok(self.read_raw(gpu).await?.into_iter().zip(targets).map(score).collect())
     }
 
     /// The two floats the head's second pass wrote for each scored row, in order.
@@ -518,7 +525,7 @@ impl GpuModel {
     /// reads back and prepares the pass after it.
     pub fn submit_rows(&self, windows: usize, len: usize, tokens: &[u32], targets: &[u32], layout: &RowLayout, scored: &[u32]) -> Result<PendingScores> {
         if windows * len == 0 {
-            return Ok(PendingScores { raw: PendingRead::nothing(), rows: ScoredRows::Gathered(0) });
+            return Ok(PendingScores { raw: PendingRead::nothing(), rows: ScoredRows::Gathered(0), targets: Vec::new() });
         }
         let pass = PassRequest { windows, len, tokens, targets, layout, scored, kind: PassKind::Score, cache_rows: &[] };
         let (_running, ws, head_rows, gathered) = self.submit_pass(&pass)?;
@@ -526,7 +533,7 @@ impl GpuModel {
         // `scores` only after this copy.
         let raw = self.gpu.start_read(&ws.scores, head_rows);
         let rows = if gathered { ScoredRows::Gathered(scored.len()) } else { ScoredRows::InPlace(scored.to_vec()) };
-        Ok(PendingScores { raw, rows })
+        Ok(PendingScores { raw, rows, targets: scored.iter().map(|&r| targets[r as usize]).collect() })
     }
 
     /// The forward pass of [`GpuModel::submit_rows`] without the LM head: leaves the final
@@ -648,7 +655,7 @@ impl GpuModel {
             let (_running, ws, head_rows, gathered) = self.submit_pass(pass)?;
             let raw = self.gpu.start_read(&ws.scores, head_rows);
             let rows = if gathered { ScoredRows::Gathered(pass.scored.len()) } else { ScoredRows::InPlace(pass.scored.to_vec()) };
-            PendingScores { raw, rows }
+            PendingScores { raw, rows, targets: Vec::new() }
         };
         Ok(pollster::block_on(pending.read_raw(&self.gpu))?.into_iter().map(|[token, logprob]| GreedyToken { token: token as u32, logprob }).collect())
     }

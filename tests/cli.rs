@@ -535,7 +535,9 @@ fn ppl_writes_json_and_per_token_records() {
         assert!(record["token_id"].as_u64().unwrap() < 363, "{line}");
         let logprob = record["logprob"].as_f64().unwrap();
         assert!(logprob <= 0.0 && logprob.is_finite(), "{line}");
-        assert!(record["greedy"].is_boolean(), "{line}");
+        let top = record["top"].as_u64().unwrap();
+        assert!(top < 363, "{line}");
+        assert_eq!(record["greedy"].as_bool(), Some(top == record["token_id"].as_u64().unwrap()), "greedy is whether the token is the top one: {line}");
         logprob_sum += logprob;
     }
     let nll = total["nll"].as_f64().unwrap();

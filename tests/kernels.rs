@@ -219,7 +219,9 @@ fn run_lm_head_on(path: (ReadPath, bool), rows: usize, vocab: usize, k: usize, d
         let (want, greedy) = reference::log_softmax_target(&logits[r * vocab..(r + 1) * vocab], targets[r] as usize);
         let err = (got[r][0] as f64 - want).abs();
         assert!(err < 2e-4 * want.abs().max(1.0), "row {r}: log p {} want {want}", got[r][0]);
-        assert_eq!(got[r][1] > 0.5, greedy, "row {r}: greedy flag");
+        let top = reference::argmax(&logits[r * vocab..(r + 1) * vocab]);
+        assert_eq!(got[r][1], top as f32, "row {r}: argmax");
+        assert_eq!(top == targets[r] as usize, greedy);
     }
     got
 }
@@ -242,20 +244,15 @@ fn lm_head_loss_over_split_vocabulary() {
 }
 
 #[test]
-fn lm_head_greedy_flag_when_target_is_argmax() {
-    // Targets chosen as the argmax must be flagged greedy (random targets rarely are).
+fn lm_head_argmax_when_target_is_argmax() {
+    // Targets chosen as the argmax must come back as the argmax (random targets rarely are).
     let gpu = gpu();
     let (rows, vocab, k) = (10, 259, 8);
     let mut rng = Rng::new(seed());
     let hidden = rng.vec(rows * k, 1.0);
     let w = rng.vec(vocab * k, 1.0);
     let logits = reference::matmul(&hidden, rows, &HostMatrix { rows: vocab, cols: k, data: w.clone() }, None);
-    let targets: Vec<u32> = (0..rows)
-        .map(|r| {
-            let row = &logits[r * vocab..(r + 1) * vocab];
-            (0..vocab).fold(0, |b, i| if row[i] > row[b] { i } else { b }) as u32
-        })
-        .collect();
+    let targets: Vec<u32> = (0..rows).map(|r| reference::argmax(&logits[r * vocab..(r + 1) * vocab]) as u32).collect();
     let head = GpuMatrix::upload(&gpu, "head", vocab, k, DType::F32, bytemuck::cast_slice(&w), MatrixUse::Products).unwrap();
     let head = ops::LmHead { matrix: &head, vocab, softcap: 0.0 };
     let (hb, tb) = (gpu.upload("h", &hidden), gpu.upload("t", &targets));
@@ -266,7 +263,7 @@ fn lm_head_greedy_flag_when_target_is_argmax() {
     ops::loss_combine(&mut p, rows, head.tiles(), &tb, &partials, &scores);
     p.build().run(&gpu).unwrap();
     let got: Vec<[f32; 2]> = gpu.read(&scores, rows).unwrap();
-    assert!(got.iter().all(|g| g[1] == 1.0), "{got:?}");
+    assert!(got.iter().zip(&targets).all(|(g, &t)| g[1] == t as f32), "{got:?}");
 }
 
 #[test]
@@ -754,7 +751,7 @@ fn greedy_head_finds_the_argmax_and_its_logprob() {
         let logits = reference::matmul(&input, rows, &host, None);
         for r in 0..rows {
             let row = &logits[r * vocab..][..vocab];
-            let argmax = (0..vocab).fold(0, |best, i| if row[i] > row[best] { i } else { best });
+            let argmax = reference::argmax(row);
             let (logprob, _) = reference::log_softmax_target(row, argmax);
             assert_eq!(got[2 * r] as usize, argmax, "row {r} of {rows}x{vocab}");
             assert!((got[2 * r + 1] as f64 - logprob).abs() < 1e-4, "row {r}: log p {} vs {logprob}", got[2 * r + 1]);

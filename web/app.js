@@ -91,7 +91,8 @@ function showResult(result) {
     span.textContent = token.text;
     span.style.background = colour(bits, max);
     if (token.greedy) span.className = "greedy";
-    span.title = `log p = ${token.logprob.toFixed(4)} (${bits.toFixed(2)} bits)${token.greedy ? ", the model's first choice" : ""}`;
+    span.title = `log p = ${token.logprob.toFixed(4)} (${bits.toFixed(2)} bits)\n` +
+      (token.greedy ? "the model's first choice" : `the model's first choice: ${JSON.stringify(token.top)}`);
     box.appendChild(span);
   }
   $("results").hidden = false;

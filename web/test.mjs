@@ -74,7 +74,8 @@ try {
   if (!result.error) {
     const want = expected.default.total;
     const shown = Number(await page.textContent("#bits-per-byte"));
-    console.log(`  bits per byte: page ${result.total.bits_per_byte}, perplex ppl ${want.bits_per_byte}; ${result.total.tokens} tokens in ${result.seconds.toFixed(2)} s`);
+    console.log(`  bits per byte: page ${result.total.bits_per_byte}, perplex ppl ${want.bits_per_byte}`);
+    console.log(`  ${result.total.tokens} tokens: page ${result.seconds.toFixed(2)} s, perplex ppl ${expected.default.seconds.toFixed(2)} s (${expected.default.adapter})`);
     check(result.total.tokens === want.tokens && result.total.bytes === want.bytes, "the same tokens and bytes as perplex ppl");
     check(relative(result.total.bits_per_byte, want.bits_per_byte) <= 1e-5, "bits per byte within 1e-5 relative of perplex ppl");
     check(relative(shown, want.bits_per_byte) <= 1e-5, "the page shows that bits per byte");
@@ -101,6 +102,7 @@ try {
     if (!gguf.error) {
       const want = expected.gguf.expected.total;
       console.log(`  GGUF bits per byte: page ${gguf.total.bits_per_byte}, perplex ppl ${want.bits_per_byte}`);
+      console.log(`  ${gguf.total.tokens} tokens: page ${gguf.seconds.toFixed(2)} s, perplex ppl ${expected.gguf.expected.seconds.toFixed(2)} s`);
       check(gguf.total.tokens === want.tokens, "the GGUF's tokens are perplex ppl's");
       check(relative(gguf.total.bits_per_byte, want.bits_per_byte) <= 1e-5, "GGUF bits per byte within 1e-5 relative of perplex ppl");
     }

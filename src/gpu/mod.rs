@@ -84,9 +84,11 @@ fn summarize(index: usize, adapter: &wgpu::Adapter) -> AdapterSummary {
             ));
         }
     }
+    // Browsers may keep the adapter's name to themselves.
+    let name = [&info.name, &info.driver, &info.driver_info].into_iter().find(|n| !n.is_empty()).map_or("unnamed adapter".to_string(), |n| n.to_string());
     AdapterSummary {
         index,
-        name: info.name.clone(),
+        name,
         backend: format!("{:?}", info.backend),
         device_type: format!("{:?}", info.device_type),
         driver: info.driver.clone(),

@@ -245,7 +245,7 @@ fn fold_tiles(p: &mut ProgramBuilder, kernel: KernelId, rows: usize, tiles: usiz
 }
 
 /// targets, partials (`tiles` per row, from [`lm_head_loss`]) -> output: two floats per row,
-/// log p(target) and whether the target is the argmax.
+/// log p(target) and the argmax (ties to the lowest id).
 pub fn loss_combine(p: &mut ProgramBuilder, rows: usize, tiles: usize, targets: Binding, partials: Binding, output: Binding) {
     fold_tiles(p, KernelId::LossCombine, rows, tiles, targets, partials, output);
 }

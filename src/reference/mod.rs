@@ -147,12 +147,16 @@ fn erf(x: f64) -> f64 {
     x.signum() * (1.0 - erfc)
 }
 
+/// The index of the largest logit (ties: the lowest index, as torch.argmax).
+pub fn argmax(logits: &[f32]) -> usize {
+    logits.iter().enumerate().fold(0, |best, (i, &v)| if v > logits[best] { i } else { best })
+}
+
 /// (log p(target), target == argmax) from a row of logits, in f64.
 pub fn log_softmax_target(logits: &[f32], target: usize) -> (f64, bool) {
     let max = logits.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
     let sum: f64 = logits.iter().map(|&v| (v as f64 - max).exp()).sum();
-    let argmax = logits.iter().enumerate().fold(0, |best, (i, &v)| if v > logits[best] { i } else { best });
-    (logits[target] as f64 - max - sum.ln(), argmax == target)
+    (logits[target] as f64 - max - sum.ln(), argmax(logits) == target)
 }
 
 /// What perplex compare computes for one position from both models' logits, in f64: KL(base ‖
@@ -164,7 +168,6 @@ pub fn compare_logits(base: &[f32], model: &[f32], target: usize) -> (f64, f64, 
         let lse = max + logits.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
         logits.iter().map(|&v| v as f64 - lse).collect()
     };
-    let argmax = |logits: &[f32]| logits.iter().enumerate().fold(0, |best, (i, &v)| if v > logits[best] { i } else { best });
     let (lb, lm) = (log_softmax(base), log_softmax(model));
     let kl = lb.iter().zip(&lm).map(|(&b, &m)| b.exp() * (b - m)).sum();
     (kl, lb[target], lm[target], argmax(base), argmax(model))

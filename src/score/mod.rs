@@ -119,6 +119,9 @@ pub struct TokenRecord {
     pub token_id: u32,
     pub logprob: f32,
     pub greedy: bool,
+    /// The model's most likely token (absent from resume logs of versions that did not keep it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -454,6 +457,7 @@ pub async fn perplexity_scored(model: &Model, documents: &[Document], options: &
                             token_id: window.targets[j],
                             logprob: score.logprob,
                             greedy: score.greedy,
+                            top: Some(score.top),
                         });
                     }
                 }

@@ -74,7 +74,8 @@ impl Scorer {
 
     /// Scores `text` as `perplex ppl` scores a text file (rolling windows of the model's default
     /// length): resolves to the JSON `perplex ppl --json` writes, with `tokens` added: each
-    /// scored token's text, log-probability and whether it was the model's first choice.
+    /// scored token's text, log-probability, whether it was the model's first choice, and the
+    /// text of that first choice (`top`).
     pub fn score(&self, text: String) -> Promise {
         let (model, counts) = (self.model.clone(), self.counts.clone());
         wasm_bindgen_futures::future_to_promise(async move {
@@ -86,7 +87,10 @@ impl Scorer {
             let tokens: Vec<serde_json::Value> = result
                 .tokens
                 .iter()
-                .map(|t| serde_json::json!({ "text": model.tokenizer.decode_token(t.token_id), "logprob": t.logprob, "greedy": t.greedy }))
+                .map(|t| {
+                    let top = t.top.map(|id| model.tokenizer.decode_token(id));
+                    serde_json::json!({ "text": model.tokenizer.decode_token(t.token_id), "logprob": t.logprob, "greedy": t.greedy, "top": top })
+                })
                 .collect();
             json["tokens"] = tokens.into();
             Ok(JsValue::from_str(&json.to_string()))
