@@ -379,6 +379,14 @@ impl Gpu {
         }
     }
 
+    /// Waits, without blocking, until the device has answered for everything queued so far, and
+    /// returns what failed: a browser reports errors (running out of memory among them) only
+    /// from its event loop, so a page awaits this after loading a model.
+    pub async fn settle(&self) -> Result<()> {
+        let probe = self.storage("settle", 4);
+        self.start_read::<u32>(&probe, 1).read(self).await.map(|_| ())
+    }
+
     /// Blocks until all submitted work is done.
     pub fn wait(&self) -> Result<()> {
         self.poll(wgpu::PollType::wait_indefinitely())

@@ -9,7 +9,7 @@ use perplex::forward::Batch;
 use perplex::gpu::{Gpu, GpuOptions};
 use perplex::model::HeldFiles;
 use perplex::score::{perplexity_scored, PplOptions, Progress, WindowMode};
-use perplex::Model;
+use perplex::{ErrorKind, Model};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -59,7 +59,11 @@ impl Scorer {
         for (name, bytes) in names.iter().zip(&contents) {
             files.insert(name, bytes.to_vec());
         }
-        let model = Model::open_held(&files, gpu).map_err(error)?;
+        let model = Model::open_held(&files, gpu.clone()).map_err(error)?;
+        gpu.settle().await.map_err(|e| match e.kind {
+            ErrorKind::DeviceMemory => JsError::new(&format!("{label} does not fit in the memory of {}: {}", gpu.describe(), e.message)).into(),
+            _ => error(e),
+        })?;
         Ok(Scorer { model: Rc::new(model), counts: Arc::default() })
     }
 
