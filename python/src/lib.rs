@@ -16,11 +16,11 @@ use perplex::data::Document;
 use perplex::forward::Batch;
 use perplex::generate::{self, GenOptions, GenRequest};
 use perplex::gpu::{Gpu, GpuOptions};
-use perplex::score::{self, LoglikOptions, PplOptions, PplResult, Progress, Request, WindowMode};
+use perplex::score::{self, LoglikOptions, PplOptions, PplResult, Progress, ProgressCounts, Request, WindowMode};
 use perplex::{Error, ErrorKind};
 use pyo3::exceptions::{PyKeyboardInterrupt, PyMemoryError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,24 +38,6 @@ fn to_python(error: Error) -> PyErr {
     }
 }
 
-/// What a run has reported so far, read by the calling thread at every tick.
-#[derive(Default)]
-struct Counts {
-    total: AtomicU64,
-    done: AtomicU64,
-}
-
-impl Progress for Counts {
-    fn start(&self, tokens: u64) {
-        self.total.store(tokens, Ordering::Relaxed);
-        self.done.store(0, Ordering::Relaxed);
-    }
-    fn advance(&self, tokens: u64) {
-        self.done.fetch_add(tokens, Ordering::Relaxed);
-    }
-    fn finish(&self) {}
-}
-
 /// Runs `work` on a worker thread with the GIL released (see the module documentation). With a
 /// `progress` callable, calls `progress(done, total)` in tokens at every tick and once at the end.
 fn run_released<T: Send>(
@@ -63,11 +45,12 @@ fn run_released<T: Send>(
     progress: Option<&Bound<'_, PyAny>>,
     work: impl FnOnce(Option<Arc<dyn Progress>>) -> perplex::Result<T> + Send,
 ) -> PyResult<T> {
-    let counts = Arc::new(Counts::default());
+    // What the run has reported so far, read by the calling thread at every tick.
+    let counts = Arc::new(ProgressCounts::default());
     let reporter = progress.map(|_| counts.clone() as Arc<dyn Progress>);
     let report = |py_error: &mut Option<PyErr>| {
         if let (Some(callback), None) = (progress, &py_error) {
-            let (done, total) = (counts.done.load(Ordering::Relaxed), counts.total.load(Ordering::Relaxed));
+            let (done, total) = counts.counts();
             if let Err(error) = callback.call1((done, total)) {
                 *py_error = Some(error);
             }

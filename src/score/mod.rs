@@ -39,6 +39,36 @@ impl std::fmt::Debug for dyn Progress {
     }
 }
 
+/// A [`Progress`] that only counts, for callers that look from elsewhere (the Python bindings'
+/// calling thread, a browser page between passes): tokens scored so far, and in all.
+#[derive(Default)]
+pub struct ProgressCounts {
+    done: std::sync::atomic::AtomicU64,
+    total: std::sync::atomic::AtomicU64,
+}
+
+impl ProgressCounts {
+    /// (tokens scored so far, tokens in all) of the run now going.
+    pub fn counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.done.load(Relaxed), self.total.load(Relaxed))
+    }
+}
+
+impl Progress for ProgressCounts {
+    fn start(&self, tokens: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.total.store(tokens, Relaxed);
+        self.done.store(0, Relaxed);
+    }
+
+    fn advance(&self, tokens: u64) {
+        self.done.fetch_add(tokens, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn finish(&self) {}
+}
+
 /// What runs without a [`Progress`] report to.
 struct Unwatched;
 

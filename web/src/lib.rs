@@ -8,10 +8,9 @@ use perplex::data::Document;
 use perplex::forward::Batch;
 use perplex::gpu::{Gpu, GpuOptions};
 use perplex::model::HeldFiles;
-use perplex::score::{perplexity_scored, PplOptions, Progress, WindowMode};
+use perplex::score::{perplexity_scored, PplOptions, Progress, ProgressCounts, WindowMode};
 use perplex::{ErrorKind, Model};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use wasm_bindgen::prelude::*;
 
@@ -20,32 +19,13 @@ fn error(e: perplex::Error) -> JsValue {
     JsError::new(&e.message).into()
 }
 
-/// Tokens scored so far and in all, for the page's progress bar (it reads them between passes,
-/// while the engine awaits the GPU).
-#[derive(Default)]
-struct Counts {
-    done: AtomicU64,
-    total: AtomicU64,
-}
-
-impl Progress for Counts {
-    fn start(&self, tokens: u64) {
-        self.total.store(tokens, Ordering::Relaxed);
-        self.done.store(0, Ordering::Relaxed);
-    }
-
-    fn advance(&self, tokens: u64) {
-        self.done.fetch_add(tokens, Ordering::Relaxed);
-    }
-
-    fn finish(&self) {}
-}
-
 /// A model on the visitor's GPU.
 #[wasm_bindgen]
 pub struct Scorer {
     model: Rc<Model>,
-    counts: Arc<Counts>,
+    /// Tokens scored so far and in all, for the page's progress bar (it reads them between
+    /// passes, while the engine awaits the GPU).
+    counts: Arc<ProgressCounts>,
 }
 
 #[wasm_bindgen]
@@ -103,6 +83,7 @@ impl Scorer {
 
     /// Tokens scored so far in the running `score`, and in all.
     pub fn progress(&self) -> Vec<f64> {
-        vec![self.counts.done.load(Ordering::Relaxed) as f64, self.counts.total.load(Ordering::Relaxed) as f64]
+        let (done, total) = self.counts.counts();
+        vec![done as f64, total as f64]
     }
 }
