@@ -276,6 +276,13 @@ fn upload_weights(gpu: &Gpu, spec: &ModelSpec, checkpoint: &Checkpoint) -> Resul
     let weight_bytes = std::cell::Cell::new(0u64);
     let mut dtype = None;
     let resident = || gpu.resident_weights.load(std::sync::atomic::Ordering::Relaxed);
+    let does_not_fit = |device: &str, error: &dyn std::fmt::Display| {
+        format!(
+            "the model's weights do not fit in the memory of {device} (it ran out after {:.1} MiB of them): {error}. \
+             Use a smaller model or a GPU with more memory.",
+            weight_bytes.get() as f64 / (1 << 20) as f64
+        )
+    };
     let uploaded = gpu.allocate(
         || {
             load_weights(
@@ -284,15 +291,8 @@ fn upload_weights(gpu: &Gpu, spec: &ModelSpec, checkpoint: &Checkpoint) -> Resul
                 |tensor, usage| {
                     if let Some(limit) = injected_weight_limit() {
                         if resident() + weight_bytes.get() + tensor.bytes.len() as u64 > limit {
-                            return Err(Error {
-                                kind: ErrorKind::DeviceMemory,
-                                message: format!(
-                                    "the model's weights do not fit in the memory of {} (it ran out after {:.1} MiB of them): \
-                                     out of memory (injected: more than {limit} bytes of weights)",
-                                    gpu.describe(),
-                                    weight_bytes.get() as f64 / (1 << 20) as f64
-                                ),
-                            });
+                            let error = format!("out of memory (injected: more than {limit} bytes of weights)");
+                            return Err(Error { kind: ErrorKind::DeviceMemory, message: does_not_fit(&gpu.describe(), &error) });
                         }
                     }
                     let matrix = GpuMatrix::upload(gpu, &tensor.name, tensor.shape[0], tensor.shape[1], tensor.dtype, &tensor.bytes, usage)?;
@@ -308,13 +308,7 @@ fn upload_weights(gpu: &Gpu, spec: &ModelSpec, checkpoint: &Checkpoint) -> Resul
                 |name, values| Ok(gpu.upload(name, &values)),
             )
         },
-        |device, error| {
-            format!(
-                "the model's weights do not fit in the memory of {device} (it ran out after {:.1} MiB of them): {error}. \
-                 Use a smaller model or a GPU with more memory.",
-                weight_bytes.get() as f64 / (1 << 20) as f64
-            )
-        },
+        |device, error| does_not_fit(device, error),
     );
     let weights = uploaded?;
     gpu.resident_weights.fetch_add(weight_bytes.get(), std::sync::atomic::Ordering::Relaxed);
@@ -357,7 +351,7 @@ impl GpuModel {
         // Programs bind the weights and workspace: they go first.
         self.programs.lock().unwrap().clear();
         *self.workspace.lock().unwrap() = None;
-        *self.cache.lock().unwrap() = None;
+        self.release_kv_cache();
         if self.weights.lock().unwrap().take().is_some() {
             self.gpu.resident_weights.fetch_sub(self.weight_bytes, std::sync::atomic::Ordering::Relaxed);
         }

@@ -23,11 +23,24 @@ function setBusy(on) {
   $("model-files").disabled = on;
 }
 
-async function loadModel(label, files) {
+// Runs `work` with the controls disabled and `message` shown; its error, if any, is shown as the
+// engine words it, and the page stays usable.
+async function busyWhile(message, work) {
   showError("");
   setBusy(true);
-  status(`Loading ${label} …`);
+  status(message);
   try {
+    await work();
+  } catch (e) {
+    status("");
+    showError(String(e.message || e));
+  } finally {
+    setBusy(false);
+  }
+}
+
+function loadModel(label, files) {
+  return busyWhile(`Loading ${label} …`, async () => {
     const names = files.map((f) => f.name);
     const contents = files.map((f) => f.bytes);
     const loaded = await Scorer.load(label, names, contents);
@@ -36,12 +49,7 @@ async function loadModel(label, files) {
     $("adapter").textContent = `Adapter: ${scorer.adapter()}`;
     $("model").textContent = `Loaded: ${scorer.name()}`;
     status("Model loaded.");
-  } catch (e) {
-    status("");
-    showError(String(e.message || e));
-  } finally {
-    setBusy(false);
-  }
+  });
 }
 
 async function fetchBytes(url) {
@@ -98,34 +106,29 @@ function showResult(result) {
   $("results").hidden = false;
 }
 
-async function score() {
+function score() {
   if (!scorer || busy) return;
-  showError("");
-  setBusy(true);
-  status("Scoring …");
   const bar = $("progress");
-  bar.style.display = "block";
-  bar.value = 0;
-  const timer = setInterval(() => {
-    const [done, total] = scorer.progress();
-    if (total > 0) {
-      bar.value = done / total;
-      status(`Scoring … ${done} of ${total} tokens`);
+  return busyWhile("Scoring …", async () => {
+    bar.style.display = "block";
+    bar.value = 0;
+    const timer = setInterval(() => {
+      const [done, total] = scorer.progress();
+      if (total > 0) {
+        bar.value = done / total;
+        status(`Scoring … ${done} of ${total} tokens`);
+      }
+    }, 100);
+    try {
+      const result = JSON.parse(await scorer.score($("text").value));
+      window.perplexResult = result;
+      showResult(result);
+      status("Done.");
+    } finally {
+      clearInterval(timer);
+      bar.style.display = "none";
     }
-  }, 100);
-  try {
-    const result = JSON.parse(await scorer.score($("text").value));
-    window.perplexResult = result;
-    showResult(result);
-    status("Done.");
-  } catch (e) {
-    status("");
-    showError(String(e.message || e));
-  } finally {
-    clearInterval(timer);
-    bar.style.display = "none";
-    setBusy(false);
-  }
+  });
 }
 
 function dropText(area) {

@@ -198,8 +198,7 @@ impl Safetensors {
 /// The shard files `model.safetensors.index.json` (`text`, read from `index`) lists, each once,
 /// in name order; every one must be there (`exists`).
 fn shard_files(text: &str, index: &Path, exists: impl Fn(&str) -> bool) -> Result<Vec<String>> {
-    let json: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| Error::bad_input(format!("{}: invalid JSON: {e}", index.display())))?;
+    let json = super::config::parse_json(text, index)?;
     let map = json.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| {
         Error::bad_input(format!("{}: no \"weight_map\" object", index.display()))
     })?;

@@ -49,48 +49,27 @@ pub trait ModelDir {
     }
 }
 
-impl ModelDir for Path {
+/// A directory on disk (`Path`, `PathBuf`, ...).
+impl<P: AsRef<Path> + ?Sized> ModelDir for P {
     fn location(&self) -> PathBuf {
-        self.to_path_buf()
+        self.as_ref().to_path_buf()
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.join(name)
+        self.as_ref().join(name)
     }
 
     fn has(&self, name: &str) -> bool {
-        self.join(name).exists()
+        self.path(name).exists()
     }
 
     fn bytes(&self, name: &str) -> Result<FileBytes> {
-        FileBytes::map(&self.join(name))
+        FileBytes::map(&self.path(name))
     }
 
     fn text(&self, name: &str) -> Result<String> {
-        let path = self.join(name);
+        let path = self.path(name);
         std::fs::read_to_string(&path).map_err(|e| Error::bad_input(format!("{}: cannot read: {e}", path.display())))
-    }
-}
-
-impl ModelDir for PathBuf {
-    fn location(&self) -> PathBuf {
-        self.clone()
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.as_path().path(name)
-    }
-
-    fn has(&self, name: &str) -> bool {
-        self.as_path().has(name)
-    }
-
-    fn bytes(&self, name: &str) -> Result<FileBytes> {
-        self.as_path().bytes(name)
-    }
-
-    fn text(&self, name: &str) -> Result<String> {
-        self.as_path().text(name)
     }
 }
 

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::forward::{Batch, PendingScores, RowLayout, TokenScore};
 use crate::gpu::Gpu;
 use crate::Model;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 /// Told how many tokens a run scores and, as passes finish, how many are done: the command line
@@ -43,27 +44,25 @@ impl std::fmt::Debug for dyn Progress {
 /// calling thread, a browser page between passes): tokens scored so far, and in all.
 #[derive(Default)]
 pub struct ProgressCounts {
-    done: std::sync::atomic::AtomicU64,
-    total: std::sync::atomic::AtomicU64,
+    done: AtomicU64,
+    total: AtomicU64,
 }
 
 impl ProgressCounts {
     /// (tokens scored so far, tokens in all) of the run now going.
     pub fn counts(&self) -> (u64, u64) {
-        use std::sync::atomic::Ordering::Relaxed;
         (self.done.load(Relaxed), self.total.load(Relaxed))
     }
 }
 
 impl Progress for ProgressCounts {
     fn start(&self, tokens: u64) {
-        use std::sync::atomic::Ordering::Relaxed;
         self.total.store(tokens, Relaxed);
         self.done.store(0, Relaxed);
     }
 
     fn advance(&self, tokens: u64) {
-        self.done.fetch_add(tokens, std::sync::atomic::Ordering::Relaxed);
+        self.done.fetch_add(tokens, Relaxed);
     }
 
     fn finish(&self) {}
