@@ -221,8 +221,8 @@ impl Gpu {
         encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, staging.size());
         let submission = self.queue.submit([encoder.finish()]);
         let mapped = Arc::new(MapSlot::default());
-        let slot = mapped.clone();
-        staging.map_async(wgpu::MapMode::Read, .., move |result| slot.deliver(result));
+        let delivery = Delivery(Some(mapped.clone()));
+        staging.map_async(wgpu::MapMode::Read, .., move |result| delivery.send(result));
         PendingRead { copy: Some(PendingCopy { staging, submission, mapped }), bytes, values: std::marker::PhantomData }
     }
 }
@@ -241,6 +241,26 @@ impl MapSlot {
         state.0 = Some(result);
         if let Some(waker) = state.1.take() {
             waker.wake();
+        }
+    }
+}
+
+/// The map callback's hold on its slot. A callback dropped without being called (the device
+/// gone) still delivers, an error, so no reader waits forever.
+struct Delivery(Option<Arc<MapSlot>>);
+
+impl Delivery {
+    fn send(mut self, result: MapResult) {
+        if let Some(slot) = self.0.take() {
+            slot.deliver(result);
+        }
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        if let Some(slot) = self.0.take() {
+            slot.deliver(Err(wgpu::BufferAsyncError));
         }
     }
 }
@@ -292,16 +312,9 @@ impl<T: bytemuck::Pod> PendingRead<T> {
     /// result arrives only once control is back in its event loop).
     pub async fn read(self, gpu: &Gpu) -> Result<Vec<T>> {
         let Some(copy) = self.copy else { return Ok(Vec::new()) };
-        // A native device runs the map callback while it waits; a browser's wait returns at once.
+        // A native device runs the map callback while it waits, or soon after on the thread
+        // whose wait collected it; a browser's wait returns at once and its event loop runs it.
         gpu.wait_for(copy.submission)?;
-        #[cfg(not(target_arch = "wasm32"))]
-        if copy.mapped.state.lock().unwrap().0.is_none() {
-            // Natively the callback has run by now; a future that never resolves would hang.
-            gpu.wait()?;
-            if copy.mapped.state.lock().unwrap().0.is_none() {
-                return Err(Error::internal("readback was never completed"));
-            }
-        }
         Mapped(&copy.mapped).await.map_err(|e| Error::internal(format!("reading GPU results failed: {e}")))?;
         gpu.check_healthy()?;
         let view = copy
