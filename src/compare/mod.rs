@@ -286,6 +286,7 @@ impl Pair {
             .map_err(|e| Error { message: format!("the base model {base}: {}", e.message), ..e })?;
         let base_mib = base.gpu_model.weight_bytes as f64 / (1 << 20) as f64;
         let open_model = || Model::open_with(model, revision, gpu.clone(), read_head);
+        // Why the model could not be opened: as it is, or (device memory) with the base away.
         let alone = |e: Error| {
             let message = if e.kind == ErrorKind::DeviceMemory {
                 format!("{model} does not fit on the device even without the base model {} on it: {}", base.name, e.message)
@@ -313,14 +314,11 @@ impl Pair {
                     base.gpu_model.release_weights()?;
                     (Residency::Swapped, open_model().map_err(alone)?)
                 }
-                Err(e) => {
-                    let message = if e.kind == ErrorKind::DeviceMemory {
-                        format!("{model} does not fit on the device beside the base model {} ({base_mib:.1} MiB): {}", base.name, e.message)
-                    } else {
-                        format!("the model {model}: {}", e.message)
-                    };
+                Err(e) if e.kind == ErrorKind::DeviceMemory => {
+                    let message = format!("{model} does not fit on the device beside the base model {} ({base_mib:.1} MiB): {}", base.name, e.message);
                     return Err(Error { message, ..e });
                 }
+                Err(e) => return Err(alone(e)),
             },
         };
         let (model, model_head) = opened;
