@@ -29,6 +29,18 @@ struct DeviceArgs {
     /// copies (faster on CPU drivers such as lavapipe). Scores are identical either way
     #[arg(long, global = true, value_enum, default_value_t = Reads::Auto)]
     reads: Reads,
+    /// How matrix products are summed: plain f32 sums, or compensated ones that carry their
+    /// rounding errors (about 2x slower; log-probabilities about 5x closer to float64). For
+    /// comparing models whose differences approach f32's resolution, such as an f32 checkpoint
+    /// and its f16 export
+    #[arg(long, global = true, value_enum, default_value_t = SumsArg::Plain)]
+    sums: SumsArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SumsArg {
+    Plain,
+    Compensated,
 }
 
 /// The text to score and how it is cut into windows: `ppl` and `compare` alike.
@@ -121,7 +133,11 @@ impl DeviceArgs {
             Reads::Buffers => Some(gpu::ReadPath::Buffers),
             Reads::Textures => Some(gpu::ReadPath::Textures),
         };
-        Gpu::new(&GpuOptions { device: self.device.clone(), max_binding_override: self.max_binding_mib.map(|m| m << 20), reads, share_rows: None })
+        let sums = match self.sums {
+            SumsArg::Plain => gpu::Sums::Plain,
+            SumsArg::Compensated => gpu::Sums::Compensated,
+        };
+        Gpu::new(&GpuOptions { device: self.device.clone(), max_binding_override: self.max_binding_mib.map(|m| m << 20), reads, share_rows: None, sums })
     }
 }
 

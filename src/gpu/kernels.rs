@@ -304,6 +304,12 @@ impl KernelId {
 
     /// The storage slots (indices into [`KernelId::slots`]) this kernel reads through textures on
     /// `path`.
+    /// Whether the kernel sums products in the register block of matmul_block.wgsl, as [`Sums`]
+    /// says.
+    pub fn sums_products(self) -> bool {
+        matches!(self, KernelId::Matmul { .. } | KernelId::LmHeadLoss { .. } | KernelId::CompareHead { .. })
+    }
+
     pub fn texture_slots(self, path: ReadPath) -> Vec<usize> {
         match (self, path) {
             // Input rows and weights.
@@ -319,6 +325,8 @@ impl KernelId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ShaderVariant {
     pub kernel: KernelId,
+    /// How its register block sums products (matrix kernels only; Plain for every other).
+    pub sums: Sums,
     /// Its large operands come from texture copies (see [`ReadPath`], [`KernelId::texture_slots`]).
     pub textures: bool,
     /// Each operand a subgroup needs is fetched once and broadcast (input rows of the matrix
@@ -332,10 +340,11 @@ pub const DUMP_SHADERS_ENV: &str = "PERPLEX_DUMP_SHADERS";
 
 impl ShaderVariant {
     /// The module `kernel` gets on a device reading through `path`, sharing operands across
-    /// subgroups where `share_rows`.
-    pub fn of(kernel: KernelId, path: ReadPath, share_rows: bool) -> ShaderVariant {
+    /// subgroups where `share_rows`, summing a matrix kernel's products as `sums` says.
+    pub fn of(kernel: KernelId, path: ReadPath, share_rows: bool, sums: Sums) -> ShaderVariant {
         let textures = !kernel.texture_slots(path).is_empty();
-        ShaderVariant { kernel, textures, share: share_rows && textures }
+        let sums = if kernel.sums_products() { sums } else { Sums::Plain };
+        ShaderVariant { kernel, sums, textures, share: share_rows && textures }
     }
 
     /// The module's WGSL, headed by a comment naming the variant.
@@ -345,14 +354,14 @@ impl ShaderVariant {
         const COMPARE_STATS: &str = include_str!("../../shaders/compare_stats.wgsl");
         const FOLD_TILES: &str = include_str!("../../shaders/fold_tiles.wgsl");
         const HEAD_TILES: &str = include_str!("../../shaders/head_tiles.wgsl");
-        let ShaderVariant { kernel, textures, share } = self;
+        let ShaderVariant { kernel, sums, textures, share } = self;
         let with_weights = |format: WeightFormat, step: DepthStep, inputs: bool, body: &str| {
             let prelude = binding_prelude(format, inputs, textures);
             let aligned = step != DepthStep::Masked;
             format!("const ALIGNED: bool = {aligned};\n{prelude}{}\n{body}", format.snippet())
         };
         let with_block = |format: WeightFormat, step: DepthStep, rows: u32, entry: &str| {
-            with_weights(format, step, true, &format!("{}{MATMUL_BLOCK}\n{entry}", block_product(share, step, rows as usize)))
+            with_weights(format, step, true, &format!("{}{MATMUL_BLOCK}\n{entry}", block_product(share, step, rows as usize, sums)))
         };
         let body = match kernel {
             KernelId::Embedding(format) => with_weights(format, DepthStep::Masked, false, include_str!("../../shaders/embedding.wgsl")),
@@ -402,8 +411,9 @@ impl ShaderVariant {
             (true, false) => "texture copies",
             (true, true) => "texture copies, each fetched once per subgroup and broadcast",
         };
+        let sums = if self.kernel.sums_products() { format!("// products summed: {}\n", self.sums.name()) } else { String::new() };
         format!(
-            "// perplex kernel {:?}, entry point `{}`\n// operands read from: {reads}\n\
+            "// perplex kernel {:?}, entry point `{}`\n// operands read from: {reads}\n{sums}\
              // assembled by src/gpu/kernels.rs from shaders/*.wgsl and generated code\n",
             self.kernel,
             self.kernel.entry()
@@ -434,7 +444,11 @@ impl ShaderVariant {
             (true, false) => "-textures",
             (true, true) => "-textures-subgroups",
         };
-        format!("{kernel}{reads}.wgsl")
+        let sums = match self.sums {
+            Sums::Plain => "",
+            Sums::Compensated => "-compensated",
+        };
+        format!("{kernel}{reads}{sums}.wgsl")
     }
 
     /// Writes the module into `dir` (created if missing) as [`ShaderVariant::file_name`].
@@ -463,7 +477,7 @@ pub const LISTED_HEAD_DIMS: [u32; 6] = [10, 64, 80, 96, 128, 256];
 /// Every module the engine can build: each kernel in every weight format and depth step, each
 /// activation, attention at [`LISTED_HEAD_DIMS`] (tiled to fit WebGPU's default workgroup
 /// memory, or untiled), each on every read path with and without subgroup sharing where these
-/// change the source. No device needed.
+/// change the source, with either [`Sums`] where that changes it. No device needed.
 pub fn all_variants() -> Vec<ShaderVariant> {
     let mut kernels = vec![
         KernelId::LossCombine,
@@ -494,9 +508,11 @@ pub fn all_variants() -> Vec<ShaderVariant> {
     let mut variants = Vec::new();
     for kernel in kernels {
         for (path, share_rows) in [(ReadPath::Buffers, false), (ReadPath::Textures, false), (ReadPath::Textures, true)] {
-            let variant = ShaderVariant::of(kernel, path, share_rows);
-            if !variants.contains(&variant) {
-                variants.push(variant);
+            for sums in [Sums::Plain, Sums::Compensated] {
+                let variant = ShaderVariant::of(kernel, path, share_rows, sums);
+                if !variants.contains(&variant) {
+                    variants.push(variant);
+                }
             }
         }
     }
@@ -654,6 +670,37 @@ fn invocation(subgroups: bool) -> String {
 /// [`head_vector_helpers`]); subgroups must have at least this many lanes, as for the matmul's rows.
 const KEY_STEP_SHARED: usize = BLOCK_ROWS;
 
+/// How the matrix kernels (matmul, LM head, compare head) sum their products over the depth.
+/// Either way each result is one invocation's sum in increasing order of k, so scores stay
+/// batch-invariant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Sums {
+    /// One f32 running sum of fused multiply-adds (shaders/sums_plain.wgsl).
+    #[default]
+    Plain,
+    /// Each running sum carries its rounding errors (shaders/sums_compensated.wgsl): the products
+    /// as if summed in twice f32's precision, for about twice the kernel time. For comparing
+    /// models that differ by less than f32 sums resolve (an f32 checkpoint against its f16 export).
+    Compensated,
+}
+
+impl Sums {
+    pub fn name(self) -> &'static str {
+        match self {
+            Sums::Plain => "plain",
+            Sums::Compensated => "compensated",
+        }
+    }
+
+    /// The WGSL defining `Sum`, `add_product` and `sum_value` for the register block.
+    fn snippet(self) -> &'static str {
+        match self {
+            Sums::Plain => include_str!("../../shaders/sums_plain.wgsl"),
+            Sums::Compensated => include_str!("../../shaders/sums_compensated.wgsl"),
+        }
+    }
+}
+
 /// Rows and columns of the register block each matmul invocation computes (the matmul takes
 /// fewer rows where it has fewer: [`MATMUL_BLOCK_ROWS`]).
 pub const BLOCK_ROWS: usize = 8;
@@ -677,21 +724,25 @@ pub fn matmul_block_rows(rows: usize) -> u32 {
 /// The generated part of matmul_block.wgsl: `block_product(row0, col0, lane)` returns the `rows` x
 /// BLOCK_COLS products of rows row0.. and columns col0 + LANES c, with every loop over the block
 /// unrolled into named scalar accumulators (compilers keep those in registers; arrays they spill),
-/// each one running sum of fused multiply-adds over k, taken `step` values at a time.
+/// each one running sum over k (of fused multiply-adds, or compensated: [`Sums`]), taken `step`
+/// values at a time.
 ///
 /// `share_rows`: the BLOCK_ROWS input rows are fetched once per subgroup, lane r fetching row r,
 /// and handed to every lane with `subgroupBroadcast`, instead of every lane fetching every row.
 /// Where fetches dominate (lavapipe: 8 fetches instead of 16 per step, measured 1.2-1.4x) this
 /// pays; it needs subgroups of at least BLOCK_ROWS lanes.
-fn block_product(share_rows: bool, step: DepthStep, rows: usize) -> String {
+fn block_product(share_rows: bool, step: DepthStep, rows: usize, sums: Sums) -> String {
     let cols = BLOCK_COLS;
     // The step's values as vec4 quarters: quarter q holds k + 4q .. k + 4q + 3.
     let quarters = step.values() / 4;
     let mut s = format!(
         "const BLOCK_ROWS: u32 = {rows}u;\nconst BLOCK_COLS: u32 = {cols}u;\nconst LANES: u32 = {LANES}u;\n{}\
+         {}\n\
          fn block_product(row0: u32, col0: u32, lane: u32) -> array<array<f32, {cols}>, {rows}> {{\n\
-         \x20   let depth = params.depth;\n",
+         \x20   let depth = params.depth;\n\
+         \x20   let zero = depth >> 31u;  // 0, but not to the compiler (sums_compensated.wgsl)\n",
         invocation(share_rows),
+        sums.snippet(),
     );
     if share_rows {
         s += &format!("    let own_row = min(row0 + (lane % {rows}u), params.rows - 1u) * depth;\n");
@@ -705,7 +756,7 @@ fn block_product(share_rows: bool, step: DepthStep, rows: usize) -> String {
     }
     for r in 0..rows {
         for c in 0..cols {
-            s += &format!("    var acc{r}_{c} = 0.0;\n");
+            s += &format!("    var acc{r}_{c} = Sum();\n");
         }
     }
     s += &format!("    for (var k = 0u; k < depth; k += {}u) {{\n", step.values());
@@ -746,7 +797,7 @@ fn block_product(share_rows: bool, step: DepthStep, rows: usize) -> String {
         for r in 0..rows {
             for c in 0..cols {
                 for e in ["x", "y", "z", "w"] {
-                    s += &format!("        acc{r}_{c} = fma(av{r}_{q}.{e}, wv{c}_{q}.{e}, acc{r}_{c});\n");
+                    s += &format!("        acc{r}_{c} = add_product(acc{r}_{c}, av{r}_{q}.{e}, wv{c}_{q}.{e}, zero);\n");
                 }
             }
         }
@@ -754,7 +805,7 @@ fn block_product(share_rows: bool, step: DepthStep, rows: usize) -> String {
     s += &format!("    }}\n    var block: array<array<f32, {cols}>, {rows}>;\n");
     for r in 0..rows {
         for c in 0..cols {
-            s += &format!("    block[{r}][{c}] = acc{r}_{c};\n");
+            s += &format!("    block[{r}][{c}] = sum_value(acc{r}_{c});\n");
         }
     }
     s + "    return block;\n}\n"
@@ -782,7 +833,7 @@ impl Gpu {
     fn build_kernel(&self, id: KernelId) -> Kernel {
         let label = format!("{id:?}");
         let texture_slots = id.texture_slots(self.read_path);
-        let variant = ShaderVariant::of(id, self.read_path, self.share_rows);
+        let variant = ShaderVariant::of(id, self.read_path, self.share_rows, self.sums);
         if let Some(dir) = std::env::var_os(DUMP_SHADERS_ENV) {
             if let Err(e) = variant.write_into(Path::new(&dir)) {
                 eprintln!("warning: {DUMP_SHADERS_ENV}: {}", e.message);

@@ -8,7 +8,7 @@ mod program;
 mod tensor;
 
 pub use kernels::{
-    all_variants, dump_shaders, DepthStep, Kernel, KernelId, ReadPath, ShaderVariant, WeightFormat, BLOCK_COLS, BLOCK_ROWS, DUMP_SHADERS_ENV,
+    all_variants, dump_shaders, DepthStep, Kernel, KernelId, ReadPath, ShaderVariant, Sums, WeightFormat, BLOCK_COLS, BLOCK_ROWS, DUMP_SHADERS_ENV,
     LISTED_HEAD_DIMS, TEXEL_BYTES, TEXEL_FORMAT, TEXTURE_WIDTH, TILE_COLS,
 };
 pub use program::{Binding, Operand, Program, ProgramBuilder};
@@ -144,6 +144,8 @@ pub struct GpuOptions {
     pub reads: Option<ReadPath>,
     /// Allow the subgroup row sharing of the texture path (None: wherever subgroups allow it).
     pub share_rows: Option<bool>,
+    /// How the matrix kernels sum their products.
+    pub sums: Sums,
 }
 
 /// A device and everything built on it. Cheap to share behind an `Arc`.
@@ -160,6 +162,7 @@ pub struct Gpu {
     /// The matrix kernels on the texture path fetch each input row once per subgroup and
     /// broadcast it (see `kernels::block_product`): subgroups of at least BLOCK_ROWS lanes.
     pub share_rows: bool,
+    pub sums: Sums,
     /// Bytes of model weights uploaded and not released, by every model on the device.
     pub resident_weights: AtomicU64,
     kernels: Mutex<std::collections::HashMap<KernelId, Arc<Kernel>>>,
@@ -253,6 +256,7 @@ impl Gpu {
             max_texture_dimension: limits.max_texture_dimension_2d,
             read_path,
             share_rows,
+            sums: options.sums,
             resident_weights: AtomicU64::new(0),
             kernels: Mutex::new(Default::default()),
             scratch: Mutex::new(Default::default()),
@@ -312,9 +316,14 @@ impl Gpu {
         }
     }
 
-    /// A one-line description for reports: "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)".
+    /// A one-line description for reports: "llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)",
+    /// followed by ", compensated sums" where the matrix kernels use them.
     pub fn describe(&self) -> String {
-        format!("{} ({}, {})", self.adapter.name, self.adapter.backend, self.adapter.device_type)
+        let sums = match self.sums {
+            Sums::Plain => "",
+            Sums::Compensated => ", compensated sums",
+        };
+        format!("{} ({}, {}){sums}", self.adapter.name, self.adapter.backend, self.adapter.device_type)
     }
 
     /// Fails if the device was lost or a GPU command failed since the last check.
