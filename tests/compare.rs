@@ -182,6 +182,24 @@ fn compare_smollm2_f16_against_f32_matches_float64_reference() {
     assert_eq!(f(&stats["same_top"]["value"]), f(&pair["same_top"]), "same-top rate");
 }
 
+/// Models closer than plain f32 sums resolve well (here a model against itself) get a note
+/// pointing to `--sums compensated`; with compensated sums there is none, and the statistics of a
+/// model against itself are exactly zero either way.
+#[test]
+fn compare_points_close_pairs_to_compensated_sums() {
+    let model = repo().join("models/family/0.2M/step250");
+    let data = repo().join(DATA);
+    for sums in ["plain", "compensated"] {
+        let args: Vec<&std::ffi::OsStr> =
+            vec!["compare".as_ref(), "--base".as_ref(), model.as_os_str(), "--model".as_ref(), model.as_os_str(), "--data".as_ref(), data.as_os_str(), "--sums".as_ref(), sums.as_ref()];
+        let output = perplex(args);
+        assert_success(&output);
+        let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(stdout.lines().any(|l| l.starts_with("Mean    KLD") && l.ends_with(" 0.000000 ± 0.000000")), "{stdout}");
+        assert_eq!(stderr.contains("--sums compensated brings"), sums == "plain", "{sums}: {stderr}");
+    }
+}
+
 #[test]
 fn compare_takes_the_window_modes_of_ppl() {
     let scratch = Scratch::new("compare-windows");

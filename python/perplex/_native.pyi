@@ -11,6 +11,7 @@ class Model:
         device: Optional[str] = None,
         ctx: Optional[int] = None,
         batch: str = "auto",
+        sums: str = "plain",
     ) -> None: ...
     @property
     def name(self) -> str: ...

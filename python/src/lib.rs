@@ -15,7 +15,7 @@
 use perplex::data::Document;
 use perplex::forward::Batch;
 use perplex::generate::{self, GenOptions, GenRequest};
-use perplex::gpu::{Gpu, GpuOptions};
+use perplex::gpu::{Gpu, GpuOptions, Sums};
 use perplex::score::{self, LoglikOptions, PplOptions, PplResult, Progress, ProgressCounts, Request, WindowMode};
 use perplex::{Error, ErrorKind};
 use pyo3::exceptions::{PyKeyboardInterrupt, PyMemoryError, PyRuntimeError, PyValueError};
@@ -135,11 +135,12 @@ impl Model {
 #[pymethods]
 impl Model {
     #[new]
-    #[pyo3(signature = (path_or_hub_id, revision=None, device=None, ctx=None, batch="auto"))]
-    fn new(py: Python<'_>, path_or_hub_id: &str, revision: Option<&str>, device: Option<String>, ctx: Option<usize>, batch: &str) -> PyResult<Model> {
+    #[pyo3(signature = (path_or_hub_id, revision=None, device=None, ctx=None, batch="auto", sums="plain"))]
+    fn new(py: Python<'_>, path_or_hub_id: &str, revision: Option<&str>, device: Option<String>, ctx: Option<usize>, batch: &str, sums: &str) -> PyResult<Model> {
         let batch: Batch = batch.parse().map_err(PyValueError::new_err)?;
+        let sums: Sums = sums.parse().map_err(PyValueError::new_err)?;
         let model = run_released(py, None, |_| {
-            let gpu = Gpu::new(&GpuOptions { device, ..GpuOptions::default() })?;
+            let gpu = Gpu::new(&GpuOptions { device, sums, ..GpuOptions::default() })?;
             perplex::Model::open_revision(path_or_hub_id, revision, gpu)
         })?;
         Ok(Model { model, ctx, batch })

@@ -88,6 +88,17 @@ def test_perplexity_is_the_command_lines_report(model, perplex_cli, tmp_path):
     assert total["bits_per_byte"] == total["nll"] / total["bytes"] / math.log(2)
 
 
+def test_compensated_sums_are_the_command_lines(perplex_cli, tmp_path):
+    compensated = perplex.Model(DEFAULT_MODEL, sums="compensated")
+    assert compensated.adapter.endswith("compensated sums")
+    text_file, report_file = tmp_path / "text.txt", tmp_path / "report.json"
+    text_file.write_text(TEXT)
+    run([perplex_cli, "ppl", "--model", DEFAULT_MODEL, "--data", text_file, "--sums", "compensated", "--json", report_file])
+    assert compensated.perplexity([TEXT])["total"] == json.loads(report_file.read_text())["total"]
+    with pytest.raises(ValueError, match='"plain" or "compensated"'):
+        perplex.Model(DEFAULT_MODEL, sums="exact")
+
+
 def test_sliding_windows_default_to_half_a_window(model):
     report = model.perplexity([TEXT], window="sliding", ctx=64)
     assert (report["ctx"], report["stride"]) == (64, 32)

@@ -508,7 +508,7 @@ pub fn all_variants() -> Vec<ShaderVariant> {
     let mut variants = Vec::new();
     for kernel in kernels {
         for (path, share_rows) in [(ReadPath::Buffers, false), (ReadPath::Textures, false), (ReadPath::Textures, true)] {
-            for sums in [Sums::Plain, Sums::Compensated] {
+            for sums in Sums::ALL {
                 let variant = ShaderVariant::of(kernel, path, share_rows, sums);
                 if !variants.contains(&variant) {
                     variants.push(variant);
@@ -692,12 +692,22 @@ impl Sums {
         }
     }
 
+    pub const ALL: [Sums; 2] = [Sums::Plain, Sums::Compensated];
+
     /// The WGSL defining `Sum`, `add_product` and `sum_value` for the register block.
     fn snippet(self) -> &'static str {
         match self {
             Sums::Plain => include_str!("../../shaders/sums_plain.wgsl"),
             Sums::Compensated => include_str!("../../shaders/sums_compensated.wgsl"),
         }
+    }
+}
+
+impl std::str::FromStr for Sums {
+    type Err = String;
+
+    fn from_str(name: &str) -> std::result::Result<Sums, String> {
+        Sums::ALL.into_iter().find(|s| s.name() == name).ok_or_else(|| format!("sums must be \"plain\" or \"compensated\", not {name:?}"))
     }
 }
 
