@@ -266,7 +266,7 @@ type Weights = ModelWeights<GpuMatrix, wgpu::Buffer>;
 /// Fault injection for tests: PERPLEX_FAIL_WEIGHTS_ABOVE=N makes a weight upload that would
 /// bring the model weights resident on the device past N bytes fail as if the device had run
 /// out of memory.
-fn injected_weight_limit() -> Option<u64> {
+pub(crate) fn injected_weight_limit() -> Option<u64> {
     std::env::var("PERPLEX_FAIL_WEIGHTS_ABOVE").ok().and_then(|v| v.parse().ok())
 }
 

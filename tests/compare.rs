@@ -238,16 +238,8 @@ fn compare_swaps_a_pair_that_does_not_fit_together() {
     assert_eq!(swapped["residency"], "swapped");
     assert!(text == want, "--swap gives other per-token results than both models on the device");
 
-    let (json, tokens, data) = (scratch.join("limited.json"), scratch.join("limited.jsonl"), repo().join(DATA));
-    let run = |limit: u64, base: &str, model: &str, extra: &[&Path]| {
-        let (base, model) = (repo().join(base), repo().join(model));
-        let mut args: Vec<&std::ffi::OsStr> =
-            vec!["compare".as_ref(), "--base".as_ref(), base.as_os_str(), "--model".as_ref(), model.as_os_str(), "--data".as_ref(), data.as_os_str()];
-        if let [json, tokens] = extra {
-            args.extend(["--json".as_ref(), json.as_os_str(), "--per-token".as_ref(), tokens.as_os_str()]);
-        }
-        common::cli::perplex_command().env("PERPLEX_FAIL_WEIGHTS_ABOVE", limit.to_string()).args(args).output().unwrap()
-    };
+    let (json, tokens) = (scratch.join("limited.json"), scratch.join("limited.jsonl"));
+    let run = compare_under_weight_limit;
     // Room for the larger model, not for both.
     let output = run(larger + smaller / 2, base, model, &[&json, &tokens]);
     assert_success(&output);
@@ -258,6 +250,37 @@ fn compare_swaps_a_pair_that_does_not_fit_together() {
     let limit = smaller + (larger - smaller) / 2;
     assert_bad_input(&run(limit, base, model, &[]), &["the base model", "do not fit in the memory"]);
     assert_bad_input(&run(limit, model, base, &[]), &["does not fit on the device even without the base model", "out of memory"]);
+}
+
+/// Both models fit on the device but their paired heads do not fit beside them (the heads count
+/// as weights under PERPLEX_FAIL_WEIGHTS_ABOVE): the models take turns, the run says why, and the
+/// per-token results are those of both models on the device, bit for bit.
+#[test]
+fn compare_swaps_when_only_the_paired_heads_do_not_fit() {
+    let scratch = Scratch::new("compare-heads");
+    let (base, model) = ("models/family/0.9M/step500", "models/family/0.9M/step250");
+    let (together, _, want) = compare(&scratch, "together", base, model, &[]);
+    assert_eq!(together["residency"], "both");
+    let weights = |side: &str| together["weight_bytes"][side].as_u64().unwrap();
+    let (json, tokens) = (scratch.join("limited.json"), scratch.join("limited.jsonl"));
+    let output = compare_under_weight_limit(weights("base") + weights("model"), base, model, &[&json, &tokens]);
+    assert_success(&output);
+    let stderr = common::cli::clean_stderr(&output);
+    assert!(stderr.contains("both models fit") && stderr.contains("not their heads side by side") && stderr.contains("take turns"), "{stderr}");
+    assert_eq!(read_json(&json)["residency"], "swapped");
+    assert!(std::fs::read_to_string(&tokens).unwrap() == want, "the swapped run gives other per-token results");
+}
+
+/// `perplex compare` on the test documents with PERPLEX_FAIL_WEIGHTS_ABOVE=`limit`, writing
+/// `[json, per-token]` where given.
+fn compare_under_weight_limit(limit: u64, base: &str, model: &str, extra: &[&Path]) -> std::process::Output {
+    let (base, model, data) = (repo().join(base), repo().join(model), repo().join(DATA));
+    let mut args: Vec<&std::ffi::OsStr> =
+        vec!["compare".as_ref(), "--base".as_ref(), base.as_os_str(), "--model".as_ref(), model.as_os_str(), "--data".as_ref(), data.as_os_str()];
+    if let [json, tokens] = extra {
+        args.extend(["--json".as_ref(), json.as_os_str(), "--per-token".as_ref(), tokens.as_os_str()]);
+    }
+    common::cli::perplex_command().env("PERPLEX_FAIL_WEIGHTS_ABOVE", limit.to_string()).args(args).output().unwrap()
 }
 
 /// Swapped in rounds of one window each (a tiny `Pair::round_bytes`), the models trade places

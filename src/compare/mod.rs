@@ -10,12 +10,13 @@ pub mod stats;
 
 use crate::data::Document;
 use crate::error::{Error, ErrorKind, Result};
-use crate::forward::{Batch, FinalHidden, GpuModel};
+use crate::forward::{injected_weight_limit, Batch, FinalHidden, GpuModel};
 use crate::gpu::{ops, DType, Gpu, GpuMatrix, MatrixUse, PendingRead, Program};
 use crate::model::{load_head, Checkpoint, ModelSpec, TextTokenizer};
 use crate::score::{make_windows, run_passes, DocumentResult, PassInput, PplOptions, Progress, Totals, Window, WindowMode};
 use crate::Model;
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 pub use stats::{CompareStats, Estimate};
@@ -344,6 +345,20 @@ impl Pair {
         }
         drop((base_head, model_head));
         let upload_heads = |residency: Residency| {
+            let does_not_fit = |device: &str, error: &dyn std::fmt::Display| {
+                let beside = match residency {
+                    Residency::Together => "both models fit",
+                    Residency::Swapped => "each model fits alone",
+                };
+                format!("{beside} on {device} but not their heads side by side ({:.1} MiB) as well: {error}", bytes.len() as f64 / (1 << 20) as f64)
+            };
+            // The heads count as weights for the injected limit (tests of the fallback below).
+            if let Some(limit) = injected_weight_limit() {
+                if gpu.resident_weights.load(Ordering::Relaxed) + bytes.len() as u64 > limit {
+                    let error = format!("out of memory (injected: more than {limit} bytes of weights)");
+                    return Err(Error { kind: ErrorKind::DeviceMemory, message: does_not_fit(&gpu.describe(), &error) });
+                }
+            }
             gpu.allocate(
                 || {
                     let head = GpuMatrix::upload(&gpu, "paired heads", vocab, cols, dtype, &bytes, MatrixUse::Products)?;
@@ -351,13 +366,7 @@ impl Pair {
                     gpu.wait()?;
                     Ok(head)
                 },
-                |device, error| {
-                    let beside = match residency {
-                        Residency::Together => "both models fit",
-                        Residency::Swapped => "each model fits alone",
-                    };
-                    format!("{beside} on {device} but not their heads side by side ({:.1} MiB) as well: {error}", bytes.len() as f64 / (1 << 20) as f64)
-                },
+                |device, error| does_not_fit(device, error),
             )
         };
         let head = match upload_heads(residency) {
