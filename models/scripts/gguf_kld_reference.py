@@ -10,7 +10,8 @@ Prints the statistics as JSON.
 
     python models/scripts/gguf_kld_reference.py BASE.gguf MODEL.gguf TEXT [--ctx 512]
 
-Needs torch, transformers and gguf (the PyPI package); not used by the tests.
+Needs torch, transformers, accelerate (transformers' GGUF loader asks for it) and gguf (the PyPI
+package); not used by the tests.
 """
 import argparse
 import json
