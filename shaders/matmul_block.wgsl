@@ -7,9 +7,11 @@
 // unrolled, because loops over private arrays are not unrolled by every driver's compiler
 // (lavapipe's is 5x slower). `perplex devices --dump-shaders DIR` writes every variant out whole.
 //
-// Every result is one running sum of fused multiply-adds over k in increasing order, computed by
-// one invocation whatever the tile, the number of rows, the batch or the read path: that is what
-// makes scores batch-invariant (and identical whether operands come from buffers or textures).
+// Every result is one running sum over k in increasing order (`Sum` and `add_product`: fused
+// multiply-adds, sums_plain.wgsl, or compensated sums, sums_compensated.wgsl, prepended with the
+// generated part), computed by one invocation whatever the tile, the number of rows, the batch or
+// the read path: that is what makes scores batch-invariant (and identical whether operands come
+// from buffers or textures).
 
 const TILE_COLS: u32 = LANES * BLOCK_COLS;
 

@@ -33,6 +33,8 @@ pub struct BenchReport {
     pub adapter: crate::gpu::AdapterSummary,
     /// How the kernels read their operands on this adapter (storage buffers or texture copies).
     pub reads: String,
+    /// How the matrix kernels sum their products (`--sums`).
+    pub sums: &'static str,
     pub ctx: usize,
     pub batch: usize,
     pub seconds_per_pass: f64,
@@ -163,6 +165,7 @@ pub fn run(model: &Model, options: &BenchOptions) -> Result<BenchReport> {
         weight_dtype: format!("{:?}", model.gpu_model.weight_dtype),
         adapter: gpu.adapter.clone(),
         reads: gpu.describe_reads().to_string(),
+        sums: gpu.sums.name(),
         ctx: len,
         batch: windows,
         seconds_per_pass: seconds,
@@ -204,6 +207,7 @@ pub struct GenerationReport {
     pub weight_dtype: String,
     pub adapter: crate::gpu::AdapterSummary,
     pub reads: String,
+    pub sums: &'static str,
     /// Prompt tokens per sequence.
     pub prompt: usize,
     /// Tokens generated per sequence (the first by the prefill).
@@ -232,6 +236,7 @@ pub fn generation(model: &Model, prompt: usize, new_tokens: usize) -> Result<Gen
         weight_dtype: format!("{:?}", model.gpu_model.weight_dtype),
         adapter: gpu.adapter.clone(),
         reads: gpu.describe_reads().to_string(),
+        sums: gpu.sums.name(),
         prompt,
         new_tokens,
         weight_bytes: model.gpu_model.weight_bytes,

@@ -695,6 +695,7 @@ fn bench(model: &str, revision: Option<&str>, options: perplex::bench::BenchOpti
             ("model", format!("{} ({}, {:.1}M parameters, {})", r.model, r.model_type, r.parameters as f64 / 1e6, r.weight_dtype)),
             ("adapter", format!("{} ({}, {}; driver {} {})", r.adapter.name, r.adapter.backend, r.adapter.device_type, r.adapter.driver, r.adapter.driver_info)),
             ("reads", r.reads.clone()),
+            ("sums", r.sums.to_string()),
             ("shape", format!("{} x {} tokens", r.batch, r.ctx)),
             ("time per pass", format!("{:.3} s", r.seconds_per_pass)),
             ("tokens/s", format!("{:.1}", r.tokens_per_second)),
@@ -745,6 +746,7 @@ fn bench_generation(model: &str, revision: Option<&str>, prompt: usize, new_toke
             ("model", format!("{} ({}, {})", r.model, r.model_type, r.weight_dtype)),
             ("adapter", format!("{} ({}, {}; driver {} {})", r.adapter.name, r.adapter.backend, r.adapter.device_type, r.adapter.driver, r.adapter.driver_info)),
             ("reads", r.reads.clone()),
+            ("sums", r.sums.to_string()),
             ("shape", format!("prompts of {} tokens, {} tokens generated each", r.prompt, r.new_tokens)),
         ])
     );

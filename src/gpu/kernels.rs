@@ -302,14 +302,14 @@ impl KernelId {
         }
     }
 
-    /// The storage slots (indices into [`KernelId::slots`]) this kernel reads through textures on
-    /// `path`.
     /// Whether the kernel sums products in the register block of matmul_block.wgsl, as [`Sums`]
     /// says.
     pub fn sums_products(self) -> bool {
         matches!(self, KernelId::Matmul { .. } | KernelId::LmHeadLoss { .. } | KernelId::CompareHead { .. })
     }
 
+    /// The storage slots (indices into [`KernelId::slots`]) this kernel reads through textures on
+    /// `path`.
     pub fn texture_slots(self, path: ReadPath) -> Vec<usize> {
         match (self, path) {
             // Input rows and weights.
@@ -685,14 +685,15 @@ pub enum Sums {
 }
 
 impl Sums {
+    pub const ALL: [Sums; 2] = [Sums::Plain, Sums::Compensated];
+
+    /// The name `--sums` takes.
     pub fn name(self) -> &'static str {
         match self {
             Sums::Plain => "plain",
             Sums::Compensated => "compensated",
         }
     }
-
-    pub const ALL: [Sums; 2] = [Sums::Plain, Sums::Compensated];
 
     /// The WGSL defining `Sum`, `add_product` and `sum_value` for the register block.
     fn snippet(self) -> &'static str {
