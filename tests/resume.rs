@@ -82,6 +82,10 @@ fn a_resume_file_from_other_settings_is_refused() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("other settings"));
+    // Nor is a log of plain sums continued with compensated ones.
+    let out = ppl_default("64").args(["--batch", "4", "--sums", "compensated", "--data"]).arg(&data).arg("--resume").arg(&log).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("other settings"));
 }
 
 #[test]

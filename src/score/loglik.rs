@@ -18,7 +18,7 @@
 //! With a resume log (`perplex eval --resume`), every answered request is logged as its pass
 //! finishes, and a rerun scores only the windows whose requests are not all in the log.
 
-use super::resume::{model_fingerprint, Entry, ResumeLog};
+use super::resume::{model_fingerprint, sums_setting, Entry, ResumeLog};
 use super::{score_windows, stop_requested, watcher, Progress, Window, PASSES_PER_GROUP};
 use crate::forward::{Batch, TokenScore};
 use crate::hash::Fnv1a;
@@ -231,6 +231,9 @@ pub struct RequestLogHeader {
     pub perplex_eval_resume: u32,
     /// [`model_fingerprint`] of the model whose scores the entries are.
     pub model_files: String,
+    /// [`sums_setting`] of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sums: Option<String>,
 }
 
 /// The log of `perplex eval --resume`.
@@ -305,7 +308,7 @@ pub fn loglikelihood_resumable(model: &Model, requests: &[Request], options: &Lo
     let (windows, owners, truncated) = plan_windows(&encoded, max_length);
     let keys: Vec<Vec<String>> = windows.iter().map(segment_keys).collect();
     let mut log = match resume {
-        Some(path) => Some(RequestLog::open(path, &RequestLogHeader { perplex_eval_resume: 1, model_files: model_fingerprint(model)? })?),
+        Some(path) => Some(RequestLog::open(path, &RequestLogHeader { perplex_eval_resume: 1, model_files: model_fingerprint(model)?, sums: sums_setting(model) })?),
         None => None,
     };
     // Each window's answer per segment, where the log has all of them.

@@ -11,7 +11,7 @@ pub use loglik::{
     encode_request, is_python_space, loglikelihood, loglikelihood_resumable, python_strip, request_window, EncodedRequest, LoglikOptions,
     LoglikOutput, Loglikelihood, Request, RequestLog, RequestLogHeader, ScoredRequest,
 };
-pub use resume::{document_key, model_fingerprint, text_hash, DocumentLog, Entry, Finished, ResumeHeader, ResumeLog};
+pub use resume::{document_key, model_fingerprint, sums_setting, text_hash, DocumentLog, Entry, Finished, ResumeHeader, ResumeLog};
 pub use windows::{chunks, rolling, sliding, Window, WindowMode};
 
 use crate::data::Document;
@@ -416,6 +416,7 @@ pub async fn perplexity_scored(model: &Model, documents: &[Document], options: &
                     _ => None,
                 },
                 per_token: options.per_token,
+                sums: sums_setting(model),
             },
         )?),
         None => None,

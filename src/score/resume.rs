@@ -135,6 +135,19 @@ pub struct ResumeHeader {
     pub ctx: usize,
     pub stride: Option<usize>,
     pub per_token: bool,
+    /// [`sums_setting`] of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sums: Option<String>,
+}
+
+/// How a run's matrix kernels sum, for resume headers: absent for plain sums (so logs written
+/// before `--sums` existed still match), the name otherwise; a log of one arithmetic is not
+/// continued in the other.
+pub fn sums_setting(model: &crate::Model) -> Option<String> {
+    match model.gpu_model.gpu.sums {
+        crate::gpu::Sums::Plain => None,
+        other => Some(other.name().to_string()),
+    }
 }
 
 /// One finished document: its result and, with --per-token, its token records. A document whose
