@@ -133,11 +133,14 @@ impl DeviceArgs {
             Reads::Buffers => Some(gpu::ReadPath::Buffers),
             Reads::Textures => Some(gpu::ReadPath::Textures),
         };
-        let sums = match self.sums {
+        Gpu::new(&GpuOptions { device: self.device.clone(), max_binding_override: self.max_binding_mib.map(|m| m << 20), reads, share_rows: None, sums: self.sums() })
+    }
+
+    fn sums(&self) -> gpu::Sums {
+        match self.sums {
             SumsArg::Plain => gpu::Sums::Plain,
             SumsArg::Compensated => gpu::Sums::Compensated,
-        };
-        Gpu::new(&GpuOptions { device: self.device.clone(), max_binding_override: self.max_binding_mib.map(|m| m << 20), reads, share_rows: None, sums })
+        }
     }
 }
 
@@ -614,7 +617,7 @@ fn sweep(args: SweepArgs) -> Result<()> {
                 return Err(Error::bad_input("--shard-count must be at least 1"));
             }
             // Batch sizes do not change numbers, so they are no part of a fingerprint.
-            let options = SweepOptions { ctx: units.ctx, batch: Batch::Auto, field: units.field.clone() };
+            let options = SweepOptions { ctx: units.ctx, batch: Batch::Auto, field: units.field.clone(), sums: args.device.sums() };
             let (checkpoints, measurements) = sweep_units(&units, &options)?;
             let all = sweep::read_all_units(&results)?;
             let units = sweep::status::status(&checkpoints, &measurements, &all, shard_count);
@@ -636,7 +639,7 @@ fn sweep(args: SweepArgs) -> Result<()> {
         None => Shard::WHOLE,
     };
     let out = args.out.expect("clap requires --out");
-    let options = SweepOptions { ctx: args.units.ctx, batch: args.batch, field: args.units.field.clone() };
+    let options = SweepOptions { ctx: args.units.ctx, batch: args.batch, field: args.units.field.clone(), sums: args.device.sums() };
     let (checkpoints, measurements) = sweep_units(&args.units, &options)?;
     let mut results = ResultsFile::open(&out)?;
     let total = checkpoints.iter().enumerate().filter(|(i, _)| shard.takes(*i)).count() * measurements.len();

@@ -8,6 +8,7 @@ mod common;
 use common::cli::{assert_success, perplex_command, Scratch};
 use common::repo;
 use common::sweep::{agreement_task, assert_each_unit_once, comparable, four_checkpoints, line_units, small_text};
+use perplex::gpu::Sums;
 use perplex::sweep::{self, analysis, report, ResultsFile, Shard, SweepOptions, TaskArg, UnitRecord};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -73,6 +74,32 @@ fn a_killed_sweep_resumes_to_identical_results_without_duplicates() {
     assert!(out.contains(&format!("0 units measured, {units} already")), "{out}");
 }
 
+#[test]
+fn a_sweep_with_compensated_sums_measures_again_what_plain_sums_measured() {
+    let scratch = Scratch::new("sweep-sums");
+    let out = scratch.path.join("results.jsonl");
+    let units = four_checkpoints().len() * 2;
+    succeed(&mut sweep_command(&out));
+    let plain = sweep::read_results(&out).unwrap();
+    let compensated_sweep = || stdout(&succeed(sweep_command(&out).args(["--sums", "compensated"])));
+    let first = compensated_sweep();
+    assert!(first.contains(&format!("{units} units measured, 0 already")), "results of plain sums are not reused: {first}");
+    let again = compensated_sweep();
+    assert!(again.contains(&format!("0 units measured, {units} already")), "{again}");
+    assert_each_unit_once(&out, units);
+    let compensated = sweep::read_results(&out).unwrap();
+    // The losses: the same measurement in other rounding. (A task's accuracy could flip on a tie.)
+    for p in plain.iter().filter(|p| p.measurement.starts_with("text:")) {
+        let c = compensated.iter().find(|c| c.key() == p.key()).unwrap();
+        assert_eq!(c.model_hash, p.model_hash);
+        assert_ne!(c.measurement_hash, p.measurement_hash, "{:?}", p.key());
+        for (name, metric) in &p.metrics {
+            let other = c.metrics[name].value;
+            assert!((other - metric.value).abs() <= 1e-4 * metric.value.abs().max(1e-3), "{:?} {name}: plain {} compensated {other}", p.key(), metric.value);
+        }
+    }
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -90,7 +117,7 @@ fn changed_files_invalidate_only_their_own_units() {
     }
     let data = dir.join("valid.txt");
     std::fs::copy(small_text(), &data).unwrap();
-    let options = SweepOptions { ctx: Some(64), batch: 8.into(), field: "text".into() };
+    let options = SweepOptions { ctx: Some(64), batch: 8.into(), field: "text".into(), sums: Sums::Plain };
     let results_path = dir.join("results.jsonl");
     let sweep_once = || {
         let checkpoints = sweep::discover(&[format!("{}/run/step*", dir.display())], &[]).unwrap();

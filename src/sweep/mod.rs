@@ -29,7 +29,7 @@ pub use shard::Shard;
 
 use crate::compare::{self, CompareOptions, Pair};
 use crate::error::{Error, ErrorKind, Result};
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, Sums};
 use crate::model::hub;
 use crate::data::{self, Document};
 use crate::score::{self, PplOptions, WindowMode};
@@ -49,6 +49,20 @@ pub struct SweepOptions {
     pub batch: crate::forward::Batch,
     /// Record field holding the text of data files (see [`data::read_documents`]).
     pub field: String,
+    /// How the matrix kernels sum (`--sums`): it changes the numbers in their last digits, so it
+    /// is part of every measurement's fingerprint, and the GPU the sweep opens must use it.
+    pub sums: Sums,
+}
+
+impl SweepOptions {
+    /// Adds the settings every measurement shares to its fingerprint. Plain sums add nothing, so
+    /// results recorded before `--sums` existed still match.
+    fn fingerprint_settings(&self, hash: &mut Hasher) {
+        hash.field(&self.ctx.map_or("default".into(), |c| c.to_string()));
+        if self.sums != Sums::Plain {
+            hash.field(&format!("sums {}", self.sums.name()));
+        }
+    }
 }
 
 /// A task as `--task` names it: `NAME=PATH` (a built-in task of `perplex eval`, or `mc` / `loglik`
@@ -104,7 +118,7 @@ impl Measurement {
         let documents = data::read_documents(path, &options.field)?;
         let mut hash = Hasher::default();
         hash.field("text").field(&fingerprint::data_file(path)?).field(&options.field).field(WindowMode::Rolling.name());
-        hash.field(&options.ctx.map_or("default".into(), |c| c.to_string()));
+        options.fingerprint_settings(&mut hash);
         Ok(Measurement { key: format!("text:{}", path.display()), hash: hash.hex(), kind: Kind::Text(documents) })
     }
 
@@ -162,7 +176,7 @@ impl Measurement {
             // Only generative tasks depend on it: other tasks' fingerprints stay as they were.
             hash.field(&format!("max_gen_toks {:?}", spec.max_gen_toks));
         }
-        hash.field(&options.ctx.map_or("default".into(), |c| c.to_string()));
+        options.fingerprint_settings(&mut hash);
         Ok(Measurement { key: format!("task:{}", task.label), hash: hash.hex(), kind: Kind::Task { spec: spec.clone(), suite, chance } })
     }
 
@@ -340,7 +354,17 @@ pub fn run(
         }
         let gpu = match &gpu {
             Some(gpu) => gpu.clone(),
-            None => gpu.insert(open_gpu()?).clone(),
+            None => {
+                let opened = open_gpu()?;
+                if opened.sums != options.sums {
+                    return Err(Error::internal(format!(
+                        "the sweep's fingerprints are of {} sums but its GPU sums {}",
+                        options.sums.name(),
+                        opened.sums.name()
+                    )));
+                }
+                gpu.insert(opened).clone()
+            }
         };
         let mut unit = UnitRun { checkpoint, model_hash: &model_hash, summary: &mut summary, results, on_event };
         let (comparisons, direct): (Vec<&Measurement>, Vec<&Measurement>) = pending.into_iter().partition(|m| m.compares());
