@@ -540,13 +540,8 @@ fn run(cli: Cli) -> Result<()> {
             let gpu = device.open()?;
             let residency = swap.then_some(perplex::compare::Residency::Swapped);
             let pair = perplex::compare::Pair::open_revision(&base, &model, None, residency, gpu)?;
-            // A sliding stride of 0 asks for the default, half the window.
-            let mode = match mode {
-                WindowMode::Sliding { .. } => WindowMode::Sliding { stride: stride.unwrap_or(0) },
-                other => other,
-            };
             let options = perplex::compare::CompareOptions {
-                mode,
+                mode: perplex::compare::CompareOptions::windows(mode, stride)?,
                 ctx,
                 batch,
                 per_token: output.per_token.is_some(),

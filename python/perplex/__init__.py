@@ -11,6 +11,9 @@ The Python face of the perplex engine: the same checkpoints, request rules and n
     ids, logprobs, greedy = model.token_logprobs("And the earth was without form, and void")
     model.generate_until([("And God called the light", {"until": ["."], "max_gen_toks": 32})])
 
+``perplex.compare(base, model, texts)`` measures what a quantization or conversion cost: KL
+divergence, same top token and Δp against the base model, as ``perplex compare`` does.
+
 ``perplex.lm_eval`` makes the engine an lm-evaluation-harness backend (``lm_eval --model perplex``).
 
 Errors are exceptions carrying the command line's message: ``ValueError`` for bad input (a missing
@@ -28,7 +31,7 @@ import numpy as np
 
 from . import _native
 
-__all__ = ["Model", "TokenLogprobs"]
+__all__ = ["Model", "TokenLogprobs", "compare"]
 
 # A call's ``progress``: True for a progress bar, or a callable taking (tokens done, tokens in all).
 ProgressArg = Union[bool, Callable[[int, int], None]]
@@ -242,6 +245,84 @@ class Model:
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, not {type(text).__name__}")
         return self._native.tokenize(text)
+
+
+def compare(
+    base: str,
+    model: str,
+    texts: Sequence[str],
+    window: str = "rolling",
+    ctx: Optional[int] = None,
+    stride: Optional[int] = None,
+    batch: str = "auto",
+    device: Optional[str] = None,
+    sums: str = "plain",
+    swap: bool = False,
+    revision: Optional[str] = None,
+    per_token: bool = False,
+    progress: ProgressArg = False,
+) -> Dict[str, Any]:
+    """``model`` against ``base`` on the same tokens, as ``perplex compare --json`` reports it:
+    KL(base ‖ model) in nats, same top token and Δp (the change in the probability of the actual
+    next token), with their uncertainties and percentiles, both perplexities and bits per byte,
+    and the positions where the models disagree most. Both models' distributions are compared on
+    the device; nothing per vocabulary entry is kept.
+
+    Args:
+        base, model: checkpoints as ``Model`` opens them (directories, ``.gguf`` files, hub ids
+            in the local cache); their tokenizers must agree.
+        texts: the documents.
+        window, ctx, stride: as for ``Model.perplexity``; ctx defaults to the shorter model's.
+        batch: windows per pass, or ``"auto"``; the numbers do not depend on it.
+        device: the adapter, as for ``Model``.
+        sums: ``"plain"`` or ``"compensated"`` (see ``Model``): for models that differ by less
+            than f32 arithmetic resolves, such as an f32 checkpoint and its f16 export.
+        swap: keep one model on the device at a time (same numbers; for pairs that do not fit
+            together, which is also what happens by itself when they do not).
+        revision: branch, tag or commit of ``model`` when it is a hub id.
+        per_token: also return every scored position under ``"tokens"``.
+        progress: ``True`` shows a progress bar; a callable is called with (tokens done,
+            tokens in all).
+
+    Returns:
+        ``{"base", "model", "adapter", "window", "ctx", "residency", "statistics",
+        "total_base", "total_model", "documents_base", "documents_model", "worst", "seconds",
+        ...}``. ``statistics`` holds ``kld_mean``, ``same_top``, ``delta_p_mean``,
+        ``delta_p_rms``, ``ppl_base``, ``ppl_model``, ``ppl_ratio``, ``ln_ppl_ratio``,
+        ``ppl_difference`` (each ``{"value", "uncertainty"}``), ``kld`` and ``delta_p`` (``max``,
+        ``median``, ``min`` and ``percentiles`` as ``[percent, value]`` pairs),
+        ``logprob_correlation`` and ``count``; ``total_*`` hold each model's perplexities and
+        bits per byte; ``worst`` the ten positions where the models disagree most, with their
+        text. With ``per_token``, ``"tokens"``: NumPy arrays of one length, ``document`` (index
+        in ``texts``), ``positions``, ``token_ids``, ``kld``, ``logprob_base``,
+        ``logprob_model``, ``top_base``, ``top_model``.
+
+    Raises:
+        ValueError: a missing or broken checkpoint, tokenizers that differ (naming the first
+            differing token), a window longer than either model takes.
+        MemoryError: a model that does not fit on the device even alone.
+    """
+    report, tokens = _native.compare(
+        base,
+        model,
+        _texts(texts),
+        window,
+        ctx=_positive("ctx", ctx),
+        stride=stride,
+        batch=batch,
+        device=device,
+        sums=sums,
+        swap=bool(swap),
+        revision=revision,
+        per_token=bool(per_token),
+        progress=_progress_bar(progress),
+    )
+    result = json.loads(report)
+    if tokens is not None:
+        names = ["document", "positions", "token_ids", "kld", "logprob_base", "logprob_model", "top_base", "top_model"]
+        dtypes = [np.int64, np.int64, np.uint32, np.float32, np.float32, np.float32, np.uint32, np.uint32]
+        result["tokens"] = {name: np.asarray(column, dtype=dtype) for name, column, dtype in zip(names, tokens, dtypes)}
+    return result
 
 
 def _positive(name: str, value: Optional[int]) -> Optional[int]:

@@ -47,3 +47,22 @@ class Model:
         self, requests: List[Tuple[str, List[str], int]], ctx: Optional[int] = None, progress: Progress = None
     ) -> List[str]: ...
     def tokenize(self, text: str) -> List[int]: ...
+
+def compare(
+    base: str,
+    model: str,
+    texts: List[str],
+    window: str = "rolling",
+    ctx: Optional[int] = None,
+    stride: Optional[int] = None,
+    batch: str = "auto",
+    device: Optional[str] = None,
+    sums: str = "plain",
+    swap: bool = False,
+    revision: Optional[str] = None,
+    per_token: bool = False,
+    progress: Progress = None,
+) -> Tuple[
+    str,
+    Optional[Tuple[List[int], List[int], List[int], List[float], List[float], List[float], List[int], List[int]]],
+]: ...

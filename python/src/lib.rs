@@ -1,9 +1,9 @@
 //! `perplex._native`: the compiled half of the `perplex` Python package. It holds a
-//! [`perplex::Model`] and calls the library's own scoring and generating functions
-//! (`score::loglikelihood`, `score::perplexity`, `generate::generate`), so Python gets exactly
-//! the command line's rules and numbers. The Python
-//! half (`perplex/__init__.py`) turns arguments and results into Python shapes (NumPy arrays,
-//! dicts) and documents the API.
+//! [`perplex::Model`] and calls the library's own scoring, generating and comparing functions
+//! (`score::loglikelihood`, `score::perplexity`, `generate::generate`, `compare::compare`), so
+//! Python gets exactly the command line's rules and numbers. The Python half
+//! (`perplex/__init__.py`) turns arguments and results into Python shapes (NumPy arrays, dicts)
+//! and documents the API.
 //!
 //! Every long call runs on a worker thread while the calling thread, with the GIL released, waits
 //! in short ticks; between ticks it takes the GIL to look for Ctrl-C and to report progress.
@@ -12,6 +12,7 @@
 //! flag, the run stops between passes as the command line's does, and the call raises
 //! `KeyboardInterrupt`.
 
+use perplex::compare::{CompareOptions, Pair, Residency};
 use perplex::data::Document;
 use perplex::forward::Batch;
 use perplex::generate::{self, GenOptions, GenRequest};
@@ -118,12 +119,16 @@ impl Windows {
     }
 }
 
+/// The texts as documents, named by their place in the list.
+fn documents(texts: Vec<String>) -> Vec<Document> {
+    texts.into_iter().enumerate().map(|(i, text)| Document { name: i.to_string(), text }).collect()
+}
+
 impl Model {
     /// Scores whole texts over `windows`, as `perplex ppl` does.
     fn score_texts(&self, py: Python<'_>, texts: Vec<String>, windows: Windows, per_token: bool, progress: Option<&Bound<'_, PyAny>>) -> PyResult<PplResult> {
         let Windows { mode, ctx, stride } = windows;
-        // Documents are named by their place in the list.
-        let documents: Vec<Document> = texts.into_iter().enumerate().map(|(i, text)| Document { name: i.to_string(), text }).collect();
+        let documents = documents(texts);
         run_released(py, progress, |progress| {
             let mut options = PplOptions { mode, ctx: ctx.or(self.ctx), batch: self.batch, per_token, progress };
             options.set_stride(&self.model, stride)?;
@@ -272,8 +277,62 @@ impl Model {
     }
 }
 
+/// Every scored position of a comparison, as columns: document index, position, token id, KL
+/// divergence, the base's and the model's log-probabilities, and their top tokens.
+type ComparedTokens = (Vec<usize>, Vec<usize>, Vec<u32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<u32>, Vec<u32>);
+
+/// `perplex compare`: the `--json` report of `model` against `base` on the texts, as JSON text,
+/// and with `per_token` every scored position.
+#[pyfunction]
+#[pyo3(signature = (base, model, texts, window="rolling", ctx=None, stride=None, batch="auto", device=None, sums="plain", swap=false, revision=None, per_token=false, progress=None))]
+#[allow(clippy::too_many_arguments)]
+fn compare(
+    py: Python<'_>,
+    base: &str,
+    model: &str,
+    texts: Vec<String>,
+    window: &str,
+    ctx: Option<usize>,
+    stride: Option<usize>,
+    batch: &str,
+    device: Option<String>,
+    sums: &str,
+    swap: bool,
+    revision: Option<&str>,
+    per_token: bool,
+    progress: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(String, Option<ComparedTokens>)> {
+    let batch: Batch = batch.parse().map_err(PyValueError::new_err)?;
+    let sums: Sums = sums.parse().map_err(PyValueError::new_err)?;
+    let Windows { mode, ctx, stride } = Windows::named(window, ctx, stride)?;
+    let mode = CompareOptions::windows(mode, stride).map_err(to_python)?;
+    let documents = documents(texts);
+    let (report, tokens) = run_released(py, progress, |progress| {
+        let gpu = Gpu::new(&GpuOptions { device, sums, ..GpuOptions::default() })?;
+        let pair = Pair::open_revision(base, model, revision, swap.then_some(Residency::Swapped), gpu)?;
+        let result = perplex::compare::compare(&pair, &documents, &CompareOptions { mode, ctx, batch, per_token, progress })?;
+        let report = perplex::report::compare_json(&result, &pair.base.name, &pair.model.name, &pair.base.adapter());
+        Ok((report, result.tokens))
+    })?;
+    let report = serde_json::to_string(&report).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+    let tokens = per_token.then(|| {
+        (
+            tokens.iter().map(|t| t.doc.parse().expect("documents are named by their index")).collect(),
+            tokens.iter().map(|t| t.pos).collect(),
+            tokens.iter().map(|t| t.token_id).collect(),
+            tokens.iter().map(|t| t.kld).collect(),
+            tokens.iter().map(|t| t.logprob_base).collect(),
+            tokens.iter().map(|t| t.logprob_model).collect(),
+            tokens.iter().map(|t| t.top_base).collect(),
+            tokens.iter().map(|t| t.top_model).collect(),
+        )
+    });
+    Ok((report, tokens))
+}
+
 #[pymodule]
 fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<Model>()?;
+    module.add_function(wrap_pyfunction!(compare, module)?)?;
     Ok(())
 }

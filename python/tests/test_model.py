@@ -1,5 +1,5 @@
-"""perplex.Model: the command line's rules and numbers from Python, errors as exceptions, the GIL
-released during long calls, and Ctrl-C as KeyboardInterrupt."""
+"""perplex.Model and perplex.compare: the command line's rules and numbers from Python, errors as
+exceptions, the GIL released during long calls, and Ctrl-C as KeyboardInterrupt."""
 
 import json
 import math
@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -97,6 +98,65 @@ def test_compensated_sums_are_the_command_lines(perplex_cli, tmp_path):
     assert compensated.perplexity([TEXT])["total"] == json.loads(report_file.read_text())["total"]
     with pytest.raises(ValueError, match='"plain" or "compensated"'):
         perplex.Model(DEFAULT_MODEL, sums="exact")
+
+
+FAMILY = REPOSITORY / "models" / "family"
+
+
+def test_compare_is_the_command_lines_report(perplex_cli, tmp_path):
+    base, other = str(FAMILY / "0.9M" / "step500"), str(FAMILY / "0.9M" / "step250")
+    texts = [TEXT, HELDOUT[5000:5600]]
+    files = []
+    for i, text in enumerate(texts):
+        files.append(tmp_path / f"{i}.txt")
+        files[-1].write_text(text)
+    report_file, tokens_file = tmp_path / "compare.json", tmp_path / "tokens.jsonl"
+    run([perplex_cli, "compare", "--base", base, "--model", other, "--data", *files, "--ctx", "96", "--json", report_file, "--per-token", tokens_file])
+    expected = json.loads(report_file.read_text())
+    result = perplex.compare(base, other, texts, ctx=96, batch="3", per_token=True)
+    assert result["statistics"] == expected["statistics"]
+    assert (result["total_base"], result["total_model"]) == (expected["total_base"], expected["total_model"])
+    # Documents are named by their index in Python, by their file on the command line.
+    unnamed = lambda worst: [{k: v for k, v in w.items() if k != "doc"} for w in worst]
+    assert unnamed(result["worst"]) == unnamed(expected["worst"]) and len(result["worst"]) == 10
+    assert [w["doc"] for w in result["worst"]] == [Path(w["doc"]).stem for w in expected["worst"]]
+    assert (result["window"], result["ctx"], result["residency"]) == ("rolling", 96, "both")
+    assert 0 < result["statistics"]["kld_mean"]["value"] and 0 < result["statistics"]["same_top"]["value"] < 1
+
+    tokens = result["tokens"]
+    lines = [json.loads(line) for line in tokens_file.read_text().splitlines()]
+    assert len(tokens["kld"]) == len(lines) == result["statistics"]["count"]
+    assert tokens["kld"].dtype == np.float32 and tokens["token_ids"].dtype == np.uint32
+    assert tokens["document"].tolist() == [int(Path(t["doc"]).stem) for t in lines]
+    assert tokens["positions"].tolist() == [t["pos"] for t in lines]
+    assert tokens["token_ids"].tolist() == [t["token_id"] for t in lines]
+    # The per-token file writes each f32 in its shortest decimal form: read back as f32, bit for bit.
+    as_f32 = lambda key: np.asarray([t[key] for t in lines], dtype=np.float32)
+    for key in ["kld", "logprob_base", "logprob_model"]:
+        assert np.array_equal(tokens[key], as_f32(key)), key
+    assert tokens["top_base"].tolist() == [t["top_base"] for t in lines]
+    assert float(tokens["kld"].astype(np.float64).mean()) == pytest.approx(result["statistics"]["kld_mean"]["value"], rel=1e-6)
+
+    # One model at a time: the same numbers.
+    swapped = perplex.compare(base, other, texts, ctx=96, swap=True)
+    assert swapped["residency"] == "swapped" and swapped["statistics"] == expected["statistics"]
+    assert "tokens" not in swapped
+
+
+@pytest.mark.parametrize(
+    "base, model, kwargs, message",
+    [
+        (FAMILY / "0.9M" / "step500", REPOSITORY / "models" / "tiny" / "llama-f32", {}, "do not share a tokenizer"),
+        (FAMILY / "no-such-model", FAMILY / "0.9M" / "step500", {}, "the base model"),
+        (FAMILY / "0.9M" / "step500", FAMILY / "0.9M" / "step250", {"stride": 10}, "--stride applies to --window sliding only"),
+        (FAMILY / "0.9M" / "step500", FAMILY / "0.9M" / "step250", {"window": "sliding", "stride": 0}, "at least one token"),
+        (FAMILY / "0.9M" / "step500", FAMILY / "0.9M" / "step250", {"sums": "exact"}, '"plain" or "compensated"'),
+    ],
+)
+def test_compare_bad_input_is_a_value_error(base, model, kwargs, message):
+    with pytest.raises(ValueError) as raised:
+        perplex.compare(str(base), str(model), [TEXT], **kwargs)
+    assert message in str(raised.value)
 
 
 def test_sliding_windows_default_to_half_a_window(model):

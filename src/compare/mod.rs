@@ -629,6 +629,19 @@ pub struct CompareOptions {
     pub progress: Option<Arc<dyn Progress>>,
 }
 
+impl CompareOptions {
+    /// `mode` with a sliding window's `stride` (None: half the window, worked out for the pair);
+    /// a stride given for another mode is an error.
+    pub fn windows(mode: WindowMode, stride: Option<usize>) -> Result<WindowMode> {
+        match mode {
+            WindowMode::Sliding { .. } if stride == Some(0) => Err(Error::bad_input("--stride 0: a sliding window must advance by at least one token")),
+            WindowMode::Sliding { .. } => Ok(WindowMode::Sliding { stride: stride.unwrap_or(0) }),
+            _ if stride.is_some() => Err(Error::bad_input("--stride applies to --window sliding only")),
+            other => Ok(other),
+        }
+    }
+}
+
 /// `perplex compare`: both models over every document's windows, the statistics and the
 /// positions of greatest disagreement.
 pub fn compare(pair: &Pair, documents: &[Document], options: &CompareOptions) -> Result<CompareResult> {
