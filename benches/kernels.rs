@@ -2,7 +2,7 @@
 //! `cargo bench --bench kernels` prints GFLOP/s per kernel and shape.
 
 use perplex::forward::RowLayout;
-use perplex::gpu::{ops, DType, Gpu, GpuMatrix, GpuOptions, Program};
+use perplex::gpu::{ops, DType, Gpu, GpuMatrix, GpuOptions, MatrixUse, Program};
 use std::time::Instant;
 
 fn time_program(gpu: &Gpu, program: &Program, repeats: usize) -> f64 {
@@ -23,7 +23,7 @@ fn bench_matmul(gpu: &Gpu, rows: usize, n: usize, k: usize, dtype: DType) {
 
 fn bench_lm_head(gpu: &Gpu, rows: usize, vocab: usize, k: usize) {
     let dtype = DType::F32;
-    let weight = GpuMatrix::upload(gpu, "head", vocab, k, dtype, &vec![0u8; vocab * k * 4]).unwrap();
+    let weight = GpuMatrix::upload(gpu, "head", vocab, k, dtype, &vec![0u8; vocab * k * 4], MatrixUse::Products).unwrap();
     let input = gpu.storage("in", (rows * k * 4) as u64);
     let targets = gpu.storage("targets", (rows * 4) as u64);
     let head = ops::LmHead { matrix: &weight, vocab, softcap: 0.0 };

@@ -205,6 +205,10 @@ enum Command {
         text: TextArgs,
         #[command(flatten)]
         output: OutputArgs,
+        /// Keep every compared window's numbers in this file as its passes finish; rerunning the
+        /// same command continues a killed or interrupted run where it stopped
+        #[arg(long)]
+        resume: Option<PathBuf>,
         #[command(flatten)]
         device: DeviceArgs,
     },
@@ -533,7 +537,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             output.write(|| report::ppl_json(&result, &model.name, &model.adapter()), &result.tokens)
         }
-        Command::Compare { base, model, swap, text, output, device } => {
+        Command::Compare { base, model, swap, text, output, resume, device } => {
             let mode = text.mode()?;
             let documents = text.documents()?;
             let TextArgs { ctx, stride, batch, .. } = text;
@@ -546,6 +550,7 @@ fn run(cli: Cli) -> Result<()> {
                 batch,
                 per_token: output.per_token.is_some(),
                 progress: Some(Arc::new(report::ProgressBar::new())),
+                resume,
             };
             let result = perplex::compare::compare(&pair, &documents, &options)?;
             let adapter = pair.base.adapter();

@@ -2,7 +2,8 @@
 //! both models' full logits (models/scripts/make_compare_reference.py,
 //! models/reference/compare-family.json), bit-identical across batch sizes, the base model's
 //! log-probabilities equal to `perplex ppl`'s, a model against itself, a pair that takes turns on
-//! the device (the same bits as both on it), and the errors.
+//! the device (the same bits as both on it), a killed run resumed from its log (the same bits),
+//! and the errors.
 
 mod common;
 
@@ -43,6 +44,57 @@ fn compare(scratch: &Scratch, tag: &str, base: &str, model: &str, extra: &[&str]
     let output = perplex(args);
     assert_success(&output);
     (read_json(&json), read_lines(&tokens), std::fs::read_to_string(&tokens).unwrap())
+}
+
+/// `--resume`: a run killed part-way (its log cut after half the windows, the next line half
+/// written) continues to the same statistics and per-token results as an uninterrupted run, bit
+/// for bit, with each window logged once; also when the rerun takes turns (`--swap` gives the
+/// same numbers, so it continues the same log). A log of other settings is refused.
+#[test]
+fn a_killed_compare_resumes_to_the_same_bits() {
+    let scratch = Scratch::new("compare-resume");
+    let (base, model) = ("models/family/0.9M/step500", "models/family/0.2M/step250");
+    let settings = ["--batch", "1", "--ctx", "48"];
+    fn with_log<'a>(settings: &[&'a str], log: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+        [settings, &["--resume", log.to_str().unwrap()], extra].concat()
+    }
+    let (want, _, want_tokens) = compare(&scratch, "plain", base, model, &settings);
+    let full = scratch.join("full.resume");
+    let (logged, _, logged_tokens) = compare(&scratch, "logged", base, model, &with_log(&settings, &full, &[]));
+    assert!(logged_tokens == want_tokens && logged["statistics"] == want["statistics"], "logging changes nothing");
+    let lines: Vec<String> = std::fs::read_to_string(&full).unwrap().lines().map(str::to_string).collect();
+    let windows = lines.len() - 1;
+    assert!(windows >= 20, "a header and one line per window: {windows} windows");
+
+    for (i, extra) in [&[][..], &["--swap"][..]].into_iter().enumerate() {
+        let cut = scratch.join(&format!("cut{i}.resume"));
+        let kept = 1 + windows / 2;
+        std::fs::write(&cut, format!("{}\n{}", lines[..kept].join("\n"), &lines[kept][..lines[kept].len() / 2])).unwrap();
+        let (got, _, got_tokens) = compare(&scratch, &format!("resumed{i}"), base, model, &with_log(&settings, &cut, extra));
+        assert!(got_tokens == want_tokens, "resumed {extra:?}: per-token results differ");
+        for key in ["statistics", "total_base", "total_model", "documents_base", "documents_model", "worst"] {
+            assert_eq!(got[key], want[key], "resumed {extra:?}: {key}");
+        }
+        let resumed = std::fs::read_to_string(&cut).unwrap();
+        assert_eq!(resumed.lines().count(), windows + 1, "no duplicate and no partial line");
+        assert_eq!(resumed, std::fs::read_to_string(&full).unwrap(), "the same windows logged as the same numbers");
+    }
+    // A finished log: everything from it.
+    let (again, _, again_tokens) = compare(&scratch, "again", base, model, &with_log(&settings, &full, &[]));
+    assert!(again_tokens == want_tokens && again["statistics"] == want["statistics"]);
+
+    // Other settings: another window length, other sums, another model.
+    let data = repo().join(DATA);
+    let run = |model: &str, extra: &[&str]| {
+        let (base, model) = (repo().join(base), repo().join(model));
+        let mut args: Vec<&std::ffi::OsStr> = ["compare", "--base"].iter().map(std::ffi::OsStr::new).collect();
+        args.extend([base.as_os_str(), "--model".as_ref(), model.as_os_str(), "--data".as_ref(), data.as_os_str(), "--resume".as_ref(), full.as_os_str()]);
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        perplex(args)
+    };
+    assert_bad_input(&run(model, &["--ctx", "40"]), &["other settings"]);
+    assert_bad_input(&run(model, &["--ctx", "48", "--sums", "compensated"]), &["other settings"]);
+    assert_bad_input(&run("models/family/0.9M/step250", &["--ctx", "48"]), &["other settings"]);
 }
 
 fn close(got: f64, want: f64, rel: f64, abs: f64) -> bool {
@@ -299,6 +351,7 @@ fn compare_in_rounds_matches_both_models_on_the_device() {
         batch: perplex::forward::Batch::Windows(2),
         per_token: true,
         progress: None,
+        resume: None,
     };
     let per_token = |pair: &Pair| serde_json::to_string(&compare::compare(pair, &documents, &options).unwrap().tokens).unwrap();
     let together = Pair::open_revision(base, model, None, None, gpu.clone()).unwrap();
@@ -331,6 +384,7 @@ fn compare_splits_a_pass_into_blocks_that_fit_one_binding() {
         batch: perplex::forward::Batch::Auto,
         per_token: true,
         progress: None,
+        resume: None,
     };
     let per_token = |gpu| {
         let pair = Pair::open(base, model, gpu).unwrap();

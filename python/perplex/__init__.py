@@ -25,6 +25,7 @@ the device. Ctrl-C stops a long call between passes with ``KeyboardInterrupt``.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -260,6 +261,7 @@ def compare(
     swap: bool = False,
     revision: Optional[str] = None,
     per_token: bool = False,
+    resume: Optional[Union[str, "os.PathLike[str]"]] = None,
     progress: ProgressArg = False,
 ) -> Dict[str, Any]:
     """``model`` against ``base`` on the same tokens, as ``perplex compare --json`` reports it:
@@ -281,6 +283,9 @@ def compare(
             together, which is also what happens by itself when they do not).
         revision: branch, tag or commit of ``model`` when it is a hub id.
         per_token: also return every scored position under ``"tokens"``.
+        resume: a file to log every compared window to as it finishes; calling again with the
+            same arguments after a crash or Ctrl-C continues where the call stopped, to the
+            same numbers (``perplex compare --resume``).
         progress: ``True`` shows a progress bar; a callable is called with (tokens done,
             tokens in all).
 
@@ -315,6 +320,7 @@ def compare(
         swap=bool(swap),
         revision=revision,
         per_token=bool(per_token),
+        resume=None if resume is None else os.fspath(resume),
         progress=_progress_bar(progress),
     )
     result = json.loads(report)

@@ -61,6 +61,7 @@ def compare(
     swap: bool = False,
     revision: Optional[str] = None,
     per_token: bool = False,
+    resume: Optional[str] = None,
     progress: Progress = None,
 ) -> Tuple[
     str,

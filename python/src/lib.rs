@@ -284,7 +284,7 @@ type ComparedTokens = (Vec<usize>, Vec<usize>, Vec<u32>, Vec<f32>, Vec<f32>, Vec
 /// `perplex compare`: the `--json` report of `model` against `base` on the texts, as JSON text,
 /// and with `per_token` every scored position.
 #[pyfunction]
-#[pyo3(signature = (base, model, texts, window="rolling", ctx=None, stride=None, batch="auto", device=None, sums="plain", swap=false, revision=None, per_token=false, progress=None))]
+#[pyo3(signature = (base, model, texts, window="rolling", ctx=None, stride=None, batch="auto", device=None, sums="plain", swap=false, revision=None, per_token=false, resume=None, progress=None))]
 #[allow(clippy::too_many_arguments)]
 fn compare(
     py: Python<'_>,
@@ -300,6 +300,7 @@ fn compare(
     swap: bool,
     revision: Option<&str>,
     per_token: bool,
+    resume: Option<std::path::PathBuf>,
     progress: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<(String, Option<ComparedTokens>)> {
     let batch: Batch = batch.parse().map_err(PyValueError::new_err)?;
@@ -310,7 +311,7 @@ fn compare(
     let (report, tokens) = run_released(py, progress, |progress| {
         let gpu = Gpu::new(&GpuOptions { device, sums, ..GpuOptions::default() })?;
         let pair = Pair::open_revision(base, model, revision, swap.then_some(Residency::Swapped), gpu)?;
-        let result = perplex::compare::compare(&pair, &documents, &CompareOptions { mode, ctx, batch, per_token, progress })?;
+        let result = perplex::compare::compare(&pair, &documents, &CompareOptions { mode, ctx, batch, per_token, progress, resume })?;
         let report = perplex::report::compare_json(&result, &pair.base.name, &pair.model.name, &pair.base.adapter());
         Ok((report, result.tokens))
     })?;

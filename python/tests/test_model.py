@@ -142,6 +142,15 @@ def test_compare_is_the_command_lines_report(perplex_cli, tmp_path):
     assert swapped["residency"] == "swapped" and swapped["statistics"] == expected["statistics"]
     assert "tokens" not in swapped
 
+    # A log of compared windows, continued after a crash half-way: the same numbers.
+    log = tmp_path / "compare.resume"
+    assert perplex.compare(base, other, texts, ctx=96, resume=log)["statistics"] == expected["statistics"]
+    lines = log.read_text().splitlines()
+    assert len(lines) > 4
+    log.write_text("\n".join(lines[: len(lines) // 2]) + "\n")
+    assert perplex.compare(base, other, texts, ctx=96, resume=str(log))["statistics"] == expected["statistics"]
+    assert log.read_text().splitlines() == lines
+
 
 @pytest.mark.parametrize(
     "base, model, kwargs, message",

@@ -6,6 +6,7 @@
 //! log-probabilities of the actual next token and both top tokens. No distribution leaves the GPU
 //! and no logit is stored; device memory depends on the pass size, never on the text.
 
+pub mod resume;
 pub mod stats;
 
 use crate::data::Document;
@@ -13,7 +14,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::forward::{injected_weight_limit, Batch, FinalHidden, GpuModel};
 use crate::gpu::{ops, DType, Gpu, GpuMatrix, MatrixUse, PendingRead, Program};
 use crate::model::{load_head, Checkpoint, ModelSpec, TextTokenizer};
-use crate::score::{make_windows, run_passes, DocumentResult, PassInput, PplOptions, Progress, Totals, Window, WindowMode};
+use crate::score::{make_windows, run_passes, DocumentResult, PassInput, PplOptions, Progress, Totals, Window, WindowMode, PASSES_PER_GROUP};
+use resume::{CompareHeader, CompareLog};
 use crate::Model;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -627,6 +629,8 @@ pub struct CompareOptions {
     /// Keep every scored token.
     pub per_token: bool,
     pub progress: Option<Arc<dyn Progress>>,
+    /// Log compared windows to this file, and take those it holds from it (`--resume`).
+    pub resume: Option<std::path::PathBuf>,
 }
 
 impl CompareOptions {
@@ -664,17 +668,11 @@ pub fn compare(pair: &Pair, documents: &[Document], options: &CompareOptions) ->
     if total == 0 {
         return Err(Error::bad_input(format!("no token to score: {} with --ctx {ctx} scores none of the text", mode.name())));
     }
-    if let Some(progress) = &options.progress {
-        progress.start(total as u64);
-    }
-    let (scores, batch) = pair.run(&windows, options.batch, |n| {
-        if let Some(progress) = &options.progress {
-            progress.advance(n as u64)
-        }
-    })?;
-    if let Some(progress) = &options.progress {
-        progress.finish();
-    }
+    let log = match &options.resume {
+        Some(path) => Some(CompareLog::open(path, &CompareHeader::of(pair, mode, ctx)?, documents)?),
+        None => None,
+    };
+    let (scores, batch) = compare_windows(pair, &windows, ctx, options, log)?;
 
     let mut base: Vec<DocumentResult> = documents.iter().map(DocumentResult::unscored).collect();
     let mut model = base.clone();
@@ -706,6 +704,54 @@ pub fn compare(pair: &Pair, documents: &[Document], options: &CompareOptions) ->
         seconds: start.elapsed().as_secs_f64(),
         batch,
     })
+}
+
+/// Every window's scores: those in the resume log as logged, the others compared (with a log, in
+/// groups of a few passes, or of a swapped pair's rounds, each logged as it finishes). Also the
+/// most windows one pass held.
+fn compare_windows(pair: &Pair, windows: &[Window], ctx: usize, options: &CompareOptions, mut log: Option<CompareLog>) -> Result<(Vec<Vec<PositionScore>>, usize)> {
+    let mut scores: Vec<Option<Vec<PositionScore>>> = windows.iter().map(|w| log.as_ref().and_then(|log| log.get(w))).collect();
+    let pending: Vec<usize> = (0..windows.len()).filter(|&i| scores[i].is_none()).collect();
+    let pending_windows: Vec<Window> = pending.iter().map(|&i| windows[i].clone()).collect();
+    let progress = options.progress.as_deref();
+    if let Some(progress) = progress {
+        progress.start(windows.iter().map(|w| w.scored.len()).sum::<usize>() as u64);
+        progress.advance(scores.iter().flatten().map(|s| s.len()).sum::<usize>() as u64);
+    }
+    let groups: Vec<&[Window]> = match (&log, pair.residency) {
+        (None, _) => vec![&pending_windows[..]],
+        (Some(_), Residency::Swapped) => pair.rounds(&pending_windows),
+        (Some(_), Residency::Together) => pending_windows.chunks((PASSES_PER_GROUP * pair.windows_per_pass(ctx, options.batch)).max(1)).collect(),
+    };
+    let advance = |n: usize| {
+        if let Some(progress) = progress {
+            progress.advance(n as u64)
+        }
+    };
+    let (mut largest, mut compared) = (0, 0);
+    for group in groups {
+        let (group_scores, batch) = pair.run(group, options.batch, advance).map_err(|e| match &log {
+            Some(log) if e.kind == ErrorKind::Interrupted => Error::interrupted(format!(
+                "interrupted: {} of {} windows compared and kept in {}; rerun the same command to continue",
+                windows.len() - pending.len() + compared,
+                windows.len(),
+                log.path().display()
+            )),
+            _ => e,
+        })?;
+        if let Some(log) = &mut log {
+            log.append(group, &group_scores)?;
+        }
+        for window_scores in group_scores {
+            scores[pending[compared]] = Some(window_scores);
+            compared += 1;
+        }
+        largest = largest.max(batch);
+    }
+    if let Some(progress) = progress {
+        progress.finish();
+    }
+    Ok((scores.into_iter().map(|s| s.expect("every window is logged or compared")).collect(), largest))
 }
 
 /// The [`WORST`] positions of largest KL divergence (ties: the earlier position), with the text

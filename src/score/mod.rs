@@ -377,7 +377,7 @@ fn lay_out(windows: &[Window], group: &[usize], len: usize) -> PassInput {
 
 /// Passes scored between two looks at the resume log and the Ctrl-C flag: few enough that
 /// finished work is logged (and a Ctrl-C obeyed) soon, enough to keep the device busy.
-const PASSES_PER_GROUP: usize = 4;
+pub(crate) const PASSES_PER_GROUP: usize = 4;
 
 /// Set by a Ctrl-C handler: long runs stop after the documents in flight, keeping what is done.
 pub static STOP_REQUESTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

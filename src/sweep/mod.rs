@@ -149,7 +149,7 @@ impl Measurement {
             unreachable!("compare() is called on comparison units only")
         };
         let pair = Pair::open_revision(base, &checkpoint.model, checkpoint.revision.as_deref(), None, gpu)?;
-        let compare_options = CompareOptions { mode: WindowMode::Rolling, ctx: options.ctx, batch: options.batch, per_token: false, progress: None };
+        let compare_options = CompareOptions { mode: WindowMode::Rolling, ctx: options.ctx, batch: options.batch, per_token: false, progress: None, resume: None };
         let stats = compare::compare(&pair, documents, &compare_options)?.stats;
         let metric = |estimate: compare::Estimate, lower_is_better: bool| Metric { value: estimate.value, stderr: Some(estimate.uncertainty), chance: None, lower_is_better };
         let metrics = [
