@@ -453,12 +453,12 @@ enum LossAxisArg {
 
 fn main() {
     let cli = Cli::parse();
-    // Ctrl-C stops long runs cleanly after the documents in flight (a second one kills at once).
+    // Ctrl-C stops long runs cleanly after the passes in flight (a second one kills at once).
     let _ = ctrlc::set_handler(|| {
         if score::STOP_REQUESTED.swap(true, std::sync::atomic::Ordering::SeqCst) {
             std::process::exit(130);
         }
-        eprintln!("\nstopping after the documents in flight (Ctrl-C again to quit now)");
+        eprintln!("\nstopping after the passes in flight (Ctrl-C again to quit now)");
     });
     if let Err(error) = run(cli) {
         eprintln!("error: {error}");

@@ -379,7 +379,7 @@ fn lay_out(windows: &[Window], group: &[usize], len: usize) -> PassInput {
 /// finished work is logged (and a Ctrl-C obeyed) soon, enough to keep the device busy.
 pub(crate) const PASSES_PER_GROUP: usize = 4;
 
-/// Set by a Ctrl-C handler: long runs stop after the documents in flight, keeping what is done.
+/// Set by a Ctrl-C handler: long runs stop after the passes in flight, keeping what is done.
 pub static STOP_REQUESTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Whether a Ctrl-C asked long runs to stop.
