@@ -712,7 +712,12 @@ pub fn compare(pair: &Pair, documents: &[Document], options: &CompareOptions) ->
 fn compare_windows(pair: &Pair, windows: &[Window], ctx: usize, options: &CompareOptions, mut log: Option<CompareLog>) -> Result<(Vec<Vec<PositionScore>>, usize)> {
     let mut scores: Vec<Option<Vec<PositionScore>>> = windows.iter().map(|w| log.as_ref().and_then(|log| log.get(w))).collect();
     let pending: Vec<usize> = (0..windows.len()).filter(|&i| scores[i].is_none()).collect();
-    let pending_windows: Vec<Window> = pending.iter().map(|&i| windows[i].clone()).collect();
+    // Without a log (or with nothing in it) every window is pending: no copy of them is made.
+    let pending_windows: std::borrow::Cow<[Window]> = if pending.len() == windows.len() {
+        std::borrow::Cow::Borrowed(windows)
+    } else {
+        pending.iter().map(|&i| windows[i].clone()).collect::<Vec<_>>().into()
+    };
     let progress = options.progress.as_deref();
     if let Some(progress) = progress {
         progress.start(windows.iter().map(|w| w.scored.len()).sum::<usize>() as u64);

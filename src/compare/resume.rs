@@ -2,7 +2,7 @@
 //! group of passes finishes (the log of `ppl --resume`, [`crate::score::ResumeLog`]), so a killed
 //! or interrupted comparison continues where it stopped, even inside one long document. The
 //! statistics need every position (percentiles, the positions of greatest disagreement), so
-//! these few numbers per position are what is kept: about 60 bytes of JSON, against a logits
+//! these few numbers per position are what is kept: about 40 bytes of JSON, against a logits
 //! file's whole distribution.
 
 use super::{Pair, PositionScore};

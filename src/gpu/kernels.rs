@@ -695,6 +695,16 @@ impl Sums {
         }
     }
 
+    /// The name where a record of the numbers (a resume log's header, a sweep's fingerprint) must
+    /// say it: none for plain sums, the default, so that records made before `--sums` existed
+    /// still match.
+    pub fn recorded(self) -> Option<&'static str> {
+        match self {
+            Sums::Plain => None,
+            other => Some(other.name()),
+        }
+    }
+
     /// The WGSL defining `Sum`, `add_product` and `sum_value` for the register block.
     fn snippet(self) -> &'static str {
         match self {

@@ -140,14 +140,10 @@ pub struct ResumeHeader {
     pub sums: Option<String>,
 }
 
-/// How a run's matrix kernels sum, for resume headers: absent for plain sums (so logs written
-/// before `--sums` existed still match), the name otherwise; a log of one arithmetic is not
-/// continued in the other.
+/// How a run's matrix kernels sum, for resume headers ([`crate::gpu::Sums::recorded`]): a log of
+/// one arithmetic is not continued in the other.
 pub fn sums_setting(model: &crate::Model) -> Option<String> {
-    match model.gpu_model.gpu.sums {
-        crate::gpu::Sums::Plain => None,
-        other => Some(other.name().to_string()),
-    }
+    model.gpu_model.gpu.sums.recorded().map(String::from)
 }
 
 /// One finished document: its result and, with --per-token, its token records. A document whose

@@ -55,12 +55,12 @@ pub struct SweepOptions {
 }
 
 impl SweepOptions {
-    /// Adds the settings every measurement shares to its fingerprint. Plain sums add nothing, so
-    /// results recorded before `--sums` existed still match.
+    /// Adds the settings every measurement shares to its fingerprint (plain sums add nothing:
+    /// [`Sums::recorded`]).
     fn fingerprint_settings(&self, hash: &mut Hasher) {
         hash.field(&self.ctx.map_or("default".into(), |c| c.to_string()));
-        if self.sums != Sums::Plain {
-            hash.field(&format!("sums {}", self.sums.name()));
+        if let Some(sums) = self.sums.recorded() {
+            hash.field(&format!("sums {sums}"));
         }
     }
 }
